@@ -1,0 +1,36 @@
+# The two commands of README.md: `make demo` and `make test`.
+# Each creates .venv on first use and installs what it needs.
+PYTHON ?= $(shell command -v python3.11 || command -v python3.10 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+
+.PHONY: demo test lint fuzz bench interop clean
+
+$(BIN)/.sac-installed: setup.cfg pyproject.toml
+	$(PYTHON) -c 'import sys; assert (3, 10) <= sys.version_info[:2] < (3, 12), "sac needs Python 3.10 or 3.11 (spyne 2.14 does not import on 3.12+)"'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test,bench]'
+	touch $@
+
+demo: $(BIN)/.sac-installed
+	$(BIN)/python -m sac.demo
+
+test: $(BIN)/.sac-installed
+	$(BIN)/ruff check sac tests benchmarks
+	$(BIN)/ruff format --check sac tests benchmarks
+	$(BIN)/pytest
+
+lint: $(BIN)/.sac-installed
+	$(BIN)/ruff check sac tests benchmarks
+	$(BIN)/ruff format --check sac tests benchmarks
+
+# 100k+ examples per property: the long Hypothesis run (not part of `make test`).
+fuzz: $(BIN)/.sac-installed
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest tests/dlms/test_fuzz.py tests/dlms/test_properties.py -q
+
+bench: $(BIN)/.sac-installed
+	$(BIN)/python benchmarks/bench_codec.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

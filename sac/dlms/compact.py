@@ -1,0 +1,323 @@
+"""Compact frames (IC 62 compact_buffer): a decoder driven by declared layouts.
+
+A :class:`CompactLayout` lists the fields of a template as data: name, OBIS, attribute and a
+kind.  Fixed-size kinds are raw big-endian values; ``octet-string``/``visible-string`` keep
+their one-byte length; ``entries`` is a counted array (a one-byte count, then fixed records).
+:func:`compile_layout` turns a layout into a decoder that unpacks each run of fixed fields
+with one ``struct`` call.
+
+In Italian compact frames byte 0 of the buffer is the template id; :func:`decode_compact`
+dispatches on it.  A template that no layout declares can still be decoded from its
+template_description (IC 62 attribute 5) with :func:`layout_from_description`.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sac.dlms.axdr import DataTag, TypeDescription, decode_untagged
+from sac.dlms.obis import Obis
+from sac.errors import DecodeError
+
+__all__ = [
+    "CompactField",
+    "CompactFrame",
+    "CompactLayout",
+    "compile_layout",
+    "decode_compact",
+    "layout_from_description",
+]
+
+# kind -> struct format of a fixed-size field
+FIXED_KINDS: dict[str, str] = {
+    "bool": "?",
+    "u8": "B",
+    "enum": "B",
+    "i8": "b",
+    "u16": "H",
+    "i16": "h",
+    "u32": "I",
+    "i32": "i",
+    "u64": "Q",
+    "i64": "q",
+    "f32": "f",
+    "f64": "d",
+}
+VARIABLE_KINDS = ("octet-string", "visible-string", "entries", "bytes", "data")
+
+
+@dataclass(frozen=True, slots=True)
+class CompactField:
+    """One field of a compact buffer.
+
+    ``kind``: a key of FIXED_KINDS; ``bytes`` (``size`` raw bytes); ``octet-string`` or
+    ``visible-string`` (a one-byte length, then the bytes); ``entries`` (a one-byte count,
+    then that many records of the fixed-size ``entries`` fields); ``data`` (any value of
+    type ``description``, written without tags: dates, structures, arrays).
+    """
+
+    name: str
+    kind: str
+    obis: Obis | None = None
+    attribute: int = 2
+    size: int = 0
+    entries: tuple[CompactField, ...] = ()
+    description: TypeDescription | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in FIXED_KINDS and self.kind not in VARIABLE_KINDS:
+            raise ValueError(f"field {self.name!r}: unknown kind {self.kind!r}")
+        if self.kind == "bytes" and self.size <= 0:
+            raise ValueError(f"field {self.name!r}: bytes need a size")
+        if self.kind == "data" and self.description is None:
+            raise ValueError(f"field {self.name!r}: data needs a type description")
+        if self.kind == "entries":
+            if not self.entries:
+                raise ValueError(f"field {self.name!r}: entries need record fields")
+            for f in self.entries:
+                if f.kind not in FIXED_KINDS:
+                    raise ValueError(f"field {self.name!r}: record field {f.name!r} not fixed")
+        if self.obis is not None and not isinstance(self.obis, Obis):
+            object.__setattr__(self, "obis", Obis(self.obis))
+
+
+def fld(
+    name: str, kind: str, obis: str | None = None, attribute: int = 2, **kw: Any
+) -> CompactField:
+    """Shorthand for layouts written as data."""
+    return CompactField(name, kind, Obis(obis) if obis else None, attribute, **kw)
+
+
+@dataclass(frozen=True, slots=True)
+class CompactLayout:
+    template_id: int
+    name: str
+    fields: tuple[CompactField, ...]
+    # Italian CFs start with the template id; a plain IC 62 buffer does not.
+    id_prefix: bool = True
+    # allow bytes after the last declared field (kept as ``trailing``)
+    allow_trailing: bool = False
+    _decoder: Callable[[bytes], tuple[dict[str, Any], int]] | None = field(
+        default=None, compare=False, repr=False
+    )
+
+    def decode(self, buffer: bytes) -> CompactFrame:
+        decoder = self._decoder
+        if decoder is None:
+            decoder = compile_layout(self)
+            object.__setattr__(self, "_decoder", decoder)
+        start = 0
+        if self.id_prefix:
+            if not buffer or buffer[0] != self.template_id:
+                raise DecodeError(f"compact buffer is not template {self.template_id}")
+            start = 1
+        try:
+            values, end = decoder(buffer, start)
+        except (struct.error, IndexError) as exc:
+            raise DecodeError(f"compact frame {self.name} is truncated: {exc}") from None
+        trailing = bytes(buffer[end:])
+        if trailing and not self.allow_trailing:
+            raise DecodeError(f"{len(trailing)} bytes left after compact frame {self.name}")
+        return CompactFrame(self, values, trailing)
+
+
+@dataclass(frozen=True, slots=True)
+class CompactFrame:
+    layout: CompactLayout
+    values: dict[str, Any]
+    trailing: bytes = b""
+
+    @property
+    def template_id(self) -> int:
+        return self.layout.template_id
+
+    def __getitem__(self, name: str) -> Any:
+        return self.values[name]
+
+    def readings(self) -> list[tuple[CompactField, Any]]:
+        """(field, value) for every field bound to a COSEM object."""
+        return [(f, self.values[f.name]) for f in self.layout.fields if f.obis is not None]
+
+
+def _run_decoder(names: tuple[str, ...], fmt: struct.Struct) -> Callable[..., int]:
+    unpack = fmt.unpack_from
+    size = fmt.size
+
+    def step(buf: bytes, pos: int, out: dict[str, Any]) -> int:
+        if pos + size > len(buf):
+            raise DecodeError(f"truncated: {', '.join(names)} need {size} bytes")
+        out.update(zip(names, unpack(buf, pos), strict=True))
+        return pos + size
+
+    return step
+
+
+def _string_decoder(name: str, text: bool) -> Callable[..., int]:
+    def step(buf: bytes, pos: int, out: dict[str, Any]) -> int:
+        if pos >= len(buf):
+            raise DecodeError(f"truncated: length of {name} missing")
+        end = pos + 1 + buf[pos]
+        if end > len(buf):
+            raise DecodeError(f"truncated: {name}")
+        raw = bytes(buf[pos + 1 : end])
+        out[name] = raw.decode("latin-1") if text else raw
+        return end
+
+    return step
+
+
+def _bytes_decoder(name: str, size: int) -> Callable[..., int]:
+    def step(buf: bytes, pos: int, out: dict[str, Any]) -> int:
+        end = pos + size
+        if end > len(buf):
+            raise DecodeError(f"truncated: {name} needs {size} bytes")
+        out[name] = bytes(buf[pos:end])
+        return end
+
+    return step
+
+
+def _data_decoder(name: str, description: TypeDescription) -> Callable[..., int]:
+    def step(buf: bytes, pos: int, out: dict[str, Any]) -> int:
+        out[name], end = decode_untagged(description, buf, pos)
+        return end
+
+    return step
+
+
+def _entries_decoder(f: CompactField) -> Callable[..., int]:
+    names = tuple(e.name for e in f.entries)
+    record = struct.Struct(">" + "".join(FIXED_KINDS[e.kind] for e in f.entries))
+    size = record.size
+    iter_unpack = record.iter_unpack
+
+    def step(buf: bytes, pos: int, out: dict[str, Any]) -> int:
+        if pos >= len(buf):
+            raise DecodeError(f"truncated: count of {f.name} missing")
+        count = buf[pos]
+        start = pos + 1
+        end = start + count * size
+        if end > len(buf):
+            raise DecodeError(f"truncated: {f.name} announces {count} records of {size} bytes")
+        out[f.name] = [dict(zip(names, r, strict=True)) for r in iter_unpack(buf[start:end])]
+        return end
+
+    return step
+
+
+def compile_layout(layout: CompactLayout) -> Callable[[bytes, int], tuple[dict[str, Any], int]]:
+    """A decoder for ``layout``: consecutive fixed fields become one ``struct`` unpack."""
+    steps: list[Callable[..., int]] = []
+    run_names: list[str] = []
+    run_fmt: list[str] = []
+
+    def flush() -> None:
+        if run_names:
+            steps.append(_run_decoder(tuple(run_names), struct.Struct(">" + "".join(run_fmt))))
+            run_names.clear()
+            run_fmt.clear()
+
+    seen: set[str] = set()
+    for f in layout.fields:
+        if f.name in seen:
+            raise ValueError(f"layout {layout.name}: field {f.name!r} declared twice")
+        seen.add(f.name)
+        if f.kind in FIXED_KINDS:
+            run_names.append(f.name)
+            run_fmt.append(FIXED_KINDS[f.kind])
+            continue
+        flush()
+        if f.kind in ("octet-string", "visible-string"):
+            steps.append(_string_decoder(f.name, f.kind == "visible-string"))
+        elif f.kind == "bytes":
+            steps.append(_bytes_decoder(f.name, f.size))
+        elif f.kind == "data":
+            assert f.description is not None
+            steps.append(_data_decoder(f.name, f.description))
+        else:
+            steps.append(_entries_decoder(f))
+    flush()
+
+    if len(steps) == 1:
+        only = steps[0]
+
+        def decode_one(buf: bytes, pos: int) -> tuple[dict[str, Any], int]:
+            out: dict[str, Any] = {}
+            return out, only(buf, pos, out)
+
+        return decode_one
+
+    def decode(buf: bytes, pos: int) -> tuple[dict[str, Any], int]:
+        out: dict[str, Any] = {}
+        for step in steps:
+            pos = step(buf, pos, out)
+        return out, pos
+
+    return decode
+
+
+def decode_compact(buffer: bytes, layouts: Mapping[int, CompactLayout]) -> CompactFrame:
+    """Decode an Italian compact buffer by its first byte, the template id."""
+    if not buffer:
+        raise DecodeError("empty compact buffer")
+    layout = layouts.get(buffer[0])
+    if layout is None:
+        raise DecodeError(f"no layout for compact frame template {buffer[0]}")
+    return layout.decode(buffer)
+
+
+# --- from a template description (IC 62 attribute 5) ----------------------------------------
+
+_KIND_OF_TAG = {
+    DataTag.BOOLEAN: "bool",
+    DataTag.UNSIGNED: "u8",
+    DataTag.ENUM: "enum",
+    DataTag.INTEGER: "i8",
+    DataTag.LONG_UNSIGNED: "u16",
+    DataTag.LONG: "i16",
+    DataTag.DOUBLE_LONG_UNSIGNED: "u32",
+    DataTag.DOUBLE_LONG: "i32",
+    DataTag.LONG64_UNSIGNED: "u64",
+    DataTag.LONG64: "i64",
+    DataTag.FLOAT32: "f32",
+    DataTag.FLOAT64: "f64",
+    DataTag.OCTET_STRING: "octet-string",
+    DataTag.VISIBLE_STRING: "visible-string",
+}
+
+
+def layout_from_description(
+    template_id: int,
+    description: TypeDescription,
+    capture_objects: tuple[tuple[int, Obis, int], ...] = (),
+    *,
+    id_prefix: bool = True,
+) -> CompactLayout:
+    """A layout from a template_description (``02 <n> <types>``) and its capture objects.
+
+    Each member of the top structure becomes a field named after its capture object
+    (``"<class>/<obis>/<attr>"``) or ``"field<n>"``.  Flat types become the matching fixed or
+    string kind; any other type (date-time, structure, array...) a ``data`` field.
+    """
+    if description.tag != DataTag.STRUCTURE:
+        raise DecodeError("a template description is a structure")
+    if capture_objects and len(capture_objects) != len(description.elements):
+        raise DecodeError(
+            f"{len(capture_objects)} capture objects for {len(description.elements)} members"
+        )
+    fields = []
+    for i, member in enumerate(description.elements):
+        if capture_objects:
+            class_id, obis, attr = capture_objects[i]
+            name, obis_v, attr_v = f"{class_id}/{obis}/{attr}", Obis(obis), attr
+        else:
+            name, obis_v, attr_v = f"field{i}", None, 2
+        kind = _KIND_OF_TAG.get(member.tag)
+        if kind is not None:
+            fields.append(CompactField(name, kind, obis_v, attr_v))
+        else:
+            fields.append(CompactField(name, "data", obis_v, attr_v, description=member))
+    return CompactLayout(template_id, f"template {template_id}", tuple(fields), id_prefix)

@@ -1,0 +1,130 @@
+"""COSEM enumerations: interface classes, result codes, units."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import TypeVar
+
+E = TypeVar("E", bound=IntEnum)
+
+__all__ = [
+    "ActionResult",
+    "DataAccessResult",
+    "InterfaceClass",
+    "ServiceError",
+    "StateError",
+    "Unit",
+    "code",
+]
+
+
+class InterfaceClass(IntEnum):
+    DATA = 1
+    REGISTER = 3
+    EXTENDED_REGISTER = 4
+    DEMAND_REGISTER = 5
+    PROFILE_GENERIC = 7
+    CLOCK = 8
+    SCRIPT_TABLE = 9
+    SPECIAL_DAYS_TABLE = 11
+    ASSOCIATION_LN = 15
+    SAP_ASSIGNMENT = 17
+    IMAGE_TRANSFER = 18
+    REGISTER_MONITOR = 21
+    SINGLE_ACTION_SCHEDULE = 22
+    PUSH_SETUP = 40
+    TCP_UDP_SETUP = 41
+    COMPACT_DATA = 62
+    SECURITY_SETUP = 64
+    PARAMETER_MONITOR = 65
+    DISCONNECT_CONTROL = 70
+    UNITS_TARIFF_PLAN = 8192
+
+
+class DataAccessResult(IntEnum):
+    SUCCESS = 0
+    HARDWARE_FAULT = 1
+    TEMPORARY_FAILURE = 2
+    READ_WRITE_DENIED = 3
+    OBJECT_UNDEFINED = 4
+    OBJECT_CLASS_INCONSISTENT = 9
+    OBJECT_UNAVAILABLE = 11
+    TYPE_UNMATCHED = 12
+    SCOPE_OF_ACCESS_VIOLATED = 13
+    DATA_BLOCK_UNAVAILABLE = 14
+    LONG_GET_ABORTED = 15
+    NO_LONG_GET_IN_PROGRESS = 16
+    LONG_SET_ABORTED = 17
+    NO_LONG_SET_IN_PROGRESS = 18
+    DATA_BLOCK_NUMBER_INVALID = 19
+    OTHER_REASON = 250
+
+
+class ActionResult(IntEnum):
+    SUCCESS = 0
+    HARDWARE_FAULT = 1
+    TEMPORARY_FAILURE = 2
+    READ_WRITE_DENIED = 3
+    OBJECT_UNDEFINED = 4
+    OBJECT_CLASS_INCONSISTENT = 9
+    OBJECT_UNAVAILABLE = 11
+    TYPE_UNMATCHED = 12
+    SCOPE_OF_ACCESS_VIOLATED = 13
+    DATA_BLOCK_UNAVAILABLE = 14
+    LONG_ACTION_ABORTED = 15
+    NO_LONG_ACTION_IN_PROGRESS = 16
+    OTHER_REASON = 250
+
+
+class StateError(IntEnum):
+    SERVICE_NOT_ALLOWED = 1
+    SERVICE_UNKNOWN = 2
+
+
+class ServiceError(IntEnum):
+    OPERATION_NOT_POSSIBLE = 1
+    SERVICE_NOT_SUPPORTED = 2
+    OTHER_REASON = 3
+    PDU_TOO_LONG = 4
+    DECIPHERING_ERROR = 5
+    INVOCATION_COUNTER_ERROR = 6
+
+
+class Unit(IntEnum):
+    """DLMS units (Blue Book table of units), the ones gas meters use."""
+
+    YEAR = 1
+    MONTH = 2
+    WEEK = 3
+    DAY = 4
+    HOUR = 5
+    MINUTE = 6
+    SECOND = 7
+    DEGREE = 8
+    DEGREE_CELSIUS = 9
+    CURRENCY = 10
+    METRE = 11
+    METRE_PER_SECOND = 12
+    CUBIC_METRE = 13
+    CORRECTED_CUBIC_METRE = 14
+    CUBIC_METRE_PER_HOUR = 15
+    CORRECTED_CUBIC_METRE_PER_HOUR = 16
+    CUBIC_METRE_PER_DAY = 17
+    CORRECTED_CUBIC_METRE_PER_DAY = 18
+    LITRE = 19
+    KILOGRAM = 20
+    PASCAL = 22
+    BAR = 23
+    WATT_HOUR = 30
+    KELVIN = 52
+    PERCENTAGE = 56
+    AMPERE_HOUR = 57
+    NO_UNIT = 255
+
+
+def code(enum: type[E], value: int) -> E | int:
+    """``enum(value)`` when the code is known, else the plain int (vendors add codes)."""
+    try:
+        return enum(value)
+    except ValueError:
+        return value

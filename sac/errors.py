@@ -1,0 +1,87 @@
+"""The one exception tree of sac.
+
+Every error raised on purpose by sac derives from :class:`SacError`.  Foreign exceptions
+(``struct.error``, ``IndexError``, ``construct.ConstructError``,
+``cryptography.exceptions.InvalidTag`` ...) are converted where they arise and never escape
+the package.
+"""
+
+from __future__ import annotations
+
+
+class SacError(Exception):
+    """Root of every error sac raises on purpose."""
+
+
+# --- the DLMS codec (sac.dlms) -------------------------------------------------------------
+
+
+class CodecError(SacError):
+    """Bytes that cannot be turned into a value, or a value that cannot be turned into bytes."""
+
+
+class FramingError(CodecError):
+    """A wrapper PDU with a bad header: wrong version, unexpected wPort, too long."""
+
+
+class DecodeError(CodecError):
+    """Bytes that are not a valid encoding (truncated, unknown tag, out of range, too deep)."""
+
+
+class EncodeError(CodecError):
+    """A value that has no valid encoding (out of range, ambiguous type)."""
+
+
+class SecurityError(SacError):
+    """A protected APDU that cannot be accepted."""
+
+
+class DecryptionError(SecurityError):
+    """Authentication failed: wrong key, wrong system title or a tampered APDU.
+
+    The message never names a key or any plaintext.
+    """
+
+
+class ReplayError(SecurityError):
+    """An invocation counter that is not newer than the last one accepted."""
+
+    def __init__(self, received: int, last: int) -> None:
+        super().__init__(f"invocation counter {received} is not newer than {last}")
+        self.received = received
+        self.last = last
+
+
+class ProtocolError(SacError):
+    """A DLMS exchange that broke the rules of the association."""
+
+
+class LocalProtocolError(ProtocolError):
+    """We were asked to do something the association's state does not allow."""
+
+
+class RemoteProtocolError(ProtocolError):
+    """The peer sent something the association's state does not allow.
+
+    ``wire_code`` holds the peer's own error code when it sent one (an exception-response's
+    service error, an AARE diagnostic...).
+    """
+
+    def __init__(self, message: str, wire_code: int | None = None) -> None:
+        super().__init__(message)
+        self.wire_code = wire_code
+
+
+# --- the layers above the codec ------------------------------------------------------------
+
+
+class StorageError(SacError):
+    """The store failed or refused an operation."""
+
+
+class ConfigurationError(SacError):
+    """The configuration is missing or invalid."""
+
+
+class PluginError(SacError):
+    """A meter profile plugin is broken."""

@@ -1,0 +1,38 @@
+"""Shared fixtures: the public test vectors of ../shared/spec/vectors.json."""
+
+from __future__ import annotations
+
+import json
+import os
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from hypothesis import HealthCheck, settings
+
+ROOT = Path(__file__).resolve().parents[1]
+VECTORS_PATH = Path(os.environ.get("SAC_VECTORS", ROOT.parent / "shared" / "spec" / "vectors.json"))
+
+settings.register_profile("default", max_examples=300, deadline=None)
+settings.register_profile(
+    "fuzz",
+    max_examples=100_000,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.register_profile("ci", max_examples=300, deadline=None, derandomize=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+
+@cache
+def all_vectors() -> dict[str, dict[str, Any]]:
+    data = json.loads(VECTORS_PATH.read_text())
+    return {v["id"]: v for v in data["vectors"]}
+
+
+def vector(vid: str) -> dict[str, Any]:
+    return all_vectors()[vid]
+
+
+def vbytes(vid: str, key: str = "hex") -> bytes:
+    return bytes.fromhex(all_vectors()[vid][key])
