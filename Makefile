@@ -10,7 +10,7 @@ $(BIN)/.sac-installed: setup.cfg pyproject.toml
 	$(PYTHON) -c 'import sys; assert (3, 10) <= sys.version_info[:2] < (3, 12), "sac needs Python 3.10 or 3.11 (spyne 2.14 does not import on 3.12+)"'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test,bench]'
+	$(BIN)/pip install -q -e '.[test,bench]' --config-settings editable_mode=compat
 	touch $@
 
 demo: $(BIN)/.sac-installed

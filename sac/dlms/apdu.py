@@ -6,7 +6,7 @@ from typing import Any
 
 from sac.dlms.acse import AARE_TAG, AARQ_TAG, RLRE_TAG, RLRQ_TAG, decode_acse
 from sac.dlms.axdr import DEFAULT_LIMITS, Limits
-from sac.dlms.security import CipheredApdu, is_ciphered
+from sac.dlms.security import CIPHERED_TAGS, CipheredApdu
 from sac.dlms.xdlms import decode_xdlms
 
 __all__ = ["decode_apdu"]
@@ -18,6 +18,6 @@ def decode_apdu(buf: bytes, limits: Limits = DEFAULT_LIMITS) -> Any:
     """Decode one whole APDU.  A ciphered one comes back as a :class:`CipheredApdu`."""
     if buf and buf[0] in _ACSE_TAGS:
         return decode_acse(buf)
-    if buf and is_ciphered(buf[0]):
+    if buf and buf[0] in CIPHERED_TAGS:
         return CipheredApdu.from_bytes(buf)
     return decode_xdlms(buf, limits)

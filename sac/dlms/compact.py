@@ -100,28 +100,29 @@ class CompactLayout:
     id_prefix: bool = True
     # allow bytes after the last declared field (kept as ``trailing``)
     allow_trailing: bool = False
-    _decoder: Callable[[bytes], tuple[dict[str, Any], int]] | None = field(
-        default=None, compare=False, repr=False
+    _decoder: Callable[[bytes, int], tuple[dict[str, Any], int]] = field(
+        init=False, compare=False, repr=False
     )
 
+    def __post_init__(self) -> None:
+        # compiled once, when the layout is declared: a bad layout fails at import time
+        object.__setattr__(self, "_decoder", compile_layout(self))
+
     def decode(self, buffer: bytes) -> CompactFrame:
-        decoder = self._decoder
-        if decoder is None:
-            decoder = compile_layout(self)
-            object.__setattr__(self, "_decoder", decoder)
         start = 0
         if self.id_prefix:
             if not buffer or buffer[0] != self.template_id:
                 raise DecodeError(f"compact buffer is not template {self.template_id}")
             start = 1
         try:
-            values, end = decoder(buffer, start)
+            values, end = self._decoder(buffer, start)
         except (struct.error, IndexError) as exc:
             raise DecodeError(f"compact frame {self.name} is truncated: {exc}") from None
-        trailing = bytes(buffer[end:])
-        if trailing and not self.allow_trailing:
-            raise DecodeError(f"{len(trailing)} bytes left after compact frame {self.name}")
-        return CompactFrame(self, values, trailing)
+        if end == len(buffer):
+            return CompactFrame(self, values)
+        if not self.allow_trailing:
+            raise DecodeError(f"{len(buffer) - end} bytes left after compact frame {self.name}")
+        return CompactFrame(self, values, bytes(buffer[end:]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +150,7 @@ def _run_decoder(names: tuple[str, ...], fmt: struct.Struct) -> Callable[..., in
     def step(buf: bytes, pos: int, out: dict[str, Any]) -> int:
         if pos + size > len(buf):
             raise DecodeError(f"truncated: {', '.join(names)} need {size} bytes")
-        out.update(zip(names, unpack(buf, pos), strict=True))
+        out.update(zip(names, unpack(buf, pos)))  # noqa: B905 - struct gives len(names)
         return pos + size
 
     return step
@@ -240,15 +241,6 @@ def compile_layout(layout: CompactLayout) -> Callable[[bytes, int], tuple[dict[s
         else:
             steps.append(_entries_decoder(f))
     flush()
-
-    if len(steps) == 1:
-        only = steps[0]
-
-        def decode_one(buf: bytes, pos: int) -> tuple[dict[str, Any], int]:
-            out: dict[str, Any] = {}
-            return out, only(buf, pos, out)
-
-        return decode_one
 
     def decode(buf: bytes, pos: int) -> tuple[dict[str, Any], int]:
         out: dict[str, Any] = {}

@@ -172,8 +172,8 @@ class CosemDateTime:
     def to_datetime(self, *, inverted_deviation: bool = False) -> _dt.datetime:
         """An aware datetime when the deviation is given, a naive (local) one otherwise."""
         offset = self.utc_offset(inverted_deviation=inverted_deviation)
-        tz = None if offset is None else _dt.timezone(offset)
         try:
+            tz = None if offset is None else _dt.timezone(offset)
             return _dt.datetime(
                 self.year,  # type: ignore[arg-type]
                 self.month,  # type: ignore[arg-type]

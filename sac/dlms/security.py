@@ -111,12 +111,13 @@ class Suite0Cipher:
     The keys are kept private: ``repr`` names neither, and no error message carries them.
     """
 
-    __slots__ = ("_ak", "_gcm")
+    __slots__ = ("_aad", "_ak", "_gcm")
 
     def __init__(self, ek: bytes, ak: bytes | None = None) -> None:
         ek = _check_key("the encryption key", ek)
         self._ak = _check_key("the authentication key", ak) if ak is not None else ek
         self._gcm = AESGCM(ek)
+        self._aad = bytes((SC_AUTHENTICATED_ENCRYPTED,)) + self._ak
 
     def __repr__(self) -> str:
         return "Suite0Cipher(<keys hidden>)"
@@ -139,31 +140,40 @@ class Suite0Cipher:
     def open(self, sc: int, system_title: bytes, ic: int, payload: bytes) -> bytes:
         """The plaintext of a payload; raises :class:`DecryptionError` on any mismatch."""
         iv = _iv(system_title, ic)
+        if sc != SC_AUTHENTICATED_ENCRYPTED:
+            return self._open_other(sc, iv, system_title, ic, payload)
+        n = len(payload) - TAG_LENGTH
+        if n < 0:
+            raise DecryptionError("the protected payload is shorter than its tag")
+        gcm = self._gcm
+        # key stream = E(zeros); plaintext = ciphertext ^ key stream (the stream's 16-byte tag
+        # is shifted away); then the tag of (AAD, ciphertext) is recomputed and compared
+        stream = int.from_bytes(gcm.encrypt(iv, bytes(n), None), "big") >> 128
+        plaintext = (int.from_bytes(payload[:n], "big") ^ stream).to_bytes(n, "big")
+        full = gcm.encrypt(iv, plaintext, self._aad)
+        if not hmac.compare_digest(full[n : n + TAG_LENGTH], payload[n:]):
+            raise DecryptionError("authentication failed (wrong key, system title or data)")
+        return plaintext
+
+    def _open_other(
+        self, sc: int, iv: bytes, system_title: bytes, ic: int, payload: bytes
+    ) -> bytes:
         _check_policy(sc)
         if sc & SC_AUTHENTICATED:
             if len(payload) < TAG_LENGTH:
                 raise DecryptionError("the protected payload is shorter than its tag")
             body, tag = payload[:-TAG_LENGTH], payload[-TAG_LENGTH:]
-        else:
-            body, tag = payload, b""
-        n = len(body)
-        if sc & SC_ENCRYPTED:
-            stream = self._gcm.encrypt(iv, bytes(n), None)
-            plaintext = (
-                (int.from_bytes(body, "big") ^ int.from_bytes(stream[:n], "big")).to_bytes(n, "big")
-                if n
-                else b""
-            )
-            if not sc & SC_AUTHENTICATED:
-                return plaintext
-            full = self._gcm.encrypt(iv, plaintext, bytes((sc,)) + self._ak)
-            expected = full[n : n + TAG_LENGTH]
-        else:
-            plaintext = body
+            if sc & SC_ENCRYPTED:  # pragma: no cover - 0x30 takes the fast path
+                raise AssertionError(sc)
             expected = self.gmac(sc, system_title, ic, body)
-        if not hmac.compare_digest(expected, tag):
-            raise DecryptionError("authentication failed (wrong key, system title or data)")
-        return plaintext
+            if not hmac.compare_digest(expected, tag):
+                raise DecryptionError("authentication failed (wrong key, system title or data)")
+            return body
+        if sc & SC_ENCRYPTED:
+            n = len(payload)
+            stream = int.from_bytes(self._gcm.encrypt(iv, bytes(n), None), "big") >> 128
+            return (int.from_bytes(payload, "big") ^ stream).to_bytes(n, "big")
+        raise SecurityError(f"security control 0x{sc:02x} protects nothing")
 
     def gmac(self, sc: int, system_title: bytes, ic: int, data: bytes) -> bytes:
         """The 12-byte GMAC over SC || AK || data (HLS-GMAC, authenticated-only APDUs)."""
@@ -174,9 +184,10 @@ class Suite0Cipher:
 def _iv(system_title: bytes, ic: int) -> bytes:
     if len(system_title) != 8:
         raise SecurityError(f"a system title has 8 bytes, not {len(system_title)}")
-    if not 0 <= ic <= 0xFFFFFFFF:
-        raise SecurityError(f"invocation counter {ic} is not a u32")
-    return system_title + ic.to_bytes(4, "big")
+    try:
+        return system_title + ic.to_bytes(4, "big")
+    except OverflowError:
+        raise SecurityError(f"invocation counter {ic} is not a u32") from None
 
 
 def _check_policy(sc: int) -> None:
@@ -221,39 +232,54 @@ class CipheredApdu:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> CipheredApdu:
-        if not data:
-            raise DecodeError("truncated: empty APDU")
-        tag = data[0]
+        return cls(*_parse_ciphered(data))
+
+
+def _parse_ciphered(data: bytes) -> tuple[int, bytes | None, int, int, bytes]:
+    """(tag, system title, security control, invocation counter, payload) of an envelope."""
+    if len(data) < 2:
+        raise DecodeError("truncated: ciphered APDU")
+    tag = data[0]
+    title: bytes | None = None
+    if tag in (GENERAL_GLO_CIPHERING, GENERAL_DED_CIPHERING):
+        st_len = data[1]
+        if st_len == 8:
+            title = bytes(data[2:10])
+            pos = 10
+        elif st_len == 0:
+            title = b""
+            pos = 2
+        else:
+            raise DecodeError(f"a system title of {st_len} bytes (expected 0 or 8)")
+    elif tag in _GLO_TAGS or tag in _DED_TAGS:
         pos = 1
-        title: bytes | None = None
-        if tag in (GENERAL_GLO_CIPHERING, GENERAL_DED_CIPHERING):
-            if len(data) < 2:
-                raise DecodeError("truncated: system title length missing")
-            st_len = data[1]
-            if st_len not in (0, 8):
-                raise DecodeError(f"a system title of {st_len} bytes (expected 0 or 8)")
-            title = bytes(data[2 : 2 + st_len])
-            pos = 2 + st_len
-        elif tag not in _GLO_TAGS and tag not in _DED_TAGS:
-            raise DecodeError(f"0x{tag:02x} is not a ciphered APDU")
+    else:
+        raise DecodeError(f"0x{tag:02x} is not a ciphered APDU")
+    if pos >= len(data):
+        raise DecodeError("truncated: ciphered content length missing")
+    length = data[pos]
+    if length < 0x80:
+        pos += 1
+    else:
         length, pos = decode_ber_length(data, pos)
-        if pos + length != len(data):
-            raise DecodeError(
-                f"ciphered content announces {length} bytes, {len(data) - pos} are there"
-            )
-        if length < 5:
-            raise DecodeError("ciphered content too short for SC and invocation counter")
-        sc = data[pos]
-        ic = int.from_bytes(data[pos + 1 : pos + 5], "big")
-        return cls(tag, title, sc, ic, bytes(data[pos + 5 :]))
+    if pos + length != len(data):
+        raise DecodeError(f"ciphered content announces {length} bytes, {len(data) - pos} are there")
+    if length < 5:
+        raise DecodeError("ciphered content too short for SC and invocation counter")
+    return (
+        tag,
+        title,
+        data[pos],
+        int.from_bytes(data[pos + 1 : pos + 5], "big"),
+        bytes(data[pos + 5 :]),
+    )
+
+
+CIPHERED_TAGS = frozenset((GENERAL_GLO_CIPHERING, GENERAL_DED_CIPHERING)) | _GLO_TAGS | _DED_TAGS
 
 
 def is_ciphered(tag: int) -> bool:
-    return (
-        tag in (GENERAL_GLO_CIPHERING, GENERAL_DED_CIPHERING)
-        or tag in _GLO_TAGS
-        or (tag in _DED_TAGS)
-    )
+    return tag in CIPHERED_TAGS
 
 
 class SecurityContext:
@@ -312,23 +338,28 @@ class SecurityContext:
 
     def unprotect(self, data: bytes | CipheredApdu) -> bytes:
         """The plaintext APDU; checks the system title, the counter's freshness and the tag."""
-        env = data if isinstance(data, CipheredApdu) else CipheredApdu.from_bytes(data)
-        title = env.system_title
+        if isinstance(data, CipheredApdu):
+            title, sc, ic, payload = (
+                data.system_title,
+                data.security_control,
+                data.invocation_counter,
+                data.payload,
+            )
+        else:
+            _, title, sc, ic, payload = _parse_ciphered(data)
+        peer = self.peer_system_title
         if title:
-            if self.peer_system_title is None:
-                self.peer_system_title = title
-            elif title != self.peer_system_title:
+            if peer is None:
+                self.peer_system_title = peer = title
+            elif title != peer:
                 raise SecurityError("the APDU's system title is not the peer's")
-        elif self.peer_system_title is None:
+        elif peer is None:
             raise SecurityError("no system title on the wire and none known for the peer")
         last = self.peer_invocation_counter
-        ic = env.invocation_counter
         if last is not None and ic <= last:
             raise ReplayError(ic, last)
-        if env.security_control & 0x0F or not env.security_control & SC_AUTHENTICATED:
-            raise SecurityError(
-                f"security control 0x{env.security_control:02x} is not an accepted policy"
-            )
-        plaintext = self.cipher.open(env.security_control, self.peer_system_title, ic, env.payload)
+        if sc & 0x0F or not sc & SC_AUTHENTICATED:
+            raise SecurityError(f"security control 0x{sc:02x} is not an accepted policy")
+        plaintext = self.cipher.open(sc, peer, ic, payload)
         self.peer_invocation_counter = ic
         return plaintext

@@ -111,8 +111,15 @@ class WrapperFramer:
 
 def decode_wrapper(data: bytes, max_apdu_length: int = 0xFFFF) -> WrapperPdu:
     """One whole datagram (UDP) holding exactly one wrapper PDU."""
-    framer = WrapperFramer(max_apdu_length)
-    pdus = framer.feed(data)
-    if len(pdus) != 1 or framer.buffered:
-        raise FramingError("a datagram must hold exactly one whole wrapper PDU")
-    return pdus[0]
+    if len(data) < HEADER_SIZE:
+        raise FramingError(f"a datagram of {len(data)} bytes is shorter than a wrapper header")
+    version, source, destination, length = _HEADER.unpack_from(data)
+    if version != WRAPPER_VERSION:
+        raise FramingError(f"wrapper version {version} is not {WRAPPER_VERSION}")
+    if length > max_apdu_length:
+        raise FramingError(f"wrapper PDU of {length} bytes is over the limit of {max_apdu_length}")
+    if length != len(data) - HEADER_SIZE:
+        raise FramingError(
+            f"the header announces {length} bytes, the datagram holds {len(data) - HEADER_SIZE}"
+        )
+    return WrapperPdu(source, destination, bytes(data[HEADER_SIZE:]))

@@ -679,6 +679,10 @@ def _decode_data_notification(buf: bytes, limits: Limits) -> tuple[Any, int]:
         pos = 6 + n
         _need(buf, pos, "data-notification time")
         dt = kind.from_bytes(bytes(buf[6:pos]))
+    end = len(buf)
+    if end - pos > 2 and buf[pos] == 0x09 and buf[pos + 1] == end - pos - 2 < 0x80:
+        # the common push: one short octet-string (a compact buffer)
+        return DataNotification(liip, dt, OctetString(buf[pos + 2 :])), end
     body, pos = decode_data_at(buf, pos, limits)
     return DataNotification(liip, dt, body), pos
 
