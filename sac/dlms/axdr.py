@@ -414,11 +414,9 @@ def _d_compact_array(buf: bytes, pos: int, depth: int) -> tuple[Any, int]:
     _n, start, end = _sized(buf, pos, "compact-array contents")
     values = []
     p = start
-    while p < end:
+    while p < end:  # an element running past ``end`` raises in _decode_untagged
         value, p = _decode_untagged(desc, buf, p, end, depth - 1)
         values.append(value)
-    if p != end:
-        raise DecodeError("compact-array contents do not end on an element")
     return CompactArray(desc, tuple(values)), end
 
 

@@ -18,9 +18,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sac.dlms.axdr import DataTag, TypeDescription, decode_untagged
+import construct as cs
+
+from sac.dlms.axdr import DataTag, TypeDescription, decode_untagged, encode_untagged
 from sac.dlms.obis import Obis
-from sac.errors import DecodeError
+from sac.errors import DecodeError, EncodeError
 
 __all__ = [
     "CompactField",
@@ -104,9 +106,19 @@ class CompactLayout:
         init=False, compare=False, repr=False
     )
 
+    _builder: cs.Construct = field(init=False, compare=False, repr=False)
+
     def __post_init__(self) -> None:
         # compiled once, when the layout is declared: a bad layout fails at import time
         object.__setattr__(self, "_decoder", compile_layout(self))
+        object.__setattr__(self, "_builder", construct_of(self))
+
+    def encode(self, values: Mapping[str, Any]) -> bytes:
+        """The compact buffer holding ``values`` (built with the layout's construct schema)."""
+        try:
+            return self._builder.build(values)
+        except (cs.ConstructError, KeyError, TypeError, ValueError, struct.error) as exc:
+            raise EncodeError(f"cannot build {self.name}: {exc}") from None
 
     def decode(self, buffer: bytes) -> CompactFrame:
         start = 0
@@ -249,6 +261,65 @@ def compile_layout(layout: CompactLayout) -> Callable[[bytes, int], tuple[dict[s
         return out, pos
 
     return decode
+
+
+# --- building, with construct ---------------------------------------------------------------
+# Parsing uses the struct runs above (about 10x faster than construct, 2x faster than
+# construct's compiled parser on CF47); building -- the simulator's job -- uses construct, so
+# the two implementations of one declared layout check each other in the tests.
+
+_CONSTRUCT_OF_KIND: dict[str, cs.Construct] = {
+    "bool": cs.Flag,
+    "u8": cs.Int8ub,
+    "enum": cs.Int8ub,
+    "i8": cs.Int8sb,
+    "u16": cs.Int16ub,
+    "i16": cs.Int16sb,
+    "u32": cs.Int32ub,
+    "i32": cs.Int32sb,
+    "u64": cs.Int64ub,
+    "i64": cs.Int64sb,
+    "f32": cs.Float32b,
+    "f64": cs.Float64b,
+    "octet-string": cs.Prefixed(cs.Int8ub, cs.GreedyBytes),
+    "visible-string": cs.PascalString(cs.Int8ub, "latin-1"),
+}
+
+
+class _Untagged(cs.Construct):  # type: ignore[misc]
+    """A value of one type description, written without tags (kind ``data``)."""
+
+    def __init__(self, description: TypeDescription) -> None:
+        super().__init__()
+        self.description = description
+
+    def _parse(self, stream: Any, context: Any, path: str) -> Any:  # pragma: no cover
+        raise cs.ConstructError("parsing goes through compile_layout", path=path)
+
+    def _build(self, obj: Any, stream: Any, context: Any, path: str) -> Any:
+        raw = encode_untagged(self.description, obj)
+        cs.stream_write(stream, raw, len(raw), path)
+        return obj
+
+
+def _construct_of_field(f: CompactField) -> cs.Construct:
+    if f.kind == "bytes":
+        return cs.Bytes(f.size)
+    if f.kind == "entries":
+        record = cs.Struct(*(e.name / _CONSTRUCT_OF_KIND[e.kind] for e in f.entries))
+        return cs.PrefixedArray(cs.Int8ub, record)
+    if f.kind == "data":
+        assert f.description is not None
+        return _Untagged(f.description)
+    return _CONSTRUCT_OF_KIND[f.kind]
+
+
+def construct_of(layout: CompactLayout) -> cs.Struct:
+    """The layout as a construct ``Struct`` (the template id first when prefixed)."""
+    members = [f.name / _construct_of_field(f) for f in layout.fields]
+    if layout.id_prefix:
+        members.insert(0, cs.Const(bytes((layout.template_id,))))
+    return cs.Struct(*members)
 
 
 def decode_compact(buffer: bytes, layouts: Mapping[int, CompactLayout]) -> CompactFrame:

@@ -508,12 +508,14 @@ _DATA_FIELDS |= {"MethodInvocationParameters": "value", "AccessParameters": "acc
 _CODES = {  # gurux SIMPLE_XML enumeration name -> number, with gurux's own tables
     "Result": _Tags.value_ofErrorCode,
     "DataAccessError": _Tags.value_ofErrorCode,
+    "DataAccessResult": _Tags.value_ofErrorCode,
     "StateError": _Tags.valueofStateError,
     "ServiceError": _Tags.valueOfExceptionServiceError,
     "ReleaseRequest": _Tags.value_ofReleaseRequestReason,
     "ReleaseResponse": _Tags.value_ofReleaseResponseReason,
 }
 _CODE_KEYS = {"Result": "result", "DataAccessError": "data_access_result"}
+_CODE_KEYS |= {"DataAccessResult": "data_access_result"}
 _CODE_KEYS |= {"StateError": "state_error", "ServiceError": "service_error"}
 
 
