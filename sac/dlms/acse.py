@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum, IntFlag
 from typing import Any
 
-from sac.dlms.axdr import decode_ber_length, encode_ber_length
+from sac.dlms.axdr import MALFORMED, decode_ber_length, encode_ber_length
 from sac.dlms.security import CipheredApdu, is_ciphered
 from sac.dlms.xdlms import ConfirmedServiceError
 from sac.errors import DecodeError, EncodeError
@@ -456,7 +456,5 @@ def decode_acse(buf: bytes) -> AARQ | AARE | RLRQ | RLRE:
         if start + n != len(buf):
             raise DecodeError(f"ACSE APDU announces {n} bytes, {len(buf) - start} are there")
         return _ACSE[buf[0]].from_fields(_tlvs(buf, start, len(buf)))
-    except (IndexError, ValueError) as exc:
-        if isinstance(exc, DecodeError):
-            raise
+    except MALFORMED as exc:
         raise DecodeError(f"malformed ACSE APDU: {exc}") from None

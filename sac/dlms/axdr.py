@@ -39,6 +39,8 @@ from sac.dlms.cosemtime import CosemDate, CosemDateTime, CosemTime
 from sac.errors import DecodeError, EncodeError
 
 __all__ = [
+    "INT_TYPES",
+    "MALFORMED",
     "Array",
     "Bcd",
     "BitString",
@@ -138,6 +140,18 @@ DoubleLongUnsigned = _int_type("DoubleLongUnsigned", DataTag.DOUBLE_LONG_UNSIGNE
 Long64Unsigned = _int_type("Long64Unsigned", DataTag.LONG64_UNSIGNED, "Q", False)
 Enum = _int_type("Enum", DataTag.ENUM, "B", False)
 Bcd = _int_type("Bcd", DataTag.BCD, "B", False)
+INT_TYPES: tuple[type[_Int], ...] = (
+    Integer,
+    Long,
+    DoubleLong,
+    Long64,
+    Unsigned,
+    LongUnsigned,
+    DoubleLongUnsigned,
+    Long64Unsigned,
+    Enum,
+    Bcd,
+)
 
 
 class _Float(float):
@@ -258,6 +272,9 @@ class Limits:
 
 
 DEFAULT_LIMITS = Limits()
+
+# what the standard library raises on bytes that do not fit; the codec turns it into DecodeError
+MALFORMED = (struct.error, IndexError, ValueError, OverflowError)
 
 
 # --- BER length -----------------------------------------------------------------------------
@@ -434,18 +451,7 @@ _DECODERS: dict[int, _Decoder] = {
     DataTag.FLOAT32: _fixed(Float32, Float32.FMT),
     DataTag.FLOAT64: _fixed(Float64, Float64.FMT),
 }
-for _cls in (
-    Integer,
-    Long,
-    DoubleLong,
-    Long64,
-    Unsigned,
-    LongUnsigned,
-    DoubleLongUnsigned,
-    Long64Unsigned,
-    Enum,
-    Bcd,
-):
+for _cls in INT_TYPES:
     _DECODERS[_cls.TAG] = _fixed(_cls, _cls.FMT)
 _DECODERS[DataTag.ARRAY] = _d_sequence(Array)
 _DECODERS[DataTag.STRUCTURE] = _d_sequence(Structure)
@@ -462,9 +468,7 @@ def decode_data_at(buf: bytes, pos: int = 0, limits: Limits = DEFAULT_LIMITS) ->
         raise DecodeError(f"unknown data tag 0x{buf[pos]:02x}")
     try:
         return decoder(buf, pos + 1, limits.max_depth)
-    except (struct.error, IndexError, ValueError, OverflowError) as exc:
-        if isinstance(exc, DecodeError):
-            raise
+    except MALFORMED as exc:
         raise DecodeError(f"malformed data: {exc}") from None
 
 
@@ -483,9 +487,7 @@ def decode_type_description(buf: bytes, limits: Limits = DEFAULT_LIMITS) -> Type
     """Decode a whole type description (e.g. IC 62 template_description)."""
     try:
         desc, end = _decode_type_description(buf, 0, limits.max_depth)
-    except (struct.error, IndexError, ValueError) as exc:
-        if isinstance(exc, DecodeError):
-            raise
+    except MALFORMED as exc:
         raise DecodeError(f"malformed type description: {exc}") from None
     if end != len(buf):
         raise DecodeError(f"{len(buf) - end} bytes left after the type description")
@@ -563,9 +565,7 @@ def decode_untagged(desc: TypeDescription, buf: bytes, pos: int = 0) -> tuple[An
     """Decode one value of type ``desc`` written without tags (compact encoding)."""
     try:
         return _decode_untagged(desc, buf, pos, len(buf), DEFAULT_LIMITS.max_depth)
-    except (struct.error, IndexError, ValueError) as exc:
-        if isinstance(exc, DecodeError):
-            raise
+    except MALFORMED as exc:
         raise DecodeError(f"malformed compact data: {exc}") from None
 
 
@@ -689,18 +689,7 @@ _ENCODERS: dict[type, tuple[int, _Encoder]] = {
     tuple: (DataTag.STRUCTURE, _e_sequence),
     CompactArray: (DataTag.COMPACT_ARRAY, _e_compact_array),
 }
-for _cls in (
-    Integer,
-    Long,
-    DoubleLong,
-    Long64,
-    Unsigned,
-    LongUnsigned,
-    DoubleLongUnsigned,
-    Long64Unsigned,
-    Enum,
-    Bcd,
-):
+for _cls in INT_TYPES:
     _ENCODERS[_cls] = (_cls.TAG, _e_int)
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import construct as cs
 
-from sac.dlms.axdr import DataTag, TypeDescription, decode_untagged, encode_untagged
+from sac.dlms.axdr import MALFORMED, DataTag, TypeDescription, decode_untagged, encode_untagged
 from sac.dlms.obis import Obis
 from sac.errors import DecodeError, EncodeError
 
@@ -128,7 +128,7 @@ class CompactLayout:
             start = 1
         try:
             values, end = self._decoder(buffer, start)
-        except (struct.error, IndexError) as exc:
+        except MALFORMED as exc:
             raise DecodeError(f"compact frame {self.name} is truncated: {exc}") from None
         if end == len(buffer):
             return CompactFrame(self, values)

@@ -13,6 +13,7 @@ from typing import Any
 
 from sac.dlms.axdr import (
     DEFAULT_LIMITS,
+    MALFORMED,
     Array,
     DoubleLongUnsigned,
     Integer,
@@ -723,9 +724,7 @@ def decode_xdlms(buf: bytes, limits: Limits = DEFAULT_LIMITS) -> Any:
         raise DecodeError(f"0x{buf[0]:02x} is not a known xDLMS APDU")
     try:
         apdu, end = decoder(buf, limits)
-    except (struct.error, IndexError, ValueError, OverflowError) as exc:
-        if isinstance(exc, DecodeError):
-            raise
+    except MALFORMED as exc:
         raise DecodeError(f"malformed APDU: {exc}") from None
     if end != len(buf):
         raise DecodeError(f"{len(buf) - end} bytes left after the APDU")

@@ -8,42 +8,20 @@ from hypothesis import strategies as st
 
 from sac.dlms import Obis
 from sac.dlms.axdr import (
+    INT_TYPES,
     Array,
-    Bcd,
     BitString,
     CompactArray,
-    DoubleLong,
-    DoubleLongUnsigned,
-    Enum,
     Float32,
     Float64,
-    Integer,
-    Long,
-    Long64,
-    Long64Unsigned,
-    LongUnsigned,
     OctetString,
     Structure,
     TypeDescription,
-    Unsigned,
     Utf8String,
     VisibleString,
     type_description_of,
 )
 from sac.dlms.cosemtime import CosemDate, CosemDateTime, CosemTime
-
-INT_TYPES = (
-    Integer,
-    Long,
-    DoubleLong,
-    Long64,
-    Unsigned,
-    LongUnsigned,
-    DoubleLongUnsigned,
-    Long64Unsigned,
-    Enum,
-    Bcd,
-)
 
 obis = st.binary(min_size=6, max_size=6).map(Obis)
 
