@@ -4,7 +4,8 @@ Every decoder gets the same bytes (benchmarks/peers.py builds them) and does the
 wrapper -> general-glo-ciphering -> AES-GCM (tag checked) -> APDU -> value.
 
     sac         sac.dlms: decode_wrapper, SecurityContext.unprotect (title, counter and tag
-                checked), decode_apdu, and for the push decode_compact with the CF47 layout
+                checked), decode_apdu, and for the push compact_buffer_of + decode_compact
+                with the CF47 layout
     dlms-cosem  dlms-cosem 25.1.0 (benchmark-only peer); the CF47 fields unpacked with struct
     gurux-dlms  gurux-dlms 1.0.203 (test/benchmark-only peer; does not check the tag)
     raw AES-GCM cryptography's AES-GCM with a 12-byte tag on the known offsets, nothing else
@@ -23,7 +24,7 @@ from collections.abc import Callable
 import peers
 
 from sac.dlms.apdu import decode_apdu
-from sac.dlms.compact import decode_compact
+from sac.dlms.compact import compact_buffer_of, decode_compact
 from sac.dlms.layouts import STANDARD_LAYOUTS
 from sac.dlms.security import SecurityContext, Suite0Cipher
 from sac.dlms.wrapper import decode_wrapper
@@ -37,7 +38,7 @@ def sac_push(frame: bytes) -> dict:
     pdu = decode_wrapper(frame, 2048)
     session = SecurityContext(_METER_CIPHER, _SAC_TITLE, peer_system_title=peers.SYSTEM_TITLE)
     notification = decode_apdu(session.unprotect(pdu.apdu))
-    return decode_compact(notification.body, STANDARD_LAYOUTS).values
+    return decode_compact(compact_buffer_of(notification.body), STANDARD_LAYOUTS).values
 
 
 def sac_get(frame: bytes) -> int:

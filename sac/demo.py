@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from sac.dlms.apdu import decode_apdu
-from sac.dlms.compact import decode_compact
+from sac.dlms.compact import compact_buffer_of, decode_compact
 from sac.dlms.layouts import STANDARD_LAYOUTS
 from sac.dlms.security import SecurityContext, Suite0Cipher
 from sac.dlms.wrapper import WrapperFramer
@@ -37,7 +37,7 @@ def main() -> int:
         )
         envelope = decode_apdu(pdu.apdu)
         notification = decode_apdu(meter.unprotect(envelope))
-        buf = bytes(notification.body)
+        buf = compact_buffer_of(notification.body)
         when = dt.datetime.fromtimestamp(int.from_bytes(buf[1:5], "big"), dt.UTC)
         print(
             f"{v['id']}: meter {envelope.system_title.hex()} IC {envelope.invocation_counter}"

@@ -20,7 +20,15 @@ from typing import Any
 
 import construct as cs
 
-from sac.dlms.axdr import MALFORMED, DataTag, TypeDescription, decode_untagged, encode_untagged
+from sac.dlms.axdr import (
+    MALFORMED,
+    DataTag,
+    OctetString,
+    Structure,
+    TypeDescription,
+    decode_untagged,
+    encode_untagged,
+)
 from sac.dlms.obis import Obis
 from sac.errors import DecodeError, EncodeError
 
@@ -28,6 +36,7 @@ __all__ = [
     "CompactField",
     "CompactFrame",
     "CompactLayout",
+    "compact_buffer_of",
     "compile_layout",
     "decode_compact",
     "layout_from_description",
@@ -320,6 +329,19 @@ def construct_of(layout: CompactLayout) -> cs.Struct:
     if layout.id_prefix:
         members.insert(0, cs.Const(bytes((layout.template_id,))))
     return cs.Struct(*members)
+
+
+def compact_buffer_of(body: Any) -> bytes:
+    """The compact buffer a DATA-NOTIFICATION body carries (spec section 2.3).
+
+    Variant A is the octet-string itself (Pietro Fiorentini); variant B a structure whose
+    first element is the octet-string, as a standard IC 40 push writes it (Honeywell EI7).
+    """
+    if isinstance(body, OctetString):
+        return bytes(body)
+    if isinstance(body, Structure) and body and isinstance(body[0], OctetString):
+        return bytes(body[0])
+    raise DecodeError(f"a notification body of {type(body).__name__} carries no compact buffer")
 
 
 def decode_compact(buffer: bytes, layouts: Mapping[int, CompactLayout]) -> CompactFrame:

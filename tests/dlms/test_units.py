@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sac.dlms import Obis
+from sac.dlms.apdu import decode_apdu
 from sac.dlms.axdr import (
     Array,
     BitString,
@@ -30,7 +31,13 @@ from sac.dlms.axdr import (
     encode_ber_length,
     encode_data,
 )
-from sac.dlms.compact import CompactLayout, decode_compact, fld, layout_from_description
+from sac.dlms.compact import (
+    CompactLayout,
+    compact_buffer_of,
+    decode_compact,
+    fld,
+    layout_from_description,
+)
 from sac.dlms.cosemtime import CosemDate, CosemDateTime, CosemTime
 from sac.dlms.layouts import CF30, CF47, CF48, CF49, CF51, STANDARD_LAYOUTS
 from sac.dlms.security import (
@@ -40,6 +47,7 @@ from sac.dlms.security import (
     Suite0Cipher,
 )
 from sac.dlms.wrapper import decode_wrapper, encode_wrapper
+from sac.dlms.xdlms import DataNotification
 from sac.errors import (
     DecodeError,
     DecryptionError,
@@ -376,6 +384,19 @@ def test_cf51_offsets() -> None:
         f["guarantor_frame_counter"],
         f["installer_frame_counter"],
     ) == (1, 2, 3, 4)
+
+
+def test_notification_body_variants_a_and_b() -> None:
+    buffer = with_id(47, HEAD) + struct.pack(">BI", 9, 4242) + b"\x00"
+    variant_a = DataNotification(1, None, OctetString(buffer)).to_bytes()
+    variant_b = DataNotification(1, None, Structure((OctetString(buffer),))).to_bytes()
+    assert variant_a[6:8] == b"\x09\x1d" and variant_b[6:10] == b"\x02\x01\x09\x1d"
+    for raw in (variant_a, variant_b):
+        body = decode_apdu(raw).body
+        assert decode_compact(compact_buffer_of(body), STANDARD_LAYOUTS)["event_counter"] == 300
+    for body in (True, Structure(()), Structure((LongUnsigned(1),)), Array([OctetString(b"")])):
+        with pytest.raises(DecodeError, match="no compact buffer"):
+            compact_buffer_of(body)
 
 
 def test_compact_refusals() -> None:
