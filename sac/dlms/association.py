@@ -170,7 +170,7 @@ class ClientAssociation:
         self._pending: dict[int, _Pending] = {}
         self._outbox: list[bytes] = []
         self._framer = WrapperFramer(
-            max(max_receive_pdu, 0x10) + CIPHER_OVERHEAD,
+            max_receive_pdu,  # what we announce bounds every APDU, ciphering included
             sources={server_sap},
             destinations={client_sap},
         )
@@ -281,7 +281,9 @@ class ClientAssociation:
             self._send_or_forget(iid, apdu)
             return iid
         raw = encode_data(value)
-        chunk = room - 32  # header of SET-Request-With-First-Datablock with its access
+        # the first block's own header (descriptor, access, block number, a 3-byte length)
+        header = len(SetRequestWithFirstDatablock(iip, desc, False, 1, b"", access).to_bytes())
+        chunk = room - header - 3
         if chunk <= 0:
             self._pending.pop(iid)
             raise LocalProtocolError("the peer's PDU size leaves no room for a SET block")
