@@ -12,6 +12,9 @@ from __future__ import annotations
 class SacError(Exception):
     """Root of every error sac raises on purpose."""
 
+    #: what a sans-IO machine had already produced from the same input when this stopped it
+    events: tuple[object, ...] = ()
+
 
 # --- the DLMS codec (sac.dlms) -------------------------------------------------------------
 
@@ -64,12 +67,16 @@ class RemoteProtocolError(ProtocolError):
     """The peer sent something the association's state does not allow.
 
     ``wire_code`` holds the peer's own error code when it sent one (an exception-response's
-    service error, an AARE diagnostic...).
+    service error, an AARE diagnostic...); ``invocation_counter`` the counter a meter expects
+    when it refused ours (service error 6), to start again from there.
     """
 
-    def __init__(self, message: str, wire_code: int | None = None) -> None:
+    def __init__(
+        self, message: str, wire_code: int | None = None, invocation_counter: int | None = None
+    ) -> None:
         super().__init__(message)
         self.wire_code = wire_code
+        self.invocation_counter = invocation_counter
 
 
 # --- the layers above the codec ------------------------------------------------------------

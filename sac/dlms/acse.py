@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum, IntFlag
 from typing import Any
 
-from sac.dlms.axdr import MALFORMED, decode_ber_length, encode_ber_length
+from sac.dlms.axdr import MALFORMED, decode_ber_length, encode_ber_length, encoder
 from sac.dlms.security import CipheredApdu, is_ciphered
 from sac.dlms.xdlms import ConfirmedServiceError
 from sac.errors import DecodeError, EncodeError
@@ -122,6 +122,7 @@ class InitiateRequest:
     response_allowed: bool = True
     proposed_quality_of_service: int | None = None
 
+    @encoder
     def to_bytes(self) -> bytes:
         out = bytearray(b"\x01")
         if self.dedicated_key is None:
@@ -173,6 +174,7 @@ class InitiateResponse:
     negotiated_quality_of_service: int | None = None
     vaa_name: int = 0x0007
 
+    @encoder
     def to_bytes(self) -> bytes:
         q = self.negotiated_quality_of_service
         return (
@@ -309,6 +311,7 @@ class AARQ:
     mechanism: Mechanism | int | None = None
     calling_authentication_value: bytes | None = field(default=None, repr=False)
 
+    @encoder
     def to_bytes(self) -> bytes:
         body = _tlv(0xA1, _context_name(self.application_context, _CONTEXT_PREFIX))
         if self.calling_ap_title is not None:
@@ -349,6 +352,7 @@ class AARE:
     def accepted(self) -> bool:
         return self.result == AssociationResult.ACCEPTED
 
+    @encoder
     def to_bytes(self) -> bytes:
         source = 0xA1 if self.diagnostic_source == 1 else 0xA2
         body = (
@@ -399,6 +403,7 @@ class RLRQ:
     reason: int | None = 0
     user_information: InitiateRequest | CipheredApdu | None = None
 
+    @encoder
     def to_bytes(self) -> bytes:
         body = b"" if self.reason is None else _tlv(0x80, bytes((self.reason,)))
         if self.user_information is not None:
@@ -417,6 +422,7 @@ class RLRE:
     reason: int | None = 0
     user_information: InitiateResponse | CipheredApdu | None = None
 
+    @encoder
     def to_bytes(self) -> bytes:
         body = b"" if self.reason is None else _tlv(0x80, bytes((self.reason,)))
         if self.user_information is not None:

@@ -12,10 +12,17 @@ that :meth:`data_to_send` hands out; :meth:`receive_data` (a byte stream) or
 GET answers are reassembled from their blocks (the GET-Request-Next are queued by the
 machine); a SET too long for the peer's PDU size is sent in blocks.  Every state change is in
 the one table ``_TRANSITIONS``.
+
+Framing: ``receive_data`` runs a framer that accepts only this association's wPorts, for a
+connection that carries one association (a poll).  A connection that carries several -- a
+push session: the meter's notification 1 -> 1, then the Public (16) and the Management (1)
+associations -- runs one :class:`~sac.dlms.wrapper.WrapperFramer` itself and hands each PDU
+to the machine its wPorts name, with :meth:`receive_pdu`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum, auto
 from typing import Any
@@ -32,6 +39,7 @@ from sac.dlms.acse import (
 )
 from sac.dlms.apdu import decode_apdu
 from sac.dlms.axdr import DEFAULT_LIMITS, Limits, decode_data, encode_data
+from sac.dlms.cosem import DataAccessResult
 from sac.dlms.events import (
     ActionCompleted,
     AssociationAccepted,
@@ -70,7 +78,7 @@ from sac.dlms.xdlms import (
     SetResponseLastDatablock,
     SetResponseNormal,
 )
-from sac.errors import DecodeError, LocalProtocolError, RemoteProtocolError
+from sac.errors import DecodeError, LocalProtocolError, RemoteProtocolError, SacError
 
 __all__ = ["ClientAssociation", "State"]
 
@@ -84,6 +92,8 @@ DEFAULT_CONFORMANCE = (
     | Conformance.MULTIPLE_REFERENCES
     | Conformance.DATA_NOTIFICATION
 )
+# AARE diagnostic: accepted, but an HLS exchange must follow
+DIAG_AUTHENTICATION_REQUIRED = 14
 # bytes a ciphered general-glo envelope adds: tag, title, BER length, SC, IC, tag
 CIPHER_OVERHEAD = 1 + 1 + 8 + 3 + 1 + 4 + 12
 
@@ -132,6 +142,7 @@ class _Pending:
     kind: str  # "get", "get-list", "set", "action"
     target: Any  # descriptor(s)
     blocks: list[bytes] = field(default_factory=list)
+    received: int = 0  # bytes of the blocks so far
     next_block: int = 1
     # SET with datablocks still to send: (raw chunks, index of the next one)
     set_chunks: list[bytes] = field(default_factory=list)
@@ -240,11 +251,15 @@ class ClientAssociation:
                 return iid
         raise LocalProtocolError("16 requests are already pending")
 
-    def _start(self, kind: str, target: Any) -> tuple[int, int]:
+    def _request(
+        self, kind: str, target: Any, build: Callable[[int], bytes]
+    ) -> tuple[int, _Pending]:
+        """Encode and queue a request; it is pending only once that has succeeded."""
         self._move(_In.SEND_REQUEST)
         iid = self._new_invoke_id()
-        self._pending[iid] = _Pending(kind, target)
-        return iid, self._priority | iid
+        self._queue(build(self._priority | iid))
+        pending = self._pending[iid] = _Pending(kind, target)
+        return iid, pending
 
     def get(
         self,
@@ -255,14 +270,15 @@ class ClientAssociation:
     ) -> int:
         """Queue a GET; returns its invoke id."""
         desc = AttributeDescriptor(class_id, Obis(instance), attribute)
-        iid, iip = self._start("get", desc)
-        self._send_or_forget(iid, GetRequestNormal(iip, desc, access).to_bytes())
-        return iid
+        return self._request(
+            "get", desc, lambda iip: GetRequestNormal(iip, desc, access).to_bytes()
+        )[0]
 
     def get_list(self, items: list[tuple[AttributeDescriptor, SelectiveAccess | None]]) -> int:
-        iid, iip = self._start("get-list", tuple(d for d, _ in items))
-        self._send_or_forget(iid, GetRequestWithList(iip, tuple(items)).to_bytes())
-        return iid
+        targets = tuple(d for d, _ in items)
+        return self._request(
+            "get-list", targets, lambda iip: GetRequestWithList(iip, tuple(items)).to_bytes()
+        )[0]
 
     def set(
         self,
@@ -274,38 +290,33 @@ class ClientAssociation:
     ) -> int:
         """Queue a SET; values too long for the peer go in blocks."""
         desc = AttributeDescriptor(class_id, Obis(instance), attribute)
-        iid, iip = self._start("set", desc)
-        apdu = SetRequestNormal(iip, desc, value, access).to_bytes()
         room = self.server_max_receive_pdu - (CIPHER_OVERHEAD if self.security else 0)
-        if len(apdu) <= room:
-            self._send_or_forget(iid, apdu)
-            return iid
+        if len(SetRequestNormal(0, desc, value, access).to_bytes()) <= room:
+            return self._request(
+                "set", desc, lambda iip: SetRequestNormal(iip, desc, value, access).to_bytes()
+            )[0]
         raw = encode_data(value)
         # the first block's own header (descriptor, access, block number, a 3-byte length)
-        header = len(SetRequestWithFirstDatablock(iip, desc, False, 1, b"", access).to_bytes())
-        chunk = room - header - 3
-        if chunk <= 0:
-            self._pending.pop(iid)
+        header = len(SetRequestWithFirstDatablock(0, desc, False, 1, b"", access).to_bytes())
+        size = room - header - 3
+        if size <= 0:
             raise LocalProtocolError("the peer's PDU size leaves no room for a SET block")
-        chunks = [raw[i : i + chunk] for i in range(0, len(raw), chunk)]
-        self._pending[iid].set_chunks = chunks
-        self._pending[iid].next_block = 1
-        first = SetRequestWithFirstDatablock(iip, desc, len(chunks) == 1, 1, chunks[0], access)
-        self._send_or_forget(iid, first.to_bytes())
+        chunks = [raw[i : i + size] for i in range(0, len(raw), size)]
+        iid, pending = self._request(
+            "set",
+            desc,
+            lambda iip: SetRequestWithFirstDatablock(
+                iip, desc, len(chunks) == 1, 1, chunks[0], access
+            ).to_bytes(),
+        )
+        pending.set_chunks = chunks
         return iid
 
     def action(self, class_id: int, instance: Any, method: int, parameters: Any = NO_VALUE) -> int:
         desc = MethodDescriptor(class_id, Obis(instance), method)
-        iid, iip = self._start("action", desc)
-        self._send_or_forget(iid, ActionRequestNormal(iip, desc, parameters).to_bytes())
-        return iid
-
-    def _send_or_forget(self, iid: int, apdu: bytes) -> None:
-        try:
-            self._queue(apdu)
-        except Exception:
-            self._pending.pop(iid, None)
-            raise
+        return self._request(
+            "action", desc, lambda iip: ActionRequestNormal(iip, desc, parameters).to_bytes()
+        )[0]
 
     def abort(self, reason: str = "connection lost") -> list[Event]:
         """End the association at once; every pending request fails."""
@@ -321,10 +332,18 @@ class ClientAssociation:
     # --- incoming ---------------------------------------------------------------------
 
     def receive_data(self, data: bytes) -> list[Event]:
-        """Feed bytes from the stream; framing errors raise FramingError."""
+        """Feed bytes from the stream: the events of every whole PDU in them.
+
+        A PDU that cannot be accepted raises a :class:`SacError`; the events of the PDUs
+        before it in ``data`` are on the exception's ``events`` (a command may have completed).
+        """
         events: list[Event] = []
-        for pdu in self._framer.feed(data):
-            events.extend(self.receive_pdu(pdu))
+        try:
+            for pdu in self._framer.feed(data):
+                events.extend(self.receive_pdu(pdu))
+        except SacError as exc:
+            exc.events = tuple(events)
+            raise
         return events
 
     def receive_pdu(self, pdu: WrapperPdu) -> list[Event]:
@@ -358,6 +377,10 @@ class ClientAssociation:
         info = aare.user_information
         if not isinstance(info, InitiateResponse):
             raise RemoteProtocolError("an accepted AARE without an InitiateResponse")
+        if aare.application_context != ApplicationContext.LOGICAL_NAME:
+            raise RemoteProtocolError(f"the AARE answers context {aare.application_context}")
+        if aare.diagnostic == DIAG_AUTHENTICATION_REQUIRED:
+            raise RemoteProtocolError("the meter requires an authentication this client lacks")
         self._move(_In.RECV_AARE_ACCEPTED, remote=True)
         self.negotiated = info
         self.server_max_receive_pdu = info.server_max_receive_pdu_size or 0xFFFF
@@ -396,12 +419,14 @@ class ClientAssociation:
             del self._pending[iid]
             return [GetCompleted(iid, pending.target, resp.error)]
         pending.blocks.append(resp.raw)
+        pending.received += len(resp.raw)
         if not resp.last_block:
             pending.next_block += 1
-            if sum(map(len, pending.blocks)) > self.limits.max_length:
+            if not resp.raw or pending.received > self.limits.max_length:
                 # abandoned by not asking for the next block
                 del self._pending[iid]
-                return [RequestFailed(iid, RemoteProtocolError("block transfer over the limit"))]
+                reason = "an empty block" if not resp.raw else "block transfer over the limit"
+                return [RequestFailed(iid, RemoteProtocolError(reason))]
             self._queue(GetRequestNext(resp.invoke_id_and_priority, resp.block_number).to_bytes())
             return []
         del self._pending[iid]
@@ -441,6 +466,16 @@ class ClientAssociation:
     def _on_set_last_block(self, resp: SetResponseLastDatablock) -> list[Event]:
         iid, pending = self._take(resp.invoke_id_and_priority, "set")
         del self._pending[iid]
+        if resp.result == DataAccessResult.SUCCESS and resp.block_number != len(pending.set_chunks):
+            return [
+                RequestFailed(
+                    iid,
+                    RemoteProtocolError(
+                        f"SET acknowledged at block {resp.block_number}"
+                        f" of {len(pending.set_chunks)}"
+                    ),
+                )
+            ]
         return [SetCompleted(iid, pending.target, resp.result)]
 
     def _on_action(self, resp: ActionResponseNormal) -> list[Event]:
@@ -462,7 +497,9 @@ class ClientAssociation:
         detail = f"exception-response {_name(exc.state_error)}/{_name(exc.service_error)}"
         if exc.invocation_counter is not None:
             detail += f" (the meter expects invocation counter {exc.invocation_counter})"
-        return self._fail_oldest(RemoteProtocolError(detail, int(exc.service_error)))
+        return self._fail_oldest(
+            RemoteProtocolError(detail, int(exc.service_error), exc.invocation_counter)
+        )
 
     def _on_cse(self, cse: ConfirmedServiceError) -> list[Event]:
         if self.state is State.AWAITING_AARE:

@@ -30,10 +30,11 @@ Plain ``int`` and ``float`` are refused by the encoder (their width is ambiguous
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from sac.dlms.cosemtime import CosemDate, CosemDateTime, CosemTime
 from sac.errors import DecodeError, EncodeError
@@ -71,6 +72,7 @@ __all__ = [
     "encode_ber_length",
     "encode_data",
     "encode_untagged",
+    "encoder",
     "type_description_of",
 ]
 
@@ -276,6 +278,21 @@ DEFAULT_LIMITS = Limits()
 # what the standard library raises on bytes that do not fit; the codec turns it into DecodeError
 MALFORMED = (struct.error, IndexError, ValueError, OverflowError)
 
+_T = TypeVar("_T")
+
+
+def encoder(method: Callable[[_T], bytes]) -> Callable[[_T], bytes]:
+    """For ``to_bytes`` methods: a field out of range raises EncodeError, nothing foreign."""
+
+    @functools.wraps(method)
+    def to_bytes(self: _T) -> bytes:
+        try:
+            return method(self)
+        except (ValueError, OverflowError, struct.error, TypeError) as exc:
+            raise EncodeError(f"cannot encode {type(self).__name__}: {exc}") from None
+
+    return to_bytes
+
 
 # --- BER length -----------------------------------------------------------------------------
 
@@ -428,10 +445,11 @@ def _d_compact_array(buf: bytes, pos: int, depth: int) -> tuple[Any, int]:
     if depth <= 0:
         raise DecodeError("data nested too deeply")
     desc, pos = _decode_type_description(buf, pos, depth - 1)
-    _n, start, end = _sized(buf, pos, "compact-array contents")
+    n, start, end = _sized(buf, pos, "compact-array contents")
+    _check_budget(desc, n)
     values = []
     p = start
-    while p < end:  # an element running past ``end`` raises in _decode_untagged
+    while p < end:  # each element takes >= 1 byte; one running past ``end`` raises
         value, p = _decode_untagged(desc, buf, p, end, depth - 1)
         values.append(value)
     return CompactArray(desc, tuple(values)), end
@@ -549,7 +567,7 @@ def _decode_untagged(
                 items.append(value)
             return Structure(items), pos
         element = desc.elements[0]
-        if desc.count > end - pos and _fixed_size(element) != 0:
+        if desc.count * _min_size(element) > end - pos:
             raise DecodeError(f"array of {desc.count} elements cannot fit")
         for _ in range(desc.count):
             value, pos = _decode_untagged(element, buf, pos, end, depth - 1)
@@ -563,26 +581,59 @@ def _decode_untagged(
 
 def decode_untagged(desc: TypeDescription, buf: bytes, pos: int = 0) -> tuple[Any, int]:
     """Decode one value of type ``desc`` written without tags (compact encoding)."""
+    _check_value_count(desc)
     try:
         return _decode_untagged(desc, buf, pos, len(buf), DEFAULT_LIMITS.max_depth)
     except MALFORMED as exc:
         raise DecodeError(f"malformed compact data: {exc}") from None
 
 
-def _fixed_size(desc: TypeDescription) -> int:
-    """Bytes per value of a fixed-size type, 0 for null, -1 when variable."""
+# a compact-array, or an untagged value, may not stand for more values than this
+MAX_COMPACT_VALUES = 1 << 18
+
+
+def _min_size(desc: TypeDescription) -> int:
+    """The fewest bytes a value of ``desc`` takes without tags (strings: their length byte)."""
+    if desc.tag == DataTag.STRUCTURE:
+        return sum(_min_size(e) for e in desc.elements)
+    if desc.tag == DataTag.ARRAY:
+        return desc.count * _min_size(desc.elements[0])
     if desc.tag == DataTag.NULL:
         return 0
-    size = _FIXED_SIZES.get(desc.tag)
-    if size is not None:
-        return size
+    return _FIXED_SIZES.get(desc.tag, 1)
+
+
+def _value_count(desc: TypeDescription) -> int:
+    """How many Python values one value of ``desc`` becomes (containers included)."""
     if desc.tag == DataTag.STRUCTURE:
-        sizes = [_fixed_size(e) for e in desc.elements]
-        return -1 if -1 in sizes else sum(sizes)
+        return 1 + sum(_value_count(e) for e in desc.elements)
     if desc.tag == DataTag.ARRAY:
-        inner = _fixed_size(desc.elements[0])
-        return -1 if inner == -1 else inner * desc.count
-    return -1
+        return 1 + desc.count * _value_count(desc.elements[0])
+    return 1
+
+
+def _check_value_count(desc: TypeDescription) -> int:
+    """How many values one value of ``desc`` becomes; refuses more than the budget."""
+    count = _value_count(desc)
+    if count > MAX_COMPACT_VALUES:
+        raise DecodeError(f"a value of this type would hold more than {MAX_COMPACT_VALUES} values")
+    return count
+
+
+def _check_budget(desc: TypeDescription, length: int) -> None:
+    """Refuse, before decoding a compact-array, what would repeat for ever or explode.
+
+    Elements that take no bytes (null, empty structures) would repeat for ever; nested arrays
+    ask for billions of values from a few bytes.
+    """
+    count = _check_value_count(desc)
+    size = _min_size(desc)
+    if size == 0:
+        if length:
+            raise DecodeError("compact data of elements that take no bytes")
+        return
+    if (length // size) * count > MAX_COMPACT_VALUES:
+        raise DecodeError(f"compact data would hold more than {MAX_COMPACT_VALUES} values")
 
 
 _FIXED_SIZES = {
@@ -664,6 +715,8 @@ def _e_sequence(value: tuple | list) -> bytes:
 
 
 def _e_compact_array(value: CompactArray) -> bytes:
+    if value.values and _min_size(value.element_type) == 0:
+        raise EncodeError("a compact-array of elements that take no bytes cannot be decoded")
     body = b"".join(encode_untagged(value.element_type, v) for v in value.values)
     return encode_type_description(value.element_type) + encode_ber_length(len(body)) + body
 

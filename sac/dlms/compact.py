@@ -26,7 +26,9 @@ from sac.dlms.axdr import (
     OctetString,
     Structure,
     TypeDescription,
+    decode_ber_length,
     decode_untagged,
+    encode_ber_length,
     encode_untagged,
 )
 from sac.dlms.obis import Obis
@@ -65,9 +67,10 @@ class CompactField:
     """One field of a compact buffer.
 
     ``kind``: a key of FIXED_KINDS; ``bytes`` (``size`` raw bytes); ``octet-string`` or
-    ``visible-string`` (a one-byte length, then the bytes); ``entries`` (a one-byte count,
-    then that many records of the fixed-size ``entries`` fields); ``data`` (any value of
-    type ``description``, written without tags: dates, structures, arrays).
+    ``visible-string`` (a BER length -- one byte below 128 -- then the bytes); ``entries``
+    (a one-byte count, then that many records of the fixed-size ``entries`` fields);
+    ``data`` (any value of type ``description``, written without tags: dates, structures,
+    arrays).
     """
 
     name: str
@@ -179,12 +182,11 @@ def _run_decoder(names: tuple[str, ...], fmt: struct.Struct) -> Callable[..., in
 
 def _string_decoder(name: str, text: bool) -> Callable[..., int]:
     def step(buf: bytes, pos: int, out: dict[str, Any]) -> int:
-        if pos >= len(buf):
-            raise DecodeError(f"truncated: length of {name} missing")
-        end = pos + 1 + buf[pos]
+        n, start = decode_ber_length(buf, pos)
+        end = start + n
         if end > len(buf):
             raise DecodeError(f"truncated: {name}")
-        raw = bytes(buf[pos + 1 : end])
+        raw = bytes(buf[start:end])
         out[name] = raw.decode("latin-1") if text else raw
         return end
 
@@ -290,9 +292,27 @@ _CONSTRUCT_OF_KIND: dict[str, cs.Construct] = {
     "i64": cs.Int64sb,
     "f32": cs.Float32b,
     "f64": cs.Float64b,
-    "octet-string": cs.Prefixed(cs.Int8ub, cs.GreedyBytes),
-    "visible-string": cs.PascalString(cs.Int8ub, "latin-1"),
 }
+
+
+class _BerLength(cs.Construct):  # type: ignore[misc]
+    """A BER length, as A-XDR strings keep it in compact data (one byte below 128)."""
+
+    def _parse(self, stream: Any, context: Any, path: str) -> int:
+        first = cs.stream_read(stream, 1, path)[0]
+        if first < 0x80:
+            return first
+        size = first - 0x80
+        return int.from_bytes(cs.stream_read(stream, size, path), "big")
+
+    def _build(self, obj: int, stream: Any, context: Any, path: str) -> int:
+        raw = encode_ber_length(obj)
+        cs.stream_write(stream, raw, len(raw), path)
+        return obj
+
+
+_CONSTRUCT_OF_KIND["octet-string"] = cs.Prefixed(_BerLength(), cs.GreedyBytes)
+_CONSTRUCT_OF_KIND["visible-string"] = cs.PascalString(_BerLength(), "latin-1")
 
 
 class _Untagged(cs.Construct):  # type: ignore[misc]
@@ -377,15 +397,18 @@ _KIND_OF_TAG = {
 def layout_from_description(
     template_id: int,
     description: TypeDescription,
-    capture_objects: tuple[tuple[int, Obis, int], ...] = (),
+    capture_objects: tuple[tuple[Any, ...], ...] = (),
     *,
     id_prefix: bool = True,
 ) -> CompactLayout:
     """A layout from a template_description (``02 <n> <types>``) and its capture objects.
 
-    Each member of the top structure becomes a field named after its capture object
-    (``"<class>/<obis>/<attr>"``) or ``"field<n>"``.  Flat types become the matching fixed or
-    string kind; any other type (date-time, structure, array...) a ``data`` field.
+    ``capture_objects`` are (class id, OBIS, attribute[, data index]), as IC 62 attribute 3
+    lists them.  Each member of the top structure becomes a field named after its capture
+    object (``"<class>/<obis>/<attr>"``, ``"/<data index>"`` when not 0) or ``"field<n>"``.
+    Flat types become the matching fixed or string kind; any other type (date-time,
+    structure, array...) a ``data`` field.  What the meter describes is untrusted: a bad
+    description raises DecodeError.
     """
     if description.tag != DataTag.STRUCTURE:
         raise DecodeError("a template description is a structure")
@@ -394,15 +417,23 @@ def layout_from_description(
             f"{len(capture_objects)} capture objects for {len(description.elements)} members"
         )
     fields = []
+    names: set[str] = set()
     for i, member in enumerate(description.elements):
         if capture_objects:
-            class_id, obis, attr = capture_objects[i]
-            name, obis_v, attr_v = f"{class_id}/{obis}/{attr}", Obis(obis), attr
+            class_id, obis, attr, *rest = capture_objects[i]
+            name = f"{class_id}/{Obis(obis)}/{attr}" + (f"/{rest[0]}" if rest and rest[0] else "")
+            obis_v, attr_v = Obis(obis), attr
         else:
             name, obis_v, attr_v = f"field{i}", None, 2
+        if name in names:  # the same object captured twice: keep both, apart
+            name = f"{name}#{i}"
+        names.add(name)
         kind = _KIND_OF_TAG.get(member.tag)
         if kind is not None:
             fields.append(CompactField(name, kind, obis_v, attr_v))
         else:
             fields.append(CompactField(name, "data", obis_v, attr_v, description=member))
-    return CompactLayout(template_id, f"template {template_id}", tuple(fields), id_prefix)
+    try:
+        return CompactLayout(template_id, f"template {template_id}", tuple(fields), id_prefix)
+    except ValueError as exc:
+        raise DecodeError(f"template {template_id}: {exc}") from None

@@ -41,7 +41,21 @@ class InterfaceClass(IntEnum):
     UNITS_TARIFF_PLAN = 8192
 
 
-class DataAccessResult(IntEnum):
+class _Code(IntEnum):
+    """Result codes: a code the standard does not name (vendors add their own) is still one
+    of these, named ``CODE_<n>``, so an error never passes for data."""
+
+    @classmethod
+    def _missing_(cls, value: object) -> _Code | None:
+        if isinstance(value, int) and 0 <= value <= 255:
+            member = int.__new__(cls, value)
+            member._name_ = f"CODE_{value}"
+            member._value_ = value
+            return member
+        return None
+
+
+class DataAccessResult(_Code):
     SUCCESS = 0
     HARDWARE_FAULT = 1
     TEMPORARY_FAILURE = 2
@@ -60,7 +74,7 @@ class DataAccessResult(IntEnum):
     OTHER_REASON = 250
 
 
-class ActionResult(IntEnum):
+class ActionResult(_Code):
     SUCCESS = 0
     HARDWARE_FAULT = 1
     TEMPORARY_FAILURE = 2
@@ -76,12 +90,12 @@ class ActionResult(IntEnum):
     OTHER_REASON = 250
 
 
-class StateError(IntEnum):
+class StateError(_Code):
     SERVICE_NOT_ALLOWED = 1
     SERVICE_UNKNOWN = 2
 
 
-class ServiceError(IntEnum):
+class ServiceError(_Code):
     OPERATION_NOT_POSSIBLE = 1
     SERVICE_NOT_SUPPORTED = 2
     OTHER_REASON = 3

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from sac.dlms.axdr import decode_ber_length, encode_ber_length
+from sac.dlms.axdr import decode_ber_length, encode_ber_length, encoder
 from sac.errors import DecodeError, DecryptionError, EncodeError, ReplayError, SecurityError
 
 __all__ = [
@@ -217,6 +217,7 @@ class CipheredApdu:
     def is_general(self) -> bool:
         return self.tag in (GENERAL_GLO_CIPHERING, GENERAL_DED_CIPHERING)
 
+    @encoder
     def to_bytes(self) -> bytes:
         content = (
             bytes((self.security_control,))
@@ -337,29 +338,42 @@ class SecurityContext:
         return CipheredApdu(glo, None, sc, ic, payload).to_bytes()
 
     def unprotect(self, data: bytes | CipheredApdu) -> bytes:
-        """The plaintext APDU; checks the system title, the counter's freshness and the tag."""
+        """The plaintext APDU, once the envelope, the title, the counter and the tag check out.
+
+        Nothing in the context changes unless the APDU authenticates: a forged frame can
+        neither teach it a system title nor move its counter.
+        """
         if isinstance(data, CipheredApdu):
-            title, sc, ic, payload = (
+            tag, title, sc, ic, payload = (
+                data.tag,
                 data.system_title,
                 data.security_control,
                 data.invocation_counter,
                 data.payload,
             )
         else:
-            _, title, sc, ic, payload = _parse_ciphered(data)
-        peer = self.peer_system_title
+            tag, title, sc, ic, payload = _parse_ciphered(data)
+        if tag == GENERAL_DED_CIPHERING or tag in _DED_TAGS:
+            raise SecurityError("dedicated-key ciphering needs a dedicated key: not supported")
+        sender = self.peer_system_title
         if title:
-            if peer is None:
-                self.peer_system_title = peer = title
-            elif title != peer:
+            if title == self.system_title:
+                raise SecurityError("the APDU carries this side's own system title")
+            if sender is not None and title != sender:
                 raise SecurityError("the APDU's system title is not the peer's")
-        elif peer is None:
+            sender = title
+        elif sender is None:
             raise SecurityError("no system title on the wire and none known for the peer")
         last = self.peer_invocation_counter
         if last is not None and ic <= last:
             raise ReplayError(ic, last)
-        if sc & 0x0F or not sc & SC_AUTHENTICATED:
-            raise SecurityError(f"security control 0x{sc:02x} is not an accepted policy")
-        plaintext = self.cipher.open(sc, peer, ic, payload)
+        if sc != self.security_control:
+            raise SecurityError(
+                f"security control 0x{sc:02x} where 0x{self.security_control:02x} is required"
+            )
+        plaintext = self.cipher.open(sc, sender, ic, payload)
+        if tag != GENERAL_GLO_CIPHERING and (not plaintext or PLAIN_TAG_FOR[tag] != plaintext[0]):
+            raise SecurityError(f"a glo- envelope 0x{tag:02x} around another kind of APDU")
+        self.peer_system_title = sender
         self.peer_invocation_counter = ic
         return plaintext

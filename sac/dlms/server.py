@@ -66,6 +66,8 @@ __all__ = ["CosemModel", "ServerAssociation"]
 DIAG_NO_REASON = 1
 DIAG_CONTEXT_NOT_SUPPORTED = 2
 DIAG_MECHANISM_NOT_RECOGNISED = 11
+# the smallest client-max-receive-pdu-size that leaves room for a ciphered block
+MIN_CLIENT_PDU = 64
 # header of GET-Response-With-Datablock: tag, choice, iip, last, block u32, choice, BER len
 BLOCK_HEADER = 1 + 1 + 1 + 1 + 4 + 1 + 3
 
@@ -113,7 +115,8 @@ class ServerAssociation:
         self.associated = pre_established
         self._outbox: list[bytes] = []
         self._long_get: tuple[int, list[bytes], int] | None = None  # iip, chunks, last sent
-        self._long_set: tuple[AttributeDescriptor, list[bytes], int] | None = None
+        # attribute, blocks, bytes so far, last block number
+        self._long_set: tuple[AttributeDescriptor, list[bytes], int, int] | None = None
         self._framer = WrapperFramer(
             max_receive_pdu, sources={client_sap}, destinations={server_sap}
         )
@@ -162,11 +165,16 @@ class ServerAssociation:
             try:
                 apdu = decode_apdu(self.security.unprotect(apdu), self.limits)
             except ReplayError as exc:
-                self._exception(
-                    StateError.SERVICE_NOT_ALLOWED,
-                    ServiceError.INVOCATION_COUNTER_ERROR,
-                    exc.last + 1,
-                )
+                if exc.last >= 0xFFFFFFFF:  # no counter left to expect: the key must change
+                    self._exception(
+                        StateError.SERVICE_NOT_ALLOWED, ServiceError.OPERATION_NOT_POSSIBLE
+                    )
+                else:
+                    self._exception(
+                        StateError.SERVICE_NOT_ALLOWED,
+                        ServiceError.INVOCATION_COUNTER_ERROR,
+                        exc.last + 1,
+                    )
                 return []
             except (DecryptionError, SecurityError, DecodeError):
                 self._exception(StateError.SERVICE_NOT_ALLOWED, ServiceError.DECIPHERING_ERROR)
@@ -206,6 +214,10 @@ class ServerAssociation:
             return events
         if request.proposed_dlms_version < 6:
             cse = ConfirmedServiceError(1, 6, 1)  # initiateError / initiate / too low
+            self._aare(AssociationResult.REJECTED_PERMANENT, DIAG_NO_REASON, cse)
+            return events
+        if 0 < request.client_max_receive_pdu_size < MIN_CLIENT_PDU:
+            cse = ConfirmedServiceError(1, 6, 3)  # initiateError / initiate / pdu-size-too-short
             self._aare(AssociationResult.REJECTED_PERMANENT, DIAG_NO_REASON, cse)
             return events
         conformance = request.proposed_conformance & self.conformance
@@ -272,8 +284,8 @@ class ServerAssociation:
                 ).to_bytes()
             )
             return []
-        _, chunks, sent = self._long_get
-        if req.block_number != sent:
+        long_iip, chunks, sent = self._long_get
+        if req.block_number != sent or (iip & 0x0F) != (long_iip & 0x0F):
             self._long_get = None
             self._reply(
                 GetResponseWithDatablock(
@@ -311,12 +323,12 @@ class ServerAssociation:
                 ).to_bytes()
             )
             return []
-        self._long_set = (req.attribute, [req.raw], 1)
+        self._long_set = (req.attribute, [req.raw], len(req.raw), 1)
         return self._set_block_done(req.invoke_id_and_priority, req.last_block, 1)
 
     def _on_set_block(self, req: SetRequestWithDatablock) -> list[Event]:
         iip = req.invoke_id_and_priority
-        if self._long_set is None or req.block_number != self._long_set[2] + 1:
+        if self._long_set is None or req.block_number != self._long_set[3] + 1:
             self._long_set = None
             self._reply(
                 SetResponseLastDatablock(
@@ -324,9 +336,10 @@ class ServerAssociation:
                 ).to_bytes()
             )
             return []
-        attribute, chunks, _ = self._long_set
+        attribute, chunks, size, _ = self._long_set
         chunks.append(req.raw)
-        if sum(map(len, chunks)) > self.limits.max_length:
+        size += len(req.raw)
+        if (not req.raw and not req.last_block) or size > self.limits.max_length:
             self._long_set = None
             self._reply(
                 SetResponseLastDatablock(
@@ -334,7 +347,7 @@ class ServerAssociation:
                 ).to_bytes()
             )
             return []
-        self._long_set = (attribute, chunks, req.block_number)
+        self._long_set = (attribute, chunks, size, req.block_number)
         return self._set_block_done(iip, req.last_block, req.block_number)
 
     def _set_block_done(self, iip: int, last: bool, n: int) -> list[Event]:
@@ -342,7 +355,7 @@ class ServerAssociation:
             self._reply(SetResponseDatablock(iip, n).to_bytes())
             return []
         assert self._long_set is not None
-        attribute, chunks, _ = self._long_set
+        attribute, chunks, _, _ = self._long_set
         self._long_set = None
         try:
             value = decode_data(b"".join(chunks), self.limits)

@@ -25,6 +25,7 @@ from sac.dlms.axdr import (
     decode_data_at,
     encode_ber_length,
     encode_data,
+    encoder,
 )
 from sac.dlms.cosem import ActionResult, DataAccessResult, ServiceError, StateError, code
 from sac.dlms.cosemtime import CosemDate, CosemDateTime, CosemTime
@@ -101,6 +102,7 @@ class AttributeDescriptor:
     instance: Obis
     attribute: int
 
+    @encoder
     def to_bytes(self) -> bytes:
         try:
             return _DESC.pack(self.class_id, bytes(self.instance), self.attribute)
@@ -121,6 +123,7 @@ class MethodDescriptor:
     instance: Obis
     method: int
 
+    @encoder
     def to_bytes(self) -> bytes:
         try:
             return _DESC.pack(self.class_id, bytes(self.instance), self.method)
@@ -142,6 +145,7 @@ class SelectiveAccess:
     selector: int
     parameters: Any
 
+    @encoder
     def to_bytes(self) -> bytes:
         if not 0 <= self.selector <= 255:
             raise EncodeError(f"access selector {self.selector} is not a byte")
@@ -247,6 +251,7 @@ class GetRequestNormal:
     attribute: AttributeDescriptor
     access: SelectiveAccess | None = None
 
+    @encoder
     def to_bytes(self) -> bytes:
         return (
             b"\xc0\x01"
@@ -261,6 +266,7 @@ class GetRequestNext:
     invoke_id_and_priority: int
     block_number: int
 
+    @encoder
     def to_bytes(self) -> bytes:
         return b"\xc0\x02" + _iip(self.invoke_id_and_priority) + _u32(self.block_number)
 
@@ -270,6 +276,7 @@ class GetRequestWithList:
     invoke_id_and_priority: int
     items: tuple[tuple[AttributeDescriptor, SelectiveAccess | None], ...]
 
+    @encoder
     def to_bytes(self) -> bytes:
         return (
             b"\xc0\x03"
@@ -305,6 +312,7 @@ class GetResponseNormal:
     invoke_id_and_priority: int
     result: Any
 
+    @encoder
     def to_bytes(self) -> bytes:
         return b"\xc4\x01" + _iip(self.invoke_id_and_priority) + _result_bytes(self.result)
 
@@ -319,6 +327,7 @@ class GetResponseWithDatablock:
     raw: bytes = b""
     error: DataAccessResult | int | None = None
 
+    @encoder
     def to_bytes(self) -> bytes:
         head = (
             b"\xc4\x02"
@@ -336,6 +345,7 @@ class GetResponseWithList:
     invoke_id_and_priority: int
     results: tuple[Any, ...]
 
+    @encoder
     def to_bytes(self) -> bytes:
         return (
             b"\xc4\x03"
@@ -355,6 +365,7 @@ class SetRequestNormal:
     value: Any
     access: SelectiveAccess | None = None
 
+    @encoder
     def to_bytes(self) -> bytes:
         return (
             b"\xc1\x01"
@@ -374,6 +385,7 @@ class SetRequestWithFirstDatablock:
     raw: bytes
     access: SelectiveAccess | None = None
 
+    @encoder
     def to_bytes(self) -> bytes:
         return (
             b"\xc1\x02"
@@ -393,6 +405,7 @@ class SetRequestWithDatablock:
     block_number: int
     raw: bytes
 
+    @encoder
     def to_bytes(self) -> bytes:
         return (
             b"\xc1\x03"
@@ -408,6 +421,7 @@ class SetResponseNormal:
     invoke_id_and_priority: int
     result: DataAccessResult | int
 
+    @encoder
     def to_bytes(self) -> bytes:
         return b"\xc5\x01" + _iip(self.invoke_id_and_priority) + bytes((int(self.result),))
 
@@ -417,6 +431,7 @@ class SetResponseDatablock:
     invoke_id_and_priority: int
     block_number: int
 
+    @encoder
     def to_bytes(self) -> bytes:
         return b"\xc5\x02" + _iip(self.invoke_id_and_priority) + _u32(self.block_number)
 
@@ -427,6 +442,7 @@ class SetResponseLastDatablock:
     result: DataAccessResult | int
     block_number: int
 
+    @encoder
     def to_bytes(self) -> bytes:
         return (
             b"\xc5\x03"
@@ -447,6 +463,7 @@ class ActionRequestNormal:
     method: MethodDescriptor
     parameters: Any = NO_VALUE
 
+    @encoder
     def to_bytes(self) -> bytes:
         params = b"\x00" if self.parameters is NO_VALUE else b"\x01" + encode_data(self.parameters)
         return b"\xc3\x01" + _iip(self.invoke_id_and_priority) + self.method.to_bytes() + params
@@ -460,6 +477,7 @@ class ActionResponseNormal:
     result: ActionResult | int
     return_parameters: Any = NO_VALUE
 
+    @encoder
     def to_bytes(self) -> bytes:
         ret = (
             b"\x00"
@@ -484,6 +502,7 @@ class DataNotification:
     date_time: CosemDateTime | CosemDate | CosemTime | None
     body: Any
 
+    @encoder
     def to_bytes(self) -> bytes:
         dt = b"\x00" if self.date_time is None else _octets(self.date_time.to_bytes())
         return b"\x0f" + _u32(self.long_invoke_id_and_priority) + dt + encode_data(self.body)
@@ -499,6 +518,7 @@ class ExceptionResponse:
     service_error: ServiceError | int
     invocation_counter: int | None = None
 
+    @encoder
     def to_bytes(self) -> bytes:
         out = b"\xd8" + bytes((int(self.state_error), int(self.service_error)))
         if self.service_error == ServiceError.INVOCATION_COUNTER_ERROR:
@@ -514,6 +534,7 @@ class ConfirmedServiceError:
     error_type: int
     value: int
 
+    @encoder
     def to_bytes(self) -> bytes:
         try:
             return bytes((CONFIRMED_SERVICE_ERROR, self.service, self.error_type, self.value))

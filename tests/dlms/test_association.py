@@ -200,6 +200,7 @@ def test_server_refuses_a_replayed_counter_with_the_expected_one() -> None:
     [failed] = pump(client, server)
     assert isinstance(failed, RequestFailed)
     assert failed.error.wire_code == ServiceError.INVOCATION_COUNTER_ERROR
+    assert failed.error.invocation_counter == 43  # where the head-end starts again
     assert "expects invocation counter 43" in str(failed.error)
 
 

@@ -212,7 +212,9 @@ def test_security_round_trip(
         security_control=sc,
         omit_system_title=omit,
     )
-    receiver = SecurityContext(Suite0Cipher(ek, ak), b"RECEIVER", peer_system_title=title)
+    receiver = SecurityContext(
+        Suite0Cipher(ek, ak), b"RECEIVER", peer_system_title=title, security_control=sc
+    )
     wire = sender.protect(plain)
     env = CipheredApdu.from_bytes(wire)
     assert env.system_title == (b"" if omit else title) and env.invocation_counter == ic

@@ -304,9 +304,12 @@ def test_system_title_checks() -> None:
 def test_policies_and_forms() -> None:
     meter, sac = pair(security_control=0x10)  # authenticated only: plaintext on the wire
     wire = meter.protect(b"\xc0\x01secret")
+    with pytest.raises(SecurityError, match="0x30 is required"):  # the policy is the context's
+        sac.unprotect(wire)
+    sac.security_control = 0x10
     assert b"secret" in wire and sac.unprotect(wire) == b"\xc0\x01secret"
     meter, sac = pair(security_control=0x20)  # encrypted only: refused, nothing authenticates
-    with pytest.raises(SecurityError, match="not an accepted policy"):
+    with pytest.raises(SecurityError, match="0x30 is required"):
         sac.unprotect(meter.protect(b"\xc0\x01"))
     meter, sac = pair()
     glo = meter.protect(b"\xc0\x01\xc1", general=False)
