@@ -144,7 +144,7 @@ class _Pending:
     blocks: list[bytes] = field(default_factory=list)
     received: int = 0  # bytes of the blocks so far
     next_block: int = 1
-    # SET with datablocks still to send: (raw chunks, index of the next one)
+    # a SET sent in blocks: all its chunks (next_block counts the ones acknowledged)
     set_chunks: list[bytes] = field(default_factory=list)
 
 
