@@ -137,6 +137,54 @@ for _state in State:
 del S, E, _state
 
 
+class WrapperEndpoint:
+    """What both association machines share: the PDUs they queue and the ones they accept.
+
+    ``local_sap``/``remote_sap`` are this side's and the peer's wPorts; ``max_apdu`` bounds
+    what the framer of :meth:`receive_data` accepts.
+    """
+
+    def __init__(self, local_sap: int, remote_sap: int, max_apdu: int) -> None:
+        self.local_sap = local_sap
+        self.remote_sap = remote_sap
+        self._outbox: list[bytes] = []
+        self._framer = WrapperFramer(max_apdu, sources={remote_sap}, destinations={local_sap})
+
+    def data_to_send(self) -> bytes:
+        """Everything queued for the peer, as wrapper PDUs; empties the queue."""
+        out = b"".join(self._outbox)
+        self._outbox.clear()
+        return out
+
+    def _send(self, apdu: bytes) -> None:
+        self._outbox.append(encode_wrapper(self.local_sap, self.remote_sap, apdu))
+
+    def receive_data(self, data: bytes) -> list[Event]:
+        """Feed bytes from the stream: the events of every whole PDU in them.
+
+        A PDU that cannot be accepted raises a :class:`SacError`; the events of the PDUs
+        before it in ``data`` are on the exception's ``events`` (a command may have completed).
+        """
+        events: list[Event] = []
+        try:
+            for pdu in self._framer.feed(data):
+                events.extend(self.receive_pdu(pdu))
+        except SacError as exc:
+            exc.events = tuple(events)
+            raise
+        return events
+
+    def receive_pdu(self, pdu: WrapperPdu) -> list[Event]:
+        if pdu.source != self.remote_sap or pdu.destination != self.local_sap:
+            raise RemoteProtocolError(
+                f"a PDU from wPort {pdu.source} to {pdu.destination} is not for this association"
+            )
+        return self.receive_apdu(pdu.apdu)
+
+    def receive_apdu(self, data: bytes) -> list[Event]:
+        raise NotImplementedError("each association machine reads its own APDUs")
+
+
 @dataclass(slots=True)
 class _Pending:
     kind: str  # "get", "get-list", "set", "action"
@@ -148,7 +196,7 @@ class _Pending:
     set_chunks: list[bytes] = field(default_factory=list)
 
 
-class ClientAssociation:
+class ClientAssociation(WrapperEndpoint):
     """One client association with one logical device (see the module docstring)."""
 
     def __init__(
@@ -166,6 +214,8 @@ class ClientAssociation:
         general_ciphering: bool = True,
         limits: Limits = DEFAULT_LIMITS,
     ) -> None:
+        # what we announce bounds every APDU we receive, ciphering included
+        super().__init__(client_sap, server_sap, max_receive_pdu)
         self.client_sap = client_sap
         self.server_sap = server_sap
         self.security = security
@@ -179,12 +229,6 @@ class ClientAssociation:
         self._priority = invoke_priority & 0xF0
         self._next_id = first_invoke_id & 0x0F
         self._pending: dict[int, _Pending] = {}
-        self._outbox: list[bytes] = []
-        self._framer = WrapperFramer(
-            max_receive_pdu,  # what we announce bounds every APDU, ciphering included
-            sources={server_sap},
-            destinations={client_sap},
-        )
         self.state = State.ASSOCIATED if pre_established else State.IDLE
 
     # --- state ------------------------------------------------------------------------
@@ -203,12 +247,6 @@ class ClientAssociation:
 
     # --- outgoing ---------------------------------------------------------------------
 
-    def data_to_send(self) -> bytes:
-        """Everything queued for the peer, as wrapper PDUs; empties the queue."""
-        out = b"".join(self._outbox)
-        self._outbox.clear()
-        return out
-
     def _queue(self, apdu: bytes, *, protect: bool = True) -> None:
         if protect and self.security is not None:
             apdu = self.security.protect(apdu, general=self.general_ciphering)
@@ -217,7 +255,7 @@ class ClientAssociation:
                 f"an APDU of {len(apdu)} bytes is over the peer's limit of "
                 f"{self.server_max_receive_pdu}"
             )
-        self._outbox.append(encode_wrapper(self.client_sap, self.server_sap, apdu))
+        self._send(apdu)
 
     def associate(self, *, calling_ap_title: bytes | None = None) -> None:
         """Queue an AARQ (explicit associations only; no ciphering, no authentication)."""
@@ -330,28 +368,6 @@ class ClientAssociation:
         return failed
 
     # --- incoming ---------------------------------------------------------------------
-
-    def receive_data(self, data: bytes) -> list[Event]:
-        """Feed bytes from the stream: the events of every whole PDU in them.
-
-        A PDU that cannot be accepted raises a :class:`SacError`; the events of the PDUs
-        before it in ``data`` are on the exception's ``events`` (a command may have completed).
-        """
-        events: list[Event] = []
-        try:
-            for pdu in self._framer.feed(data):
-                events.extend(self.receive_pdu(pdu))
-        except SacError as exc:
-            exc.events = tuple(events)
-            raise
-        return events
-
-    def receive_pdu(self, pdu: WrapperPdu) -> list[Event]:
-        if pdu.source != self.server_sap or pdu.destination != self.client_sap:
-            raise RemoteProtocolError(
-                f"a PDU from wPort {pdu.source} to {pdu.destination} is not for this association"
-            )
-        return self.receive_apdu(pdu.apdu)
 
     def receive_apdu(self, data: bytes) -> list[Event]:
         apdu = decode_apdu(data, self.limits)

@@ -22,7 +22,7 @@ from sac.dlms.acse import (
     InitiateResponse,
 )
 from sac.dlms.apdu import decode_apdu
-from sac.dlms.association import CIPHER_OVERHEAD, DEFAULT_CONFORMANCE
+from sac.dlms.association import CIPHER_OVERHEAD, DEFAULT_CONFORMANCE, WrapperEndpoint
 from sac.dlms.axdr import DEFAULT_LIMITS, Limits, decode_data, encode_data
 from sac.dlms.cosem import ActionResult, DataAccessResult, ServiceError, StateError
 from sac.dlms.cosemtime import CosemDateTime
@@ -35,7 +35,6 @@ from sac.dlms.events import (
     SetRequested,
 )
 from sac.dlms.security import CipheredApdu, SecurityContext
-from sac.dlms.wrapper import WrapperFramer, WrapperPdu, encode_wrapper
 from sac.dlms.xdlms import (
     ActionRequestNormal,
     ActionResponseNormal,
@@ -89,7 +88,7 @@ class CosemModel(Protocol):
         """Run the method: its result and NO_VALUE, the returned Data or a DataAccessResult."""
 
 
-class ServerAssociation:
+class ServerAssociation(WrapperEndpoint):
     def __init__(
         self,
         model: CosemModel,
@@ -103,6 +102,7 @@ class ServerAssociation:
         client_max_receive_pdu: int = 0xFFFF,
         limits: Limits = DEFAULT_LIMITS,
     ) -> None:
+        super().__init__(server_sap, client_sap, max_receive_pdu)
         self.model = model
         self.client_sap = client_sap
         self.server_sap = server_sap
@@ -113,25 +113,16 @@ class ServerAssociation:
         self.client_max_receive_pdu = client_max_receive_pdu
         self.limits = limits
         self.associated = pre_established
-        self._outbox: list[bytes] = []
         self._long_get: tuple[int, list[bytes], int] | None = None  # iip, chunks, last sent
         # attribute, blocks, bytes so far, last block number
         self._long_set: tuple[AttributeDescriptor, list[bytes], int, int] | None = None
-        self._framer = WrapperFramer(
-            max_receive_pdu, sources={client_sap}, destinations={server_sap}
-        )
 
     # --- output -----------------------------------------------------------------------
-
-    def data_to_send(self) -> bytes:
-        out = b"".join(self._outbox)
-        self._outbox.clear()
-        return out
 
     def _reply(self, apdu: bytes, *, protect: bool = True) -> None:
         if protect and self.security is not None:
             apdu = self.security.protect(apdu)
-        self._outbox.append(encode_wrapper(self.server_sap, self.client_sap, apdu))
+        self._send(apdu)
 
     def notify(
         self, body: Any, *, long_invoke_id: int = 0, date_time: CosemDateTime | None = None
@@ -140,17 +131,6 @@ class ServerAssociation:
         self._reply(DataNotification(long_invoke_id, date_time, body).to_bytes())
 
     # --- input ------------------------------------------------------------------------
-
-    def receive_data(self, data: bytes) -> list[Event]:
-        events: list[Event] = []
-        for pdu in self._framer.feed(data):
-            events.extend(self.receive_pdu(pdu))
-        return events
-
-    def receive_pdu(self, pdu: WrapperPdu) -> list[Event]:
-        if pdu.source != self.client_sap or pdu.destination != self.server_sap:
-            raise RemoteProtocolError(f"a PDU for wPort {pdu.destination} from {pdu.source}")
-        return self.receive_apdu(pdu.apdu)
 
     def receive_apdu(self, data: bytes) -> list[Event]:
         apdu = decode_apdu(data, self.limits)
