@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import datetime as dt
 
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -46,6 +48,7 @@ from sac.dlms.xdlms import (
     SetResponseLastDatablock,
     SetResponseNormal,
 )
+from sac.errors import DecryptionError
 from tests.dlms.strategies import data_values, date_times, obis, shape
 
 u8 = st.integers(0, 255)
@@ -242,3 +245,36 @@ def test_wrapper_framer_any_chunking(pdus: list[tuple[int, int, bytes]], cuts: l
         i += 1
     assert [(p.source, p.destination, p.apdu) for p in got] == pdus
     assert framer.buffered == 0
+
+
+@given(
+    st.binary(min_size=16, max_size=16),
+    st.binary(min_size=8, max_size=8),
+    st.integers(0, 0xFFFFFFFF),
+    st.binary(max_size=300),
+    st.one_of(st.none(), st.integers(0, 10_000)),
+)
+def test_fast_tag_check_is_gcm_verification(
+    key: bytes, title: bytes, ic: int, plain: bytes, flip: int | None
+) -> None:
+    """Suite0Cipher.open accepts exactly what cryptography's GCM decryptor (12-byte tag)
+    accepts, and gives the same plaintext: its key-stream trick is the GCM check."""
+    cipher = Suite0Cipher(key)
+    payload = bytearray(cipher.seal(0x30, title, ic, plain))
+    if flip is not None:
+        bit = flip % (len(payload) * 8)
+        payload[bit // 8] ^= 1 << (bit % 8)
+    iv = title + ic.to_bytes(4, "big")
+    body, tag = bytes(payload[:-12]), bytes(payload[-12:])
+    reference = Cipher(algorithms.AES(key), modes.GCM(iv, tag, min_tag_length=12)).decryptor()
+    reference.authenticate_additional_data(b"\x30" + key)
+    try:
+        expected: bytes | None = reference.update(body) + reference.finalize()
+    except InvalidTag:
+        expected = None
+    try:
+        got: bytes | None = cipher.open(0x30, title, ic, bytes(payload))
+    except DecryptionError:
+        got = None
+    assert got == expected
+    assert (got is None) == (flip is not None)
