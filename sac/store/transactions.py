@@ -1,0 +1,268 @@
+"""The store's logic, once for every backend: transactions as generators.
+
+A transaction is a generator that yields :class:`Query` (rows come back) and :class:`Exec`
+(the row count comes back) and returns its result.  SQL is written with ``?`` placeholders in
+the dialect SQLite and PostgreSQL share (``ON CONFLICT ... DO UPDATE``, ``RETURNING``); each
+backend runs the generator inside one database transaction -- SQLite in its thread,
+PostgreSQL with awaits -- so the logic is sans-IO, like the codec.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sac.errors import ConfigurationError, StorageError
+from sac.keys import MasterKey, key_place, wrapped_by
+from sac.store.model import Meter, MeterKeys, MeterState, NewMeter
+
+__all__ = [
+    "Exec",
+    "Query",
+    "Transaction",
+    "UnknownMeter",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    sql: str
+    params: Sequence[Any] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Exec:
+    sql: str
+    params: Sequence[Any] = ()
+
+
+Transaction = Generator[Query | Exec, Any, Any]
+
+
+class UnknownMeter(StorageError):
+    def __init__(self, ldn: str) -> None:
+        super().__init__(f"no meter {ldn!r}")
+        self.ldn = ldn
+
+
+class Conflict(StorageError):
+    """A write that breaks a uniqueness rule (an LDN or system title already present)."""
+
+
+# --- rows to objects ----------------------------------------------------------------------
+
+_METER_COLUMNS = (
+    "id, ldn, pdr, system_title, profile, address, allowed_ips, state, created, updated,"
+    " last_connection"
+)
+
+
+def when(value: Any) -> dt.datetime | None:
+    """A timestamp as either backend returns it (ISO text from SQLite)."""
+    if value is None or isinstance(value, dt.datetime):
+        return value
+    return dt.datetime.fromisoformat(value)
+
+
+def _meter(row: Sequence[Any]) -> Meter:
+    title = row[3]
+    return Meter(
+        id=row[0],
+        ldn=row[1],
+        pdr=row[2],
+        system_title=bytes(title) if title is not None else None,
+        profile=row[4],
+        address=row[5],
+        allowed_ips=tuple(ip for ip in row[6].split(",") if ip),
+        state=MeterState(row[7]),
+        created=when(row[8]),  # type: ignore[arg-type]
+        updated=when(row[9]),  # type: ignore[arg-type]
+        last_connection=when(row[10]),
+    )
+
+
+def _meter_id(ldn: str) -> Transaction:
+    rows = yield Query("SELECT id FROM meters WHERE ldn = ?", (ldn,))
+    if not rows:
+        raise UnknownMeter(ldn)
+    return rows[0][0]
+
+
+# --- the master key -----------------------------------------------------------------------
+
+
+def check_master_key(master: MasterKey | None) -> Transaction:
+    """Refuse a store that holds keys with no master key or another one; remember the id."""
+    rows = yield Query("SELECT wrapped FROM meter_keys LIMIT 1")
+    held = wrapped_by(bytes(rows[0][0])) if rows else None
+    if held is not None:
+        if master is None:
+            raise ConfigurationError(
+                f"the store holds meter keys wrapped under master key {held}: "
+                "set SAC_MASTER_KEY (or master_key in the configuration)"
+            )
+        if master.id_hex != held:
+            raise ConfigurationError(
+                f"the store's meter keys are wrapped under master key {held}, "
+                f"the configured one is {master.id_hex}: wrong key, or rotate with the old one"
+            )
+    if master is not None:
+        yield Exec(
+            "INSERT INTO store_meta (name, value) VALUES ('master_key_id', ?)"
+            " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            (master.id_hex,),
+        )
+
+
+def rotate_master_key(old: MasterKey, new: MasterKey) -> Transaction:
+    """Re-wrap every key under ``new`` in one transaction; the number of keys."""
+    rows = yield Query(
+        "SELECT k.meter_id, k.client_sap, k.role, k.wrapped, m.ldn"
+        " FROM meter_keys k JOIN meters m ON m.id = k.meter_id"
+    )
+    for meter_id, sap, role, blob, ldn in rows:
+        place = key_place(ldn, sap, role)
+        blob = new.wrap(old.unwrap(bytes(blob), place), place)
+        yield Exec(
+            "UPDATE meter_keys SET wrapped = ? WHERE meter_id = ? AND client_sap = ? AND role = ?",
+            (blob, meter_id, sap, role),
+        )
+    yield Exec("UPDATE store_meta SET value = ? WHERE name = 'master_key_id'", (new.id_hex,))
+    return len(rows)
+
+
+# --- meters -------------------------------------------------------------------------------
+
+
+def add_meter(meter: NewMeter, now: dt.datetime) -> Transaction:
+    taken = yield Query(
+        "SELECT ldn FROM meters WHERE ldn = ? OR system_title = ?", (meter.ldn, meter.system_title)
+    )
+    if taken:
+        what = "LDN" if taken[0][0] == meter.ldn else "system title"
+        raise Conflict(f"a meter with this {what} is already present ({taken[0][0]})")
+    rows = yield Query(
+        "INSERT INTO meters (ldn, pdr, system_title, profile, address, allowed_ips, created,"
+        f" updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING {_METER_COLUMNS}",
+        (
+            meter.ldn,
+            meter.pdr,
+            meter.system_title,
+            meter.profile,
+            meter.address,
+            ",".join(meter.allowed_ips),
+            now,
+            now,
+        ),
+    )
+    return _meter(rows[0])
+
+
+def get_meter(ldn: str) -> Transaction:
+    rows = yield Query(f"SELECT {_METER_COLUMNS} FROM meters WHERE ldn = ?", (ldn,))
+    return _meter(rows[0]) if rows else None
+
+
+def meter_by_system_title(title: bytes) -> Transaction:
+    rows = yield Query(f"SELECT {_METER_COLUMNS} FROM meters WHERE system_title = ?", (title,))
+    return _meter(rows[0]) if rows else None
+
+
+def set_meter_state(ldn: str, state: MeterState, now: dt.datetime) -> Transaction:
+    count = yield Exec(
+        "UPDATE meters SET state = ?, updated = ? WHERE ldn = ?", (state.value, now, ldn)
+    )
+    if not count:
+        raise UnknownMeter(ldn)
+
+
+# --- keys ---------------------------------------------------------------------------------
+
+
+def set_keys(
+    master: MasterKey, ldn: str, client_sap: int, ek: bytes, ak: bytes | None, now: dt.datetime
+) -> Transaction:
+    for name, key in (("EK", ek), ("AK", ak)):
+        if key is not None and len(key) != 16:
+            raise ValueError(f"the {name} must be 16 bytes")
+    meter_id = yield from _meter_id(ldn)
+    for role, key in (("ek", ek), ("ak", ak if ak is not None else ek)):
+        yield Exec(
+            "INSERT INTO meter_keys (meter_id, client_sap, role, wrapped, updated)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (meter_id, client_sap, role)"
+            " DO UPDATE SET wrapped = excluded.wrapped, updated = excluded.updated",
+            (meter_id, client_sap, role, master.wrap(key, key_place(ldn, client_sap, role)), now),
+        )
+
+
+def get_keys(master: MasterKey, ldn: str, client_sap: int) -> Transaction:
+    rows = yield Query(
+        "SELECT k.role, k.wrapped FROM meter_keys k JOIN meters m ON m.id = k.meter_id"
+        " WHERE m.ldn = ? AND k.client_sap = ?",
+        (ldn, client_sap),
+    )
+    if not rows:
+        return None
+    keys = {
+        role: master.unwrap(bytes(blob), key_place(ldn, client_sap, role)) for role, blob in rows
+    }
+    return MeterKeys(keys["ek"], keys.get("ak", keys["ek"]))
+
+
+# --- invocation counters ------------------------------------------------------------------
+
+
+def reserve_invocation_counters(ldn: str, client_sap: int, count: int) -> Transaction:
+    """Reserve the next ``count`` counters of ours: the first one.  Stored before it is used,
+    in one statement, so a restart never sends a counter twice."""
+    if count < 1:
+        raise ValueError("reserve at least one counter")
+    meter_id = yield from _meter_id(ldn)
+    rows = yield Query(
+        "INSERT INTO invocation_counters (meter_id, client_sap, ours) VALUES (?, ?, ?)"
+        " ON CONFLICT (meter_id, client_sap)"
+        " DO UPDATE SET ours = invocation_counters.ours + excluded.ours RETURNING ours",
+        (meter_id, client_sap, count),
+    )
+    last = rows[0][0]
+    if last > 0xFFFFFFFF:
+        raise StorageError(f"the invocation counters of {ldn} are exhausted: renew the key")
+    return last - count + 1
+
+
+def raise_invocation_counter(ldn: str, client_sap: int, used: int) -> Transaction:
+    """Record that the meter has seen our counter ``used`` (its frame counter): the next
+    reservation starts above it."""
+    meter_id = yield from _meter_id(ldn)
+    yield Exec(
+        "INSERT INTO invocation_counters (meter_id, client_sap, ours) VALUES (?, ?, ?)"
+        " ON CONFLICT (meter_id, client_sap) DO UPDATE SET ours = excluded.ours"
+        " WHERE invocation_counters.ours < excluded.ours",
+        (meter_id, client_sap, used),
+    )
+
+
+def accept_peer_counter(ldn: str, client_sap: int, counter: int) -> Transaction:
+    """Record the meter's counter if it is newer than the last one: True, else False
+    (a replay).  The check and the write are one statement."""
+    meter_id = yield from _meter_id(ldn)
+    rows = yield Query(
+        "INSERT INTO invocation_counters (meter_id, client_sap, theirs) VALUES (?, ?, ?)"
+        " ON CONFLICT (meter_id, client_sap) DO UPDATE SET theirs = excluded.theirs"
+        " WHERE invocation_counters.theirs IS NULL OR invocation_counters.theirs < excluded.theirs"
+        " RETURNING theirs",
+        (meter_id, client_sap, counter),
+    )
+    return bool(rows)
+
+
+def invocation_counters(ldn: str, client_sap: int) -> Transaction:
+    """(ours: the last reserved, theirs: the last accepted or None)."""
+    rows = yield Query(
+        "SELECT c.ours, c.theirs FROM invocation_counters c JOIN meters m ON m.id = c.meter_id"
+        " WHERE m.ldn = ? AND c.client_sap = ?",
+        (ldn, client_sap),
+    )
+    return (rows[0][0], rows[0][1]) if rows else (0, None)

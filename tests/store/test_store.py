@@ -1,0 +1,146 @@
+"""The one store suite, run on every backend (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+import pytest_twisted
+from twisted.internet.defer import Deferred, gatherResults
+from zope.interface.verify import verifyObject
+
+from sac.errors import ConfigurationError, StorageError
+from sac.keys import MasterKey, new_master_key
+from sac.store import Conflict, IStore, MeterState, NewMeter, UnknownMeter
+from tests.store.conftest import MASTER, Backend
+
+LDN = "FIO0000012345678"
+TITLE = bytes.fromhex("2f19229199164103")
+KEYC = bytes.fromhex("4d5944554d4d59474c4f42414c4b4559")
+AK = bytes(range(16))
+
+
+def fixed_clock() -> dt.datetime:
+    return dt.datetime(2026, 11, 21, 8, 0, tzinfo=dt.UTC)
+
+
+@pytest_twisted.ensureDeferred
+async def test_schema_is_created_then_kept_and_a_newer_one_refused(backend: Backend) -> None:
+    store = backend.make()
+    verifyObject(IStore, store)
+    assert await store.open() == (0, 1)
+    await store.close()
+    again = backend.make()
+    assert await again.open() == (1, 1)
+    await again.close()
+    backend.raw("INSERT INTO schema_version (version, name, applied) VALUES (99, 'future', 'x')")
+    newer = backend.make()
+    with pytest.raises(StorageError, match="schema version 99, newer than this sac"):
+        await newer.open()
+
+
+@pytest_twisted.ensureDeferred
+async def test_meters(backend: Backend) -> None:
+    store = backend.make(clock=fixed_clock)
+    await store.open()
+    meter = await store.add_meter(
+        NewMeter(LDN, pdr="01234567890123", system_title=TITLE, allowed_ips=("10.0.0.1", "::1"))
+    )
+    assert meter.ldn == LDN and meter.system_title == TITLE and meter.state is MeterState.ACTIVE
+    assert meter.allowed_ips == ("10.0.0.1", "::1") and meter.created == fixed_clock()
+    assert await store.get_meter(LDN) == meter
+    assert await store.meter_by_system_title(TITLE) == meter
+    assert await store.get_meter("FIO0000000000000") is None
+    assert await store.meter_by_system_title(b"\x00" * 8) is None
+    with pytest.raises(Conflict, match="LDN"):
+        await store.add_meter(NewMeter(LDN))
+    with pytest.raises(Conflict, match="system title"):
+        await store.add_meter(NewMeter("FIO0000000000001", system_title=TITLE))
+    await store.set_meter_state(LDN, MeterState.DISABLED)
+    assert (await store.get_meter(LDN)).state is MeterState.DISABLED
+    with pytest.raises(UnknownMeter):
+        await store.set_meter_state("FIO0000000000002", MeterState.ACTIVE)
+    with pytest.raises(ValueError):
+        NewMeter("too short")
+
+
+@pytest_twisted.ensureDeferred
+async def test_keys_are_wrapped_at_rest(backend: Backend) -> None:
+    store = backend.make()
+    await store.open()
+    await store.add_meter(NewMeter(LDN, system_title=TITLE))
+    await store.set_keys(LDN, 1, KEYC)
+    keys = await store.keys(LDN, 1)
+    assert keys.ek == keys.ak == KEYC and KEYC.hex() not in repr(keys)
+    await store.set_keys(LDN, 1, KEYC, AK)
+    assert (await store.keys(LDN, 1)).ak == AK
+    assert await store.keys(LDN, 16) is None
+    for (blob,) in backend.raw("SELECT wrapped FROM meter_keys"):
+        assert KEYC not in bytes(blob) and AK not in bytes(blob)
+    with pytest.raises(UnknownMeter):
+        await store.set_keys("FIO0000000000009", 1, KEYC)
+    with pytest.raises(ValueError, match="16 bytes"):
+        await store.set_keys(LDN, 1, KEYC[:15])
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_store_with_keys_needs_its_master_key(backend: Backend) -> None:
+    store = backend.make()
+    await store.open()
+    await store.add_meter(NewMeter(LDN))
+    await store.set_keys(LDN, 1, KEYC)
+    await store.close()
+    with pytest.raises(ConfigurationError, match=f"master key {MASTER.id_hex}: set SAC_MASTER"):
+        await backend.make(master=None).open()
+    other = MasterKey.from_text(new_master_key())
+    with pytest.raises(ConfigurationError, match=f"configured one is {other.id_hex}"):
+        await backend.make(master=other).open()
+    store = backend.make()
+    await store.open()
+    assert await store.rotate_master_key(other) == 2  # EK and AK
+    assert (await store.keys(LDN, 1)).ek == KEYC
+    await store.close()
+    with pytest.raises(ConfigurationError):
+        await backend.make().open()  # the old master key no longer opens it
+    rotated = backend.make(master=other)
+    await rotated.open()
+    assert (await rotated.keys(LDN, 1)).ek == KEYC
+
+
+@pytest_twisted.ensureDeferred
+async def test_our_invocation_counters_never_repeat(backend: Backend) -> None:
+    store = backend.make()
+    await store.open()
+    await store.add_meter(NewMeter(LDN))
+    assert await store.reserve_invocation_counters(LDN, 1) == 1
+    assert await store.reserve_invocation_counters(LDN, 1) == 2
+    assert await store.reserve_invocation_counters(LDN, 1, count=10) == 3
+    assert (await store.invocation_counters(LDN, 1))[0] == 12
+    await store.close()
+    restarted = backend.make()  # a restart continues where the store left off
+    await restarted.open()
+    assert await restarted.reserve_invocation_counters(LDN, 1) == 13
+    await restarted.raise_invocation_counter(LDN, 1, used=1000)  # the meter's frame counter
+    assert await restarted.reserve_invocation_counters(LDN, 1) == 1001
+    await restarted.raise_invocation_counter(LDN, 1, used=5)  # never goes back
+    assert await restarted.reserve_invocation_counters(LDN, 1) == 1002
+    firsts = await gatherResults(
+        [Deferred.fromCoroutine(restarted.reserve_invocation_counters(LDN, 1)) for _ in range(30)]
+    )
+    assert len(set(firsts)) == 30 and min(firsts) == 1003
+    assert await restarted.invocation_counters(LDN, 16) == (0, None)
+    with pytest.raises(UnknownMeter):
+        await restarted.reserve_invocation_counters("FIO0000000000009", 1)
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_meters_counters_only_move_forward(backend: Backend) -> None:
+    store = backend.make()
+    await store.open()
+    await store.add_meter(NewMeter(LDN))
+    assert await store.accept_peer_counter(LDN, 1, 485)
+    assert not await store.accept_peer_counter(LDN, 1, 485)  # a replay
+    assert not await store.accept_peer_counter(LDN, 1, 484)
+    assert await store.accept_peer_counter(LDN, 1, 486)
+    assert await store.invocation_counters(LDN, 1) == (0, 486)
+    assert await store.accept_peer_counter(LDN, 16, 1)  # each client has its own
