@@ -1,7 +1,7 @@
 """sac.store: the SAC's memory behind one asynchronous interface, on SQLite or PostgreSQL."""
 
 from sac.store.interface import IStore, Store
-from sac.store.model import Meter, MeterKeys, MeterState, NewMeter
+from sac.store.model import Meter, MeterKeys, MeterState, NewMeter, Reading
 from sac.store.transactions import Conflict, UnknownMeter
 
 __all__ = [
@@ -11,6 +11,7 @@ __all__ = [
     "MeterKeys",
     "MeterState",
     "NewMeter",
+    "Reading",
     "Store",
     "UnknownMeter",
 ]

@@ -3,23 +3,25 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from zope.interface import Interface, implementer
 
+from sac.dlms import Obis
 from sac.errors import ConfigurationError
 from sac.keys import MasterKey
 from sac.store import schema
 from sac.store import transactions as tx
-from sac.store.model import Meter, MeterKeys, MeterState, NewMeter
+from sac.store.model import Meter, MeterKeys, MeterState, NewMeter, Reading
 
 __all__ = ["IStore", "Store"]
 
 
 class IStore(Interface):
-    async def open() -> tuple[int, int]:
-        """Apply the migrations and check the master key; (schema version found, now)."""
+    async def open(upto: int | None = None) -> tuple[int, int]:
+        """Apply the migrations (up to version ``upto``: for upgrade tests) and check the
+        master key; (schema version found, version now)."""
 
     async def close() -> None:
         """Release the connections."""
@@ -57,6 +59,17 @@ class IStore(Interface):
     async def rotate_master_key(new: MasterKey) -> int:
         """Re-wrap every key under ``new`` in one transaction; the number of keys."""
 
+    async def add_readings(readings: Sequence[Reading]) -> int:
+        """Store a batch of readings of many meters in one transaction (all or none)."""
+
+    async def last_readings(
+        ldn: str, obis: Obis, attribute: int = 2, limit: int = 1
+    ) -> list[Reading]:
+        """The latest readings of one attribute of one meter, newest first."""
+
+    async def count_readings() -> int:
+        """How many readings the store holds."""
+
 
 def _utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
@@ -82,10 +95,9 @@ class Store:
             raise ConfigurationError("meter keys need a master key (SAC_MASTER_KEY)")
         return self._master
 
-    async def open(self) -> tuple[int, int]:
-        versions = await self._run(
-            schema.migrate(schema.load_migrations(self.dialect), self._clock())
-        )
+    async def open(self, upto: int | None = None) -> tuple[int, int]:
+        migrations = schema.load_migrations(self.dialect)[:upto]
+        versions = await self._run(schema.migrate(migrations, self._clock()))
         await self._run(tx.check_master_key(self._master))
         return versions
 
@@ -126,3 +138,16 @@ class Store:
         count = await self._run(tx.rotate_master_key(self._master_key(), new))
         self._master = new
         return count
+
+    async def add_readings(self, readings: Sequence[Reading]) -> int:
+        if not readings:
+            return 0
+        return await self._run(tx.add_readings(readings))
+
+    async def last_readings(
+        self, ldn: str, obis: Obis, attribute: int = 2, limit: int = 1
+    ) -> list[Reading]:
+        return await self._run(tx.last_readings(ldn, obis, attribute, limit))
+
+    async def count_readings(self) -> int:
+        return await self._run(tx.count_readings())

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
+from decimal import Decimal
 from enum import StrEnum
 
-__all__ = ["Meter", "MeterKeys", "MeterState", "NewMeter"]
+from sac.dlms import Obis
+
+__all__ = ["Meter", "MeterKeys", "MeterState", "NewMeter", "Reading"]
 
 
 class MeterState(StrEnum):
@@ -53,3 +56,30 @@ class MeterKeys:
 
     ek: bytes = field(repr=False)
     ak: bytes = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """One value of one COSEM attribute of one meter, as received.
+
+    ``value`` is the number as the meter sent it (apply ``scaler``: value x 10^scaler, in
+    DLMS ``unit``); ``raw`` the A-XDR bytes of a value that is not a number.  ``captured`` is
+    the meter's clock (None when the meter gave none), ``received`` the SAC's.
+    """
+
+    ldn: str
+    obis: Obis
+    attribute: int
+    value: int | float | None
+    received: dt.datetime
+    source: str
+    captured: dt.datetime | None = None
+    scaler: int | None = None
+    unit: int | None = None
+    raw: bytes | None = None
+
+    @property
+    def scaled(self) -> Decimal | None:
+        if self.value is None:
+            return None
+        return Decimal(str(self.value)).scaleb(self.scaler or 0)

@@ -61,13 +61,14 @@ class PostgresStore(Store):
         self._pool = _Pool(reactor, dsn, connections)
         self._started = False
 
-    async def open(self) -> tuple[int, int]:
-        try:
-            await self._pool.start()
-        except psycopg2.Error as exc:
-            raise StorageError(f"PostgreSQL: cannot connect: {exc}".strip()) from None
-        self._started = True
-        return await super().open()
+    async def open(self, upto: int | None = None) -> tuple[int, int]:
+        if not self._started:
+            try:
+                await self._pool.start()
+            except psycopg2.Error as exc:
+                raise StorageError(f"PostgreSQL: cannot connect: {exc}".strip()) from None
+            self._started = True
+        return await super().open(upto)
 
     async def _run(self, transaction: Transaction) -> Any:
         try:

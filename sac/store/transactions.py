@@ -14,9 +14,10 @@ from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sac.dlms import Obis
 from sac.errors import ConfigurationError, StorageError
 from sac.keys import MasterKey, key_place, wrapped_by
-from sac.store.model import Meter, MeterKeys, MeterState, NewMeter
+from sac.store.model import Meter, MeterKeys, MeterState, NewMeter, Reading
 
 __all__ = [
     "Exec",
@@ -266,3 +267,85 @@ def invocation_counters(ldn: str, client_sap: int) -> Transaction:
         (ldn, client_sap),
     )
     return (rows[0][0], rows[0][1]) if rows else (0, None)
+
+
+# --- readings -----------------------------------------------------------------------------
+
+_READING_COLUMNS = "meter_id, obis, attribute, value, raw, scaler, unit, captured, received, source"
+# rows per INSERT: 10 parameters each, well under SQLite's 32766 and PostgreSQL's 65535
+_BATCH_ROWS = 500
+
+
+def add_readings(readings: Sequence[Reading]) -> Transaction:
+    """Store a batch of readings of many meters, all or none; the number stored."""
+    ldns = sorted({r.ldn for r in readings})
+    ids: dict[str, int] = {}
+    for i in range(0, len(ldns), _BATCH_ROWS):
+        part = ldns[i : i + _BATCH_ROWS]
+        rows = yield Query(
+            f"SELECT ldn, id FROM meters WHERE ldn IN ({', '.join('?' * len(part))})", part
+        )
+        ids.update(rows)
+    missing = [ldn for ldn in ldns if ldn not in ids]
+    if missing:
+        raise UnknownMeter(missing[0])
+    for i in range(0, len(readings), _BATCH_ROWS):
+        part = readings[i : i + _BATCH_ROWS]
+        params: list[Any] = []
+        for r in part:
+            params += (
+                ids[r.ldn],
+                str(r.obis),
+                r.attribute,
+                r.value,
+                r.raw,
+                r.scaler,
+                r.unit,
+                r.captured,
+                r.received,
+                r.source,
+            )
+        values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(part))
+        yield Exec(f"INSERT INTO readings ({_READING_COLUMNS}) VALUES {values}", params)
+    return len(readings)
+
+
+def last_readings(ldn: str, obis: Obis, attribute: int, limit: int) -> Transaction:
+    """The ``limit`` latest readings of one attribute of one meter, newest first."""
+    rows = yield Query(
+        "SELECT r.value, r.raw, r.scaler, r.unit, r.captured, r.received, r.source"
+        " FROM readings r JOIN meters m ON m.id = r.meter_id"
+        " WHERE m.ldn = ? AND r.obis = ? AND r.attribute = ?"
+        " ORDER BY r.captured DESC, r.id DESC LIMIT ?",
+        (ldn, str(obis), attribute, limit),
+    )
+    return [
+        Reading(
+            ldn,
+            obis,
+            attribute,
+            _number(value),
+            when(received),  # type: ignore[arg-type]
+            source,
+            when(captured),
+            scaler,
+            unit,
+            bytes(raw) if raw is not None else None,
+        )
+        for value, raw, scaler, unit, captured, received, source in rows
+    ]
+
+
+def count_readings() -> Transaction:
+    rows = yield Query("SELECT count(*) FROM readings")
+    return rows[0][0]
+
+
+def _number(value: Any) -> int | float | None:
+    """A stored number the same on every backend: an int when whole, else a float
+    (SQLite may give a float for a whole number, PostgreSQL a Decimal for anything)."""
+    if value is None or isinstance(value, int):
+        return value
+    if value == int(value):
+        return int(value)
+    return float(value)

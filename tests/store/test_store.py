@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import datetime as dt
+from decimal import Decimal
 
 import pytest
 import pytest_twisted
 from twisted.internet.defer import Deferred, gatherResults
 from zope.interface.verify import verifyObject
 
+from sac.dlms import Obis
 from sac.errors import ConfigurationError, StorageError
 from sac.keys import MasterKey, new_master_key
-from sac.store import Conflict, IStore, MeterState, NewMeter, UnknownMeter
+from sac.store import (
+    Conflict,
+    IStore,
+    MeterState,
+    NewMeter,
+    Reading,
+    UnknownMeter,
+)
 from tests.store.conftest import MASTER, Backend
 
 LDN = "FIO0000012345678"
@@ -28,10 +37,10 @@ def fixed_clock() -> dt.datetime:
 async def test_schema_is_created_then_kept_and_a_newer_one_refused(backend: Backend) -> None:
     store = backend.make()
     verifyObject(IStore, store)
-    assert await store.open() == (0, 1)
+    assert await store.open() == (0, 2)
     await store.close()
     again = backend.make()
-    assert await again.open() == (1, 1)
+    assert await again.open() == (2, 2)
     await again.close()
     backend.raw("INSERT INTO schema_version (version, name, applied) VALUES (99, 'future', 'x')")
     newer = backend.make()
@@ -144,3 +153,56 @@ async def test_the_meters_counters_only_move_forward(backend: Backend) -> None:
     assert await store.accept_peer_counter(LDN, 1, 486)
     assert await store.invocation_counters(LDN, 1) == (0, 486)
     assert await store.accept_peer_counter(LDN, 16, 1)  # each client has its own
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_older_database_upgrades_in_place(backend: Backend) -> None:
+    store = backend.make(clock=fixed_clock)
+    assert await store.open(upto=1) == (0, 1)  # the database as version 1 left it
+    await store.add_meter(NewMeter(LDN, system_title=TITLE))
+    await store.close()
+    upgraded = backend.make(clock=fixed_clock)
+    assert await upgraded.open() == (1, 2)
+    assert (await upgraded.get_meter(LDN)).system_title == TITLE  # the data came along
+    assert await upgraded.count_readings() == 0
+
+
+INDEX = Obis("7.0.13.2.0.255")
+DIAGNOSTIC = Obis("7.0.96.5.1.255")
+
+
+def reading(ldn: str, value: int | float | None, hour: int, **kw: object) -> Reading:
+    captured = dt.datetime(2026, 11, 20, hour, tzinfo=dt.UTC)
+    defaults: dict = {"scaler": -3, "unit": 14, "source": "cf47"}
+    defaults.update(kw)
+    obis = defaults.pop("obis", INDEX)
+    return Reading(ldn, obis, 2, value, fixed_clock(), captured=captured, **defaults)
+
+
+@pytest_twisted.ensureDeferred
+async def test_readings_in_batches_of_many_meters(backend: Backend) -> None:
+    store = backend.make(clock=fixed_clock)
+    await store.open()
+    ldns = [f"FIO{i:013d}" for i in range(30)]
+    for ldn in ldns:
+        await store.add_meter(NewMeter(ldn))
+    batch = [reading(ldn, 1000 * i + h, h) for i, ldn in enumerate(ldns) for h in range(24)]
+    batch.append(reading(ldns[0], None, 12, obis=DIAGNOSTIC, raw=b"\x12\x14\x80", scaler=None))
+    batch.append(reading(ldns[1], 21.5, 12, obis=Obis("7.0.41.0.0.255"), scaler=0, unit=9))
+    assert await store.add_readings(batch) == 24 * 30 + 2
+    assert await store.count_readings() == 24 * 30 + 2
+    last = await store.last_readings(ldns[2], INDEX, limit=3)
+    assert [r.value for r in last] == [2023, 2022, 2021]
+    assert last[0].captured == dt.datetime(2026, 11, 20, 23, tzinfo=dt.UTC)
+    assert last[0].scaled == Decimal("2.023") and last[0].unit == 14 and last[0].source == "cf47"
+    [diag] = await store.last_readings(ldns[0], DIAGNOSTIC)
+    assert diag.value is None and diag.raw == b"\x12\x14\x80"
+    [temperature] = await store.last_readings(ldns[1], Obis("7.0.41.0.0.255"))
+    assert temperature.value == 21.5 and isinstance(temperature.value, float)
+    with pytest.raises(UnknownMeter):  # all or none: one unknown meter stores nothing
+        await store.add_readings([reading(ldns[0], 1, 1), reading("FIO9999999999999", 1, 1)])
+    assert await store.count_readings() == 24 * 30 + 2
+    assert await store.add_readings([]) == 0
+    big = 2**63 - 1  # long64 values keep every digit
+    await store.add_readings([reading(ldns[3], big, 5, obis=Obis("0.0.96.8.0.255"))])
+    assert (await store.last_readings(ldns[3], Obis("0.0.96.8.0.255")))[0].value == big
