@@ -2,11 +2,12 @@
 
 from sac.store.interface import IStore, Store
 from sac.store.model import Meter, MeterKeys, MeterState, NewMeter, Reading
-from sac.store.transactions import Conflict, UnknownMeter
+from sac.store.transactions import Conflict, KeyImportError, UnknownMeter
 
 __all__ = [
     "Conflict",
     "IStore",
+    "KeyImportError",
     "Meter",
     "MeterKeys",
     "MeterState",

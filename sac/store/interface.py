@@ -13,6 +13,7 @@ from sac.errors import ConfigurationError
 from sac.keys import MasterKey
 from sac.store import schema
 from sac.store import transactions as tx
+from sac.store.keycsv import KeyRow
 from sac.store.model import Meter, MeterKeys, MeterState, NewMeter, Reading
 
 __all__ = ["IStore", "Store"]
@@ -58,6 +59,10 @@ class IStore(Interface):
 
     async def rotate_master_key(new: MasterKey) -> int:
         """Re-wrap every key under ``new`` in one transaction; the number of keys."""
+
+    async def import_keys(rows: Sequence[KeyRow], replace: bool = False) -> int:
+        """Set the keys of parsed CSV rows, all or none; KeyImportError lists every bad line
+        (unknown meter, keys already present unless ``replace``)."""
 
     async def add_readings(readings: Sequence[Reading]) -> int:
         """Store a batch of readings of many meters in one transaction (all or none)."""
@@ -138,6 +143,9 @@ class Store:
         count = await self._run(tx.rotate_master_key(self._master_key(), new))
         self._master = new
         return count
+
+    async def import_keys(self, rows: Sequence[KeyRow], replace: bool = False) -> int:
+        return await self._run(tx.import_keys(self._master_key(), rows, replace, self._clock()))
 
     async def add_readings(self, readings: Sequence[Reading]) -> int:
         if not readings:

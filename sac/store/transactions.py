@@ -17,6 +17,7 @@ from typing import Any
 from sac.dlms import Obis
 from sac.errors import ConfigurationError, StorageError
 from sac.keys import MasterKey, key_place, wrapped_by
+from sac.store.keycsv import KeyRow, RowError
 from sac.store.model import Meter, MeterKeys, MeterState, NewMeter, Reading
 
 __all__ = [
@@ -210,6 +211,44 @@ def get_keys(master: MasterKey, ldn: str, client_sap: int) -> Transaction:
         role: master.unwrap(bytes(blob), key_place(ldn, client_sap, role)) for role, blob in rows
     }
     return MeterKeys(keys["ek"], keys.get("ak", keys["ek"]))
+
+
+class KeyImportError(StorageError):
+    """A key import refused as a whole; ``errors`` lists every bad line."""
+
+    def __init__(self, errors: Sequence[RowError]) -> None:
+        shown = "; ".join(map(str, errors[:5])) + ("; ..." if len(errors) > 5 else "")
+        super().__init__(f"{len(errors)} bad lines, nothing imported: {shown}")
+        self.errors = tuple(errors)
+
+
+def import_keys(
+    master: MasterKey, rows: Sequence[KeyRow], replace: bool, now: dt.datetime
+) -> Transaction:
+    """Set the keys of ``rows`` (KeyRow), all or none; KeyImportError lists every bad line."""
+    ldns = sorted({r.ldn for r in rows})
+    ids: dict[str, int] = {}
+    for i in range(0, len(ldns), _BATCH_ROWS):
+        part = ldns[i : i + _BATCH_ROWS]
+        found = yield Query(
+            f"SELECT ldn, id FROM meters WHERE ldn IN ({', '.join('?' * len(part))})", part
+        )
+        ids.update(found)
+    present: set[tuple[int, int]] = set()
+    if not replace and ids:
+        held = yield Query("SELECT DISTINCT meter_id, client_sap FROM meter_keys")
+        present = {(m, c) for m, c in held}
+    errors = []
+    for r in rows:
+        if r.ldn not in ids:
+            errors.append(RowError(r.line, f"no meter {r.ldn}"))
+        elif (ids[r.ldn], r.client_sap) in present:
+            errors.append(RowError(r.line, f"{r.ldn} client {r.client_sap} has keys already"))
+    if errors:
+        raise KeyImportError(errors)
+    for r in rows:
+        yield from set_keys(master, r.ldn, r.client_sap, r.ek, r.ak, now)
+    return len(rows)
 
 
 # --- invocation counters ------------------------------------------------------------------

@@ -16,11 +16,13 @@ from sac.keys import MasterKey, new_master_key
 from sac.store import (
     Conflict,
     IStore,
+    KeyImportError,
     MeterState,
     NewMeter,
     Reading,
     UnknownMeter,
 )
+from sac.store.keycsv import SAMPLE, KeyRow, parse_key_csv
 from tests.store.conftest import MASTER, Backend
 
 LDN = "FIO0000012345678"
@@ -206,3 +208,26 @@ async def test_readings_in_batches_of_many_meters(backend: Backend) -> None:
     big = 2**63 - 1  # long64 values keep every digit
     await store.add_readings([reading(ldns[3], big, 5, obis=Obis("0.0.96.8.0.255"))])
     assert (await store.last_readings(ldns[3], Obis("0.0.96.8.0.255")))[0].value == big
+
+
+@pytest_twisted.ensureDeferred
+async def test_key_import_is_all_or_nothing(backend: Backend) -> None:
+    store = backend.make()
+    await store.open()
+    for ldn in ("FIO0000012345678", "FIO0000012345679"):
+        await store.add_meter(NewMeter(ldn))
+    rows, errors = parse_key_csv(SAMPLE)
+    assert errors == []
+    assert await store.import_keys(rows) == 2
+    assert (await store.keys("FIO0000012345679", 1)).ak == bytes(range(0xD0, 0xE0))
+    # again: already present, nothing written; with replace: written
+    with pytest.raises(KeyImportError) as info:
+        await store.import_keys(rows)
+    assert [e.line for e in info.value.errors] == [2, 3]
+    assert "has keys already" in str(info.value)
+    assert await store.import_keys(rows, replace=True) == 2
+    more, _ = parse_key_csv(SAMPLE.replace("FIO0000012345679", "FIO0000099999999") + "")
+    more = [KeyRow(r.line, r.ldn, 16, r.ek, r.ak) for r in more]  # Public client keys
+    with pytest.raises(KeyImportError, match="line 3: no meter FIO0000099999999"):
+        await store.import_keys(more)
+    assert await store.keys("FIO0000012345678", 16) is None  # the good line was not written
