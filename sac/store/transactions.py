@@ -53,6 +53,10 @@ class Conflict(StorageError):
     """A write that breaks a uniqueness rule (an LDN or system title already present)."""
 
 
+# rows (or LDNs) per statement: 10 parameters a reading, well under SQLite's 32766 and
+# PostgreSQL's 65535
+_BATCH_ROWS = 500
+
 # --- rows to objects ----------------------------------------------------------------------
 
 _METER_COLUMNS = (
@@ -83,6 +87,19 @@ def _meter(row: Sequence[Any]) -> Meter:
         updated=when(row[9]),  # type: ignore[arg-type]
         last_connection=when(row[10]),
     )
+
+
+def _meter_ids(ldns: set[str]) -> Transaction:
+    """{LDN: id} of the meters present among ``ldns``, a few hundred a query."""
+    wanted = sorted(ldns)
+    ids: dict[str, int] = {}
+    for i in range(0, len(wanted), _BATCH_ROWS):
+        part = wanted[i : i + _BATCH_ROWS]
+        rows = yield Query(
+            f"SELECT ldn, id FROM meters WHERE ldn IN ({', '.join('?' * len(part))})", part
+        )
+        ids.update(rows)
+    return ids
 
 
 def _meter_id(ldn: str) -> Transaction:
@@ -226,14 +243,7 @@ def import_keys(
     master: MasterKey, rows: Sequence[KeyRow], replace: bool, now: dt.datetime
 ) -> Transaction:
     """Set the keys of ``rows`` (KeyRow), all or none; KeyImportError lists every bad line."""
-    ldns = sorted({r.ldn for r in rows})
-    ids: dict[str, int] = {}
-    for i in range(0, len(ldns), _BATCH_ROWS):
-        part = ldns[i : i + _BATCH_ROWS]
-        found = yield Query(
-            f"SELECT ldn, id FROM meters WHERE ldn IN ({', '.join('?' * len(part))})", part
-        )
-        ids.update(found)
+    ids = yield from _meter_ids({r.ldn for r in rows})
     present: set[tuple[int, int]] = set()
     if not replace and ids:
         held = yield Query("SELECT DISTINCT meter_id, client_sap FROM meter_keys")
@@ -311,21 +321,13 @@ def invocation_counters(ldn: str, client_sap: int) -> Transaction:
 # --- readings -----------------------------------------------------------------------------
 
 _READING_COLUMNS = "meter_id, obis, attribute, value, raw, scaler, unit, captured, received, source"
-# rows per INSERT: 10 parameters each, well under SQLite's 32766 and PostgreSQL's 65535
-_BATCH_ROWS = 500
 
 
 def add_readings(readings: Sequence[Reading]) -> Transaction:
     """Store a batch of readings of many meters, all or none; the number stored."""
-    ldns = sorted({r.ldn for r in readings})
-    ids: dict[str, int] = {}
-    for i in range(0, len(ldns), _BATCH_ROWS):
-        part = ldns[i : i + _BATCH_ROWS]
-        rows = yield Query(
-            f"SELECT ldn, id FROM meters WHERE ldn IN ({', '.join('?' * len(part))})", part
-        )
-        ids.update(rows)
-    missing = [ldn for ldn in ldns if ldn not in ids]
+    ldns = {r.ldn for r in readings}
+    ids = yield from _meter_ids(ldns)
+    missing = sorted(ldns - ids.keys())
     if missing:
         raise UnknownMeter(missing[0])
     for i in range(0, len(readings), _BATCH_ROWS):
