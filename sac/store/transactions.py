@@ -207,6 +207,18 @@ def set_keys(
         if key is not None and len(key) != 16:
             raise ValueError(f"the {name} must be 16 bytes")
     meter_id = yield from _meter_id(ldn)
+    yield from _write_keys(master, meter_id, ldn, client_sap, ek, ak, now)
+
+
+def _write_keys(
+    master: MasterKey,
+    meter_id: int,
+    ldn: str,
+    client_sap: int,
+    ek: bytes,
+    ak: bytes | None,
+    now: dt.datetime,
+) -> Transaction:
     for role, key in (("ek", ek), ("ak", ak if ak is not None else ek)):
         yield Exec(
             "INSERT INTO meter_keys (meter_id, client_sap, role, wrapped, updated)"
@@ -257,7 +269,8 @@ def import_keys(
     if errors:
         raise KeyImportError(errors)
     for r in rows:
-        yield from set_keys(master, r.ldn, r.client_sap, r.ek, r.ak, now)
+        # the ids were looked up in one batch above; no query per row
+        yield from _write_keys(master, ids[r.ldn], r.ldn, r.client_sap, r.ek, r.ak, now)
     return len(rows)
 
 
