@@ -1,18 +1,50 @@
 """sac.store: the SAC's memory behind one asynchronous interface, on SQLite or PostgreSQL."""
 
 from sac.store.interface import IStore, Store
-from sac.store.model import Meter, MeterKeys, MeterState, NewMeter, Reading
+from sac.store.model import (
+    Actor,
+    AuditEntry,
+    Command,
+    CommandState,
+    Event,
+    Ingest,
+    IngestResult,
+    Meter,
+    MeterKeys,
+    MeterPage,
+    MeterState,
+    MeterStatus,
+    NewMeter,
+    Reading,
+    Role,
+    User,
+)
+from sac.store.operations import CommandStateError, UnknownCommand, UnknownUser
 from sac.store.transactions import Conflict, KeyImportError, UnknownMeter
 
 __all__ = [
+    "Actor",
+    "AuditEntry",
+    "Command",
+    "CommandState",
+    "CommandStateError",
     "Conflict",
+    "Event",
     "IStore",
+    "Ingest",
+    "IngestResult",
     "KeyImportError",
     "Meter",
     "MeterKeys",
+    "MeterPage",
     "MeterState",
+    "MeterStatus",
     "NewMeter",
     "Reading",
+    "Role",
     "Store",
+    "UnknownCommand",
     "UnknownMeter",
+    "UnknownUser",
+    "User",
 ]

@@ -3,18 +3,39 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
+from twisted.internet.defer import Deferred
+from twisted.internet.threads import deferToThreadPool
 from zope.interface import Interface, implementer
 
+from sac import passwords
 from sac.dlms import Obis
 from sac.errors import ConfigurationError
 from sac.keys import MasterKey
+from sac.passwords import ScryptParams
+from sac.store import operations as ops
 from sac.store import schema
 from sac.store import transactions as tx
 from sac.store.keycsv import KeyRow
-from sac.store.model import Meter, MeterKeys, MeterState, NewMeter, Reading
+from sac.store.model import (
+    Actor,
+    AuditEntry,
+    Command,
+    CommandState,
+    Event,
+    Ingest,
+    IngestResult,
+    Meter,
+    MeterKeys,
+    MeterPage,
+    MeterState,
+    NewMeter,
+    Reading,
+    Role,
+    User,
+)
 
 __all__ = ["IStore", "Store"]
 
@@ -27,7 +48,7 @@ class IStore(Interface):
     async def close() -> None:
         """Release the connections."""
 
-    async def add_meter(meter: NewMeter) -> Meter:
+    async def add_meter(meter: NewMeter, by: Actor | None = None) -> Meter:
         """Add a meter; Conflict when its LDN or system title is taken."""
 
     async def get_meter(ldn: str) -> Meter | None:
@@ -36,10 +57,12 @@ class IStore(Interface):
     async def meter_by_system_title(title: bytes) -> Meter | None:
         """The meter with this system title (how a push is identified)."""
 
-    async def set_meter_state(ldn: str, state: MeterState) -> None:
+    async def set_meter_state(ldn: str, state: MeterState, by: Actor | None = None) -> None:
         """Enable or disable a meter."""
 
-    async def set_keys(ldn: str, client_sap: int, ek: bytes, ak: bytes | None = None) -> None:
+    async def set_keys(
+        ldn: str, client_sap: int, ek: bytes, ak: bytes | None = None, by: Actor | None = None
+    ) -> None:
         """Store a meter's keys for a client, wrapped; AK defaults to EK."""
 
     async def keys(ldn: str, client_sap: int) -> MeterKeys | None:
@@ -57,15 +80,22 @@ class IStore(Interface):
     async def invocation_counters(ldn: str, client_sap: int) -> tuple[int, int | None]:
         """(the last of ours reserved, the last of theirs accepted)."""
 
-    async def rotate_master_key(new: MasterKey) -> int:
+    async def rotate_master_key(new: MasterKey, by: Actor | None = None) -> int:
         """Re-wrap every key under ``new`` in one transaction; the number of keys."""
 
-    async def import_keys(rows: Sequence[KeyRow], replace: bool = False) -> int:
+    async def import_keys(
+        rows: Sequence[KeyRow], replace: bool = False, by: Actor | None = None
+    ) -> int:
         """Set the keys of parsed CSV rows, all or none; KeyImportError lists every bad line
         (unknown meter, keys already present unless ``replace``)."""
 
     async def add_readings(readings: Sequence[Reading]) -> int:
-        """Store a batch of readings of many meters in one transaction (all or none)."""
+        """Store a batch of readings of many meters in one transaction (all or none); the
+        number of new ones (a reading already held is not stored twice)."""
+
+    async def ingest(batch: Ingest) -> IngestResult:
+        """Store what sessions brought in one transaction: readings, events, and each meter's
+        list values and last connection (moved forward only)."""
 
     async def last_readings(
         ldn: str, obis: Obis, attribute: int = 2, limit: int = 1
@@ -74,6 +104,85 @@ class IStore(Interface):
 
     async def count_readings() -> int:
         """How many readings the store holds."""
+
+    async def list_meters(
+        after: str | None = None,
+        limit: int = 50,
+        state: MeterState | None = None,
+        search: str | None = None,
+    ) -> MeterPage:
+        """A page of the meter list in LDN order, after the LDN ``after``; ``search``: a
+        prefix of the LDN or of the PDR."""
+
+    async def count_meters(state: MeterState | None = None) -> int:
+        """How many meters (of a state)."""
+
+    async def events(ldn: str, limit: int = 100) -> list[Event]:
+        """A meter's latest events, newest first."""
+
+    async def queue_command(
+        ldn: str,
+        kind: str,
+        params: Mapping[str, Any],
+        by: Actor,
+        expires: dt.datetime | None = None,
+    ) -> Command:
+        """Queue a command for a meter (pending), audited."""
+
+    async def get_command(command_id: int) -> Command:
+        """A command; UnknownCommand if none."""
+
+    async def commands(
+        ldn: str | None = None, states: Collection[CommandState] | None = None, limit: int = 100
+    ) -> list[Command]:
+        """Commands, newest first."""
+
+    async def claim_commands(ldn: str) -> list[Command]:
+        """A meter's pending commands, now sent: for the session that has the meter on line.
+        Expired ones are marked so; another process's claims are skipped."""
+
+    async def finish_command(command_id: int, ok: bool, result: str | None = None) -> Command:
+        """A sent command is done (``ok``) or failed, with the meter's answer."""
+
+    async def retry_command(command_id: int, reason: str) -> Command:
+        """A sent command goes back to pending, for the meter's next session."""
+
+    async def cancel_command(command_id: int, by: Actor) -> Command:
+        """Cancel a pending command, audited; CommandStateError once it is sent."""
+
+    async def expire_commands() -> int:
+        """Mark the pending commands past their deadline expired; how many."""
+
+    async def requeue_stale_commands(older_than: dt.timedelta) -> int:
+        """Sent commands left by a dead process go back to pending; how many."""
+
+    async def add_user(name: str, password: str, role: Role, by: Actor | None = None) -> User:
+        """A new user; the password is hashed with scrypt (off the reactor)."""
+
+    async def authenticate(name: str, password: str) -> User | None:
+        """The active user with this name and password, else None (as slow either way)."""
+
+    async def update_user(
+        name: str,
+        by: Actor | None = None,
+        *,
+        role: Role | None = None,
+        active: bool | None = None,
+        password: str | None = None,
+    ) -> User:
+        """Change a user's role, activity or password, audited; the last admin stays."""
+
+    async def users() -> list[User]:
+        """Every user, by name."""
+
+    async def record(
+        by: Actor, action: str, target: str | None = None, detail: str | None = None
+    ) -> None:
+        """A line of the audit trail for an action that changes nothing stored (a login, an
+        export)."""
+
+    async def audit_log(limit: int = 100, before: int | None = None) -> list[AuditEntry]:
+        """The audit trail, newest first."""
 
 
 def _utc_now() -> dt.datetime:
@@ -87,13 +196,30 @@ class Store:
     dialect = ""
 
     def __init__(
-        self, master_key: MasterKey | None, clock: Callable[[], dt.datetime] = _utc_now
+        self,
+        master_key: MasterKey | None,
+        clock: Callable[[], dt.datetime] = _utc_now,
+        reactor: Any = None,
+        password_params: ScryptParams = passwords.DEFAULT,
     ) -> None:
+        if reactor is None:
+            from twisted.internet import reactor as default_reactor
+
+            reactor = default_reactor
         self._master = master_key
         self._clock = clock
+        self._reactor = reactor
+        self._password_params = password_params
+        # a hash to check when the user is unknown, so a wrong name costs what a wrong
+        # password costs (no user enumeration by timing)
+        self._decoy_hash: str | None = None
 
     async def _run(self, transaction: tx.Transaction) -> Any:
         raise NotImplementedError("a backend runs transactions")
+
+    def _in_thread(self, f: Callable[..., Any], *args: Any) -> Deferred[Any]:
+        """CPU-bound work (scrypt) off the reactor thread."""
+        return deferToThreadPool(self._reactor, self._reactor.getThreadPool(), f, *args)
 
     def _master_key(self) -> MasterKey:
         if self._master is None:
@@ -102,15 +228,20 @@ class Store:
 
     async def open(self, upto: int | None = None) -> tuple[int, int]:
         migrations = schema.load_migrations(self.dialect)[:upto]
-        versions = await self._run(schema.migrate(migrations, self._clock()))
+        versions = await self._run(schema.migrate(migrations, self._clock(), self.dialect))
         await self._run(tx.check_master_key(self._master))
         return versions
 
     async def close(self) -> None:
         raise NotImplementedError("a backend closes its connections")
 
-    async def add_meter(self, meter: NewMeter) -> Meter:
-        return await self._run(tx.add_meter(meter, self._clock()))
+    # --- meters and keys
+
+    async def add_meter(self, meter: NewMeter, by: Actor | None = None) -> Meter:
+        now = self._clock()
+        return await self._run(
+            ops.audited(tx.add_meter(meter, now), by, "add meter", meter.ldn, now)
+        )
 
     async def get_meter(self, ldn: str) -> Meter | None:
         return await self._run(tx.get_meter(ldn))
@@ -118,11 +249,22 @@ class Store:
     async def meter_by_system_title(self, title: bytes) -> Meter | None:
         return await self._run(tx.meter_by_system_title(title))
 
-    async def set_meter_state(self, ldn: str, state: MeterState) -> None:
-        await self._run(tx.set_meter_state(ldn, state, self._clock()))
+    async def set_meter_state(self, ldn: str, state: MeterState, by: Actor | None = None) -> None:
+        now = self._clock()
+        change = tx.set_meter_state(ldn, state, now)
+        await self._run(ops.audited(change, by, f"set meter {state.value}", ldn, now))
 
-    async def set_keys(self, ldn: str, client_sap: int, ek: bytes, ak: bytes | None = None) -> None:
-        await self._run(tx.set_keys(self._master_key(), ldn, client_sap, ek, ak, self._clock()))
+    async def set_keys(
+        self,
+        ldn: str,
+        client_sap: int,
+        ek: bytes,
+        ak: bytes | None = None,
+        by: Actor | None = None,
+    ) -> None:
+        now = self._clock()
+        change = tx.set_keys(self._master_key(), ldn, client_sap, ek, ak, now)
+        await self._run(ops.audited(change, by, "set keys", ldn, now, f"client {client_sap}"))
 
     async def keys(self, ldn: str, client_sap: int) -> MeterKeys | None:
         return await self._run(tx.get_keys(self._master_key(), ldn, client_sap))
@@ -139,18 +281,32 @@ class Store:
     async def invocation_counters(self, ldn: str, client_sap: int) -> tuple[int, int | None]:
         return await self._run(tx.invocation_counters(ldn, client_sap))
 
-    async def rotate_master_key(self, new: MasterKey) -> int:
-        count = await self._run(tx.rotate_master_key(self._master_key(), new))
+    async def rotate_master_key(self, new: MasterKey, by: Actor | None = None) -> int:
+        now = self._clock()
+        change = tx.rotate_master_key(self._master_key(), new)
+        count = await self._run(
+            ops.audited(change, by, "rotate master key", None, now, f"to {new.id_hex}")
+        )
         self._master = new
         return count
 
-    async def import_keys(self, rows: Sequence[KeyRow], replace: bool = False) -> int:
-        return await self._run(tx.import_keys(self._master_key(), rows, replace, self._clock()))
+    async def import_keys(
+        self, rows: Sequence[KeyRow], replace: bool = False, by: Actor | None = None
+    ) -> int:
+        now = self._clock()
+        change = tx.import_keys(self._master_key(), rows, replace, now)
+        detail = f"{len(rows)} rows" + (", replacing" if replace else "")
+        return await self._run(ops.audited(change, by, "import keys", None, now, detail))
+
+    # --- readings, events, the meter list
 
     async def add_readings(self, readings: Sequence[Reading]) -> int:
-        if not readings:
-            return 0
-        return await self._run(tx.add_readings(readings))
+        return (await self.ingest(Ingest(readings=readings))).readings
+
+    async def ingest(self, batch: Ingest) -> IngestResult:
+        if not (batch.readings or batch.events or batch.statuses):
+            return IngestResult(0, 0)
+        return await self._run(tx.ingest(batch))
 
     async def last_readings(
         self, ldn: str, obis: Obis, attribute: int = 2, limit: int = 1
@@ -159,3 +315,126 @@ class Store:
 
     async def count_readings(self) -> int:
         return await self._run(tx.count_readings())
+
+    async def list_meters(
+        self,
+        after: str | None = None,
+        limit: int = 50,
+        state: MeterState | None = None,
+        search: str | None = None,
+    ) -> MeterPage:
+        return await self._run(tx.list_meters(after, limit, state, search))
+
+    async def count_meters(self, state: MeterState | None = None) -> int:
+        return await self._run(tx.count_meters(state))
+
+    async def events(self, ldn: str, limit: int = 100) -> list[Event]:
+        return await self._run(tx.events(ldn, limit))
+
+    # --- commands
+
+    async def queue_command(
+        self,
+        ldn: str,
+        kind: str,
+        params: Mapping[str, Any],
+        by: Actor,
+        expires: dt.datetime | None = None,
+    ) -> Command:
+        now = self._clock()
+        change = ops.queue_command(ldn, kind, params, by.name, expires, now)
+        return await self._run(ops.audited(change, by, f"queue {kind}", ldn, now))
+
+    async def get_command(self, command_id: int) -> Command:
+        return await self._run(ops.get_command(command_id))
+
+    async def commands(
+        self,
+        ldn: str | None = None,
+        states: Collection[CommandState] | None = None,
+        limit: int = 100,
+    ) -> list[Command]:
+        return await self._run(ops.commands(ldn, states, limit))
+
+    async def claim_commands(self, ldn: str) -> list[Command]:
+        return await self._run(ops.claim_commands(ldn, self._clock()))
+
+    async def finish_command(self, command_id: int, ok: bool, result: str | None = None) -> Command:
+        to = CommandState.DONE if ok else CommandState.FAILED
+        return await self._run(ops.move_command(command_id, to, result, self._clock()))
+
+    async def retry_command(self, command_id: int, reason: str) -> Command:
+        change = ops.move_command(command_id, CommandState.PENDING, reason, self._clock())
+        return await self._run(change)
+
+    async def cancel_command(self, command_id: int, by: Actor) -> Command:
+        now = self._clock()
+        change = ops.move_command(command_id, CommandState.CANCELLED, f"by {by.name}", now)
+        return await self._run(ops.audited(change, by, "cancel command", str(command_id), now))
+
+    async def expire_commands(self) -> int:
+        return await self._run(ops.expire_commands(self._clock()))
+
+    async def requeue_stale_commands(self, older_than: dt.timedelta) -> int:
+        return await self._run(ops.requeue_stale_commands(self._clock() - older_than))
+
+    # --- users and the audit trail
+
+    async def _hash(self, password: str) -> str:
+        return await self._in_thread(passwords.hash_password, password, self._password_params)
+
+    async def add_user(self, name: str, password: str, role: Role, by: Actor | None = None) -> User:
+        hashed = await self._hash(password)
+        now = self._clock()
+        change = ops.add_user(name, hashed, role, now)
+        return await self._run(ops.audited(change, by, "add user", name, now, role.value))
+
+    async def authenticate(self, name: str, password: str) -> User | None:
+        found = await self._run(ops.login_record(name))
+        if found is None:
+            if self._decoy_hash is None:
+                self._decoy_hash = await self._hash("not a password of anyone")
+            await self._in_thread(passwords.verify_password, password, self._decoy_hash)
+            return None
+        user, hashed = found
+        if not await self._in_thread(passwords.verify_password, password, hashed):
+            return None
+        if passwords.needs_rehash(hashed, self._password_params):
+            await self._run(
+                ops.update_user(name, self._clock(), password_hash=await self._hash(password))
+            )
+        return user
+
+    async def update_user(
+        self,
+        name: str,
+        by: Actor | None = None,
+        *,
+        role: Role | None = None,
+        active: bool | None = None,
+        password: str | None = None,
+    ) -> User:
+        hashed = await self._hash(password) if password is not None else None
+        now = self._clock()
+        change = ops.update_user(name, now, role=role, active=active, password_hash=hashed)
+        what = ", ".join(
+            part
+            for part in (
+                f"role {role.value}" if role is not None else "",
+                ("enabled" if active else "disabled") if active is not None else "",
+                "password" if password is not None else "",
+            )
+            if part
+        )
+        return await self._run(ops.audited(change, by, "update user", name, now, what))
+
+    async def users(self) -> list[User]:
+        return await self._run(ops.users())
+
+    async def record(
+        self, by: Actor, action: str, target: str | None = None, detail: str | None = None
+    ) -> None:
+        await self._run(ops.audit(by, action, target, detail, self._clock()))
+
+    async def audit_log(self, limit: int = 100, before: int | None = None) -> list[AuditEntry]:
+        return await self._run(ops.audit_log(limit, before))

@@ -3,13 +3,36 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
+from typing import Any
 
 from sac.dlms import Obis
 
-__all__ = ["Meter", "MeterKeys", "MeterState", "NewMeter", "Reading"]
+__all__ = [
+    "Actor",
+    "AuditEntry",
+    "Command",
+    "CommandState",
+    "Event",
+    "Ingest",
+    "IngestResult",
+    "Meter",
+    "MeterKeys",
+    "MeterPage",
+    "MeterState",
+    "MeterStatus",
+    "NewMeter",
+    "Reading",
+    "Role",
+    "User",
+]
+
+# DLMS unit codes (IEC 62056-6-2, enum "unit") the store names
+UNIT_DAY = 4
+UNIT_PERCENT = 56
 
 
 class MeterState(StrEnum):
@@ -48,6 +71,29 @@ class Meter:
     created: dt.datetime
     updated: dt.datetime
     last_connection: dt.datetime | None = None
+    # the list page's values, as the last session left them (None: never heard)
+    index_value: int | float | None = None
+    index_scaler: int | None = None
+    index_unit: int | None = None
+    index_captured: dt.datetime | None = None
+    diagnostic: int | None = None
+    battery_value: int | None = None
+    battery_unit: int | None = None
+    valve_state: int | None = None
+    status_at: dt.datetime | None = None
+
+    @property
+    def index(self) -> Decimal | None:
+        """The converted-volume index, scaled (in ``index_unit``)."""
+        return _scaled(self.index_value, self.index_scaler)
+
+
+@dataclass(frozen=True, slots=True)
+class MeterPage:
+    """One page of the meter list; ``next_after`` continues it (None: the last page)."""
+
+    meters: tuple[Meter, ...]
+    next_after: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +126,126 @@ class Reading:
 
     @property
     def scaled(self) -> Decimal | None:
-        if self.value is None:
-            return None
-        return Decimal(str(self.value)).scaleb(self.scaler or 0)
+        return _scaled(self.value, self.scaler)
+
+
+def _scaled(value: int | float | None, scaler: int | None) -> Decimal | None:
+    if value is None:
+        return None
+    return Decimal(str(value)).scaleb(scaler or 0)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One entry of a meter's logbook (or an alarm of a push)."""
+
+    ldn: str
+    logbook: Obis
+    code: int
+    occurred: dt.datetime
+    received: dt.datetime
+    source: str
+    counter: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MeterStatus:
+    """What one session says of a meter, for its row in the meter list.
+
+    ``connected`` (SAC clock) moves the last connection forward.  The other values are the
+    meter's at ``at`` (its clock; the session's time when it gave none): they replace the
+    stored ones only if not older, so a late replay never hides a newer value.  None leaves a
+    value as it is.  ``index`` is the converted-volume index reading.
+    """
+
+    ldn: str
+    connected: dt.datetime | None = None
+    at: dt.datetime | None = None
+    index: Reading | None = None
+    diagnostic: int | None = None
+    battery_value: int | None = None
+    battery_unit: int = UNIT_DAY
+    valve_state: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Ingest:
+    """What one session (or a batch of them) brings: stored in one transaction."""
+
+    readings: Sequence[Reading] = ()
+    events: Sequence[Event] = ()
+    statuses: Sequence[MeterStatus] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    readings: int  # new readings stored (a reading already held is not stored twice)
+    events: int  # new events stored
+
+
+class CommandState(StrEnum):
+    PENDING = "pending"  # queued, waiting for the meter
+    SENT = "sent"  # claimed by a session, on its way
+    DONE = "done"
+    FAILED = "failed"
+    EXPIRED = "expired"  # the meter did not come before the deadline
+    CANCELLED = "cancelled"
+
+    @property
+    def final(self) -> bool:
+        return self not in (CommandState.PENDING, CommandState.SENT)
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    id: int
+    ldn: str
+    kind: str
+    params: Mapping[str, Any]
+    state: CommandState
+    requested_by: str
+    created: dt.datetime
+    expires: dt.datetime | None
+    sent: dt.datetime | None
+    finished: dt.datetime | None
+    attempts: int
+    result: str | None
+
+
+class Role(StrEnum):
+    VIEWER = "viewer"  # reads
+    OPERATOR = "operator"  # + meters, keys, commands
+    ADMIN = "admin"  # + users
+
+    def may(self, needed: Role) -> bool:
+        order = (Role.VIEWER, Role.OPERATOR, Role.ADMIN)
+        return order.index(self) >= order.index(needed)
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    id: int
+    name: str
+    role: Role
+    active: bool
+    created: dt.datetime
+    updated: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who asks for a change, for the audit trail: a user (or a system) and where from."""
+
+    name: str
+    address: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    id: int
+    at: dt.datetime
+    actor: str
+    address: str | None
+    action: str
+    target: str | None
+    detail: str | None

@@ -12,8 +12,9 @@ from txpostgres import txpostgres
 
 from sac.errors import StorageError
 from sac.keys import MasterKey
+from sac.passwords import DEFAULT, ScryptParams
 from sac.store.interface import Store, _utc_now
-from sac.store.transactions import Conflict, Exec, Transaction
+from sac.store.transactions import Conflict, Exec, Query, Transaction
 
 __all__ = ["PostgresStore"]
 
@@ -37,7 +38,10 @@ async def _drive(cursor: Any, transaction: Transaction) -> Any:
             op = transaction.send(result)
         except StopIteration as done:
             return done.value
-        await cursor.execute(_sql(op.sql), tuple(op.params))
+        sql = _sql(op.sql) + (
+            " FOR UPDATE SKIP LOCKED" if isinstance(op, Query) and op.lock else ""
+        )
+        await cursor.execute(sql, tuple(op.params))
         result = cursor.rowcount if isinstance(op, Exec) else cursor.fetchall()
 
 
@@ -52,13 +56,10 @@ class PostgresStore(Store):
         clock: Callable[[], dt.datetime] = _utc_now,
         connections: int = 4,
         reactor: Any = None,
+        password_params: ScryptParams = DEFAULT,
     ) -> None:
-        super().__init__(master_key, clock)
-        if reactor is None:
-            from twisted.internet import reactor as default_reactor
-
-            reactor = default_reactor
-        self._pool = _Pool(reactor, dsn, connections)
+        super().__init__(master_key, clock, reactor, password_params)
+        self._pool = _Pool(self._reactor, dsn, connections)
         self._started = False
 
     async def open(self, upto: int | None = None) -> tuple[int, int]:

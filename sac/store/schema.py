@@ -41,9 +41,16 @@ def load_migrations(dialect: str) -> list[Migration]:
     return found
 
 
-def migrate(migrations: list[Migration], now: dt.datetime) -> Transaction:
+# pg_advisory_xact_lock key: "SAC" + 1
+_MIGRATION_LOCK = 0x53414301
+
+
+def migrate(migrations: list[Migration], now: dt.datetime, dialect: str) -> Transaction:
     """Bring the schema up to date; (version found, version now).  A database made by a newer
-    sac is refused."""
+    sac is refused.  Several processes starting at once on one PostgreSQL database take turns
+    (a transaction-scoped advisory lock); SQLite's BEGIN IMMEDIATE does the same."""
+    if dialect == "postgresql":
+        yield Query(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})")
     yield Exec(
         "CREATE TABLE IF NOT EXISTS schema_version"
         " (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied TEXT NOT NULL)"

@@ -18,6 +18,7 @@ from twisted.enterprise import adbapi
 
 from sac.errors import StorageError
 from sac.keys import MasterKey
+from sac.passwords import DEFAULT, ScryptParams
 from sac.store.interface import Store, _utc_now
 from sac.store.transactions import Conflict, Exec, Transaction
 
@@ -32,7 +33,15 @@ def _configure(connection: sqlite3.Connection) -> None:
 
 
 def _adapt(params: Any) -> tuple[Any, ...]:
-    return tuple(p.isoformat() if isinstance(p, dt.datetime) else p for p in params)
+    return tuple(_text_time(p) if isinstance(p, dt.datetime) else p for p in params)
+
+
+def _text_time(value: dt.datetime) -> str:
+    """A timestamp as SQLite text: UTC, to the microsecond, one width, so that text order is
+    time order (the store compares them in SQL)."""
+    if value.tzinfo is None:
+        raise ValueError(f"a naive datetime cannot be stored: {value}")
+    return value.astimezone(dt.UTC).isoformat(timespec="microseconds")
 
 
 def thd_run(connection: Any, transaction: Transaction) -> Any:
@@ -68,8 +77,9 @@ class SQLiteStore(Store):
         *,
         clock: Callable[[], dt.datetime] = _utc_now,
         reactor: Any = None,
+        password_params: ScryptParams = DEFAULT,
     ) -> None:
-        super().__init__(master_key, clock)
+        super().__init__(master_key, clock, reactor, password_params)
         self.path = Path(path)
         self._pool = adbapi.ConnectionPool(
             "sqlite3",
@@ -79,7 +89,7 @@ class SQLiteStore(Store):
             cp_min=1,
             cp_max=1,
             cp_openfun=_configure,
-            cp_reactor=reactor,
+            cp_reactor=self._reactor,
         )
 
     async def _run(self, transaction: Transaction) -> Any:

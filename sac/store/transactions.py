@@ -18,7 +18,18 @@ from sac.dlms import Obis
 from sac.errors import ConfigurationError, StorageError
 from sac.keys import MasterKey, key_place, wrapped_by
 from sac.store.keycsv import KeyRow, RowError
-from sac.store.model import Meter, MeterKeys, MeterState, NewMeter, Reading
+from sac.store.model import (
+    Event,
+    Ingest,
+    IngestResult,
+    Meter,
+    MeterKeys,
+    MeterPage,
+    MeterState,
+    MeterStatus,
+    NewMeter,
+    Reading,
+)
 
 __all__ = [
     "Exec",
@@ -30,8 +41,13 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class Query:
+    """A statement whose rows come back.  ``lock``: lock the rows selected against other
+    transactions, skipping those already locked (PostgreSQL's ``FOR UPDATE SKIP LOCKED``;
+    SQLite's writers are serialised by ``BEGIN IMMEDIATE`` already)."""
+
     sql: str
     params: Sequence[Any] = ()
+    lock: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +77,8 @@ _BATCH_ROWS = 500
 
 _METER_COLUMNS = (
     "id, ldn, pdr, system_title, profile, address, allowed_ips, state, created, updated,"
-    " last_connection"
+    " last_connection, index_value, index_scaler, index_unit, index_captured, diagnostic,"
+    " battery_value, battery_unit, valve_state, status_at"
 )
 
 
@@ -86,6 +103,15 @@ def _meter(row: Sequence[Any]) -> Meter:
         created=when(row[8]),  # type: ignore[arg-type]
         updated=when(row[9]),  # type: ignore[arg-type]
         last_connection=when(row[10]),
+        index_value=_number(row[11]),
+        index_scaler=row[12],
+        index_unit=row[13],
+        index_captured=when(row[14]),
+        diagnostic=row[15],
+        battery_value=row[16],
+        battery_unit=row[17],
+        valve_state=row[18],
+        status_at=when(row[19]),
     )
 
 
@@ -336,18 +362,20 @@ def invocation_counters(ldn: str, client_sap: int) -> Transaction:
 _READING_COLUMNS = "meter_id, obis, attribute, value, raw, scaler, unit, captured, received, source"
 
 
-def add_readings(readings: Sequence[Reading]) -> Transaction:
-    """Store a batch of readings of many meters, all or none; the number stored."""
-    ldns = {r.ldn for r in readings}
+def ingest(batch: Ingest) -> Transaction:
+    """Store what sessions brought, all or none: readings (history), events, and the meters'
+    list values and last connection.  A reading or event already held is not stored again."""
+    ldns = {r.ldn for r in batch.readings} | {e.ldn for e in batch.events}
+    ldns |= {s.ldn for s in batch.statuses}
     ids = yield from _meter_ids(ldns)
     missing = sorted(ldns - ids.keys())
     if missing:
         raise UnknownMeter(missing[0])
-    for i in range(0, len(readings), _BATCH_ROWS):
-        part = readings[i : i + _BATCH_ROWS]
-        params: list[Any] = []
-        for r in part:
-            params += (
+    readings = yield from _insert_rows(
+        "readings",
+        _READING_COLUMNS,
+        [
+            (
                 ids[r.ldn],
                 str(r.obis),
                 r.attribute,
@@ -359,9 +387,84 @@ def add_readings(readings: Sequence[Reading]) -> Transaction:
                 r.received,
                 r.source,
             )
-        values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(part))
-        yield Exec(f"INSERT INTO readings ({_READING_COLUMNS}) VALUES {values}", params)
-    return len(readings)
+            for r in batch.readings
+        ],
+    )
+    events = yield from _insert_rows(
+        "events",
+        "meter_id, logbook, code, occurred, counter, received, source",
+        [
+            (ids[e.ldn], str(e.logbook), e.code, e.occurred, e.counter, e.received, e.source)
+            for e in batch.events
+        ],
+    )
+    for status in batch.statuses:
+        yield from _update_status(ids[status.ldn], status)
+    return IngestResult(readings, events)
+
+
+def _insert_rows(table: str, columns: str, rows: Sequence[tuple[Any, ...]]) -> Transaction:
+    """Multi-row inserts, a few hundred rows a statement; rows already held are skipped.
+    The number inserted."""
+    inserted = 0
+    width = columns.count(",") + 1
+    for i in range(0, len(rows), _BATCH_ROWS):
+        part = rows[i : i + _BATCH_ROWS]
+        row = "(" + ", ".join("?" * width) + ")"
+        inserted += yield Exec(
+            f"INSERT INTO {table} ({columns}) VALUES {', '.join([row] * len(part))}"
+            " ON CONFLICT DO NOTHING",
+            [value for r in part for value in r],
+        )
+    return inserted
+
+
+def _update_status(meter_id: int, status: MeterStatus) -> Transaction:
+    """Move a meter's list values forward: never back to an older value."""
+    sets: list[str] = []
+    params: list[Any] = []
+
+    def newer(column: str, stamp: Any, pairs: Sequence[tuple[str, Any]]) -> None:
+        for target, value in pairs:
+            sets.append(
+                f"{target} = CASE WHEN {column} IS NULL OR {column} <= ? THEN ? ELSE {target} END"
+            )
+            params.extend((stamp, value))
+
+    if status.connected is not None:
+        newer("last_connection", status.connected, [("last_connection", status.connected)])
+    at = status.at or status.connected
+    values = [
+        (column, value)
+        for column, value in (
+            ("diagnostic", status.diagnostic),
+            ("battery_value", status.battery_value),
+            ("battery_unit", status.battery_unit if status.battery_value is not None else None),
+            ("valve_state", status.valve_state),
+        )
+        if value is not None
+    ]
+    if values:
+        if at is None:
+            raise ValueError("a meter status with values needs a time (at or connected)")
+        newer("status_at", at, [*values, ("status_at", at)])
+    index = status.index
+    if index is not None:
+        stamp = index.captured or at
+        if stamp is None or index.value is None:
+            raise ValueError("the index of a meter status needs a value and a time")
+        newer(
+            "index_captured",
+            stamp,
+            [
+                ("index_value", index.value),
+                ("index_scaler", index.scaler),
+                ("index_unit", index.unit),
+                ("index_captured", stamp),
+            ],
+        )
+    if sets:
+        yield Exec(f"UPDATE meters SET {', '.join(sets)} WHERE id = ?", [*params, meter_id])
 
 
 def last_readings(ldn: str, obis: Obis, attribute: int, limit: int) -> Transaction:
@@ -403,3 +506,60 @@ def _number(value: Any) -> int | float | None:
     if value == int(value):
         return int(value)
     return float(value)
+
+
+# --- the meter list -----------------------------------------------------------------------
+
+# LDNs and PDRs are printable ASCII: a prefix p matches [p, p + DEL)
+_AFTER_ASCII = "\x7f"
+
+
+def list_meters(
+    after: str | None, limit: int, state: MeterState | None, search: str | None
+) -> Transaction:
+    """One page of meters in LDN order after ``after``, optionally of one state and whose LDN
+    or PDR starts with ``search``: one indexed query, keyset-paginated."""
+    if not 1 <= limit <= 1000:
+        raise ValueError("a page holds 1 to 1000 meters")
+    where: list[str] = []
+    params: list[Any] = []
+    if after is not None:
+        where.append("ldn > ?")
+        params.append(after)
+    if state is not None:
+        where.append("state = ?")
+        params.append(state.value)
+    if search:
+        where.append("((ldn >= ? AND ldn < ?) OR (pdr >= ? AND pdr < ?))")
+        params += [search, search + _AFTER_ASCII] * 2
+    clause = f" WHERE {' AND '.join(where)}" if where else ""
+    rows = yield Query(
+        f"SELECT {_METER_COLUMNS} FROM meters{clause} ORDER BY ldn LIMIT ?", [*params, limit + 1]
+    )
+    meters = tuple(_meter(row) for row in rows[:limit])
+    return MeterPage(meters, meters[-1].ldn if len(rows) > limit else None)
+
+
+def count_meters(state: MeterState | None) -> Transaction:
+    if state is None:
+        rows = yield Query("SELECT count(*) FROM meters")
+    else:
+        rows = yield Query("SELECT count(*) FROM meters WHERE state = ?", (state.value,))
+    return rows[0][0]
+
+
+# --- events -------------------------------------------------------------------------------
+
+
+def events(ldn: str, limit: int) -> Transaction:
+    """A meter's latest events, newest first."""
+    rows = yield Query(
+        "SELECT e.logbook, e.code, e.occurred, e.received, e.source, e.counter"
+        " FROM events e JOIN meters m ON m.id = e.meter_id WHERE m.ldn = ?"
+        " ORDER BY e.occurred DESC, e.id DESC LIMIT ?",
+        (ldn, limit),
+    )
+    return [
+        Event(ldn, Obis(logbook), code, when(occurred), when(received), source, counter)  # type: ignore[arg-type]
+        for logbook, code, occurred, received, source, counter in rows
+    ]

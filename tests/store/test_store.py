@@ -23,9 +23,11 @@ from sac.store import (
     UnknownMeter,
 )
 from sac.store.keycsv import SAMPLE, KeyRow, parse_key_csv
+from sac.store.schema import load_migrations
 from tests.store.conftest import MASTER, Backend
 
 LDN = "FIO0000012345678"
+LATEST = len(load_migrations("sqlite"))
 TITLE = bytes.fromhex("2f19229199164103")
 KEYC = bytes.fromhex("4d5944554d4d59474c4f42414c4b4559")
 AK = bytes(range(16))
@@ -39,10 +41,10 @@ def fixed_clock() -> dt.datetime:
 async def test_schema_is_created_then_kept_and_a_newer_one_refused(backend: Backend) -> None:
     store = backend.make()
     verifyObject(IStore, store)
-    assert await store.open() == (0, 2)
+    assert await store.open() == (0, LATEST)
     await store.close()
     again = backend.make()
-    assert await again.open() == (2, 2)
+    assert await again.open() == (LATEST, LATEST)
     await again.close()
     backend.raw("INSERT INTO schema_version (version, name, applied) VALUES (99, 'future', 'x')")
     newer = backend.make()
@@ -160,13 +162,25 @@ async def test_the_meters_counters_only_move_forward(backend: Backend) -> None:
 @pytest_twisted.ensureDeferred
 async def test_an_older_database_upgrades_in_place(backend: Backend) -> None:
     store = backend.make(clock=fixed_clock)
-    assert await store.open(upto=1) == (0, 1)  # the database as version 1 left it
-    await store.add_meter(NewMeter(LDN, system_title=TITLE))
+    assert await store.open(upto=2) == (0, 2)  # the database as version 2 left it
     await store.close()
+    # version 2's rows, written as version 2 wrote them; a load profile read twice
+    title = "X'2f19229199164103'" if backend.kind == "sqlite" else "'\\x2f19229199164103'"
+    backend.raw(
+        "INSERT INTO meters (ldn, system_title, profile, created, updated)"
+        f" VALUES ('{LDN}', {title}, 'p', '2026-11-01T00:00:00+00:00', '2026-11-01T00:00:00+00:00')"
+    )
+    for value in (5, 5, 6):
+        backend.raw(
+            "INSERT INTO readings (meter_id, obis, attribute, value, captured, received, source)"
+            f" VALUES (1, '7.0.13.2.0.255', 2, {value},"
+            f" '2026-11-20T0{value}:00:00.000000+00:00', '2026-11-21T00:00:00+00:00', 'poll')"
+        )
     upgraded = backend.make(clock=fixed_clock)
-    assert await upgraded.open() == (1, 2)
-    assert (await upgraded.get_meter(LDN)).system_title == TITLE  # the data came along
-    assert await upgraded.count_readings() == 0
+    assert await upgraded.open() == (2, LATEST)
+    meter = await upgraded.get_meter(LDN)
+    assert meter.system_title == TITLE and meter.index is None  # the data came along
+    assert await upgraded.count_readings() == 2  # the copy read twice is gone
 
 
 INDEX = Obis("7.0.13.2.0.255")

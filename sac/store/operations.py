@@ -1,0 +1,310 @@
+"""Transactions of the SAC's operations: the command queue, users and the audit trail.
+
+Same shape as :mod:`sac.store.transactions`: generators yielding SQL, run by a backend in one
+database transaction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any
+
+from sac.errors import StorageError
+from sac.store.model import Actor, AuditEntry, Command, CommandState, Role, User
+from sac.store.transactions import Conflict, Exec, Query, Transaction, _meter_id, when
+
+__all__ = ["CommandStateError", "UnknownCommand", "UnknownUser"]
+
+
+class UnknownCommand(StorageError):
+    def __init__(self, command_id: int) -> None:
+        super().__init__(f"no command {command_id}")
+        self.command_id = command_id
+
+
+class CommandStateError(StorageError):
+    """A command moved where its state does not allow (cancel a command already sent...)."""
+
+
+class UnknownUser(StorageError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no user {name!r}")
+        self.name = name
+
+
+# --- audit --------------------------------------------------------------------------------
+
+
+def audit(by: Actor, action: str, target: str | None, detail: str | None, now: dt.datetime):
+    """One line of the audit trail, in the transaction of the change it records."""
+    yield Exec(
+        "INSERT INTO audit (at, actor, address, action, target, detail) VALUES (?, ?, ?, ?, ?, ?)",
+        (now, by.name, by.address, action, target, detail),
+    )
+
+
+def audited(
+    transaction: Transaction,
+    by: Actor | None,
+    action: str,
+    target: str | None,
+    now: dt.datetime,
+    detail: str | None = None,
+) -> Transaction:
+    """``transaction``, then its audit line: both or neither."""
+    result = yield from transaction
+    if by is not None:
+        yield from audit(by, action, target, detail, now)
+    return result
+
+
+def audit_log(limit: int, before: int | None) -> Transaction:
+    """The latest audit lines, newest first; ``before``: ids below it (the next page)."""
+    where, params = ("WHERE id < ? ", [before]) if before is not None else ("", [])
+    rows = yield Query(
+        "SELECT id, at, actor, address, action, target, detail FROM audit "
+        f"{where}ORDER BY id DESC LIMIT ?",
+        [*params, limit],
+    )
+    return [
+        AuditEntry(i, when(at), actor, address, action, target, detail)  # type: ignore[arg-type]
+        for i, at, actor, address, action, target, detail in rows
+    ]
+
+
+# --- commands -----------------------------------------------------------------------------
+
+_COMMAND_COLUMNS = (
+    "c.id, m.ldn, c.kind, c.params, c.state, c.requested_by, c.created, c.expires, c.sent,"
+    " c.finished, c.attempts, c.result"
+)
+_FROM_COMMANDS = "FROM commands c JOIN meters m ON m.id = c.meter_id"
+
+
+def _command(row: Sequence[Any]) -> Command:
+    return Command(
+        id=row[0],
+        ldn=row[1],
+        kind=row[2],
+        params=json.loads(row[3]),
+        state=CommandState(row[4]),
+        requested_by=row[5],
+        created=when(row[6]),  # type: ignore[arg-type]
+        expires=when(row[7]),
+        sent=when(row[8]),
+        finished=when(row[9]),
+        attempts=row[10],
+        result=row[11],
+    )
+
+
+def queue_command(
+    ldn: str,
+    kind: str,
+    params: Mapping[str, Any],
+    requested_by: str,
+    expires: dt.datetime | None,
+    now: dt.datetime,
+) -> Transaction:
+    """A new pending command for a meter."""
+    if expires is not None and expires <= now:
+        raise ValueError("a command's deadline must be in the future")
+    meter_id = yield from _meter_id(ldn)
+    rows = yield Query(
+        "INSERT INTO commands (meter_id, kind, params, requested_by, created, expires)"
+        " VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+        (meter_id, kind, json.dumps(params, sort_keys=True), requested_by, now, expires),
+    )
+    return (yield from get_command(rows[0][0]))
+
+
+def get_command(command_id: int) -> Transaction:
+    rows = yield Query(f"SELECT {_COMMAND_COLUMNS} {_FROM_COMMANDS} WHERE c.id = ?", (command_id,))
+    if not rows:
+        raise UnknownCommand(command_id)
+    return _command(rows[0])
+
+
+def commands(ldn: str | None, states: Collection[CommandState] | None, limit: int) -> Transaction:
+    """Commands, newest first, of one meter and/or in some states."""
+    where: list[str] = []
+    params: list[Any] = []
+    if ldn is not None:
+        where.append("m.ldn = ?")
+        params.append(ldn)
+    if states:
+        where.append(f"c.state IN ({', '.join('?' * len(states))})")
+        params += [s.value for s in states]
+    clause = f" WHERE {' AND '.join(where)}" if where else ""
+    rows = yield Query(
+        f"SELECT {_COMMAND_COLUMNS} {_FROM_COMMANDS}{clause} ORDER BY c.id DESC LIMIT ?",
+        [*params, limit],
+    )
+    return [_command(row) for row in rows]
+
+
+def claim_commands(ldn: str, now: dt.datetime) -> Transaction:
+    """The meter's pending commands, oldest first, now ``sent`` (claimed by this session);
+    those past their deadline become ``expired`` instead.  Rows another process is claiming
+    are skipped, so two processes never run one command."""
+    meter_id = yield from _meter_id(ldn)
+    rows = yield Query(
+        "SELECT id, expires FROM commands WHERE meter_id = ? AND state = 'pending' ORDER BY id",
+        (meter_id,),
+        lock=True,
+    )
+    late = [i for i, expires in rows if expires is not None and when(expires) <= now]
+    due = [i for i, expires in rows if i not in late]
+    if late:
+        yield from _move(late, CommandState.EXPIRED, now, "finished")
+    if not due:
+        return []
+    yield Exec(
+        f"UPDATE commands SET state = 'sent', sent = ?, attempts = attempts + 1"
+        f" WHERE id IN ({', '.join('?' * len(due))})",
+        [now, *due],
+    )
+    claimed = yield Query(
+        f"SELECT {_COMMAND_COLUMNS} {_FROM_COMMANDS} WHERE c.id IN ({', '.join('?' * len(due))})"
+        " ORDER BY c.id",
+        due,
+    )
+    return [_command(row) for row in claimed]
+
+
+def _move(ids: Sequence[int], state: CommandState, now: dt.datetime, stamp: str) -> Transaction:
+    yield Exec(
+        f"UPDATE commands SET state = ?, {stamp} = ? WHERE id IN ({', '.join('?' * len(ids))})",
+        [state.value, now, *ids],
+    )
+
+
+# the moves a command may make: (from, to)
+_MOVES = {
+    CommandState.DONE: (CommandState.SENT,),
+    CommandState.FAILED: (CommandState.SENT, CommandState.PENDING),
+    CommandState.CANCELLED: (CommandState.PENDING,),
+    CommandState.PENDING: (CommandState.SENT,),  # back in the queue: try again later
+}
+
+
+def move_command(
+    command_id: int, to: CommandState, result: str | None, now: dt.datetime
+) -> Transaction:
+    """Move a command on: sent -> done/failed, sent -> pending (retry at the next session),
+    pending -> cancelled (or failed, e.g. the meter was removed).  Any other move is refused
+    with the state the command is in; the check and the write are one statement."""
+    allowed = _MOVES.get(to)
+    if allowed is None:
+        raise ValueError(f"a command is not moved to {to.value} by hand")
+    stamp = "sent" if to is CommandState.PENDING else "finished"
+    value = None if to is CommandState.PENDING else now
+    count = yield Exec(
+        f"UPDATE commands SET state = ?, {stamp} = ?, result = ?"
+        f" WHERE id = ? AND state IN ({', '.join('?' * len(allowed))})",
+        [to.value, value, result, command_id, *(s.value for s in allowed)],
+    )
+    command = yield from get_command(command_id)
+    if not count:
+        raise CommandStateError(f"command {command_id} is {command.state.value}: not {to.value}")
+    return command
+
+
+def expire_commands(now: dt.datetime) -> Transaction:
+    """Pending commands past their deadline become expired; how many."""
+    count = yield Exec(
+        "UPDATE commands SET state = 'expired', finished = ?"
+        " WHERE state = 'pending' AND expires IS NOT NULL AND expires <= ?",
+        (now, now),
+    )
+    return count
+
+
+def requeue_stale_commands(sent_before: dt.datetime) -> Transaction:
+    """Commands claimed before ``sent_before`` and never finished (their process died) go
+    back to pending; how many."""
+    count = yield Exec(
+        "UPDATE commands SET state = 'pending', sent = NULL WHERE state = 'sent' AND sent < ?",
+        (sent_before,),
+    )
+    return count
+
+
+# --- users --------------------------------------------------------------------------------
+
+_USER_COLUMNS = "id, name, role, active, created, updated"
+
+
+def _user(row: Sequence[Any]) -> User:
+    return User(row[0], row[1], Role(row[2]), bool(row[3]), when(row[4]), when(row[5]))  # type: ignore[arg-type]
+
+
+def _check_name(name: str) -> None:
+    if not (1 <= len(name) <= 64) or not name.isprintable() or name != name.strip():
+        raise ValueError("a user name is 1 to 64 printable characters, no outer spaces")
+
+
+def add_user(name: str, password_hash: str, role: Role, now: dt.datetime) -> Transaction:
+    _check_name(name)
+    taken = yield Query("SELECT 1 FROM users WHERE name = ?", (name,))
+    if taken:
+        raise Conflict(f"a user {name!r} is already present")
+    rows = yield Query(
+        "INSERT INTO users (name, password, role, active, created, updated)"
+        f" VALUES (?, ?, ?, ?, ?, ?) RETURNING {_USER_COLUMNS}",
+        (name, password_hash, role.value, True, now, now),
+    )
+    return _user(rows[0])
+
+
+def login_record(name: str) -> Transaction:
+    """(user, password hash) of an active user, or None."""
+    rows = yield Query(
+        f"SELECT {_USER_COLUMNS}, password FROM users WHERE name = ? AND active = ?", (name, True)
+    )
+    return (_user(rows[0]), rows[0][6]) if rows else None
+
+
+def get_user(name: str) -> Transaction:
+    rows = yield Query(f"SELECT {_USER_COLUMNS} FROM users WHERE name = ?", (name,))
+    return _user(rows[0]) if rows else None
+
+
+def users() -> Transaction:
+    rows = yield Query(f"SELECT {_USER_COLUMNS} FROM users ORDER BY name")
+    return [_user(row) for row in rows]
+
+
+def update_user(
+    name: str,
+    now: dt.datetime,
+    *,
+    role: Role | None = None,
+    active: bool | None = None,
+    password_hash: str | None = None,
+) -> Transaction:
+    """Change a user's role, activity or password; the last active admin stays one."""
+    user = yield from get_user(name)
+    if user is None:
+        raise UnknownUser(name)
+    losing_admin = (
+        user.role is Role.ADMIN
+        and user.active
+        and ((role is not None and role is not Role.ADMIN) or active is False)
+    )
+    if losing_admin:
+        rows = yield Query(
+            "SELECT count(*) FROM users WHERE role = 'admin' AND active = ? AND name <> ?",
+            (True, name),
+        )
+        if not rows[0][0]:
+            raise Conflict(f"{name!r} is the last active admin")
+    sets, params = ["updated = ?"], [now]
+    for column, value in (("role", role), ("active", active), ("password", password_hash)):
+        if value is not None:
+            sets.append(f"{column} = ?")
+            params.append(value.value if isinstance(value, Role) else value)
+    yield Exec(f"UPDATE users SET {', '.join(sets)} WHERE name = ?", [*params, name])
+    return (yield from get_user(name))
