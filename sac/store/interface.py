@@ -185,6 +185,9 @@ class IStore(Interface):
         """The audit trail, newest first."""
 
 
+_METER_ID_CACHE = 1_000_000  # LDNs remembered, some 100 MB at most
+
+
 def _utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
@@ -213,6 +216,8 @@ class Store:
         # a hash to check when the user is unknown, so a wrong name costs what a wrong
         # password costs (no user enumeration by timing)
         self._decoy_hash: str | None = None
+        # {LDN: meter id} for the ingest path (meters are never renumbered)
+        self._meter_ids: dict[str, int] = {}
 
     async def _run(self, transaction: tx.Transaction) -> Any:
         raise NotImplementedError("a backend runs transactions")
@@ -306,7 +311,9 @@ class Store:
     async def ingest(self, batch: Ingest) -> IngestResult:
         if not (batch.readings or batch.events or batch.statuses):
             return IngestResult(0, 0)
-        return await self._run(tx.ingest(batch))
+        if len(self._meter_ids) > _METER_ID_CACHE:
+            self._meter_ids.clear()
+        return await self._run(tx.ingest(batch, self._meter_ids))
 
     async def last_readings(
         self, ldn: str, obis: Obis, attribute: int = 2, limit: int = 1

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import psycopg2
@@ -14,7 +15,7 @@ from sac.errors import StorageError
 from sac.keys import MasterKey
 from sac.passwords import DEFAULT, ScryptParams
 from sac.store.interface import Store, _utc_now
-from sac.store.transactions import Conflict, Exec, Query, Transaction
+from sac.store.transactions import Conflict, Exec, InsertRows, Query, Transaction
 
 __all__ = ["PostgresStore"]
 
@@ -31,6 +32,68 @@ def _sql(sql: str) -> str:
     return sql.replace("?", "%s")  # the shared SQL has no literal ? or %
 
 
+# --- many rows in one statement: one array literal a column, unnest()ed by the server ------
+# (psycopg2's asynchronous connections cannot COPY; the arrays are the next best: the text is
+# built here in one pass a column, the server parses each array once.  Figures in
+# benchmarks/bench_store.py.)
+
+_ARRAY_TYPES = {
+    "int": "bigint[]",
+    "num": "numeric[]",
+    "text": "text[]",
+    "time": "timestamptz[]",
+    "bytes": "text[]",  # hex text, decoded in the SELECT
+}
+_ROWS_A_STATEMENT = 5000
+
+
+def _quoted(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _number(value: int | float) -> str:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    return repr(value) if isinstance(value, float) else str(int(value))
+
+
+def _time(value: dt.datetime) -> str:
+    if value.tzinfo is None:
+        raise ValueError(f"a naive datetime cannot be stored: {value}")
+    return _quoted(value.isoformat())
+
+
+_ELEMENT: dict[str, Callable[[Any], str]] = {
+    "int": lambda v: str(int(v)),
+    "num": _number,
+    "text": _quoted,
+    "time": _time,
+    "bytes": lambda v: _quoted(bytes(v).hex()),
+}
+
+
+def _array(kind: str, column: Sequence[Any]) -> str:
+    element = _ELEMENT[kind]
+    return "{" + ",".join("NULL" if v is None else element(v) for v in column) + "}"
+
+
+def _insert_rows(op: InsertRows) -> Iterator[tuple[str, list[str]]]:
+    names = ", ".join(name for name, _ in op.columns)
+    aliases = ", ".join(f"c{i}" for i in range(len(op.columns)))
+    selects = ", ".join(
+        f"decode(c{i}, 'hex')" if kind == "bytes" else f"c{i}"
+        for i, (_, kind) in enumerate(op.columns)
+    )
+    arrays = ", ".join(f"%s::{_ARRAY_TYPES[kind]}" for _, kind in op.columns)
+    sql = (
+        f"INSERT INTO {op.table} ({names}) SELECT {selects} FROM unnest({arrays}) AS r({aliases})"
+        " ON CONFLICT DO NOTHING"
+    )
+    for i in range(0, len(op.rows), _ROWS_A_STATEMENT):
+        columns = zip(*op.rows[i : i + _ROWS_A_STATEMENT], strict=True)
+        yield sql, [_array(kind, col) for (_, kind), col in zip(op.columns, columns, strict=True)]
+
+
 async def _drive(cursor: Any, transaction: Transaction) -> Any:
     result: Any = None
     while True:
@@ -38,6 +101,12 @@ async def _drive(cursor: Any, transaction: Transaction) -> Any:
             op = transaction.send(result)
         except StopIteration as done:
             return done.value
+        if isinstance(op, InsertRows):
+            result = 0
+            for sql, params in _insert_rows(op):
+                await cursor.execute(sql, params)
+                result += cursor.rowcount
+            continue
         sql = _sql(op.sql) + (
             " FOR UPDATE SKIP LOCKED" if isinstance(op, Query) and op.lock else ""
         )

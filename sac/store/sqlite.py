@@ -20,7 +20,7 @@ from sac.errors import StorageError
 from sac.keys import MasterKey
 from sac.passwords import DEFAULT, ScryptParams
 from sac.store.interface import Store, _utc_now
-from sac.store.transactions import Conflict, Exec, Transaction
+from sac.store.transactions import Conflict, Exec, InsertRows, Transaction
 
 __all__ = ["SQLiteStore"]
 
@@ -56,6 +56,9 @@ def thd_run(connection: Any, transaction: Transaction) -> Any:
             except StopIteration as done:
                 cursor.execute("COMMIT")
                 return done.value
+            if isinstance(op, InsertRows):
+                result = _insert_rows(cursor, op)
+                continue
             cursor.execute(op.sql, _adapt(op.params))
             result = cursor.rowcount if isinstance(op, Exec) else cursor.fetchall()
     except BaseException as exc:
@@ -65,6 +68,18 @@ def thd_run(connection: Any, transaction: Transaction) -> Any:
         if isinstance(exc, sqlite3.Error):
             raise StorageError(f"SQLite: {exc}") from None
         raise
+
+
+def _insert_rows(cursor: sqlite3.Cursor, op: InsertRows) -> int:
+    if not op.rows:
+        return 0
+    names = ", ".join(name for name, _ in op.columns)
+    marks = ", ".join("?" * len(op.columns))
+    cursor.executemany(
+        f"INSERT INTO {op.table} ({names}) VALUES ({marks}) ON CONFLICT DO NOTHING",
+        map(_adapt, op.rows),
+    )
+    return cursor.rowcount  # summed over the rows by executemany
 
 
 class SQLiteStore(Store):

@@ -56,7 +56,19 @@ class Exec:
     params: Sequence[Any] = ()
 
 
-Transaction = Generator[Query | Exec, Any, Any]
+@dataclass(frozen=True, slots=True)
+class InsertRows:
+    """Insert many rows into ``table``, skipping those a unique index says are held already;
+    the number inserted comes back.  ``columns`` pairs each name with its kind (``int``,
+    ``num``, ``text``, ``time``, ``bytes``) so that each backend takes its fastest path:
+    ``executemany`` in SQLite, one ``INSERT ... SELECT FROM unnest(arrays)`` in PostgreSQL."""
+
+    table: str
+    columns: tuple[tuple[str, str], ...]
+    rows: Sequence[tuple[Any, ...]]
+
+
+Transaction = Generator[Query | Exec | InsertRows, Any, Any]
 
 
 class UnknownMeter(StorageError):
@@ -359,19 +371,45 @@ def invocation_counters(ldn: str, client_sap: int) -> Transaction:
 
 # --- readings -----------------------------------------------------------------------------
 
-_READING_COLUMNS = "meter_id, obis, attribute, value, raw, scaler, unit, captured, received, source"
+_READING_COLUMNS = (
+    ("meter_id", "int"),
+    ("obis", "text"),
+    ("attribute", "int"),
+    ("value", "num"),
+    ("raw", "bytes"),
+    ("scaler", "int"),
+    ("unit", "int"),
+    ("captured", "time"),
+    ("received", "time"),
+    ("source", "text"),
+)
+_EVENT_COLUMNS = (
+    ("meter_id", "int"),
+    ("logbook", "text"),
+    ("code", "int"),
+    ("occurred", "time"),
+    ("counter", "int"),
+    ("received", "time"),
+    ("source", "text"),
+)
 
 
-def ingest(batch: Ingest) -> Transaction:
+def ingest(batch: Ingest, ids: dict[str, int]) -> Transaction:
     """Store what sessions brought, all or none: readings (history), events, and the meters'
-    list values and last connection.  A reading or event already held is not stored again."""
+    list values and last connection.  A reading or event already held is not stored again.
+
+    ``ids`` is the caller's {LDN: meter id} cache (an LDN never changes meter): only the
+    LDNs missing from it are looked up, and it learns them."""
     ldns = {r.ldn for r in batch.readings} | {e.ldn for e in batch.events}
     ldns |= {s.ldn for s in batch.statuses}
-    ids = yield from _meter_ids(ldns)
-    missing = sorted(ldns - ids.keys())
-    if missing:
-        raise UnknownMeter(missing[0])
-    readings = yield from _insert_rows(
+    unknown = ldns - ids.keys()
+    if unknown:
+        found = yield from _meter_ids(unknown)
+        missing = sorted(unknown - found.keys())
+        if missing:
+            raise UnknownMeter(missing[0])
+        ids.update(found)
+    readings = yield InsertRows(
         "readings",
         _READING_COLUMNS,
         [
@@ -390,9 +428,9 @@ def ingest(batch: Ingest) -> Transaction:
             for r in batch.readings
         ],
     )
-    events = yield from _insert_rows(
+    events = yield InsertRows(
         "events",
-        "meter_id, logbook, code, occurred, counter, received, source",
+        _EVENT_COLUMNS,
         [
             (ids[e.ldn], str(e.logbook), e.code, e.occurred, e.counter, e.received, e.source)
             for e in batch.events
@@ -401,22 +439,6 @@ def ingest(batch: Ingest) -> Transaction:
     for status in batch.statuses:
         yield from _update_status(ids[status.ldn], status)
     return IngestResult(readings, events)
-
-
-def _insert_rows(table: str, columns: str, rows: Sequence[tuple[Any, ...]]) -> Transaction:
-    """Multi-row inserts, a few hundred rows a statement; rows already held are skipped.
-    The number inserted."""
-    inserted = 0
-    width = columns.count(",") + 1
-    for i in range(0, len(rows), _BATCH_ROWS):
-        part = rows[i : i + _BATCH_ROWS]
-        row = "(" + ", ".join("?" * width) + ")"
-        inserted += yield Exec(
-            f"INSERT INTO {table} ({columns}) VALUES {', '.join([row] * len(part))}"
-            " ON CONFLICT DO NOTHING",
-            [value for r in part for value in r],
-        )
-    return inserted
 
 
 def _update_status(meter_id: int, status: MeterStatus) -> Transaction:

@@ -353,3 +353,20 @@ async def test_processes_starting_together_migrate_once(backend: Backend) -> Non
     versions = await gatherResults([Deferred.fromCoroutine(s.open()) for s in stores])
     latest = versions[0][1]
     assert sorted(found for found, _ in versions) == [0, latest, latest, latest]
+
+
+@pytest_twisted.ensureDeferred
+async def test_awkward_values_survive_the_bulk_path(backend: Backend) -> None:
+    store = await opened(backend, meters=1)
+    awkward = "cf\"47\\,{x} NULL 'é"
+    values = [-(2**63), 2**63 - 1, 21.5, -0.001, 0, None]
+    batch = [
+        Reading(ldn(0), INDEX, 2, v, T0, awkward, at(h), None, None, bytes(range(256)))
+        for h, v in enumerate(values)
+    ]
+    event = Event(ldn(0), EVENTS, 65535, at(1), T0, awkward, counter=2**32 - 1)
+    assert await store.ingest(Ingest(readings=batch, events=[event])) == IngestResult(6, 1)
+    back = await store.last_readings(ldn(0), INDEX, limit=10)
+    assert [r.value for r in reversed(back)] == values
+    assert all(r.raw == bytes(range(256)) and r.source == awkward for r in back)
+    assert await store.events(ldn(0)) == [event]
