@@ -107,8 +107,18 @@ class SQLiteStore(Store):
             cp_reactor=self._reactor,
         )
 
+    async def open(self, upto: int | None = None) -> tuple[int, int]:
+        if not self.path.parent.is_dir():
+            raise StorageError(
+                f"SQLite store {self.path}: the folder {self.path.parent} is missing"
+            )
+        return await super().open(upto)
+
     async def _run(self, transaction: Transaction) -> Any:
-        return await self._pool.runWithConnection(thd_run, transaction)
+        try:
+            return await self._pool.runWithConnection(thd_run, transaction)
+        except sqlite3.Error as exc:  # opening the connection (thd_run translates the rest)
+            raise StorageError(f"SQLite store {self.path}: {exc}") from None
 
     async def close(self) -> None:
         if self._pool.running:

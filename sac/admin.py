@@ -1,0 +1,132 @@
+"""``sac-admin``: the operator's commands on a store, outside the web application.
+
+    sac-admin new-master-key
+    sac-admin --store ADDRESS migrate
+    sac-admin --store ADDRESS rotate-master-key      # SAC_MASTER_KEY -> SAC_NEW_MASTER_KEY
+    sac-admin --store ADDRESS import-keys FILE.csv [--replace]
+    sac-admin --store ADDRESS add-user NAME --role admin   # password on stdin or asked
+
+The store is ``--store`` or ``$SAC_STORE``: a SQLite path or a PostgreSQL DSN.  Keys are
+never taken from the command line (other users see it in ``ps``): the master keys come from
+the environment.  Every change is in the audit trail as ``sac-admin (<login>)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from twisted.internet.defer import ensureDeferred
+from twisted.internet.task import react
+
+from sac.errors import SacError
+from sac.keys import ENV_MASTER_KEY, MasterKey, new_master_key
+from sac.store import Actor, KeyImportError, Role
+from sac.store.factory import store_at
+from sac.store.keycsv import parse_key_csv
+
+__all__ = ["main"]
+
+ENV_NEW_MASTER_KEY = "SAC_NEW_MASTER_KEY"
+ENV_STORE = "SAC_STORE"
+
+
+def _actor() -> Actor:
+    return Actor(f"sac-admin ({getpass.getuser()})", "local")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sac-admin", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--store", default=os.environ.get(ENV_STORE, ""), help=f"default ${ENV_STORE}"
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("new-master-key", help="print a new random master key")
+    commands.add_parser("migrate", help="bring the store's schema up to date")
+    commands.add_parser(
+        "rotate-master-key",
+        help=f"re-wrap every meter key from ${ENV_MASTER_KEY} to ${ENV_NEW_MASTER_KEY}",
+    )
+    keys = commands.add_parser("import-keys", help="import meter keys from a CSV file")
+    keys.add_argument("file", type=Path)
+    keys.add_argument("--replace", action="store_true", help="replace keys already present")
+    user = commands.add_parser("add-user", help="add a user (password on stdin)")
+    user.add_argument("name")
+    user.add_argument("--role", choices=[r.value for r in Role], required=True)
+    return parser
+
+
+def _read_password() -> str:
+    if sys.stdin.isatty():
+        first = getpass.getpass("password: ")
+        if first != getpass.getpass("again: "):
+            raise SacError("the passwords differ")
+        return first
+    return sys.stdin.readline().rstrip("\n")
+
+
+async def _run(reactor: Any, args: argparse.Namespace) -> int:
+    master = MasterKey.from_environment()
+    store = store_at(args.store, master, reactor=reactor)
+    try:
+        found, now = await store.open()
+        if args.command == "migrate":
+            print(f"schema version {found} -> {now}")
+        elif args.command == "rotate-master-key":
+            new = MasterKey.from_environment(
+                {ENV_MASTER_KEY: os.environ.get(ENV_NEW_MASTER_KEY, "")}
+            )
+            if new is None:
+                raise SacError(f"set {ENV_NEW_MASTER_KEY} to the new master key")
+            count = await store.rotate_master_key(new, by=_actor())
+            print(f"{count} wrapped keys (EK, AK) re-wrapped under master key {new.id_hex}")
+            print(f"set {ENV_MASTER_KEY} to the new key before the next start")
+        elif args.command == "import-keys":
+            rows, errors = parse_key_csv(args.file.read_text(encoding="utf-8-sig"))
+            if errors:
+                raise KeyImportError(errors)
+            count = await store.import_keys(rows, replace=args.replace, by=_actor())
+            print(f"{count} keys imported from {args.file}")
+        elif args.command == "add-user":
+            user = await store.add_user(args.name, _read_password(), Role(args.role), _actor())
+            print(f"user {user.name} ({user.role.value}) added")
+    finally:
+        await store.close()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "new-master-key":
+        print(new_master_key())
+        return 0
+    status = 0
+
+    async def run(reactor: Any) -> None:
+        nonlocal status
+        try:
+            status = await _run(reactor, args)
+        except KeyImportError as exc:
+            for error in exc.errors:
+                print(f"{args.file}: {error}", file=sys.stderr)
+            print(f"nothing imported: {len(exc.errors)} bad lines", file=sys.stderr)
+            status = 1
+        except (SacError, ValueError, OSError) as exc:
+            print(f"sac-admin: {exc}", file=sys.stderr)
+            status = 1
+
+    try:
+        react(lambda reactor: ensureDeferred(run(reactor)))
+    except SystemExit as done:
+        if done.code:
+            return int(done.code)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

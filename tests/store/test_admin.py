@@ -1,0 +1,99 @@
+"""``sac-admin`` run as operators run it: a process, on a real store of each backend."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+import pytest_twisted
+
+from sac.errors import ConfigurationError
+from sac.keys import MasterKey
+from sac.store import NewMeter, Role
+from sac.store.keycsv import SAMPLE
+from tests.store.conftest import MASTER, Backend
+
+NEW = MasterKey.from_text("33" * 32)
+
+
+def admin(
+    backend: Backend, *args: str, stdin: str = "", **env: str
+) -> subprocess.CompletedProcess[str]:
+    address = backend.dsn if backend.kind == "postgresql" else str(backend.path)
+    environ = {**os.environ, "SAC_MASTER_KEY": MASTER.secret.hex(), "SAC_STORE": address, **env}
+    return subprocess.run(
+        [sys.executable, "-m", "sac.admin", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=environ,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest_twisted.ensureDeferred
+async def test_sac_admin_imports_keys_rotates_the_master_key_and_adds_users(
+    backend: Backend, tmp_path
+) -> None:
+    new_key = admin(backend, "new-master-key")
+    assert new_key.returncode == 0 and re.fullmatch(r"[0-9a-f]{64}\n", new_key.stdout)
+    migrated = admin(backend, "migrate")
+    assert migrated.returncode == 0, migrated.stderr
+    assert migrated.stdout.startswith("schema version 0 -> ")
+
+    store = backend.make()
+    await store.open()
+    for ldn in ("FIO0000012345678", "FIO0000012345679"):
+        await store.add_meter(NewMeter(ldn))
+    await store.close()
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text(SAMPLE + "FIO0000012345670,1,00zz,\n")
+    refused = admin(backend, "import-keys", str(bad))
+    assert refused.returncode == 1
+    assert (
+        f"{bad}: line 4: EK is not hex" in refused.stderr and "nothing imported" in refused.stderr
+    )
+    good = tmp_path / "keys.csv"
+    good.write_text(SAMPLE)
+    imported = admin(backend, "import-keys", str(good))
+    assert imported.returncode == 0 and "2 keys imported" in imported.stdout, imported.stderr
+
+    no_new = admin(backend, "rotate-master-key")
+    assert no_new.returncode == 1 and "SAC_NEW_MASTER_KEY" in no_new.stderr
+    rotated = admin(backend, "rotate-master-key", SAC_NEW_MASTER_KEY=NEW.secret.hex())
+    assert rotated.returncode == 0, rotated.stderr
+    assert f"4 wrapped keys (EK, AK) re-wrapped under master key {NEW.id_hex}" in rotated.stdout
+
+    old_key = admin(backend, "add-user", "root", "--role", "admin", stdin="a long password\n")
+    assert old_key.returncode == 1 and "wrong key" in old_key.stderr
+    added = admin(
+        backend,
+        "add-user",
+        "root",
+        "--role",
+        "admin",
+        stdin="a long password\n",
+        SAC_MASTER_KEY=NEW.secret.hex(),
+    )
+    assert added.returncode == 0, added.stderr
+    # the old master key no longer opens the store; the new one does, and reads the keys
+    old = backend.make()
+    with pytest.raises(ConfigurationError, match="wrong key"):
+        await old.open()
+    store = backend.make(NEW)
+    await store.open()
+    assert (await store.keys("FIO0000012345678", 1)).ek == bytes.fromhex(
+        "4D5944554D4D59474C4F42414C4B4559"
+    )
+    user = await store.authenticate("root", "a long password")
+    assert user is not None and user.role is Role.ADMIN
+    actions = [(e.action, e.actor.startswith("sac-admin (")) for e in await store.audit_log()]
+    assert actions == [("add user", True), ("rotate master key", True), ("import keys", True)]
+    # a wrong store address is a clear error, not a traceback
+    nowhere = admin(backend, "migrate", SAC_STORE="/nonexistent/dir/sac.db")
+    assert nowhere.returncode == 1 and nowhere.stderr.startswith("sac-admin: ")
