@@ -31,6 +31,7 @@ fuzz: $(BIN)/.sac-installed
 
 bench: $(BIN)/.sac-installed
 	$(BIN)/python benchmarks/bench_codec.py
+	$(BIN)/python benchmarks/bench_store.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
