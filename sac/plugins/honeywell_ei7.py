@@ -1,0 +1,24 @@
+"""Honeywell (Elster) EI6/EI7-style meters, as Honeywell's own head-end code drives them.
+
+How they differ from the generic profile (spec sections 1.1, 1.6, 2.4, 5):
+- they push CF30 (timeouts, valve, counters, current diagnostic, batteries, daily and
+  hourly profile; test vector TV2) besides CF47/48/49/51;
+- battery autonomy comes as the percentage of residual capacity (unit 56), not days;
+- the valve is driven by the disconnect-control script table 0.0.10.0.106.255 through the
+  single action schedule 0.0.15.0.1.255 (script 1 close, 2 enable opening), not IC 70;
+- sessions of up to 120 s (TV2's session_max_duration).
+Matched by the FLAG id "ELS" of their system titles.
+"""
+
+from sac.dlms.layouts import CF30, CF47, CF48, CF49, CF51
+from sac.profiles import UNIT_PERCENT, MeterProfile, ValveMethod
+
+honeywell_ei7 = MeterProfile(
+    name="honeywell-ei7",
+    description="Honeywell/Elster EI6-EI7 (CF30, battery in %, valve by schedule scripts)",
+    manufacturers=("ELS",),
+    layouts={layout.template_id: layout for layout in (CF30, CF47, CF48, CF49, CF51)},
+    valve_method=ValveMethod.SCHEDULED_SCRIPT,
+    battery_unit=UNIT_PERCENT,
+    session_budget=120.0,
+)

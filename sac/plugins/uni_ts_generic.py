@@ -1,0 +1,16 @@
+"""The generic UNI/TS 11291-12-2 gas meter: the profile of a meter nothing else claims.
+
+Objects of spec section 1, the PP4 push frames CF47/48/49 and the frame counters CF51
+(section 2.4), the valve by the IC 70 methods, general-glo-ciphering with the system title
+present, AK = EK, the Italian clock deviation sign, battery autonomy in days.  Max PDU 504
+and 80 s sessions: oneGasMeter's defaults for NB-IoT [U in the spec].
+"""
+
+from sac.dlms.layouts import CF47, CF48, CF49, CF51
+from sac.profiles import GENERIC_PROFILE, MeterProfile
+
+uni_ts_11291_12_2 = MeterProfile(
+    name=GENERIC_PROFILE,
+    description="UNI/TS 11291-12-2 gas meter (generic)",
+    layouts={layout.template_id: layout for layout in (CF47, CF48, CF49, CF51)},
+)
