@@ -292,3 +292,21 @@ def test_a_vendor_wheel_dropping_a_module_into_sac_plugins_is_found(tmp_path: Pa
         check=True,
     ).stdout.splitlines()
     assert out == [f"{sorted(SHIPPED | {'acme-g4'})} []", "acme-g4"]
+
+
+def test_the_example_of_docs_profiles_md_works() -> None:
+    text = (Path(__file__).parent.parent / "docs" / "profiles.md").read_text()
+    blocks = [b.split("```", 1)[0] for b in text.split("```python\n")[1:]]
+    [example] = [b for b in blocks if "acme_g4 = MeterProfile(" in b]
+    namespace: dict = {}
+    exec(compile(example, "docs/profiles.md", "exec"), namespace)
+    profile = namespace["acme_g4"]
+    verifyObject(IMeterProfile, profile)
+    profile.validate()
+    registry = ProfileRegistry([profile, MeterProfile(name=GENERIC_PROFILE, description="g")])
+    assert registry.match(system_title=uni_ts_system_title("ACM", 5)) is profile
+    frame = decode_compact(
+        bytes([200]) + struct.pack(">IIHB", 1_700_000_000, 4321, 900, 1), profile.layouts
+    )
+    assert (frame["converted_volume_index"], frame["battery_hours"]) == (4321, 900)
+    assert str(profile.objects["pdr"].obis) == "0.128.96.1.10.255"
