@@ -147,6 +147,7 @@ class IMeterProfile(Interface):
     clients = Attribute("{role: client SAP}: at least 'management' and 'public'")
     objects = Attribute("{quantity: CosemRef}: the standard quantities (REQUIRED_QUANTITIES)")
     layouts = Attribute("{template id: CompactLayout}: the compact frames it sends")
+    push_templates = Attribute("template ids its pushes carry, the usual one first")
     valve_method = Attribute("ValveMethod: IC 70 methods or the scheduled scripts")
     omit_system_title = Attribute("general-glo-ciphering to it carries an empty system title")
     ak_equals_ek = Attribute("its AK is its EK (Italian practice): one key to import")
@@ -175,6 +176,7 @@ class MeterProfile:
     )
     objects: Mapping[str, CosemRef] = field(default_factory=lambda: STANDARD_OBJECTS)
     layouts: Mapping[int, CompactLayout] = field(default_factory=dict)
+    push_templates: tuple[int, ...] = ()
     valve_method: ValveMethod = ValveMethod.DISCONNECT_CONTROL
     omit_system_title: bool = False
     ak_equals_ek: bool = True
@@ -207,6 +209,9 @@ class MeterProfile:
         for template_id, layout in self.layouts.items():
             if not isinstance(layout, CompactLayout) or layout.template_id != template_id:
                 problems.append(f"layout {template_id} is not a CompactLayout with that id")
+        problems += [
+            f"push template {t} has no layout" for t in self.push_templates if t not in self.layouts
+        ]
         if self.valve_method not in tuple(ValveMethod):
             problems.append(f"valve method {self.valve_method!r} is unknown")
         if self.valve_method is ValveMethod.SCHEDULED_SCRIPT and not {

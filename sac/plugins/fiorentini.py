@@ -35,6 +35,7 @@ fiorentini = MeterProfile(
     name="fiorentini",
     description="Pietro Fiorentini (template 18 push, empty system title in ciphering)",
     manufacturers=("FIO",),
+    push_templates=(18,),
     layouts={layout.template_id: layout for layout in (FIORENTINI_18, CF47, CF48, CF49, CF51)},
     omit_system_title=True,
 )

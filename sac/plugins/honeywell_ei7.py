@@ -17,6 +17,7 @@ honeywell_ei7 = MeterProfile(
     name="honeywell-ei7",
     description="Honeywell/Elster EI6-EI7 (CF30, battery in %, valve by schedule scripts)",
     manufacturers=("ELS",),
+    push_templates=(30,),
     layouts={layout.template_id: layout for layout in (CF30, CF47, CF48, CF49, CF51)},
     valve_method=ValveMethod.SCHEDULED_SCRIPT,
     battery_unit=UNIT_PERCENT,

@@ -12,5 +12,6 @@ from sac.profiles import GENERIC_PROFILE, MeterProfile
 uni_ts_11291_12_2 = MeterProfile(
     name=GENERIC_PROFILE,
     description="UNI/TS 11291-12-2 gas meter (generic)",
+    push_templates=(47, 48),
     layouts={layout.template_id: layout for layout in (CF47, CF48, CF49, CF51)},
 )

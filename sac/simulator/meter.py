@@ -1,0 +1,714 @@
+"""A simulated UNI/TS 11291 gas meter: its COSEM objects and its life over time.
+
+:class:`SimulatedMeter` is a :class:`sac.dlms.server.CosemModel` (the server association
+machine serves it) and a small world of its own, advanced lazily to the time of its clock:
+gas drawn along a daily curve, the battery draining, a daily load-profile entry at each gas
+day, now and then an event, and the valve state machine (close; enable opening ->
+ready_for_reconnection -> opened by the customer after a while, or back to closed when the
+opening period ends).  Everything it does is written to its logbooks.
+
+Time is a function returning UNIX seconds (the fleet's clock, possibly accelerated); nothing
+here sleeps or does I/O.  The object set, access rights and encodings follow the spec's
+section 1 and the meter's profile.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import random
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sac.dlms import Obis
+from sac.dlms.axdr import (
+    Array,
+    DoubleLongUnsigned,
+    Enum,
+    Integer,
+    Long,
+    LongUnsigned,
+    OctetString,
+    Structure,
+    Unsigned,
+    VisibleString,
+)
+from sac.dlms.cosem import ActionResult, DataAccessResult
+from sac.dlms.cosemtime import CosemDate, CosemDateTime, CosemTime
+from sac.dlms.xdlms import NO_VALUE, AttributeDescriptor, MethodDescriptor, SelectiveAccess
+from sac.errors import DecodeError
+from sac.profiles import (
+    VALVE_METHODS,
+    VALVE_SCRIPTS,
+    IMeterProfile,
+    ValveAction,
+    ValveMethod,
+)
+
+__all__ = ["PUBLIC_OBJECTS", "SimulatedMeter", "ValveState"]
+
+ITALY = ZoneInfo("Europe/Rome")
+MANAGEMENT, PUBLIC = 1, 16
+GAS_DAY_START = 6  # local hour (spec section 1.2: default 06:00)
+DAY = 86_400
+LOG_SIZE = 64  # entries kept per logbook
+PROFILE_DAYS = 62  # daily load-profile entries kept
+UNIT_M3 = 14  # DLMS unit: corrected m3 (the index is in litres: scaler -3)
+
+
+class ValveState:
+    """IC 70 control_state values (spec section 1.1)."""
+
+    DISCONNECTED = 0  # closed
+    CONNECTED = 1  # open
+    READY = 2  # ready_for_reconnection: closed, the customer may open it
+
+
+# Event codes written by the simulator (spec section 1.9)
+EV_CLOCK_SYNCED = 12
+EV_VALVE_CLOSED = 30
+EV_VALVE_OPENED = 31
+EV_TAMPER_START, EV_TAMPER_END = 80, 81
+EV_BATTERY_LOW = 74
+EV_READY_COMMAND = 110
+EV_OPENING_START, EV_OPENING_END = 111, 112
+EV_VALVE_FAILED = 114
+EV_REMOTE_START = 171
+EV_PDR_CHANGED = 168
+
+
+def _ln(text: str) -> Obis:
+    return Obis(text)
+
+
+LDN = _ln("0.0.42.0.0.255")
+PDR = _ln("0.0.96.1.10.255")
+SERIAL = _ln("0.0.96.1.0.255")
+INDEX = _ln("7.0.13.2.0.255")
+INDEX_ALARM = _ln("7.0.12.2.0.255")
+CURRENT_DIAG = _ln("7.0.96.5.1.255")
+DAILY_DIAG = _ln("7.1.96.5.1.255")
+BATTERY = _ln("0.0.96.6.6.255")
+VALVE = _ln("0.0.96.3.10.255")
+SCRIPTS = _ln("0.0.10.0.106.255")
+SCHEDULE = _ln("0.0.15.0.1.255")
+CLOCK = _ln("0.0.1.0.0.255")
+UNIX = _ln("0.0.1.1.0.255")
+FC_MGMT = _ln("0.0.43.1.1.255")
+FC_MGMT_OFFLINE = _ln("0.1.43.1.1.255")
+METRO_COUNTER = _ln("0.0.96.15.1.255")
+EVENT_COUNTER = _ln("0.0.96.15.2.255")
+DAILY_PROFILE = _ln("7.0.99.99.3.255")
+EVENT_LOG = _ln("7.0.99.98.0.255")
+METRO_LOG = _ln("7.0.99.98.1.255")
+TIMEOUTS = _ln("0.1.94.39.52.255")
+
+# what the Public client may read (spec section 1.3 and 5: identification and the counter)
+PUBLIC_OBJECTS = frozenset((LDN, FC_MGMT, FC_MGMT_OFFLINE, SERIAL, UNIX, CLOCK))
+
+
+def _capture(class_id: int, ln: Obis, attribute: int = 2) -> Structure:
+    return Structure(
+        (LongUnsigned(class_id), OctetString(bytes(ln)), Integer(attribute), LongUnsigned(0))
+    )
+
+
+DAILY_COLUMNS = Array(
+    (_capture(1, UNIX), _capture(1, DAILY_DIAG), _capture(3, INDEX), _capture(3, INDEX_ALARM))
+)
+EVENT_COLUMNS = Array(
+    (
+        _capture(1, UNIX),
+        _capture(1, EVENT_COUNTER),
+        _capture(1, _ln("0.0.96.11.2.255")),
+        _capture(1, DAILY_DIAG),
+    )
+)
+METRO_COLUMNS = Array(
+    (
+        _capture(1, UNIX),
+        _capture(1, _ln("0.0.96.11.1.255")),
+        _capture(1, METRO_COUNTER),
+        _capture(3, INDEX),
+        _capture(1, DAILY_DIAG),
+    )
+)
+
+
+def _hourly_shape(hour: float) -> float:
+    """Relative gas use over a day: a morning and an evening peak (mean about 1)."""
+    return (
+        0.35 + 1.1 * math.exp(-((hour - 7.5) ** 2) / 3) + 1.4 * math.exp(-((hour - 19.5) ** 2) / 5)
+    )
+
+
+def _season(day_of_year: int) -> float:
+    """Heating: about 3.5x more in January than in July."""
+    return 1.0 + 0.55 * math.cos(2 * math.pi * (day_of_year - 15) / 365.25)
+
+
+@dataclass(slots=True)
+class _Schedule:
+    script: int | None = None
+    at: float | None = None  # UNIX seconds, None: not set
+
+
+class SimulatedMeter:
+    """One gas meter.  ``clock`` gives the fleet's time (UNIX seconds); ``rng`` may be shared
+    by a fleet (a Random costs 2.5 kB)."""
+
+    __slots__ = (
+        "_fraction",
+        "battery",
+        "clock",
+        "clock_offset",
+        "current_diagnostic",
+        "daily",
+        "daily_diagnostic",
+        "enabled_at",
+        "event_counter",
+        "events",
+        "index_litres",
+        "key",
+        "last_day",
+        "last_update",
+        "ldn",
+        "litres_per_day",
+        "metro_counter",
+        "metro_events",
+        "open_at",
+        "our_counter",
+        "pdr",
+        "profile",
+        "rng",
+        "sac_counter",
+        "sac_system_title",
+        "schedule",
+        "serial",
+        "system_title",
+        "tamper_until",
+        "under_alarm_litres",
+        "valve_state",
+    )
+
+    def __init__(
+        self,
+        *,
+        ldn: str,
+        system_title: bytes,
+        key: bytes,
+        profile: IMeterProfile,
+        clock: Callable[[], float],
+        rng: random.Random,
+        pdr: str = "",
+        serial: int = 0,
+        litres_per_day: float = 3000.0,
+        index_litres: int = 0,
+        invocation_counter: int = 1,
+        sac_system_title: bytes = b"SACSACSA",
+    ) -> None:
+        self.ldn = ldn
+        self.system_title = system_title
+        self.key = key
+        self.profile = profile
+        self.clock = clock
+        self.rng = rng
+        self.pdr = pdr
+        self.serial = serial
+        self.litres_per_day = litres_per_day
+        self.index_litres = index_litres
+        self.under_alarm_litres = 0
+        self._fraction = 0.0
+        self.current_diagnostic = 0
+        self.daily_diagnostic = 0
+        # days of autonomy, or percent, as the profile counts it
+        self.battery = 93 if profile.battery_unit == 56 else 3650
+        self.valve_state = ValveState.CONNECTED
+        self.enabled_at: float | None = None
+        self.open_at: float | None = None  # when the customer will press the button
+        self.tamper_until: float | None = None
+        self.event_counter = 0
+        self.metro_counter = 0
+        self.events: deque[tuple[int, int, int, int]] = deque(maxlen=LOG_SIZE)
+        self.metro_events: deque[tuple[int, int, int, int, int]] = deque(maxlen=LOG_SIZE)
+        self.daily: deque[tuple[int, int, int, int]] = deque(maxlen=PROFILE_DAYS)
+        self.schedule = _Schedule()
+        self.clock_offset = 0.0  # the meter's clock minus the fleet's (a SET of the clock)
+        # ciphering of the Management client: our next counter, the SAC's last one
+        self.our_counter = invocation_counter
+        self.sac_counter: int | None = None
+        self.sac_system_title = sac_system_title
+        now = self.now()
+        self.last_update = now
+        self.last_day = self._gas_day(now)
+
+    # --- time and the meter's life ---------------------------------------------------------
+
+    def now(self) -> float:
+        return self.clock() + self.clock_offset
+
+    @staticmethod
+    def _gas_day(t: float) -> int:
+        """Days since the epoch, gas days starting at 06:00 Italian time (05:00 UTC here)."""
+        return int((t - 5 * 3600) // DAY)
+
+    @property
+    def valve_open(self) -> bool:
+        return self.valve_state == ValveState.CONNECTED
+
+    def advance(self) -> None:
+        """Bring the meter to its clock's time: gas, battery, profile entries, events and the
+        valve's own transitions, in order."""
+        now = self.now()
+        t = self.last_update
+        while t < now:
+            step = min(now, (t // 3600 + 1) * 3600)  # hour by hour
+            self._hour(t, step)
+            t = step
+        self.last_update = now
+
+    def _hour(self, start: float, end: float) -> None:
+        for moment, action in sorted(self._due(start, end)):
+            action(moment)
+        if self.valve_open:
+            when = dt.datetime.fromtimestamp(start, ITALY)
+            rate = self.litres_per_day / 24 * _hourly_shape(when.hour + 0.5)
+            self._fraction += rate * _season(when.timetuple().tm_yday) * (end - start) / 3600
+            whole = int(self._fraction)
+            self._fraction -= whole
+            self.index_litres += whole
+            if self.current_diagnostic:
+                self.under_alarm_litres += whole
+        day = self._gas_day(end)
+        while self.last_day < day:
+            self.last_day += 1
+            self._new_gas_day(self.last_day * DAY + 5 * 3600)
+
+    def _due(self, start: float, end: float) -> list[tuple[float, Callable[[float], None]]]:
+        due = []
+        if self.open_at is not None and start <= self.open_at < end:
+            due.append((self.open_at, self._customer_opens))
+        if self.enabled_at is not None and self.valve_state == ValveState.READY:
+            expiry = self.enabled_at + DAY
+            if start <= expiry < end:
+                due.append((expiry, self._opening_expires))
+        if self.schedule.at is not None and start <= self.schedule.at < end:
+            due.append((self.schedule.at, self._run_schedule))
+        if self.tamper_until is not None and start <= self.tamper_until < end:
+            due.append((self.tamper_until, self._tamper_ends))
+        return due
+
+    def _new_gas_day(self, t: float) -> None:
+        if self.profile.battery_unit == 56:
+            if self.rng.random() < 1 / 36:
+                self.battery = max(0, self.battery - 1)
+        else:
+            self.battery = max(0, self.battery - 1)
+        low = self.battery < (10 if self.profile.battery_unit == 56 else 365)
+        if low and not self.daily_diagnostic & 0x0100:
+            self.daily_diagnostic |= 0x0100  # battery low (HW-A2: bits 8-9)
+            self._event(t, EV_BATTERY_LOW)
+        if self.rng.random() < 0.02:  # now and then someone tampers with it
+            self.current_diagnostic |= 0x0008
+            self.tamper_until = t + self.rng.uniform(600, 7200)
+            self._event(t, EV_TAMPER_START)
+        self.daily.append(
+            (int(t), self.daily_diagnostic, self.index_litres, self.under_alarm_litres)
+        )
+
+    def _tamper_ends(self, t: float) -> None:
+        self.current_diagnostic &= ~0x0008
+        self.tamper_until = None
+        self._event(t, EV_TAMPER_END)
+
+    def _event(self, t: float, code: int) -> None:
+        self.event_counter = (self.event_counter + 1) & 0xFFFF
+        self.events.append((int(t), self.event_counter, code, self.daily_diagnostic))
+
+    def _metro_event(self, t: float, code: int) -> None:
+        self.metro_counter = (self.metro_counter + 1) & 0xFFFF
+        self.metro_events.append(
+            (int(t), code, self.metro_counter, self.index_litres, self.daily_diagnostic)
+        )
+
+    # --- the valve -------------------------------------------------------------------------
+
+    def operate_valve(self, action: ValveAction, t: float | None = None) -> bool:
+        """Run a valve command now; False (and an event) if the state does not allow it."""
+        t = self.now() if t is None else t
+        if action is ValveAction.CLOSE:
+            if self.valve_state != ValveState.DISCONNECTED:
+                self.valve_state = ValveState.DISCONNECTED
+                self.enabled_at = self.open_at = None
+                self._metro_event(t, EV_VALVE_CLOSED)
+            return True
+        if self.valve_state != ValveState.DISCONNECTED:
+            self._metro_event(t, EV_VALVE_FAILED)  # enable opening of a valve not closed
+            return False
+        self.valve_state = ValveState.READY
+        self.enabled_at = t
+        self._metro_event(t, EV_READY_COMMAND)
+        self._metro_event(t, EV_OPENING_START)
+        # the customer usually comes within hours; one in five never does
+        self.open_at = t + self.rng.uniform(600, 6 * 3600) if self.rng.random() < 0.8 else None
+        return True
+
+    def _customer_opens(self, t: float) -> None:
+        self.open_at = None
+        if self.valve_state == ValveState.READY:
+            self.valve_state = ValveState.CONNECTED
+            self.enabled_at = None
+            self._metro_event(t, EV_VALVE_OPENED)
+
+    def _opening_expires(self, t: float) -> None:
+        self.valve_state = ValveState.DISCONNECTED
+        self.enabled_at = self.open_at = None
+        self._metro_event(t, EV_OPENING_END)
+
+    def _run_schedule(self, t: float) -> None:
+        script, self.schedule = self.schedule.script, _Schedule()
+        action = {v: k for k, v in VALVE_SCRIPTS.items()}.get(script or 0)
+        if action is not None:
+            self.operate_valve(action, t)
+
+    # --- values ----------------------------------------------------------------------------
+
+    def frame_counter(self) -> int:
+        """0.0.43.1.1.255: the last counter the Management client used (it sends FC + 1)."""
+        return self.sac_counter or 0
+
+    def _date_time(self, t: float) -> OctetString:
+        local = dt.datetime.fromtimestamp(t, ITALY)
+        inverted = self.profile.inverted_deviation
+        return OctetString(
+            CosemDateTime.from_datetime(local, inverted_deviation=inverted).to_bytes()
+        )
+
+    def compact_values(self) -> dict[str, Any]:
+        """Every field any shipped layout names, from the meter's state now."""
+        now = int(self.now())
+        entries = [
+            {
+                "unix_time": u,
+                "daily_diagnostic": d,
+                "converted_volume_index": i,
+                "converted_volume_index_under_alarm": a,
+            }
+            for u, d, i, a in list(self.daily)[-3:][::-1]
+        ]
+        last = (
+            entries[0]
+            if entries
+            else {
+                "unix_time": now,
+                "daily_diagnostic": 0,
+                "converted_volume_index": self.index_litres,
+                "converted_volume_index_under_alarm": self.under_alarm_litres,
+            }
+        )
+        budget = int(self.profile.session_budget)
+        return {
+            "unix_time": now,
+            "pp4_network_status": 0,
+            "valve_output_state": self.valve_open,
+            "valve_control_state": self.valve_state,
+            "metrological_event_counter": self.metro_counter,
+            "event_counter": self.event_counter,
+            "daily_diagnostic": self.daily_diagnostic,
+            "current_diagnostic": self.current_diagnostic,
+            "converted_volume_index": self.index_litres,
+            "converted_volume_index_under_alarm": self.under_alarm_litres,
+            "daily_load_profile": entries,
+            "billing_period_counter": 0,
+            "snapshot_period_data": bytes(50),
+            "management_frame_counter": self.frame_counter(),
+            "management_frame_counter_offline": 0,
+            "guarantor_frame_counter": 0,
+            "installer_frame_counter": 0,
+            "logical_device_name": self.ldn,
+            "spare": b"",
+            "session_max_duration": budget,
+            "inactivity_timeout": 30,
+            "network_attach_timeout": 600,
+            "batteries_in_use": 1,
+            "batteries_present": 1,
+            "primary_battery_residual_pct": min(self.battery, 100),
+            "secondary_battery_residual_pct": 0,
+            "volume_scaler": -3,
+            "volume_unit": UNIT_M3,
+            "temperature_scaler": -2,
+            "temperature_unit": 52,
+            "daily_readings": entries,
+            "interval_data": [],
+            "unidentified_5": bytes(5),
+            "daily_unix_time": last["unix_time"],
+            "daily_converted_volume_index": last["converted_volume_index"],
+            "daily_converted_volume_index_under_alarm": last["converted_volume_index_under_alarm"],
+            "unidentified_32": b"\x01\x00",
+        }
+
+    def compact_buffer(self, template_id: int) -> bytes:
+        layout = self.profile.layouts[template_id]
+        values = self.compact_values()
+        return layout.encode({f.name: values[f.name] for f in layout.fields})
+
+    # --- CosemModel ------------------------------------------------------------------------
+
+    def get(
+        self, client_sap: int, attribute: AttributeDescriptor, access: SelectiveAccess | None
+    ) -> Any:
+        ln, a = attribute.instance, attribute.attribute
+        if client_sap == PUBLIC and ln not in PUBLIC_OBJECTS:
+            return DataAccessResult.READ_WRITE_DENIED
+        if client_sap not in (PUBLIC, MANAGEMENT):
+            return DataAccessResult.READ_WRITE_DENIED
+        self.advance()
+        if a == 1:
+            return OctetString(bytes(ln)) if self._knows(ln) else DataAccessResult.OBJECT_UNDEFINED
+        try:
+            return self._value(ln, a, access)
+        except (DecodeError, ValueError, TypeError, IndexError):
+            return DataAccessResult.OTHER_REASON
+
+    def _knows(self, ln: Obis) -> bool:
+        return self._value(ln, 1, None) is not DataAccessResult.OBJECT_UNDEFINED
+
+    def _value(self, ln: Obis, a: int, access: SelectiveAccess | None) -> Any:
+        if a == 1:
+            known = {
+                LDN,
+                PDR,
+                SERIAL,
+                INDEX,
+                INDEX_ALARM,
+                CURRENT_DIAG,
+                DAILY_DIAG,
+                BATTERY,
+                VALVE,
+                SCRIPTS,
+                SCHEDULE,
+                CLOCK,
+                UNIX,
+                FC_MGMT,
+                FC_MGMT_OFFLINE,
+                METRO_COUNTER,
+                EVENT_COUNTER,
+                DAILY_PROFILE,
+                EVENT_LOG,
+                METRO_LOG,
+                TIMEOUTS,
+            }
+            compact = ln.a == 0 and ln.b == 0 and ln.c == 66 and ln.d == 0 and ln.f == 255
+            return (
+                NO_VALUE
+                if ln in known or (compact and ln.e in self.profile.layouts)
+                else (DataAccessResult.OBJECT_UNDEFINED)
+            )
+        now = self.now()
+        simple: dict[Obis, Callable[[], Any]] = {
+            LDN: lambda: OctetString(self.ldn.encode("ascii")),
+            PDR: lambda: VisibleString(self.pdr),
+            SERIAL: lambda: OctetString(self.system_title[2:][::-1]),
+            UNIX: lambda: DoubleLongUnsigned(int(now)),
+            FC_MGMT: lambda: DoubleLongUnsigned(self.frame_counter()),
+            FC_MGMT_OFFLINE: lambda: DoubleLongUnsigned(0),
+            METRO_COUNTER: lambda: LongUnsigned(self.metro_counter),
+            EVENT_COUNTER: lambda: LongUnsigned(self.event_counter),
+            DAILY_DIAG: lambda: LongUnsigned(self.daily_diagnostic),
+            TIMEOUTS: lambda: Structure(
+                (
+                    DoubleLongUnsigned(int(self.profile.session_budget)),
+                    DoubleLongUnsigned(30),
+                    DoubleLongUnsigned(600),
+                )
+            ),
+        }
+        if ln in simple and a == 2:
+            return simple[ln]()
+        registers = {
+            INDEX: (DoubleLongUnsigned(self.index_litres), -3, UNIT_M3),
+            INDEX_ALARM: (DoubleLongUnsigned(self.under_alarm_litres), -3, UNIT_M3),
+            CURRENT_DIAG: (LongUnsigned(self.current_diagnostic), 0, 255),
+            BATTERY: (LongUnsigned(self.battery), 0, self.profile.battery_unit),
+        }
+        if ln in registers and a in (2, 3):
+            value, scaler, unit = registers[ln]
+            return value if a == 2 else Structure((Integer(scaler), Enum(unit)))
+        if ln == VALVE:
+            return {
+                2: lambda: bool(self.valve_open),
+                3: lambda: Enum(self.valve_state),
+                4: lambda: Enum(1),  # control_mode 1: remote disconnect, local reconnect
+            }.get(a, lambda: DataAccessResult.OBJECT_UNAVAILABLE)()
+        if ln == CLOCK:
+            return {
+                2: lambda: self._date_time(now),
+                3: lambda: Long(-60 if self.profile.inverted_deviation else 60),
+            }.get(a, lambda: DataAccessResult.OBJECT_UNAVAILABLE)()
+        if ln == SCHEDULE and a == 2:
+            script = self.schedule.script or 0
+            return Structure((OctetString(bytes(SCRIPTS)), LongUnsigned(script)))
+        if ln == SCRIPTS and a == 2:
+            return Array(Structure((LongUnsigned(n), Array())) for n in VALVE_SCRIPTS.values())
+        if ln in (DAILY_PROFILE, EVENT_LOG, METRO_LOG):
+            return self._profile(ln, a, access)
+        if ln.c == 66 and ln.e in self.profile.layouts:
+            if a == 2:
+                return OctetString(self.compact_buffer(ln.e))
+            if a == 4:
+                return Unsigned(ln.e)
+        if self._value(ln, 1, None) is NO_VALUE:
+            return DataAccessResult.OBJECT_UNAVAILABLE
+        return DataAccessResult.OBJECT_UNDEFINED
+
+    def _profile(self, ln: Obis, a: int, access: SelectiveAccess | None) -> Any:
+        if ln == DAILY_PROFILE:
+            rows = [
+                Structure(
+                    (
+                        DoubleLongUnsigned(u),
+                        LongUnsigned(d),
+                        DoubleLongUnsigned(i),
+                        DoubleLongUnsigned(al),
+                    )
+                )
+                for u, d, i, al in self.daily
+            ]
+            columns, period = DAILY_COLUMNS, DAY
+        elif ln == EVENT_LOG:
+            rows = [
+                Structure(
+                    (DoubleLongUnsigned(u), LongUnsigned(n), LongUnsigned(c), LongUnsigned(d))
+                )
+                for u, n, c, d in self.events
+            ]
+            columns, period = EVENT_COLUMNS, 0
+        else:
+            rows = [
+                Structure(
+                    (
+                        DoubleLongUnsigned(u),
+                        LongUnsigned(c),
+                        LongUnsigned(n),
+                        DoubleLongUnsigned(i),
+                        LongUnsigned(d),
+                    )
+                )
+                for u, c, n, i, d in self.metro_events
+            ]
+            columns, period = METRO_COLUMNS, 0
+        if a == 2:
+            return Array(self._select(rows, access))
+        return {
+            3: lambda: columns,
+            4: lambda: DoubleLongUnsigned(period),
+            5: lambda: Enum(1),  # fifo
+            7: lambda: DoubleLongUnsigned(len(rows)),
+            8: lambda: DoubleLongUnsigned(LOG_SIZE if period == 0 else PROFILE_DAYS),
+        }.get(a, lambda: DataAccessResult.OBJECT_UNAVAILABLE)()
+
+    def _select(self, rows: list[Structure], access: SelectiveAccess | None) -> list[Structure]:
+        """Selective access: by range on the clock (12-byte date-times) or the UNIX time,
+        or by entry (spec section 1.5)."""
+        if access is None:
+            return rows
+        p = access.parameters
+        if access.selector == 1:
+            restricting, start, end = p[0], p[1], p[2]
+            ln = Obis(bytes(restricting[1]))
+            if ln == CLOCK:
+                inverted = self.profile.inverted_deviation
+                low = CosemDateTime.from_bytes(bytes(start)).to_datetime(
+                    inverted_deviation=inverted
+                )
+                high = CosemDateTime.from_bytes(bytes(end)).to_datetime(inverted_deviation=inverted)
+                lo_t, hi_t = low.timestamp(), high.timestamp()
+            elif ln == UNIX:
+                lo_t, hi_t = int(start), int(end)
+            else:
+                raise ValueError("range restricted on an object that is not a time")
+            return [r for r in rows if lo_t <= int(r[0]) <= hi_t]
+        if access.selector == 2:
+            first, last = int(p[0]), int(p[1]) or len(rows)
+            col_first, col_last = int(p[2]), int(p[3])
+            chosen = rows[first - 1 : last]
+            if col_first > 1 or col_last:
+                chosen = [Structure(r[col_first - 1 : col_last or None]) for r in chosen]
+            return chosen
+        raise ValueError(f"access selector {access.selector}")
+
+    def set(self, client_sap: int, attribute: AttributeDescriptor, value: Any) -> DataAccessResult:
+        if client_sap != MANAGEMENT:
+            return DataAccessResult.READ_WRITE_DENIED
+        self.advance()
+        ln, a = attribute.instance, attribute.attribute
+        try:
+            if ln == PDR and a == 2:
+                text = value.decode("ascii") if isinstance(value, bytes) else str(value)
+                if len(text) > 14:
+                    return DataAccessResult.TYPE_UNMATCHED
+                self.pdr = text
+                self._event(self.now(), EV_PDR_CHANGED)
+                return DataAccessResult.SUCCESS
+            if ln == CLOCK and a == 2:
+                inverted = self.profile.inverted_deviation
+                wanted = CosemDateTime.from_bytes(bytes(value)).to_datetime(
+                    inverted_deviation=inverted
+                )
+                if wanted.tzinfo is None:
+                    return DataAccessResult.TYPE_UNMATCHED
+                self.clock_offset = wanted.timestamp() - self.clock()
+                self.last_update = min(self.last_update, self.now())
+                self._event(self.now(), EV_CLOCK_SYNCED)
+                return DataAccessResult.SUCCESS
+            if ln == SCHEDULE and self.profile.valve_method is ValveMethod.SCHEDULED_SCRIPT:
+                return self._set_schedule(a, value)
+        except (DecodeError, ValueError, TypeError, IndexError, AttributeError):
+            return DataAccessResult.TYPE_UNMATCHED
+        if self._value(ln, 1, None) is NO_VALUE:
+            return DataAccessResult.READ_WRITE_DENIED
+        return DataAccessResult.OBJECT_UNDEFINED
+
+    def _set_schedule(self, a: int, value: Any) -> DataAccessResult:
+        if a == 2:
+            table, script = Obis(bytes(value[0])), int(value[1])
+            if table != SCRIPTS or script not in VALVE_SCRIPTS.values():
+                return DataAccessResult.OTHER_REASON
+            self.schedule.script = script
+            return DataAccessResult.SUCCESS
+        if a == 4:
+            [when] = value
+            time_raw, date_raw = bytes(when[0]), bytes(when[1])
+            if self.schedule.script is None:
+                return DataAccessResult.OTHER_REASON  # nothing to run
+            now = self.now()
+            if time_raw == b"\xff" * 4 and date_raw == b"\xff" * 5:
+                self.schedule.at = now
+            else:
+                t, d = CosemTime.from_bytes(time_raw), CosemDate.from_bytes(date_raw)
+                local = dt.datetime.combine(d.to_date(), t.to_time(), ITALY)
+                self.schedule.at = max(local.timestamp(), now)
+            if self.schedule.at <= now:
+                self._run_schedule(now)
+            return DataAccessResult.SUCCESS
+        return DataAccessResult.READ_WRITE_DENIED
+
+    def action(
+        self, client_sap: int, method: MethodDescriptor, parameters: Any
+    ) -> tuple[ActionResult, Any]:
+        if client_sap != MANAGEMENT:
+            return ActionResult.READ_WRITE_DENIED, NO_VALUE
+        self.advance()
+        if method.instance != VALVE or method.class_id != 70:
+            return ActionResult.OBJECT_UNDEFINED, NO_VALUE
+        if self.profile.valve_method is not ValveMethod.DISCONNECT_CONTROL:
+            return ActionResult.OBJECT_UNAVAILABLE, NO_VALUE  # this model uses the scripts
+        action = {v: k for k, v in VALVE_METHODS.items()}.get(method.method)
+        if action is None:
+            return ActionResult.OBJECT_UNDEFINED, NO_VALUE
+        if not self.operate_valve(action):
+            return ActionResult.TEMPORARY_FAILURE, NO_VALUE
+        return ActionResult.SUCCESS, NO_VALUE
