@@ -132,6 +132,8 @@ class MeterProtocol(Protocol):
 class MeterServerFactory(Factory):
     """Listen mode: the SAC connects to the meter (one port per meter, as one IP each)."""
 
+    noisy = False
+
     def __init__(self, meter: SimulatedMeter, reactor: Any = None) -> None:
         self.meter = meter
         self.reactor = reactor

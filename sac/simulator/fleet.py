@@ -1,0 +1,200 @@
+"""Many simulated meters in one process: distinct LDNs, system titles and keys.
+
+Keys are derived from the fleet's seed (HMAC-SHA256 of the LDN), so a fleet started again
+with the same seed has the same keys; :meth:`Fleet.keys_csv` writes them in the format the
+SAC imports (``ldn,client,ek,ak``), :meth:`Fleet.meters_csv` the meters themselves.
+
+Time: :class:`SimClock` runs ``speed`` times faster than the reactor's clock.  Invocation
+counters start at the seconds elapsed since 2024-01-01 (real time), so that a fleet restarted
+later never sends a counter it has sent before, as a real meter keeps its counter in
+non-volatile memory -- unless a meter pushed more than once a second on average.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import hmac
+import io
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.defer import Deferred, DeferredSemaphore
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint, connectProtocol
+from twisted.logger import Logger
+
+from sac.profiles import IMeterProfile, uni_ts_system_title
+from sac.simulator.meter import SimulatedMeter
+from sac.simulator.session import MeterProtocol, MeterServerFactory
+
+__all__ = ["Fleet", "SimClock"]
+
+_COUNTER_EPOCH = 1_704_067_200  # 2024-01-01T00:00:00Z
+
+
+class SimClock:
+    """UNIX seconds of the simulated world: ``speed`` times the reactor's pace from ``start``."""
+
+    def __init__(self, reactor: Any, speed: float = 1.0, start: float | None = None) -> None:
+        if speed <= 0:
+            raise ValueError("the speed of time must be positive")
+        self.reactor = reactor
+        self.speed = speed
+        self._real0 = reactor.seconds()
+        self._sim0 = time.time() if start is None else start
+
+    def __call__(self) -> float:
+        return self._sim0 + (self.reactor.seconds() - self._real0) * self.speed
+
+    def real_delay(self, simulated_seconds: float) -> float:
+        return simulated_seconds / self.speed
+
+
+class Fleet:
+    log = Logger()
+
+    def __init__(
+        self,
+        count: int,
+        profile: IMeterProfile,
+        *,
+        manufacturer: str = "SIM",
+        first_serial: int = 1,
+        seed: int = 0,
+        clock: Callable[[], float],
+        reactor: Any,
+        sac_system_title: bytes = b"SACSACSA",
+    ) -> None:
+        if not 1 <= count <= 1_000_000:
+            raise ValueError("a fleet has 1 to 1,000,000 meters")
+        self.profile = profile
+        self.reactor = reactor
+        self.clock = clock
+        self.rng = random.Random(seed)
+        self._secret = hashlib.sha256(f"sac-simulator:{seed}".encode()).digest()
+        start_counter = max(1, int(time.time()) - _COUNTER_EPOCH)
+        self.meters: list[SimulatedMeter] = []
+        for serial in range(first_serial, first_serial + count):
+            ldn = f"{manufacturer}{serial:013d}"
+            self.meters.append(
+                SimulatedMeter(
+                    ldn=ldn,
+                    system_title=uni_ts_system_title(manufacturer, serial),
+                    key=self.key_of(ldn),
+                    profile=profile,
+                    clock=clock,
+                    rng=self.rng,
+                    pdr=f"{serial:014d}",
+                    serial=serial,
+                    litres_per_day=self.rng.uniform(800, 6000),
+                    index_litres=self.rng.randrange(0, 40_000_000),
+                    invocation_counter=start_counter,
+                    sac_system_title=sac_system_title,
+                )
+            )
+        self.pushes = 0  # sessions that reached the SAC
+        self.failures = 0  # pushes that could not connect
+        self._calls: dict[str, Any] = {}  # LDN: its next push
+        self._ports: list[Any] = []
+
+    def key_of(self, ldn: str) -> bytes:
+        return hmac.new(self._secret, ldn.encode("ascii"), hashlib.sha256).digest()[:16]
+
+    # --- what the SAC imports ----------------------------------------------------------------
+
+    def keys_csv(self) -> str:
+        """The Management client's key of every meter (AK = EK: the ak column is empty)."""
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(("ldn", "client", "ek", "ak"))
+        for m in self.meters:
+            writer.writerow((m.ldn, 1, m.key.hex().upper(), ""))
+        return out.getvalue()
+
+    def meters_csv(self, listen_base: int | None = None, host: str = "127.0.0.1") -> str:
+        """The meters: LDN, PDR, system title, profile, and their address in listen mode."""
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(("ldn", "pdr", "system_title", "profile", "address"))
+        for i, m in enumerate(self.meters):
+            address = f"{host}:{listen_base + i}" if listen_base is not None else ""
+            writer.writerow((m.ldn, m.pdr, m.system_title.hex(), self.profile.name, address))
+        return out.getvalue()
+
+    # --- push mode ---------------------------------------------------------------------------
+
+    def start_pushing(
+        self, host: str, port: int, interval: float, *, max_sessions: int = 200
+    ) -> None:
+        """Each meter calls the SAC every ``interval`` simulated seconds (10 % jitter), the
+        first time at a random moment of the first interval."""
+        self._limit = DeferredSemaphore(max_sessions)
+        self._endpoint = TCP4ClientEndpoint(self.reactor, host, port, timeout=10)
+        self._interval = interval
+        for m in self.meters:
+            self._schedule(m, self.rng.uniform(0, interval))
+
+    def _schedule(self, m: SimulatedMeter, simulated_delay: float) -> None:
+        delay = (
+            self.clock.real_delay(simulated_delay)
+            if isinstance(self.clock, SimClock)
+            else simulated_delay
+        )
+        self._calls[m.ldn] = self.reactor.callLater(delay, self._push, m)
+
+    def _template(self, m: SimulatedMeter) -> int:
+        templates = self.profile.push_templates
+        if len(templates) > 1 and m.last_day % 3 == 0:
+            return templates[1]  # the daily data every third day (spec section 5, OGM)
+        return templates[0]
+
+    def _push(self, m: SimulatedMeter) -> Deferred[None]:
+        def session() -> Deferred[None]:
+            protocol = MeterProtocol(m, push_template=self._template(m), reactor=self.reactor)
+            ended: Deferred[None] = Deferred()
+            lost = protocol.connectionLost
+
+            def on_lost(reason: Any = None) -> None:
+                lost(reason)
+                ended.callback(None)
+
+            protocol.connectionLost = on_lost  # type: ignore[method-assign]
+
+            def failed(failure: Any) -> None:
+                self.failures += 1
+                self.log.warn("meter {ldn}: cannot reach the SAC: {f}", ldn=m.ldn, f=failure.value)
+
+            connecting = connectProtocol(self._endpoint, protocol)
+            connecting.addCallback(lambda _: setattr(self, "pushes", self.pushes + 1))
+            connecting.addCallback(lambda _: ended)
+            connecting.addErrback(failed)
+            return connecting
+
+        done = self._limit.run(session)
+        jitter = self.rng.uniform(0.9, 1.1)
+        done.addBoth(lambda _: self._schedule(m, self._interval * jitter))
+        return done
+
+    # --- listen mode -------------------------------------------------------------------------
+
+    async def listen(self, base_port: int, interface: str = "127.0.0.1") -> list[int]:
+        """Meter i listens on ``base_port + i`` (0: any free port each); the ports."""
+        ports = []
+        for i, m in enumerate(self.meters):
+            number = base_port + i if base_port else 0
+            endpoint = TCP4ServerEndpoint(self.reactor, number, interface=interface)
+            listening = await endpoint.listen(MeterServerFactory(m, self.reactor))
+            self._ports.append(listening)
+            ports.append(listening.getHost().port)
+        return ports
+
+    async def stop(self) -> None:
+        for call in self._calls.values():
+            if call.active():
+                call.cancel()
+        self._calls.clear()
+        for listening in self._ports:
+            await listening.stopListening()
+        self._ports.clear()
