@@ -32,6 +32,7 @@ fuzz: $(BIN)/.sac-installed
 bench: $(BIN)/.sac-installed
 	$(BIN)/python benchmarks/bench_codec.py
 	$(BIN)/python benchmarks/bench_store.py
+	$(BIN)/python benchmarks/bench_simulator.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
