@@ -28,7 +28,10 @@ from tests.interop.gurux_peer import (
     gx_aarq,
     gx_action_request,
     gx_decode_apdu,
+    gx_decode_data,
     gx_get_request,
+    gx_get_request_by_entry,
+    gx_get_request_next,
     gx_rlrq,
 )
 
@@ -175,3 +178,41 @@ async def test_gurux_decrypts_the_meters_pushes(profile: str, flag: str, templat
             assert frame["primary_battery_residual_pct"] == m.battery == 93
     finally:
         await sac.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_gurux_reads_a_long_daily_profile_in_blocks() -> None:
+    m = meter()
+    day = 86_400
+    base = int(reactor.seconds()) // day * day - 60 * day
+    m.daily.extend((base + i * day, 0, 1000 * i, 0) for i in range(60))
+    port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(MeterServerFactory(m))
+    peer = Peer()
+    try:
+        await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port), peer)
+        ic = 1
+
+        def management() -> dict[str, Any]:
+            nonlocal ic
+            ic += 1
+            return {"client_sap": 1, "wrapped": True, "cipher": Cipher(KEY, SAC_TITLE, ic)}
+
+        first = gx_decode_apdu(
+            await peer.ask(gx_get_request_by_entry("7.0.99.99.3.255", 1, 0, **management())),
+            KEY,
+            m.system_title,
+        )
+        assert first["service"] == "get-response-with-datablock" and first["block_number"] == 1
+        raw, block = bytes.fromhex(first["raw_data"]), first
+        while not block["last_block"]:
+            nxt = gx_get_request_next(block["block_number"], **management())
+            block = gx_decode_apdu(await peer.ask(nxt), KEY, m.system_title)
+            raw += bytes.fromhex(block["raw_data"])
+        assert block["block_number"] >= 3  # 60 entries do not fit in 504-byte PDUs
+        rows = gx_decode_data(raw)["value"]
+        assert len(rows) == 60
+        assert [r["value"][2]["value"] for r in rows] == [1000 * i for i in range(60)]
+    finally:
+        peer.transport.loseConnection()
+        await peer.lost
+        await port.stopListening()
