@@ -21,9 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from twisted.internet.defer import ensureDeferred
-from twisted.internet.task import react
-
+from sac.console import run_command
 from sac.errors import SacError
 from sac.keys import ENV_MASTER_KEY, MasterKey, new_master_key
 from sac.store import Actor, KeyImportError, Role
@@ -105,27 +103,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "new-master-key":
         print(new_master_key())
         return 0
-    status = 0
 
-    async def run(reactor: Any) -> None:
-        nonlocal status
+    async def command(reactor: Any) -> int:
         try:
-            status = await _run(reactor, args)
+            return await _run(reactor, args)
         except KeyImportError as exc:
             for error in exc.errors:
                 print(f"{args.file}: {error}", file=sys.stderr)
             print(f"nothing imported: {len(exc.errors)} bad lines", file=sys.stderr)
-            status = 1
-        except (SacError, ValueError, OSError) as exc:
-            print(f"sac-admin: {exc}", file=sys.stderr)
-            status = 1
+            return 1
 
-    try:
-        react(lambda reactor: ensureDeferred(run(reactor)))
-    except SystemExit as done:
-        if done.code:
-            return int(done.code)
-    return status
+    return run_command("sac-admin", command)
 
 
 if __name__ == "__main__":

@@ -8,8 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from twisted.internet.defer import Deferred, ensureDeferred
-from twisted.internet.task import react
+from twisted.internet.defer import Deferred
 from twisted.logger import (
     FilteringLogObserver,
     LogLevel,
@@ -18,6 +17,7 @@ from twisted.logger import (
     textFileLogObserver,
 )
 
+from sac.console import run_command
 from sac.errors import SacError
 from sac.profiles import GENERIC_PROFILE, discover_profiles
 from sac.simulator.fleet import Fleet, SimClock
@@ -132,22 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         textFileLogObserver(sys.stderr), [LogLevelFilterPredicate(defaultLogLevel=level)]
     )
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
-    status = 0
-
-    async def run(reactor: Any) -> None:
-        nonlocal status
-        try:
-            await _run(reactor, args)
-        except (SacError, ValueError, OSError) as exc:
-            print(f"sac-simulate: {exc}", file=sys.stderr)
-            status = 1
-
-    try:
-        react(lambda reactor: ensureDeferred(run(reactor)))
-    except SystemExit as done:
-        if done.code:
-            return int(done.code)
-    return status
+    return run_command("sac-simulate", lambda reactor: _run(reactor, args))
 
 
 if __name__ == "__main__":
