@@ -4,31 +4,20 @@ and decode what it encodes.  Skipped when gurux-dlms is not installed."""
 from __future__ import annotations
 
 import datetime as dt
-import json
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 pytest.importorskip("gurux_dlms")
 
+from tests.conftest import all_vectors
+
 from . import gurux_peer as gx
 
 pytestmark = pytest.mark.interop
 
 
-def _vectors_path() -> Path:
-    here = Path(__file__).resolve()
-    for base in here.parents:  # repo is <root>/main, the spec is its sibling <root>/shared
-        for cand in (base / "shared/spec/vectors.json", base.parent / "shared/spec/vectors.json"):
-            if cand.is_file():
-                return cand
-    pytest.skip("shared/spec/vectors.json not found")
-
-
-VECTORS: dict[str, dict[str, Any]] = {
-    v["id"]: v for v in json.loads(_vectors_path().read_text())["vectors"]
-}
+VECTORS: dict[str, dict[str, Any]] = all_vectors()  # $SAC_VECTORS or ../shared
 
 
 def vec(vid: str) -> bytes:
