@@ -7,6 +7,7 @@
              transaction a batch for SQLite, ``COPY`` for PostgreSQL (the fastest way in).
     list     one page (50 meters) of the meter list among 100 000 meters, at random places,
              through ``IStore.list_meters``; the peer is the same SQL run by the driver alone.
+    sync     SQLite one-row commits with synchronous=FULL (the store's setting) against NORMAL
     layout   PostgreSQL only, ``--layout``: the readings table with a BRIN index on time
              against one partitioned by month -- COPY rate, the "all meters between t1 and
              t2" query, index size -- the measure behind the schema's choice.
@@ -261,6 +262,29 @@ async def bench_sqlite(reactor: Any, seconds: float, folder: Path) -> None:
     await store.close()
 
 
+def bench_sqlite_sync(seconds: float, folder: Path) -> None:
+    """One-row transactions with WAL and synchronous=FULL (the store's) against NORMAL: the
+    price of surviving a power cut, not only a kill -9."""
+    rates = {}
+    for mode in ("FULL", "NORMAL"):
+        conn = sqlite3.connect(folder / f"sync-{mode}.db", isolation_level=None)
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute(f"PRAGMA synchronous = {mode}")
+        conn.execute("CREATE TABLE t (n INTEGER, s TEXT)")
+        done, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("INSERT INTO t VALUES (?, 'x')", (done,))
+            conn.execute("COMMIT")
+            done += 1
+        rates[mode] = done / (time.perf_counter() - start)
+        conn.close()
+    print(
+        f"  SQLite     commits/s: synchronous=FULL {rates['FULL']:9,.0f}"
+        f"   NORMAL {rates['NORMAL']:9,.0f}   ratio {rates['FULL'] / rates['NORMAL']:.2f}"
+    )
+
+
 async def bench_postgres(reactor: Any, seconds: float) -> None:
     try:
         database = Postgres()
@@ -389,6 +413,7 @@ async def main(reactor: Any, seconds: float, layout: bool) -> None:
     print(f"store benchmark, {seconds:g} s a measure, batches over {METERS} meters")
     with tempfile.TemporaryDirectory() as folder:
         await bench_sqlite(reactor, seconds, Path(folder))
+        bench_sqlite_sync(seconds, Path(folder))
     await bench_postgres(reactor, seconds)
     if layout:
         print(f"readings layout in PostgreSQL, {LAYOUT_ROWS:,} rows (a year, hourly):")
