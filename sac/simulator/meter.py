@@ -106,6 +106,17 @@ EVENT_LOG = _ln("7.0.99.98.0.255")
 METRO_LOG = _ln("7.0.99.98.1.255")
 TIMEOUTS = _ln("0.1.94.39.52.255")
 
+# the objects this meter has, besides the compact data objects of its profile's layouts
+KNOWN_OBJECTS = frozenset(
+    (
+        LDN, PDR, SERIAL, INDEX, INDEX_ALARM, CURRENT_DIAG, DAILY_DIAG, BATTERY, VALVE, SCRIPTS,
+        SCHEDULE, CLOCK, UNIX, FC_MGMT, FC_MGMT_OFFLINE, METRO_COUNTER, EVENT_COUNTER,
+        DAILY_PROFILE, EVENT_LOG, METRO_LOG, TIMEOUTS,
+    )
+)  # fmt: skip
+_SCRIPT_ACTIONS = {script: action for action, script in VALVE_SCRIPTS.items()}
+_METHOD_ACTIONS = {method: action for action, method in VALVE_METHODS.items()}
+
 # what the Public client may read (spec section 1.3 and 5: identification and the counter)
 PUBLIC_OBJECTS = frozenset((LDN, FC_MGMT, FC_MGMT_OFFLINE, SERIAL, UNIX, CLOCK))
 
@@ -370,7 +381,7 @@ class SimulatedMeter:
 
     def _run_schedule(self, t: float) -> None:
         script, self.schedule = self.schedule.script, _Schedule()
-        action = {v: k for k, v in VALVE_SCRIPTS.items()}.get(script or 0)
+        action = _SCRIPT_ACTIONS.get(script or 0)
         if action is not None:
             self.operate_valve(action, t)
 
@@ -474,39 +485,10 @@ class SimulatedMeter:
             return DataAccessResult.OTHER_REASON
 
     def _knows(self, ln: Obis) -> bool:
-        return self._value(ln, 1, None) is not DataAccessResult.OBJECT_UNDEFINED
+        compact = ln.a == 0 and ln.b == 0 and ln.c == 66 and ln.d == 0 and ln.f == 255
+        return ln in KNOWN_OBJECTS or (compact and ln.e in self.profile.layouts)
 
     def _value(self, ln: Obis, a: int, access: SelectiveAccess | None) -> Any:
-        if a == 1:
-            known = {
-                LDN,
-                PDR,
-                SERIAL,
-                INDEX,
-                INDEX_ALARM,
-                CURRENT_DIAG,
-                DAILY_DIAG,
-                BATTERY,
-                VALVE,
-                SCRIPTS,
-                SCHEDULE,
-                CLOCK,
-                UNIX,
-                FC_MGMT,
-                FC_MGMT_OFFLINE,
-                METRO_COUNTER,
-                EVENT_COUNTER,
-                DAILY_PROFILE,
-                EVENT_LOG,
-                METRO_LOG,
-                TIMEOUTS,
-            }
-            compact = ln.a == 0 and ln.b == 0 and ln.c == 66 and ln.d == 0 and ln.f == 255
-            return (
-                NO_VALUE
-                if ln in known or (compact and ln.e in self.profile.layouts)
-                else (DataAccessResult.OBJECT_UNDEFINED)
-            )
         now = self.now()
         simple: dict[Obis, Callable[[], Any]] = {
             LDN: lambda: OctetString(self.ldn.encode("ascii")),
@@ -560,7 +542,7 @@ class SimulatedMeter:
                 return OctetString(self.compact_buffer(ln.e))
             if a == 4:
                 return Unsigned(ln.e)
-        if self._value(ln, 1, None) is NO_VALUE:
+        if self._knows(ln):
             return DataAccessResult.OBJECT_UNAVAILABLE
         return DataAccessResult.OBJECT_UNDEFINED
 
@@ -668,7 +650,7 @@ class SimulatedMeter:
                 return self._set_schedule(a, value)
         except (DecodeError, ValueError, TypeError, IndexError, AttributeError):
             return DataAccessResult.TYPE_UNMATCHED
-        if self._value(ln, 1, None) is NO_VALUE:
+        if self._knows(ln):
             return DataAccessResult.READ_WRITE_DENIED
         return DataAccessResult.OBJECT_UNDEFINED
 
@@ -706,7 +688,7 @@ class SimulatedMeter:
             return ActionResult.OBJECT_UNDEFINED, NO_VALUE
         if self.profile.valve_method is not ValveMethod.DISCONNECT_CONTROL:
             return ActionResult.OBJECT_UNAVAILABLE, NO_VALUE  # this model uses the scripts
-        action = {v: k for k, v in VALVE_METHODS.items()}.get(method.method)
+        action = _METHOD_ACTIONS.get(method.method)
         if action is None:
             return ActionResult.OBJECT_UNDEFINED, NO_VALUE
         if not self.operate_valve(action):
