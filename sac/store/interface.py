@@ -24,6 +24,7 @@ from sac.store.model import (
     AuditEntry,
     Command,
     CommandState,
+    CommandTransition,
     Event,
     Ingest,
     IngestResult,
@@ -56,6 +57,9 @@ class IStore(Interface):
 
     async def meter_by_system_title(title: bytes) -> Meter | None:
         """The meter with this system title (how a push is identified)."""
+
+    async def meters_by_ip(ip: str) -> list[Meter]:
+        """The meters whose allowlist holds ``ip`` (a push with an empty system title)."""
 
     async def set_meter_state(ldn: str, state: MeterState, by: Actor | None = None) -> None:
         """Enable or disable a meter."""
@@ -126,8 +130,9 @@ class IStore(Interface):
         params: Mapping[str, Any],
         by: Actor,
         expires: dt.datetime | None = None,
+        priority: int = 0,
     ) -> Command:
-        """Queue a command for a meter (pending), audited."""
+        """Queue a command for a meter (pending), audited; higher priorities run first."""
 
     async def get_command(command_id: int) -> Command:
         """A command; UnknownCommand if none."""
@@ -137,9 +142,13 @@ class IStore(Interface):
     ) -> list[Command]:
         """Commands, newest first."""
 
-    async def claim_commands(ldn: str) -> list[Command]:
-        """A meter's pending commands, now sent: for the session that has the meter on line.
-        Expired ones are marked so; another process's claims are skipped."""
+    async def claim_commands(ldn: str, by: str | None = None) -> list[Command]:
+        """A meter's pending commands, now sent, highest priority first: for the session
+        that has the meter on line (``by`` names it in the command log).  Expired ones are
+        marked so; another process's claims are skipped."""
+
+    async def command_history(command_id: int) -> list[CommandTransition]:
+        """Every transition of a command with its time, oldest first."""
 
     async def finish_command(command_id: int, ok: bool, result: str | None = None) -> Command:
         """A sent command is done (``ok``) or failed, with the meter's answer."""
@@ -254,6 +263,9 @@ class Store:
     async def meter_by_system_title(self, title: bytes) -> Meter | None:
         return await self._run(tx.meter_by_system_title(title))
 
+    async def meters_by_ip(self, ip: str) -> list[Meter]:
+        return await self._run(tx.meters_by_ip(ip))
+
     async def set_meter_state(self, ldn: str, state: MeterState, by: Actor | None = None) -> None:
         now = self._clock()
         change = tx.set_meter_state(ldn, state, now)
@@ -309,7 +321,7 @@ class Store:
         return (await self.ingest(Ingest(readings=readings))).readings
 
     async def ingest(self, batch: Ingest) -> IngestResult:
-        if not (batch.readings or batch.events or batch.statuses):
+        if not (batch.readings or batch.events or batch.statuses or batch.counters):
             return IngestResult(0, 0)
         if len(self._meter_ids) > _METER_ID_CACHE:
             self._meter_ids.clear()
@@ -347,9 +359,10 @@ class Store:
         params: Mapping[str, Any],
         by: Actor,
         expires: dt.datetime | None = None,
+        priority: int = 0,
     ) -> Command:
         now = self._clock()
-        change = ops.queue_command(ldn, kind, params, by.name, expires, now)
+        change = ops.queue_command(ldn, kind, params, by.name, expires, now, priority)
         return await self._run(ops.audited(change, by, f"queue {kind}", ldn, now))
 
     async def get_command(self, command_id: int) -> Command:
@@ -363,8 +376,11 @@ class Store:
     ) -> list[Command]:
         return await self._run(ops.commands(ldn, states, limit))
 
-    async def claim_commands(self, ldn: str) -> list[Command]:
-        return await self._run(ops.claim_commands(ldn, self._clock()))
+    async def claim_commands(self, ldn: str, by: str | None = None) -> list[Command]:
+        return await self._run(ops.claim_commands(ldn, self._clock(), by))
+
+    async def command_history(self, command_id: int) -> list[CommandTransition]:
+        return await self._run(ops.command_history(command_id))
 
     async def finish_command(self, command_id: int, ok: bool, result: str | None = None) -> Command:
         to = CommandState.DONE if ok else CommandState.FAILED
@@ -383,7 +399,8 @@ class Store:
         return await self._run(ops.expire_commands(self._clock()))
 
     async def requeue_stale_commands(self, older_than: dt.timedelta) -> int:
-        return await self._run(ops.requeue_stale_commands(self._clock() - older_than))
+        now = self._clock()
+        return await self._run(ops.requeue_stale_commands(now - older_than, now))
 
     # --- users and the audit trail
 

@@ -16,6 +16,7 @@ __all__ = [
     "AuditEntry",
     "Command",
     "CommandState",
+    "CommandTransition",
     "Event",
     "Ingest",
     "IngestResult",
@@ -25,6 +26,7 @@ __all__ = [
     "MeterState",
     "MeterStatus",
     "NewMeter",
+    "PeerCounter",
     "Reading",
     "Role",
     "User",
@@ -169,12 +171,27 @@ class MeterStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class PeerCounter:
+    """The invocation counter of a meter's ciphered APDU whose content an ingest stores."""
+
+    ldn: str
+    client_sap: int
+    counter: int
+
+
+@dataclass(frozen=True, slots=True)
 class Ingest:
-    """What one session (or a batch of them) brings: stored in one transaction."""
+    """What one session (or a batch of them) brings: stored in one transaction.
+
+    ``counters`` are accepted in the same transaction: if one is not newer than the meter's
+    last, nothing is stored (ReplayError), so a frame's content and its counter are stored
+    together or not at all, and a frame replayed from the spool is never stored twice.
+    """
 
     readings: Sequence[Reading] = ()
     events: Sequence[Event] = ()
     statuses: Sequence[MeterStatus] = ()
+    counters: Sequence[PeerCounter] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,6 +227,16 @@ class Command:
     finished: dt.datetime | None
     attempts: int
     result: str | None
+    priority: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class CommandTransition:
+    """One move of a command, with its time."""
+
+    at: dt.datetime
+    state: CommandState
+    detail: str | None
 
 
 class Role(StrEnum):

@@ -12,7 +12,15 @@ from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from sac.errors import StorageError
-from sac.store.model import Actor, AuditEntry, Command, CommandState, Role, User
+from sac.store.model import (
+    Actor,
+    AuditEntry,
+    Command,
+    CommandState,
+    CommandTransition,
+    Role,
+    User,
+)
 from sac.store.transactions import Conflict, Exec, Query, Transaction, _meter_id, when
 
 __all__ = ["CommandStateError", "UnknownCommand", "UnknownUser"]
@@ -78,7 +86,7 @@ def audit_log(limit: int, before: int | None) -> Transaction:
 
 _COMMAND_COLUMNS = (
     "c.id, m.ldn, c.kind, c.params, c.state, c.requested_by, c.created, c.expires, c.sent,"
-    " c.finished, c.attempts, c.result"
+    " c.finished, c.attempts, c.result, c.priority"
 )
 _FROM_COMMANDS = "FROM commands c JOIN meters m ON m.id = c.meter_id"
 
@@ -97,7 +105,28 @@ def _command(row: Sequence[Any]) -> Command:
         finished=when(row[9]),
         attempts=row[10],
         result=row[11],
+        priority=row[12],
     )
+
+
+def _log(ids: Sequence[int], state: CommandState, now: dt.datetime, detail: str | None):
+    """The transition of commands ``ids`` to ``state``, in the command log."""
+    for i in range(0, len(ids), 500):
+        part = ids[i : i + 500]
+        yield Exec(
+            "INSERT INTO command_log (command_id, at, state, detail)"
+            f" SELECT id, ?, ?, ? FROM commands WHERE id IN ({', '.join('?' * len(part))})",
+            [now, state.value, detail, *part],
+        )
+
+
+def command_history(command_id: int) -> Transaction:
+    """Every transition of a command, oldest first."""
+    rows = yield Query(
+        "SELECT at, state, detail FROM command_log WHERE command_id = ? ORDER BY id",
+        (command_id,),
+    )
+    return [CommandTransition(when(at), CommandState(state), detail) for at, state, detail in rows]  # type: ignore[arg-type]
 
 
 def queue_command(
@@ -107,16 +136,18 @@ def queue_command(
     requested_by: str,
     expires: dt.datetime | None,
     now: dt.datetime,
+    priority: int = 0,
 ) -> Transaction:
-    """A new pending command for a meter."""
+    """A new pending command for a meter; a higher ``priority`` runs first."""
     if expires is not None and expires <= now:
         raise ValueError("a command's deadline must be in the future")
     meter_id = yield from _meter_id(ldn)
     rows = yield Query(
-        "INSERT INTO commands (meter_id, kind, params, requested_by, created, expires)"
-        " VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
-        (meter_id, kind, json.dumps(params, sort_keys=True), requested_by, now, expires),
+        "INSERT INTO commands (meter_id, kind, params, requested_by, created, expires, priority)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        (meter_id, kind, json.dumps(params, sort_keys=True), requested_by, now, expires, priority),
     )
+    yield from _log([rows[0][0]], CommandState.PENDING, now, f"queued by {requested_by}")
     return (yield from get_command(rows[0][0]))
 
 
@@ -145,13 +176,15 @@ def commands(ldn: str | None, states: Collection[CommandState] | None, limit: in
     return [_command(row) for row in rows]
 
 
-def claim_commands(ldn: str, now: dt.datetime) -> Transaction:
-    """The meter's pending commands, oldest first, now ``sent`` (claimed by this session);
+def claim_commands(ldn: str, now: dt.datetime, by: str | None = None) -> Transaction:
+    """The meter's pending commands, highest priority then oldest first, now ``sent``
+    (claimed by this session, ``by``: which process);
     those past their deadline become ``expired`` instead.  Rows another process is claiming
     are skipped, so two processes never run one command."""
     meter_id = yield from _meter_id(ldn)
     rows = yield Query(
-        "SELECT id, expires FROM commands WHERE meter_id = ? AND state = 'pending' ORDER BY id",
+        "SELECT id, expires FROM commands WHERE meter_id = ? AND state = 'pending'"
+        " ORDER BY priority DESC, id",
         (meter_id,),
         lock=True,
     )
@@ -159,6 +192,7 @@ def claim_commands(ldn: str, now: dt.datetime) -> Transaction:
     due = [i for i, expires in rows if i not in late]
     if late:
         yield from _move(late, CommandState.EXPIRED, now, "finished")
+        yield from _log(late, CommandState.EXPIRED, now, "past its deadline")
     if not due:
         return []
     yield Exec(
@@ -166,9 +200,10 @@ def claim_commands(ldn: str, now: dt.datetime) -> Transaction:
         f" WHERE id IN ({', '.join('?' * len(due))})",
         [now, *due],
     )
+    yield from _log(due, CommandState.SENT, now, f"claimed by {by}" if by else None)
     claimed = yield Query(
         f"SELECT {_COMMAND_COLUMNS} {_FROM_COMMANDS} WHERE c.id IN ({', '.join('?' * len(due))})"
-        " ORDER BY c.id",
+        " ORDER BY c.priority DESC, c.id",
         due,
     )
     return [_command(row) for row in claimed]
@@ -209,11 +244,18 @@ def move_command(
     command = yield from get_command(command_id)
     if not count:
         raise CommandStateError(f"command {command_id} is {command.state.value}: not {to.value}")
+    yield from _log([command_id], to, now, result)
     return command
 
 
 def expire_commands(now: dt.datetime) -> Transaction:
     """Pending commands past their deadline become expired; how many."""
+    yield Exec(
+        "INSERT INTO command_log (command_id, at, state, detail) SELECT id, ?, 'expired',"
+        " 'past its deadline' FROM commands"
+        " WHERE state = 'pending' AND expires IS NOT NULL AND expires <= ?",
+        (now, now),
+    )
     count = yield Exec(
         "UPDATE commands SET state = 'expired', finished = ?"
         " WHERE state = 'pending' AND expires IS NOT NULL AND expires <= ?",
@@ -222,9 +264,15 @@ def expire_commands(now: dt.datetime) -> Transaction:
     return count
 
 
-def requeue_stale_commands(sent_before: dt.datetime) -> Transaction:
+def requeue_stale_commands(sent_before: dt.datetime, now: dt.datetime) -> Transaction:
     """Commands claimed before ``sent_before`` and never finished (their process died) go
     back to pending; how many."""
+    yield Exec(
+        "INSERT INTO command_log (command_id, at, state, detail) SELECT id, ?, 'pending',"
+        " 'requeued: its session ended without an answer' FROM commands"
+        " WHERE state = 'sent' AND sent < ?",
+        (now, sent_before),
+    )
     count = yield Exec(
         "UPDATE commands SET state = 'pending', sent = NULL WHERE state = 'sent' AND sent < ?",
         (sent_before,),

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sac.dlms import Obis
-from sac.errors import ConfigurationError, StorageError
+from sac.errors import ConfigurationError, ReplayError, StorageError
 from sac.keys import MasterKey, key_place, wrapped_by
 from sac.store.keycsv import KeyRow, RowError
 from sac.store.model import (
@@ -227,6 +227,18 @@ def meter_by_system_title(title: bytes) -> Transaction:
     return _meter(rows[0]) if rows else None
 
 
+def meters_by_ip(ip: str) -> Transaction:
+    """The meters whose allowlist holds the address ``ip`` (how a push with an empty system
+    title is identified)."""
+    if not ip or "," in ip or "%" in ip or "_" in ip:
+        return []
+    rows = yield Query(
+        f"SELECT {_METER_COLUMNS} FROM meters WHERE ',' || allowed_ips || ',' LIKE ?",
+        (f"%,{ip},%",),
+    )
+    return [_meter(row) for row in rows]
+
+
 def set_meter_state(ldn: str, state: MeterState, now: dt.datetime) -> Transaction:
     count = yield Exec(
         "UPDATE meters SET state = ?, updated = ? WHERE ldn = ?", (state.value, now, ldn)
@@ -349,6 +361,10 @@ def accept_peer_counter(ldn: str, client_sap: int, counter: int) -> Transaction:
     """Record the meter's counter if it is newer than the last one: True, else False
     (a replay).  The check and the write are one statement."""
     meter_id = yield from _meter_id(ldn)
+    return (yield from _accept_counter(meter_id, client_sap, counter))
+
+
+def _accept_counter(meter_id: int, client_sap: int, counter: int) -> Transaction:
     rows = yield Query(
         "INSERT INTO invocation_counters (meter_id, client_sap, theirs) VALUES (?, ?, ?)"
         " ON CONFLICT (meter_id, client_sap) DO UPDATE SET theirs = excluded.theirs"
@@ -401,7 +417,7 @@ def ingest(batch: Ingest, ids: dict[str, int]) -> Transaction:
     ``ids`` is the caller's {LDN: meter id} cache (an LDN never changes meter): only the
     LDNs missing from it are looked up, and it learns them."""
     ldns = {r.ldn for r in batch.readings} | {e.ldn for e in batch.events}
-    ldns |= {s.ldn for s in batch.statuses}
+    ldns |= {s.ldn for s in batch.statuses} | {c.ldn for c in batch.counters}
     unknown = ldns - ids.keys()
     if unknown:
         found = yield from _meter_ids(unknown)
@@ -409,6 +425,10 @@ def ingest(batch: Ingest, ids: dict[str, int]) -> Transaction:
         if missing:
             raise UnknownMeter(missing[0])
         ids.update(found)
+    for c in batch.counters:
+        if not (yield from _accept_counter(ids[c.ldn], c.client_sap, c.counter)):
+            last = yield from invocation_counters(c.ldn, c.client_sap)
+            raise ReplayError(c.counter, last[1] if last[1] is not None else -1)
     readings = yield InsertRows(
         "readings",
         _READING_COLUMNS,

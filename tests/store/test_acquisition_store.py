@@ -1,0 +1,88 @@
+"""What acquisition needs of the store, on every backend: a frame's content stored with its
+invocation counter or not at all, command priorities and history, meters found by address."""
+
+from __future__ import annotations
+
+import pytest
+import pytest_twisted
+
+from sac.errors import ReplayError
+from sac.store import CommandState, Ingest, MeterStatus, NewMeter, PeerCounter
+from tests.store.conftest import Backend
+from tests.store.test_operations import ALICE, FAST, T0, Clock, at, index, ldn
+
+
+async def _opened(backend: Backend, meters: int, **kw: object):
+    store = backend.make(password_params=FAST, **kw)
+    await store.open()
+    for i in range(meters):
+        await store.add_meter(
+            NewMeter(ldn(i), allowed_ips=("192.0.2.1", f"198.51.100.{i}") if i < 2 else ())
+        )
+    return store
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_ingest_with_a_stale_counter_stores_nothing(backend: Backend) -> None:
+    store = await _opened(backend, 1)
+    first = Ingest(
+        readings=[index(ldn(0), 10, at(10))],
+        statuses=[MeterStatus(ldn(0), connected=T0)],
+        counters=[PeerCounter(ldn(0), 1, 500)],
+    )
+    assert (await store.ingest(first)).readings == 1
+    replay = Ingest(
+        readings=[index(ldn(0), 11, at(11))],
+        statuses=[MeterStatus(ldn(0), connected=T0, index=index(ldn(0), 11, at(11)))],
+        counters=[PeerCounter(ldn(0), 1, 500)],
+    )
+    with pytest.raises(ReplayError, match="500 is not newer than 500"):
+        await store.ingest(replay)
+    assert await store.count_readings() == 1
+    meter = await store.get_meter(ldn(0))
+    assert meter is not None and meter.index_value is None  # the status was rolled back too
+    assert await store.invocation_counters(ldn(0), 1) == (0, 500)
+    newer = Ingest(readings=[index(ldn(0), 11, at(11))], counters=[PeerCounter(ldn(0), 1, 501)])
+    assert (await store.ingest(newer)).readings == 1
+    await store.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_commands_run_by_priority_and_keep_every_transition(backend: Backend) -> None:
+    clock = Clock()
+    store = await _opened(backend, 1, clock=clock)
+    read = await store.queue_command(ldn(0), "read", {}, ALICE)
+    close = await store.queue_command(ldn(0), "valve-close", {}, ALICE, priority=10)
+    later = await store.queue_command(ldn(0), "read", {}, ALICE)
+    clock.advance(minutes=1)
+    claimed = await store.claim_commands(ldn(0), by="sac-1")
+    assert [c.id for c in claimed] == [close.id, read.id, later.id]
+    assert claimed[0].priority == 10
+    clock.advance(seconds=3)
+    await store.retry_command(close.id, "connection lost")
+    clock.advance(minutes=1)
+    await store.claim_commands(ldn(0), by="sac-2")
+    clock.advance(seconds=2)
+    await store.finish_command(close.id, True, "control_state=0")
+    history = await store.command_history(close.id)
+    assert [(h.state, h.detail) for h in history] == [
+        (CommandState.PENDING, "queued by alice"),
+        (CommandState.SENT, "claimed by sac-1"),
+        (CommandState.PENDING, "connection lost"),
+        (CommandState.SENT, "claimed by sac-2"),
+        (CommandState.DONE, "control_state=0"),
+    ]
+    assert [h.at for h in history] == sorted(h.at for h in history)
+    assert history[-1].at == clock.now
+    await store.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_meters_are_found_by_an_exact_allowed_address(backend: Backend) -> None:
+    store = await _opened(backend, 3)
+    assert [m.ldn for m in await store.meters_by_ip("198.51.100.1")] == [ldn(1)]
+    assert sorted(m.ldn for m in await store.meters_by_ip("192.0.2.1")) == [ldn(0), ldn(1)]
+    assert await store.meters_by_ip("198.51.100.") == []  # no prefix match
+    assert await store.meters_by_ip("98.51.100.1") == []  # no suffix match
+    assert await store.meters_by_ip("%") == []
+    await store.close()
