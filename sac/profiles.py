@@ -153,6 +153,9 @@ class IMeterProfile(Interface):
     ak_equals_ek = Attribute("its AK is its EK (Italian practice): one key to import")
     inverted_deviation = Attribute("its clock deviation has the Italian (inverted) sign")
     battery_unit = Attribute("DLMS unit of its battery autonomy: 4 days, 56 percent")
+    volume_scaler_unit = Attribute(
+        "(scaler, DLMS unit) of the volumes its compact frames carry without one"
+    )
     max_pdu = Attribute("the max PDU of its pre-established Management association")
     session_budget = Attribute("seconds a session with it may last (its max duration)")
 
@@ -182,6 +185,8 @@ class MeterProfile:
     ak_equals_ek: bool = True
     inverted_deviation: bool = True
     battery_unit: int = UNIT_DAY
+    # the converted-volume index in litres: scaler -3, unit 14 (corrected m3) -- spec 1.1
+    volume_scaler_unit: tuple[int, int] = (-3, 14)
     max_pdu: int = 504
     session_budget: float = 80.0
 
@@ -225,6 +230,14 @@ class MeterProfile:
             problems.append(f"max PDU {self.max_pdu} is not 64..65535")
         if not 0 < self.session_budget <= 3600:
             problems.append(f"session budget {self.session_budget} s is not in (0, 3600]")
+        scaler_unit = self.volume_scaler_unit
+        if (
+            not isinstance(scaler_unit, tuple)
+            or len(scaler_unit) != 2
+            or not -128 <= scaler_unit[0] <= 127
+            or not 0 <= scaler_unit[1] <= 255
+        ):
+            problems.append(f"volume scaler/unit {scaler_unit!r} is not (int8, enum)")
         if self.battery_unit not in (4, 5, 6, UNIT_PERCENT):
             problems.append(f"battery unit {self.battery_unit} is not days, hours, minutes or %")
         if problems:

@@ -9,7 +9,7 @@ from typing import Any
 
 import psycopg2
 from twisted.internet.defer import Deferred
-from txpostgres import txpostgres
+from txpostgres import reconnection, retrying, txpostgres
 
 from sac.errors import StorageError
 from sac.keys import MasterKey
@@ -20,12 +20,27 @@ from sac.store.transactions import Conflict, Exec, InsertRows, Query, Transactio
 __all__ = ["PostgresStore"]
 
 
+def _reconnection_delays() -> Any:
+    """Seconds between attempts to reconnect a dead connection: soon, then every 2 s."""
+    return retrying.simpleBackoffIterator(
+        initialDelay=0.2, maxDelay=2.0, factor=2.0, maxRetries=0, now=True
+    )
+
+
 class _Pool(txpostgres.ConnectionPool):  # type: ignore[misc]
-    """txpostgres' pool with the reactor given, not imported."""
+    """txpostgres' pool with the reactor given, not imported, and connections that reconnect
+    by themselves when the server goes away (a restart, a fail-over): while one is dead its
+    transactions fail at once (StorageError), and it comes back when the server does."""
 
     def __init__(self, reactor: Any, dsn: str, size: int) -> None:
         self.reactor = reactor
         super().__init__(None, dsn, min=size)
+
+    def connectionFactory(self, reactor: Any, cooperator: Any) -> Any:  # noqa: N802
+        detector = reconnection.DeadConnectionDetector(
+            reconnectionIterator=_reconnection_delays, reactor=reactor
+        )
+        return txpostgres.Connection(reactor, cooperator, detector=detector)
 
 
 def _sql(sql: str) -> str:
@@ -149,6 +164,8 @@ class PostgresStore(Store):
             raise Conflict(f"the store refused a write: {exc}".strip()) from None
         except psycopg2.Error as exc:
             raise StorageError(f"PostgreSQL: {exc}".strip()) from None
+        except reconnection.ConnectionDead:
+            raise StorageError("PostgreSQL: the connection is down, reconnecting") from None
 
     async def close(self) -> None:
         if self._started:

@@ -1,0 +1,313 @@
+"""The push listener: meters call in, push a ciphered DATA-NOTIFICATION, and answer our
+requests on the same connection (spec section 5; design.md "the main flow").
+
+One :class:`PushProtocol` a connection:
+
+1. frames wrapper PDUs (the PDU size bounded by the header, before any body is read);
+2. hands the first push to :class:`~sac.services.acquisition.Acquisition`, which stores it
+   (or spools it) before anything else happens;
+3. if commands wait for that meter: identifies the Management counter (from the frame, else a
+   Public association), runs them through the Management association within the session
+   budget, stores what they read, and closes the connection cleanly;
+4. otherwise closes at once -- the clean close is the meter's acknowledgement.
+
+A refused push (unknown meter, bad tag, replay, malformed frame...) or a broken stream ends
+that one connection with one log line and a metric.  Limits: PDU size, idle time, session
+time, concurrent sessions.  :class:`PushDatagramProtocol` takes pushes over UDP (no session
+follows: a datagram gets no answer).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet.defer import CancelledError, Deferred, DeferredQueue
+from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
+from twisted.logger import Logger
+
+from sac.dlms.wrapper import WrapperFramer, WrapperPdu, decode_wrapper
+from sac.errors import SacError
+from sac.protocols.link import Link
+from sac.services.acquisition import Accepted, Acquisition, PushRejected, StoreUnavailable
+from sac.services.metrics import Metrics
+from sac.services.session import MeterSession, SessionSettings, merge
+from sac.store.interface import IStore
+from sac.store.model import Ingest
+
+__all__ = ["ListenerSettings", "PushDatagramProtocol", "PushFactory", "PushProtocol"]
+
+METER_SAP = 1  # the meter's logical device (management), source of its pushes
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerSettings:
+    max_pdu: int = 4096  # bytes of APDU a wrapper header may announce
+    idle_timeout: float = 30.0  # seconds without a byte from the meter
+    session_timeout: float = 120.0  # seconds a connection may last at most
+    response_timeout: float = 10.0  # seconds the meter has to answer a request
+    max_sessions: int = 20_000  # connections at once; more are refused
+    reply_within: float = 1.0  # seconds to answer a push (logged when late)
+
+
+class PushFactory(Factory):
+    noisy = False
+
+    def __init__(
+        self,
+        acquisition: Acquisition,
+        store: IStore,
+        *,
+        reactor: Any,
+        settings: ListenerSettings = ListenerSettings(),
+        session: SessionSettings = SessionSettings(),
+        metrics: Metrics | None = None,
+        now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+    ) -> None:
+        self.acquisition = acquisition
+        self.store = store
+        self.reactor = reactor
+        self.settings = settings
+        self.session = session
+        self.metrics = metrics if metrics is not None else acquisition.metrics
+        self.now = now
+        self.active: set[PushProtocol] = set()
+        self.metrics.gauge("sac_push_sessions", lambda: len(self.active), "push connections open")
+
+    def buildProtocol(self, addr: Any) -> PushProtocol | None:  # noqa: N802
+        if len(self.active) >= self.settings.max_sessions:
+            self.metrics.count("sac_push_refused_total", reason="max-sessions")
+            return None  # Twisted closes the connection
+        protocol = PushProtocol(self)
+        protocol.factory = self
+        return protocol
+
+
+class PushProtocol(Protocol):
+    log = Logger()
+
+    def __init__(self, factory: PushFactory) -> None:
+        self.f = factory
+        self.settings = factory.settings
+        self.framer = WrapperFramer(self.settings.max_pdu)
+        self.inbox: DeferredQueue[WrapperPdu] = DeferredQueue()
+        self.link: Link | None = None
+        self.peer = "?"
+        self.ldn: str | None = None
+        self.outcome = "open"
+        self.started = 0.0
+        self._timers: list[Any] = []
+        self._idle: Any = None
+        self._closing = False
+        self._extra: list[Deferred[Any]] = []  # later pushes in the same session
+
+    # --- connection
+
+    def connectionMade(self) -> None:  # noqa: N802
+        self.f.active.add(self)
+        self.started = time.monotonic()
+        peer = self.transport.getPeer()
+        self.peer = getattr(peer, "host", str(peer))
+        reactor = self.f.reactor
+        self._timers.append(
+            reactor.callLater(self.settings.session_timeout, self._limit, "session-timeout")
+        )
+        self._idle = reactor.callLater(self.settings.idle_timeout, self._limit, "idle-timeout")
+        self.link = Link(
+            self.transport.write,
+            reactor,
+            timeout=self.settings.response_timeout,
+            on_timeout=lambda: self._abort("response-timeout", "the meter stopped answering"),
+            on_notification=lambda _association, _n: None,
+        )
+        Deferred.fromCoroutine(self._session()).addErrback(self._crashed)
+
+    def dataReceived(self, data: bytes) -> None:  # noqa: N802
+        if self._idle is not None and self._idle.active():
+            self._idle.reset(self.settings.idle_timeout)
+        try:
+            for pdu in self.framer.feed(data):
+                if self.link is not None and self.link.accepts(pdu):
+                    self.link.receive_pdu(pdu)
+                elif pdu.source == METER_SAP:
+                    self.inbox.put(pdu)
+                else:
+                    raise SacError(f"a PDU from wPort {pdu.source} to {pdu.destination}")
+        except SacError as exc:
+            self._abort("malformed", f"a bad frame: {exc}")
+
+    def connectionLost(self, reason: Any = None) -> None:  # noqa: N802
+        self.f.active.discard(self)
+        for timer in [*self._timers, self._idle]:
+            if timer is not None and timer.active():
+                timer.cancel()
+        if self.link is not None:
+            self.link.lost(self.outcome)
+        for waiting in list(self.inbox.waiting):
+            waiting.cancel()
+        if self.outcome == "open":
+            self.outcome = "closed-by-meter"
+        self.f.metrics.count("sac_push_sessions_total", outcome=self.outcome)
+
+    def _limit(self, why: str) -> None:
+        self._abort(why, "limit reached")
+
+    def _abort(self, outcome: str, message: str) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        self.outcome = outcome
+        self.log.warn(
+            "push from {peer} ({ldn}): connection closed, {outcome}: {message}",
+            peer=self.peer,
+            ldn=self.ldn or "meter unknown",
+            outcome=outcome,
+            message=message,
+        )
+        self.f.metrics.count("sac_push_closed_total", reason=outcome)
+        if self.link is not None:
+            self.link.lost(outcome)
+        self.transport.abortConnection()
+
+    def _close(self, outcome: str) -> None:
+        """The clean end of a session (FIN): the meter's push is acknowledged."""
+        if self._closing:
+            return
+        self._closing = True
+        self.outcome = outcome
+        self.transport.loseConnection()
+
+    def _crashed(self, failure: Any) -> None:
+        self.log.failure("push session from {peer}: unexpected error", failure, peer=self.peer)
+        self._abort("error", str(failure.value))
+
+    # --- the session
+
+    async def _session(self) -> None:
+        try:
+            first = await self.inbox.get()
+        except CancelledError:
+            return  # the connection ended before any push
+        received = self.f.now()
+        try:
+            accepted = await self.f.acquisition.push(first.apdu, self.peer, received)
+        except PushRejected as exc:
+            self.ldn = exc.ldn
+            self._abort(exc.reason, str(exc))
+            return
+        except StoreUnavailable as exc:
+            self._abort("store-unavailable", str(exc))
+            return
+        if self._closing:
+            return
+        late = time.monotonic() - self.started
+        if late > self.settings.reply_within:
+            self.f.metrics.count("sac_push_late_total")
+        if accepted.spooled or accepted.meter is None:
+            self._close("spooled")
+            return
+        self.ldn = accepted.meter.ldn
+        try:
+            claimed = await self.f.store.claim_commands(self.ldn, by=self.f.session.name)
+        except SacError as exc:
+            self.log.warn("meter {ldn}: commands not claimed: {e}", ldn=self.ldn, e=exc)
+            claimed = []
+        if not claimed:
+            self._close("stored")
+            return
+        await self._commands(accepted, claimed)
+
+    async def _commands(self, accepted: Accepted, claimed: list[Any]) -> None:
+        assert self.link is not None and accepted.meter is not None and accepted.profile is not None
+        profile = accepted.profile
+        budget = min(float(profile.session_budget), self.settings.session_timeout)
+        deadline = self.f.reactor.seconds() + budget - 2 * self.settings.reply_within
+        session = MeterSession(
+            self.link,
+            self.f.store,
+            profile,
+            settings=self.f.session,
+            now=self.f.now,
+            source="session",
+            meter=accepted.meter,
+        )
+        batches: list[Ingest] = []
+        self.link.on_notification = lambda _a, n: self._later_push(n)
+        try:
+            fc = accepted.frame_counter
+            if fc is None:
+                ldn, fc = await session.identify()
+                if ldn != accepted.meter.ldn:
+                    await self._requeue(claimed, "the meter answered with another LDN")
+                    self._abort("ldn-mismatch", f"LDN {ldn!r} read, {accepted.meter.ldn!r} pushed")
+                    return
+            await session.open_management(fc)
+            batches.append(await session.run_commands(claimed, deadline, self.f.reactor))
+            await session.close()
+        except SacError as exc:
+            await self._requeue(claimed, str(exc))
+            batches_done = merge(batches)
+            await self._store(batches_done)
+            self._abort("session-failed", str(exc))
+            return
+        await self._store(merge(batches))
+        self._close("commands")
+
+    def _later_push(self, notification: Any) -> None:
+        self.log.info("meter {ldn}: a second push in one session is ignored", ldn=self.ldn)
+
+    async def _store(self, batch: Ingest) -> None:
+        if not (batch.readings or batch.events or batch.statuses):
+            return
+        try:
+            await self.f.store.ingest(batch)
+        except SacError as exc:
+            self.log.warn("meter {ldn}: session values not stored: {e}", ldn=self.ldn, e=exc)
+
+    async def _requeue(self, claimed: list[Any], why: str) -> None:
+        for command in claimed:
+            try:
+                current = await self.f.store.get_command(command.id)
+                if current.state.value == "sent":
+                    await self.f.store.retry_command(command.id, why)
+            except SacError as exc:
+                self.log.warn("command {id}: not requeued: {e}", id=command.id, e=exc)
+
+
+class PushDatagramProtocol(DatagramProtocol):
+    """DATA-NOTIFICATIONs over UDP: one wrapper PDU a datagram, stored (or spooled); no
+    answer, no session."""
+
+    log = Logger()
+    noisy = False
+
+    def __init__(
+        self,
+        acquisition: Acquisition,
+        *,
+        max_pdu: int = 4096,
+        now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+    ) -> None:
+        self.acquisition = acquisition
+        self.max_pdu = max_pdu
+        self.now = now
+
+    def datagramReceived(self, data: bytes, addr: Any) -> None:  # noqa: N802
+        host = addr[0]
+        try:
+            pdu = decode_wrapper(data, self.max_pdu)
+        except SacError as exc:
+            self.acquisition.metrics.count("sac_push_rejected_total", reason="malformed")
+            self.log.warn("UDP push from {host}: a bad datagram: {e}", host=host, e=exc)
+            return
+        d = Deferred.fromCoroutine(self.acquisition.push(pdu.apdu, host, self.now()))
+        d.addErrback(self._failed, host)
+
+    def _failed(self, failure: Any, host: str) -> None:
+        if failure.check(PushRejected, StoreUnavailable):
+            self.log.warn("UDP push from {host} refused: {e}", host=host, e=failure.value)
+            return
+        self.log.failure("UDP push from {host}: unexpected error", failure, host=host)

@@ -1,0 +1,371 @@
+"""The commands an operator (or the ERP) queues for a meter: their kinds, their typed
+parameters checked when queued, and how a session carries each one out.
+
+A command is queued ``pending``; the session that has its meter on line claims it
+(``sent``), runs it and finishes it ``done`` or ``failed`` with the meter's answer, or puts
+it back in the queue when the session ends first.  A valve command is done only when the
+valve state read back confirms it.  With an activation time in the future (the
+scheduled-script valve) the session programs the meter and the command goes back to the
+queue marked "programmed": a session after that time confirms it by reading the valve.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from sac.dlms import Obis
+from sac.dlms.axdr import (
+    Array,
+    DoubleLongUnsigned,
+    Enum,
+    Integer,
+    Long,
+    LongUnsigned,
+    OctetString,
+    Structure,
+    Unsigned,
+    VisibleString,
+)
+from sac.dlms.cosemtime import CosemDateTime
+from sac.dlms.xdlms import SelectiveAccess
+from sac.errors import SacError
+from sac.profiles import CosemRef, IMeterProfile, ValveAction, ValveMethod, valve_steps
+from sac.services.readings import CLOCK, UNIX_TIME, Capture, text_of
+from sac.store.model import Actor, Command, Ingest
+
+if TYPE_CHECKING:
+    from sac.services.session import MeterSession
+    from sac.store.interface import IStore
+
+__all__ = [
+    "PROGRAMMED",
+    "CommandError",
+    "Kind",
+    "Outcome",
+    "execute",
+    "queue",
+    "validate",
+]
+
+PROGRAMMED = "programmed for "  # the result of a valve command waiting for its time
+
+
+class Kind(StrEnum):
+    VALVE_CLOSE = "valve-close"
+    VALVE_ENABLE_OPENING = "valve-enable-opening"
+    READ_PROFILE = "read-profile"
+    READ_ATTRIBUTE = "read-attribute"
+    SET_ATTRIBUTE = "set-attribute"
+    SET_PDR = "set-pdr"
+    SYNC_CLOCK = "sync-clock"
+
+
+# the valve first: arrears closures have an SLA (spec section 5)
+PRIORITY = {
+    Kind.VALVE_CLOSE: 20,
+    Kind.VALVE_ENABLE_OPENING: 20,
+    Kind.SYNC_CLOCK: 10,
+    Kind.SET_PDR: 10,
+    Kind.SET_ATTRIBUTE: 10,
+    Kind.READ_ATTRIBUTE: 0,
+    Kind.READ_PROFILE: 0,
+}
+VALVE_KINDS = {
+    Kind.VALVE_CLOSE: ValveAction.CLOSE,
+    Kind.VALVE_ENABLE_OPENING: ValveAction.ENABLE_OPENING,
+}
+# control_state values that confirm a valve command (IC 70: 0 closed, 1 open, 2 ready)
+CONFIRMS = {ValveAction.CLOSE: (0,), ValveAction.ENABLE_OPENING: (2, 1)}
+PROFILE_QUANTITIES = ("daily_profile", "event_logbook", "metrological_logbook")
+# the A-XDR types a set-attribute value may take, by name
+VALUE_TYPES: dict[str, Any] = {
+    "boolean": bool,
+    "integer": Integer,
+    "long": Long,
+    "unsigned": Unsigned,
+    "long-unsigned": LongUnsigned,
+    "double-long-unsigned": DoubleLongUnsigned,
+    "enum": Enum,
+    "visible-string": VisibleString,
+    "octet-string": lambda v: OctetString(bytes.fromhex(v)),
+}
+LATE_CONFIRMATION = dt.timedelta(hours=1)  # after its time, how long a programmed valve waits
+
+
+class CommandError(SacError, ValueError):
+    """Bad command parameters: ``field`` names the one at fault."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How a command ended in a session: ``ok`` True (done), False (failed), None (back in
+    the queue); ``result`` for people; ``ingest``: what it read, to store."""
+
+    ok: bool | None
+    result: str
+    ingest: Ingest = field(default_factory=Ingest)
+
+
+# --- parameters -------------------------------------------------------------------------------
+
+
+def _time(params: Mapping[str, Any], name: str, required: bool) -> dt.datetime | None:
+    raw = params.get(name)
+    if raw is None:
+        if required:
+            raise CommandError(name, "is required")
+        return None
+    try:
+        value = dt.datetime.fromisoformat(str(raw))
+    except ValueError:
+        raise CommandError(name, f"{raw!r} is not an ISO-8601 date-time") from None
+    if value.tzinfo is None:
+        raise CommandError(name, "needs a UTC offset (e.g. +01:00 or Z)")
+    return value
+
+
+def _int(params: Mapping[str, Any], name: str, low: int, high: int) -> int:
+    raw = params.get(name)
+    if isinstance(raw, bool) or not isinstance(raw, int) or not low <= raw <= high:
+        raise CommandError(name, f"must be an integer in {low}..{high}")
+    return raw
+
+
+def _obis(params: Mapping[str, Any], name: str = "obis") -> str:
+    try:
+        return str(Obis(str(params.get(name, ""))))
+    except (ValueError, SacError):
+        raise CommandError(
+            name, f"{params.get(name)!r} is not a logical name (A.B.C.D.E.F)"
+        ) from None
+
+
+def _only(params: Mapping[str, Any], allowed: set[str]) -> None:
+    extra = sorted(set(params) - allowed)
+    if extra:
+        raise CommandError(extra[0], "is not a parameter of this command")
+
+
+def validate(
+    kind: str, params: Mapping[str, Any], profile: IMeterProfile, now: dt.datetime
+) -> dict[str, Any]:
+    """The parameters of a ``kind`` command for a meter of ``profile``, checked and in their
+    stored form; CommandError names the first field at fault."""
+    try:
+        k = Kind(kind)
+    except ValueError:
+        raise CommandError("kind", f"{kind!r} is not one of {', '.join(Kind)}") from None
+    if not isinstance(params, Mapping):
+        raise CommandError("params", "must be an object")
+    if k in VALVE_KINDS:
+        _only(params, {"at"})
+        at = _time(params, "at", required=False)
+        if at is None:
+            return {}
+        if profile.valve_method is not ValveMethod.SCHEDULED_SCRIPT:
+            raise CommandError("at", f"meters of profile {profile.name} operate the valve at once")
+        if at < now - dt.timedelta(minutes=5):
+            raise CommandError("at", "is in the past")
+        return {"at": at.isoformat()}
+    if k is Kind.READ_PROFILE:
+        _only(params, {"object", "from", "to"})
+        obj = params.get("object")
+        if obj not in PROFILE_QUANTITIES:
+            raise CommandError("object", f"must be one of {', '.join(PROFILE_QUANTITIES)}")
+        start = _time(params, "from", required=True)
+        end = _time(params, "to", required=True)
+        assert start is not None and end is not None
+        if end <= start:
+            raise CommandError("to", "must be after 'from'")
+        if end - start > dt.timedelta(days=3660):
+            raise CommandError("to", "a range is at most ten years")
+        return {"object": obj, "from": start.isoformat(), "to": end.isoformat()}
+    if k is Kind.READ_ATTRIBUTE:
+        _only(params, {"class_id", "obis", "attribute"})
+        return {
+            "class_id": _int(params, "class_id", 1, 0xFFFF),
+            "obis": _obis(params),
+            "attribute": _int(params, "attribute", 1, 127),
+        }
+    if k is Kind.SET_ATTRIBUTE:
+        _only(params, {"class_id", "obis", "attribute", "type", "value"})
+        out = {
+            "class_id": _int(params, "class_id", 1, 0xFFFF),
+            "obis": _obis(params),
+            "attribute": _int(params, "attribute", 2, 127),
+            "type": params.get("type"),
+            "value": params.get("value"),
+        }
+        if out["type"] not in VALUE_TYPES:
+            raise CommandError("type", f"must be one of {', '.join(VALUE_TYPES)}")
+        try:
+            _typed(out)
+        except (ValueError, TypeError, SacError) as exc:
+            raise CommandError("value", f"is not a valid {out['type']}: {exc}") from None
+        return out
+    if k is Kind.SET_PDR:
+        _only(params, {"pdr"})
+        pdr = params.get("pdr")
+        if not isinstance(pdr, str) or not pdr.isdigit() or len(pdr) != 14:
+            raise CommandError("pdr", "a PDR is 14 digits")
+        return {"pdr": pdr}
+    _only(params, set())  # sync-clock
+    return {}
+
+
+def _typed(params: Mapping[str, Any]) -> Any:
+    value = params["value"]
+    kind = params["type"]
+    if kind == "boolean" and not isinstance(value, bool):
+        raise TypeError("true or false")
+    if kind in ("visible-string", "octet-string") and not isinstance(value, str):
+        raise TypeError("a string")
+    if kind not in ("boolean", "visible-string", "octet-string") and (
+        isinstance(value, bool) or not isinstance(value, int)
+    ):
+        raise TypeError("an integer")
+    return VALUE_TYPES[kind](value)
+
+
+async def queue(
+    store: IStore,
+    profile: IMeterProfile,
+    ldn: str,
+    kind: str,
+    params: Mapping[str, Any],
+    by: Actor,
+    *,
+    now: dt.datetime,
+    expires: dt.datetime | None = None,
+) -> Command:
+    """Check a command's parameters and queue it with its kind's priority."""
+    checked = validate(kind, params, profile, now)
+    return await store.queue_command(
+        ldn, kind, checked, by, expires=expires, priority=PRIORITY[Kind(kind)]
+    )
+
+
+# --- running them -----------------------------------------------------------------------------
+
+
+async def execute(session: MeterSession, command: Command) -> Outcome:
+    """Carry ``command`` out over the session's Management association.  Errors of the meter
+    (a refused request, an exception-response) become a failed Outcome; a lost connection
+    or a timeout propagates (the session puts the command back in the queue)."""
+    kind = Kind(command.kind)
+    params = command.params
+    if kind in VALVE_KINDS:
+        return await _valve(session, command, VALVE_KINDS[kind])
+    if kind is Kind.READ_ATTRIBUTE:
+        ref = CosemRef(params["class_id"], Obis(params["obis"]), params["attribute"])
+        value = await session.get(ref)
+        reading = session.reading(ref, value)
+        return Outcome(True, text_of(value), Ingest(readings=[reading]))
+    if kind is Kind.READ_PROFILE:
+        start = dt.datetime.fromisoformat(params["from"])
+        end = dt.datetime.fromisoformat(params["to"])
+        batch = await session.read_profile(params["object"], start, end)
+        found = len(batch.readings) + len(batch.events)
+        return Outcome(True, f"{found} values read", batch)
+    if kind is Kind.SET_ATTRIBUTE:
+        ref = CosemRef(params["class_id"], Obis(params["obis"]), params["attribute"])
+        await session.set(ref, _typed(params))
+        return Outcome(True, "set")
+    if kind is Kind.SET_PDR:
+        await session.set(session.profile.objects["pdr"], VisibleString(params["pdr"]))
+        return Outcome(True, f"PDR set to {params['pdr']}")
+    # sync-clock: the meter's clock to the SAC's, in Italian time
+    from zoneinfo import ZoneInfo
+
+    local = session.now().astimezone(ZoneInfo("Europe/Rome"))
+    raw = CosemDateTime.from_datetime(
+        local, inverted_deviation=bool(session.profile.inverted_deviation)
+    ).to_bytes()
+    await session.set(session.profile.objects["clock"], OctetString(raw))
+    return Outcome(True, f"clock set to {local.isoformat(timespec='seconds')}")
+
+
+async def _valve(session: MeterSession, command: Command, action: ValveAction) -> Outcome:
+    profile = session.profile
+    valve = profile.objects["valve"].at(3)  # control_state
+    at = dt.datetime.fromisoformat(command.params["at"]) if "at" in command.params else None
+    now = session.now()
+    if at is not None and at > now:
+        if command.result and command.result.startswith(PROGRAMMED):
+            return Outcome(None, command.result)  # programmed, its time has not come
+        for step in valve_steps(profile, action, at):
+            await _step(session, step)
+        return Outcome(None, f"{PROGRAMMED}{at.isoformat()}")
+    if not (command.result and command.result.startswith(PROGRAMMED)):
+        for step in valve_steps(profile, action):
+            await _step(session, step)
+    state = await session.get(valve)
+    reading = session.reading(valve, state)
+    if int(state) in CONFIRMS[action]:
+        return Outcome(
+            True,
+            f"valve control_state {int(state)} confirms {action.value}",
+            _valve_ingest(session, reading),
+        )
+    if at is not None and now < at + LATE_CONFIRMATION:
+        return Outcome(None, command.result or f"{PROGRAMMED}{at.isoformat()}")
+    return Outcome(
+        False,
+        f"valve control_state {int(state)} after {action.value}: not confirmed",
+        _valve_ingest(session, reading),
+    )
+
+
+def _valve_ingest(session: MeterSession, reading: Any) -> Ingest:
+    return Ingest(readings=[reading], statuses=[session.status(valve_state=int(reading.value))])
+
+
+async def _step(session: MeterSession, step: Any) -> None:
+    if step.method is not None:
+        await session.action(step.target, step.method, step.value)
+    else:
+        await session.set(step.target, step.value)
+
+
+def range_access(
+    columns: tuple[Capture, ...], start: dt.datetime, end: dt.datetime, *, inverted: bool
+) -> SelectiveAccess:
+    """Selective access by range (selector 1) on a profile's time column: UNIX seconds or
+    the clock's date-time, as the profile captures it (spec section 6, gap 8)."""
+    time_col = next((c for c in columns if c.obis in (UNIX_TIME, CLOCK)), None)
+    if time_col is None:
+        raise CommandError("object", "the profile has no time column to select a range on")
+    restricting = Structure(
+        (
+            LongUnsigned(time_col.class_id),
+            OctetString(bytes(time_col.obis)),
+            Integer(time_col.attribute),
+            LongUnsigned(0),
+        )
+    )
+    if time_col.obis == UNIX_TIME:
+        low, high = (
+            DoubleLongUnsigned(int(start.timestamp())),
+            DoubleLongUnsigned(int(end.timestamp())),
+        )
+    else:
+        from zoneinfo import ZoneInfo
+
+        rome = ZoneInfo("Europe/Rome")
+        low, high = (
+            OctetString(
+                CosemDateTime.from_datetime(
+                    t.astimezone(rome), inverted_deviation=inverted
+                ).to_bytes()
+            )
+            for t in (start, end)
+        )
+    return SelectiveAccess(1, Structure((restricting, low, high, Array())))

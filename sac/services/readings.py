@@ -1,0 +1,340 @@
+"""From what a meter says to what the store keeps: compact frames, attribute values, profile
+rows and logbook entries as Readings, Events and the meter's list values.
+
+Pure functions, no I/O.  The push path and the poll path both end here, so a value means
+the same wherever it came from.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sac.dlms import Obis
+from sac.dlms.axdr import OctetString, encode_data
+from sac.dlms.compact import CompactFrame
+from sac.dlms.cosemtime import CosemDateTime
+from sac.errors import DecodeError, EncodeError
+from sac.profiles import CosemRef, IMeterProfile
+from sac.store.model import Event, MeterStatus, Reading
+
+__all__ = [
+    "Capture",
+    "frame_readings",
+    "meter_time",
+    "number_of",
+    "reading_of",
+    "rows_to_events",
+    "rows_to_readings",
+    "status_of",
+]
+
+UNIX_TIME = Obis("0.0.1.1.0.255")
+CLOCK = Obis("0.0.1.0.0.255")
+INDEX = Obis("7.0.13.2.0.255")
+INDEX_UNDER_ALARM = Obis("7.0.12.2.0.255")
+CURRENT_DIAGNOSTIC = Obis("7.0.96.5.1.255")
+DAILY_DIAGNOSTIC = Obis("7.1.96.5.1.255")
+BATTERY = Obis("0.0.96.6.6.255")
+VALVE = Obis("0.0.96.3.10.255")
+VOLUMES = (INDEX, INDEX_UNDER_ALARM)
+# codes and counters of logbook entries (spec section 1.5 and 1.9)
+EVENT_CODE_C, EVENT_CODE_D = 96, 11
+EVENT_COUNTER_C, EVENT_COUNTER_D = 96, 15
+
+
+def number_of(value: Any) -> int | float | None:
+    """A stored number for a DLMS value: integers, booleans, enums and floats; else None."""
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int | float):
+        return value
+    return None
+
+
+def meter_time(value: Any, *, inverted_deviation: bool) -> dt.datetime | None:
+    """A meter's time value -- UNIX seconds or a 12-byte COSEM date-time -- in UTC; None when
+    it is not a point in time (a date-time without deviation is taken as Italian time)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        if 0 < value < 1 << 32:
+            return dt.datetime.fromtimestamp(value, dt.UTC)
+        return None
+    if isinstance(value, bytes) and len(value) == 12:
+        try:
+            t = CosemDateTime.from_bytes(value).to_datetime(inverted_deviation=inverted_deviation)
+        except DecodeError:
+            return None
+        if t.tzinfo is None:
+            from zoneinfo import ZoneInfo
+
+            t = t.replace(tzinfo=ZoneInfo("Europe/Rome"))
+        return t.astimezone(dt.UTC)
+    return None
+
+
+def reading_of(
+    ldn: str,
+    ref: CosemRef,
+    value: Any,
+    *,
+    received: dt.datetime,
+    source: str,
+    captured: dt.datetime | None,
+    scaler_unit: tuple[int, int] | None = None,
+) -> Reading:
+    """One attribute's value as a Reading: a number, else its A-XDR bytes."""
+    number = number_of(value)
+    raw = None
+    if number is None:
+        try:
+            raw = encode_data(value)
+        except EncodeError:
+            raw = repr(value).encode()
+    scaler, unit = scaler_unit if scaler_unit is not None else (None, None)
+    return Reading(
+        ldn, ref.obis, ref.attribute, number, received, source, captured, scaler, unit, raw
+    )
+
+
+# --- compact frames --------------------------------------------------------------------------
+
+
+def _capture_field(name: str, values: Mapping[str, Any]) -> str:
+    """The field holding the capture time of field ``name``: ``<prefix>unix_time`` for the
+    longest prefix of ``name`` (cut at an underscore) that has one, else ``unix_time``."""
+    parts = name.split("_")
+    for cut in range(len(parts) - 1, 0, -1):
+        candidate = "_".join(parts[:cut]) + "_unix_time"
+        if candidate in values:
+            return candidate
+    return "unix_time"
+
+
+def frame_readings(
+    ldn: str,
+    profile: IMeterProfile,
+    frame: CompactFrame,
+    *,
+    received: dt.datetime,
+    source: str,
+) -> tuple[list[Reading], MeterStatus]:
+    """The readings a compact frame carries and the meter's list values it implies.
+
+    Every field bound to an object is a reading captured at the frame's UNIX time (a field
+    ``daily_x`` at ``daily_unix_time`` when the layout has one); each record of an
+    ``entries`` field (a load profile) at its own UNIX time.  Scaler/unit fields
+    (``*_scaler``, ``*_unit``) are not readings: they qualify the volumes, which otherwise
+    take the profile's ``volume_scaler_unit``.
+    """
+    values = frame.values
+    inverted = bool(profile.inverted_deviation)
+    volume = (
+        (int(values["volume_scaler"]), int(values["volume_unit"]))
+        if "volume_scaler" in values and "volume_unit" in values
+        else tuple(profile.volume_scaler_unit)
+    )
+    battery = (0, int(profile.battery_unit))
+
+    def qualifier(obis: Obis) -> tuple[int, int] | None:
+        if obis in VOLUMES:
+            return volume  # type: ignore[return-value]
+        if obis == BATTERY:
+            return battery
+        return None
+
+    frame_time = meter_time(values.get("unix_time"), inverted_deviation=inverted)
+    readings: dict[tuple[Obis, int, dt.datetime | None], Reading] = {}
+
+    def add(obis: Obis, attribute: int, value: Any, captured: dt.datetime | None) -> None:
+        ref = CosemRef(0, obis, attribute)
+        readings[(obis, attribute, captured)] = reading_of(
+            ldn,
+            ref,
+            value,
+            received=received,
+            source=source,
+            captured=captured,
+            scaler_unit=qualifier(obis) if attribute == 2 else None,
+        )
+
+    for f in frame.layout.fields:
+        if f.obis is None or f.name.endswith(("_scaler", "_unit")):
+            continue
+        value = values[f.name]
+        if f.kind == "entries":
+            for entry in value:
+                at = meter_time(entry.get("unix_time"), inverted_deviation=inverted)
+                for sub in f.entries:
+                    if sub.obis is not None and sub.obis != UNIX_TIME:
+                        add(sub.obis, sub.attribute, entry[sub.name], at)
+            continue
+        if f.obis == UNIX_TIME:
+            if f.name == "unix_time":
+                add(f.obis, f.attribute, value, frame_time)
+            continue
+        at = meter_time(values.get(_capture_field(f.name, values)), inverted_deviation=inverted)
+        add(f.obis, f.attribute, value, at)
+
+    index = readings.get((INDEX, 2, frame_time))
+    diagnostic = values.get("current_diagnostic", values.get("daily_diagnostic"))
+    battery_value = values.get("primary_battery_residual_pct")
+    valve = values.get("valve_control_state")
+    status = MeterStatus(
+        ldn,
+        connected=received,
+        at=frame_time or received,
+        index=index,
+        diagnostic=int(diagnostic) if diagnostic is not None else None,
+        battery_value=int(battery_value) if battery_value is not None else None,
+        battery_unit=int(profile.battery_unit),
+        valve_state=int(valve) if valve is not None else None,
+    )
+    return list(readings.values()), status
+
+
+# --- profiles and logbooks ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Capture:
+    """One column of a profile (IC 7 attribute 3): class id, logical name, attribute."""
+
+    class_id: int
+    obis: Obis
+    attribute: int
+
+    @classmethod
+    def parse(cls, capture_objects: Any) -> tuple[Capture, ...]:
+        """The columns of a capture_objects value: array of {class, LN, attr, data index}."""
+        try:
+            return tuple(cls(int(c[0]), Obis(bytes(c[1])), int(c[2])) for c in capture_objects)
+        except (TypeError, ValueError, IndexError, DecodeError) as exc:
+            raise DecodeError(f"capture objects: {exc}") from None
+
+
+def _time_column(columns: Sequence[Capture]) -> int:
+    for i, c in enumerate(columns):
+        if c.obis in (UNIX_TIME, CLOCK):
+            return i
+    raise DecodeError("the profile has no time column")
+
+
+def rows_to_readings(
+    ldn: str,
+    columns: Sequence[Capture],
+    rows: Iterable[Any],
+    *,
+    scalers: Mapping[Obis, tuple[int, int]],
+    inverted_deviation: bool,
+    received: dt.datetime,
+    source: str,
+) -> list[Reading]:
+    """The readings of a load profile's rows (each column but the time one, at the row's
+    time); ``scalers``: the scaler_unit of the register columns."""
+    t = _time_column(columns)
+    out: dict[tuple[Obis, int, dt.datetime | None], Reading] = {}
+    for row in rows:
+        if len(row) != len(columns):
+            raise DecodeError(f"a profile row of {len(row)} values for {len(columns)} columns")
+        at = meter_time(row[t], inverted_deviation=inverted_deviation)
+        for i, c in enumerate(columns):
+            if i == t:
+                continue
+            ref = CosemRef(c.class_id, c.obis, c.attribute)
+            out[(c.obis, c.attribute, at)] = reading_of(
+                ldn,
+                ref,
+                row[i],
+                received=received,
+                source=source,
+                captured=at,
+                scaler_unit=scalers.get(c.obis) if c.attribute == 2 else None,
+            )
+    return list(out.values())
+
+
+def rows_to_events(
+    ldn: str,
+    logbook: Obis,
+    columns: Sequence[Capture],
+    rows: Iterable[Any],
+    *,
+    inverted_deviation: bool,
+    received: dt.datetime,
+    source: str,
+) -> list[Event]:
+    """The events of a logbook's rows: time, code (0.0.96.11.x.255), counter
+    (0.0.96.15.x.255) when the logbook captures one."""
+    t = _time_column(columns)
+    code = next(
+        (i for i, c in enumerate(columns) if (c.obis.c, c.obis.d) == (96, 11)),
+        None,
+    )
+    if code is None:
+        raise DecodeError(f"logbook {logbook} has no event code column")
+    counter = next(
+        (i for i, c in enumerate(columns) if (c.obis.c, c.obis.d) == (96, 15)),
+        None,
+    )
+    events = []
+    for row in rows:
+        if len(row) != len(columns):
+            raise DecodeError(f"a logbook row of {len(row)} values for {len(columns)} columns")
+        at = meter_time(row[t], inverted_deviation=inverted_deviation)
+        if at is None:
+            continue  # an entry without a time cannot be placed; the meter's clock was unset
+        events.append(
+            Event(
+                ldn,
+                logbook,
+                int(row[code]),
+                at,
+                received,
+                source,
+                int(row[counter]) if counter is not None else None,
+            )
+        )
+    return events
+
+
+def status_of(
+    ldn: str,
+    values: Mapping[str, Any],
+    *,
+    connected: dt.datetime,
+    at: dt.datetime | None,
+    index: Reading | None,
+    battery_unit: int,
+) -> MeterStatus:
+    """The list values of a poll: ``values`` by quantity name (current_diagnostic,
+    battery_autonomy, valve_state), absent when not read."""
+
+    def integer(name: str) -> int | None:
+        v = values.get(name)
+        n = number_of(v)
+        return int(n) if n is not None else None
+
+    return MeterStatus(
+        ldn,
+        connected=connected,
+        at=at or connected,
+        index=index,
+        diagnostic=integer("current_diagnostic"),
+        battery_value=integer("battery_autonomy"),
+        battery_unit=battery_unit,
+        valve_state=integer("valve_state"),
+    )
+
+
+def text_of(value: Any) -> str:
+    """A short human text for a value read (a command's result)."""
+    if isinstance(value, OctetString | bytes):
+        raw = bytes(value)
+        if raw.isascii() and raw.decode("ascii").isprintable():
+            return raw.decode("ascii")
+        return raw.hex()
+    return str(value)

@@ -1,0 +1,104 @@
+"""A SAC (store, acquisition, push listener) and simulated meters, on real loopback TCP."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint, connectProtocol
+
+from sac.profiles import discover_profiles
+from sac.protocols.push import ListenerSettings, PushFactory
+from sac.services.acquisition import Acquisition
+from sac.services.session import SessionSettings
+from sac.simulator.fleet import Fleet
+from sac.simulator.session import MeterProtocol
+from sac.store import NewMeter
+from sac.store.interface import Store
+from sac.store.keycsv import parse_key_csv
+from tests.store.conftest import Backend, backend, postgres  # noqa: F401 -- fixtures
+
+REGISTRY = discover_profiles().registry
+
+
+class Sac:
+    """The SAC's acquisition side on a free port of 127.0.0.1."""
+
+    def __init__(self, store: Store, **kw: Any) -> None:
+        settings = kw.pop("listener", ListenerSettings(response_timeout=3.0))
+        self.store = store
+        self.acquisition = Acquisition(store, REGISTRY, reactor=reactor, **kw)
+        self.factory = PushFactory(
+            self.acquisition,
+            store,
+            reactor=reactor,
+            settings=settings,
+            session=SessionSettings(name="sac-test"),
+        )
+        self.port: Any = None
+
+    async def listen(self) -> int:
+        self.port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(self.factory)
+        return self.port.getHost().port
+
+    async def stop(self) -> None:
+        if self.port is not None:
+            await self.port.stopListening()
+        for protocol in list(self.factory.active):
+            protocol.transport.abortConnection()
+
+
+async def provision(store: Store, fleet: Fleet, **meter: Any) -> None:
+    for m in fleet.meters:
+        await store.add_meter(
+            NewMeter(
+                m.ldn, pdr=m.pdr, system_title=m.system_title, profile=fleet.profile.name, **meter
+            )
+        )
+    rows, errors = parse_key_csv(fleet.keys_csv())
+    assert not errors
+    await store.import_keys(rows)
+
+
+def make_fleet(count: int = 1, profile: str = "uni-ts-11291-12-2", **kw: Any) -> Fleet:
+    return Fleet(count, REGISTRY[profile], clock=reactor.seconds, reactor=reactor, **kw)
+
+
+async def push_once(port: int, meter: Any, template: int | None = None) -> MeterProtocol:
+    """One push session of ``meter``; returns its protocol once the SAC has closed it."""
+    protocol = MeterProtocol(
+        meter, push_template=template or meter.profile.push_templates[0], reactor=reactor
+    )
+    ended: Deferred[Any] = Deferred()
+    lost = protocol.connectionLost
+
+    def on_lost(reason: Any = None) -> None:
+        lost(reason)
+        protocol.end_reason = reason
+        ended.callback(None)
+
+    protocol.connectionLost = on_lost  # type: ignore[method-assign]
+    await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), protocol)
+    await ended
+    return protocol
+
+
+def utc(seconds: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(seconds, dt.UTC)
+
+
+@pytest.fixture
+def sacs() -> Iterator[list[Sac]]:
+    made: list[Sac] = []
+    yield made
+    for sac in made:
+        pytest_twisted.blockon(Deferred.fromCoroutine(sac.stop()))
+
+
+__all__ = ["Backend", "Path", "Sac", "make_fleet", "provision", "push_once", "utc"]
