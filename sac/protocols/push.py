@@ -53,6 +53,10 @@ class ListenerSettings:
     reply_within: float = 1.0  # seconds to answer a push (logged when late)
 
 
+DEFAULT_LISTENER = ListenerSettings()
+DEFAULT_SESSION = SessionSettings()
+
+
 class PushFactory(Factory):
     noisy = False
 
@@ -62,8 +66,8 @@ class PushFactory(Factory):
         store: IStore,
         *,
         reactor: Any,
-        settings: ListenerSettings = ListenerSettings(),
-        session: SessionSettings = SessionSettings(),
+        settings: ListenerSettings = DEFAULT_LISTENER,
+        session: SessionSettings = DEFAULT_SESSION,
         metrics: Metrics | None = None,
         now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
     ) -> None:
@@ -77,7 +81,7 @@ class PushFactory(Factory):
         self.active: set[PushProtocol] = set()
         self.metrics.gauge("sac_push_sessions", lambda: len(self.active), "push connections open")
 
-    def buildProtocol(self, addr: Any) -> PushProtocol | None:  # noqa: N802
+    def buildProtocol(self, addr: Any) -> PushProtocol | None:
         if len(self.active) >= self.settings.max_sessions:
             self.metrics.count("sac_push_refused_total", reason="max-sessions")
             return None  # Twisted closes the connection
@@ -106,7 +110,7 @@ class PushProtocol(Protocol):
 
     # --- connection
 
-    def connectionMade(self) -> None:  # noqa: N802
+    def connectionMade(self) -> None:
         self.f.active.add(self)
         self.started = time.monotonic()
         peer = self.transport.getPeer()
@@ -125,7 +129,7 @@ class PushProtocol(Protocol):
         )
         Deferred.fromCoroutine(self._session()).addErrback(self._crashed)
 
-    def dataReceived(self, data: bytes) -> None:  # noqa: N802
+    def dataReceived(self, data: bytes) -> None:
         if self._idle is not None and self._idle.active():
             self._idle.reset(self.settings.idle_timeout)
         try:
@@ -139,7 +143,7 @@ class PushProtocol(Protocol):
         except SacError as exc:
             self._abort("malformed", f"a bad frame: {exc}")
 
-    def connectionLost(self, reason: Any = None) -> None:  # noqa: N802
+    def connectionLost(self, reason: Any = None) -> None:
         self.f.active.discard(self)
         for timer in [*self._timers, self._idle]:
             if timer is not None and timer.active():
@@ -295,7 +299,7 @@ class PushDatagramProtocol(DatagramProtocol):
         self.max_pdu = max_pdu
         self.now = now
 
-    def datagramReceived(self, data: bytes, addr: Any) -> None:  # noqa: N802
+    def datagramReceived(self, data: bytes, addr: Any) -> None:
         host = addr[0]
         try:
             pdu = decode_wrapper(data, self.max_pdu)

@@ -36,7 +36,7 @@ class _Pool(txpostgres.ConnectionPool):  # type: ignore[misc]
         self.reactor = reactor
         super().__init__(None, dsn, min=size)
 
-    def connectionFactory(self, reactor: Any, cooperator: Any) -> Any:  # noqa: N802
+    def connectionFactory(self, reactor: Any, cooperator: Any) -> Any:
         detector = reconnection.DeadConnectionDetector(
             reconnectionIterator=_reconnection_delays, reactor=reactor
         )
