@@ -33,6 +33,7 @@ from sac.store.model import (
     MeterPage,
     MeterState,
     NewMeter,
+    PollJob,
     Reading,
     Role,
     User,
@@ -60,6 +61,12 @@ class IStore(Interface):
 
     async def meters_by_ip(ip: str) -> list[Meter]:
         """The meters whose allowlist holds ``ip`` (a push with an empty system title)."""
+
+    async def claim_polls(limit: int, lease: dt.timedelta) -> list[PollJob]:
+        """Meters with an address due for a poll, leased to this process for ``lease``."""
+
+    async def finish_poll(ldn: str, next_poll: dt.datetime, failures: int) -> None:
+        """Record a poll's end: when the next is due, failures in a row."""
 
     async def set_meter_state(ldn: str, state: MeterState, by: Actor | None = None) -> None:
         """Enable or disable a meter."""
@@ -265,6 +272,13 @@ class Store:
 
     async def meters_by_ip(self, ip: str) -> list[Meter]:
         return await self._run(tx.meters_by_ip(ip))
+
+    async def claim_polls(self, limit: int, lease: dt.timedelta) -> list[PollJob]:
+        now = self._clock()
+        return await self._run(tx.claim_polls(now, limit, now + lease))
+
+    async def finish_poll(self, ldn: str, next_poll: dt.datetime, failures: int) -> None:
+        await self._run(tx.finish_poll(ldn, next_poll, failures))
 
     async def set_meter_state(self, ldn: str, state: MeterState, by: Actor | None = None) -> None:
         now = self._clock()

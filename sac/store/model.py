@@ -27,6 +27,7 @@ __all__ = [
     "MeterStatus",
     "NewMeter",
     "PeerCounter",
+    "PollJob",
     "Reading",
     "Role",
     "User",
@@ -52,12 +53,15 @@ class NewMeter:
     profile: str = "uni-ts-11291-12-2"
     address: str | None = None
     allowed_ips: tuple[str, ...] = ()
+    poll_interval: int | None = None  # seconds between polls of a meter with an address
 
     def __post_init__(self) -> None:
         if len(self.ldn) != 16 or not self.ldn.isascii() or not self.ldn.isprintable():
             raise ValueError(f"an LDN is 16 printable ASCII characters, not {self.ldn!r}")
         if self.system_title is not None and len(self.system_title) != 8:
             raise ValueError("a system title is 8 bytes")
+        if self.poll_interval is not None and not 60 <= self.poll_interval <= 366 * 86400:
+            raise ValueError("a poll interval is 60 s to a year")
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,11 +87,22 @@ class Meter:
     battery_unit: int | None = None
     valve_state: int | None = None
     status_at: dt.datetime | None = None
+    poll_interval: int | None = None
 
     @property
     def index(self) -> Decimal | None:
         """The converted-volume index, scaled (in ``index_unit``)."""
         return _scaled(self.index_value, self.index_scaler)
+
+
+@dataclass(frozen=True, slots=True)
+class PollJob:
+    """A meter due for a poll, claimed by one process until ``lease`` ends."""
+
+    ldn: str
+    address: str
+    interval: int | None
+    failures: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,7 @@ from sac.store.model import (
     MeterState,
     MeterStatus,
     NewMeter,
+    PollJob,
     Reading,
 )
 
@@ -90,7 +91,7 @@ _BATCH_ROWS = 500
 _METER_COLUMNS = (
     "id, ldn, pdr, system_title, profile, address, allowed_ips, state, created, updated,"
     " last_connection, index_value, index_scaler, index_unit, index_captured, diagnostic,"
-    " battery_value, battery_unit, valve_state, status_at"
+    " battery_value, battery_unit, valve_state, status_at, poll_interval"
 )
 
 
@@ -124,6 +125,7 @@ def _meter(row: Sequence[Any]) -> Meter:
         battery_unit=row[17],
         valve_state=row[18],
         status_at=when(row[19]),
+        poll_interval=row[20],
     )
 
 
@@ -202,7 +204,7 @@ def add_meter(meter: NewMeter, now: dt.datetime) -> Transaction:
         raise Conflict(f"a meter with this {what} is already present ({taken[0][0]})")
     rows = yield Query(
         "INSERT INTO meters (ldn, pdr, system_title, profile, address, allowed_ips, created,"
-        f" updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING {_METER_COLUMNS}",
+        f" updated, poll_interval) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {_METER_COLUMNS}",
         (
             meter.ldn,
             meter.pdr,
@@ -212,9 +214,42 @@ def add_meter(meter: NewMeter, now: dt.datetime) -> Transaction:
             ",".join(meter.allowed_ips),
             now,
             now,
+            meter.poll_interval,
         ),
     )
     return _meter(rows[0])
+
+
+def claim_polls(now: dt.datetime, limit: int, lease_until: dt.datetime) -> Transaction:
+    """Up to ``limit`` active meters with an address whose poll is due, leased to this
+    process until ``lease_until`` (another process's claims are skipped; a poll never
+    finished is due again when its lease ends)."""
+    rows = yield Query(
+        "SELECT id, ldn, address, poll_interval, poll_failures FROM meters"
+        " WHERE address IS NOT NULL AND address <> '' AND state = 'active'"
+        " AND (next_poll IS NULL OR next_poll <= ?)"
+        " ORDER BY next_poll IS NOT NULL, next_poll LIMIT ?",
+        (now, limit),
+        lock=True,
+    )
+    if not rows:
+        return []
+    ids = [row[0] for row in rows]
+    yield Exec(
+        f"UPDATE meters SET next_poll = ? WHERE id IN ({', '.join('?' * len(ids))})",
+        [lease_until, *ids],
+    )
+    return [
+        PollJob(ldn, address, interval, failures) for _, ldn, address, interval, failures in rows
+    ]
+
+
+def finish_poll(ldn: str, next_poll: dt.datetime, failures: int) -> Transaction:
+    """A poll ended: the next one is due at ``next_poll``; ``failures`` in a row so far."""
+    yield Exec(
+        "UPDATE meters SET next_poll = ?, poll_failures = ? WHERE ldn = ?",
+        (next_poll, failures, ldn),
+    )
 
 
 def get_meter(ldn: str) -> Transaction:

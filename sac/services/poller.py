@@ -1,0 +1,160 @@
+"""The poll scheduler: meters that listen are dialled on their interval, a bounded number at
+a time, with retries after a growing delay when a poll fails.
+
+The schedule lives in the store (each meter's ``next_poll``), claimed with ``FOR UPDATE SKIP
+LOCKED`` and a lease: several SAC processes on one PostgreSQL share the work, and a poll
+whose process died is due again when its lease ends.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from sac.errors import SacError
+from sac.profiles import ProfileRegistry
+from sac.protocols.client import PollFailed, PollResult, poll_meter
+from sac.services.metrics import Metrics
+from sac.services.session import SessionSettings
+from sac.store.interface import IStore
+from sac.store.model import PollJob
+
+__all__ = ["PollSettings", "Poller"]
+
+
+@dataclass(frozen=True, slots=True)
+class PollSettings:
+    interval: int = 86_400  # seconds between polls of a meter (its own interval wins)
+    concurrency: int = 50  # polls at once, this process
+    connect_timeout: float = 10.0
+    response_timeout: float = 10.0
+    session_budget: float = 120.0
+    retry_first: float = 60.0  # the delay after a first failure; doubled each time
+    tick: float = 1.0  # how often the schedule is looked at
+
+
+class Poller(Service):
+    log = Logger()
+
+    def __init__(
+        self,
+        store: IStore,
+        registry: ProfileRegistry,
+        *,
+        reactor: Any,
+        settings: PollSettings = PollSettings(),
+        session: SessionSettings = SessionSettings(),  # noqa: B008 -- frozen, shared
+        metrics: Metrics | None = None,
+        now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self.reactor = reactor
+        self.settings = settings
+        self.session = session
+        self.metrics = metrics if metrics is not None else Metrics()
+        self.now = now
+        self.running_polls: dict[str, Deferred[Any]] = {}
+        self._loop: LoopingCall | None = None
+        self._ticking = False
+        self.metrics.gauge("sac_polls_running", lambda: len(self.running_polls))
+
+    def startService(self) -> None:
+        super().startService()
+        self._loop = LoopingCall(self.tick)
+        self._loop.clock = self.reactor
+        self._loop.start(self.settings.tick, now=True).addErrback(
+            lambda f: self.log.failure("the poll scheduler stopped", f)
+        )
+
+    async def _stop(self) -> None:
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        for d in list(self.running_polls.values()):
+            d.cancel()
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        return Deferred.fromCoroutine(self._stop())
+
+    def tick(self) -> Deferred[None] | None:
+        """Start the polls that are due, up to the concurrency limit."""
+        if self._ticking:
+            return None
+        room = self.settings.concurrency - len(self.running_polls)
+        if room <= 0:
+            return None
+        self._ticking = True
+        return Deferred.fromCoroutine(self._claim(room))
+
+    async def _claim(self, room: int) -> None:
+        lease = dt.timedelta(
+            seconds=self.settings.connect_timeout + self.settings.session_budget + 60
+        )
+        try:
+            jobs = await self.store.claim_polls(room, lease)
+        except SacError as exc:
+            self.log.warn("polls not claimed: {e}", e=exc)
+            return
+        finally:
+            self._ticking = False
+        for job in jobs:
+            d = Deferred.fromCoroutine(self.run(job))
+            self.running_polls[job.ldn] = d
+            d.addBoth(self._done, job.ldn)
+
+    def _done(self, result: Any, ldn: str) -> None:
+        self.running_polls.pop(ldn, None)
+
+    async def run(self, job: PollJob) -> PollResult | None:
+        """One poll, and when the next one is due."""
+        interval = job.interval or self.settings.interval
+        try:
+            result = await poll_meter(
+                job.ldn,
+                job.address,
+                store=self.store,
+                registry=self.registry,
+                reactor=self.reactor,
+                settings=self.session,
+                connect_timeout=self.settings.connect_timeout,
+                response_timeout=self.settings.response_timeout,
+                session_budget=self.settings.session_budget,
+                now=self.now,
+            )
+        except (PollFailed, SacError) as exc:
+            failures = job.failures + 1
+            delay = min(interval, self.settings.retry_first * 2 ** (failures - 1))
+            self.metrics.count("sac_polls_total", outcome="failed")
+            self.log.warn(
+                "poll of {ldn} failed ({n} in a row; next in {d:.0f} s): {e}",
+                ldn=job.ldn,
+                n=failures,
+                d=delay,
+                e=exc,
+            )
+            await self._reschedule(job.ldn, delay, failures)
+            return None
+        self.metrics.count("sac_polls_total", outcome="done")
+        self.log.info(
+            "poll of {ldn}: {r} readings, {e} events, {c} commands",
+            ldn=job.ldn,
+            r=result.readings,
+            e=result.events,
+            c=result.commands,
+        )
+        await self._reschedule(job.ldn, interval, 0)
+        return result
+
+    async def _reschedule(self, ldn: str, delay: float, failures: int) -> None:
+        try:
+            await self.store.finish_poll(ldn, self.now() + dt.timedelta(seconds=delay), failures)
+        except SacError as exc:
+            self.log.warn("poll of {ldn}: next one not recorded: {e}", ldn=ldn, e=exc)

@@ -1,0 +1,160 @@
+"""Polling end to end: the SAC dials simulated meters that listen on loopback TCP."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest_twisted
+from twisted.internet import reactor
+
+from sac.dlms import Obis
+from sac.profiles import ValveAction, discover_profiles
+from sac.protocols.client import PollFailed, poll_meter
+from sac.services.poller import Poller, PollSettings
+from sac.services.session import SessionSettings
+from sac.store import Actor, CommandState, NewMeter
+from sac.store.keycsv import parse_key_csv
+from tests.acquisition.conftest import Backend, make_fleet
+
+REGISTRY = discover_profiles().registry
+SETTINGS = SessionSettings(name="poll-test")
+INDEX = Obis("7.0.13.2.0.255")
+OPERATOR = Actor("olivia")
+
+
+async def _listening(backend: Backend, count: int = 1, profile: str = "uni-ts-11291-12-2", **kw):
+    store = backend.make()
+    await store.open()
+    fleet = make_fleet(count, profile)
+    # a few simulated days of life: daily profile entries and logbook events
+    for m in fleet.meters:
+        m.last_update -= 5 * 86400
+        m.last_day -= 5
+        m.advance()
+    ports = await fleet.listen(0)
+    for m, port in zip(fleet.meters, ports, strict=True):
+        await store.add_meter(
+            NewMeter(
+                m.ldn,
+                pdr=m.pdr,
+                system_title=m.system_title,
+                profile=profile,
+                address=f"127.0.0.1:{port}",
+                **kw,
+            )
+        )
+    rows, errors = parse_key_csv(fleet.keys_csv())
+    assert not errors
+    await store.import_keys(rows)
+    return store, fleet, ports
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_poll_reads_every_list_and_detail_object(backend: Backend) -> None:
+    store, fleet, ports = await _listening(backend)
+    [m] = fleet.meters
+    assert m.operate_valve(ValveAction.CLOSE)  # an event in its logbook
+    try:
+        result = await poll_meter(
+            m.ldn,
+            f"127.0.0.1:{ports[0]}",
+            store=store,
+            registry=REGISTRY,
+            reactor=reactor,
+            settings=SETTINGS,
+        )
+    finally:
+        await fleet.stop()
+    assert result.readings > 10 and result.events > 0
+    meter = await store.get_meter(m.ldn)
+    assert meter is not None
+    assert meter.index_value == m.index_litres and meter.index_unit == 14
+    assert meter.valve_state == 0 and meter.diagnostic == m.current_diagnostic
+    assert meter.battery_value == m.battery and meter.last_connection is not None
+    # the daily profile (selective access by range) stored at the entries' own times
+    daily = await store.last_readings(m.ldn, INDEX, limit=10)
+    times = {r.captured for r in daily}
+    assert len(times) >= 5
+    assert {int(u) for u, *_ in m.daily} >= {
+        int(t.timestamp()) for t in times if t != daily[0].captured
+    }
+    [event] = await store.events(m.ldn)
+    assert event.code == 30 and event.source == "poll"  # valve closed (spec section 1.9)
+    pdr = await store.last_readings(m.ldn, Obis("0.0.96.1.10.255"))
+    assert pdr[0].raw is not None and m.pdr.encode() in pdr[0].raw
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_poll_runs_the_queued_commands(backend: Backend) -> None:
+    store, fleet, ports = await _listening(backend)
+    [m] = fleet.meters
+    close = await store.queue_command(m.ldn, "valve-close", {}, OPERATOR, priority=20)
+    try:
+        result = await poll_meter(
+            m.ldn,
+            f"127.0.0.1:{ports[0]}",
+            store=store,
+            registry=REGISTRY,
+            reactor=reactor,
+            settings=SETTINGS,
+        )
+    finally:
+        await fleet.stop()
+    assert result.commands == 1
+    done = await store.get_command(close.id)
+    assert done.state is CommandState.DONE, done.result
+    assert m.valve_state == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_poll_of_a_meter_that_answers_as_another_fails(backend: Backend) -> None:
+    store, fleet, ports = await _listening(backend, count=2)
+    try:
+        a, b = fleet.meters
+        try:
+            await poll_meter(
+                a.ldn,
+                f"127.0.0.1:{ports[1]}",
+                store=store,
+                registry=REGISTRY,
+                reactor=reactor,
+                settings=SETTINGS,
+            )
+        except PollFailed as exc:
+            assert f"answers as {b.ldn!r}" in str(exc)
+        else:
+            raise AssertionError("the poll of the wrong meter succeeded")
+    finally:
+        await fleet.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_scheduler_polls_due_meters_and_backs_off_on_failure(backend: Backend) -> None:
+    store, fleet, _ports = await _listening(backend, count=3, poll_interval=3600)
+    await store.add_meter(NewMeter("SIM9999999999999", address="127.0.0.1:1"))  # nobody there
+    poller = Poller(
+        store,
+        REGISTRY,
+        reactor=reactor,
+        settings=PollSettings(concurrency=2, connect_timeout=2),
+        session=SETTINGS,
+    )
+    try:
+        for _ in range(3):  # two ticks fill the 2 slots; the third takes what is left
+            await poller.tick()
+            while poller.running_polls:
+                await next(iter(poller.running_polls.values()))
+        await poller.tick()
+        while poller.running_polls:
+            await next(iter(poller.running_polls.values()))
+    finally:
+        await fleet.stop()
+    assert poller.metrics.value("sac_polls_total", outcome="done") == 3
+    assert poller.metrics.value("sac_polls_total", outcome="failed") == 1
+    for m in fleet.meters:
+        meter = await store.get_meter(m.ldn)
+        assert meter is not None and meter.index_value == m.index_litres
+    rows = backend.raw("SELECT ldn, next_poll, poll_failures FROM meters ORDER BY ldn")
+    due = {ldn: (next_poll, failures) for ldn, next_poll, failures in rows}
+    assert due["SIM9999999999999"][1] == 1
+    assert await store.claim_polls(10, dt.timedelta(minutes=5)) == []  # nothing due now
