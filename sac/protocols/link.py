@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import Deferred, TimeoutError
 from twisted.internet.interfaces import IReactorTime
 
 from sac.dlms.association import ClientAssociation
@@ -156,12 +156,12 @@ class Link:
         table[key] = d
 
         def timed_out(failure: Any) -> Any:
-            if failure.check(CancelledError) and table.get(key) is d:
+            if not failure.check(TimeoutError):
+                return failure
+            if table.get(key) is d:
                 del table[key]
-            if failure.check(CancelledError):
-                self._on_timeout()
-                raise ResponseTimeout(f"no answer to {what} within {self.timeout:g} s")
-            return failure
+            self._on_timeout()
+            raise ResponseTimeout(f"no answer to {what} within {self.timeout:g} s")
 
         d.addTimeout(self.timeout, self._clock)
         d.addErrback(timed_out)

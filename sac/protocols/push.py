@@ -31,7 +31,7 @@ from twisted.logger import Logger
 
 from sac.dlms.wrapper import WrapperFramer, WrapperPdu, decode_wrapper
 from sac.errors import SacError
-from sac.protocols.link import Link
+from sac.protocols.link import Link, ResponseTimeout
 from sac.services.acquisition import Accepted, Acquisition, PushRejected, StoreUnavailable
 from sac.services.metrics import Metrics
 from sac.services.session import MeterSession, SessionSettings, merge
@@ -124,7 +124,9 @@ class PushProtocol(Protocol):
             self.transport.write,
             reactor,
             timeout=self.settings.response_timeout,
-            on_timeout=lambda: self._abort("response-timeout", "the meter stopped answering"),
+            # the session that waited hears of it (ResponseTimeout), puts its commands back
+            # in the queue, then closes
+            on_timeout=lambda: None,
             on_notification=lambda _association, _n: None,
         )
         Deferred.fromCoroutine(self._session()).addErrback(self._crashed)
@@ -253,9 +255,9 @@ class PushProtocol(Protocol):
             await session.close()
         except SacError as exc:
             await self._requeue(claimed, str(exc))
-            batches_done = merge(batches)
-            await self._store(batches_done)
-            self._abort("session-failed", str(exc))
+            await self._store(merge(batches))
+            timeout = isinstance(exc, ResponseTimeout)
+            self._abort("response-timeout" if timeout else "session-failed", str(exc))
             return
         await self._store(merge(batches))
         self._close("commands")

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from sac.dlms import decode_apdu
@@ -206,6 +207,26 @@ class Acquisition:
         self.writer = IngestWriter(store)
         self._known: OrderedDict[bytes, _Known] = OrderedDict()
         self._replaying = False
+        self._replay_loop: LoopingCall | None = None
+        if spool is not None:
+            self.metrics.gauge(
+                "sac_spool_depth", lambda: spool.depth, "pushes on disk waiting for the store"
+            )
+
+    def start(self, replay_every: float = 2.0) -> None:
+        """Replay the spool now and every ``replay_every`` seconds while it holds pushes."""
+        if self.spool is None or self._replay_loop is not None:
+            return
+        self._replay_loop = LoopingCall(lambda: Deferred.fromCoroutine(self.replay_spool()))
+        self._replay_loop.clock = self.reactor
+        self._replay_loop.start(replay_every, now=True).addErrback(
+            lambda f: self.log.failure("the spool replay stopped", f)
+        )
+
+    def stop(self) -> None:
+        if self._replay_loop is not None and self._replay_loop.running:
+            self._replay_loop.stop()
+        self._replay_loop = None
 
     # --- the store, with a deadline
 

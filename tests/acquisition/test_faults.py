@@ -1,0 +1,266 @@
+"""Push sessions that go wrong: each one ends its own connection with a reason, counted,
+and nothing wrong is stored; the store going away loses nothing."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint, connectProtocol
+from twisted.internet.error import ConnectionDone
+from twisted.internet.protocol import Protocol
+from twisted.internet.task import deferLater
+from twisted.internet.testing import StringTransport
+from twisted.protocols.portforward import ProxyFactory
+
+from sac.dlms import Obis
+from sac.services.spool import Spool
+from sac.simulator.session import MeterProtocol
+from sac.store import Actor, CommandState
+from sac.store.postgres import PostgresStore
+from tests.acquisition.conftest import Backend, Sac, make_fleet, provision, push_once
+from tests.store.conftest import MASTER
+
+INDEX = Obis("7.0.13.2.0.255")
+
+
+def push_bytes(meter: Any) -> bytes:
+    """The wrapper PDU of one push of ``meter``, as it would send it."""
+    protocol = MeterProtocol(meter, push_template=meter.profile.push_templates[0], reactor=reactor)
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    protocol.connectionLost(None)
+    return transport.value()
+
+
+class Raw(Protocol):
+    """Sends bytes, records how the SAC ended the connection."""
+
+    def __init__(self, data: bytes, then_close: bool = False) -> None:
+        self.data = data
+        self.then_close = then_close
+        self.ended: Deferred[Any] = Deferred()
+
+    def connectionMade(self) -> None:
+        self.transport.write(self.data)
+        if self.then_close:
+            self.transport.loseConnection()
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.ended.callback([reason])  # a Failure in a list: a result, not an error
+
+
+async def send_raw(port: int, data: bytes, then_close: bool = False) -> Any:
+    protocol = Raw(data, then_close)
+    await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), protocol)
+    [reason] = await protocol.ended
+    return reason
+
+
+async def started(backend: Backend, sacs: list[Sac], count: int = 1, **kw: Any):
+    store = backend.make()
+    await store.open()
+    fleet = make_fleet(count)
+    await provision(store, fleet)
+    sac = Sac(store, **kw)
+    sacs.append(sac)
+    return store, fleet, sac, await sac.listen()
+
+
+def rejected(sac: Sac, reason: str) -> int:
+    return sac.acquisition.metrics.value("sac_push_rejected_total", reason=reason)
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_unknown_meter_is_refused(backend: Backend, sacs: list[Sac]) -> None:
+    store, _fleet, sac, port = await started(backend, sacs)
+    stranger = make_fleet(1, seed=7, first_serial=500).meters[0]
+    reason = await send_raw(port, push_bytes(stranger))
+    assert not reason.check(ConnectionDone)  # aborted, not acknowledged
+    assert rejected(sac, "unknown-meter") == 1
+    assert await store.count_readings() == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_wrong_key_is_refused_and_nothing_is_stored(
+    backend: Backend, sacs: list[Sac]
+) -> None:
+    store, fleet, sac, port = await started(backend, sacs)
+    [m] = fleet.meters
+    await store.set_keys(m.ldn, 1, bytes(16))  # not the meter's key
+    reason = await send_raw(port, push_bytes(m))
+    assert not reason.check(ConnectionDone)
+    assert rejected(sac, "bad-tag") == 1
+    assert await store.count_readings() == 0
+    assert await store.invocation_counters(m.ldn, 1) == (0, None)  # its counter not learnt
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_replayed_push_is_refused(backend: Backend, sacs: list[Sac]) -> None:
+    store, fleet, sac, port = await started(backend, sacs)
+    [m] = fleet.meters
+    frame = push_bytes(m)
+    assert (await send_raw(port, frame)).check(ConnectionDone)
+    stored = await store.count_readings()
+    assert not (await send_raw(port, frame)).check(ConnectionDone)
+    assert rejected(sac, "replay") == 1
+    assert await store.count_readings() == stored
+    # the same replay with the meter's entry cached and a second SAC process (no cache):
+    # the check in the store's transaction refuses it too
+    other = Sac(store, cache_seconds=0)
+    sacs.append(other)
+    assert not (await send_raw(await other.listen(), frame)).check(ConnectionDone)
+    assert rejected(other, "replay") == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_truncated_and_oversized_frames_close_only_their_connection(
+    backend: Backend, sacs: list[Sac]
+) -> None:
+    store, fleet, sac, port = await started(backend, sacs)
+    [m] = fleet.meters
+    frame = push_bytes(m)
+    # the stream ends inside the PDU: nothing to store, nothing broken
+    await send_raw(port, frame[: len(frame) // 2], then_close=True)
+    # a complete wrapper PDU around a cut APDU
+    cut = frame[8 : len(frame) - 20]
+    await send_raw(port, struct.pack(">HHHH", 1, 1, 1, len(cut)) + cut)
+    assert rejected(sac, "malformed") == 1
+    # a header announcing 60,000 bytes: refused on the header, before any body is read
+    reason = await send_raw(port, struct.pack(">HHHH", 1, 1, 1, 60_000) + bytes(100))
+    assert not reason.check(ConnectionDone)
+    assert sac.acquisition.metrics.value("sac_push_closed_total", reason="malformed") == 2
+    assert await store.count_readings() == 0
+    # and the meter's real push still goes through
+    assert (await send_raw(port, frame)).check(ConnectionDone)
+    assert await store.count_readings() > 0
+
+
+class Mute(MeterProtocol):
+    """A meter that pushes, then never answers."""
+
+    def dataReceived(self, data: bytes) -> None:
+        pass
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_meter_that_stops_answering_gets_its_command_back_in_the_queue(
+    backend: Backend, sacs: list[Sac]
+) -> None:
+    from sac.protocols.push import ListenerSettings
+
+    store, fleet, sac, port = await started(
+        backend, sacs, listener=ListenerSettings(response_timeout=0.5)
+    )
+    [m] = fleet.meters
+    command = await store.queue_command(m.ldn, "valve-close", {}, Actor("olivia"))
+    protocol = Mute(m, push_template=m.profile.push_templates[0], reactor=reactor)
+    ended: Deferred[Any] = Deferred()
+    protocol.connectionLost = lambda reason=None: ended.callback([reason])  # type: ignore[method-assign]
+    await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), protocol)
+    [reason] = await ended
+    assert not reason.check(ConnectionDone)
+    assert sac.acquisition.metrics.value("sac_push_closed_total", reason="response-timeout") == 1
+    again = await store.get_command(command.id)
+    assert again.state is CommandState.PENDING and "no answer" in (again.result or "")
+    assert await store.count_readings() > 0  # the push itself was stored first
+    # the next session runs it
+    await push_once(port, m)
+    assert (await store.get_command(command.id)).state is CommandState.DONE
+
+
+# --- the store goes away ---------------------------------------------------------------------
+
+
+class Cuttable:
+    """A TCP proxy in front of PostgreSQL that can be cut (connections dropped, new ones
+    refused) and restored: the store 'down' without touching the server."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.factory = ProxyFactory(host, port)
+        self.port: Any = None
+        self.number = 0
+        self.servers: set[Any] = set()
+        build = self.factory.buildProtocol
+
+        def tracked(addr: Any) -> Any:
+            protocol = build(addr)
+            self.servers.add(protocol)
+            return protocol
+
+        self.factory.buildProtocol = tracked  # type: ignore[method-assign]
+
+    async def up(self) -> int:
+        self.port = await TCP4ServerEndpoint(reactor, self.number, interface="127.0.0.1").listen(
+            self.factory
+        )
+        self.number = self.port.getHost().port
+        return self.number
+
+    async def down(self) -> None:
+        await self.port.stopListening()
+        for server in list(self.servers):
+            if server.transport is not None:
+                server.transport.abortConnection()
+        self.servers.clear()
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_store_down_for_30_s_during_a_push_burst_loses_nothing(
+    backend: Backend, sacs: list[Sac], tmp_path: Path
+) -> None:
+    if backend.kind != "postgresql":
+        pytest.skip("the store is cut at its network connection: PostgreSQL")
+    setup = backend.make()
+    await setup.open()
+    fleet = make_fleet(20)
+    await provision(setup, fleet)
+    proxy = Cuttable("127.0.0.1", 5432)
+    proxy_port = await proxy.up()
+    dsn = backend.dsn.replace("host=127.0.0.1 port=5432", f"host=127.0.0.1 port={proxy_port}")
+    assert dsn != backend.dsn
+    store = PostgresStore(dsn, MASTER, connections=2)
+    backend.stores.append(store)
+    await store.open()
+    spool = Spool(tmp_path / "spool")
+    await spool.open()
+    sac = Sac(store, spool=spool, store_timeout=2.0)
+    sacs.append(sac)
+    port = await sac.listen()
+    sac.acquisition.start(replay_every=0.5)
+    acknowledged: dict[str, int] = {m.ldn: 0 for m in fleet.meters}
+
+    async def burst() -> None:
+        for m in fleet.meters:
+            protocol = await push_once(port, m)
+            if protocol.end_reason.check(ConnectionDone):
+                acknowledged[m.ldn] += 1
+
+    await burst()  # the store up
+    await proxy.down()
+    await deferLater(reactor, 1.1, lambda: None)  # each burst in a second of its own
+    for _ in range(6):  # 30 s without the store, a burst every 5 s
+        await burst()
+        await deferLater(reactor, 5.0, lambda: None)
+    assert spool.depth == 6 * len(fleet.meters)
+    assert sac.acquisition.metrics.value("sac_push_spooled_total") == spool.depth
+    await proxy.up()
+    for _ in range(600):  # replayed as soon as the store answers again
+        if not spool.depth:
+            break
+        await deferLater(reactor, 0.1, lambda: None)
+    sac.acquisition.stop()
+    await spool.close()
+    assert spool.depth == 0
+    for m in fleet.meters:
+        assert acknowledged[m.ldn] == 7
+        readings = await setup.last_readings(m.ldn, INDEX, limit=100)
+        # one index a push (each push's frame has its own UNIX time), none lost, none twice
+        pushes = [r for r in readings if r.source == "cf47"]
+        assert len({r.captured for r in pushes}) == len(pushes) == 7
+        assert await setup.invocation_counters(m.ldn, 1) == (0, m.our_counter - 1)
