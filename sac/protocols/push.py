@@ -9,7 +9,8 @@ One :class:`PushProtocol` a connection:
 3. if commands wait for that meter: identifies the Management counter (from the frame, else a
    Public association), runs them through the Management association within the session
    budget, stores what they read, and closes the connection cleanly;
-4. otherwise closes at once -- the clean close is the meter's acknowledgement.
+4. otherwise closes at once -- the clean close is the meter's acknowledgement: until then
+   the socket lingers 0 s, so a crash of the SAC resets the connection instead of closing it.
 
 A refused push (unknown meter, bad tag, replay, malformed frame...) or a broken stream ends
 that one connection with one log line and a metric.  Limits: PDU size, idle time, session
@@ -20,6 +21,8 @@ follows: a datagram gets no answer).
 from __future__ import annotations
 
 import datetime as dt
+import socket
+import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -112,6 +115,7 @@ class PushProtocol(Protocol):
 
     def connectionMade(self) -> None:
         self.f.active.add(self)
+        _linger(self.transport, reset=True)
         self.started = time.monotonic()
         peer = self.transport.getPeer()
         self.peer = getattr(peer, "host", str(peer))
@@ -184,6 +188,7 @@ class PushProtocol(Protocol):
             return
         self._closing = True
         self.outcome = outcome
+        _linger(self.transport, reset=False)
         self.transport.loseConnection()
 
     def _crashed(self, failure: Any) -> None:
@@ -281,6 +286,21 @@ class PushProtocol(Protocol):
                     await self.f.store.retry_command(command.id, why)
             except SacError as exc:
                 self.log.warn("command {id}: not requeued: {e}", id=command.id, e=exc)
+
+
+_RESET = struct.pack("ii", 1, 0)
+_GRACEFUL = struct.pack("ii", 0, 0)
+
+
+def _linger(transport: Any, *, reset: bool) -> None:
+    """SO_LINGER 0 until the push is stored: if this process dies meanwhile, the kernel
+    resets the meter's connection (RST) instead of closing it (FIN).  A FIN from the SAC
+    then always means "stored", and the meter can treat anything else as not delivered."""
+    try:
+        handle = transport.getHandle()
+        handle.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET if reset else _GRACEFUL)
+    except (AttributeError, OSError):
+        pass  # not a socket (a test transport, TLS over something else)
 
 
 class PushDatagramProtocol(DatagramProtocol):
