@@ -264,3 +264,31 @@ async def test_the_store_down_for_30_s_during_a_push_burst_loses_nothing(
         pushes = [r for r in readings if r.source == "cf47"]
         assert len({r.captured for r in pushes}) == len(pushes) == 7
         assert await setup.invocation_counters(m.ldn, 1) == (0, m.our_counter - 1)
+
+
+@pytest_twisted.ensureDeferred
+async def test_pushes_over_udp_are_stored_and_bad_datagrams_counted(
+    backend: Backend, sacs: list[Sac]
+) -> None:
+    from twisted.internet.protocol import DatagramProtocol
+
+    from sac.protocols.push import PushDatagramProtocol
+
+    store, fleet, sac, _port = await started(backend, sacs)
+    [m] = fleet.meters
+    listener = reactor.listenUDP(0, PushDatagramProtocol(sac.acquisition), interface="127.0.0.1")
+    sender = reactor.listenUDP(0, DatagramProtocol(), interface="127.0.0.1")
+    try:
+        target = ("127.0.0.1", listener.getHost().port)
+        sender.write(b"\x00\x01garbage", target)
+        sender.write(push_bytes(m), target)
+        for _ in range(200):
+            if sac.acquisition.metrics.value("sac_push_stored_total"):
+                break
+            await deferLater(reactor, 0.02, lambda: None)
+    finally:
+        await listener.stopListening()
+        await sender.stopListening()
+    assert sac.acquisition.metrics.value("sac_push_stored_total") == 1
+    assert rejected(sac, "malformed") == 1
+    assert await store.last_readings(m.ldn, INDEX)
