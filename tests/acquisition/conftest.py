@@ -89,6 +89,21 @@ async def push_once(port: int, meter: Any, template: int | None = None) -> Meter
     return protocol
 
 
+async def started(
+    backend: Backend,  # noqa: F811 -- the fixture, passed in
+    sacs: list[Sac],
+    count: int = 1,
+    **kw: Any,
+):
+    store = backend.make()
+    await store.open()
+    fleet = make_fleet(count)
+    await provision(store, fleet)
+    sac = Sac(store, **kw)
+    sacs.append(sac)
+    return store, fleet, sac, await sac.listen()
+
+
 def utc(seconds: float) -> dt.datetime:
     return dt.datetime.fromtimestamp(seconds, dt.UTC)
 
@@ -101,4 +116,4 @@ def sacs() -> Iterator[list[Sac]]:
         pytest_twisted.blockon(Deferred.fromCoroutine(sac.stop()))
 
 
-__all__ = ["Backend", "Path", "Sac", "make_fleet", "provision", "push_once", "utc"]
+__all__ = ["Backend", "Path", "Sac", "make_fleet", "provision", "push_once", "started", "utc"]

@@ -23,7 +23,7 @@ from sac.services.spool import Spool
 from sac.simulator.session import MeterProtocol
 from sac.store import Actor, CommandState
 from sac.store.postgres import PostgresStore
-from tests.acquisition.conftest import Backend, Sac, make_fleet, provision, push_once
+from tests.acquisition.conftest import Backend, Sac, make_fleet, provision, push_once, started
 from tests.store.conftest import MASTER
 
 INDEX = Obis("7.0.13.2.0.255")
@@ -60,16 +60,6 @@ async def send_raw(port: int, data: bytes, then_close: bool = False) -> Any:
     await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), protocol)
     [reason] = await protocol.ended
     return reason
-
-
-async def started(backend: Backend, sacs: list[Sac], count: int = 1, **kw: Any):
-    store = backend.make()
-    await store.open()
-    fleet = make_fleet(count)
-    await provision(store, fleet)
-    sac = Sac(store, **kw)
-    sacs.append(sac)
-    return store, fleet, sac, await sac.listen()
 
 
 def rejected(sac: Sac, reason: str) -> int:

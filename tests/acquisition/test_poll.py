@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import pytest_twisted
 from twisted.internet import reactor
@@ -49,22 +50,22 @@ async def _listening(backend: Backend, count: int = 1, profile: str = "uni-ts-11
     return store, fleet, ports
 
 
+async def poll_then_stop(store: Any, fleet: Any, ldn: str, port: int) -> Any:
+    try:
+        return await poll_meter(
+            ldn, f"127.0.0.1:{port}", store=store, registry=REGISTRY, reactor=reactor,
+            settings=SETTINGS,
+        )  # fmt: skip
+    finally:
+        await fleet.stop()
+
+
 @pytest_twisted.ensureDeferred
 async def test_a_poll_reads_every_list_and_detail_object(backend: Backend) -> None:
     store, fleet, ports = await _listening(backend)
     [m] = fleet.meters
     assert m.operate_valve(ValveAction.CLOSE)  # an event in its logbook
-    try:
-        result = await poll_meter(
-            m.ldn,
-            f"127.0.0.1:{ports[0]}",
-            store=store,
-            registry=REGISTRY,
-            reactor=reactor,
-            settings=SETTINGS,
-        )
-    finally:
-        await fleet.stop()
+    result = await poll_then_stop(store, fleet, m.ldn, ports[0])
     assert result.readings > 10 and result.events > 0
     meter = await store.get_meter(m.ldn)
     assert meter is not None
@@ -89,17 +90,7 @@ async def test_a_poll_runs_the_queued_commands(backend: Backend) -> None:
     store, fleet, ports = await _listening(backend)
     [m] = fleet.meters
     close = await store.queue_command(m.ldn, "valve-close", {}, OPERATOR, priority=20)
-    try:
-        result = await poll_meter(
-            m.ldn,
-            f"127.0.0.1:{ports[0]}",
-            store=store,
-            registry=REGISTRY,
-            reactor=reactor,
-            settings=SETTINGS,
-        )
-    finally:
-        await fleet.stop()
+    result = await poll_then_stop(store, fleet, m.ldn, ports[0])
     assert result.commands == 1
     done = await store.get_command(close.id)
     assert done.state is CommandState.DONE, done.result

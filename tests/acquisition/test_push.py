@@ -7,7 +7,7 @@ from twisted.internet.error import ConnectionDone
 
 from sac.dlms import Obis
 from sac.store import Actor, CommandState
-from tests.acquisition.conftest import Backend, Sac, make_fleet, provision, push_once
+from tests.acquisition.conftest import Backend, Sac, push_once, started
 
 INDEX = Obis("7.0.13.2.0.255")
 OPERATOR = Actor("olivia", "192.0.2.9")
@@ -15,13 +15,7 @@ OPERATOR = Actor("olivia", "192.0.2.9")
 
 @pytest_twisted.ensureDeferred
 async def test_a_push_is_stored_with_the_list_values(backend: Backend, sacs: list[Sac]) -> None:
-    store = backend.make()
-    await store.open()
-    fleet = make_fleet()
-    await provision(store, fleet)
-    sac = Sac(store)
-    sacs.append(sac)
-    port = await sac.listen()
+    store, fleet, sac, port = await started(backend, sacs)
     [m] = fleet.meters
     protocol = await push_once(port, m)
     assert protocol.end_reason.check(ConnectionDone)  # a clean close: the push is acknowledged
@@ -38,13 +32,7 @@ async def test_a_push_is_stored_with_the_list_values(backend: Backend, sacs: lis
 async def test_a_queued_valve_close_runs_in_the_push_session(
     backend: Backend, sacs: list[Sac]
 ) -> None:
-    store = backend.make()
-    await store.open()
-    fleet = make_fleet()
-    await provision(store, fleet)
-    sac = Sac(store)
-    sacs.append(sac)
-    port = await sac.listen()
+    store, fleet, _sac, port = await started(backend, sacs)
     [m] = fleet.meters
     command = await store.queue_command(m.ldn, "valve-close", {}, OPERATOR, priority=20)
     read = await store.queue_command(
