@@ -35,13 +35,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 import psycopg2
+from bench_store import ADMIN_DSN
+from bench_store import Postgres as BenchDatabase
 
-ADMIN_DSN = os.environ.get("SAC_TEST_PG", "host=127.0.0.1 port=5432 user=postgres dbname=postgres")
 HELPER = Path(__file__).with_name("push_sac.py")
 ROOT = HELPER.parent.parent
 TICK = os.sysconf("SC_CLK_TCK")
@@ -52,13 +52,12 @@ TARGET_RATE, TARGET_P99 = 2100.0, 0.250
 # --- PostgreSQL -----------------------------------------------------------------------------
 
 
-class Postgres:
+class Postgres(BenchDatabase):
+    """bench_store's throwaway database, with the checks this benchmark makes."""
+
     def __init__(self) -> None:
-        self.name = f"sac_bench_{uuid.uuid4().hex[:10]}"
-        with _admin() as cursor:
-            cursor.execute(f'CREATE DATABASE "{self.name}"')
-        self.dsn = f"{ADMIN_DSN.replace('dbname=postgres', '')} dbname={self.name}"
-        self.conn = psycopg2.connect(self.dsn)
+        super().__init__()
+        self.conn = self.connect()
         self.conn.autocommit = True
 
     def one(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
@@ -84,22 +83,7 @@ class Postgres:
 
     def drop(self) -> None:
         self.conn.close()
-        with _admin() as cursor:
-            cursor.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
-                (self.name,),
-            )
-            cursor.execute(f'DROP DATABASE IF EXISTS "{self.name}"')
-
-
-class _admin:
-    def __enter__(self) -> Any:
-        self.conn = psycopg2.connect(ADMIN_DSN, connect_timeout=3)
-        self.conn.autocommit = True
-        return self.conn.cursor()
-
-    def __exit__(self, *exc: object) -> None:
-        self.conn.close()
+        super().drop()
 
 
 # --- the processes --------------------------------------------------------------------------
