@@ -23,7 +23,7 @@ from sac.dlms.wrapper import WrapperFramer
 from sac.errors import ProtocolError, SacError
 from sac.profiles import ProfileRegistry
 from sac.protocols.link import Link
-from sac.services.session import MeterSession, SessionSettings, merge
+from sac.services.session import MeterSession, SessionSettings, merge, requeue
 from sac.store.interface import IStore
 from sac.store.model import Ingest
 
@@ -139,10 +139,7 @@ async def poll_meter(
     except (ProtocolError, SacError) as exc:
         protocol.abort(str(exc))
         await protocol.closed
-        for command in claimed:
-            current = await store.get_command(command.id)
-            if current.state.value == "sent":
-                await store.retry_command(command.id, f"poll failed: {exc}")
+        await requeue(store, claimed, f"poll failed: {exc}")
         if isinstance(exc, PollFailed):
             raise
         raise PollFailed(f"meter {ldn}: {exc}") from None

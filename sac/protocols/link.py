@@ -27,14 +27,13 @@ from sac.dlms.events import (
     AssociationRejected,
     Event,
     GetCompleted,
-    GetListCompleted,
     NotificationReceived,
     Released,
     RequestFailed,
     SetCompleted,
 )
 from sac.dlms.wrapper import WrapperPdu
-from sac.dlms.xdlms import NO_VALUE, AttributeDescriptor, DataNotification, SelectiveAccess
+from sac.dlms.xdlms import NO_VALUE, DataNotification, SelectiveAccess
 from sac.errors import ProtocolError, RemoteProtocolError, SacError
 from sac.profiles import CosemRef
 
@@ -212,15 +211,6 @@ class Link:
         if isinstance(event.result, DataAccessResult):
             raise AccessError(f"GET {describe(ref)}", event.result)
         return event.result
-
-    async def get_many(self, association: ClientAssociation, refs: list[CosemRef]) -> list[Any]:
-        """Several attributes in one GET-with-list: each a value or a DataAccessResult."""
-        items = [(AttributeDescriptor(r.class_id, r.obis, r.attribute), None) for r in refs]
-        event = await self._request(
-            association, lambda: association.get_list(items), f"GET of {len(refs)} attributes"
-        )
-        assert isinstance(event, GetListCompleted)
-        return list(event.results)
 
     async def set(self, association: ClientAssociation, ref: CosemRef, value: Any) -> None:
         event = await self._request(

@@ -37,7 +37,7 @@ from sac.errors import SacError
 from sac.protocols.link import Link, ResponseTimeout
 from sac.services.acquisition import Accepted, Acquisition, PushRejected, StoreUnavailable
 from sac.services.metrics import Metrics
-from sac.services.session import MeterSession, SessionSettings, merge
+from sac.services.session import MeterSession, SessionSettings, merge, requeue
 from sac.store.interface import IStore
 from sac.store.model import Ingest
 
@@ -279,13 +279,7 @@ class PushProtocol(Protocol):
             self.log.warn("meter {ldn}: session values not stored: {e}", ldn=self.ldn, e=exc)
 
     async def _requeue(self, claimed: list[Any], why: str) -> None:
-        for command in claimed:
-            try:
-                current = await self.f.store.get_command(command.id)
-                if current.state.value == "sent":
-                    await self.f.store.retry_command(command.id, why)
-            except SacError as exc:
-                self.log.warn("command {id}: not requeued: {e}", id=command.id, e=exc)
+        await requeue(self.f.store, claimed, why)
 
 
 _RESET = struct.pack("ii", 1, 0)

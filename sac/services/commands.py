@@ -39,7 +39,7 @@ from sac.dlms.cosemtime import CosemDateTime
 from sac.dlms.xdlms import SelectiveAccess
 from sac.errors import SacError
 from sac.profiles import CosemRef, IMeterProfile, ValveAction, ValveMethod, valve_steps
-from sac.services.readings import CLOCK, UNIX_TIME, Capture, text_of
+from sac.services.readings import CLOCK, ROME, UNIX_TIME, Capture, text_of
 from sac.store.model import Actor, Command, Ingest
 
 if TYPE_CHECKING:
@@ -328,9 +328,7 @@ async def execute(session: MeterSession, command: Command) -> Outcome:
         await session.set(session.profile.objects["pdr"], VisibleString(params["pdr"]))
         return Outcome(True, f"PDR set to {params['pdr']}")
     # sync-clock: the meter's clock to the SAC's, in Italian time
-    from zoneinfo import ZoneInfo
-
-    local = session.now().astimezone(ZoneInfo("Europe/Rome"))
+    local = session.now().astimezone(ROME)
     raw = CosemDateTime.from_datetime(
         local, inverted_deviation=bool(session.profile.inverted_deviation)
     ).to_bytes()
@@ -402,13 +400,10 @@ def range_access(
             DoubleLongUnsigned(int(end.timestamp())),
         )
     else:
-        from zoneinfo import ZoneInfo
-
-        rome = ZoneInfo("Europe/Rome")
         low, high = (
             OctetString(
                 CosemDateTime.from_datetime(
-                    t.astimezone(rome), inverted_deviation=inverted
+                    t.astimezone(ROME), inverted_deviation=inverted
                 ).to_bytes()
             )
             for t in (start, end)

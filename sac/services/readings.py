@@ -11,6 +11,7 @@ import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sac.dlms import Obis
 from sac.dlms.axdr import OctetString, encode_data
@@ -31,6 +32,7 @@ __all__ = [
     "status_of",
 ]
 
+ROME = ZoneInfo("Europe/Rome")  # the meters' local time
 UNIX_TIME = Obis("0.0.1.1.0.255")
 CLOCK = Obis("0.0.1.0.0.255")
 INDEX = Obis("7.0.13.2.0.255")
@@ -69,9 +71,7 @@ def meter_time(value: Any, *, inverted_deviation: bool) -> dt.datetime | None:
         except DecodeError:
             return None
         if t.tzinfo is None:
-            from zoneinfo import ZoneInfo
-
-            t = t.replace(tzinfo=ZoneInfo("Europe/Rome"))
+            t = t.replace(tzinfo=ROME)
         return t.astimezone(dt.UTC)
     return None
 

@@ -33,7 +33,6 @@ from sac.services import commands as cmd
 from sac.services.readings import (
     BATTERY,
     INDEX,
-    INDEX_UNDER_ALARM,
     Capture,
     meter_time,
     reading_of,
@@ -43,6 +42,7 @@ from sac.services.readings import (
 )
 from sac.store.interface import IStore
 from sac.store.model import Command, Ingest, Meter, MeterStatus, Reading
+from sac.store.operations import CommandStateError
 
 __all__ = ["SAC_SYSTEM_TITLE", "MeterSession", "SessionSettings"]
 
@@ -155,7 +155,6 @@ class MeterSession:
                 pre_established=True,
                 max_receive_pdu=self.settings.max_receive_pdu,
                 server_max_receive_pdu=int(self.profile.max_pdu),
-                invoke_priority=0x40 | 0x80,
             )
         )
 
@@ -376,11 +375,19 @@ class MeterSession:
         return merge(batches)
 
     async def _requeue(self, commands: list[Command], why: str) -> None:
-        for command in commands:
-            try:
-                await self.store.retry_command(command.id, why)
-            except SacError as exc:
-                self.log.warn("command {id}: not requeued: {e}", id=command.id, e=exc)
+        await requeue(self.store, commands, why)
+
+
+async def requeue(store: IStore, commands: list[Command], why: str) -> None:
+    """Claimed commands a session did not finish go back to the queue (one conditional
+    update each: a command already finished stays as it is)."""
+    for command in commands:
+        try:
+            await store.retry_command(command.id, why)
+        except CommandStateError:
+            pass  # done or failed in this session before it broke
+        except SacError as exc:
+            MeterSession.log.warn("command {id}: not requeued: {e}", id=command.id, e=exc)
 
 
 def merge(parts: list[Ingest]) -> Ingest:
@@ -390,6 +397,3 @@ def merge(parts: list[Ingest]) -> Ingest:
         statuses=[s for p in parts for s in p.statuses],
         counters=[c for p in parts for c in p.counters],
     )
-
-
-__all__ += ["INDEX_UNDER_ALARM", "merge"]
