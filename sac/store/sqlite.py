@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import sqlite3
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,10 +27,20 @@ __all__ = ["SQLiteStore"]
 
 
 def _configure(connection: sqlite3.Connection) -> None:
-    connection.execute("PRAGMA journal_mode = WAL")
+    """Runs in the pool's thread when the connection opens."""
+    connection.execute("PRAGMA busy_timeout = 5000")
+    # switching a new file to WAL answers "locked" at once, without waiting, while another
+    # process opening it holds the lock: try again for up to 5 s (a thread, not the reactor)
+    for attempt in range(100):
+        try:
+            connection.execute("PRAGMA journal_mode = WAL")
+            break
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == 99:
+                raise
+            time.sleep(0.05)
     connection.execute("PRAGMA synchronous = FULL")
     connection.execute("PRAGMA foreign_keys = ON")
-    connection.execute("PRAGMA busy_timeout = 5000")
 
 
 def _adapt(params: Any) -> tuple[Any, ...]:
