@@ -221,6 +221,9 @@ class PushProtocol(Protocol):
             self._close("spooled")
             return
         self.ldn = accepted.meter.ldn
+        if not accepted.commands_waiting:  # the store said so in the push's transaction
+            self._close("stored")
+            return
         try:
             claimed = await self.f.store.claim_commands(self.ldn, by=self.f.session.name)
         except SacError as exc:

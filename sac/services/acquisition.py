@@ -75,6 +75,7 @@ class Accepted:
     frame_counter: int | None = None  # the Management client's FC, when the frame has it
     readings: int = 0
     invocation_counter: int | None = None
+    commands_waiting: bool = False  # pending commands for the meter, seen when it was stored
 
 
 @dataclass(slots=True)
@@ -88,22 +89,27 @@ class _Known:
 
 
 class IngestWriter:
-    """Group commit: ingests queued while one transaction runs go together in the next."""
+    """Group commit: ingests queued while a transaction runs go together in the next.
+
+    Up to ``concurrency`` transactions run at once (the store's pool has the connections):
+    while one waits for its commit, the next batch is already on its way.  Each takes its
+    rows in one order (by meter), so two of them never deadlock."""
 
     log = Logger()
 
-    def __init__(self, store: IStore, max_batch: int = 256) -> None:
+    def __init__(self, store: IStore, max_batch: int = 256, concurrency: int = 2) -> None:
         self.store = store
         self.max_batch = max_batch
+        self.concurrency = concurrency
         self._queue: list[tuple[Ingest, Deferred[IngestResult]]] = []
-        self._running = False
+        self._running = 0
         self.transactions = 0
 
     def write(self, batch: Ingest) -> Deferred[IngestResult]:
         d: Deferred[IngestResult] = Deferred()
         self._queue.append((batch, d))
-        if not self._running:
-            self._running = True
+        if self._running < self.concurrency:
+            self._running += 1
             Deferred.fromCoroutine(self._drain())
         return d
 
@@ -135,12 +141,12 @@ class IngestWriter:
                         if not d.called:
                             d.errback(exc)
                     continue
-                share = IngestResult(result.readings, result.events)
+                share = IngestResult(result.readings, result.events, result.pending)
                 for _, d in group:
                     if not d.called:
                         d.callback(share)
         finally:
-            self._running = False
+            self._running -= 1
 
     async def _one(self, batch: Ingest, d: Deferred[IngestResult]) -> None:
         self.transactions += 1
@@ -386,12 +392,18 @@ class Acquisition:
             readings=readings, statuses=[status], counters=[PeerCounter(ldn, sap, counter)]
         )
         try:
-            await self._store("store the push", lambda: self.writer.write(batch))
+            stored = await self._store("store the push", lambda: self.writer.write(batch))
         except ReplayError as exc:
             raise PushRejected("replay", f"meter {ldn}: {exc}", ldn) from None
         fc = frame.values.get("management_frame_counter")
         return Accepted(
-            False, meter, profile, int(fc) if fc is not None else None, len(readings), counter
+            False,
+            meter,
+            profile,
+            int(fc) if fc is not None else None,
+            len(readings),
+            counter,
+            ldn in stored.pending,
         )
 
     # --- the spool

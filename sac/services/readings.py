@@ -103,15 +103,57 @@ def reading_of(
 # --- compact frames --------------------------------------------------------------------------
 
 
-def _capture_field(name: str, values: Mapping[str, Any]) -> str:
+def _capture_field(name: str, fields: Iterable[str]) -> str:
     """The field holding the capture time of field ``name``: ``<prefix>unix_time`` for the
     longest prefix of ``name`` (cut at an underscore) that has one, else ``unix_time``."""
     parts = name.split("_")
     for cut in range(len(parts) - 1, 0, -1):
         candidate = "_".join(parts[:cut]) + "_unix_time"
-        if candidate in values:
+        if candidate in fields:
             return candidate
     return "unix_time"
+
+
+@dataclass(frozen=True, slots=True)
+class _Step:
+    """What one field of a layout gives: ``obis``/``attribute`` read from ``name``, at the
+    time in field ``at`` (or, for ``entries``, each record's own ``unix_time``)."""
+
+    name: str
+    obis: Obis
+    attribute: int
+    at: str | None
+    entries: tuple[tuple[str, Obis, int], ...] | None = None
+
+
+_PLANS: dict[int, tuple[Any, tuple[_Step, ...]]] = {}
+
+
+def _plan(layout: Any) -> tuple[_Step, ...]:
+    """The readings a layout's frames carry, worked out once a layout (layouts live as long
+    as their profile; the layout is kept with its plan so that its id stays its own)."""
+    known = _PLANS.get(id(layout))
+    if known is not None and known[0] is layout:
+        return known[1]
+    names = {f.name for f in layout.fields}
+    steps: list[_Step] = []
+    for f in layout.fields:
+        if f.obis is None or f.name.endswith(("_scaler", "_unit")):
+            continue
+        if f.kind == "entries":
+            subs = tuple(
+                (sub.name, sub.obis, sub.attribute)
+                for sub in f.entries
+                if sub.obis is not None and sub.obis != UNIX_TIME
+            )
+            steps.append(_Step(f.name, f.obis, f.attribute, None, subs))
+        elif f.obis == UNIX_TIME:
+            if f.name == "unix_time":
+                steps.append(_Step(f.name, f.obis, f.attribute, "unix_time"))
+        else:
+            steps.append(_Step(f.name, f.obis, f.attribute, _capture_field(f.name, names)))
+    _PLANS[id(layout)] = (layout, tuple(steps))
+    return tuple(steps)
 
 
 def frame_readings(
@@ -138,47 +180,44 @@ def frame_readings(
         else tuple(profile.volume_scaler_unit)
     )
     battery = (0, int(profile.battery_unit))
+    times: dict[Any, dt.datetime | None] = {}
 
-    def qualifier(obis: Obis) -> tuple[int, int] | None:
-        if obis in VOLUMES:
-            return volume  # type: ignore[return-value]
-        if obis == BATTERY:
-            return battery
-        return None
+    def time_of(value: Any) -> dt.datetime | None:
+        try:
+            return times[value]
+        except KeyError:
+            t = times[value] = meter_time(value, inverted_deviation=inverted)
+            return t
+        except TypeError:  # not hashable: not a time either
+            return None
 
-    frame_time = meter_time(values.get("unix_time"), inverted_deviation=inverted)
     readings: dict[tuple[Obis, int, dt.datetime | None], Reading] = {}
 
     def add(obis: Obis, attribute: int, value: Any, captured: dt.datetime | None) -> None:
-        ref = CosemRef(0, obis, attribute)
+        qualifier = None
+        if attribute == 2:
+            qualifier = volume if obis in VOLUMES else battery if obis == BATTERY else None
         readings[(obis, attribute, captured)] = reading_of(
             ldn,
-            ref,
+            CosemRef(0, obis, attribute),
             value,
             received=received,
             source=source,
             captured=captured,
-            scaler_unit=qualifier(obis) if attribute == 2 else None,
+            scaler_unit=qualifier,  # type: ignore[arg-type]
         )
 
-    for f in frame.layout.fields:
-        if f.obis is None or f.name.endswith(("_scaler", "_unit")):
+    for step in _plan(frame.layout):
+        value = values[step.name]
+        if step.entries is None:
+            add(step.obis, step.attribute, value, time_of(values.get(step.at)))
             continue
-        value = values[f.name]
-        if f.kind == "entries":
-            for entry in value:
-                at = meter_time(entry.get("unix_time"), inverted_deviation=inverted)
-                for sub in f.entries:
-                    if sub.obis is not None and sub.obis != UNIX_TIME:
-                        add(sub.obis, sub.attribute, entry[sub.name], at)
-            continue
-        if f.obis == UNIX_TIME:
-            if f.name == "unix_time":
-                add(f.obis, f.attribute, value, frame_time)
-            continue
-        at = meter_time(values.get(_capture_field(f.name, values)), inverted_deviation=inverted)
-        add(f.obis, f.attribute, value, at)
+        for entry in value:
+            at = time_of(entry.get("unix_time"))
+            for name, obis, attribute in step.entries:
+                add(obis, attribute, entry[name], at)
 
+    frame_time = time_of(values.get("unix_time"))
     index = readings.get((INDEX, 2, frame_time))
     diagnostic = values.get("current_diagnostic", values.get("daily_diagnostic"))
     battery_value = values.get("primary_battery_residual_pct")

@@ -213,6 +213,7 @@ class Ingest:
 class IngestResult:
     readings: int  # new readings stored (a reading already held is not stored twice)
     events: int  # new events stored
+    pending: frozenset[str] = frozenset()  # LDNs of the pushing meters with commands waiting
 
 
 class CommandState(StrEnum):

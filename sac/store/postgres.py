@@ -15,7 +15,14 @@ from sac.errors import StorageError
 from sac.keys import MasterKey
 from sac.passwords import DEFAULT, ScryptParams
 from sac.store.interface import Store, _utc_now
-from sac.store.transactions import Conflict, Exec, InsertRows, Query, Transaction
+from sac.store.transactions import (
+    Conflict,
+    Exec,
+    InsertRows,
+    Query,
+    Transaction,
+    UpdateRows,
+)
 
 __all__ = ["PostgresStore"]
 
@@ -89,24 +96,50 @@ _ELEMENT: dict[str, Callable[[Any], str]] = {
 
 def _array(kind: str, column: Sequence[Any]) -> str:
     element = _ELEMENT[kind]
+    if kind in ("text", "time"):  # few distinct values (OBIS codes, a push's times): once each
+        texts = {v: element(v) for v in set(column) if v is not None}
+        return "{" + ",".join("NULL" if v is None else texts[v] for v in column) + "}"
     return "{" + ",".join("NULL" if v is None else element(v) for v in column) + "}"
 
 
-def _insert_rows(op: InsertRows) -> Iterator[tuple[str, list[str]]]:
-    names = ", ".join(name for name, _ in op.columns)
-    aliases = ", ".join(f"c{i}" for i in range(len(op.columns)))
+def _unnest(columns: tuple[tuple[str, str], ...], names: Sequence[str]) -> tuple[str, str]:
+    """(``unnest(%s::type[], ...) AS alias(names)``, the select list with bytes decoded)."""
+    arrays = ", ".join(f"%s::{_ARRAY_TYPES[kind]}" for _, kind in columns)
     selects = ", ".join(
-        f"decode(c{i}, 'hex')" if kind == "bytes" else f"c{i}"
-        for i, (_, kind) in enumerate(op.columns)
+        f"decode({name}, 'hex')" if kind == "bytes" else name
+        for name, (_, kind) in zip(names, columns, strict=True)
     )
-    arrays = ", ".join(f"%s::{_ARRAY_TYPES[kind]}" for _, kind in op.columns)
-    sql = (
-        f"INSERT INTO {op.table} ({names}) SELECT {selects} FROM unnest({arrays}) AS r({aliases})"
-        " ON CONFLICT DO NOTHING"
-    )
+    return f"unnest({arrays})", selects
+
+
+def _chunks(op: InsertRows | UpdateRows) -> Iterator[list[str]]:
+    """The array literals of each statement's share of the rows."""
     for i in range(0, len(op.rows), _ROWS_A_STATEMENT):
         columns = zip(*op.rows[i : i + _ROWS_A_STATEMENT], strict=True)
-        yield sql, [_array(kind, col) for (_, kind), col in zip(op.columns, columns, strict=True)]
+        yield [_array(kind, col) for (_, kind), col in zip(op.columns, columns, strict=True)]
+
+
+def _insert_rows(op: InsertRows) -> tuple[str, Iterator[list[str]]]:
+    names = ", ".join(name for name, _ in op.columns)
+    aliases = [f"c{i}" for i in range(len(op.columns))]
+    source, selects = _unnest(op.columns, aliases)
+    sql = (
+        f"INSERT INTO {op.table} ({names}) SELECT {selects} FROM {source}"
+        f" AS r({', '.join(aliases)}) ON CONFLICT {op.conflict}"
+    )
+    if op.returning:
+        sql += f" RETURNING {op.returning}"
+    return sql, _chunks(op)
+
+
+def _update_rows(op: UpdateRows) -> tuple[str, Iterator[list[str]]]:
+    names = [name for name, _ in op.columns]
+    source, selects = _unnest(op.columns, names)
+    sql = (
+        f"UPDATE {op.table} SET {op.sets} FROM (SELECT {selects} FROM {source}"
+        f" AS u({', '.join(names)})) AS v WHERE {op.table}.{op.key} = v.{names[0]}"
+    )
+    return sql, _chunks(op)
 
 
 async def _drive(cursor: Any, transaction: Transaction) -> Any:
@@ -116,11 +149,13 @@ async def _drive(cursor: Any, transaction: Transaction) -> Any:
             op = transaction.send(result)
         except StopIteration as done:
             return done.value
-        if isinstance(op, InsertRows):
-            result = 0
-            for sql, params in _insert_rows(op):
+        if isinstance(op, InsertRows | UpdateRows):
+            returning = isinstance(op, InsertRows) and op.returning
+            sql, chunks = _insert_rows(op) if isinstance(op, InsertRows) else _update_rows(op)
+            result = [] if returning else 0
+            for params in chunks:
                 await cursor.execute(sql, params)
-                result += cursor.rowcount
+                result += cursor.fetchall() if returning else cursor.rowcount
             continue
         sql = _sql(op.sql) + (
             " FOR UPDATE SKIP LOCKED" if isinstance(op, Query) and op.lock else ""

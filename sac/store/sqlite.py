@@ -21,7 +21,7 @@ from sac.errors import StorageError
 from sac.keys import MasterKey
 from sac.passwords import DEFAULT, ScryptParams
 from sac.store.interface import Store, _utc_now
-from sac.store.transactions import Conflict, Exec, InsertRows, Transaction
+from sac.store.transactions import Conflict, Exec, InsertRows, Transaction, UpdateRows
 
 __all__ = ["SQLiteStore"]
 
@@ -70,6 +70,9 @@ def thd_run(connection: Any, transaction: Transaction) -> Any:
             if isinstance(op, InsertRows):
                 result = _insert_rows(cursor, op)
                 continue
+            if isinstance(op, UpdateRows):
+                result = _update_rows(cursor, op)
+                continue
             cursor.execute(op.sql, _adapt(op.params))
             result = cursor.rowcount if isinstance(op, Exec) else cursor.fetchall()
     except BaseException as exc:
@@ -81,16 +84,30 @@ def thd_run(connection: Any, transaction: Transaction) -> Any:
         raise
 
 
-def _insert_rows(cursor: sqlite3.Cursor, op: InsertRows) -> int:
-    if not op.rows:
-        return 0
+def _insert_rows(cursor: sqlite3.Cursor, op: InsertRows) -> Any:
     names = ", ".join(name for name, _ in op.columns)
     marks = ", ".join("?" * len(op.columns))
+    sql = f"INSERT INTO {op.table} ({names}) VALUES ({marks}) ON CONFLICT {op.conflict}"
+    if op.returning:  # executemany cannot return rows
+        sql += f" RETURNING {op.returning}"
+        return [row for values in op.rows for row in cursor.execute(sql, _adapt(values))]
+    if not op.rows:
+        return 0
+    cursor.executemany(sql, map(_adapt, op.rows))
+    return cursor.rowcount  # summed over the rows by executemany
+
+
+def _update_rows(cursor: sqlite3.Cursor, op: UpdateRows) -> int:
+    if not op.rows:
+        return 0
+    names = [name for name, _ in op.columns]
+    values = ", ".join(f"? AS {name}" for name in names)
     cursor.executemany(
-        f"INSERT INTO {op.table} ({names}) VALUES ({marks}) ON CONFLICT DO NOTHING",
+        f"UPDATE {op.table} SET {op.sets} FROM (SELECT {values}) AS v"
+        f" WHERE {op.table}.{op.key} = v.{names[0]}",
         map(_adapt, op.rows),
     )
-    return cursor.rowcount  # summed over the rows by executemany
+    return cursor.rowcount
 
 
 class SQLiteStore(Store):

@@ -28,6 +28,7 @@ from sac.store.model import (
     MeterState,
     MeterStatus,
     NewMeter,
+    PeerCounter,
     PollJob,
     Reading,
 )
@@ -67,9 +68,26 @@ class InsertRows:
     table: str
     columns: tuple[tuple[str, str], ...]
     rows: Sequence[tuple[Any, ...]]
+    conflict: str = "DO NOTHING"  # what follows ON CONFLICT
+    returning: str | None = None  # with it, the rows RETURNING gives come back, not a count
 
 
-Transaction = Generator[Query | Exec | InsertRows, Any, Any]
+@dataclass(frozen=True, slots=True)
+class UpdateRows:
+    """Update many rows of ``table`` at once, each from one row of values: ``sets`` is the
+    SET clause, where ``v.<column>`` is the row's value and ``<table>.<column>`` the row's
+    current one (qualify both: the names overlap).  ``columns`` as for :class:`InsertRows`;
+    the first is matched with ``<table>.<key>``.  PostgreSQL runs one ``UPDATE ... FROM
+    unnest(arrays)``, SQLite one ``UPDATE ... FROM (SELECT ? AS ...)`` a row."""
+
+    table: str
+    key: str
+    columns: tuple[tuple[str, str], ...]
+    rows: Sequence[tuple[Any, ...]]
+    sets: str
+
+
+Transaction = Generator[Query | Exec | InsertRows | UpdateRows, Any, Any]
 
 
 class UnknownMeter(StorageError):
@@ -460,10 +478,7 @@ def ingest(batch: Ingest, ids: dict[str, int]) -> Transaction:
         if missing:
             raise UnknownMeter(missing[0])
         ids.update(found)
-    for c in batch.counters:
-        if not (yield from _accept_counter(ids[c.ldn], c.client_sap, c.counter)):
-            last = yield from invocation_counters(c.ldn, c.client_sap)
-            raise ReplayError(c.counter, last[1] if last[1] is not None else -1)
+    yield from _accept_counters(batch.counters, ids)
     readings = yield InsertRows(
         "readings",
         _READING_COLUMNS,
@@ -491,57 +506,131 @@ def ingest(batch: Ingest, ids: dict[str, int]) -> Transaction:
             for e in batch.events
         ],
     )
-    for status in batch.statuses:
-        yield from _update_status(ids[status.ldn], status)
-    return IngestResult(readings, events)
-
-
-def _update_status(meter_id: int, status: MeterStatus) -> Transaction:
-    """Move a meter's list values forward: never back to an older value."""
-    sets: list[str] = []
-    params: list[Any] = []
-
-    def newer(column: str, stamp: Any, pairs: Sequence[tuple[str, Any]]) -> None:
-        for target, value in pairs:
-            sets.append(
-                f"{target} = CASE WHEN {column} IS NULL OR {column} <= ? THEN ? ELSE {target} END"
-            )
-            params.extend((stamp, value))
-
-    if status.connected is not None:
-        newer("last_connection", status.connected, [("last_connection", status.connected)])
-    at = status.at or status.connected
-    values = [
-        (column, value)
-        for column, value in (
-            ("diagnostic", status.diagnostic),
-            ("battery_value", status.battery_value),
-            ("battery_unit", status.battery_unit if status.battery_value is not None else None),
-            ("valve_state", status.valve_state),
+    yield from _update_statuses(batch.statuses, ids)
+    pending: frozenset[str] = frozenset()
+    if batch.counters:  # pushes: which of these meters have commands waiting?
+        pushed = sorted({ids[c.ldn] for c in batch.counters})
+        rows = yield Query(
+            "SELECT DISTINCT m.ldn FROM commands c JOIN meters m ON m.id = c.meter_id"
+            f" WHERE c.state = 'pending' AND c.meter_id IN ({', '.join('?' * len(pushed))})",
+            pushed,
         )
-        if value is not None
+        pending = frozenset(ldn for (ldn,) in rows)
+    return IngestResult(readings, events, pending)
+
+
+_COUNTER_COLUMNS = (("meter_id", "int"), ("client_sap", "int"), ("theirs", "int"))
+
+
+def _accept_counters(counters: Sequence[PeerCounter], ids: dict[str, int]) -> Transaction:
+    """Accept every counter (each newer than its meter's last) or raise ReplayError: one
+    statement for all, when no meter and client appear twice (one at a time otherwise)."""
+    if not counters:
+        return
+    rows = sorted((ids[c.ldn], c.client_sap, c.counter) for c in counters)  # one lock order
+    if len({(m, sap) for m, sap, _ in rows}) == len(rows):
+        accepted = yield InsertRows(
+            "invocation_counters",
+            _COUNTER_COLUMNS,
+            rows,
+            conflict="(meter_id, client_sap) DO UPDATE SET theirs = excluded.theirs"
+            " WHERE invocation_counters.theirs IS NULL"
+            " OR invocation_counters.theirs < excluded.theirs",
+            returning="meter_id, client_sap",
+        )
+        if len(accepted) == len(rows):
+            return
+        taken = {(m, sap) for m, sap in accepted}
+        stale = next(r for r in rows if (r[0], r[1]) not in taken)
+    else:
+        for row in rows:
+            if not (yield from _accept_counter(*row)):
+                stale = row
+                break
+        else:
+            return
+    theirs = yield Query(
+        "SELECT theirs FROM invocation_counters WHERE meter_id = ? AND client_sap = ?",
+        stale[:2],
+    )
+    last = theirs[0][0] if theirs and theirs[0][0] is not None else -1
+    raise ReplayError(stale[2], last)
+
+
+# the list values of a meter: (column, kind) in the order _status_row gives them
+_STATUS_COLUMNS = (
+    ("id", "int"),
+    ("connected", "time"),
+    ("values_at", "time"),
+    ("diagnostic", "int"),
+    ("battery_value", "int"),
+    ("battery_unit", "int"),
+    ("valve_state", "int"),
+    ("index_at", "time"),
+    ("index_value", "num"),
+    ("index_scaler", "int"),
+    ("index_unit", "int"),
+)
+
+
+def _newer(stamp: str, new: str, targets: Sequence[str]) -> list[str]:
+    """SET items: each target takes its new value (when it has one) if ``new`` is not older
+    than the stored ``stamp``; else it stays as it is."""
+    fresh = f"v.{new} IS NOT NULL AND (meters.{stamp} IS NULL OR meters.{stamp} <= v.{new})"
+    return [
+        f"{target} = CASE WHEN {fresh} AND v.{source} IS NOT NULL THEN v.{source}"
+        f" ELSE meters.{target} END"
+        for target, source in ((t.split(":")[0], t.split(":")[-1]) for t in targets)
     ]
-    if values:
+
+
+_STATUS_SETS = ", ".join(
+    [
+        *_newer("last_connection", "connected", ["last_connection:connected"]),
+        *_newer(
+            "status_at",
+            "values_at",
+            ["diagnostic", "battery_value", "battery_unit", "valve_state", "status_at:values_at"],
+        ),
+        *_newer(
+            "index_captured",
+            "index_at",
+            ["index_value", "index_scaler", "index_unit", "index_captured:index_at"],
+        ),
+    ]
+)
+
+
+def _status_row(meter_id: int, status: MeterStatus) -> tuple[Any, ...]:
+    """The row of :data:`_STATUS_COLUMNS` for one meter status (None: leave as it is)."""
+    values = (
+        status.diagnostic,
+        status.battery_value,
+        status.battery_unit if status.battery_value is not None else None,
+        status.valve_state,
+    )
+    at = None
+    if any(v is not None for v in values):
+        at = status.at or status.connected
         if at is None:
             raise ValueError("a meter status with values needs a time (at or connected)")
-        newer("status_at", at, [*values, ("status_at", at)])
-    index = status.index
+    index, index_row = status.index, (None, None, None, None)
     if index is not None:
-        stamp = index.captured or at
+        stamp = index.captured or status.at or status.connected
         if stamp is None or index.value is None:
             raise ValueError("the index of a meter status needs a value and a time")
-        newer(
-            "index_captured",
-            stamp,
-            [
-                ("index_value", index.value),
-                ("index_scaler", index.scaler),
-                ("index_unit", index.unit),
-                ("index_captured", stamp),
-            ],
-        )
-    if sets:
-        yield Exec(f"UPDATE meters SET {', '.join(sets)} WHERE id = ?", [*params, meter_id])
+        index_row = (stamp, index.value, index.scaler, index.unit)
+    return (meter_id, status.connected, at, *values, *index_row)
+
+
+def _update_statuses(statuses: Sequence[MeterStatus], ids: dict[str, int]) -> Transaction:
+    """Move meters' list values forward, never back to an older value: one statement for
+    all, when no meter appears twice (one a statement otherwise, in order)."""
+    rows = [_status_row(ids[s.ldn], s) for s in statuses]
+    unique = len({r[0] for r in rows}) == len(rows)
+    for group in [sorted(rows)] if unique else [[r] for r in rows]:  # sorted: one lock order
+        if group:
+            yield UpdateRows("meters", "id", _STATUS_COLUMNS, group, _STATUS_SETS)
 
 
 def last_readings(ldn: str, obis: Obis, attribute: int, limit: int) -> Transaction:
