@@ -33,6 +33,7 @@ bench: $(BIN)/.sac-installed
 	$(BIN)/python benchmarks/bench_codec.py
 	$(BIN)/python benchmarks/bench_store.py
 	$(BIN)/python benchmarks/bench_simulator.py
+	$(BIN)/python benchmarks/bench_push.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

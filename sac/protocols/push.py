@@ -20,6 +20,7 @@ follows: a datagram gets no answer).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import socket
 import struct
@@ -293,11 +294,17 @@ def _linger(transport: Any, *, reset: bool) -> None:
     """SO_LINGER 0 until the push is stored: if this process dies meanwhile, the kernel
     resets the meter's connection (RST) instead of closing it (FIN).  A FIN from the SAC
     then always means "stored", and the meter can treat anything else as not delivered."""
-    try:
-        handle = transport.getHandle()
-        handle.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET if reset else _GRACEFUL)
-    except (AttributeError, OSError):
-        pass  # not a socket (a test transport, TLS over something else)
+    for _ in range(4):  # down through wrappers (TLS) to the TCP transport
+        handle = getattr(transport, "getHandle", lambda: None)()
+        if isinstance(handle, socket.socket):
+            with contextlib.suppress(OSError):
+                handle.setsockopt(
+                    socket.SOL_SOCKET, socket.SO_LINGER, _RESET if reset else _GRACEFUL
+                )
+            return
+        transport = getattr(transport, "transport", None)  # TLS: the connection under it
+        if transport is None:
+            return  # not a socket (a test transport)
 
 
 class PushDatagramProtocol(DatagramProtocol):

@@ -70,8 +70,11 @@ def make_fleet(count: int = 1, profile: str = "uni-ts-11291-12-2", **kw: Any) ->
     return Fleet(count, REGISTRY[profile], clock=reactor.seconds, reactor=reactor, **kw)
 
 
-async def push_once(port: int, meter: Any, template: int | None = None) -> MeterProtocol:
-    """One push session of ``meter``; returns its protocol once the SAC has closed it."""
+async def push_once(
+    port: int, meter: Any, template: int | None = None, endpoint: Any = None
+) -> MeterProtocol:
+    """One push session of ``meter`` (to ``port`` of 127.0.0.1 over TCP, or through the
+    client ``endpoint``); returns its protocol once the SAC has closed it."""
     protocol = MeterProtocol(
         meter, push_template=template or meter.profile.push_templates[0], reactor=reactor
     )
@@ -84,7 +87,7 @@ async def push_once(port: int, meter: Any, template: int | None = None) -> Meter
         ended.callback(None)
 
     protocol.connectionLost = on_lost  # type: ignore[method-assign]
-    await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), protocol)
+    await connectProtocol(endpoint or TCP4ClientEndpoint(reactor, "127.0.0.1", port), protocol)
     await ended
     return protocol
 
