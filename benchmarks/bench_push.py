@@ -215,6 +215,7 @@ def run(args: argparse.Namespace, database: Postgres, folder: Path) -> int:
     )
 
     sessions_guess = args.max_rate * (args.seconds + args.warmup + args.profile) + 1000
+    sessions_guess += TARGET_RATE * args.seconds  # the open-loop measure
     rounds = max(2, math.ceil(sessions_guess / args.meters))
     max_sessions = max(20_000, args.idle + args.concurrency + 1000)
     children = [
@@ -263,14 +264,10 @@ def phase(
 ) -> dict[str, Any]:
     pid = server.pid
     cpu0, pg0, load0 = cpu_seconds(pid), postgres_cpu(), cpu_seconds(load.pid)
-    result = load.ask(
-        op="sessions",
-        port=port,
-        cursor=cursor,
-        seconds=args.seconds,
-        concurrency=args.concurrency,
-        **kw,
-    )
+    kw.setdefault("concurrency", args.concurrency)
+    tx0 = server.ask(op="stats").get("transactions", 0)
+    result = load.ask(op="sessions", port=port, cursor=cursor, seconds=args.seconds, **kw)
+    result["transactions"] = server.ask(op="stats").get("transactions", 0) - tx0
     result["server_cpu"] = cpu_seconds(pid) - cpu0
     result["pg_cpu"] = max(0.0, postgres_cpu() - pg0)  # backends that ended are not counted
     result["load_cpu"] = cpu_seconds(load.pid) - load0
@@ -291,6 +288,11 @@ def describe(name: str, r: dict[str, Any], what: str) -> None:
         f"   load {r['load_cpu'] / per:4.2f}"
         f" ({r['load_cpu'] / max(r['ok'], 1) * 1e6:3.0f} µs)"
         f"   PostgreSQL {r['pg_cpu'] / per:4.2f}"
+        + (
+            f"   {r['ok'] / r['transactions']:.1f} sessions a transaction"
+            if r.get("transactions")
+            else ""
+        )
     )
 
 
@@ -334,6 +336,14 @@ def measure(
         f" ({rows / max(ours['ok'], 1):.1f} a session)   ratio to the peer"
         f" {ours['rate'] / theirs['rate']:.2f}   SAC peak RSS {mib(peak)}"
     )
+
+    # open loop: meters calling in at the target rate, whatever the SAC does; the p99 that
+    # counts is this one (at saturation, a closed loop's latency is its concurrency divided
+    # by the rate: Little's law, not the SAC)
+    steady = phase(
+        load, sac, sac_port, "sac", args, rate=TARGET_RATE, **{**flags, "concurrency": 4000}
+    )
+    describe(f"sac@{TARGET_RATE:,.0f}", steady, "sessions")
 
     profile = None
     if args.profile:
@@ -383,6 +393,16 @@ def measure(
         peak = memory(sac.pid)["VmHWM"]
 
     stats = sac.ask(op="stats")
+    gc = stats.get("gc", {})
+    if gc:
+        print(
+            "  SAC gc    "
+            + ";  ".join(
+                f"gen{g}: {gc.get(f'gen{g}_n', 0):,.0f} pauses, {gc.get(f'gen{g}_ms', 0):,.0f} ms"
+                f" in all, longest {gc.get(f'gen{g}_max_ms', 0):.1f} ms"
+                for g in range(3)
+            )
+        )
     total, lost = database.lost(acked)
     stored = stats["counters"].get("sac_push_stored_total", 0)
     all_rows = database.one("SELECT count(*) FROM readings")
@@ -411,7 +431,7 @@ def measure(
         print(f"            SAC log: {len(log)} warnings, first: {log[0][:160]}")
 
     rate_ok = ours["rate"] >= TARGET_RATE
-    p99_ok = ours["p99"] < TARGET_P99
+    p99_ok = steady["p99"] < TARGET_P99 and steady["rate"] >= TARGET_RATE * 0.98
     idle_ok = idle_result is None or (
         idle_result[1] >= idle
         and idle_result[2]["open"] == idle
@@ -421,7 +441,8 @@ def measure(
     verdict = {True: "met", False: "NOT met"}
     print(
         f"  target    >= {TARGET_RATE:,.0f} sessions/s durably stored: {ours['rate']:,.0f}"
-        f" {verdict[rate_ok]};  p99 < {TARGET_P99 * 1000:.0f} ms: {ours['p99'] * 1000:.1f} ms"
+        f" {verdict[rate_ok]};  p99 < {TARGET_P99 * 1000:.0f} ms at {TARGET_RATE:,.0f}/s:"
+        f" {steady['p99'] * 1000:.1f} ms"
         f" {verdict[p99_ok]};  lost 0: {lost} {verdict[lost == 0]}"
         + (f";  {idle:,} idle held: {verdict[idle_ok]}" if idle_result else "")
     )

@@ -140,6 +140,27 @@ def serve(build: Any) -> None:
     reactor.run()
 
 
+def gc_pauses() -> dict[str, float]:
+    """The garbage collector's pauses, by generation: count, total and longest (ms)."""
+    import gc
+
+    pauses: dict[str, float] = {}
+    started = [0.0]
+
+    def watch(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+            return
+        took = (time.perf_counter() - started[0]) * 1000
+        g = info["generation"]
+        pauses[f"gen{g}_n"] = pauses.get(f"gen{g}_n", 0) + 1
+        pauses[f"gen{g}_ms"] = pauses.get(f"gen{g}_ms", 0.0) + took
+        pauses[f"gen{g}_max_ms"] = max(pauses.get(f"gen{g}_max_ms", 0.0), took)
+
+    gc.callbacks.append(watch)
+    return pauses
+
+
 def sac(args: argparse.Namespace) -> None:
     from twisted.internet.endpoints import TCP4ServerEndpoint
     from twisted.logger import (
@@ -153,6 +174,7 @@ def sac(args: argparse.Namespace) -> None:
     from sac.keys import MasterKey
     from sac.profiles import discover_profiles
     from sac.protocols.push import ListenerSettings, PushFactory
+    from sac.runtime import tune_gc
     from sac.services.acquisition import Acquisition
     from sac.services.session import SessionSettings
     from sac.store.postgres import PostgresStore
@@ -185,6 +207,8 @@ def sac(args: argparse.Namespace) -> None:
         endpoint = TCP4ServerEndpoint(reactor, 0, backlog=args.backlog, interface="127.0.0.1")
         port = await endpoint.listen(factory)
         profiler: list[cProfile.Profile] = []
+        pauses = gc_pauses()
+        tune_gc()  # as a SAC process does once started
 
         def handle(command: dict[str, Any]) -> dict[str, Any]:
             op = command["op"]
@@ -193,6 +217,7 @@ def sac(args: argparse.Namespace) -> None:
                 return {
                     "active": len(factory.active),
                     "transactions": acquisition.writer.transactions,
+                    "gc": pauses,
                     "counters": {
                         f"{name}{dict(labels) if labels else ''}": value
                         for (name, labels), value in sorted(metrics.counters.items())
@@ -332,10 +357,17 @@ def sessions(
     concurrency: int,
     cycle: bool,
     record: str | None = None,
+    rate: float = 0.0,
 ) -> dict[str, Any]:
-    """Push sessions for ``seconds`` (or ``count`` sessions), ``concurrency`` at once, each
-    meter one session at a time in turn: connect, send its next frame, wait for the close.
-    A clean close (FIN) is an acknowledgement; a reset is a refusal."""
+    """Push sessions for ``seconds`` (or ``count`` sessions), each meter one session at a
+    time in turn: connect, send its next frame, wait for the close.  A clean close (FIN) is
+    an acknowledgement; a reset is a refusal.
+
+    Closed loop (``rate`` 0): ``concurrency`` sessions at once, a new one as soon as one
+    ends -- the most the server takes.  Open loop (``rate`` > 0): sessions start at
+    ``rate`` a second whatever the server does, as meters calling in do (``concurrency``
+    only caps them); a session's time counts from when it was due, so a server that falls
+    behind shows it in the percentiles instead of slowing the arrivals."""
     address = ("127.0.0.1", port)
     poller = select.epoll()
     idle = collections.deque(range(len(frames.meters)))
@@ -347,6 +379,8 @@ def sessions(
     cpu0 = time.process_time()
     begin = clock()
     deadline = begin + seconds if seconds else float("inf")
+    due = begin  # open loop: when the next session is due
+    gap = 1.0 / rate if rate else 0.0
 
     def finish(fd: int, entry: list[Any]) -> None:
         poller.unregister(fd)
@@ -356,7 +390,12 @@ def sessions(
 
     while True:
         now = clock()
-        while len(live) < concurrency and idle and (now < deadline if seconds else started < count):
+        while (
+            len(live) < concurrency
+            and idle
+            and (now < deadline if seconds else started < count)
+            and (not rate or due <= now)
+        ):
             i = idle.popleft()
             k = cursor[i]
             cursor[i] = k + 1
@@ -364,7 +403,8 @@ def sessions(
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             sock.setblocking(False)
             started += 1
-            t0 = clock()
+            t0 = due if rate else clock()
+            due += gap
             err = sock.connect_ex(address)
             if err not in (0, errno.EINPROGRESS):
                 sock.close()
@@ -378,8 +418,10 @@ def sessions(
         if not live:
             if not idle or (seconds and clock() >= deadline) or (not seconds and started >= count):
                 break
-            continue
-        for fd, event in poller.poll(0.5):
+            if not rate:
+                continue
+        wait = min(0.5, max(0.001, due - clock())) if rate else 0.5
+        for fd, event in poller.poll(wait):
             entry = live[fd]
             sock = entry[0]
             if entry[4] is not None:  # connecting

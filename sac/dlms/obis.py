@@ -16,6 +16,9 @@ _TEXT = re.compile(rf"^\s*{_G}-{_G}:{_G}\.{_G}\.{_G}(?:\*{_G})?\s*\Z")
 _DOTTED = re.compile(rf"^\s*{_G}\.{_G}\.{_G}\.{_G}\.{_G}\.{_G}\s*\Z")
 
 
+_TEXTS: dict[bytes, str] = {}  # str() of the codes met, as for the instances
+
+
 class Obis:
     """A frozen, hashable OBIS code ``A.B.C.D.E.F`` (each group 0..255).
 
@@ -78,7 +81,12 @@ class Obis:
         return self._b
 
     def __str__(self) -> str:
-        return ".".join(map(str, self._b))
+        text = _TEXTS.get(self._b)
+        if text is None:
+            text = ".".join(map(str, self._b))
+            if len(_TEXTS) < 4096:
+                _TEXTS[self._b] = text
+        return text
 
     def __repr__(self) -> str:
         return f"Obis('{self}')"

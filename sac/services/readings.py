@@ -194,18 +194,25 @@ def frame_readings(
     readings: dict[tuple[Obis, int, dt.datetime | None], Reading] = {}
 
     def add(obis: Obis, attribute: int, value: Any, captured: dt.datetime | None) -> None:
-        qualifier = None
+        scaler = unit = None
         if attribute == 2:
-            qualifier = volume if obis in VOLUMES else battery if obis == BATTERY else None
-        readings[(obis, attribute, captured)] = reading_of(
-            ldn,
-            CosemRef(0, obis, attribute),
-            value,
-            received=received,
-            source=source,
-            captured=captured,
-            scaler_unit=qualifier,  # type: ignore[arg-type]
-        )
+            if obis in VOLUMES:
+                scaler, unit = volume
+            elif obis == BATTERY:
+                scaler, unit = battery
+        if type(value) is int or type(value) is float:  # most fields: no A-XDR to keep
+            reading = Reading(ldn, obis, attribute, value, received, source, captured, scaler, unit)
+        else:
+            reading = reading_of(
+                ldn,
+                CosemRef(0, obis, attribute),
+                value,
+                received=received,
+                source=source,
+                captured=captured,
+                scaler_unit=None if scaler is None else (scaler, unit),  # type: ignore[arg-type]
+            )
+        readings[(obis, attribute, captured)] = reading
 
     for step in _plan(frame.layout):
         value = values[step.name]

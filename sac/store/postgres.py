@@ -99,6 +99,8 @@ def _array(kind: str, column: Sequence[Any]) -> str:
     if kind in ("text", "time"):  # few distinct values (OBIS codes, a push's times): once each
         texts = {v: element(v) for v in set(column) if v is not None}
         return "{" + ",".join("NULL" if v is None else texts[v] for v in column) + "}"
+    if kind == "int" and all(type(v) is int for v in column):
+        return "{" + ",".join(map(str, column)) + "}"
     return "{" + ",".join("NULL" if v is None else element(v) for v in column) + "}"
 
 
