@@ -158,6 +158,9 @@ class IMeterProfile(Interface):
     )
     max_pdu = Attribute("the max PDU of its pre-established Management association")
     session_budget = Attribute("seconds a session with it may last (its max duration)")
+    diagnostic_bits = Attribute(
+        "{bit: name} of its diagnostic bitmasks, where known (pages show the others raw)"
+    )
 
     def validate() -> None:
         """Raise PluginError naming what is inconsistent."""
@@ -189,6 +192,8 @@ class MeterProfile:
     volume_scaler_unit: tuple[int, int] = (-3, 14)
     max_pdu: int = 504
     session_budget: float = 80.0
+    # no public definition of the UNI/TS diagnostic bits (spec 1.9): none by default
+    diagnostic_bits: Mapping[int, str] = field(default_factory=dict)
 
     def validate(self) -> None:
         problems = []

@@ -21,5 +21,14 @@ honeywell_ei7 = MeterProfile(
     layouts={layout.template_id: layout for layout in (CF30, CF47, CF48, CF49, CF51)},
     valve_method=ValveMethod.SCHEDULED_SCRIPT,
     battery_unit=UNIT_PERCENT,
+    # as Honeywell's own head-end reads them (spec 1.9, unconfirmed elsewhere)
+    diagnostic_bits={
+        3: "device error",
+        4: "device error",
+        5: "overflow",
+        6: "device error",
+        8: "battery low",
+        9: "battery low",
+    },
     session_budget=120.0,
 )

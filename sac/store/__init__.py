@@ -13,6 +13,7 @@ from sac.store.model import (
     Meter,
     MeterKeys,
     MeterPage,
+    MeterQuery,
     MeterState,
     MeterStatus,
     NewMeter,
@@ -21,8 +22,9 @@ from sac.store.model import (
     Reading,
     Role,
     User,
+    WebSession,
 )
-from sac.store.operations import CommandStateError, UnknownCommand, UnknownUser
+from sac.store.operations import CommandStateError, LoginLocked, UnknownCommand, UnknownUser
 from sac.store.transactions import Conflict, KeyImportError, UnknownMeter
 
 __all__ = [
@@ -38,9 +40,11 @@ __all__ = [
     "Ingest",
     "IngestResult",
     "KeyImportError",
+    "LoginLocked",
     "Meter",
     "MeterKeys",
     "MeterPage",
+    "MeterQuery",
     "MeterState",
     "MeterStatus",
     "NewMeter",
@@ -53,4 +57,5 @@ __all__ = [
     "UnknownMeter",
     "UnknownUser",
     "User",
+    "WebSession",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import secrets
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
@@ -31,12 +32,14 @@ from sac.store.model import (
     Meter,
     MeterKeys,
     MeterPage,
+    MeterQuery,
     MeterState,
     NewMeter,
     PollJob,
     Reading,
     Role,
     User,
+    WebSession,
 )
 
 __all__ = ["IStore", "Store"]
@@ -50,8 +53,14 @@ class IStore(Interface):
     async def close() -> None:
         """Release the connections."""
 
-    async def add_meter(meter: NewMeter, by: Actor | None = None) -> Meter:
-        """Add a meter; Conflict when its LDN or system title is taken."""
+    async def add_meter(
+        meter: NewMeter,
+        by: Actor | None = None,
+        *,
+        keys: Mapping[int, tuple[bytes, bytes | None]] = {},
+    ) -> Meter:
+        """Add a meter, with its keys ({client SAP: (EK, AK or None: the EK)}) in the same
+        transaction; Conflict when its LDN or system title is taken."""
 
     async def get_meter(ldn: str) -> Meter | None:
         """The meter with this LDN."""
@@ -113,6 +122,17 @@ class IStore(Interface):
     ) -> list[Reading]:
         """The latest readings of one attribute of one meter, newest first."""
 
+    async def readings_between(
+        ldn: str,
+        obis: Obis,
+        attribute: int = 2,
+        start: dt.datetime | None = None,
+        end: dt.datetime | None = None,
+        limit: int = 100_000,
+    ) -> list[Reading]:
+        """One attribute of one meter captured in [start, end) (a bound None: open), oldest
+        first; the newest ``limit`` when there are more.  UnknownMeter for an unknown LDN."""
+
     async def count_readings() -> int:
         """How many readings the store holds."""
 
@@ -121,12 +141,21 @@ class IStore(Interface):
         limit: int = 50,
         state: MeterState | None = None,
         search: str | None = None,
+        *,
+        query: MeterQuery | None = None,
     ) -> MeterPage:
-        """A page of the meter list in LDN order, after the LDN ``after``; ``search``: a
-        prefix of the LDN or of the PDR."""
+        """A page of the meter list after the cursor ``after`` (a page's ``next_after``; in
+        LDN order, an LDN); ValueError for a cursor that is not one.  ``query`` filters and
+        sorts (it supersedes ``state`` and ``search``: a prefix of the LDN or of the PDR);
+        without it, LDN order."""
 
-    async def count_meters(state: MeterState | None = None) -> int:
-        """How many meters (of a state)."""
+    async def count_meters(
+        state: MeterState | None = None, *, query: MeterQuery | None = None
+    ) -> int:
+        """How many meters (of a state, or that ``query``'s filters keep)."""
+
+    async def connections_since(since: dt.datetime) -> int:
+        """How many meters were heard at ``since`` or later."""
 
     async def events(ldn: str, limit: int = 100) -> list[Event]:
         """A meter's latest events, newest first."""
@@ -175,8 +204,23 @@ class IStore(Interface):
     async def add_user(name: str, password: str, role: Role, by: Actor | None = None) -> User:
         """A new user; the password is hashed with scrypt (off the reactor)."""
 
-    async def authenticate(name: str, password: str) -> User | None:
-        """The active user with this name and password, else None (as slow either way)."""
+    async def authenticate(name: str, password: str, address: str | None = None) -> User | None:
+        """The active user with this name and password, else None (as slow either way),
+        audited with ``address``.  LoginLocked, without a look at the password, while the
+        user is locked out after too many failures in a row."""
+
+    async def create_web_session(
+        name: str, ttl: dt.timedelta, address: str | None = None
+    ) -> tuple[str, WebSession]:
+        """A new signed-in browser of the active user ``name`` for ``ttl``: (its token, for
+        the cookie; the session).  Only a hash of the token is stored."""
+
+    async def web_session(token: str, ttl: dt.timedelta | None = None) -> WebSession | None:
+        """The session of ``token``, None when unknown, over or its user disabled; with
+        ``ttl``, extended to now + ``ttl`` when less than half of it is left."""
+
+    async def end_web_session(token: str) -> None:
+        """Sign a browser out."""
 
     async def update_user(
         name: str,
@@ -186,7 +230,8 @@ class IStore(Interface):
         active: bool | None = None,
         password: str | None = None,
     ) -> User:
-        """Change a user's role, activity or password, audited; the last admin stays."""
+        """Change a user's role, activity or password, audited; the last admin stays.  A new
+        role or password, or disabling, ends the user's web sessions."""
 
     async def users() -> list[User]:
         """Every user, by name."""
@@ -258,11 +303,18 @@ class Store:
 
     # --- meters and keys
 
-    async def add_meter(self, meter: NewMeter, by: Actor | None = None) -> Meter:
+    async def add_meter(
+        self,
+        meter: NewMeter,
+        by: Actor | None = None,
+        *,
+        keys: Mapping[int, tuple[bytes, bytes | None]] = {},
+    ) -> Meter:
         now = self._clock()
-        return await self._run(
-            ops.audited(tx.add_meter(meter, now), by, "add meter", meter.ldn, now)
-        )
+        master = self._master_key() if keys else None
+        change = tx.add_meter(meter, now, master, keys)
+        detail = f"keys for client {', '.join(map(str, sorted(keys)))}" if keys else None
+        return await self._run(ops.audited(change, by, "add meter", meter.ldn, now, detail))
 
     async def get_meter(self, ldn: str) -> Meter | None:
         return await self._run(tx.get_meter(ldn))
@@ -346,6 +398,17 @@ class Store:
     ) -> list[Reading]:
         return await self._run(tx.last_readings(ldn, obis, attribute, limit))
 
+    async def readings_between(
+        self,
+        ldn: str,
+        obis: Obis,
+        attribute: int = 2,
+        start: dt.datetime | None = None,
+        end: dt.datetime | None = None,
+        limit: int = 100_000,
+    ) -> list[Reading]:
+        return await self._run(tx.readings_between(ldn, obis, attribute, start, end, limit))
+
     async def count_readings(self) -> int:
         return await self._run(tx.count_readings())
 
@@ -355,11 +418,20 @@ class Store:
         limit: int = 50,
         state: MeterState | None = None,
         search: str | None = None,
+        *,
+        query: MeterQuery | None = None,
     ) -> MeterPage:
-        return await self._run(tx.list_meters(after, limit, state, search))
+        if query is None:
+            return await self._run(tx.list_meters(after, limit, MeterQuery(search, state)))
+        return await self._run(tx.list_meters(after, limit, query, total=True))
 
-    async def count_meters(self, state: MeterState | None = None) -> int:
-        return await self._run(tx.count_meters(state))
+    async def count_meters(
+        self, state: MeterState | None = None, *, query: MeterQuery | None = None
+    ) -> int:
+        return await self._run(tx.count_meters(query or MeterQuery(state=state)))
+
+    async def connections_since(self, since: dt.datetime) -> int:
+        return await self._run(tx.connections_since(since))
 
     async def events(self, ldn: str, limit: int = 100) -> list[Event]:
         return await self._run(tx.events(ldn, limit))
@@ -427,20 +499,30 @@ class Store:
         change = ops.add_user(name, hashed, role, now)
         return await self._run(ops.audited(change, by, "add user", name, now, role.value))
 
-    async def authenticate(self, name: str, password: str) -> User | None:
+    async def authenticate(
+        self, name: str, password: str, address: str | None = None
+    ) -> User | None:
+        by = Actor(name, address)
         found = await self._run(ops.login_record(name))
         if found is None:
             if self._decoy_hash is None:
                 self._decoy_hash = await self._hash("not a password of anyone")
             await self._in_thread(passwords.verify_password, password, self._decoy_hash)
+            detail = "no active user of this name"
+            await self._run(ops.audit(by, "sign-in failed", None, detail, self._clock()))
             return None
-        user, hashed = found
+        user, hashed, locked_until = found
+        if locked_until is not None and locked_until > self._clock():
+            raise ops.LoginLocked(locked_until)
         if not await self._in_thread(passwords.verify_password, password, hashed):
+            await self._run(ops.sign_in_failed(user, by, self._clock()))
             return None
+        rehashed = None
         if passwords.needs_rehash(hashed, self._password_params):
-            await self._run(
-                ops.update_user(name, self._clock(), password_hash=await self._hash(password))
-            )
+            rehashed = await self._hash(password)
+        locked_until = await self._run(ops.signed_in(user, by, self._clock(), rehashed))
+        if locked_until is not None:
+            raise ops.LoginLocked(locked_until)
         return user
 
     async def update_user(
@@ -465,6 +547,19 @@ class Store:
             if part
         )
         return await self._run(ops.audited(change, by, "update user", name, now, what))
+
+    async def create_web_session(
+        self, name: str, ttl: dt.timedelta, address: str | None = None
+    ) -> tuple[str, WebSession]:
+        token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+        change = ops.create_web_session(name, token, csrf, self._clock(), ttl, address)
+        return token, await self._run(change)
+
+    async def web_session(self, token: str, ttl: dt.timedelta | None = None) -> WebSession | None:
+        return await self._run(ops.web_session(token, self._clock(), ttl))
+
+    async def end_web_session(self, token: str) -> None:
+        await self._run(ops.end_web_session(token))
 
     async def users(self) -> list[User]:
         return await self._run(ops.users())

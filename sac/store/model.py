@@ -23,6 +23,7 @@ __all__ = [
     "Meter",
     "MeterKeys",
     "MeterPage",
+    "MeterQuery",
     "MeterState",
     "MeterStatus",
     "NewMeter",
@@ -31,6 +32,7 @@ __all__ = [
     "Reading",
     "Role",
     "User",
+    "WebSession",
 ]
 
 # DLMS unit codes (IEC 62056-6-2, enum "unit") the store names
@@ -105,12 +107,50 @@ class PollJob:
     failures: int
 
 
+# the meter list's sort orders: name -> column
+METER_SORTS = {
+    "ldn": "ldn",
+    "pdr": "pdr",
+    "index": "index_value",
+    "diagnostic": "diagnostic",
+    "battery": "battery_value",
+    "last_connection": "last_connection",
+    "valve": "valve_state",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class MeterQuery:
+    """What the meter list shows: filters (all must hold) and one sort order.
+
+    ``search`` is a prefix of the LDN or of the PDR; ``alarms`` keeps the meters whose
+    diagnostic is not zero; ``unseen_since`` those not heard since then (or never).  A sort
+    is one of :data:`METER_SORTS`, with the LDN breaking ties; meters without a value for it
+    come last in either direction.
+    """
+
+    search: str | None = None
+    state: MeterState | None = None
+    valve: int | None = None
+    alarms: bool = False
+    unseen_since: dt.datetime | None = None
+    sort: str = "ldn"
+    descending: bool = False
+
+    def __post_init__(self) -> None:
+        if self.sort not in METER_SORTS:
+            raise ValueError(f"the meter list sorts by one of {', '.join(METER_SORTS)}")
+
+
 @dataclass(frozen=True, slots=True)
 class MeterPage:
-    """One page of the meter list; ``next_after`` continues it (None: the last page)."""
+    """One page of the meter list; ``next_after`` continues it (None: the last page).
+    ``total``: how many meters the query matches (given when the list is asked with a
+    :class:`MeterQuery`)."""
 
     meters: tuple[Meter, ...]
     next_after: str | None
+    total: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,3 +332,13 @@ class AuditEntry:
     action: str
     target: str | None
     detail: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class WebSession:
+    """A signed-in browser: its user, the token its forms carry (CSRF) and its end."""
+
+    user: User
+    csrf: str
+    expires: dt.datetime
+    address: str | None

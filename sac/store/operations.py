@@ -7,6 +7,7 @@ database transaction.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
@@ -20,10 +21,21 @@ from sac.store.model import (
     CommandTransition,
     Role,
     User,
+    WebSession,
 )
 from sac.store.transactions import Conflict, Exec, Query, Transaction, _meter_id, when
 
-__all__ = ["CommandStateError", "UnknownCommand", "UnknownUser"]
+__all__ = [
+    "LOCKOUT",
+    "LOCKOUT_FAILURES",
+    "CommandStateError",
+    "LoginLocked",
+    "UnknownCommand",
+    "UnknownUser",
+]
+
+LOCKOUT_FAILURES = 5  # failed sign-ins in a row that lock a user out...
+LOCKOUT = dt.timedelta(minutes=15)  # ...for this long
 
 
 class UnknownCommand(StorageError):
@@ -40,6 +52,18 @@ class UnknownUser(StorageError):
     def __init__(self, name: str) -> None:
         super().__init__(f"no user {name!r}")
         self.name = name
+
+
+class LoginLocked(StorageError):
+    """Too many failed sign-ins in a row: the user may not sign in before ``until``."""
+
+    def __init__(self, until: dt.datetime) -> None:
+        until = until.astimezone(dt.UTC)
+        shown = until.replace(second=0, microsecond=0)
+        if shown < until:  # never "after 08:15" for a lock that ends at 08:15:30
+            shown += dt.timedelta(minutes=1)
+        super().__init__(f"too many failed sign-ins; try again after {shown:%H:%M} UTC")
+        self.until = until
 
 
 # --- audit --------------------------------------------------------------------------------
@@ -308,11 +332,50 @@ def add_user(name: str, password_hash: str, role: Role, now: dt.datetime) -> Tra
 
 
 def login_record(name: str) -> Transaction:
-    """(user, password hash) of an active user, or None."""
+    """(user, password hash, end of a lock-out or None) of an active user, or None."""
     rows = yield Query(
-        f"SELECT {_USER_COLUMNS}, password FROM users WHERE name = ? AND active = ?", (name, True)
+        f"SELECT {_USER_COLUMNS}, password, locked_until FROM users WHERE name = ? AND active = ?",
+        (name, True),
     )
-    return (_user(rows[0]), rows[0][6]) if rows else None
+    return (_user(rows[0]), rows[0][6], when(rows[0][7])) if rows else None
+
+
+def sign_in_failed(user: User, by: Actor, now: dt.datetime) -> Transaction:
+    """A wrong password for ``user``: one more failure in a row, audited; the one that makes
+    :data:`LOCKOUT_FAILURES` locks the user out for :data:`LOCKOUT` (and the count starts
+    again, for when the lock ends)."""
+    rows = yield Query(
+        "UPDATE users SET failed_logins = failed_logins + 1 WHERE id = ? RETURNING failed_logins",
+        (user.id,),
+    )
+    failures = rows[0][0]
+    yield from audit(by, "sign-in failed", None, f"{failures} in a row", now)
+    if failures >= LOCKOUT_FAILURES:
+        until = now + LOCKOUT
+        yield Exec(
+            "UPDATE users SET failed_logins = 0, locked_until = ? WHERE id = ?", (until, user.id)
+        )
+        yield from audit(by, "locked out", user.name, f"until {until.isoformat()}", now)
+
+
+def signed_in(
+    user: User, by: Actor, now: dt.datetime, password_hash: str | None = None
+) -> Transaction:
+    """A right password for ``user``: the failures in a row are forgotten (and a stronger
+    hash of the password replaces the old one), audited.  None, or the end of a lock-out
+    that began while the password was checked (guesses sent in parallel): then nothing
+    changes."""
+    sets = "failed_logins = 0, locked_until = NULL" + (", password = ?" if password_hash else "")
+    rows = yield Query(
+        f"UPDATE users SET {sets} WHERE id = ? AND (locked_until IS NULL OR locked_until <= ?)"
+        " RETURNING id",
+        [*([password_hash] if password_hash else []), user.id, now],
+    )
+    if not rows:
+        locked = yield Query("SELECT locked_until FROM users WHERE id = ?", (user.id,))
+        return when(locked[0][0])
+    yield from audit(by, "sign-in", None, None, now)
+    return None
 
 
 def get_user(name: str) -> Transaction:
@@ -355,4 +418,67 @@ def update_user(
             sets.append(f"{column} = ?")
             params.append(value.value if isinstance(value, Role) else value)
     yield Exec(f"UPDATE users SET {', '.join(sets)} WHERE name = ?", [*params, name])
+    if active is False or (role is not None and role is not user.role) or password_hash:
+        # what a signed-in browser was let in for has changed: it signs in again
+        yield Exec("DELETE FROM web_sessions WHERE user_id = ?", (user.id,))
     return (yield from get_user(name))
+
+
+# --- web sessions -------------------------------------------------------------------------
+
+
+def token_hash(token: str) -> bytes:
+    """What is stored of a session token: its SHA-256, so a copy of the database (a backup)
+    signs nobody in."""
+    return hashlib.sha256(token.encode("utf-8")).digest()
+
+
+def create_web_session(
+    name: str, token: str, csrf: str, now: dt.datetime, ttl: dt.timedelta, address: str | None
+) -> Transaction:
+    """A signed-in browser of the active user ``name`` until ``now + ttl``; sessions already
+    over are deleted on the way."""
+    if ttl <= dt.timedelta(0):
+        raise ValueError("a session lasts some time")
+    yield Exec("DELETE FROM web_sessions WHERE expires < ?", (now,))
+    rows = yield Query(
+        f"SELECT {_USER_COLUMNS} FROM users WHERE name = ? AND active = ?", (name, True)
+    )
+    if not rows:
+        raise UnknownUser(name)
+    user = _user(rows[0])
+    expires = now + ttl
+    yield Exec(
+        "INSERT INTO web_sessions (token_hash, user_id, csrf, created, expires, address)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        (token_hash(token), user.id, csrf, now, expires, address),
+    )
+    return WebSession(user, csrf, expires, address)
+
+
+_SESSION_USER = ", ".join(f"u.{column}" for column in _USER_COLUMNS.split(", "))
+
+
+def web_session(token: str, now: dt.datetime, ttl: dt.timedelta | None) -> Transaction:
+    """The session of ``token`` if it is not over and its user is active, else None.  With
+    ``ttl``, a session with less than half of it left is extended to ``now + ttl`` (a
+    browser in use stays signed in; one left alone is not, for long)."""
+    hashed = token_hash(token)
+    rows = yield Query(
+        f"SELECT s.csrf, s.expires, s.address, {_SESSION_USER} FROM web_sessions s"
+        " JOIN users u ON u.id = s.user_id WHERE s.token_hash = ? AND s.expires > ?"
+        " AND u.active = ?",
+        (hashed, now, True),
+    )
+    if not rows:
+        return None
+    csrf, address = rows[0][0], rows[0][2]
+    expires: dt.datetime = when(rows[0][1])  # type: ignore[assignment]
+    if ttl is not None and expires - now < ttl / 2:
+        expires = now + ttl
+        yield Exec("UPDATE web_sessions SET expires = ? WHERE token_hash = ?", (expires, hashed))
+    return WebSession(_user(rows[0][3:]), csrf, expires, address)
+
+
+def end_web_session(token: str) -> Transaction:
+    yield Exec("DELETE FROM web_sessions WHERE token_hash = ?", (token_hash(token),))

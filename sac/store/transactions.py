@@ -10,7 +10,8 @@ PostgreSQL with awaits -- so the logic is sans-IO, like the codec.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Generator, Sequence
+import json
+from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,12 +20,14 @@ from sac.errors import ConfigurationError, ReplayError, StorageError
 from sac.keys import MasterKey, key_place, wrapped_by
 from sac.store.keycsv import KeyRow, RowError
 from sac.store.model import (
+    METER_SORTS,
     Event,
     Ingest,
     IngestResult,
     Meter,
     MeterKeys,
     MeterPage,
+    MeterQuery,
     MeterState,
     MeterStatus,
     NewMeter,
@@ -213,7 +216,18 @@ def rotate_master_key(old: MasterKey, new: MasterKey) -> Transaction:
 # --- meters -------------------------------------------------------------------------------
 
 
-def add_meter(meter: NewMeter, now: dt.datetime) -> Transaction:
+def add_meter(
+    meter: NewMeter,
+    now: dt.datetime,
+    master: MasterKey | None = None,
+    keys: Mapping[int, tuple[bytes, bytes | None]] = {},
+) -> Transaction:
+    """A new meter, with its keys ({client SAP: (EK, AK or None: the EK)}) wrapped under
+    ``master``: the row and the keys together or neither."""
+    for ek, ak in keys.values():
+        _check_keys(ek, ak)
+    if keys and master is None:
+        raise ConfigurationError("meter keys need a master key (SAC_MASTER_KEY)")
     taken = yield Query(
         "SELECT ldn FROM meters WHERE ldn = ? OR system_title = ?", (meter.ldn, meter.system_title)
     )
@@ -235,7 +249,11 @@ def add_meter(meter: NewMeter, now: dt.datetime) -> Transaction:
             meter.poll_interval,
         ),
     )
-    return _meter(rows[0])
+    added = _meter(rows[0])
+    if master is not None:
+        for sap, (ek, ak) in sorted(keys.items()):
+            yield from _write_keys(master, added.id, meter.ldn, sap, ek, ak, now)
+    return added
 
 
 def claim_polls(now: dt.datetime, limit: int, lease_until: dt.datetime) -> Transaction:
@@ -303,12 +321,16 @@ def set_meter_state(ldn: str, state: MeterState, now: dt.datetime) -> Transactio
 # --- keys ---------------------------------------------------------------------------------
 
 
-def set_keys(
-    master: MasterKey, ldn: str, client_sap: int, ek: bytes, ak: bytes | None, now: dt.datetime
-) -> Transaction:
+def _check_keys(ek: bytes, ak: bytes | None) -> None:
     for name, key in (("EK", ek), ("AK", ak)):
         if key is not None and len(key) != 16:
             raise ValueError(f"the {name} must be 16 bytes")
+
+
+def set_keys(
+    master: MasterKey, ldn: str, client_sap: int, ek: bytes, ak: bytes | None, now: dt.datetime
+) -> Transaction:
+    _check_keys(ek, ak)
     meter_id = yield from _meter_id(ldn)
     yield from _write_keys(master, meter_id, ldn, client_sap, ek, ak, now)
 
@@ -633,30 +655,65 @@ def _update_statuses(statuses: Sequence[MeterStatus], ids: dict[str, int]) -> Tr
             yield UpdateRows("meters", "id", _STATUS_COLUMNS, group, _STATUS_SETS)
 
 
+_READING_VALUES = "r.value, r.raw, r.scaler, r.unit, r.captured, r.received, r.source"
+
+
+def _reading(ldn: str, obis: Obis, attribute: int, row: Sequence[Any]) -> Reading:
+    """A row of :data:`_READING_VALUES` as a Reading."""
+    value, raw, scaler, unit, captured, received, source = row
+    return Reading(
+        ldn,
+        obis,
+        attribute,
+        _number(value),
+        when(received),  # type: ignore[arg-type]
+        source,
+        when(captured),
+        scaler,
+        unit,
+        bytes(raw) if raw is not None else None,
+    )
+
+
 def last_readings(ldn: str, obis: Obis, attribute: int, limit: int) -> Transaction:
     """The ``limit`` latest readings of one attribute of one meter, newest first."""
     rows = yield Query(
-        "SELECT r.value, r.raw, r.scaler, r.unit, r.captured, r.received, r.source"
-        " FROM readings r JOIN meters m ON m.id = r.meter_id"
+        f"SELECT {_READING_VALUES} FROM readings r JOIN meters m ON m.id = r.meter_id"
         " WHERE m.ldn = ? AND r.obis = ? AND r.attribute = ?"
         " ORDER BY r.captured DESC, r.id DESC LIMIT ?",
         (ldn, str(obis), attribute, limit),
     )
-    return [
-        Reading(
-            ldn,
-            obis,
-            attribute,
-            _number(value),
-            when(received),  # type: ignore[arg-type]
-            source,
-            when(captured),
-            scaler,
-            unit,
-            bytes(raw) if raw is not None else None,
-        )
-        for value, raw, scaler, unit, captured, received, source in rows
-    ]
+    return [_reading(ldn, obis, attribute, row) for row in rows]
+
+
+def readings_between(
+    ldn: str,
+    obis: Obis,
+    attribute: int,
+    start: dt.datetime | None,
+    end: dt.datetime | None,
+    limit: int,
+) -> Transaction:
+    """One attribute of one meter captured in [start, end) (a bound None: open), oldest
+    first; the newest ``limit`` when there are more.  A reading without a capture time has
+    no place on a time axis and is left out."""
+    if limit < 1:
+        raise ValueError("ask for at least one reading")
+    meter_id = yield from _meter_id(ldn)
+    where = ["r.meter_id = ?", "r.obis = ?", "r.attribute = ?", "r.captured IS NOT NULL"]
+    params: list[Any] = [meter_id, str(obis), attribute]
+    if start is not None:
+        where.append("r.captured >= ?")
+        params.append(start)
+    if end is not None:
+        where.append("r.captured < ?")
+        params.append(end)
+    rows = yield Query(
+        f"SELECT {_READING_VALUES} FROM readings r WHERE {' AND '.join(where)}"
+        " ORDER BY r.captured DESC LIMIT ?",
+        [*params, limit],
+    )
+    return [_reading(ldn, obis, attribute, row) for row in reversed(rows)]
 
 
 def count_readings() -> Transaction:
@@ -680,37 +737,147 @@ def _number(value: Any) -> int | float | None:
 _AFTER_ASCII = "\x7f"
 
 
-def list_meters(
-    after: str | None, limit: int, state: MeterState | None, search: str | None
-) -> Transaction:
-    """One page of meters in LDN order after ``after``, optionally of one state and whose LDN
-    or PDR starts with ``search``: one indexed query, keyset-paginated."""
-    if not 1 <= limit <= 1000:
-        raise ValueError("a page holds 1 to 1000 meters")
+def _meter_filters(query: MeterQuery, nulls: bool | None = None) -> tuple[list[str], list[Any]]:
+    """The WHERE conditions of a query's filters, and their parameters.  ``nulls``: the rows
+    are only those whose sort column is NULL (True) or only those where it is not (False);
+    a filter on that column is then simpler, one range of its index rather than an OR."""
     where: list[str] = []
     params: list[Any] = []
-    if after is not None:
-        where.append("ldn > ?")
-        params.append(after)
-    if state is not None:
+    if query.state is not None:
         where.append("state = ?")
-        params.append(state.value)
-    if search:
+        params.append(query.state.value)
+    if query.search:
         where.append("((ldn >= ? AND ldn < ?) OR (pdr >= ? AND pdr < ?))")
-        params += [search, search + _AFTER_ASCII] * 2
-    clause = f" WHERE {' AND '.join(where)}" if where else ""
-    rows = yield Query(
-        f"SELECT {_METER_COLUMNS} FROM meters{clause} ORDER BY ldn LIMIT ?", [*params, limit + 1]
+        params += [query.search, query.search + _AFTER_ASCII] * 2
+    if query.valve is not None:
+        where.append("valve_state = ?")
+        params.append(query.valve)
+    if query.alarms:
+        where.append("diagnostic IS NOT NULL AND diagnostic <> 0")
+    if query.unseen_since is not None:
+        if query.sort != "last_connection" or nulls is None:
+            where.append("(last_connection IS NULL OR last_connection < ?)")
+            params.append(query.unseen_since)
+        elif not nulls:  # (a meter never heard is unseen)
+            where.append("last_connection < ?")
+            params.append(query.unseen_since)
+    return where, params
+
+
+def _keeps_nulls(query: MeterQuery) -> bool:
+    """Whether a meter with no value in the sort column may pass the query's filters."""
+    return not (query.sort == "valve" and query.valve is not None) and not (
+        query.sort == "diagnostic" and query.alarms
     )
-    meters = tuple(_meter(row) for row in rows[:limit])
-    return MeterPage(meters, meters[-1].ldn if len(rows) > limit else None)
 
 
-def count_meters(state: MeterState | None) -> Transaction:
-    if state is None:
-        rows = yield Query("SELECT count(*) FROM meters")
+def _cursor(query: MeterQuery, meter: Meter) -> str:
+    """Where the next page starts: after ``meter``.  The LDN itself in LDN order (what
+    callers before sorted lists knew), else [sort, the meter's value, LDN] in JSON."""
+    if query.sort == "ldn":
+        return meter.ldn
+    value = getattr(meter, METER_SORTS[query.sort])  # Meter's fields are named as the columns
+    if isinstance(value, dt.datetime):
+        value = value.isoformat()
+    return json.dumps([query.sort, value, meter.ldn], separators=(",", ":"))
+
+
+# the JSON types of each sort's values in a cursor (a time is ISO 8601 text)
+_CURSOR_TYPES = {
+    "pdr": (str,),
+    "index": (int, float),
+    "diagnostic": (int,),
+    "battery": (int,),
+    "last_connection": (str,),
+    "valve": (int,),
+}
+
+
+def _after(query: MeterQuery, cursor: str) -> tuple[Any, str]:
+    """(sort value or None, LDN) of a cursor of ``query``'s sort; ValueError for any other
+    text (a cursor of another sort, a damaged link)."""
+    try:
+        sort, value, ldn = json.loads(cursor)
+        if sort != query.sort or not isinstance(ldn, str):
+            raise ValueError(sort)
+        if value is not None:
+            if type(value) not in _CURSOR_TYPES[sort]:  # type(): a bool is no number here
+                raise ValueError(value)
+            if sort == "last_connection":
+                value = dt.datetime.fromisoformat(value)
+                if value.tzinfo is None:
+                    raise ValueError(value)
+    except (ValueError, TypeError):
+        raise ValueError(f"not a cursor of the meter list sorted by {query.sort}") from None
+    return value, ldn
+
+
+def list_meters(
+    after: str | None, limit: int, query: MeterQuery, total: bool = False
+) -> Transaction:
+    """One page of the meters ``query`` matches, in its order, after the cursor ``after``:
+    one indexed query, keyset-paginated (``total``: count them too).
+
+    In an order other than the LDN's, the meters with a value come first, in the order of
+    (value, LDN), then those without (NULL), in LDN order, reversed with ``descending``
+    except that NULLs stay last.  Each part is one range of the (column, ldn) index, and the
+    page takes from both at once (UNION ALL) when it may straddle them."""
+    if not 1 <= limit <= 1000:
+        raise ValueError("a page holds 1 to 1000 meters")
+    column = METER_SORTS[query.sort]
+    desc, past = (" DESC", "<") if query.descending else ("", ">")
+    order = f"{column}{desc}, ldn{desc}" if column != "ldn" else f"ldn{desc}"
+    # the parts of the order the page may take from: (the sort column is NULL in it: True,
+    # never: False, either: None; its conditions; their parameters)
+    parts: list[tuple[bool | None, list[str], list[Any]]] = []
+    if column == "ldn":
+        parts.append((None, [f"ldn {past} ?"], [after]) if after is not None else (None, [], []))
     else:
-        rows = yield Query("SELECT count(*) FROM meters WHERE state = ?", (state.value,))
+        value, ldn = _after(query, after) if after is not None else (None, None)
+        among_nulls = after is not None and value is None
+        if among_nulls and not _keeps_nulls(query):
+            raise ValueError(f"not a cursor of this meter list: it keeps no {column} NULL")
+        if after is None:
+            parts.append((False, [f"{column} IS NOT NULL"], []))
+        elif not among_nulls:
+            parts.append((False, [f"({column}, ldn) {past} (?, ?)"], [value, ldn]))
+        if among_nulls:
+            parts.append((True, [f"{column} IS NULL", f"ldn {past} ?"], [ldn]))
+        elif _keeps_nulls(query):
+            parts.append((True, [f"{column} IS NULL"], []))
+    selects, values = [], []
+    for i, (nulls, where, extra) in enumerate(parts):
+        filters, params = _meter_filters(query, nulls)
+        clause = " AND ".join([*filters, *where])
+        selects.append(
+            f"SELECT {i} AS part, {_METER_COLUMNS} FROM meters"
+            f"{f' WHERE {clause}' if clause else ''} ORDER BY {order} LIMIT ?"
+        )
+        values += [*params, *extra, limit + 1]
+    if len(selects) == 1:
+        sql = selects[0]
+    else:  # the first part's rows, then the second's
+        union = " UNION ALL ".join(f"SELECT * FROM ({s}) AS p{i}" for i, s in enumerate(selects))
+        sql = f"SELECT * FROM ({union}) AS page ORDER BY part, {order} LIMIT ?"
+        values.append(limit + 1)
+    rows = yield Query(sql, values)
+    meters = tuple(_meter(row[1:]) for row in rows[:limit])
+    next_after = _cursor(query, meters[-1]) if len(rows) > limit else None
+    count = (yield from count_meters(query)) if total else None
+    return MeterPage(meters, next_after, count)
+
+
+def count_meters(query: MeterQuery) -> Transaction:
+    """How many meters ``query``'s filters keep."""
+    where, params = _meter_filters(query)
+    clause = f" WHERE {' AND '.join(where)}" if where else ""
+    rows = yield Query(f"SELECT count(*) FROM meters{clause}", params)
+    return rows[0][0]
+
+
+def connections_since(since: dt.datetime) -> Transaction:
+    """How many meters were heard at ``since`` or later."""
+    rows = yield Query("SELECT count(*) FROM meters WHERE last_connection >= ?", (since,))
     return rows[0][0]
 
 

@@ -93,7 +93,12 @@ async def test_sac_admin_imports_keys_rotates_the_master_key_and_adds_users(
     user = await store.authenticate("root", "a long password")
     assert user is not None and user.role is Role.ADMIN
     actions = [(e.action, e.actor.startswith("sac-admin (")) for e in await store.audit_log()]
-    assert actions == [("add user", True), ("rotate master key", True), ("import keys", True)]
+    assert actions == [
+        ("sign-in", False),
+        ("add user", True),
+        ("rotate master key", True),
+        ("import keys", True),
+    ]
     # a wrong store address is a clear error, not a traceback
     nowhere = admin(backend, "migrate", SAC_STORE="/nonexistent/dir/sac.db")
     assert nowhere.returncode == 1 and nowhere.stderr.startswith("sac-admin: ")

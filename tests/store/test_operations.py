@@ -301,7 +301,8 @@ async def test_users_log_in_with_a_hashed_password(backend: Backend) -> None:
     with pytest.raises(UnknownUser):
         await store.update_user("nobody", role=Role.VIEWER)
     assert [u.name for u in await store.users()] == ["bob", "root"]
-    log = [(e.actor, e.action, e.target, e.detail) for e in await store.audit_log()]
+    changes = [e for e in await store.audit_log() if not e.action.startswith("sign-in")]
+    log = [(e.actor, e.action, e.target, e.detail) for e in changes]
     assert log == [
         ("root", "update user", "bob", "enabled, password"),
         ("root", "update user", "bob", "disabled"),

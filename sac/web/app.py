@@ -1,0 +1,845 @@
+"""The operators' web application: Klein routes, Jinja2 pages, sign-in, roles and CSRF.
+
+Every page but the sign-in, the static files and ``/metrics`` needs a signed-in user; the
+session is a random token in an HttpOnly, SameSite=Strict cookie (Secure unless the SAC is
+configured for plain HTTP), of which the store keeps only a hash.  Every form carries the
+session's CSRF token; a POST without the right one is refused before anything is read.
+Roles: viewers read, operators add meters, import keys and queue commands, admins manage
+users.  Every change goes through the store with the user as the audit trail's actor.
+One error handler turns any exception into a plain page: no traceback reaches a browser.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import hmac
+import secrets
+import uuid
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from klein import Klein
+from twisted.logger import Logger
+from twisted.web.static import File
+from werkzeug.exceptions import HTTPException, NotFound
+
+from sac.errors import SacError
+from sac.profiles import ProfileRegistry
+from sac.services import commands as command_service
+from sac.services.metrics import Metrics
+from sac.services.readings import INDEX, INDEX_UNDER_ALARM
+from sac.store import Actor, CommandState, MeterQuery, Role, WebSession
+from sac.store.interface import IStore
+from sac.store.keycsv import SAMPLE, parse_key_csv
+from sac.web import chart, display
+from sac.web.forms import MeterForm, parse_meter_form
+
+__all__ = ["Web", "WebSettings"]
+
+COOKIE = b"sac_session"
+LOGIN_COOKIE = b"sac_login"  # the sign-in form's CSRF token, before there is a session
+PACKAGE = Path(__file__).resolve().parent
+TEMPLATES = PACKAGE.parents[1] / "templates"
+STATIC = PACKAGE / "static"
+SORTS = ("ldn", "pdr", "index", "diagnostic", "battery", "last_connection", "valve")
+RANGES = {"7d": 7, "30d": 30, "90d": 90, "1y": 366}
+COUNT_FOR = dt.timedelta(seconds=10)  # a list's total may be this old
+
+
+@dataclass(frozen=True, slots=True)
+class WebSettings:
+    session_ttl: dt.timedelta = dt.timedelta(hours=8)
+    secure_cookies: bool = True  # False only behind plain HTTP (the demo, the tests)
+    page_sizes: tuple[int, ...] = (25, 50, 100)
+    name: str = "SAC"
+    max_upload: int = 20 * 2**20  # bytes of a key CSV (100,000 rows take about 6 MB)
+    metrics_public: bool = True  # /metrics without sign-in (for Prometheus on the LAN)
+
+
+class CsrfError(SacError):
+    pass
+
+
+class Forbidden(SacError):
+    pass
+
+
+class BadRequest(SacError):
+    pass
+
+
+@dataclass(slots=True)
+class _Upload:
+    """A key CSV checked and waiting for the operator's go: only the session that sent it
+    may import it, for 30 minutes."""
+
+    csrf: str
+    name: str
+    rows: list[Any]
+    until: dt.datetime
+
+
+@dataclass(slots=True)
+class _Page:
+    """What a page handler gives back: a template and its values, or a redirect."""
+
+    template: str | None = None
+    values: dict[str, Any] = field(default_factory=dict)
+    status: int = 200
+    redirect: str | None = None
+
+
+Handler = Callable[..., Awaitable[Any]]
+
+
+def _arg(request: Any, name: str, default: str = "") -> str:
+    values = request.args.get(name.encode())
+    if not values:
+        return default
+    try:
+        return values[0].decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise BadRequest(f"field {name!r} is not UTF-8") from None
+
+
+def _safe_next(target: str) -> str:
+    """Where to go after sign-in: a path of this site only (no open redirect)."""
+    if target.startswith("/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return "/meters"
+
+
+class Web:
+    app = Klein()
+    log = Logger()
+
+    def __init__(
+        self,
+        store: IStore,
+        registry: ProfileRegistry,
+        *,
+        metrics: Metrics | None = None,
+        settings: WebSettings | None = None,
+        health: Mapping[str, Callable[[], tuple[bool, str]]] | None = None,
+        now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+        templates: Path = TEMPLATES,
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self.metrics = metrics if metrics is not None else Metrics()
+        self.settings = settings or WebSettings()
+        self.health = dict(health or {})
+        self.now = now
+        self.started = now()
+        self._uploads: OrderedDict[str, _Upload] = OrderedDict()
+        self._counts: OrderedDict[tuple[Any, ...], tuple[dt.datetime, int]] = OrderedDict()
+        self.jinja = Environment(
+            loader=FileSystemLoader(str(templates)),
+            autoescape=select_autoescape(default=True, default_for_string=True),
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+        self.jinja.filters.update(
+            quantity=display.quantity,
+            battery=display.battery,
+            valve=display.valve_name,
+            local=display.local_time,
+            unit=display.unit_name,
+        )
+        self.jinja.globals.update(name=self.settings.name)
+
+    def resource(self) -> Any:
+        return self.app.resource()
+
+    # --- plumbing --------------------------------------------------------------------------
+
+    def _headers(self, request: Any) -> None:
+        for name, value in (
+            (b"Content-Security-Policy", b"default-src 'self'; frame-ancestors 'none'"),
+            (b"X-Content-Type-Options", b"nosniff"),
+            (b"X-Frame-Options", b"DENY"),
+            (b"Referrer-Policy", b"same-origin"),
+            (b"Cache-Control", b"no-store"),
+        ):
+            request.setHeader(name, value)
+
+    def render(self, request: Any, template: str, status: int = 200, **values: Any) -> bytes:
+        self._headers(request)
+        request.setResponseCode(status)
+        request.setHeader(b"Content-Type", b"text/html; charset=utf-8")
+        return self.jinja.get_template(template).render(**values).encode()
+
+    def _redirect(self, request: Any, to: str) -> bytes:
+        self._headers(request)
+        request.setResponseCode(303)
+        request.setHeader(b"Location", to.encode())
+        return b""
+
+    def _cookie(self, request: Any, name: bytes, value: bytes, max_age: int | None) -> None:
+        request.addCookie(
+            name,
+            value,
+            path=b"/",
+            max_age=str(max_age).encode() if max_age is not None else None,
+            httpOnly=True,
+            secure=self.settings.secure_cookies,
+            sameSite="strict",
+        )
+
+    def _actor(self, request: Any, session: WebSession) -> Actor:
+        return Actor(session.user.name, request.getClientAddress().host)
+
+    async def _session(self, request: Any) -> WebSession | None:
+        token = request.getCookie(COOKIE)
+        if not token:
+            return None
+        try:
+            text = token.decode("ascii")
+        except UnicodeDecodeError:
+            return None
+        return await self.store.web_session(text, ttl=self.settings.session_ttl)
+
+    @staticmethod
+    def page(role: Role) -> Callable[[Handler], Handler]:
+        """A route for signed-in users of at least ``role``; a POST must carry the CSRF
+        token.  The handler gets the session and returns a :class:`_Page` or bytes."""
+
+        def wrap(handler: Handler) -> Handler:
+            @functools.wraps(handler)
+            async def route(self: Web, request: Any, **kw: Any) -> Any:
+                session = await self._session(request)
+                if session is None:
+                    target = request.uri.decode("latin-1")
+                    return self._redirect(request, "/login?" + urlencode({"next": target}))
+                if not session.user.role.may(role):
+                    raise Forbidden(f"this needs the {role.value} role")
+                if request.method == b"POST":
+                    given = _arg(request, "csrf")
+                    if not hmac.compare_digest(given.encode(), session.csrf.encode()):
+                        raise CsrfError("the form is stale or not from this site")
+                result = await handler(self, request, session, **kw)
+                if isinstance(result, _Page):
+                    if result.redirect is not None:
+                        return self._redirect(request, result.redirect)
+                    assert result.template is not None
+                    return self.render(
+                        request,
+                        result.template,
+                        result.status,
+                        me=session.user,
+                        csrf=session.csrf,
+                        may_operate=session.user.role.may(Role.OPERATOR),
+                        is_admin=session.user.role.may(Role.ADMIN),
+                        **result.values,
+                    )
+                return result
+
+            return route
+
+        return wrap
+
+    # --- errors ----------------------------------------------------------------------------
+
+    @app.handle_errors(NotFound)
+    def not_found(self, request: Any, failure: Any) -> bytes:
+        return self.render(
+            request,
+            "error.html",
+            404,
+            title="Not found",
+            message=("There is no such page or meter."),
+        )
+
+    @app.handle_errors(Forbidden)
+    def forbidden(self, request: Any, failure: Any) -> bytes:
+        return self.render(
+            request,
+            "error.html",
+            403,
+            title="Not allowed",
+            message=f"Your role does not allow this: {failure.value}.",
+        )
+
+    @app.handle_errors(CsrfError)
+    def stale_form(self, request: Any, failure: Any) -> bytes:
+        return self.render(
+            request,
+            "error.html",
+            403,
+            title="Form expired",
+            message=(
+                "The form was stale or did not come from this site. Go back, reload the page "
+                "and try again."
+            ),
+        )
+
+    @app.handle_errors(BadRequest)
+    def bad_request(self, request: Any, failure: Any) -> bytes:
+        return self.render(
+            request, "error.html", 400, title="Bad request", message=str(failure.value)
+        )
+
+    @app.handle_errors(HTTPException)
+    def http_error(self, request: Any, failure: Any) -> bytes:
+        exc = failure.value
+        return self.render(
+            request, "error.html", exc.code or 500, title=exc.name, message=exc.description or ""
+        )
+
+    @app.handle_errors(Exception)
+    def crashed(self, request: Any, failure: Any) -> bytes:
+        incident = uuid.uuid4().hex[:12]
+        self.log.failure(
+            "web: {method} {uri} failed (incident {incident})",
+            failure,
+            method=request.method.decode("latin-1"),
+            uri=request.uri.decode("latin-1"),
+            incident=incident,
+        )
+        return self.render(
+            request,
+            "error.html",
+            500,
+            title="Something went wrong",
+            message=(f"The SAC could not do this. The problem is logged as incident {incident}."),
+        )
+
+    # --- sign-in ---------------------------------------------------------------------------
+
+    @app.route("/", methods=["GET"])
+    def home(self, request: Any) -> bytes:
+        return self._redirect(request, "/meters")
+
+    @app.route("/login", methods=["GET"])
+    def login_form(self, request: Any) -> bytes:
+        return self._login_page(request, _safe_next(_arg(request, "next", "/meters")))
+
+    def _login_page(
+        self, request: Any, target: str, error: str = "", name: str = "", status: int = 200
+    ) -> bytes:
+        token = secrets.token_urlsafe(32)
+        self._cookie(request, LOGIN_COOKIE, token.encode(), 3600)
+        return self.render(
+            request, "login.html", status, csrf=token, next=target, error=error, username=name
+        )
+
+    @app.route("/login", methods=["POST"])
+    async def login(self, request: Any) -> bytes:
+        from sac.store import LoginLocked
+
+        target = _safe_next(_arg(request, "next", "/meters"))
+        cookie = (request.getCookie(LOGIN_COOKIE) or b"").decode("ascii", "replace")
+        if not cookie or not hmac.compare_digest(cookie.encode(), _arg(request, "csrf").encode()):
+            return self._login_page(
+                request, target, "The sign-in form had expired; please try again.", status=403
+            )
+        name, password = _arg(request, "username"), _arg(request, "password")
+        address = request.getClientAddress().host
+        if not name or not password:
+            return self._login_page(
+                request, target, "Enter your user name and password.", name, 400
+            )
+        try:
+            user = await self.store.authenticate(name, password, address)
+        except LoginLocked as exc:
+            return self._login_page(request, target, str(exc), name, 403)
+        if user is None:
+            return self._login_page(request, target, "Wrong user name or password.", name, 403)
+        token, _session = await self.store.create_web_session(
+            user.name, self.settings.session_ttl, address
+        )
+        self._cookie(
+            request, COOKIE, token.encode(), int(self.settings.session_ttl.total_seconds())
+        )
+        self._cookie(request, LOGIN_COOKIE, b"", 0)
+        return self._redirect(request, target)
+
+    @app.route("/logout", methods=["POST"])
+    @page(Role.VIEWER)
+    async def logout(self, request: Any, session: WebSession) -> _Page:
+        token = request.getCookie(COOKIE)
+        if token:
+            await self.store.end_web_session(token.decode("ascii"))
+        await self.store.record(self._actor(request, session), "sign-out")
+        self._cookie(request, COOKIE, b"", 0)
+        return _Page(redirect="/login")
+
+    # --- the meter list --------------------------------------------------------------------
+
+    @app.route("/meters", methods=["GET"])
+    @page(Role.VIEWER)
+    async def meters(self, request: Any, session: WebSession) -> _Page:
+        now = self.now()
+        sort = _arg(request, "sort", "ldn")
+        if sort not in SORTS:
+            sort = "ldn"
+        descending = _arg(request, "dir") == "desc"
+        valve_text = _arg(request, "valve")
+        valve = int(valve_text) if valve_text in ("0", "1", "2") else None
+        alarms = _arg(request, "alarms") == "1"
+        unseen_text = _arg(request, "unseen")
+        unseen = (
+            int(unseen_text) if unseen_text.isdigit() and 0 < int(unseen_text) < 10000 else None
+        )
+        search = _arg(request, "q")[:32] or None
+        size_text = _arg(request, "size")
+        size = (
+            int(size_text)
+            if size_text.isdigit() and int(size_text) in self.settings.page_sizes
+            else self.settings.page_sizes[1]
+        )
+        query = MeterQuery(
+            search=search,
+            valve=valve,
+            alarms=alarms,
+            unseen_since=(now - dt.timedelta(days=unseen)).replace(second=0, microsecond=0)
+            if unseen
+            else None,
+            sort=sort,
+            descending=descending,
+        )
+        after = _arg(request, "after") or None
+        try:
+            page = await self.store.list_meters(after=after, limit=size, query=query)
+        except ValueError:
+            raise BadRequest(
+                "that page link is not valid any more; start from the first page"
+            ) from None
+        total = await self._count(query)
+        filters = {
+            k: v
+            for k, v in (
+                ("q", search or ""),
+                ("valve", "" if valve is None else str(valve)),
+                ("alarms", "1" if alarms else ""),
+                ("unseen", str(unseen) if unseen else ""),
+                ("size", str(size) if size != self.settings.page_sizes[1] else ""),
+            )
+            if v
+        }
+
+        def link(**change: str) -> str:
+            params = {**filters, "sort": sort, "dir": "desc" if descending else "asc", **change}
+            return "/meters?" + urlencode({k: v for k, v in params.items() if v})
+
+        def sort_link(column: str) -> str:
+            flip = "asc" if column != sort or descending else "desc"
+            return "/meters?" + urlencode({**filters, "sort": column, "dir": flip})
+
+        rows = [self._row(m, now) for m in page.meters]
+        return _Page(
+            "meters.html",
+            dict(
+                rows=rows,
+                total=total,
+                sort=sort,
+                descending=descending,
+                search=search or "",
+                valve=valve,
+                alarms=alarms,
+                unseen=unseen,
+                size=size,
+                sizes=self.settings.page_sizes,
+                next_link=link(after=page.next_after) if page.next_after else None,
+                first_link=link() if after else None,
+                sort_link=sort_link,
+                title="Meters",
+            ),
+        )
+
+    async def _count(self, query: MeterQuery) -> int:
+        """How many meters match the list's filters, remembered for a few seconds: counting
+        100,000 rows costs more than the page itself, and paging through one list asks
+        the same count again and again."""
+        key = (query.search, query.state, query.valve, query.alarms, query.unseen_since)
+        now = self.now()
+        known = self._counts.get(key)
+        if known is not None and known[0] > now:
+            return known[1]
+        total = await self.store.count_meters(query=query)
+        self._counts[key] = (now + COUNT_FOR, total)
+        if len(self._counts) > 256:
+            self._counts.popitem(last=False)
+        return total
+
+    def _bits(self, profile_name: str) -> Mapping[int, str]:
+        try:
+            profile = self.registry.match(assigned=profile_name)
+        except SacError:
+            return {}
+        return getattr(profile, "diagnostic_bits", {}) or {}
+
+    def _row(self, m: Any, now: dt.datetime) -> dict[str, Any]:
+        bits = self._bits(m.profile)
+        return dict(
+            ldn=m.ldn,
+            pdr=m.pdr or "",
+            index=display.quantity(m.index_value, m.index_scaler, m.index_unit),
+            diagnostic=display.diagnostic(m.diagnostic, bits),
+            alarm=bool(m.diagnostic),
+            battery=display.battery(m.battery_value, m.battery_unit),
+            last=display.local_time(m.last_connection),
+            ago=display.ago(m.last_connection, now),
+            valve=display.valve_name(m.valve_state),
+            valve_state=m.valve_state,
+            disabled=m.state.value != "active",
+        )
+
+    # --- add a meter -----------------------------------------------------------------------
+
+    def _profile_names(self) -> list[str]:
+        return sorted(self.registry.profiles)
+
+    @app.route("/meters/new", methods=["GET"])
+    @page(Role.OPERATOR)
+    async def new_meter_form(self, request: Any, session: WebSession) -> _Page:
+        values = {"profile": self.registry.default}
+        return self._meter_form(MeterForm(values))
+
+    def _meter_form(self, form: MeterForm, status: int = 200) -> _Page:
+        return _Page(
+            "meter_new.html",
+            dict(form=form, profiles=self._profile_names(), title="Add a meter"),
+            status,
+        )
+
+    @app.route("/meters/new", methods=["POST"])
+    @page(Role.OPERATOR)
+    async def add_meter(self, request: Any, session: WebSession) -> _Page:
+        from sac.store.transactions import Conflict
+
+        fields = {
+            k: _arg(request, k)
+            for k in (
+                "ldn",
+                "pdr",
+                "system_title",
+                "profile",
+                "ek",
+                "ak",
+                "address",
+                "allowed_ips",
+                "poll_minutes",
+            )
+        }
+        form = parse_meter_form(fields, self._profile_names())
+        if form.meter is None or form.keys is None:
+            return self._meter_form(form, 400)
+        profile = self.registry.match(assigned=form.meter.profile)
+        sap = int(profile.clients["management"])
+        try:
+            await self.store.add_meter(
+                form.meter, self._actor(request, session), keys={sap: form.keys}
+            )
+        except Conflict as exc:
+            where = "system_title" if "system" in str(exc).lower() else "ldn"
+            form.errors[where] = (
+                "Another meter has this system title."
+                if where == "system_title"
+                else "A meter with this LDN exists already."
+            )
+            return self._meter_form(form, 409)
+        self._counts.clear()
+        return _Page(redirect=f"/meters/{quote(form.meter.ldn)}?added=1")
+
+    # --- import keys -----------------------------------------------------------------------
+
+    @app.route("/meters/import", methods=["GET"])
+    @page(Role.OPERATOR)
+    async def import_form(self, request: Any, session: WebSession) -> _Page:
+        return _Page("import.html", dict(title="Import keys", stage="upload"))
+
+    @app.route("/meters/import/sample.csv", methods=["GET"])
+    @page(Role.VIEWER)
+    async def import_sample(self, request: Any, session: WebSession) -> bytes:
+        self._headers(request)
+        request.setHeader(b"Content-Type", b"text/csv; charset=utf-8")
+        request.setHeader(b"Content-Disposition", b'attachment; filename="sac-keys-sample.csv"')
+        return SAMPLE.encode()
+
+    def _forget_old_uploads(self, now: dt.datetime) -> None:
+        for key in [k for k, u in self._uploads.items() if u.until <= now]:
+            del self._uploads[key]
+        while len(self._uploads) > 20:
+            self._uploads.popitem(last=False)
+
+    @app.route("/meters/import", methods=["POST"])
+    @page(Role.OPERATOR)
+    async def import_keys(self, request: Any, session: WebSession) -> _Page:
+        from sac.store.transactions import KeyImportError
+
+        now = self.now()
+        self._forget_old_uploads(now)
+        step = _arg(request, "step", "preview")
+        replace = _arg(request, "replace") == "1"
+        if step == "confirm":
+            key = _arg(request, "upload")
+            upload = self._uploads.get(key)
+            if upload is None or upload.csrf != session.csrf:  # another session's: left alone
+                raise BadRequest("this upload is not waiting any more; upload the file again")
+            del self._uploads[key]
+            try:
+                count = await self.store.import_keys(
+                    upload.rows, replace=replace, by=self._actor(request, session)
+                )
+            except KeyImportError as exc:
+                return _Page(
+                    "import.html",
+                    dict(
+                        title="Import keys",
+                        stage="refused",
+                        name=upload.name,
+                        errors=exc.errors,
+                        rows=len(upload.rows),
+                    ),
+                    409,
+                )
+            return _Page(
+                "import.html",
+                dict(title="Import keys", stage="done", name=upload.name, count=count),
+            )
+        content = (request.args.get(b"file") or [b""])[0]
+        if not content:
+            return _Page(
+                "import.html",
+                dict(title="Import keys", stage="upload", error="Choose a CSV file to upload."),
+                400,
+            )
+        if len(content) > self.settings.max_upload:
+            return _Page(
+                "import.html",
+                dict(
+                    title="Import keys",
+                    stage="upload",
+                    error=f"The file is larger than {self.settings.max_upload // 2**20} MB.",
+                ),
+                413,
+            )
+        try:
+            text = content.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            return _Page(
+                "import.html",
+                dict(
+                    title="Import keys",
+                    stage="upload",
+                    error="The file is not UTF-8 text: save it as CSV UTF-8 and try again.",
+                ),
+                400,
+            )
+        name = _arg(request, "filename") or "keys.csv"
+        rows, errors = parse_key_csv(text)
+        if errors:
+            return _Page(
+                "import.html",
+                dict(
+                    title="Import keys",
+                    stage="errors",
+                    name=name,
+                    errors=errors,
+                    rows=len(rows) + len(errors),
+                ),
+                422,
+            )
+        upload_id = secrets.token_urlsafe(16)
+        self._uploads[upload_id] = _Upload(session.csrf, name, rows, now + dt.timedelta(minutes=30))
+        return _Page(
+            "import.html",
+            dict(
+                title="Import keys",
+                stage="preview",
+                name=name,
+                upload=upload_id,
+                count=len(rows),
+                sample=rows[:20],
+            ),
+        )
+
+    # --- a meter ---------------------------------------------------------------------------
+
+    @app.route("/meters/<string(length=16):ldn>", methods=["GET"])
+    @page(Role.VIEWER)
+    async def meter(self, request: Any, session: WebSession, ldn: str) -> _Page:
+        from sac.store import UnknownMeter
+
+        meter = await self.store.get_meter(ldn)
+        if meter is None:
+            raise NotFound()
+        now = self.now()
+        span = _arg(request, "range", "30d")
+        if span not in RANGES:
+            span = "30d"
+        start = now - dt.timedelta(days=RANGES[span])
+        try:
+            history = await self.store.readings_between(ldn, INDEX, 2, start, None, 20_000)
+            alarm_index = await self.store.last_readings(ldn, INDEX_UNDER_ALARM, 2, 1)
+        except UnknownMeter:
+            raise NotFound() from None
+        events = await self.store.events(ldn, 50)
+        commands = await self.store.commands(ldn, None, 30)
+        bits = self._bits(meter.profile)
+        unit = display.unit_name(meter.index_unit)
+        points = [
+            chart.Point(r.captured or r.received, r.value * 10.0 ** (r.scaler or 0))
+            for r in history
+            if r.value is not None
+        ]
+        daily = chart.daily_consumption(points)
+        return _Page(
+            "meter.html",
+            dict(
+                title=f"Meter {ldn}",
+                m=meter,
+                row=self._row(meter, now),
+                system_title=meter.system_title.hex().upper() if meter.system_title else "",
+                alarm_index=alarm_index[0] if alarm_index else None,
+                diagnostic_flags=display.diagnostic_flags(meter.diagnostic, bits),
+                history=list(reversed(history[-200:])),
+                history_count=len(history),
+                index_chart=chart.svg_line(points, f"Converted-volume index of {ldn}", unit),
+                daily_chart=chart.svg_bars(daily, f"Daily consumption of {ldn}", unit),
+                daily=daily[-14:],
+                events=events,
+                commands=commands,
+                span=span,
+                ranges=list(RANGES),
+                added=_arg(request, "added") == "1",
+                queued=_arg(request, "queued"),
+                open_states=("pending", "sent"),
+            ),
+        )
+
+    # --- the valve -------------------------------------------------------------------------
+
+    _VALVE_ACTIONS: Mapping[str, tuple[str, str]] = {
+        "close": ("valve-close", "Close the valve"),
+        "enable-opening": ("valve-enable-opening", "Enable opening"),
+    }
+
+    @app.route("/meters/<string(length=16):ldn>/valve", methods=["GET"])
+    @page(Role.OPERATOR)
+    async def valve_confirm(self, request: Any, session: WebSession, ldn: str) -> _Page:
+        action = _arg(request, "action")
+        if action not in self._VALVE_ACTIONS:
+            raise BadRequest("the valve action is close or enable-opening")
+        meter = await self.store.get_meter(ldn)
+        if meter is None:
+            raise NotFound()
+        return _Page(
+            "valve_confirm.html",
+            dict(
+                title=self._VALVE_ACTIONS[action][1],
+                m=meter,
+                action=action,
+                label=self._VALVE_ACTIONS[action][1],
+                valve=display.valve_name(meter.valve_state),
+            ),
+        )
+
+    @app.route("/meters/<string(length=16):ldn>/valve", methods=["POST"])
+    @page(Role.OPERATOR)
+    async def valve(self, request: Any, session: WebSession, ldn: str) -> _Page:
+        action = _arg(request, "action")
+        if action not in self._VALVE_ACTIONS:
+            raise BadRequest("the valve action is close or enable-opening")
+        if _arg(request, "confirm") != ldn:
+            raise BadRequest("the confirmation does not name this meter")
+        meter = await self.store.get_meter(ldn)
+        if meter is None:
+            raise NotFound()
+        profile = self.registry.match(assigned=meter.profile)
+        command = await command_service.queue(
+            self.store,
+            profile,
+            ldn,
+            self._VALVE_ACTIONS[action][0],
+            {},
+            self._actor(request, session),
+            now=self.now(),
+        )
+        return _Page(redirect=f"/meters/{quote(ldn)}?queued={command.id}#commands")
+
+    @app.route("/commands/<int:command_id>.json", methods=["GET"])
+    @page(Role.VIEWER)
+    async def command_state(self, request: Any, session: WebSession, command_id: int) -> bytes:
+        import json
+
+        command = await self.store.get_command(command_id)
+        if command is None:
+            raise NotFound()
+        valve = valve_state = None
+        if command.kind.startswith("valve-"):
+            meter = await self.store.get_meter(command.ldn)
+            if meter is not None:
+                valve, valve_state = display.valve_name(meter.valve_state), meter.valve_state
+        self._headers(request)
+        request.setHeader(b"Content-Type", b"application/json")
+        return json.dumps(
+            {
+                "valve": valve,
+                "valve_state": valve_state,
+                "id": command.id,
+                "ldn": command.ldn,
+                "kind": command.kind,
+                "state": command.state.value,
+                "result": command.result,
+                "final": command.state not in (CommandState.PENDING, CommandState.SENT),
+                "updated": display.local_time(
+                    command.finished or command.sent or command.created, seconds=True
+                ),
+            }
+        ).encode()
+
+    # --- status and metrics ----------------------------------------------------------------
+
+    @app.route("/status", methods=["GET"])
+    @page(Role.VIEWER)
+    async def status(self, request: Any, session: WebSession) -> _Page:
+        now = self.now()
+        components = []
+        for name, check in sorted(self.health.items()):
+            try:
+                ok, detail = check()
+            except Exception as exc:  # a failing check is itself a finding
+                ok, detail = False, f"{type(exc).__name__}: {exc}"
+            components.append((name, ok, detail))
+        reasons: dict[str, int] = {}
+        for (metric, labels), value in self.metrics.counters.items():
+            if metric in ("sac_push_rejected_total", "sac_push_closed_total") and value:
+                reason = dict(labels).get("reason", "?")
+                reasons[reason] = reasons.get(reason, 0) + value
+        spool = self.metrics.gauges.get("sac_spool_depth")
+        return _Page(
+            "status.html",
+            dict(
+                title="Status",
+                components=components,
+                hour=await self.store.connections_since(now - dt.timedelta(hours=1)),
+                day=await self.store.connections_since(now - dt.timedelta(days=1)),
+                meters=await self.store.count_meters(),
+                pending=len(await self.store.commands(None, [CommandState.PENDING], 1000)),
+                reasons=sorted(reasons.items(), key=lambda kv: -kv[1]),
+                stored=self.metrics.total("sac_push_stored_total"),
+                spooled=self.metrics.total("sac_push_spooled_total"),
+                spool=spool() if spool is not None else None,
+                up=display.ago(self.started, now).replace(" ago", ""),
+                started=display.local_time(self.started),
+            ),
+        )
+
+    @app.route("/metrics", methods=["GET"])
+    async def prometheus(self, request: Any) -> bytes:
+        if not self.settings.metrics_public and await self._session(request) is None:
+            raise Forbidden("sign in to read the metrics")
+        request.setHeader(b"Content-Type", b"text/plain; version=0.0.4; charset=utf-8")
+        return self.metrics.render().encode()
+
+    @app.route("/static/", branch=True)
+    def static(self, request: Any) -> Any:
+        return File(str(STATIC))

@@ -1,0 +1,183 @@
+"""Charts drawn on the server as SVG: the converted-volume index over time and the daily
+consumption derived from it.  No script, no library to load: the page shows the chart as
+soon as it arrives, prints, and works without network access to anything but the SAC.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from html import escape
+
+from sac.services.readings import ROME
+
+__all__ = ["Point", "daily_consumption", "svg_bars", "svg_line"]
+
+WIDTH, HEIGHT = 720, 240
+LEFT, RIGHT, TOP, BOTTOM = 72, 16, 26, 36
+
+
+@dataclass(frozen=True, slots=True)
+class Point:
+    at: dt.datetime
+    value: float  # a chart needs no exact decimals (the tables show the stored values)
+
+
+def daily_consumption(points: Sequence[Point]) -> list[Point]:
+    """Consumption a gas day (local date), from index readings in time order: the last index
+    of a day minus the last of the day before that has one.  A day with no reading gets
+    nothing (its gas shows on the next day that has one); a negative difference (a meter
+    replaced, an index reset) is left out rather than shown as negative gas."""
+    last: dict[dt.date, Point] = {}
+    days: dict[int, dt.date] = {}  # UTC hour -> local date: one time-zone lookup an hour
+    for p in points:
+        hour = int(p.at.timestamp()) // 3600
+        day = days.get(hour)
+        if day is None:
+            day = days[hour] = p.at.astimezone(ROME).date()
+        last[day] = p
+    days = sorted(last)
+    out: list[Point] = []
+    for before, day in itertools.pairwise(days):
+        used = last[day].value - last[before].value
+        if used >= 0:
+            out.append(Point(dt.datetime.combine(day, dt.time(12), ROME), used))
+    return out
+
+
+def _scale(lo: float, hi: float) -> tuple[float, float, list[float]]:
+    """A rounded axis covering lo..hi and its ticks."""
+    if hi <= lo:
+        hi = lo + 1
+    span = hi - lo
+    step = 10 ** int(f"{span:e}".split("e")[1])
+    for factor in (1, 2, 5, 10):
+        if span / (step * factor / 10) <= 6:
+            step = step * factor / 10
+            break
+    start = (lo // step) * step
+    ticks = []
+    t = start
+    while t <= hi + step / 2:
+        ticks.append(t)
+        t += step
+    return start, ticks[-1], ticks
+
+
+def _number(v: float, step: float) -> str:
+    """A tick label with the decimals its step needs (31 249.5, 31 250.0, not 31 250 twice)."""
+    places = max(0, -math.floor(math.log10(step))) if step > 0 else 0
+    return f"{v:,.{places}f}".replace(",", "\u202f")
+
+
+def _frame(title: str, unit: str, body: list[str], y_ticks: list[str], x_ticks: list[str]) -> str:
+    return (
+        f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img"'
+        f' aria-label="{escape(title)}" xmlns="http://www.w3.org/2000/svg">'
+        f"<title>{escape(title)}</title>"
+        f'<text class="unit" x="{LEFT - 8}" y="{TOP - 14}" text-anchor="end">{escape(unit)}</text>'
+        + "".join(y_ticks)
+        + "".join(x_ticks)
+        + f'<line class="axis" x1="{LEFT}" y1="{HEIGHT - BOTTOM}" x2="{WIDTH - RIGHT}"'
+        f' y2="{HEIGHT - BOTTOM}"/>' + "".join(body) + "</svg>"
+    )
+
+
+def _axes(
+    points: Sequence[Point], lo: float, hi: float
+) -> tuple[list[str], list[str], float, float, object, object]:
+    t0 = min(p.at for p in points).timestamp()
+    t1 = max(p.at for p in points).timestamp()
+    if t1 <= t0:
+        t0, t1 = t0 - 43200, t1 + 43200
+    ylo, yhi, ticks = _scale(lo, hi)
+    step = ticks[1] - ticks[0] if len(ticks) > 1 else 1.0
+    inner_w, inner_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
+
+    def x(at: dt.datetime) -> float:
+        return LEFT + (at.timestamp() - t0) / (t1 - t0) * inner_w
+
+    def y(v: float) -> float:
+        return TOP + inner_h - (v - ylo) / (yhi - ylo or 1) * inner_h
+
+    y_ticks = [
+        f'<line class="grid" x1="{LEFT}" y1="{y(t):.1f}" x2="{WIDTH - RIGHT}" y2="{y(t):.1f}"/>'
+        f'<text x="{LEFT - 6}" y="{y(t) + 4:.1f}" text-anchor="end">{_number(t, step)}</text>'
+        for t in ticks
+    ]
+    x_ticks = []
+    span_days = (t1 - t0) / 86400
+    fmt = (
+        "%H:%M:%S"
+        if span_days < 0.05
+        else "%H:%M"
+        if span_days < 2
+        else "%d/%m"
+        if span_days < 400
+        else "%m/%Y"
+    )
+    for i in range(6):
+        at = dt.datetime.fromtimestamp(t0 + (t1 - t0) * i / 5, dt.UTC)
+        label = at.astimezone(ROME).strftime(fmt)
+        x_ticks.append(
+            f'<text x="{x(at):.1f}" y="{HEIGHT - BOTTOM + 18}" text-anchor="middle">{label}</text>'
+        )
+    return y_ticks, x_ticks, inner_w, inner_h, x, y
+
+
+def thin(points: Sequence[Point], columns: int = WIDTH - LEFT - RIGHT) -> list[Point]:
+    """At most two points a pixel column (its lowest and highest), in time order: a year of
+    hourly readings draws the same line from a few hundred points as from nine thousand."""
+    if len(points) <= 2 * columns:
+        return list(points)
+    t0, t1 = points[0].at.timestamp(), points[-1].at.timestamp()
+    width = (t1 - t0) / columns or 1.0
+    buckets: dict[int, list[Point]] = {}
+    for p in points:
+        column = min(columns - 1, int((p.at.timestamp() - t0) / width))
+        buckets.setdefault(column, []).append(p)
+    out: list[Point] = []
+    for column in sorted(buckets):
+        bucket = buckets[column]
+        low = min(bucket, key=lambda p: p.value)
+        high = max(bucket, key=lambda p: p.value)
+        out += sorted({id(low): low, id(high): high}.values(), key=lambda p: p.at)
+    return out
+
+
+def svg_line(points: Sequence[Point], title: str, unit: str) -> str:
+    """The index over time: a line through the readings, a dot where there are few."""
+    if not points:
+        return ""
+    points = thin(points)
+    values = [p.value for p in points]
+    y_ticks, x_ticks, _w, _h, x, y = _axes(points, min(values), max(values))
+    path = " ".join(f"{x(p.at):.1f},{y(p.value):.1f}" for p in points)  # type: ignore[operator]
+    body = [f'<polyline class="line" points="{path}"/>']
+    if len(points) <= 60:
+        body += [
+            f'<circle class="dot" cx="{x(p.at):.1f}" cy="{y(p.value):.1f}" r="2.5">'  # type: ignore[operator]
+            f"<title>{p.at.astimezone(ROME):%Y-%m-%d %H:%M}: {p.value}</title></circle>"
+            for p in points
+        ]
+    return _frame(title, unit, body, y_ticks, x_ticks)
+
+
+def svg_bars(points: Sequence[Point], title: str, unit: str) -> str:
+    """Daily consumption: a bar a day."""
+    if not points:
+        return ""
+    values = [p.value for p in points]
+    y_ticks, x_ticks, inner_w, _h, x, y = _axes(points, 0.0, max(values))
+    width = max(1.0, min(24.0, inner_w / max(len(points), 1) * 0.7))
+    base = y(0.0)  # type: ignore[operator]
+    body = [
+        f'<rect class="bar" x="{x(p.at) - width / 2:.1f}" y="{y(p.value):.1f}"'  # type: ignore[operator]
+        f' width="{width:.1f}" height="{max(0.0, base - y(p.value)):.1f}">'  # type: ignore[operator]
+        f"<title>{p.at.astimezone(ROME):%Y-%m-%d}: {p.value}</title></rect>"
+        for p in points
+    ]
+    return _frame(title, unit, body, y_ticks, x_ticks)

@@ -1,0 +1,134 @@
+"""How stored values read on a page: units, scaled numbers, diagnostics, valve states, times.
+
+Pure functions, shared by the templates (as Jinja2 filters) and the JSON the pages poll.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any
+
+from sac.services.readings import ROME
+
+__all__ = [
+    "UNITS",
+    "VALVE_STATES",
+    "diagnostic_flags",
+    "local_time",
+    "scaled",
+    "unit_name",
+    "valve_name",
+]
+
+# DLMS unit codes (IEC 62056-6-2, enum of scaler_unit) the meters use
+UNITS: Mapping[int, str] = {
+    1: "a",
+    2: "mo",
+    3: "wk",
+    4: "d",
+    5: "h",
+    6: "min",
+    7: "s",
+    9: "°C",
+    13: "m³",
+    14: "Sm³",  # m³ of converted (corrected) volume: standard cubic metres
+    15: "m³/h",
+    16: "Sm³/h",
+    17: "m³/d",
+    18: "Sm³/d",
+    33: "A",
+    35: "V",
+    56: "%",
+    255: "",
+}
+
+# IC 70 control_state (spec section 1.2)
+VALVE_STATES: Mapping[int, str] = {
+    0: "closed",
+    1: "open",
+    2: "closed, opening enabled",
+}
+
+
+def unit_name(unit: int | None) -> str:
+    if unit is None:
+        return ""
+    return UNITS.get(unit, f"unit {unit}")
+
+
+def scaled(value: Any, scaler: int | None) -> Decimal | None:
+    """A stored number times 10^scaler, exactly (no float rounding on a billing index)."""
+    if value is None:
+        return None
+    number = Decimal(str(value))
+    return number.scaleb(scaler) if scaler else number
+
+
+def quantity(value: Any, scaler: int | None, unit: int | None) -> str:
+    """``12345.678 Sm³``: the scaled value with as many decimals as the scaler gives."""
+    number = scaled(value, scaler)
+    if number is None:
+        return "—"
+    places = max(0, -(scaler or 0))
+    text = f"{number:,.{places}f}".replace(",", "\u202f")  # thin space between thousands
+    name = unit_name(unit)
+    return f"{text} {name}" if name else text
+
+
+def battery(value: int | None, unit: int | None) -> str:
+    if value is None:
+        return "—"
+    if unit == 4:
+        return f"{value:,} days".replace(",", "\u202f")
+    return f"{value} {unit_name(unit)}".strip()
+
+
+def diagnostic_flags(value: int | None, bits: Mapping[int, str]) -> list[str]:
+    """The names of the bits set in a diagnostic bitmask, where the profile knows them; the
+    bits it does not know as ``bit N``.  Empty when no bit is set."""
+    if not value:
+        return []
+    return [bits.get(bit, f"bit {bit}") for bit in range(value.bit_length()) if value >> bit & 1]
+
+
+def diagnostic(value: int | None, bits: Mapping[int, str]) -> str:
+    if value is None:
+        return "—"
+    if value == 0:
+        return "OK"
+    raw = f"0x{value:04X}"
+    if not bits:
+        return raw
+    return f"{', '.join(diagnostic_flags(value, bits))} ({raw})"
+
+
+def valve_name(state: int | None) -> str:
+    if state is None:
+        return "—"
+    return VALVE_STATES.get(state, f"state {state}")
+
+
+def local_time(value: dt.datetime | None, seconds: bool = False) -> str:
+    """A time as the operators read it: Italian local time."""
+    if value is None:
+        return "never"
+    local = value.astimezone(ROME)
+    return local.strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M")
+
+
+def ago(value: dt.datetime | None, now: dt.datetime) -> str:
+    """How long ago, roughly: ``5 min``, ``3 h``, ``12 days``."""
+    if value is None:
+        return ""
+    seconds = (now - value).total_seconds()
+    if seconds < 0:
+        return "in the future"
+    if seconds < 90:
+        return "just now"
+    if seconds < 5400:
+        return f"{round(seconds / 60)} min ago"
+    if seconds < 172800:
+        return f"{round(seconds / 3600)} h ago"
+    return f"{round(seconds / 86400)} days ago"

@@ -1,0 +1,90 @@
+// The SAC's pages work without this script; it adds what needs one:
+// commands still pending or sent update themselves, and a key upload shows its progress.
+"use strict";
+
+function followCommands() {
+  const rows = document.querySelectorAll("tr[data-command]");
+  rows.forEach((row) => {
+    const id = row.getAttribute("data-command");
+    const state = row.querySelector("[data-state]");
+    const result = row.querySelector("[data-result]");
+    const poll = async () => {
+      try {
+        const answer = await fetch(`/commands/${id}.json`, { credentials: "same-origin" });
+        if (answer.ok) {
+          const command = await answer.json();
+          state.textContent = command.state;
+          state.className = `state s-${command.state}`;
+          result.textContent = command.result || "";
+          if (command.final) {
+            row.removeAttribute("data-command");
+            if (command.valve) {
+              document.querySelectorAll("[data-valve]").forEach((valve) => {
+                valve.textContent = command.valve;
+                if (valve.classList.contains("valve")) valve.className = `valve v${command.valve_state}`;
+              });
+            }
+            return;
+          }
+        }
+      } catch (e) {
+        // the SAC restarting: try again later
+      }
+      setTimeout(poll, 1000);
+    };
+    setTimeout(poll, 1000);
+  });
+}
+
+function uploadWithProgress() {
+  const form = document.getElementById("upload-form");
+  if (!form || !window.FormData) return;
+  const bar = document.getElementById(form.getAttribute("data-progress"));
+  const status = document.getElementById("upload-status");
+  form.addEventListener("submit", (event) => {
+    const file = form.querySelector("input[type=file]").files[0];
+    if (!file) return;
+    event.preventDefault();
+    form.querySelector("input[name=filename]").value = file.name;
+    const data = new FormData(form);
+    const request = new XMLHttpRequest();
+    request.open("POST", form.action);
+    bar.hidden = false;
+    request.upload.onprogress = (e) => {
+      if (e.lengthComputable) {
+        bar.value = Math.round((e.loaded / e.total) * 100);
+        status.textContent = `Uploading: ${bar.value} %`;
+      }
+    };
+    request.upload.onload = () => {
+      bar.removeAttribute("value");
+      status.textContent = `Checking ${file.name}…`;
+    };
+    request.onload = () => {
+      document.open();
+      document.write(request.responseText);
+      document.close();
+      history.replaceState(null, "", form.action);
+    };
+    request.onerror = () => {
+      status.textContent = "The upload failed: check the connection and try again.";
+    };
+    request.send(data);
+  });
+}
+
+function busyForms() {
+  document.querySelectorAll("form[data-busy]").forEach((form) => {
+    form.addEventListener("submit", () => {
+      const button = form.querySelector("button[type=submit]");
+      button.disabled = true;
+      button.textContent = form.getAttribute("data-busy");
+    });
+  });
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  followCommands();
+  uploadWithProgress();
+  busyForms();
+});

@@ -1,0 +1,183 @@
+"""The operators' pages in a real browser: Debian's Chromium driven by Playwright, against a
+whole SAC in its own process with simulated meters calling in.
+
+Screenshots of the list and detail pages are saved in build/screenshots/.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SHOTS = ROOT / "build" / "screenshots"
+PASSWORD = "a long operator password"
+CHROMIUM = shutil.which("chromium")
+PAGES = ("document", "xhr")  # a page (or the upload's answer, a page) may answer 4xx
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)"
+)
+
+
+@pytest.fixture(scope="module")
+def sac(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    folder = tmp_path_factory.mktemp("browser-sac")
+    ready = folder / "ready.json"
+    env = {**os.environ, "SAC_MASTER_KEY": "22" * 32, "SAC_TEST_PASSWORD": PASSWORD}
+    log = (folder / "sac.log").open("w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.browser.site_process", str(folder / "sac.db"), str(ready)],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not ready.exists():
+            if process.poll() is not None or time.monotonic() > deadline:
+                log.flush()
+                pytest.fail(f"the SAC did not start:\n{(folder / 'sac.log').read_text()[-3000:]}")
+            time.sleep(0.1)
+        info = json.loads(ready.read_text())
+        info["base"] = f"http://127.0.0.1:{info['web']}"
+        info["log"] = folder / "sac.log"
+        yield info
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=["--no-sandbox", "--disable-background-networking", "--disable-gpu"],
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(chromium: Any, sac: dict[str, Any]) -> Iterator[Any]:
+    context = chromium.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    errors: list[str] = []
+    # a script error, a resource the page's policy refused, a style, script, icon or fetch
+    # that failed (a form answered 400 with its errors is a page, not a failure)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on(
+        "console",
+        lambda m: errors.append(m.text) if "Refused" in m.text or "Policy" in m.text else None,
+    )
+    page.on(
+        "response",
+        lambda r: (
+            errors.append(f"{r.status} {r.url}")
+            if r.status >= 500 or (r.status >= 400 and r.request.resource_type not in PAGES)
+            else None
+        ),
+    )
+    page.goto(sac["base"] + "/meters")
+    page.fill("input[name=username]", "otto")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(re.compile(r".*/meters$"))
+    yield page
+    context.close()
+    assert errors == [], errors  # no script error, no refused resource (CSP) on any page
+
+
+def test_sign_in_and_the_meter_list(page: Any, sac: dict[str, Any]) -> None:
+    assert page.locator("header").inner_text().count("otto") == 1
+    rows = page.locator("#meters tbody tr")
+    assert rows.count() == 3
+    # the simulated meters call in every 2 s: their values appear in the list
+    deadline = time.monotonic() + 20
+    while "Sm³" not in page.locator("#meters").inner_text() and time.monotonic() < deadline:
+        time.sleep(0.5)
+        page.reload()
+    assert "Sm³" in page.locator("#meters").inner_text()
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / "meter-list.png"), full_page=True)
+    page.click("th a:has-text('LDN')")  # sort by LDN, descending now
+    first = page.locator("#meters tbody tr td a").first.inner_text()
+    assert first == sorted(sac["meters"])[-1]
+
+
+def test_add_a_meter_with_a_bad_field_then_right(page: Any) -> None:
+    page.click("nav >> text=Add a meter")
+    page.fill("#f-ldn", "TOO-SHORT")
+    page.fill("#f-system_title", "2F19000000ABCDEF")
+    page.fill("#f-ek", "00112233445566778899AABBCCDDEEFF")
+    page.click("button:has-text('Add the meter')")
+    assert "16 printable characters" in page.locator("#e-ldn").inner_text()
+    assert page.locator("#f-ek").input_value() == ""  # a key is never sent back
+    page.fill("#f-ldn", "BRW0000000000001")
+    page.fill("#f-ek", "00112233445566778899AABBCCDDEEFF")
+    page.click("button:has-text('Add the meter')")
+    page.wait_for_url(re.compile(r".*/meters/BRW0000000000001\?added=1"))
+    assert "added with its keys" in page.content()
+
+
+def test_import_a_csv_with_one_bad_line(page: Any, sac: dict[str, Any], tmp_path: Path) -> None:
+    ldns = sac["meters"]
+    good = "00112233445566778899AABBCCDDEEFF"
+    bad = tmp_path / "keys.csv"
+    bad.write_text(
+        f"ldn,client,ek,ak\n{ldns[0]},1,{good},\n{ldns[1]},1,NOT-A-KEY,\n{ldns[2]},1,{good},\n"
+    )
+    page.click("nav >> text=Import keys")
+    page.set_input_files("input[type=file]", str(bad))
+    page.click("button:has-text('Check the file')")
+    page.wait_for_selector("#bad-lines")
+    text = page.locator("#bad-lines").inner_text()
+    assert re.search(r"^3\s", text.splitlines()[1]), text  # line 3 of the file, reported
+    assert "1 of 3 lines cannot be imported" in page.content()
+
+
+def test_the_detail_page_draws_its_chart(page: Any, sac: dict[str, Any]) -> None:
+    first = sac["meters"][0]
+    page.goto(f"{sac['base']}/meters/{first}?range=90d")
+    chart = page.locator("#index-chart svg.chart")
+    chart.wait_for()
+    box = chart.bounding_box()
+    assert box is not None and box["width"] > 300 and box["height"] > 80
+    assert page.locator("#index-chart polyline").count() == 1
+    assert page.locator("#daily-chart rect.bar").count() >= 30
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / "meter-detail.png"), full_page=True)
+
+
+def test_close_the_valve_and_watch_it_done(page: Any, sac: dict[str, Any]) -> None:
+    target = sac["meters"][1]
+    page.goto(f"{sac['base']}/meters/{target}")
+    page.click("text=Close the valve…")
+    assert target in page.locator("main").inner_text()  # the confirmation names the meter
+    page.click(f"button:has-text('Close the valve of {target}')")
+    page.wait_for_url(re.compile(rf".*/meters/{target}\?queued=\d+#commands"))
+    row = page.locator("tr.highlight")
+    assert row.locator("[data-state]").inner_text() in ("pending", "sent")
+    # the meter calls in within 2 s, runs the command, the valve is read back closed; the page
+    # follows the command without a reload
+    row.locator("[data-state]:has-text('done')").wait_for(timeout=30_000)
+    page.locator("#valve-state:has-text('closed')").wait_for(timeout=5_000)
+    page.screenshot(path=str(SHOTS / "meter-valve-closed.png"), full_page=True)
