@@ -49,7 +49,6 @@ TEMPLATES = PACKAGE.parents[1] / "templates"
 STATIC = PACKAGE / "static"
 SORTS = ("ldn", "pdr", "index", "diagnostic", "battery", "last_connection", "valve")
 RANGES = {"7d": 7, "30d": 30, "90d": 90, "1y": 366}
-COUNT_FOR = dt.timedelta(seconds=10)  # a list's total may be this old
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +137,6 @@ class Web:
         self.now = now
         self.started = now()
         self._uploads: OrderedDict[str, _Upload] = OrderedDict()
-        self._counts: OrderedDict[tuple[Any, ...], tuple[dt.datetime, int]] = OrderedDict()
         self.jinja = Environment(
             loader=FileSystemLoader(str(templates)),
             autoescape=select_autoescape(default=True, default_for_string=True),
@@ -411,7 +409,7 @@ class Web:
             raise BadRequest(
                 "that page link is not valid any more; start from the first page"
             ) from None
-        total = await self._count(query)
+        total = page.total if page.total is not None else 0  # counted with the page
         filters = {
             k: v
             for k, v in (
@@ -452,21 +450,6 @@ class Web:
                 title="Meters",
             ),
         )
-
-    async def _count(self, query: MeterQuery) -> int:
-        """How many meters match the list's filters, remembered for a few seconds: counting
-        100,000 rows costs more than the page itself, and paging through one list asks
-        the same count again and again."""
-        key = (query.search, query.state, query.valve, query.alarms, query.unseen_since)
-        now = self.now()
-        known = self._counts.get(key)
-        if known is not None and known[0] > now:
-            return known[1]
-        total = await self.store.count_meters(query=query)
-        self._counts[key] = (now + COUNT_FOR, total)
-        if len(self._counts) > 256:
-            self._counts.popitem(last=False)
-        return total
 
     def _bits(self, profile_name: str) -> Mapping[int, str]:
         try:
@@ -545,7 +528,6 @@ class Web:
                 else "A meter with this LDN exists already."
             )
             return self._meter_form(form, 409)
-        self._counts.clear()
         return _Page(redirect=f"/meters/{quote(form.meter.ldn)}?added=1")
 
     # --- import keys -----------------------------------------------------------------------
@@ -722,15 +704,20 @@ class Web:
         "enable-opening": ("valve-enable-opening", "Enable opening"),
     }
 
-    @app.route("/meters/<string(length=16):ldn>/valve", methods=["GET"])
-    @page(Role.OPERATOR)
-    async def valve_confirm(self, request: Any, session: WebSession, ldn: str) -> _Page:
+    async def _valve_target(self, request: Any, ldn: str) -> tuple[str, Any]:
+        """(the action asked for, the meter) of a valve page; 400 or 404 otherwise."""
         action = _arg(request, "action")
         if action not in self._VALVE_ACTIONS:
             raise BadRequest("the valve action is close or enable-opening")
         meter = await self.store.get_meter(ldn)
         if meter is None:
             raise NotFound()
+        return action, meter
+
+    @app.route("/meters/<string(length=16):ldn>/valve", methods=["GET"])
+    @page(Role.OPERATOR)
+    async def valve_confirm(self, request: Any, session: WebSession, ldn: str) -> _Page:
+        action, meter = await self._valve_target(request, ldn)
         return _Page(
             "valve_confirm.html",
             dict(
@@ -745,14 +732,9 @@ class Web:
     @app.route("/meters/<string(length=16):ldn>/valve", methods=["POST"])
     @page(Role.OPERATOR)
     async def valve(self, request: Any, session: WebSession, ldn: str) -> _Page:
-        action = _arg(request, "action")
-        if action not in self._VALVE_ACTIONS:
-            raise BadRequest("the valve action is close or enable-opening")
+        action, meter = await self._valve_target(request, ldn)
         if _arg(request, "confirm") != ldn:
             raise BadRequest("the confirmation does not name this meter")
-        meter = await self.store.get_meter(ldn)
-        if meter is None:
-            raise NotFound()
         profile = self.registry.match(assigned=meter.profile)
         command = await command_service.queue(
             self.store,

@@ -15,9 +15,7 @@ import pytest_twisted
 from sac.dlms import Obis
 from sac.errors import ConfigurationError
 from sac.keys import MasterKey
-from sac.passwords import ScryptParams
 from sac.store import (
-    Actor,
     Conflict,
     Ingest,
     LoginLocked,
@@ -35,29 +33,12 @@ from sac.store import interface as store_interface
 from sac.store.operations import LOCKOUT, LOCKOUT_FAILURES
 from sac.store.schema import load_migrations
 from tests.store.conftest import Backend
+from tests.store.test_operations import ALICE, FAST, T0, Clock, ldn
 
 INDEX = Obis("7.0.13.2.0.255")
-FAST = ScryptParams(log2_n=8)  # the real cost is for real passwords, not for tests
-ALICE = Actor("alice", "192.0.2.7")
-T0 = dt.datetime(2026, 11, 21, 8, 0, tzinfo=dt.UTC)
 EK, AK = bytes(range(16)), bytes(range(16, 32))
 PASSWORD = "correct horse battery"
 SORTS = ("ldn", "pdr", "index", "diagnostic", "battery", "last_connection", "valve")
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> dt.datetime:
-        return self.now
-
-    def advance(self, **kw: float) -> None:
-        self.now += dt.timedelta(**kw)
-
-
-def ldn(i: int) -> str:
-    return f"FIO{i:013d}"
 
 
 async def opened(backend: Backend, **kw: object):
