@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import hmac
+import json
 import secrets
 import uuid
 from collections import OrderedDict
@@ -34,9 +35,18 @@ from sac.profiles import ProfileRegistry
 from sac.services import commands as command_service
 from sac.services.metrics import Metrics
 from sac.services.readings import INDEX, INDEX_UNDER_ALARM
-from sac.store import Actor, CommandState, MeterQuery, Role, WebSession
+from sac.store import (
+    Actor,
+    CommandState,
+    LoginLocked,
+    MeterQuery,
+    Role,
+    UnknownMeter,
+    WebSession,
+)
 from sac.store.interface import IStore
 from sac.store.keycsv import SAMPLE, parse_key_csv
+from sac.store.transactions import Conflict, KeyImportError
 from sac.web import chart, display
 from sac.web.forms import MeterForm, parse_meter_form
 
@@ -329,8 +339,6 @@ class Web:
 
     @app.route("/login", methods=["POST"])
     async def login(self, request: Any) -> bytes:
-        from sac.store import LoginLocked
-
         target = _safe_next(_arg(request, "next", "/meters"))
         cookie = (request.getCookie(LOGIN_COOKIE) or b"").decode("ascii", "replace")
         if not cookie or not hmac.compare_digest(cookie.encode(), _arg(request, "csrf").encode()):
@@ -495,8 +503,6 @@ class Web:
     @app.route("/meters/new", methods=["POST"])
     @page(Role.OPERATOR)
     async def add_meter(self, request: Any, session: WebSession) -> _Page:
-        from sac.store.transactions import Conflict
-
         fields = {
             k: _arg(request, k)
             for k in (
@@ -554,8 +560,6 @@ class Web:
     @app.route("/meters/import", methods=["POST"])
     @page(Role.OPERATOR)
     async def import_keys(self, request: Any, session: WebSession) -> _Page:
-        from sac.store.transactions import KeyImportError
-
         now = self.now()
         self._forget_old_uploads(now)
         step = _arg(request, "step", "preview")
@@ -648,8 +652,6 @@ class Web:
     @app.route("/meters/<string(length=16):ldn>", methods=["GET"])
     @page(Role.VIEWER)
     async def meter(self, request: Any, session: WebSession, ldn: str) -> _Page:
-        from sac.store import UnknownMeter
-
         meter = await self.store.get_meter(ldn)
         if meter is None:
             raise NotFound()
@@ -750,8 +752,6 @@ class Web:
     @app.route("/commands/<int:command_id>.json", methods=["GET"])
     @page(Role.VIEWER)
     async def command_state(self, request: Any, session: WebSession, command_id: int) -> bytes:
-        import json
-
         command = await self.store.get_command(command_id)
         if command is None:
             raise NotFound()
