@@ -34,6 +34,7 @@ bench: $(BIN)/.sac-installed
 	$(BIN)/python benchmarks/bench_store.py
 	$(BIN)/python benchmarks/bench_simulator.py
 	$(BIN)/python benchmarks/bench_push.py
+	$(BIN)/python benchmarks/bench_web.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

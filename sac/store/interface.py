@@ -37,6 +37,7 @@ from sac.store.model import (
     NewMeter,
     PollJob,
     Reading,
+    ReadingBuckets,
     Role,
     User,
     WebSession,
@@ -132,6 +133,19 @@ class IStore(Interface):
     ) -> list[Reading]:
         """One attribute of one meter captured in [start, end) (a bound None: open), oldest
         first; the newest ``limit`` when there are more.  UnknownMeter for an unknown LDN."""
+
+    async def reading_buckets(
+        ldn: str,
+        obis: Obis,
+        attribute: int,
+        start: dt.datetime,
+        end: dt.datetime,
+        width: int,
+        zone: dt.tzinfo = dt.UTC,
+    ) -> ReadingBuckets:
+        """[start, end) of one attribute of one meter cut into buckets of ``width`` seconds
+        from midnight in ``zone``: the last reading of each, and how many the range holds.
+        For charts: the database does the thinning.  UnknownMeter for an unknown LDN."""
 
     async def count_readings() -> int:
         """How many readings the store holds."""
@@ -408,6 +422,18 @@ class Store:
         limit: int = 100_000,
     ) -> list[Reading]:
         return await self._run(tx.readings_between(ldn, obis, attribute, start, end, limit))
+
+    async def reading_buckets(
+        self,
+        ldn: str,
+        obis: Obis,
+        attribute: int,
+        start: dt.datetime,
+        end: dt.datetime,
+        width: int,
+        zone: dt.tzinfo = dt.UTC,
+    ) -> ReadingBuckets:
+        return await self._run(tx.reading_buckets(ldn, obis, attribute, start, end, width, zone))
 
     async def count_readings(self) -> int:
         return await self._run(tx.count_readings())

@@ -154,6 +154,15 @@ class MeterPage:
 
 
 @dataclass(frozen=True, slots=True)
+class ReadingBuckets:
+    """A time range of one quantity, cut into buckets: the last reading of each bucket that
+    has one, oldest first, and how many readings the whole range holds."""
+
+    readings: tuple[Reading, ...]
+    total: int
+
+
+@dataclass(frozen=True, slots=True)
 class MeterKeys:
     """A meter's keys for one client, in clear: only in memory, while a session needs them."""
 

@@ -41,6 +41,13 @@ def _configure(connection: sqlite3.Connection) -> None:
             time.sleep(0.05)
     connection.execute("PRAGMA synchronous = FULL")
     connection.execute("PRAGMA foreign_keys = ON")
+    if sqlite3.sqlite_version_info < (3, 38):  # unixepoch() is built in from 3.38
+        connection.create_function("unixepoch", 1, _unixepoch, deterministic=True)
+
+
+def _unixepoch(text: str | None) -> int | None:
+    """SQLite's unixepoch() of a stored time, for libraries older than 3.38."""
+    return None if text is None else int(dt.datetime.fromisoformat(text).timestamp())
 
 
 def _adapt(params: Any) -> tuple[Any, ...]:

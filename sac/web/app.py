@@ -660,8 +660,14 @@ class Web:
         if span not in RANGES:
             span = "30d"
         start = now - dt.timedelta(days=RANGES[span])
+        end = now + dt.timedelta(days=1)  # a meter whose clock runs ahead is still drawn
+        # the database thins the range: the last index of each pixel column (the index only
+        # rises, so that draws the same line as every reading) and of each local day
+        width = max(60, -(-(end - start) // dt.timedelta(seconds=1) // chart.COLUMNS))
         try:
-            history = await self.store.readings_between(ldn, INDEX, 2, start, None, 20_000)
+            line = await self.store.reading_buckets(ldn, INDEX, 2, start, end, width)
+            days = await self.store.reading_buckets(ldn, INDEX, 2, start, end, 86400, chart.ROME)
+            history = await self.store.readings_between(ldn, INDEX, 2, start, end, 200)
             alarm_index = await self.store.last_readings(ldn, INDEX_UNDER_ALARM, 2, 1)
         except UnknownMeter:
             raise NotFound() from None
@@ -669,12 +675,8 @@ class Web:
         commands = await self.store.commands(ldn, None, 30)
         bits = self._bits(meter.profile)
         unit = display.unit_name(meter.index_unit)
-        points = [
-            chart.Point(r.captured or r.received, r.value * 10.0 ** (r.scaler or 0))
-            for r in history
-            if r.value is not None
-        ]
-        daily = chart.daily_consumption(points)
+        points = chart.points(line.readings)
+        daily = chart.daily_consumption(chart.points(days.readings))
         return _Page(
             "meter.html",
             dict(
@@ -684,8 +686,8 @@ class Web:
                 system_title=meter.system_title.hex().upper() if meter.system_title else "",
                 alarm_index=alarm_index[0] if alarm_index else None,
                 diagnostic_flags=display.diagnostic_flags(meter.diagnostic, bits),
-                history=list(reversed(history[-200:])),
-                history_count=len(history),
+                history=list(reversed(history)),
+                history_count=line.total,
                 index_chart=chart.svg_line(points, f"Converted-volume index of {ldn}", unit),
                 daily_chart=chart.svg_bars(daily, f"Daily consumption of {ldn}", unit),
                 daily=daily[-14:],

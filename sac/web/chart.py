@@ -8,22 +8,34 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from html import escape
 
 from sac.services.readings import ROME
+from sac.store.model import Reading
 
 __all__ = ["Point", "daily_consumption", "svg_bars", "svg_line"]
 
 WIDTH, HEIGHT = 720, 240
 LEFT, RIGHT, TOP, BOTTOM = 72, 16, 26, 36
+COLUMNS = WIDTH - LEFT - RIGHT  # pixel columns of the plot
 
 
 @dataclass(frozen=True, slots=True)
 class Point:
     at: dt.datetime
     value: float  # a chart needs no exact decimals (the tables show the stored values)
+
+
+def points(readings: Iterable[Reading]) -> list[Point]:
+    """The readings that have a value, as points at their capture (else receipt) time in
+    their unit (the scaler applied)."""
+    return [
+        Point(r.captured or r.received, r.value * 10.0 ** (r.scaler or 0))
+        for r in readings
+        if r.value is not None
+    ]
 
 
 def daily_consumption(points: Sequence[Point]) -> list[Point]:
@@ -128,7 +140,7 @@ def _axes(
     return y_ticks, x_ticks, inner_w, inner_h, x, y
 
 
-def thin(points: Sequence[Point], columns: int = WIDTH - LEFT - RIGHT) -> list[Point]:
+def thin(points: Sequence[Point], columns: int = COLUMNS) -> list[Point]:
     """At most two points a pixel column (its lowest and highest), in time order: a year of
     hourly readings draws the same line from a few hundred points as from nine thousand."""
     if len(points) <= 2 * columns:

@@ -384,6 +384,80 @@ async def test_readings_between_two_times(backend: Backend) -> None:
         await store.readings_between(ldn(0), INDEX, limit=0)
 
 
+ROME = __import__("zoneinfo").ZoneInfo("Europe/Rome")
+
+
+@pytest_twisted.ensureDeferred
+async def test_reading_buckets_are_the_last_reading_of_each(backend: Backend) -> None:
+    """Days in Rome across both daylight-saving changes of 2026 (29 March, 25 October: 23-
+    and 25-hour days), as Python works them out from every reading; and UTC buckets."""
+    store = await opened(backend)
+    await store.add_meter(NewMeter(ldn(0)))
+    start = dt.datetime(2026, 3, 27, 7, 30, tzinfo=dt.UTC)
+    # every 20 minutes for four days around each change, and the other meter/object as noise
+    times = [start + dt.timedelta(minutes=20 * i) for i in range(4 * 72)]
+    autumn = dt.datetime(2026, 10, 23, 5, tzinfo=dt.UTC)
+    times += [autumn + dt.timedelta(minutes=20 * i) for i in range(4 * 72)]
+    readings = [
+        Reading(ldn(0), INDEX, 2, 1000 + i, at, "poll", at, -3, 14) for i, at in enumerate(times)
+    ]
+    await store.add_readings(
+        readings + [Reading(ldn(0), Obis("7.0.43.45.0.255"), 2, 1, t, "poll", t) for t in times]
+    )
+    end = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
+
+    def expected(width: int, zone: dt.tzinfo, lo: dt.datetime, hi: dt.datetime) -> list[int]:
+        last: dict[object, int] = {}
+        for r in readings:
+            if lo <= r.captured < hi:
+                local = r.captured.astimezone(zone)
+                wall = local.replace(tzinfo=dt.UTC).timestamp()  # seconds on the wall clock
+                last[int(wall) // width] = r.value
+        return [last[k] for k in sorted(last)]
+
+    for width, zone in ((86400, ROME), (6 * 3600, dt.UTC), (3600, ROME), (86400, dt.UTC)):
+        for lo, hi in ((start, end), (start + dt.timedelta(hours=30), autumn), (autumn, end)):
+            found = await store.reading_buckets(ldn(0), INDEX, 2, lo, hi, width, zone)
+            assert [r.value for r in found.readings] == expected(width, zone, lo, hi), (
+                width,
+                zone,
+                lo,
+            )
+            assert found.total == sum(lo <= r.captured < hi for r in readings)
+    days = await store.reading_buckets(ldn(0), INDEX, 2, start, end, 86400, ROME)
+    local_days = [r.captured.astimezone(ROME).date() for r in days.readings]
+    assert len(set(local_days)) == len(local_days) == 10  # one a day (5 + 5), none twice
+    assert (
+        days.readings[0]
+        == readings[[r.captured for r in readings].index(days.readings[0].captured)]
+    )  # whole readings, not only values
+    # 25 October has 25 hours: its last reading is at 23:40 local, 22:40 UTC
+    october_25 = [r for r in days.readings if r.captured.astimezone(ROME).day == 25]
+    assert october_25[0].captured == dt.datetime(2026, 10, 25, 22, 40, tzinfo=dt.UTC)
+    empty = await store.reading_buckets(ldn(0), INDEX, 2, end, end + dt.timedelta(days=1), 60)
+    assert empty.readings == () and empty.total == 0
+    with pytest.raises(UnknownMeter):
+        await store.reading_buckets("FIO9999999999999", INDEX, 2, start, end, 60)
+    with pytest.raises(ValueError):
+        await store.reading_buckets(ldn(0), INDEX, 2, start, end, 0)
+    with pytest.raises(ValueError):
+        await store.reading_buckets(ldn(0), INDEX, 2, end, start, 60)
+
+
+def test_utc_offsets_find_each_change_to_the_minute() -> None:
+    from sac.store.transactions import utc_offsets
+
+    year = utc_offsets(
+        dt.datetime(2026, 1, 1, tzinfo=dt.UTC), dt.datetime(2027, 1, 1, tzinfo=dt.UTC), ROME
+    )
+    assert year == [
+        (dt.datetime(2026, 1, 1, tzinfo=dt.UTC), 3600),
+        (dt.datetime(2026, 3, 29, 1, tzinfo=dt.UTC), 7200),
+        (dt.datetime(2026, 10, 25, 1, tzinfo=dt.UTC), 3600),
+    ]
+    assert utc_offsets(year[1][0], year[2][0], dt.UTC) == [(year[1][0], 0)]
+
+
 # --- sign-in lock-out ---------------------------------------------------------------------
 
 

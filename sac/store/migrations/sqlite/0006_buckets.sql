@@ -1,0 +1,2 @@
+-- nothing to do: unixepoch() is built into SQLite 3.38+, and the backend registers it on
+-- older libraries (PostgreSQL's 0006 defines it there)
