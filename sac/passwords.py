@@ -31,7 +31,7 @@ class ScryptParams:
 DEFAULT = ScryptParams()
 _SALT = 16
 _LENGTH = 32
-_MIN_LENGTH = 8
+MIN_LENGTH = 8
 
 
 def _b64(data: bytes) -> str:
@@ -56,8 +56,8 @@ def _derive(password: str, salt: bytes, params: ScryptParams) -> bytes:
 
 def hash_password(password: str, params: ScryptParams = DEFAULT) -> str:
     """A new salted hash of ``password``; refuses one shorter than 8 characters."""
-    if len(password) < _MIN_LENGTH:
-        raise ValueError(f"a password has at least {_MIN_LENGTH} characters")
+    if len(password) < MIN_LENGTH:
+        raise ValueError(f"a password has at least {MIN_LENGTH} characters")
     salt = os.urandom(_SALT)
     digest = _derive(password, salt, params)
     return f"scrypt${params.log2_n}${params.r}${params.p}${_b64(salt)}${_b64(digest)}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import secrets
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -549,7 +550,7 @@ class Store:
         locked_until = await self._run(ops.signed_in(user, by, self._clock(), rehashed))
         if locked_until is not None:
             raise ops.LoginLocked(locked_until)
-        return user
+        return dataclasses.replace(user, locked_until=None)  # the sign-in lifted any lock
 
     async def update_user(
         self,

@@ -322,6 +322,7 @@ class User:
     active: bool
     created: dt.datetime
     updated: dt.datetime
+    locked_until: dt.datetime | None = None  # signed in wrong too often: no sign-in until
 
 
 @dataclass(frozen=True, slots=True)

@@ -306,11 +306,19 @@ def requeue_stale_commands(sent_before: dt.datetime, now: dt.datetime) -> Transa
 
 # --- users --------------------------------------------------------------------------------
 
-_USER_COLUMNS = "id, name, role, active, created, updated"
+_USER_COLUMNS = "id, name, role, active, created, updated, locked_until"
 
 
 def _user(row: Sequence[Any]) -> User:
-    return User(row[0], row[1], Role(row[2]), bool(row[3]), when(row[4]), when(row[5]))  # type: ignore[arg-type]
+    return User(
+        row[0],
+        row[1],
+        Role(row[2]),
+        bool(row[3]),
+        when(row[4]),  # type: ignore[arg-type]
+        when(row[5]),  # type: ignore[arg-type]
+        when(row[6]),
+    )
 
 
 def _check_name(name: str) -> None:
@@ -334,10 +342,13 @@ def add_user(name: str, password_hash: str, role: Role, now: dt.datetime) -> Tra
 def login_record(name: str) -> Transaction:
     """(user, password hash, end of a lock-out or None) of an active user, or None."""
     rows = yield Query(
-        f"SELECT {_USER_COLUMNS}, password, locked_until FROM users WHERE name = ? AND active = ?",
+        f"SELECT {_USER_COLUMNS}, password FROM users WHERE name = ? AND active = ?",
         (name, True),
     )
-    return (_user(rows[0]), rows[0][6], when(rows[0][7])) if rows else None
+    if not rows:
+        return None
+    user = _user(rows[0])
+    return user, rows[0][7], user.locked_until
 
 
 def sign_in_failed(user: User, by: Actor, now: dt.datetime) -> Transaction:
@@ -417,6 +428,9 @@ def update_user(
         if value is not None:
             sets.append(f"{column} = ?")
             params.append(value.value if isinstance(value, Role) else value)
+    if password_hash is not None or active is True:
+        # an admin's new password or re-enabling lifts a lock-out
+        sets += ["failed_logins = 0", "locked_until = NULL"]
     yield Exec(f"UPDATE users SET {', '.join(sets)} WHERE name = ?", [*params, name])
     if active is False or (role is not None and role is not user.role) or password_hash:
         # what a signed-in browser was let in for has changed: it signs in again

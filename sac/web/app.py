@@ -12,20 +12,18 @@ One error handler turns any exception into a plain page: no traceback reaches a 
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import hmac
 import json
 import secrets
 import uuid
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
-from klein import Klein
 from twisted.logger import Logger
 from twisted.web.static import File
 from werkzeug.exceptions import HTTPException, NotFound
@@ -48,6 +46,17 @@ from sac.store.interface import IStore
 from sac.store.keycsv import SAMPLE, parse_key_csv
 from sac.store.transactions import Conflict, KeyImportError
 from sac.web import chart, display
+from sac.web.admin import AdminPages
+from sac.web.common import (
+    BadRequest,
+    CsrfError,
+    Forbidden,
+    Page,
+    WebSettings,
+    arg,
+    page,
+    routes,
+)
 from sac.web.forms import MeterForm, parse_meter_form
 
 __all__ = ["Web", "WebSettings"]
@@ -61,28 +70,6 @@ SORTS = ("ldn", "pdr", "index", "diagnostic", "battery", "last_connection", "val
 RANGES = {"7d": 7, "30d": 30, "90d": 90, "1y": 366}
 
 
-@dataclass(frozen=True, slots=True)
-class WebSettings:
-    session_ttl: dt.timedelta = dt.timedelta(hours=8)
-    secure_cookies: bool = True  # False only behind plain HTTP (the demo, the tests)
-    page_sizes: tuple[int, ...] = (25, 50, 100)
-    name: str = "SAC"
-    max_upload: int = 20 * 2**20  # bytes of a key CSV (100,000 rows take about 6 MB)
-    metrics_public: bool = True  # /metrics without sign-in (for Prometheus on the LAN)
-
-
-class CsrfError(SacError):
-    pass
-
-
-class Forbidden(SacError):
-    pass
-
-
-class BadRequest(SacError):
-    pass
-
-
 @dataclass(slots=True)
 class _Upload:
     """A key CSV checked and waiting for the operator's go: only the session that sent it
@@ -94,29 +81,6 @@ class _Upload:
     until: dt.datetime
 
 
-@dataclass(slots=True)
-class _Page:
-    """What a page handler gives back: a template and its values, or a redirect."""
-
-    template: str | None = None
-    values: dict[str, Any] = field(default_factory=dict)
-    status: int = 200
-    redirect: str | None = None
-
-
-Handler = Callable[..., Awaitable[Any]]
-
-
-def _arg(request: Any, name: str, default: str = "") -> str:
-    values = request.args.get(name.encode())
-    if not values:
-        return default
-    try:
-        return values[0].decode("utf-8").strip()
-    except UnicodeDecodeError:
-        raise BadRequest(f"field {name!r} is not UTF-8") from None
-
-
 def _safe_next(target: str) -> str:
     """Where to go after sign-in: a path of this site only (no open redirect)."""
     if target.startswith("/") and not target.startswith("//") and "\\" not in target:
@@ -124,8 +88,8 @@ def _safe_next(target: str) -> str:
     return "/meters"
 
 
-class Web:
-    app = Klein()
+class Web(AdminPages):
+    app = routes
     log = Logger()
 
     def __init__(
@@ -213,45 +177,6 @@ class Web:
             return None
         return await self.store.web_session(text, ttl=self.settings.session_ttl)
 
-    @staticmethod
-    def page(role: Role) -> Callable[[Handler], Handler]:
-        """A route for signed-in users of at least ``role``; a POST must carry the CSRF
-        token.  The handler gets the session and returns a :class:`_Page` or bytes."""
-
-        def wrap(handler: Handler) -> Handler:
-            @functools.wraps(handler)
-            async def route(self: Web, request: Any, **kw: Any) -> Any:
-                session = await self._session(request)
-                if session is None:
-                    target = request.uri.decode("latin-1")
-                    return self._redirect(request, "/login?" + urlencode({"next": target}))
-                if not session.user.role.may(role):
-                    raise Forbidden(f"this needs the {role.value} role")
-                if request.method == b"POST":
-                    given = _arg(request, "csrf")
-                    if not hmac.compare_digest(given.encode(), session.csrf.encode()):
-                        raise CsrfError("the form is stale or not from this site")
-                result = await handler(self, request, session, **kw)
-                if isinstance(result, _Page):
-                    if result.redirect is not None:
-                        return self._redirect(request, result.redirect)
-                    assert result.template is not None
-                    return self.render(
-                        request,
-                        result.template,
-                        result.status,
-                        me=session.user,
-                        csrf=session.csrf,
-                        may_operate=session.user.role.may(Role.OPERATOR),
-                        is_admin=session.user.role.may(Role.ADMIN),
-                        **result.values,
-                    )
-                return result
-
-            return route
-
-        return wrap
-
     # --- errors ----------------------------------------------------------------------------
 
     @app.handle_errors(NotFound)
@@ -326,7 +251,7 @@ class Web:
 
     @app.route("/login", methods=["GET"])
     def login_form(self, request: Any) -> bytes:
-        return self._login_page(request, _safe_next(_arg(request, "next", "/meters")))
+        return self._login_page(request, _safe_next(arg(request, "next", "/meters")))
 
     def _login_page(
         self, request: Any, target: str, error: str = "", name: str = "", status: int = 200
@@ -339,13 +264,13 @@ class Web:
 
     @app.route("/login", methods=["POST"])
     async def login(self, request: Any) -> bytes:
-        target = _safe_next(_arg(request, "next", "/meters"))
+        target = _safe_next(arg(request, "next", "/meters"))
         cookie = (request.getCookie(LOGIN_COOKIE) or b"").decode("ascii", "replace")
-        if not cookie or not hmac.compare_digest(cookie.encode(), _arg(request, "csrf").encode()):
+        if not cookie or not hmac.compare_digest(cookie.encode(), arg(request, "csrf").encode()):
             return self._login_page(
                 request, target, "The sign-in form had expired; please try again.", status=403
             )
-        name, password = _arg(request, "username"), _arg(request, "password")
+        name, password = arg(request, "username"), arg(request, "password")
         address = request.getClientAddress().host
         if not name or not password:
             return self._login_page(
@@ -368,33 +293,33 @@ class Web:
 
     @app.route("/logout", methods=["POST"])
     @page(Role.VIEWER)
-    async def logout(self, request: Any, session: WebSession) -> _Page:
+    async def logout(self, request: Any, session: WebSession) -> Page:
         token = request.getCookie(COOKIE)
         if token:
             await self.store.end_web_session(token.decode("ascii"))
         await self.store.record(self._actor(request, session), "sign-out")
         self._cookie(request, COOKIE, b"", 0)
-        return _Page(redirect="/login")
+        return Page(redirect="/login")
 
     # --- the meter list --------------------------------------------------------------------
 
     @app.route("/meters", methods=["GET"])
     @page(Role.VIEWER)
-    async def meters(self, request: Any, session: WebSession) -> _Page:
+    async def meters(self, request: Any, session: WebSession) -> Page:
         now = self.now()
-        sort = _arg(request, "sort", "ldn")
+        sort = arg(request, "sort", "ldn")
         if sort not in SORTS:
             sort = "ldn"
-        descending = _arg(request, "dir") == "desc"
-        valve_text = _arg(request, "valve")
+        descending = arg(request, "dir") == "desc"
+        valve_text = arg(request, "valve")
         valve = int(valve_text) if valve_text in ("0", "1", "2") else None
-        alarms = _arg(request, "alarms") == "1"
-        unseen_text = _arg(request, "unseen")
+        alarms = arg(request, "alarms") == "1"
+        unseen_text = arg(request, "unseen")
         unseen = (
             int(unseen_text) if unseen_text.isdigit() and 0 < int(unseen_text) < 10000 else None
         )
-        search = _arg(request, "q")[:32] or None
-        size_text = _arg(request, "size")
+        search = arg(request, "q")[:32] or None
+        size_text = arg(request, "size")
         size = (
             int(size_text)
             if size_text.isdigit() and int(size_text) in self.settings.page_sizes
@@ -410,7 +335,7 @@ class Web:
             sort=sort,
             descending=descending,
         )
-        after = _arg(request, "after") or None
+        after = arg(request, "after") or None
         try:
             page = await self.store.list_meters(after=after, limit=size, query=query)
         except ValueError:
@@ -439,7 +364,7 @@ class Web:
             return "/meters?" + urlencode({**filters, "sort": column, "dir": flip})
 
         rows = [self._row(m, now) for m in page.meters]
-        return _Page(
+        return Page(
             "meters.html",
             dict(
                 rows=rows,
@@ -489,12 +414,12 @@ class Web:
 
     @app.route("/meters/new", methods=["GET"])
     @page(Role.OPERATOR)
-    async def new_meter_form(self, request: Any, session: WebSession) -> _Page:
+    async def new_meter_form(self, request: Any, session: WebSession) -> Page:
         values = {"profile": self.registry.default}
         return self._meter_form(MeterForm(values))
 
-    def _meter_form(self, form: MeterForm, status: int = 200) -> _Page:
-        return _Page(
+    def _meter_form(self, form: MeterForm, status: int = 200) -> Page:
+        return Page(
             "meter_new.html",
             dict(form=form, profiles=self._profile_names(), title="Add a meter"),
             status,
@@ -502,9 +427,9 @@ class Web:
 
     @app.route("/meters/new", methods=["POST"])
     @page(Role.OPERATOR)
-    async def add_meter(self, request: Any, session: WebSession) -> _Page:
+    async def add_meter(self, request: Any, session: WebSession) -> Page:
         fields = {
-            k: _arg(request, k)
+            k: arg(request, k)
             for k in (
                 "ldn",
                 "pdr",
@@ -534,14 +459,14 @@ class Web:
                 else "A meter with this LDN exists already."
             )
             return self._meter_form(form, 409)
-        return _Page(redirect=f"/meters/{quote(form.meter.ldn)}?added=1")
+        return Page(redirect=f"/meters/{quote(form.meter.ldn)}?added=1")
 
     # --- import keys -----------------------------------------------------------------------
 
     @app.route("/meters/import", methods=["GET"])
     @page(Role.OPERATOR)
-    async def import_form(self, request: Any, session: WebSession) -> _Page:
-        return _Page("import.html", dict(title="Import keys", stage="upload"))
+    async def import_form(self, request: Any, session: WebSession) -> Page:
+        return Page("import.html", dict(title="Import keys", stage="upload"))
 
     @app.route("/meters/import/sample.csv", methods=["GET"])
     @page(Role.VIEWER)
@@ -559,13 +484,13 @@ class Web:
 
     @app.route("/meters/import", methods=["POST"])
     @page(Role.OPERATOR)
-    async def import_keys(self, request: Any, session: WebSession) -> _Page:
+    async def import_keys(self, request: Any, session: WebSession) -> Page:
         now = self.now()
         self._forget_old_uploads(now)
-        step = _arg(request, "step", "preview")
-        replace = _arg(request, "replace") == "1"
+        step = arg(request, "step", "preview")
+        replace = arg(request, "replace") == "1"
         if step == "confirm":
-            key = _arg(request, "upload")
+            key = arg(request, "upload")
             upload = self._uploads.get(key)
             if upload is None or upload.csrf != session.csrf:  # another session's: left alone
                 raise BadRequest("this upload is not waiting any more; upload the file again")
@@ -575,7 +500,7 @@ class Web:
                     upload.rows, replace=replace, by=self._actor(request, session)
                 )
             except KeyImportError as exc:
-                return _Page(
+                return Page(
                     "import.html",
                     dict(
                         title="Import keys",
@@ -586,19 +511,19 @@ class Web:
                     ),
                     409,
                 )
-            return _Page(
+            return Page(
                 "import.html",
                 dict(title="Import keys", stage="done", name=upload.name, count=count),
             )
         content = (request.args.get(b"file") or [b""])[0]
         if not content:
-            return _Page(
+            return Page(
                 "import.html",
                 dict(title="Import keys", stage="upload", error="Choose a CSV file to upload."),
                 400,
             )
         if len(content) > self.settings.max_upload:
-            return _Page(
+            return Page(
                 "import.html",
                 dict(
                     title="Import keys",
@@ -610,7 +535,7 @@ class Web:
         try:
             text = content.decode("utf-8-sig")
         except UnicodeDecodeError:
-            return _Page(
+            return Page(
                 "import.html",
                 dict(
                     title="Import keys",
@@ -619,10 +544,10 @@ class Web:
                 ),
                 400,
             )
-        name = _arg(request, "filename") or "keys.csv"
+        name = arg(request, "filename") or "keys.csv"
         rows, errors = parse_key_csv(text)
         if errors:
-            return _Page(
+            return Page(
                 "import.html",
                 dict(
                     title="Import keys",
@@ -635,7 +560,7 @@ class Web:
             )
         upload_id = secrets.token_urlsafe(16)
         self._uploads[upload_id] = _Upload(session.csrf, name, rows, now + dt.timedelta(minutes=30))
-        return _Page(
+        return Page(
             "import.html",
             dict(
                 title="Import keys",
@@ -651,12 +576,12 @@ class Web:
 
     @app.route("/meters/<string(length=16):ldn>", methods=["GET"])
     @page(Role.VIEWER)
-    async def meter(self, request: Any, session: WebSession, ldn: str) -> _Page:
+    async def meter(self, request: Any, session: WebSession, ldn: str) -> Page:
         meter = await self.store.get_meter(ldn)
         if meter is None:
             raise NotFound()
         now = self.now()
-        span = _arg(request, "range", "30d")
+        span = arg(request, "range", "30d")
         if span not in RANGES:
             span = "30d"
         start = now - dt.timedelta(days=RANGES[span])
@@ -677,7 +602,7 @@ class Web:
         unit = display.unit_name(meter.index_unit)
         points = chart.points(line.readings)
         daily = chart.daily_consumption(chart.points(days.readings))
-        return _Page(
+        return Page(
             "meter.html",
             dict(
                 title=f"Meter {ldn}",
@@ -695,8 +620,8 @@ class Web:
                 commands=commands,
                 span=span,
                 ranges=list(RANGES),
-                added=_arg(request, "added") == "1",
-                queued=_arg(request, "queued"),
+                added=arg(request, "added") == "1",
+                queued=arg(request, "queued"),
                 open_states=("pending", "sent"),
             ),
         )
@@ -710,7 +635,7 @@ class Web:
 
     async def _valve_target(self, request: Any, ldn: str) -> tuple[str, Any]:
         """(the action asked for, the meter) of a valve page; 400 or 404 otherwise."""
-        action = _arg(request, "action")
+        action = arg(request, "action")
         if action not in self._VALVE_ACTIONS:
             raise BadRequest("the valve action is close or enable-opening")
         meter = await self.store.get_meter(ldn)
@@ -720,9 +645,9 @@ class Web:
 
     @app.route("/meters/<string(length=16):ldn>/valve", methods=["GET"])
     @page(Role.OPERATOR)
-    async def valve_confirm(self, request: Any, session: WebSession, ldn: str) -> _Page:
+    async def valve_confirm(self, request: Any, session: WebSession, ldn: str) -> Page:
         action, meter = await self._valve_target(request, ldn)
-        return _Page(
+        return Page(
             "valve_confirm.html",
             dict(
                 title=self._VALVE_ACTIONS[action][1],
@@ -735,9 +660,9 @@ class Web:
 
     @app.route("/meters/<string(length=16):ldn>/valve", methods=["POST"])
     @page(Role.OPERATOR)
-    async def valve(self, request: Any, session: WebSession, ldn: str) -> _Page:
+    async def valve(self, request: Any, session: WebSession, ldn: str) -> Page:
         action, meter = await self._valve_target(request, ldn)
-        if _arg(request, "confirm") != ldn:
+        if arg(request, "confirm") != ldn:
             raise BadRequest("the confirmation does not name this meter")
         profile = self.registry.match(assigned=meter.profile)
         command = await command_service.queue(
@@ -749,7 +674,7 @@ class Web:
             self._actor(request, session),
             now=self.now(),
         )
-        return _Page(redirect=f"/meters/{quote(ldn)}?queued={command.id}#commands")
+        return Page(redirect=f"/meters/{quote(ldn)}?queued={command.id}#commands")
 
     @app.route("/commands/<int:command_id>.json", methods=["GET"])
     @page(Role.VIEWER)
@@ -784,7 +709,7 @@ class Web:
 
     @app.route("/status", methods=["GET"])
     @page(Role.VIEWER)
-    async def status(self, request: Any, session: WebSession) -> _Page:
+    async def status(self, request: Any, session: WebSession) -> Page:
         now = self.now()
         components = []
         for name, check in sorted(self.health.items()):
@@ -799,7 +724,7 @@ class Web:
                 reason = dict(labels).get("reason", "?")
                 reasons[reason] = reasons.get(reason, 0) + value
         spool = self.metrics.gauges.get("sac_spool_depth")
-        return _Page(
+        return Page(
             "status.html",
             dict(
                 title="Status",

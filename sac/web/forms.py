@@ -11,9 +11,10 @@ import string
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
-from sac.store import NewMeter
+from sac import passwords
+from sac.store import NewMeter, Role
 
-__all__ = ["MeterForm", "parse_meter_form"]
+__all__ = ["MeterForm", "UserForm", "parse_meter_form", "parse_user_form"]
 
 _HEX = set(string.hexdigits)
 
@@ -109,4 +110,47 @@ def parse_meter_form(form: Mapping[str, str], profiles: Collection[str]) -> Mete
         return out
     assert ek is not None
     out.keys = (ek, ak)
+    return out
+
+
+MAX_PASSWORD = 1024  # characters: enough for any passphrase, not a hashing load
+
+
+@dataclass(slots=True)
+class UserForm:
+    """A user form as typed (``values``: never the passwords) and its errors."""
+
+    values: dict[str, str]
+    errors: dict[str, str] = field(default_factory=dict)
+    role: Role | None = None
+    password: str | None = field(default=None, repr=False)
+
+
+def parse_user_form(form: Mapping[str, str], *, fields: Collection[str]) -> UserForm:
+    """The ``fields`` asked of ``name``, ``role`` and ``password`` (with ``password2``, the
+    same typed again), checked."""
+    values = {k: form.get(k, "").strip() for k in ("name", "role") if k in fields}
+    out = UserForm(values)
+    err = out.errors
+    if "name" in fields:
+        name = values["name"]
+        if not name:
+            err["name"] = "Enter a user name."
+        elif len(name) > 64 or not name.isprintable():
+            err["name"] = "A user name is 1 to 64 printable characters."
+    if "role" in fields:
+        try:
+            out.role = Role(values["role"])
+        except ValueError:
+            err["role"] = "Choose viewer, operator or admin."
+    if "password" in fields:
+        password = form.get("password", "")
+        if len(password) < passwords.MIN_LENGTH:
+            err["password"] = f"A password has at least {passwords.MIN_LENGTH} characters."
+        elif len(password) > MAX_PASSWORD:
+            err["password"] = f"A password has at most {MAX_PASSWORD} characters."
+        elif password != form.get("password2", ""):
+            err["password2"] = "The two passwords differ."
+        else:
+            out.password = password
     return out

@@ -40,6 +40,7 @@ async def main(path: str, ready: str) -> None:
     store = SQLiteStore(path, MasterKey.from_environment(), password_params=ScryptParams(log2_n=8))
     await store.open()
     await store.add_user("otto", os.environ["SAC_TEST_PASSWORD"], Role.OPERATOR)
+    await store.add_user("ada", os.environ["SAC_TEST_PASSWORD"], Role.ADMIN)
     profile = registry["uni-ts-11291-12-2"]
     fleet = Fleet(3, profile, clock=SimClock(reactor), reactor=reactor, seed=11)
     for m in fleet.meters:

@@ -181,3 +181,35 @@ def test_close_the_valve_and_watch_it_done(page: Any, sac: dict[str, Any]) -> No
     row.locator("[data-state]:has-text('done')").wait_for(timeout=30_000)
     page.locator("#valve-state:has-text('closed')").wait_for(timeout=5_000)
     page.screenshot(path=str(SHOTS / "meter-valve-closed.png"), full_page=True)
+
+
+def test_an_admin_adds_a_user_who_then_signs_in(chromium: Any, sac: dict[str, Any]) -> None:
+    admin = chromium.new_context(viewport={"width": 1280, "height": 900})
+    page = admin.new_page()
+    page.goto(sac["base"] + "/admin/users")  # sign-in first, then back here
+    page.fill("input[name=username]", "ada")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(re.compile(r".*/admin/users$"))
+    page.fill("#f-name", "vera")
+    page.select_option("#f-role", "viewer")
+    page.fill("#f-password", "vera's long password")
+    page.fill("#f-password2", "vera's long password")
+    page.click("button:has-text('Add the user')")
+    page.wait_for_url(re.compile(r".*/admin/users\?done=added&user=vera$"))
+    assert "vera was added." in page.locator("[role=status]").inner_text()
+    row = page.locator("#users tr[data-user=vera]")
+    assert row.locator("select[name=role]").input_value() == "viewer"
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / "admin-users.png"), full_page=True)
+    admin.close()
+    vera = chromium.new_context()
+    page = vera.new_page()
+    page.goto(sac["base"] + "/meters")
+    page.fill("input[name=username]", "vera")
+    page.fill("input[name=password]", "vera's long password")
+    page.click("button[type=submit]")
+    page.wait_for_url(re.compile(r".*/meters$"))
+    assert "vera (viewer)" in page.locator("header").inner_text()
+    assert page.locator("nav >> text=Users").count() == 0
+    vera.close()

@@ -15,6 +15,7 @@ import pytest_twisted
 from sac.dlms import Obis
 from sac.errors import ConfigurationError
 from sac.keys import MasterKey
+from sac.passwords import hash_password
 from sac.store import (
     Conflict,
     Ingest,
@@ -516,6 +517,26 @@ async def test_failed_sign_ins_lock_a_user_out_for_a_while(backend: Backend) -> 
 
 
 @pytest_twisted.ensureDeferred
+async def test_an_admin_lifts_a_lock_out_with_a_new_password_or_by_enabling(
+    backend: Backend,
+) -> None:
+    clock = Clock()
+    store = await opened(backend, clock=clock)
+    await store.add_user("root", PASSWORD, Role.OPERATOR)
+    for lift in ({"password": "another long password"}, {"active": True}):
+        for _ in range(LOCKOUT_FAILURES):
+            await store.authenticate("root", "wrong horse battery")
+        [user] = await store.users()
+        assert user.locked_until == clock.now + LOCKOUT  # the list shows the lock
+        if "active" in lift:
+            # disabling keeps the lock (and ends sessions); enabling again lifts it
+            assert (await store.update_user("root", active=False)).locked_until is not None
+        assert (await store.update_user("root", **lift)).locked_until is None
+        assert backend.raw("SELECT failed_logins FROM users") == [(0,)]
+    assert await store.authenticate("root", "another long password") is not None
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_lock_that_began_during_the_password_check_holds(
     backend: Backend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -628,9 +649,14 @@ async def test_the_web_migration_keeps_the_users_and_indexes_every_sort(
 ) -> None:
     old = backend.make(password_params=FAST)
     assert await old.open(upto=4) == (0, 4)
-    await old.add_user("root", PASSWORD, Role.ADMIN)
     await old.add_meter(NewMeter(ldn(0), pdr="0123"))
     await old.close()
+    # a user as schema 4 held it (today's add_user reads columns that came later)
+    hashed = hash_password(PASSWORD, FAST)
+    backend.raw(
+        "INSERT INTO users (name, password, role, active, created, updated) VALUES"
+        f" ('root', '{hashed}', 'admin', TRUE, '{T0.isoformat()}', '{T0.isoformat()}')"
+    )
     store = backend.make(password_params=FAST)
     assert await store.open() == (4, len(load_migrations(backend.kind)))
     assert await store.authenticate("root", PASSWORD) is not None

@@ -1,0 +1,195 @@
+"""The admins' pages: users and their roles, the audit trail, the running settings and the
+meter profiles found at start-up.
+
+Every change goes through the store with the admin as the audit trail's actor.  An admin
+cannot disable themself or take away their own admin role (another admin can); the store
+keeps at least one active admin whatever is asked.  A new password, a new role or disabling
+ends that user's signed-in sessions, and a new password or re-enabling lifts a lock-out.
+"""
+
+from __future__ import annotations
+
+import platform
+from importlib import metadata
+from typing import Any
+from urllib.parse import urlencode
+
+from werkzeug.exceptions import NotFound
+
+from sac.store import Role, UnknownUser, WebSession
+from sac.store.transactions import Conflict
+from sac.web.common import BadRequest, Page, arg, page, routes
+from sac.web.forms import UserForm, parse_user_form
+
+__all__ = ["AdminPages"]
+
+AUDIT_PAGE = 100
+
+# what a change was, for the line shown after it (the user's name is shown apart, escaped)
+DONE = {
+    "added": "was added",
+    "role": "has a new role",
+    "disabled": "is disabled and signed out",
+    "enabled": "is enabled again",
+    "password": "has a new password and is signed out",
+}
+
+
+class AdminPages:
+    """Routes of :class:`sac.web.app.Web` for admins; ``self`` is the Web."""
+
+    store: Any
+    registry: Any
+    settings: Any
+
+    async def _users_page(
+        self,
+        request: Any,
+        form: UserForm | None = None,
+        status: int = 200,
+        problem: str | None = None,
+    ) -> Page:
+        done = arg(request, "done")
+        return Page(
+            "admin_users.html",
+            dict(
+                title="Users",
+                users=await self.store.users(),
+                roles=[r.value for r in Role],
+                form=form or UserForm({"role": Role.VIEWER.value}),
+                problem=problem,
+                done=DONE.get(done),
+                done_user=arg(request, "user") if done in DONE else "",
+                now=self.now(),  # type: ignore[attr-defined]
+            ),
+            status,
+        )
+
+    @routes.route("/admin/users", methods=["GET"])
+    @page(Role.ADMIN)
+    async def users(self, request: Any, session: WebSession) -> Page:
+        return await self._users_page(request)
+
+    @routes.route("/admin/users", methods=["POST"])
+    @page(Role.ADMIN)
+    async def add_user(self, request: Any, session: WebSession) -> Page:
+        fields = ("name", "role", "password", "password2")
+        form = parse_user_form(
+            {k: arg(request, k) for k in fields}, fields=("name", "role", "password")
+        )
+        if form.errors:
+            return await self._users_page(request, form, 400)
+        assert form.role is not None and form.password is not None
+        name = form.values["name"]
+        try:
+            await self.store.add_user(
+                name,
+                form.password,
+                form.role,
+                self._actor(request, session),  # type: ignore[attr-defined]
+            )
+        except Conflict:
+            form.errors["name"] = "A user of this name exists already."
+            return await self._users_page(request, form, 409)
+        return Page(redirect=_done("added", name))
+
+    @routes.route("/admin/users/change", methods=["POST"])
+    @page(Role.ADMIN)
+    async def change_user(self, request: Any, session: WebSession) -> Page:
+        name, action = arg(request, "name"), arg(request, "action")
+        by = self._actor(request, session)  # type: ignore[attr-defined]
+        yourself = name == session.user.name
+        change: dict[str, Any]
+        if action == "role":
+            form = parse_user_form({"role": arg(request, "role")}, fields=("role",))
+            if form.errors:
+                raise BadRequest("no such role")
+            if yourself and form.role is not Role.ADMIN:
+                return await self._users_page(
+                    request, status=409, problem="You cannot take away your own admin role."
+                )
+            change = {"role": form.role}
+        elif action in ("disabled", "enabled"):
+            if yourself and action == "disabled":
+                return await self._users_page(
+                    request, status=409, problem="You cannot disable yourself."
+                )
+            change = {"active": action == "enabled"}
+        elif action == "password":
+            typed = {k: arg(request, k) for k in ("password", "password2")}
+            form = parse_user_form(typed, fields=("password",))
+            if form.errors:
+                problem = next(iter(form.errors.values()))
+                return await self._users_page(request, status=400, problem=f"{name}: {problem}")
+            change = {"password": form.password}
+        else:
+            raise BadRequest(f"no action {action!r}")
+        try:
+            await self.store.update_user(name, by, **change)
+        except UnknownUser:
+            raise NotFound() from None
+        except Conflict:
+            return await self._users_page(
+                request,
+                status=409,
+                problem=f"{name} is the last active admin: make another admin first.",
+            )
+        if yourself and action == "password":
+            return Page(redirect="/login")  # this session has ended with the old password
+        return Page(redirect=_done(action, name))
+
+    @routes.route("/admin/audit", methods=["GET"])
+    @page(Role.ADMIN)
+    async def audit(self, request: Any, session: WebSession) -> Page:
+        before_text = arg(request, "before")
+        before = int(before_text) if before_text.isdigit() else None
+        entries = await self.store.audit_log(AUDIT_PAGE + 1, before)
+        more = len(entries) > AUDIT_PAGE
+        entries = entries[:AUDIT_PAGE]
+        return Page(
+            "admin_audit.html",
+            dict(
+                title="Audit trail",
+                entries=entries,
+                next_before=entries[-1].id if more else None,
+                first=before is None,
+            ),
+        )
+
+    @routes.route("/admin/system", methods=["GET"])
+    @page(Role.ADMIN)
+    async def system(self, request: Any, session: WebSession) -> Page:
+        s = self.settings
+        settings = [
+            ("Name shown", s.name),
+            ("Session lasts while in use", f"{s.session_ttl}"),
+            ("Secure cookies (HTTPS only)", "yes" if s.secure_cookies else "no (plain HTTP)"),
+            ("List page sizes", ", ".join(map(str, s.page_sizes))),
+            ("Largest key CSV", f"{s.max_upload / 2**20:.0f} MiB"),
+            ("/metrics without sign-in", "yes" if s.metrics_public else "no"),
+            ("Store", type(self.store).__name__),
+        ]
+        versions = [("sac", _version("sac")), ("Python", platform.python_version())]
+        versions += [(p, _version(p)) for p in ("twisted", "klein", "cryptography", "spyne")]
+        profiles = [self.registry.profiles[n] for n in sorted(self.registry.profiles)]
+        return Page(
+            "admin_system.html",
+            dict(
+                title="System",
+                settings=settings,
+                versions=versions,
+                profiles=profiles,
+                default_profile=self.registry.default,
+            ),
+        )
+
+
+def _done(action: str, name: str) -> str:
+    return "/admin/users?" + urlencode({"done": action, "user": name})
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "not installed"

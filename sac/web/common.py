@@ -1,0 +1,121 @@
+"""What every page of the web application shares: the one Klein router, the settings, the
+``page`` guard (sign-in, role, CSRF) and the errors the handlers raise.
+
+The pages live in several modules (``app``, ``admin``), each a class whose routes go on
+:data:`routes`; :class:`sac.web.app.Web` inherits them all, so a route's ``self`` is the
+one application object with its store, templates and settings.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import hmac
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode
+
+from klein import Klein
+
+from sac.errors import SacError
+from sac.store import Role
+
+__all__ = [
+    "BadRequest",
+    "CsrfError",
+    "Forbidden",
+    "Page",
+    "WebSettings",
+    "arg",
+    "page",
+    "routes",
+]
+
+routes = Klein()
+
+
+@dataclass(frozen=True, slots=True)
+class WebSettings:
+    session_ttl: dt.timedelta = dt.timedelta(hours=8)
+    secure_cookies: bool = True  # False only behind plain HTTP (the demo, the tests)
+    page_sizes: tuple[int, ...] = (25, 50, 100)
+    name: str = "SAC"
+    max_upload: int = 20 * 2**20  # bytes of a key CSV (100,000 rows take about 6 MB)
+    metrics_public: bool = True  # /metrics without sign-in (for Prometheus on the LAN)
+
+
+class CsrfError(SacError):
+    pass
+
+
+class Forbidden(SacError):
+    pass
+
+
+class BadRequest(SacError):
+    pass
+
+
+@dataclass(slots=True)
+class Page:
+    """What a page handler gives back: a template and its values, or a redirect."""
+
+    template: str | None = None
+    values: dict[str, Any] = field(default_factory=dict)
+    status: int = 200
+    redirect: str | None = None
+
+
+Handler = Callable[..., Awaitable[Any]]
+
+
+def arg(request: Any, name: str, default: str = "") -> str:
+    """A form or query field, stripped; BadRequest when it is not UTF-8."""
+    values = request.args.get(name.encode())
+    if not values:
+        return default
+    try:
+        return values[0].decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise BadRequest(f"field {name!r} is not UTF-8") from None
+
+
+def page(role: Role) -> Callable[[Handler], Handler]:
+    """A route for signed-in users of at least ``role``; a POST must carry the CSRF token.
+    The handler gets the session and returns a :class:`Page` or bytes.  ``self`` is the
+    :class:`sac.web.app.Web` (its ``_session``, ``_redirect`` and ``render``)."""
+
+    def wrap(handler: Handler) -> Handler:
+        @functools.wraps(handler)
+        async def route(self: Any, request: Any, **kw: Any) -> Any:
+            session = await self._session(request)
+            if session is None:
+                target = request.uri.decode("latin-1")
+                return self._redirect(request, "/login?" + urlencode({"next": target}))
+            if not session.user.role.may(role):
+                raise Forbidden(f"this needs the {role.value} role")
+            if request.method == b"POST":
+                given = arg(request, "csrf")
+                if not hmac.compare_digest(given.encode(), session.csrf.encode()):
+                    raise CsrfError("the form is stale or not from this site")
+            result = await handler(self, request, session, **kw)
+            if isinstance(result, Page):
+                if result.redirect is not None:
+                    return self._redirect(request, result.redirect)
+                assert result.template is not None
+                return self.render(
+                    request,
+                    result.template,
+                    result.status,
+                    me=session.user,
+                    csrf=session.csrf,
+                    may_operate=session.user.role.may(Role.OPERATOR),
+                    is_admin=session.user.role.may(Role.ADMIN),
+                    **result.values,
+                )
+            return result
+
+        return route
+
+    return wrap
