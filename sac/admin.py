@@ -53,7 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     keys = commands.add_parser("import-keys", help="import meter keys from a CSV file")
     keys.add_argument("file", type=Path)
     keys.add_argument("--replace", action="store_true", help="replace keys already present")
-    user = commands.add_parser("add-user", help="add a user (password on stdin)")
+    user = commands.add_parser(
+        "add-user", aliases=["create-user"], help="add a user (password on stdin)"
+    )
     user.add_argument("name")
     user.add_argument("--role", choices=[r.value for r in Role], required=True)
     return parser
@@ -90,7 +92,7 @@ async def _run(reactor: Any, args: argparse.Namespace) -> int:
                 raise KeyImportError(errors)
             count = await store.import_keys(rows, replace=args.replace, by=_actor())
             print(f"{count} keys imported from {args.file}")
-        elif args.command == "add-user":
+        elif args.command in ("add-user", "create-user"):
             user = await store.add_user(args.name, _read_password(), Role(args.role), _actor())
             print(f"user {user.name} ({user.role.value}) added")
     finally:

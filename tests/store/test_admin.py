@@ -73,7 +73,7 @@ async def test_sac_admin_imports_keys_rotates_the_master_key_and_adds_users(
     assert old_key.returncode == 1 and "wrong key" in old_key.stderr
     added = admin(
         backend,
-        "add-user",
+        "create-user",  # the name the web issue gives it, an alias
         "root",
         "--role",
         "admin",
