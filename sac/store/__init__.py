@@ -2,12 +2,15 @@
 
 from sac.store.interface import IStore, Store
 from sac.store.model import (
+    METER_FIELDS,
     Actor,
+    ApiToken,
     AuditEntry,
     Command,
     CommandState,
     CommandTransition,
     Event,
+    EventPage,
     Ingest,
     IngestResult,
     Meter,
@@ -21,22 +24,28 @@ from sac.store.model import (
     PollJob,
     Reading,
     ReadingBuckets,
+    ReadingPage,
     Role,
     User,
     WebSession,
 )
 from sac.store.operations import CommandStateError, LoginLocked, UnknownCommand, UnknownUser
+from sac.store.provisioning import BulkError
 from sac.store.transactions import Conflict, KeyImportError, UnknownMeter
 
 __all__ = [
+    "METER_FIELDS",
     "Actor",
+    "ApiToken",
     "AuditEntry",
+    "BulkError",
     "Command",
     "CommandState",
     "CommandStateError",
     "CommandTransition",
     "Conflict",
     "Event",
+    "EventPage",
     "IStore",
     "Ingest",
     "IngestResult",
@@ -53,6 +62,7 @@ __all__ = [
     "PollJob",
     "Reading",
     "ReadingBuckets",
+    "ReadingPage",
     "Role",
     "Store",
     "UnknownCommand",

@@ -17,17 +17,20 @@ from sac.dlms import Obis
 from sac.errors import ConfigurationError
 from sac.keys import MasterKey
 from sac.passwords import ScryptParams
+from sac.store import exports, schema
 from sac.store import operations as ops
-from sac.store import schema
+from sac.store import provisioning as prov
 from sac.store import transactions as tx
 from sac.store.keycsv import KeyRow
 from sac.store.model import (
     Actor,
+    ApiToken,
     AuditEntry,
     Command,
     CommandState,
     CommandTransition,
     Event,
+    EventPage,
     Ingest,
     IngestResult,
     Meter,
@@ -39,6 +42,7 @@ from sac.store.model import (
     PollJob,
     Reading,
     ReadingBuckets,
+    ReadingPage,
     Role,
     User,
     WebSession,
@@ -259,6 +263,59 @@ class IStore(Interface):
 
     async def audit_log(limit: int = 100, before: int | None = None) -> list[AuditEntry]:
         """The audit trail, newest first."""
+
+    # --- provisioning and other systems ---------------------------------------------------
+
+    async def add_meters(
+        meters: Sequence[tuple[NewMeter, Mapping[int, tuple[bytes, bytes | None]]]],
+        by: Actor | None = None,
+    ) -> list[Meter]:
+        """Add every meter with its keys, or none: BulkError {position: reason}."""
+
+    async def update_meter(ldn: str, changes: Mapping[str, Any], by: Actor | None = None) -> Meter:
+        """Change some of a meter's fields (METER_FIELDS, ``state``), audited; UnknownMeter,
+        Conflict (a system title taken), ValueError (a bad value)."""
+
+    async def delete_meter(ldn: str, by: Actor | None = None, purge: bool = False) -> None:
+        """Remove a meter, audited; Conflict if it has history, unless ``purge``."""
+
+    async def readings_page(
+        start: dt.datetime,
+        end: dt.datetime,
+        *,
+        ldn: str | None = None,
+        obis: Obis | None = None,
+        attribute: int | None = None,
+        cursor: str | None = None,
+        limit: int = 1000,
+    ) -> ReadingPage:
+        """Readings captured in [start, end), per meter then in time, resumable from the
+        page's cursor; ValueError for a bad range, page size or cursor."""
+
+    async def events_page(
+        start: dt.datetime,
+        end: dt.datetime,
+        *,
+        ldn: str | None = None,
+        cursor: str | None = None,
+        limit: int = 1000,
+    ) -> EventPage:
+        """Events that occurred in [start, end), in time order, resumable from a cursor."""
+
+    async def create_api_token(
+        user: str, name: str, by: Actor | None = None
+    ) -> tuple[str, ApiToken]:
+        """A token for a machine client acting as ``user``: (the secret, shown once; the
+        token).  Only its hash is stored."""
+
+    async def api_token(token: str) -> ApiToken | None:
+        """The live token with this secret (not revoked, its user active), else None."""
+
+    async def api_tokens() -> list[ApiToken]:
+        """Every token, revoked ones too, oldest first."""
+
+    async def revoke_api_token(token_id: int, by: Actor | None = None) -> None:
+        """Revoke a token for good; KeyError for an unknown id."""
 
 
 _METER_ID_CACHE = 1_000_000  # LDNs remembered, some 100 MB at most
@@ -598,3 +655,76 @@ class Store:
 
     async def audit_log(self, limit: int = 100, before: int | None = None) -> list[AuditEntry]:
         return await self._run(ops.audit_log(limit, before))
+
+    async def add_meters(
+        self,
+        meters: Sequence[tuple[NewMeter, Mapping[int, tuple[bytes, bytes | None]]]],
+        by: Actor | None = None,
+    ) -> list[Meter]:
+        now = self._clock()
+        master = self._master_key() if any(keys for _, keys in meters) else None
+        change = prov.add_meters(meters, now, master)
+        detail = f"{len(meters)} meters"
+        return await self._run(ops.audited(change, by, "add meters", None, now, detail))
+
+    async def update_meter(
+        self, ldn: str, changes: Mapping[str, Any], by: Actor | None = None
+    ) -> Meter:
+        now = self._clock()
+        detail = ", ".join(sorted(changes))
+        change = prov.update_meter(ldn, changes, now)
+        return await self._run(ops.audited(change, by, "update meter", ldn, now, detail))
+
+    async def delete_meter(self, ldn: str, by: Actor | None = None, purge: bool = False) -> None:
+        now = self._clock()
+        change = prov.delete_meter(ldn, purge)
+        detail = "with its history" if purge else None
+        await self._run(ops.audited(change, by, "delete meter", ldn, now, detail))
+
+    async def readings_page(
+        self,
+        start: dt.datetime,
+        end: dt.datetime,
+        *,
+        ldn: str | None = None,
+        obis: Obis | None = None,
+        attribute: int | None = None,
+        cursor: str | None = None,
+        limit: int = 1000,
+    ) -> ReadingPage:
+        return await self._run(
+            exports.readings_page(
+                start, end, ldn=ldn, obis=obis, attribute=attribute, cursor=cursor, limit=limit
+            )
+        )
+
+    async def events_page(
+        self,
+        start: dt.datetime,
+        end: dt.datetime,
+        *,
+        ldn: str | None = None,
+        cursor: str | None = None,
+        limit: int = 1000,
+    ) -> EventPage:
+        return await self._run(exports.events_page(start, end, ldn=ldn, cursor=cursor, limit=limit))
+
+    async def create_api_token(
+        self, user: str, name: str, by: Actor | None = None
+    ) -> tuple[str, ApiToken]:
+        token = "sac_" + secrets.token_urlsafe(32)
+        now = self._clock()
+        change = prov.create_api_token(user, name, token, now)
+        made = await self._run(ops.audited(change, by, "create API token", user, now, name))
+        return token, made
+
+    async def api_token(self, token: str) -> ApiToken | None:
+        return await self._run(prov.api_token(token, self._clock()))
+
+    async def api_tokens(self) -> list[ApiToken]:
+        return await self._run(prov.api_tokens())
+
+    async def revoke_api_token(self, token_id: int, by: Actor | None = None) -> None:
+        now = self._clock()
+        change = prov.revoke_api_token(token_id, now)
+        await self._run(ops.audited(change, by, "revoke API token", f"#{token_id}", now))

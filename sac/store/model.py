@@ -124,7 +124,8 @@ class MeterQuery:
     """What the meter list shows: filters (all must hold) and one sort order.
 
     ``search`` is a prefix of the LDN or of the PDR; ``alarms`` keeps the meters whose
-    diagnostic is not zero; ``unseen_since`` those not heard since then (or never).  A sort
+    diagnostic is not zero; ``unseen_since`` those not heard since then (or never);
+    ``changed_since`` those added, changed or with new list values since then.  A sort
     is one of :data:`METER_SORTS`, with the LDN breaking ties; meters without a value for it
     come last in either direction.
     """
@@ -136,6 +137,7 @@ class MeterQuery:
     unseen_since: dt.datetime | None = None
     sort: str = "ldn"
     descending: bool = False
+    changed_since: dt.datetime | None = None  # set up, changed or heard from since then
 
     def __post_init__(self) -> None:
         if self.sort not in METER_SORTS:
@@ -352,3 +354,38 @@ class WebSession:
     csrf: str
     expires: dt.datetime
     address: str | None
+
+
+# what update_meter may change, and what each must be
+METER_FIELDS = ("pdr", "system_title", "profile", "address", "allowed_ips", "poll_interval")
+
+
+@dataclass(frozen=True, slots=True)
+class ReadingPage:
+    """A page of a readings export, per meter then in capture order; ``cursor`` continues
+    it (None: the last page).  The cursor is a position, not an offset: readings stored
+    meanwhile in what is already exported do not shift it."""
+
+    readings: tuple[Reading, ...]
+    cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class EventPage:
+    """A page of events in the order they occurred; ``cursor`` continues it."""
+
+    events: tuple[Event, ...]
+    cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ApiToken:
+    """A machine client's credential: acts as ``user`` (its role) until revoked.  Only a
+    hash of the token is stored; the token itself is shown once, when made."""
+
+    id: int
+    name: str
+    user: User
+    created: dt.datetime
+    last_used: dt.datetime | None
+    revoked: dt.datetime | None

@@ -825,6 +825,9 @@ def _meter_filters(query: MeterQuery, nulls: bool | None = None) -> tuple[list[s
         elif not nulls:  # (a meter never heard is unseen)
             where.append("last_connection < ?")
             params.append(query.unseen_since)
+    if query.changed_since is not None:
+        where.append("(updated >= ? OR status_at >= ?)")
+        params += [query.changed_since] * 2
     return where, params
 
 

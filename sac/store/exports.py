@@ -1,0 +1,172 @@
+"""Exports for other systems (billing, maintenance): readings and events between two
+times, of one meter or of all, in pages that resume from a cursor.
+
+A cursor is the position of the last row given (keyset paging), not an offset, so pages
+never repeat or skip a row because rows were added elsewhere meanwhile; it also carries a
+fingerprint of the query, so a cursor given to another query is refused rather than
+silently misread.  Readings come per meter (in meter order), each meter's in capture order:
+the way a billing system consumes them, and the order of the (meter, object, time) index.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+from sac.dlms import Obis
+from sac.store.model import Event, EventPage, ReadingPage
+from sac.store.transactions import (
+    _READING_VALUES,
+    Query,
+    Transaction,
+    _meter_id,
+    _reading,
+    when,
+)
+
+__all__ = ["decode_cursor", "encode_cursor", "events_page", "readings_page"]
+
+MAX_PAGE = 10_000
+
+
+def _fingerprint(*parts: Any) -> str:
+    text = "|".join("" if p is None else str(p) for p in parts)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def encode_cursor(kind: str, fingerprint: str, *position: Any) -> str:
+    text = "|".join([kind, fingerprint, *map(str, position)])
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, kind: str, fingerprint: str, size: int) -> list[str]:
+    """The ``size`` position fields of a cursor made by :func:`encode_cursor` for this kind
+    of export and this query; ValueError for anything else."""
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (ValueError, UnicodeDecodeError):
+        raise ValueError("not a cursor of this export") from None
+    fields = text.split("|")
+    if len(fields) != size + 2 or fields[0] != kind:
+        raise ValueError("not a cursor of this export")
+    if fields[1] != fingerprint:
+        raise ValueError("the cursor belongs to another query (other times, meter or object)")
+    return fields[2:]
+
+
+def _check(start: dt.datetime, end: dt.datetime, limit: int) -> None:
+    if start.tzinfo is None or end.tzinfo is None:
+        raise ValueError("times need their UTC offset")
+    if end <= start:
+        raise ValueError("the range ends before it starts")
+    if not 1 <= limit <= MAX_PAGE:
+        raise ValueError(f"a page holds 1 to {MAX_PAGE} rows")
+
+
+def readings_page(
+    start: dt.datetime,
+    end: dt.datetime,
+    *,
+    ldn: str | None = None,
+    obis: Obis | None = None,
+    attribute: int | None = None,
+    cursor: str | None = None,
+    limit: int = 1000,
+) -> Transaction:
+    """Readings captured in [start, end), of one meter (``ldn``) or all, of one object
+    (``obis``, ``attribute``) or all; UnknownMeter for an unknown LDN."""
+    _check(start, end, limit)
+    fingerprint = _fingerprint("r", start.isoformat(), end.isoformat(), ldn, obis, attribute)
+    where = ["r.captured >= ?", "r.captured < ?"]
+    params: list[Any] = [start, end]
+    if ldn is not None:
+        where.append("r.meter_id = ?")
+        params.append((yield from _meter_id(ldn)))
+    if obis is not None:
+        where.append("r.obis = ?")
+        params.append(str(obis))
+    if attribute is not None:
+        where.append("r.attribute = ?")
+        params.append(attribute)
+    if cursor is not None:
+        meter_text, captured_text, id_text = decode_cursor(cursor, "r", fingerprint, 3)
+        try:
+            meter_id, captured, row_id = (
+                int(meter_text),
+                dt.datetime.fromisoformat(captured_text),
+                int(id_text),
+            )
+        except ValueError:
+            raise ValueError("not a cursor of this export") from None
+        where.append(
+            "r.meter_id >= ? AND (r.meter_id > ? OR r.captured > ?"
+            " OR (r.captured = ? AND r.id > ?))"
+        )
+        params += [meter_id, meter_id, captured, captured, row_id]
+    rows = yield Query(
+        f"SELECT r.id, r.meter_id, m.ldn, r.obis, r.attribute, {_READING_VALUES}"
+        " FROM readings r JOIN meters m ON m.id = r.meter_id"
+        f" WHERE {' AND '.join(where)} ORDER BY r.meter_id, r.captured, r.id LIMIT ?",
+        [*params, limit + 1],
+    )
+    more = len(rows) > limit
+    rows = rows[:limit]
+    obis_cache: dict[str, Obis] = {}
+    readings = tuple(
+        _reading(row[2], obis_cache.setdefault(row[3], Obis(row[3])), row[4], row[5:])
+        for row in rows
+    )
+    next_cursor = None
+    if more:
+        last = rows[-1]
+        next_cursor = encode_cursor("r", fingerprint, last[1], when(last[9]).isoformat(), last[0])  # type: ignore[union-attr]
+    return ReadingPage(readings, next_cursor)
+
+
+def events_page(
+    start: dt.datetime,
+    end: dt.datetime,
+    *,
+    ldn: str | None = None,
+    cursor: str | None = None,
+    limit: int = 1000,
+) -> Transaction:
+    """Events that occurred in [start, end), of one meter or all, in the order they
+    occurred; UnknownMeter for an unknown LDN."""
+    _check(start, end, limit)
+    fingerprint = _fingerprint("e", start.isoformat(), end.isoformat(), ldn)
+    where = ["e.occurred >= ?", "e.occurred < ?"]
+    params: list[Any] = [start, end]
+    if ldn is not None:
+        where.append("e.meter_id = ?")
+        params.append((yield from _meter_id(ldn)))
+    if cursor is not None:
+        occurred_text, id_text = decode_cursor(cursor, "e", fingerprint, 2)
+        try:
+            occurred, row_id = dt.datetime.fromisoformat(occurred_text), int(id_text)
+        except ValueError:
+            raise ValueError("not a cursor of this export") from None
+        where.append("(e.occurred > ? OR (e.occurred = ? AND e.id > ?))")
+        params += [occurred, occurred, row_id]
+    rows = yield Query(
+        "SELECT e.id, m.ldn, e.logbook, e.code, e.occurred, e.received, e.source, e.counter"
+        " FROM events e JOIN meters m ON m.id = e.meter_id"
+        f" WHERE {' AND '.join(where)} ORDER BY e.occurred, e.id LIMIT ?",
+        [*params, limit + 1],
+    )
+    more = len(rows) > limit
+    rows = rows[:limit]
+    events = tuple(_event(row) for row in rows)
+    next_cursor = None
+    if more:
+        last = rows[-1]
+        next_cursor = encode_cursor("e", fingerprint, when(last[4]).isoformat(), last[0])  # type: ignore[union-attr]
+    return EventPage(events, next_cursor)
+
+
+def _event(row: Sequence[Any]) -> Event:
+    _, ldn, logbook, code, occurred, received, source, counter = row
+    return Event(ldn, Obis(logbook), code, when(occurred), when(received), source, counter)  # type: ignore[arg-type]
