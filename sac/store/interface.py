@@ -279,6 +279,17 @@ class IStore(Interface):
     async def delete_meter(ldn: str, by: Actor | None = None, purge: bool = False) -> None:
         """Remove a meter, audited; Conflict if it has history, unless ``purge``."""
 
+    async def update_meters(
+        items: Sequence[tuple[str, Mapping[str, Any]]], by: Actor | None = None
+    ) -> list[Meter]:
+        """Change many meters (fields, ``state`` and ``keys``: {SAP: (EK, AK or None)}), all
+        or none: BulkError {position: reason}."""
+
+    async def delete_meters(
+        ldns: Sequence[str], by: Actor | None = None, purge: bool = False
+    ) -> None:
+        """Remove many meters, all or none: BulkError {position: reason}."""
+
     async def readings_page(
         start: dt.datetime,
         end: dt.datetime,
@@ -680,6 +691,23 @@ class Store:
         change = prov.delete_meter(ldn, purge)
         detail = "with its history" if purge else None
         await self._run(ops.audited(change, by, "delete meter", ldn, now, detail))
+
+    async def update_meters(
+        self, items: Sequence[tuple[str, Mapping[str, Any]]], by: Actor | None = None
+    ) -> list[Meter]:
+        now = self._clock()
+        master = self._master_key() if any(c.get("keys") for _, c in items) else None
+        change = prov.update_meters(items, now, master)
+        detail = f"{len(items)} meters"
+        return await self._run(ops.audited(change, by, "update meters", None, now, detail))
+
+    async def delete_meters(
+        self, ldns: Sequence[str], by: Actor | None = None, purge: bool = False
+    ) -> None:
+        now = self._clock()
+        change = prov.delete_meters(ldns, purge)
+        detail = f"{len(ldns)} meters" + (" with their history" if purge else "")
+        await self._run(ops.audited(change, by, "delete meters", None, now, detail))
 
     async def readings_page(
         self,

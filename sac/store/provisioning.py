@@ -26,6 +26,7 @@ from sac.store.transactions import (
     _check_keys,
     _meter,
     _meter_id,
+    _write_keys,
     add_meter,
     when,
 )
@@ -135,6 +136,52 @@ def update_meter(ldn: str, changes: Mapping[str, Any], now: dt.datetime) -> Tran
         [*params, ldn],
     )
     return _meter(rows[0])
+
+
+def update_meters(
+    items: Sequence[tuple[str, Mapping[str, Any]]],
+    now: dt.datetime,
+    master: MasterKey | None,
+) -> Transaction:
+    """Each (LDN, changes) of :func:`update_meter`, where ``changes`` may also hold
+    ``keys`` ({client SAP: (EK, AK or None)}), or none: BulkError names each item refused.
+    The meters as they are now, in the list's order."""
+    errors: dict[int, str] = {}
+    done = []
+    seen: dict[str, int] = {}
+    for i, (ldn, changes) in enumerate(items):
+        if ldn in seen:
+            errors[i] = f"meter {ldn} is also item #{seen[ldn]}"
+            continue
+        seen[ldn] = i
+        fields = {k: v for k, v in changes.items() if k != "keys"}
+        keys: MeterKeysSpec = changes.get("keys") or {}
+        try:
+            for ek, ak in keys.values():
+                _check_keys(ek, ak)
+            if keys and master is None:
+                raise ConfigurationError("meter keys need a master key (SAC_MASTER_KEY)")
+            meter = yield from update_meter(ldn, fields, now)
+            for sap, (ek, ak) in sorted(keys.items()):
+                yield from _write_keys(master, meter.id, ldn, sap, ek, ak, now)  # type: ignore[arg-type]
+            done.append(meter)
+        except (ValueError, StorageError) as exc:
+            errors[i] = str(exc)
+    if errors:
+        raise BulkError(errors)  # the backend rolls back the items already changed
+    return done
+
+
+def delete_meters(ldns: Sequence[str], purge: bool) -> Transaction:
+    """Each meter of :func:`delete_meter`, or none: BulkError names each refused."""
+    errors: dict[int, str] = {}
+    for i, ldn in enumerate(ldns):
+        try:
+            yield from delete_meter(ldn, purge)
+        except StorageError as exc:
+            errors[i] = str(exc)
+    if errors:
+        raise BulkError(errors)
 
 
 def delete_meter(ldn: str, purge: bool) -> Transaction:

@@ -149,6 +149,42 @@ async def test_a_meter_with_history_is_deleted_only_with_purge(backend: Backend)
 
 
 @pytest_twisted.ensureDeferred
+async def test_bulk_changes_and_deletes_are_all_or_nothing(backend: Backend) -> None:
+    store = await opened(backend)
+    for i in range(4):
+        await store.add_meter(NewMeter(ldn(i), system_title=title(i)), keys={1: (EK, None)})
+    await store.add_readings([Reading(ldn(3), INDEX, 2, 5, T0, "poll", T0)])
+    items = [
+        (ldn(0), {"pdr": "11", "keys": {1: (AK, None)}}),
+        (ldn(1), {"system_title": title(2)}),  # #1: taken
+        (ldn(9), {"pdr": "1"}),  # #2: unknown
+        (ldn(0), {"pdr": "12"}),  # #3: twice
+        (ldn(2), {"keys": {1: (EK[:3], None)}}),  # #4: short key
+        (ldn(2), {"state": "disabled"}),  # #5: twice (after a refused one)
+    ]
+    with pytest.raises(BulkError) as refused:
+        await store.update_meters(items, ALICE)
+    assert refused.value.errors == {
+        1: f"meter {ldn(2)} already has this system title",
+        2: f"no meter '{ldn(9)}'",
+        3: f"meter {ldn(0)} is also item #0",
+        4: "the EK must be 16 bytes",
+        5: f"meter {ldn(2)} is also item #4",
+    }
+    assert (await store.get_meter(ldn(0))).pdr is None  # #0 was rolled back
+    assert (await store.keys(ldn(0), 1)).ek == EK
+    changed = await store.update_meters([items[0], (ldn(2), {"state": "disabled"})], ALICE)
+    assert [m.pdr for m in changed] == ["11", None]
+    assert (await store.keys(ldn(0), 1)).ek == AK
+    assert (await store.get_meter(ldn(2))).state is MeterState.DISABLED
+    with pytest.raises(BulkError) as refused:
+        await store.delete_meters([ldn(0), ldn(3), ldn(9)], ALICE)
+    assert sorted(refused.value.errors) == [1, 2] and await store.count_meters() == 4
+    await store.delete_meters([ldn(0), ldn(3)], ALICE, purge=True)
+    assert await store.count_meters() == 2 and await store.count_readings() == 0
+
+
+@pytest_twisted.ensureDeferred
 async def test_the_list_keeps_meters_changed_since(backend: Backend) -> None:
     clock = Clock()
     store = await opened(backend, clock=clock)
