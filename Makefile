@@ -35,6 +35,7 @@ bench: $(BIN)/.sac-installed
 	$(BIN)/python benchmarks/bench_simulator.py
 	$(BIN)/python benchmarks/bench_push.py
 	$(BIN)/python benchmarks/bench_web.py
+	$(BIN)/python benchmarks/bench_soap.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -5,6 +5,8 @@
     sac-admin --store ADDRESS rotate-master-key      # SAC_MASTER_KEY -> SAC_NEW_MASTER_KEY
     sac-admin --store ADDRESS import-keys FILE.csv [--replace]
     sac-admin --store ADDRESS add-user NAME --role admin   # password on stdin or asked
+    sac-admin --store ADDRESS create-token USER NAME       # prints the API token once
+    sac-admin --store ADDRESS revoke-token ID
 
 The store is ``--store`` or ``$SAC_STORE``: a SQLite path or a PostgreSQL DSN.  Keys are
 never taken from the command line (other users see it in ``ps``): the master keys come from
@@ -58,6 +60,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     user.add_argument("name")
     user.add_argument("--role", choices=[r.value for r in Role], required=True)
+    token = commands.add_parser(
+        "create-token", help="make an API token acting as USER; printed once, on stdout"
+    )
+    token.add_argument("user")
+    token.add_argument("name", help="what the token is for, e.g. the system using it")
+    revoke = commands.add_parser("revoke-token", help="revoke an API token by its number")
+    revoke.add_argument("id", type=int)
     return parser
 
 
@@ -95,6 +104,21 @@ async def _run(reactor: Any, args: argparse.Namespace) -> int:
         elif args.command in ("add-user", "create-user"):
             user = await store.add_user(args.name, _read_password(), Role(args.role), _actor())
             print(f"user {user.name} ({user.role.value}) added")
+        elif args.command == "create-token":
+            secret, token = await store.create_api_token(args.user, args.name, _actor())
+            # the secret alone on stdout (for a script to capture), what it is on stderr
+            print(secret)
+            print(
+                f"API token #{token.id} {token.name!r} acts as {token.user.name}"
+                f" ({token.user.role.value}); it is shown this once",
+                file=sys.stderr,
+            )
+        elif args.command == "revoke-token":
+            try:
+                await store.revoke_api_token(args.id, _actor())
+            except KeyError:
+                raise SacError(f"no API token #{args.id}") from None
+            print(f"API token #{args.id} revoked")
     finally:
         await store.close()
     return 0

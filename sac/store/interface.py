@@ -269,8 +269,11 @@ class IStore(Interface):
     async def add_meters(
         meters: Sequence[tuple[NewMeter, Mapping[int, tuple[bytes, bytes | None]]]],
         by: Actor | None = None,
+        *,
+        check_only: bool = False,
     ) -> list[Meter]:
-        """Add every meter with its keys, or none: BulkError {position: reason}."""
+        """Add every meter with its keys, or none: BulkError {position: reason}.
+        ``check_only``: the same refusals, nothing written (an empty list when none)."""
 
     async def update_meter(ldn: str, changes: Mapping[str, Any], by: Actor | None = None) -> Meter:
         """Change some of a meter's fields (METER_FIELDS, ``state``), audited; UnknownMeter,
@@ -280,13 +283,20 @@ class IStore(Interface):
         """Remove a meter, audited; Conflict if it has history, unless ``purge``."""
 
     async def update_meters(
-        items: Sequence[tuple[str, Mapping[str, Any]]], by: Actor | None = None
+        items: Sequence[tuple[str, Mapping[str, Any]]],
+        by: Actor | None = None,
+        *,
+        check_only: bool = False,
     ) -> list[Meter]:
         """Change many meters (fields, ``state`` and ``keys``: {SAP: (EK, AK or None)}), all
         or none: BulkError {position: reason}."""
 
     async def delete_meters(
-        ldns: Sequence[str], by: Actor | None = None, purge: bool = False
+        ldns: Sequence[str],
+        by: Actor | None = None,
+        purge: bool = False,
+        *,
+        check_only: bool = False,
     ) -> None:
         """Remove many meters, all or none: BulkError {position: reason}."""
 
@@ -671,12 +681,21 @@ class Store:
         self,
         meters: Sequence[tuple[NewMeter, Mapping[int, tuple[bytes, bytes | None]]]],
         by: Actor | None = None,
+        *,
+        check_only: bool = False,
     ) -> list[Meter]:
         now = self._clock()
-        master = self._master_key() if any(keys for _, keys in meters) else None
-        change = prov.add_meters(meters, now, master)
+        keyed = any(keys for _, keys in meters) and not check_only
+        change = prov.add_meters(meters, now, self._master_key() if keyed else None, check_only)
         detail = f"{len(meters)} meters"
-        return await self._run(ops.audited(change, by, "add meters", None, now, detail))
+        return await self._trial(ops.audited(change, by, "add meters", None, now, detail))
+
+    async def _trial(self, transaction: tx.Transaction) -> Any:
+        """Run a bulk change; one that was only checked (CheckedOnly, rolled back) gives []."""
+        try:
+            return await self._run(transaction)
+        except prov.CheckedOnly:
+            return []
 
     async def update_meter(
         self, ldn: str, changes: Mapping[str, Any], by: Actor | None = None
@@ -693,21 +712,30 @@ class Store:
         await self._run(ops.audited(change, by, "delete meter", ldn, now, detail))
 
     async def update_meters(
-        self, items: Sequence[tuple[str, Mapping[str, Any]]], by: Actor | None = None
+        self,
+        items: Sequence[tuple[str, Mapping[str, Any]]],
+        by: Actor | None = None,
+        *,
+        check_only: bool = False,
     ) -> list[Meter]:
         now = self._clock()
         master = self._master_key() if any(c.get("keys") for _, c in items) else None
-        change = prov.update_meters(items, now, master)
+        change = prov.update_meters(items, now, master, check_only)
         detail = f"{len(items)} meters"
-        return await self._run(ops.audited(change, by, "update meters", None, now, detail))
+        return await self._trial(ops.audited(change, by, "update meters", None, now, detail))
 
     async def delete_meters(
-        self, ldns: Sequence[str], by: Actor | None = None, purge: bool = False
+        self,
+        ldns: Sequence[str],
+        by: Actor | None = None,
+        purge: bool = False,
+        *,
+        check_only: bool = False,
     ) -> None:
         now = self._clock()
-        change = prov.delete_meters(ldns, purge)
+        change = prov.delete_meters(ldns, purge, check_only)
         detail = f"{len(ldns)} meters" + (" with their history" if purge else "")
-        await self._run(ops.audited(change, by, "delete meters", None, now, detail))
+        await self._trial(ops.audited(change, by, "delete meters", None, now, detail))
 
     async def readings_page(
         self,

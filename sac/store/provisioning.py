@@ -31,12 +31,17 @@ from sac.store.transactions import (
     when,
 )
 
-__all__ = ["BulkError", "MeterKeysSpec"]
+__all__ = ["BulkError", "CheckedOnly", "MeterKeysSpec"]
 
 MeterKeysSpec = Mapping[int, tuple[bytes, bytes | None]]  # {client SAP: (EK, AK or None)}
 
 # a token used again within this long is not written again (no write per API call)
 _LAST_USED_STEP = dt.timedelta(minutes=1)
+
+
+class CheckedOnly(Exception):
+    """Raised at the end of a bulk change asked ``check_only`` that found nothing wrong: the
+    backend rolls back what the checks wrote, and the store answers "no problem"."""
 
 
 class BulkError(StorageError):
@@ -53,9 +58,11 @@ def add_meters(
     meters: Sequence[tuple[NewMeter, MeterKeysSpec]],
     now: dt.datetime,
     master: MasterKey | None,
+    check_only: bool = False,
 ) -> Transaction:
     """Every meter with its keys, or none: BulkError names each one refused (an LDN or a
-    system title already held, or twice in the list; bad keys)."""
+    system title already held, or twice in the list; bad keys).  ``check_only``: refuse
+    the same way, but add nothing (CheckedOnly when all would be added)."""
     errors: dict[int, str] = {}
     seen_ldn: dict[str, int] = {}
     seen_title: dict[bytes, int] = {}
@@ -65,7 +72,7 @@ def add_meters(
                 _check_keys(ek, ak)
         except ValueError as exc:
             errors[i] = str(exc)
-        if keys and master is None:
+        if keys and master is None and not check_only:
             raise ConfigurationError("meter keys need a master key (SAC_MASTER_KEY)")
         if meter.ldn in seen_ldn:
             errors[i] = f"LDN {meter.ldn} is also item #{seen_ldn[meter.ldn]}"
@@ -96,6 +103,8 @@ def add_meters(
             )
     if errors:
         raise BulkError(errors)
+    if check_only:
+        raise CheckedOnly()
     added = []
     for meter, keys in meters:
         added.append((yield from add_meter(meter, now, master, keys)))
@@ -142,6 +151,7 @@ def update_meters(
     items: Sequence[tuple[str, Mapping[str, Any]]],
     now: dt.datetime,
     master: MasterKey | None,
+    check_only: bool = False,
 ) -> Transaction:
     """Each (LDN, changes) of :func:`update_meter`, where ``changes`` may also hold
     ``keys`` ({client SAP: (EK, AK or None)}), or none: BulkError names each item refused.
@@ -169,11 +179,14 @@ def update_meters(
             errors[i] = str(exc)
     if errors:
         raise BulkError(errors)  # the backend rolls back the items already changed
+    if check_only:
+        raise CheckedOnly()  # the same: nothing changes
     return done
 
 
-def delete_meters(ldns: Sequence[str], purge: bool) -> Transaction:
-    """Each meter of :func:`delete_meter`, or none: BulkError names each refused."""
+def delete_meters(ldns: Sequence[str], purge: bool, check_only: bool = False) -> Transaction:
+    """Each meter of :func:`delete_meter`, or none: BulkError names each refused;
+    ``check_only``: the deletes are rolled back (CheckedOnly) even when all succeed."""
     errors: dict[int, str] = {}
     for i, ldn in enumerate(ldns):
         try:
@@ -182,6 +195,8 @@ def delete_meters(ldns: Sequence[str], purge: bool) -> Transaction:
             errors[i] = str(exc)
     if errors:
         raise BulkError(errors)
+    if check_only:
+        raise CheckedOnly()
 
 
 def delete_meter(ldn: str, purge: bool) -> Transaction:

@@ -1,10 +1,12 @@
-"""The admins' pages: users and their roles, the audit trail, the running settings and the
-meter profiles found at start-up.
+"""The admins' pages: users and their roles, API tokens, the audit trail, the running
+settings and the meter profiles found at start-up.
 
 Every change goes through the store with the admin as the audit trail's actor.  An admin
 cannot disable themself or take away their own admin role (another admin can); the store
 keeps at least one active admin whatever is asked.  A new password, a new role or disabling
 ends that user's signed-in sessions, and a new password or re-enabling lifts a lock-out.
+An API token acts as its user (with the user's role) until revoked; its secret is shown
+once, on the page that follows its making, and the store keeps only a hash of it.
 """
 
 from __future__ import annotations
@@ -137,6 +139,75 @@ class AdminPages:
         if yourself and action == "password":
             return Page(redirect="/login")  # this session has ended with the old password
         return Page(redirect=_done(action, name))
+
+    async def _tokens_page(
+        self,
+        request: Any,
+        values: dict[str, str] | None = None,
+        errors: dict[str, str] | None = None,
+        status: int = 200,
+        made: Any = None,
+        secret: str | None = None,
+    ) -> Page:
+        revoked = arg(request, "revoked")
+        return Page(
+            "admin_tokens.html",
+            dict(
+                title="API tokens",
+                tokens=await self.store.api_tokens(),
+                users=[u for u in await self.store.users() if u.active],
+                values=values or {},
+                errors=errors or {},
+                made=made,
+                secret=secret,
+                revoked=int(revoked) if revoked.isdigit() else None,
+            ),
+            status,
+        )
+
+    @routes.route("/admin/tokens", methods=["GET"])
+    @page(Role.ADMIN)
+    async def admin_tokens(self, request: Any, session: WebSession) -> Page:
+        return await self._tokens_page(request)
+
+    @routes.route("/admin/tokens", methods=["POST"])
+    @page(Role.ADMIN)
+    async def admin_create_token(self, request: Any, session: WebSession) -> Page:
+        values = {"user": arg(request, "user"), "name": arg(request, "name")}
+        errors = {}
+        name = values["name"]
+        if not name:
+            errors["name"] = "Name the token after the system that will use it."
+        elif len(name) > 100 or not name.isprintable():
+            errors["name"] = "A token's name is 1 to 100 printable characters."
+        active = {u.name for u in await self.store.users() if u.active}
+        if values["user"] not in active:
+            errors["user"] = "Choose an active user: the token acts as them, with their role."
+        if errors:
+            return await self._tokens_page(request, values, errors, 400)
+        by = self._actor(request, session)  # type: ignore[attr-defined]
+        try:
+            secret, token = await self.store.create_api_token(values["user"], name, by)
+        except UnknownUser:  # gone meanwhile
+            errors["user"] = "Choose an active user: the token acts as them, with their role."
+            return await self._tokens_page(request, values, errors, 400)
+        # the one time the secret is shown: this answer is not cached (Cache-Control no-store)
+        return await self._tokens_page(request, made=token, secret=secret)
+
+    @routes.route("/admin/tokens/revoke", methods=["POST"])
+    @page(Role.ADMIN)
+    async def admin_revoke_token(self, request: Any, session: WebSession) -> Page:
+        text = arg(request, "id")
+        if not text.isdigit():
+            raise BadRequest("no token id")
+        try:
+            await self.store.revoke_api_token(
+                int(text),
+                self._actor(request, session),  # type: ignore[attr-defined]
+            )
+        except KeyError:
+            raise NotFound() from None
+        return Page(redirect=f"/admin/tokens?revoked={int(text)}")
 
     @routes.route("/admin/audit", methods=["GET"])
     @page(Role.ADMIN)

@@ -47,6 +47,7 @@ from sac.store.keycsv import SAMPLE, parse_key_csv
 from sac.store.transactions import Conflict, KeyImportError
 from sac.web import chart, display
 from sac.web.admin import AdminPages
+from sac.web.api import ApiRoutes
 from sac.web.common import (
     BadRequest,
     CsrfError,
@@ -58,6 +59,7 @@ from sac.web.common import (
     routes,
 )
 from sac.web.forms import MeterForm, parse_meter_form
+from sac.web.soap import SoapRoutes
 
 __all__ = ["Web", "WebSettings"]
 
@@ -88,7 +90,7 @@ def _safe_next(target: str) -> str:
     return "/meters"
 
 
-class Web(AdminPages):
+class Web(AdminPages, ApiRoutes, SoapRoutes):
     app = routes
     log = Logger()
 
@@ -181,6 +183,8 @@ class Web(AdminPages):
 
     @app.handle_errors(NotFound)
     def not_found(self, request: Any, failure: Any) -> bytes:
+        if self._is_api(request):
+            return self._api_error(request, 404, "not_found", "there is no such route")
         return self.render(
             request,
             "error.html",
@@ -191,6 +195,8 @@ class Web(AdminPages):
 
     @app.handle_errors(Forbidden)
     def forbidden(self, request: Any, failure: Any) -> bytes:
+        if self._is_api(request):
+            return self._api_error(request, 403, "forbidden", str(failure.value))
         return self.render(
             request,
             "error.html",
@@ -214,6 +220,8 @@ class Web(AdminPages):
 
     @app.handle_errors(BadRequest)
     def bad_request(self, request: Any, failure: Any) -> bytes:
+        if self._is_api(request):
+            return self._api_error(request, 400, "bad_request", str(failure.value))
         return self.render(
             request, "error.html", 400, title="Bad request", message=str(failure.value)
         )
@@ -221,6 +229,14 @@ class Web(AdminPages):
     @app.handle_errors(HTTPException)
     def http_error(self, request: Any, failure: Any) -> bytes:
         exc = failure.value
+        if self._is_api(request):  # 405 (with Allow), 308 (with Location) ...
+            headers = {k: v for k, v in exc.get_headers() if k.lower() != "content-type"}
+            code = (exc.name or "error").lower().replace(" ", "_")
+            message = exc.description or exc.name or ""
+            if "Allow" in headers:
+                method = request.method.decode("latin-1")
+                message = f"{method} is not allowed here; allowed: {headers['Allow']}"
+            return self._api_error(request, exc.code or 500, code, message, headers=headers)
         return self.render(
             request, "error.html", exc.code or 500, title=exc.name, message=exc.description or ""
         )
@@ -235,6 +251,13 @@ class Web(AdminPages):
             uri=request.uri.decode("latin-1"),
             incident=incident,
         )
+        if self._is_api(request):
+            return self._api_error(
+                request,
+                500,
+                "internal",
+                f"the SAC could not do this; the problem is logged as incident {incident}",
+            )
         return self.render(
             request,
             "error.html",

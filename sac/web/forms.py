@@ -8,15 +8,36 @@ from __future__ import annotations
 
 import ipaddress
 import string
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from sac import passwords
 from sac.store import NewMeter, Role
 
-__all__ = ["MeterForm", "UserForm", "parse_meter_form", "parse_user_form"]
+__all__ = [
+    "FieldError",
+    "MeterForm",
+    "UserForm",
+    "check_address",
+    "check_ip",
+    "check_key",
+    "check_ldn",
+    "check_pdr",
+    "check_poll_interval",
+    "check_profile",
+    "check_system_title",
+    "parse_meter_form",
+    "parse_user_form",
+]
+
+T = TypeVar("T")
 
 _HEX = set(string.hexdigits)
+
+# the rules of a meter's fields, shared by the add-meter form and the JSON API
+POLL_MIN_S, POLL_MAX_S = 60, 527040 * 60  # a minute to 366 days
+KEY_RULE = "A key is 16 bytes: 32 hexadecimal digits."
 
 
 @dataclass(slots=True)
@@ -30,11 +51,77 @@ class MeterForm:
     keys: tuple[bytes, bytes | None] | None = None
 
 
+class FieldError(ValueError):
+    """A value that breaks its field's rule: the message says the rule, and never repeats
+    the value of a key."""
+
+
 def _hex(text: str, size: int) -> bytes | None:
     cleaned = text.replace(" ", "").replace(":", "")
     if len(cleaned) != size * 2 or not set(cleaned) <= _HEX:
         return None
     return bytes.fromhex(cleaned)
+
+
+def check_ldn(text: str) -> str:
+    """A logical device name: 16 printable ASCII characters, no space."""
+    if len(text) != 16 or not text.isascii() or not text.isprintable() or " " in text:
+        raise FieldError(f"An LDN is 16 printable characters without spaces; this has {len(text)}.")
+    return text
+
+
+def check_pdr(text: str) -> str:
+    """A point of delivery (PDR): 14 digits."""
+    if not text.isascii() or not text.isdigit() or len(text) != 14:
+        raise FieldError("A PDR is 14 digits.")
+    return text
+
+
+def check_system_title(text: str) -> bytes:
+    """A system title: 8 bytes in hexadecimal (spaces and colons between them allowed)."""
+    title = _hex(text, 8)
+    if title is None:
+        raise FieldError("A system title is 8 bytes: 16 hexadecimal digits.")
+    return title
+
+
+def check_profile(text: str, profiles: Collection[str]) -> str:
+    if text not in profiles:
+        raise FieldError("Choose one of the installed profiles.")
+    return text
+
+
+def check_key(text: str) -> bytes:
+    """An EK or AK: 16 bytes in hexadecimal; the error never repeats it."""
+    key = _hex(text, 16)
+    if key is None:
+        raise FieldError(KEY_RULE)
+    return key
+
+
+def check_address(text: str) -> str:
+    """An address to poll: host:port."""
+    host, _, port = text.rpartition(":")
+    if not host or not port.isascii() or not port.isdigit() or not 0 < int(port) < 65536:
+        raise FieldError("An address to poll is host:port, e.g. 10.1.2.3:4059.")
+    return text
+
+
+def check_ip(text: str) -> str:
+    """An IP address (v4 or v6) a meter may connect from, in its canonical form."""
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise FieldError(f"{text!r} is not an IP address.") from None
+
+
+def check_poll_interval(seconds: int, has_address: bool) -> int:
+    """Seconds between polls: a minute to 366 days, and only for a meter with an address."""
+    if not POLL_MIN_S <= seconds <= POLL_MAX_S:
+        raise FieldError(f"A poll interval is {POLL_MIN_S} to {POLL_MAX_S} seconds.")
+    if not has_address:
+        raise FieldError("Only a meter with an address to poll has a poll interval.")
+    return seconds
 
 
 def parse_meter_form(form: Mapping[str, str], profiles: Collection[str]) -> MeterForm:
@@ -44,55 +131,57 @@ def parse_meter_form(form: Mapping[str, str], profiles: Collection[str]) -> Mete
     }
     out = MeterForm(values)
     err = out.errors
+
+    def checked(name: str, check: Callable[[str], T], text: str, message: str = "") -> T | None:
+        try:
+            return check(text)
+        except FieldError as exc:
+            err[name] = message or str(exc)
+            return None
+
     ldn = values["ldn"]
     if not ldn:
         err["ldn"] = "Enter the meter's logical device name (16 characters)."
-    elif len(ldn) != 16 or not ldn.isascii() or not ldn.isprintable() or " " in ldn:
-        err["ldn"] = f"An LDN is 16 printable characters without spaces; this has {len(ldn)}."
+    else:
+        checked("ldn", check_ldn, ldn)
     pdr = values["pdr"]
-    if pdr and (not pdr.isdigit() or len(pdr) != 14):
-        err["pdr"] = "A PDR is 14 digits."
+    if pdr:
+        checked("pdr", check_pdr, pdr)
     title = None
     if values["system_title"]:
-        title = _hex(values["system_title"], 8)
-        if title is None:
-            err["system_title"] = "A system title is 8 bytes: 16 hexadecimal digits."
+        title = checked("system_title", check_system_title, values["system_title"])
     else:
         err["system_title"] = "Enter the system title: the meter's pushes are found by it."
-    if values["profile"] not in profiles:
-        err["profile"] = "Choose one of the installed profiles."
+    checked("profile", lambda text: check_profile(text, profiles), values["profile"])
     ek_text, ak_text = form.get("ek", "").strip(), form.get("ak", "").strip()
-    ek = _hex(ek_text, 16) if ek_text else None
+    ek = None
     if not ek_text:
         err["ek"] = "Enter the encryption key (EK): 32 hexadecimal digits."
-    elif ek is None:
-        err["ek"] = "A key is 16 bytes: 32 hexadecimal digits."
+    else:
+        ek = checked("ek", check_key, ek_text)
     ak = None
     if ak_text:
-        ak = _hex(ak_text, 16)
-        if ak is None:
-            err["ak"] = "A key is 16 bytes: 32 hexadecimal digits (or empty: AK = EK)."
+        ak = checked("ak", check_key, ak_text, f"{KEY_RULE[:-1]} (or empty: AK = EK).")
     address = values["address"] or None
     if address is not None:
-        host, _, port = address.rpartition(":")
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
-            err["address"] = "An address to poll is host:port, e.g. 10.1.2.3:4059."
+        checked("address", check_address, address)
     ips: list[str] = []
     for item in values["allowed_ips"].replace(",", " ").split():
-        try:
-            ips.append(str(ipaddress.ip_address(item)))
-        except ValueError:
-            err["allowed_ips"] = f"{item!r} is not an IP address."
+        ip = checked("allowed_ips", check_ip, item)
+        if ip is None:
             break
+        ips.append(ip)
     poll = None
     if values["poll_minutes"]:
         text = values["poll_minutes"]
-        if not text.isdigit() or not 1 <= int(text) <= 527040:
+        if not text.isdigit() or not 1 <= int(text) <= POLL_MAX_S // 60:
             err["poll_minutes"] = "Minutes between polls: a whole number from 1 to 527040."
-        elif address is None:
-            err["poll_minutes"] = "Only a meter with an address to poll has a poll interval."
         else:
-            poll = int(text) * 60
+            poll = checked(
+                "poll_minutes",
+                lambda t: check_poll_interval(int(t) * 60, address is not None),
+                text,
+            )
     if err:
         return out
     try:

@@ -102,3 +102,39 @@ async def test_sac_admin_imports_keys_rotates_the_master_key_and_adds_users(
     # a wrong store address is a clear error, not a traceback
     nowhere = admin(backend, "migrate", SAC_STORE="/nonexistent/dir/sac.db")
     assert nowhere.returncode == 1 and nowhere.stderr.startswith("sac-admin: ")
+
+
+@pytest_twisted.ensureDeferred
+async def test_sac_admin_makes_and_revokes_api_tokens(backend: Backend) -> None:
+    store = backend.make()
+    await store.open()
+    await store.add_user("erp", "a long password", Role.OPERATOR)
+    await store.close()
+
+    made = admin(backend, "create-token", "erp", "ERP provisioning")
+    assert made.returncode == 0, made.stderr
+    secret = made.stdout.strip()
+    assert re.fullmatch(r"sac_[A-Za-z0-9_-]{40,}", secret) and made.stdout.count("\n") == 1
+    assert "API token #1 'ERP provisioning' acts as erp (operator)" in made.stderr
+    assert secret not in made.stderr
+    nobody = admin(backend, "create-token", "nobody", "x")
+    assert nobody.returncode == 1 and nobody.stderr.startswith("sac-admin: ")
+    assert "nobody" in nobody.stderr and "Traceback" not in nobody.stderr
+
+    store = backend.make()
+    await store.open()
+    token = await store.api_token(secret)
+    assert token is not None and (token.id, token.user.name) == (1, "erp")
+    await store.close()
+
+    revoked = admin(backend, "revoke-token", "1")
+    assert revoked.returncode == 0 and "API token #1 revoked" in revoked.stdout, revoked.stderr
+    unknown = admin(backend, "revoke-token", "7")
+    assert unknown.returncode == 1 and "sac-admin: no API token #7" in unknown.stderr
+    store = backend.make()
+    await store.open()
+    assert await store.api_token(secret) is None
+    actions = [
+        (e.action, e.target, e.actor.startswith("sac-admin (")) for e in await store.audit_log()
+    ]
+    assert actions[:2] == [("revoke API token", "#1", True), ("create API token", "erp", True)]

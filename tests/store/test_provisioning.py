@@ -70,7 +70,12 @@ async def test_a_bulk_add_names_every_bad_item_and_adds_none(backend: Backend) -
     assert "5 of the items are refused (#1: a meter with LDN" in str(refused.value)
     assert (await store.count_meters()) == 1
     assert await store.keys(ldn(1), 1) is None
+    with pytest.raises(BulkError):  # checking only refuses the same way
+        await store.add_meters(batch, ALICE, check_only=True)
     good = [batch[0], batch[6]]
+    assert await store.add_meters(good, ALICE, check_only=True) == []
+    assert await store.count_meters() == 1  # checked, not added, not audited
+    assert "add meters" not in [e.action for e in await store.audit_log()]
     added = await store.add_meters(good, ALICE)
     assert [m.ldn for m in added] == [ldn(1), ldn(5)]
     assert (await store.keys(ldn(1), 1)).ak == AK
@@ -172,6 +177,10 @@ async def test_bulk_changes_and_deletes_are_all_or_nothing(backend: Backend) -> 
         5: f"meter {ldn(2)} is also item #4",
     }
     assert (await store.get_meter(ldn(0))).pdr is None  # #0 was rolled back
+    assert await store.update_meters([items[0]], check_only=True) == []
+    assert (await store.get_meter(ldn(0))).pdr is None  # checked only
+    await store.delete_meters([ldn(0)], check_only=True)
+    assert await store.get_meter(ldn(0)) is not None
     assert (await store.keys(ldn(0), 1)).ek == EK
     changed = await store.update_meters([items[0], (ldn(2), {"state": "disabled"})], ALICE)
     assert [m.pdr for m in changed] == ["11", None]

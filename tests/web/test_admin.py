@@ -256,3 +256,77 @@ async def test_the_system_page_shows_settings_and_profiles(site: Site) -> None:
     assert "management 1" in page and "public 16" in page
     assert "8:00:00" in page and "no (plain HTTP)" in page
     assert re.search(r"<th>sac</th><td>[0-9]", page)
+
+
+# --- API tokens -----------------------------------------------------------------------------
+
+
+async def api_status(site: Site, secret: str) -> int:
+    code, _, _ = await site.browser().request(
+        "GET", "/api/v1/meters", headers={"Authorization": f"Bearer {secret}"}
+    )
+    return code
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_admin_makes_a_token_sees_it_once_and_revokes_it(site: Site) -> None:
+    for name in ("vera", "otto"):
+        browser = await site.signed_in(name)
+        _, _, page = await browser.get("/meters")
+        assert 'href="/admin/tokens"' not in page
+        code, _, _ = await browser.get("/admin/tokens")
+        assert code == 403
+        code, _, _ = await browser.post("/admin/tokens", {"user": name, "name": "mine"})
+        assert code == 403
+    assert await site.store.api_tokens() == []
+    admin = await site.signed_in("ada")
+    code, _, page = await admin.get("/admin/tokens")
+    assert code == 200 and 'href="/admin/tokens"' in page and "No token yet." in page
+    code, _, page = await admin.post("/admin/tokens", {"user": "otto", "name": "ERP <prod>"})
+    assert code == 200
+    secret = re.search(r'id="secret" class="secret" type="text" value="([^"]+)"', page)
+    assert secret and secret.group(1).startswith("sac_")
+    secret_text = html.unescape(secret.group(1))
+    assert "Copy it now: it is shown this once." in page and "Ctrl+C" in page
+    assert "ERP &lt;prod&gt;" in page and "ERP <prod>" not in page
+    (token,) = await site.store.api_tokens()
+    assert (token.name, token.user.name, token.revoked) == ("ERP <prod>", "otto", None)
+    assert await api_status(site, secret_text) == 200
+    # the list shows the token, never its secret again
+    code, _, page = await admin.get("/admin/tokens")
+    row = re.search(rf'<tr class="" data-token="{token.id}">.*?</tr>', page, re.S)
+    assert row and ">operator<" in row.group(0) and ">Revoke</button>" in row.group(0)
+    assert secret_text not in page and 'id="secret"' not in page
+    code, heads, _ = await admin.post("/admin/tokens/revoke", {"id": str(token.id)})
+    assert code == 303 and heads["location"] == f"/admin/tokens?revoked={token.id}"
+    _, _, page = await admin.get(heads["location"])
+    assert f"Token #{token.id} is revoked" in page
+    row = re.search(rf'<tr class="disabled" data-token="{token.id}">.*?</tr>', page, re.S)
+    assert row and "Revoke</button>" not in row.group(0)
+    assert await api_status(site, secret_text) == 401
+    trail = await audited(site)
+    assert ("ada", "create API token", "otto") in trail
+    assert ("ada", "revoke API token", f"#{token.id}") in trail
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_bad_token_request_is_refused_plainly(site: Site) -> None:
+    await site.store.update_user("vera", None, active=False)
+    admin = await site.signed_in("ada")
+    await admin.get("/admin/tokens")
+    for data, field, message in (
+        ({"user": "otto", "name": ""}, "name", "Name the token after"),
+        ({"user": "otto", "name": "x" * 101}, "name", "1 to 100 printable"),
+        ({"user": "nobody", "name": "erp"}, "user", "Choose an active user"),
+        ({"user": "vera", "name": "erp"}, "user", "Choose an active user"),
+    ):
+        code, _, page = await admin.post("/admin/tokens", data)
+        assert code == 400 and f'id="e-{field}"' in page and message in page, data
+        assert 'id="secret"' not in page
+    code, _, page = await admin.post("/admin/tokens", {"user": "otto", "name": "erp"}, csrf=False)
+    assert code == 403 and "Form expired" in page
+    assert await site.store.api_tokens() == []
+    code, _, _ = await admin.post("/admin/tokens/revoke", {"id": "99"})
+    assert code == 404
+    code, _, page = await admin.post("/admin/tokens/revoke", {"id": "one"})
+    assert code == 400 and "Traceback" not in page

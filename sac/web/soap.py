@@ -1,0 +1,697 @@
+"""The SOAP API for ERP, billing and maintenance systems: spyne, mounted at ``/soap`` in
+the web application, its WSDL at ``/soap?wsdl``.
+
+Operations (namespace :data:`NS`; each documented in the WSDL):
+
+* ``ListMeters`` (paged by LDN, optionally only meters changed since a time) and
+  ``GetMeter`` (LDN, PDR, profile, state, last values, last connection);
+* ``GetReadings`` (one meter, a time range, optionally one object), ``ExportIndexReadings``
+  (billing: the converted-volume index of every meter between two times), both paged with a
+  cursor that resumes a large export where it stopped;
+* ``GetEvents`` (events and alarms of one meter or all, between two times, paged);
+* ``GetValveState``, ``RequestValve`` (close / enable opening: queued as a command, its id
+  returned) and ``GetCommandStatus``.
+
+Authentication: HTTP Basic with the users and roles of the pages, a WS-Security
+UsernameToken (PasswordText) in the SOAP header, or an API token as ``Authorization:
+Bearer``.  Reads need a viewer, ``RequestValve`` an operator.  Every call is a line of the
+audit trail.  A password is checked with scrypt once, then remembered (as a hash of the
+pair) for :data:`CREDENTIALS_TTL`, so that an export of many pages does not pay the KDF on
+each; a disabled user's remembered sign-in lasts at most that long.
+
+Faults carry a code the caller can act on (``Client.Authentication``, ``Client.Forbidden``,
+``Client.UnknownMeter``, ``Client.UnknownCommand``, ``Client.BadRange``,
+``Client.PageTooLarge``, ``Client.BadCursor``, ``Client.BadInput``); anything unexpected is
+``Server`` with an incident id, its traceback only in the log.  Times are UTC ISO 8601 with
+their offset; a time given without one is refused.  Quantities carry their unit: the DLMS
+code and its name.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import hashlib
+import logging
+from collections.abc import Awaitable, Callable
+from decimal import Decimal
+from typing import Any
+
+from spyne import (
+    Application,
+    Array,
+    Boolean,
+    ComplexModel,
+    DateTime,
+    Fault,
+    Integer,
+    Integer64,
+    ServiceBase,
+    Unicode,
+    rpc,
+)
+from spyne import Decimal as XsDecimal
+from spyne.protocol.soap import Soap11
+
+from sac.dlms import Obis
+from sac.errors import SacError
+from sac.services import commands as command_service
+from sac.services.readings import INDEX
+from sac.store import (
+    Actor,
+    Command,
+    Event,
+    LoginLocked,
+    Meter,
+    MeterQuery,
+    Reading,
+    Role,
+    UnknownCommand,
+    UnknownMeter,
+    User,
+)
+from sac.store.exports import MAX_PAGE
+from sac.web import display
+from sac.web.common import routes
+from sac.web.spyne_compat import SoapResource
+
+__all__ = ["NS", "SoapRoutes", "soap_application"]
+
+NS = "urn:sac:erp:1"
+CREDENTIALS_TTL = dt.timedelta(seconds=60)
+WSSE = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd"
+MAX_METERS_PAGE = 1000
+ACTIONS = {"close": "valve-close", "enable-opening": "valve-enable-opening"}
+
+
+# --- types --------------------------------------------------------------------------------
+
+
+class _Type(ComplexModel):
+    __namespace__ = NS
+
+
+def _required(kind: Any, doc: str) -> Any:
+    return kind.customize(min_occurs=1, nillable=False, doc=doc)
+
+
+def _optional(kind: Any, doc: str) -> Any:
+    return kind.customize(min_occurs=0, doc=doc)
+
+
+class Quantity(_Type):
+    """A number with its unit: ``value`` is exact (scaler applied), ``unit`` the DLMS unit
+    code (13 m³, 14 Sm³ of converted volume, 4 days), ``unitName`` its name."""
+
+    _type_info = [
+        ("value", _required(XsDecimal, "the value, exact")),
+        ("unit", _optional(Integer, "DLMS unit code")),
+        ("unitName", _optional(Unicode, "the unit's name, e.g. Sm³")),
+    ]
+
+
+class MeterInfo(_Type):
+    _type_info = [
+        ("ldn", _required(Unicode, "logical device name (16 characters)")),
+        ("pdr", _optional(Unicode, "punto di riconsegna (14 digits)")),
+        ("systemTitle", _optional(Unicode, "8 bytes in hex")),
+        ("profile", _required(Unicode, "meter profile (plugin) name")),
+        ("state", _required(Unicode, "active or disabled")),
+        ("created", _required(DateTime, "when it was added")),
+        ("updated", _required(DateTime, "when its set-up last changed")),
+        ("lastConnection", _optional(DateTime, "when it was last heard from")),
+        ("index", _optional(Quantity, "converted-volume index, last known")),
+        ("indexCaptured", _optional(DateTime, "when the meter measured that index")),
+        ("diagnostic", _optional(Integer64, "diagnostic bitmask, last known")),
+        ("diagnosticFlags", _optional(Array(Unicode), "names of the diagnostic bits set")),
+        ("battery", _optional(Quantity, "battery autonomy, last known")),
+        ("valveState", _optional(Integer, "0 closed, 1 open, 2 closed with opening enabled")),
+        ("valveStateName", _optional(Unicode, "the valve state's name")),
+        ("valuesAt", _optional(DateTime, "when these last values were received")),
+    ]
+
+
+class MeterPage(_Type):
+    _type_info = [
+        ("meters", _required(Array(MeterInfo), "this page's meters, by LDN")),
+        ("next", _optional(Unicode, "pass as 'after' for the next page; absent on the last")),
+        ("total", _required(Integer, "meters matching, over all pages")),
+    ]
+
+
+class ReadingInfo(_Type):
+    _type_info = [
+        ("ldn", _required(Unicode, "the meter")),
+        ("obis", _required(Unicode, "the COSEM object's logical name, e.g. 7.0.13.2.0.255")),
+        ("attribute", _required(Integer, "the attribute read (2: value)")),
+        ("value", _optional(Quantity, "the number read, when it is one")),
+        ("raw", _optional(Unicode, "the value as received, hex, when it is not a number")),
+        ("captured", _required(DateTime, "when the meter measured it")),
+        ("received", _required(DateTime, "when the SAC received it")),
+        ("source", _required(Unicode, "how it came: a push template or a poll")),
+    ]
+
+
+class ReadingPage(_Type):
+    _type_info = [
+        ("readings", _required(Array(ReadingInfo), "per meter, then in time order")),
+        ("cursor", _optional(Unicode, "pass back to resume after this page; absent: done")),
+    ]
+
+
+class EventInfo(_Type):
+    _type_info = [
+        ("ldn", _required(Unicode, "the meter")),
+        ("logbook", _required(Unicode, "the logbook's logical name")),
+        ("code", _required(Integer, "the event code")),
+        ("occurred", _required(DateTime, "when it happened, by the meter's clock")),
+        ("received", _required(DateTime, "when the SAC received it")),
+        ("source", _required(Unicode, "a push template or a poll")),
+        ("counter", _optional(Integer64, "the meter's event counter, when it gives one")),
+    ]
+
+
+class EventPage(_Type):
+    _type_info = [
+        ("events", _required(Array(EventInfo), "in the order they occurred")),
+        ("cursor", _optional(Unicode, "pass back to resume after this page; absent: done")),
+    ]
+
+
+class ValveState(_Type):
+    _type_info = [
+        ("ldn", _required(Unicode, "the meter")),
+        ("state", _optional(Integer, "0 closed, 1 open, 2 closed with opening enabled")),
+        ("stateName", _required(Unicode, "the state's name")),
+        ("at", _optional(DateTime, "when the meter last reported it")),
+        ("pendingCommands", _required(Integer, "valve commands not finished yet")),
+    ]
+
+
+class CommandStatus(_Type):
+    _type_info = [
+        ("id", _required(Integer64, "the command's id")),
+        ("ldn", _required(Unicode, "the meter")),
+        ("kind", _required(Unicode, "e.g. valve-close, valve-enable-opening")),
+        ("state", _required(Unicode, "pending, sent, done, failed, expired or cancelled")),
+        ("final", _required(Boolean, "true once the state will not change again")),
+        ("requestedBy", _required(Unicode, "who asked for it")),
+        ("created", _required(DateTime, "when it was asked for")),
+        ("sent", _optional(DateTime, "when it was sent to the meter")),
+        ("finished", _optional(DateTime, "when it ended")),
+        ("attempts", _required(Integer, "sessions that tried it")),
+        ("result", _optional(Unicode, "what the meter answered, or why it failed")),
+    ]
+
+
+# --- faults -------------------------------------------------------------------------------
+
+
+class _Fault(Fault):
+    __namespace__ = NS
+    CODE = "Client"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(faultcode=self.CODE, faultstring=message)
+
+
+class AuthenticationFault(_Fault):
+    """No valid credentials: HTTP Basic, WS-Security UsernameToken or a bearer token."""
+
+    CODE = "Client.Authentication"
+
+
+class ForbiddenFault(_Fault):
+    """The user's role does not allow this operation."""
+
+    CODE = "Client.Forbidden"
+
+
+class UnknownMeterFault(_Fault):
+    """No meter has this LDN."""
+
+    CODE = "Client.UnknownMeter"
+
+
+class UnknownCommandFault(_Fault):
+    """No command has this id."""
+
+    CODE = "Client.UnknownCommand"
+
+
+class BadRangeFault(_Fault):
+    """A time without its UTC offset, or a range that ends before it starts."""
+
+    CODE = "Client.BadRange"
+
+
+class PageTooLargeFault(_Fault):
+    """A page size outside the allowed bounds."""
+
+    CODE = "Client.PageTooLarge"
+
+
+class BadCursorFault(_Fault):
+    """A cursor that is not one this query gave."""
+
+    CODE = "Client.BadCursor"
+
+
+class BadInputFault(_Fault):
+    """Any other value that is not acceptable (an OBIS code, an action)."""
+
+    CODE = "Client.BadInput"
+
+
+_COMMON = [AuthenticationFault, ForbiddenFault]
+_PAGED = [*_COMMON, BadRangeFault, PageTooLargeFault, BadCursorFault]
+
+
+# --- conversions --------------------------------------------------------------------------
+
+
+def _quantity(value: Decimal | None, unit: int | None) -> Quantity | None:
+    if value is None:
+        return None
+    return Quantity(value=value, unit=unit, unitName=display.unit_name(unit) or None)
+
+
+def _meter_info(meter: Meter, bits: Any) -> MeterInfo:
+    battery = None
+    if meter.battery_value is not None:
+        battery = _quantity(Decimal(meter.battery_value), meter.battery_unit)
+    return MeterInfo(
+        ldn=meter.ldn,
+        pdr=meter.pdr,
+        systemTitle=meter.system_title.hex().upper() if meter.system_title else None,
+        profile=meter.profile,
+        state=meter.state.value,
+        created=meter.created,
+        updated=meter.updated,
+        lastConnection=meter.last_connection,
+        index=_quantity(meter.index, meter.index_unit),
+        indexCaptured=meter.index_captured,
+        diagnostic=meter.diagnostic,
+        diagnosticFlags=display.diagnostic_flags(meter.diagnostic, bits)
+        if meter.diagnostic is not None
+        else None,
+        battery=battery,
+        valveState=meter.valve_state,
+        valveStateName=display.valve_name(meter.valve_state)
+        if meter.valve_state is not None
+        else None,
+        valuesAt=meter.status_at,
+    )
+
+
+def _reading_info(reading: Reading) -> ReadingInfo:
+    value = reading.scaled
+    return ReadingInfo(
+        ldn=reading.ldn,
+        obis=str(reading.obis),
+        attribute=reading.attribute,
+        value=_quantity(value, reading.unit),
+        raw=reading.raw.hex().upper() if value is None and reading.raw is not None else None,
+        captured=reading.captured,
+        received=reading.received,
+        source=reading.source,
+    )
+
+
+def _event_info(event: Event) -> EventInfo:
+    return EventInfo(
+        ldn=event.ldn,
+        logbook=str(event.logbook),
+        code=event.code,
+        occurred=event.occurred,
+        received=event.received,
+        source=event.source,
+        counter=event.counter,
+    )
+
+
+def _command_status(command: Command) -> CommandStatus:
+    return CommandStatus(
+        id=command.id,
+        ldn=command.ldn,
+        kind=command.kind,
+        state=command.state.value,
+        final=command.state.value not in ("pending", "sent"),
+        requestedBy=command.requested_by,
+        created=command.created,
+        sent=command.sent,
+        finished=command.finished,
+        attempts=command.attempts,
+        result=command.result,
+    )
+
+
+def _range(start: dt.datetime | None, end: dt.datetime | None) -> tuple[dt.datetime, dt.datetime]:
+    if start is None or end is None:
+        raise BadRangeFault("give both the start and the end of the range")
+    if start.tzinfo is None or end.tzinfo is None:
+        raise BadRangeFault("give times with their UTC offset, e.g. 2026-11-21T06:00:00Z")
+    if end <= start:
+        raise BadRangeFault("the range ends before it starts")
+    return start.astimezone(dt.UTC), end.astimezone(dt.UTC)
+
+
+def _limit(limit: int | None, default: int, most: int) -> int:
+    if limit is None:
+        return default
+    if not 1 <= limit <= most:
+        raise PageTooLargeFault(f"a page holds 1 to {most} items, not {limit}")
+    return limit
+
+
+# --- the calls ----------------------------------------------------------------------------
+
+
+class _Call:
+    """One SOAP call: who makes it (checked), and its audit line."""
+
+    def __init__(self, ctx: Any) -> None:
+        self.ctx = ctx
+        self.web = ctx.app.sac_web
+        self.request = ctx.transport.req
+        self.address = self.request.getClientAddress().host
+
+    async def user(self) -> User:
+        raw = self.request.getHeader(b"authorization")
+        if raw:
+            scheme, _, value = raw.decode("latin-1").partition(" ")
+            if scheme.lower() == "basic":
+                try:
+                    name, sep, password = (
+                        base64.b64decode(value, validate=True).decode().partition(":")
+                    )
+                except (binascii.Error, UnicodeDecodeError):
+                    name, sep, password = "", "", ""
+                if sep:
+                    return await self._password(name, password)
+            elif scheme.lower() == "bearer":
+                token = await self.web.store.api_token(value.strip())
+                if token is not None:
+                    return token.user
+            raise AuthenticationFault("these credentials are not valid")
+        found = self._username_token()
+        if found is not None:
+            return await self._password(*found)
+        raise AuthenticationFault(
+            "sign in: HTTP Basic, a WS-Security UsernameToken or an API token (Bearer)"
+        )
+
+    def _username_token(self) -> tuple[str, str] | None:
+        for element in self.ctx.in_header_doc or ():
+            for token in element.iter(f"{{{WSSE}}}UsernameToken"):
+                name = token.findtext(f"{{{WSSE}}}Username")
+                password = token.findtext(f"{{{WSSE}}}Password")
+                if name is not None and password is not None:
+                    return name.strip(), password
+        return None
+
+    async def _password(self, name: str, password: str) -> User:
+        known = self.web._soap_credentials
+        key = hashlib.sha256(f"{name}\0{password}".encode()).digest()
+        now = self.web.now()
+        held = known.get(key)
+        if held is not None and held[1] > now:
+            return held[0]
+        try:
+            user = await self.web.store.authenticate(name, password, self.address)
+        except LoginLocked as exc:
+            raise AuthenticationFault(str(exc)) from None
+        if user is None:
+            raise AuthenticationFault("wrong user name or password")
+        if len(known) > 10_000:
+            known.clear()
+        known[key] = (user, now + CREDENTIALS_TTL)
+        return user
+
+    async def run(
+        self,
+        role: Role,
+        target: str | None,
+        detail: str | None,
+        work: Callable[[Actor], Awaitable[Any]],
+    ) -> Any:
+        user = await self.user()
+        if not user.role.may(role):
+            raise ForbiddenFault(f"this operation needs the {role.value} role")
+        actor = Actor(user.name, self.address)
+        operation = self.ctx.method_request_string.rpartition("}")[2]
+        try:
+            result = await work(actor)
+        except UnknownMeter as exc:
+            raise UnknownMeterFault(f"no meter with LDN {exc.ldn}") from None
+        except UnknownCommand:
+            raise UnknownCommandFault(f"no command {target}") from None
+        except ValueError as exc:
+            if "cursor" in str(exc):
+                raise BadCursorFault(str(exc)) from None
+            raise BadInputFault(str(exc)) from None
+        await self.web.store.record(actor, f"soap {operation}", target, detail)
+        return result
+
+
+def _obis(text: str | None) -> Obis | None:
+    if not text:
+        return None
+    try:
+        return Obis(text)
+    except (ValueError, SacError):
+        raise BadInputFault(f"{text!r} is not an OBIS code such as 7.0.13.2.0.255") from None
+
+
+class ErpService(ServiceBase):
+    """The SAC's data for ERP, billing and maintenance systems."""
+
+    @rpc(
+        DateTime(doc="only meters added, changed or heard from since then"),
+        Unicode(doc="the 'next' of the page before"),
+        Integer(doc=f"meters a page, 1 to {MAX_METERS_PAGE} (100)"),
+        _returns=MeterPage,
+        _throws=[*_COMMON, PageTooLargeFault, BadRangeFault],
+    )
+    async def ListMeters(ctx: Any, changedSince: Any, after: Any, limit: Any) -> MeterPage:
+        """The meters by LDN, a page at a time."""
+        call = _Call(ctx)
+        size = _limit(limit, 100, MAX_METERS_PAGE)
+        if changedSince is not None and changedSince.tzinfo is None:
+            raise BadRangeFault("give changedSince with its UTC offset")
+
+        async def work(actor: Actor) -> MeterPage:
+            query = MeterQuery(changed_since=changedSince)
+            page = await call.web.store.list_meters(after=after or None, limit=size, query=query)
+            bits = call.web._bits
+            return MeterPage(
+                meters=[_meter_info(m, bits(m.profile)) for m in page.meters],
+                next=page.next_after,
+                total=page.total or 0,
+            )
+
+        return await call.run(Role.VIEWER, None, f"after {after}" if after else None, work)
+
+    @rpc(
+        _required(Unicode, "the meter's LDN"),
+        _returns=MeterInfo,
+        _throws=[*_COMMON, UnknownMeterFault],
+    )
+    async def GetMeter(ctx: Any, ldn: str) -> MeterInfo:
+        """One meter with its last values."""
+        call = _Call(ctx)
+
+        async def work(actor: Actor) -> MeterInfo:
+            meter = await call.web.store.get_meter(ldn)
+            if meter is None:
+                raise UnknownMeter(ldn)
+            return _meter_info(meter, call.web._bits(meter.profile))
+
+        return await call.run(Role.VIEWER, ldn, None, work)
+
+    @rpc(
+        _required(Unicode, "the meter's LDN"),
+        _required(DateTime, "from (included), with its UTC offset"),
+        _required(DateTime, "to (excluded), with its UTC offset"),
+        Unicode(doc="only this object, e.g. 7.0.13.2.0.255 (all when absent)"),
+        Unicode(doc="the cursor of the page before"),
+        Integer(doc=f"readings a page, 1 to {MAX_PAGE} (1000)"),
+        _returns=ReadingPage,
+        _throws=[*_PAGED, UnknownMeterFault, BadInputFault],
+    )
+    async def GetReadings(
+        ctx: Any, ldn: str, start: Any, end: Any, obis: Any, cursor: Any, limit: Any
+    ) -> ReadingPage:
+        """One meter's readings captured in [start, end), in time order."""
+        call = _Call(ctx)
+        start, end = _range(start, end)
+        size = _limit(limit, 1000, MAX_PAGE)
+        only = _obis(obis)
+
+        async def work(actor: Actor) -> ReadingPage:
+            page = await call.web.store.readings_page(
+                start, end, ldn=ldn, obis=only, cursor=cursor or None, limit=size
+            )
+            return ReadingPage(
+                readings=[_reading_info(r) for r in page.readings], cursor=page.cursor
+            )
+
+        return await call.run(Role.VIEWER, ldn, f"{start.isoformat()}/{end.isoformat()}", work)
+
+    @rpc(
+        _required(DateTime, "from (included), with its UTC offset"),
+        _required(DateTime, "to (excluded), with its UTC offset"),
+        Unicode(doc="the cursor of the page before (absent: the first page)"),
+        Integer(doc=f"readings a page, 1 to {MAX_PAGE} (1000)"),
+        _returns=ReadingPage,
+        _throws=_PAGED,
+    )
+    async def ExportIndexReadings(
+        ctx: Any, start: Any, end: Any, cursor: Any, limit: Any
+    ) -> ReadingPage:
+        """For billing: every converted-volume index reading of every meter captured in
+        [start, end), per meter then in time; resume an interrupted export from the last
+        page's cursor."""
+        call = _Call(ctx)
+        start, end = _range(start, end)
+        size = _limit(limit, 1000, MAX_PAGE)
+
+        async def work(actor: Actor) -> ReadingPage:
+            page = await call.web.store.readings_page(
+                start, end, obis=INDEX, attribute=2, cursor=cursor or None, limit=size
+            )
+            return ReadingPage(
+                readings=[_reading_info(r) for r in page.readings], cursor=page.cursor
+            )
+
+        detail = f"{start.isoformat()}/{end.isoformat()}" + (" resumed" if cursor else "")
+        return await call.run(Role.VIEWER, None, detail, work)
+
+    @rpc(
+        _required(DateTime, "from (included), with its UTC offset"),
+        _required(DateTime, "to (excluded), with its UTC offset"),
+        Unicode(doc="only this meter (all when absent)"),
+        Unicode(doc="the cursor of the page before"),
+        Integer(doc=f"events a page, 1 to {MAX_PAGE} (1000)"),
+        _returns=EventPage,
+        _throws=[*_PAGED, UnknownMeterFault],
+    )
+    async def GetEvents(
+        ctx: Any, start: Any, end: Any, ldn: Any, cursor: Any, limit: Any
+    ) -> EventPage:
+        """Events and alarms that occurred in [start, end), of one meter or all."""
+        call = _Call(ctx)
+        start, end = _range(start, end)
+        size = _limit(limit, 1000, MAX_PAGE)
+
+        async def work(actor: Actor) -> EventPage:
+            page = await call.web.store.events_page(
+                start, end, ldn=ldn or None, cursor=cursor or None, limit=size
+            )
+            return EventPage(events=[_event_info(e) for e in page.events], cursor=page.cursor)
+
+        return await call.run(Role.VIEWER, ldn, f"{start.isoformat()}/{end.isoformat()}", work)
+
+    @rpc(
+        _required(Unicode, "the meter's LDN"),
+        _returns=ValveState,
+        _throws=[*_COMMON, UnknownMeterFault],
+    )
+    async def GetValveState(ctx: Any, ldn: str) -> ValveState:
+        """The valve's state as the meter last reported it, and commands under way."""
+        call = _Call(ctx)
+
+        async def work(actor: Actor) -> ValveState:
+            meter = await call.web.store.get_meter(ldn)
+            if meter is None:
+                raise UnknownMeter(ldn)
+            open_commands = await call.web.store.commands(ldn, None, 100)
+            pending = [
+                c
+                for c in open_commands
+                if c.kind.startswith("valve-") and c.state.value in ("pending", "sent")
+            ]
+            return ValveState(
+                ldn=ldn,
+                state=meter.valve_state,
+                stateName=display.valve_name(meter.valve_state)
+                if meter.valve_state is not None
+                else "unknown",
+                at=meter.status_at,
+                pendingCommands=len(pending),
+            )
+
+        return await call.run(Role.VIEWER, ldn, None, work)
+
+    @rpc(
+        _required(Unicode, "the meter's LDN"),
+        _required(Unicode(values=sorted(ACTIONS)), "close or enable-opening"),
+        _returns=CommandStatus,
+        _throws=[*_COMMON, UnknownMeterFault, BadInputFault],
+    )
+    async def RequestValve(ctx: Any, ldn: str, action: str) -> CommandStatus:
+        """Queue a valve command (operators): the meter runs it at its next session; follow
+        it with GetCommandStatus."""
+        call = _Call(ctx)
+        if action not in ACTIONS:
+            raise BadInputFault("the action is close or enable-opening")
+
+        async def work(actor: Actor) -> CommandStatus:
+            meter = await call.web.store.get_meter(ldn)
+            if meter is None:
+                raise UnknownMeter(ldn)
+            profile = call.web.registry.match(assigned=meter.profile)
+            command = await command_service.queue(
+                call.web.store, profile, ldn, ACTIONS[action], {}, actor, now=call.web.now()
+            )
+            return _command_status(command)
+
+        return await call.run(Role.OPERATOR, ldn, action, work)
+
+    @rpc(
+        _required(Integer64, "the id RequestValve gave"),
+        _returns=CommandStatus,
+        _throws=[*_COMMON, UnknownCommandFault],
+    )
+    async def GetCommandStatus(ctx: Any, id: int) -> CommandStatus:
+        """A command's state: pending, sent, then done, failed or expired."""
+        call = _Call(ctx)
+
+        async def work(actor: Actor) -> CommandStatus:
+            command = await call.web.store.get_command(id)
+            if command is None:
+                raise UnknownCommand(id)
+            return _command_status(command)
+
+        return await call.run(Role.VIEWER, str(id), None, work)
+
+
+def soap_application(web: Any) -> Application:
+    """The spyne application of one :class:`sac.web.app.Web` (its store, registry, clock)."""
+    application = Application(
+        [ErpService],
+        tns=NS,
+        name="SacErp",
+        in_protocol=Soap11(validator="lxml"),
+        out_protocol=Soap11(),
+    )
+    application.sac_web = web
+    # spyne logs a request it cannot parse whole, at ERROR, through the standard logging:
+    # that body may hold a WS-Security password.  Our resource reports faults itself.
+    logging.getLogger("spyne").setLevel(logging.CRITICAL)
+    return application
+
+
+class SoapRoutes:
+    """The ``/soap`` route of :class:`sac.web.app.Web`; ``self`` is the Web."""
+
+    _soap: SoapResource | None = None
+    _soap_credentials: dict[bytes, tuple[User, dt.datetime]]
+
+    @routes.route("/soap", branch=True, methods=["GET", "POST", "PUT", "DELETE", "HEAD"])
+    def soap(self, request: Any) -> SoapResource:
+        if self._soap is None:
+            self._soap_credentials = {}
+            self._soap = SoapResource(soap_application(self))
+        return self._soap

@@ -1,0 +1,323 @@
+"""Serve a spyne SOAP 1.1 application from a Twisted web resource, with asynchronous methods.
+
+Why our own resource and not spyne's ``spyne.server.twisted.TwistedWebResource``: on
+Twisted 26 that one needs more than a shim.  Checked against spyne 2.14.0:
+
+* ``import spyne.server.twisted`` fails: its package imports the WebSocket resource, which
+  imports ``twisted.python.constants`` (gone from Twisted; ``constantly`` has the names).
+* With that shimmed, every POST is a ``Client.RequestNotAllowed`` fault (HTTP 405): the
+  Soap11 protocol compares ``ctx.transport.get_request_method()`` with the str ``"POST"``
+  and the Twisted transport hands it ``request.method``, the bytes ``b"POST"``; the
+  content type reaches ``cgi.parse_header`` as bytes too.
+* ``GET ?wsdl`` crashes (Twisted's "Processing Failed" page): the WSDL location is joined
+  from str parts and the bytes ``request.uri``.
+* With those patched, a method returning a Deferred works, but an ``async def`` method
+  returns a coroutine, which spyne tries to serialise ("Argument must be bytes or unicode,
+  got 'coroutine'").
+* It has no body limit (``max_content_length`` is never checked on that path), runs the
+  body through ``cgi.FieldStorage`` looking for uploads, imports ``cgi`` (gone in Python
+  3.13), takes the client address from ``X-Forwarded-For`` and friends (anyone can send
+  those), and answers any unexpected exception with a fixed "InternalError" fault that
+  nobody can match to a log line.
+
+Patching all of that in place would mean monkeypatching private functions of an LGPL
+library at import time.  :class:`SoapResource` is instead a small ``Resource`` over
+spyne's transport-neutral machinery (:class:`spyne.server.http.HttpBase`: parse, find the
+method, deserialise, call, serialise), the way spyne's WSGI server uses it.  It never
+imports ``spyne.server.twisted``, so no ``twisted.python.constants`` shim is needed and
+none is installed: nothing else in the process may come to depend on a fake Twisted
+module.
+
+How a call runs, all on the reactor thread (no threads: the store is asynchronous):
+spyne parses and validates the envelope; the method is called through
+:func:`~twisted.internet.defer.maybeDeferred`, so it may be an ``async def``, return a
+Deferred, or be a plain function; the resource awaits the result, then lets spyne
+serialise it.  A :class:`spyne.Fault` from the method is sent as that fault; any other
+exception is logged with its traceback under a fresh incident id and the client gets only
+``soap:Server`` / "internal error, incident <id>".  SOAP 1.1 over HTTP sends every fault
+with status 500.  Because spyne sees only the pending Deferred, its ``method_return_object``
+event fires before the result exists, and it does not log the method's exceptions (we do).
+spyne still logs, through the standard ``logging`` module, the requests it cannot parse or
+validate -- at ERROR, the body included -- and closing its context runs ``gc.collect()``
+(at most once a second, on the reactor thread): the ``spyne`` loggers may want a level.
+
+How a method reaches the HTTP request (to authenticate before doing anything, say):
+``ctx.transport.req`` is the :class:`twisted.web.server.Request` -- the same attribute
+spyne's own transports use -- so ``ctx.transport.req.getHeader(b"authorization")`` and
+``ctx.transport.req.getClientAddress()`` are there (the TCP peer: a proxy's
+``X-Forwarded-For`` is not trusted here).  An ``async def`` method can await the store's
+check first and raise a ``Fault("Client.Authentication", ...)`` to refuse.
+``ctx.transport.get_peer()`` gives the same address as a :class:`spyne.Address`.
+
+The WSDL (``GET <mount>?wsdl``) names as the service location the URL the client used:
+scheme, ``Host`` header and path, so a client such as zeep posts back to where it fetched
+the WSDL.  spyne can build an application's WSDL only once (a second
+``build_interface_document`` drops the ``service`` and ``portType`` elements), so the
+resource builds it once and rewrites the ``location`` attributes for each request.
+
+Twisted reads the whole request body (into a temporary file when it is large) before a
+resource sees it; ``max_body`` keeps anything larger away from the XML parser (413), it
+does not stop the upload itself.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from email.message import Message
+from inspect import iscoroutine
+from typing import Any
+
+from lxml import etree
+from spyne import Address, Application, Fault
+from spyne.server.http import HttpBase, HttpMethodContext, HttpTransportContext
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
+
+__all__ = ["DEFAULT_MAX_BODY", "SoapResource"]
+
+DEFAULT_MAX_BODY = 10 * 2**20
+WSDL_NS = "http://schemas.xmlsoap.org/wsdl/"
+# Built once with this address, then rewritten per request (see the module docstring).
+_PLACEHOLDER = "http://spyne-compat.invalid/"
+_HOST = re.compile(rb"[A-Za-z0-9.\-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
+_XML = b"text/xml; charset=utf-8"
+_TEXT = b"text/plain; charset=utf-8"
+
+
+class _TransportContext(HttpTransportContext):
+    """What spyne asks of the HTTP transport, answered from a Twisted request as str: the
+    Soap11 protocol compares the method with ``"POST"`` and parses the content type."""
+
+    def get_request_method(self) -> str:
+        return self.req.method.decode("latin-1")
+
+    def get_request_content_type(self) -> str | None:
+        value = self.req.getHeader(b"content-type")
+        return None if value is None else value.decode("latin-1")
+
+    def get_path(self) -> str:
+        return self.req.path.decode("latin-1")
+
+    def get_peer(self) -> Address:
+        peer = self.req.getClientAddress()
+        kind = Address.TCP6 if getattr(peer, "type", "") == "TCP6" else Address.TCP4
+        return Address(type=kind, host=getattr(peer, "host", None), port=getattr(peer, "port", 0))
+
+
+class _MethodContext(HttpMethodContext):
+    HttpTransportContext = _TransportContext
+
+
+class SoapResource(Resource):
+    """``application`` (Soap11 in and out) at this resource: ``GET ?wsdl`` answers the
+    WSDL, ``POST`` a call, any other request 405; a body over ``max_body`` bytes is
+    refused with 413 before it is parsed.  Mount it as a leaf (Klein: a ``branch=True``
+    route returning it).  The resource owns the application: spyne ties an application
+    to one server transport."""
+
+    isLeaf = True
+    log = Logger()
+
+    def __init__(self, application: Application, *, max_body: int = DEFAULT_MAX_BODY) -> None:
+        super().__init__()
+        if any(d.aux is not None for d in application.interface.method_id_map.values()):
+            # spyne would hand us their contexts to run after the answer; we do not.
+            raise ValueError("spyne auxiliary methods are not supported")
+        self.max_body = max_body
+        self._server = HttpBase(application, max_content_length=max_body)
+        self._wsdl: etree._Element | None = None
+
+    def render(self, request: Any) -> bytes | int:
+        wants_wsdl = _asks_wsdl(request.uri)
+        if request.method == b"GET" and wants_wsdl:
+            return self._render_wsdl(request)
+        if request.method != b"POST":
+            request.setHeader(b"allow", b"GET" if wants_wsdl else b"POST")
+            return _plain(request, 405, "SOAP calls are POSTed; GET ?wsdl for the WSDL")
+        request.content.seek(0)
+        body = request.content.read(self.max_body + 1)
+        if len(body) > self.max_body:
+            return _plain(request, 413, f"request body over {self.max_body} bytes")
+        gone: list[Failure] = []
+        request.notifyFinish().addErrback(gone.append)
+        d = Deferred.fromCoroutine(self._call(request, body))
+        d.addCallback(self._send, request, gone)
+        d.addErrback(self._broken, request, gone)
+        return NOT_DONE_YET
+
+    def _render_wsdl(self, request: Any) -> bytes:
+        if self._wsdl is None:
+            wsdl11 = self._server.doc.wsdl11
+            if wsdl11 is None:
+                return _plain(request, 404, "this application has no WSDL")
+            if wsdl11.get_interface_document() is None:
+                wsdl11.build_interface_document(_PLACEHOLDER)
+            self._wsdl = etree.fromstring(wsdl11.get_interface_document())
+        location = _location(request)
+        for address in self._wsdl.iterfind(f".//{{{WSDL_NS}}}port/*[@location]"):
+            address.set("location", location)
+        request.setHeader(b"content-type", _XML)
+        return etree.tostring(self._wsdl, xml_declaration=True, encoding="utf-8")
+
+    async def _call(self, request: Any, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        """Parse, call, serialise; returns (status, headers, body), a fault included."""
+        server = self._server
+        ctx = p_ctx = _MethodContext(server, request, server.app.out_protocol.mime_type)
+        try:
+            ctx.in_string = [body]
+            try:
+                charset = _charset(request)
+                p_ctx = server.generate_contexts(ctx, charset)[0]
+            except (LookupError, UnicodeDecodeError) as e:
+                # An unknown or wrong charset in Content-Type: spyne lets these escape.
+                return self._fault(Fault("Client.BadEncoding", f"cannot decode the body: {e}"))
+            if p_ctx.in_error is None:
+                server.get_in_object(p_ctx)
+            if p_ctx.in_error is not None:
+                self.log.info("soap: request refused: {fault!r}", fault=p_ctx.in_error)
+                return self._fault(p_ctx.in_error)
+            if p_ctx.function is not None:
+                p_ctx.function = _deferring(p_ctx.function)
+            server.get_out_object(p_ctx)  # calls the method: the result is pending
+            if p_ctx.out_error is None:
+                try:
+                    await _settle(p_ctx)
+                except Fault as fault:
+                    p_ctx.out_error = fault
+                    p_ctx.fire_event("method_exception_object")
+            if p_ctx.out_error is not None:
+                # A Fault the method raised, or one a spyne event handler raised before it ran.
+                fault = p_ctx.out_error
+                self.log.info("soap: {method} answered {fault!r}", method=_name(p_ctx), fault=fault)
+                return self._fault(fault)
+            server.get_out_string(p_ctx)
+            answer = b"".join(p_ctx.out_string)
+            status = int(str(p_ctx.transport.resp_code or 200)[:3])
+            return status, p_ctx.transport.resp_headers, answer
+        except Exception:
+            incident = uuid.uuid4().hex[:12]
+            self.log.failure(
+                "soap: {method} at {uri} failed (incident {incident})",
+                method=_name(p_ctx),
+                uri=_uri(request),
+                incident=incident,
+            )
+            return self._fault(Fault("Server", f"internal error, incident {incident}"))
+        finally:
+            p_ctx.close()  # spyne's primary context is a copy of ``ctx``
+
+    def _fault(self, fault: Fault) -> tuple[int, dict[str, str], bytes]:
+        """``fault`` serialised in a fresh context: whatever the failed one holds (a half
+        serialised answer, say) cannot leak into it."""
+        server = self._server
+        ctx = _MethodContext(server, None, server.app.out_protocol.mime_type)
+        try:
+            ctx.out_error = fault
+            server.get_out_string(ctx)
+            status = int(str(ctx.out_protocol.fault_to_http_response_code(fault))[:3])
+            return status, ctx.transport.resp_headers, b"".join(ctx.out_string)
+        finally:
+            ctx.close()
+
+    def _send(
+        self, answer: tuple[int, dict[str, str], bytes], request: Any, gone: list[Failure]
+    ) -> None:
+        if gone:
+            # The client hung up while the method ran; writing now would raise.
+            self.log.info("soap: client gone before the answer: {reason}", reason=gone[0].value)
+            return
+        status, headers, body = answer
+        request.setResponseCode(status)
+        for name, value in headers.items():
+            request.setHeader(name.encode("latin-1"), str(value).encode("latin-1"))
+        request.setHeader(b"content-length", b"%d" % len(body))
+        request.write(body)
+        request.finish()
+
+    def _broken(self, failure: Failure, request: Any, gone: list[Failure]) -> None:
+        """Not even a fault could be made (or sent): log it, and end the request rather
+        than leave the client waiting."""
+        self.log.failure("soap: {uri}: no answer could be sent", failure, uri=_uri(request))
+        if gone or request.finished:
+            return
+        if not request.startedWriting:
+            request.setResponseCode(500)
+            request.setHeader(b"content-type", _TEXT)
+            request.write(b"internal error\n")
+        request.finish()
+
+
+def _deferring(function: Any) -> Any:
+    """``function`` as spyne will call it, but answering a Deferred whatever it does: an
+    ``async def``'s coroutine is driven on the reactor, and an exception raised before it
+    returns travels in the Deferred too.  So spyne never catches a method's exception
+    (it would answer its fixed "Internal Error" and lose the traceback) and every
+    outcome reaches :meth:`SoapResource._call` one way."""
+
+    def call(*args: Any, **kwargs: Any) -> Deferred[Any]:
+        return maybeDeferred(function, *args, **kwargs)
+
+    return call
+
+
+async def _settle(ctx: Any) -> None:
+    """Replace the pending result in ``ctx.out_object`` with its value.  spyne wraps a
+    method's result in a list unless the method declares several return values; a
+    service's own ``call_wrapper`` may also answer a coroutine of its own."""
+    pending = ctx.out_object
+    if _is_pending(pending):
+        ctx.out_object = await pending
+    elif isinstance(pending, list | tuple) and len(pending) == 1 and _is_pending(pending[0]):
+        ctx.out_object = [await pending[0]]
+
+
+def _is_pending(value: Any) -> bool:
+    return isinstance(value, Deferred) or iscoroutine(value)
+
+
+def _asks_wsdl(uri: bytes) -> bool:
+    """``?wsdl``, ``?WSDL`` or ``?wsdl=...``; ``request.args`` will not do, Twisted drops
+    a query parameter without ``=``."""
+    query = uri.partition(b"?")[2]
+    return any(part.partition(b"=")[0].lower() == b"wsdl" for part in query.split(b"&"))
+
+
+def _charset(request: Any) -> str | None:
+    value = request.getHeader(b"content-type")
+    if value is None:
+        return None
+    message = Message()
+    message["content-type"] = value.decode("latin-1")
+    charset = message.get_content_charset()
+    if charset is not None:
+        "".encode(charset)  # LookupError now rather than deep inside spyne
+    return charset
+
+
+def _location(request: Any) -> str:
+    """The URL this request came to, without its query: what the client can reach."""
+    host = request.getHeader(b"host")
+    if host is None or not _HOST.fullmatch(host):
+        local = request.getHost()
+        host = (f"[{local.host}]" if ":" in local.host else local.host).encode()
+        host += b":%d" % local.port
+    scheme = b"https" if request.isSecure() else b"http"
+    return (scheme + b"://" + host + request.path).decode("ascii", "replace")
+
+
+def _name(ctx: Any) -> str:
+    return ctx.descriptor.name if ctx.descriptor is not None else "?"
+
+
+def _uri(request: Any) -> str:
+    return request.uri.decode("latin-1")
+
+
+def _plain(request: Any, status: int, text: str) -> bytes:
+    request.setResponseCode(status)
+    request.setHeader(b"content-type", _TEXT)
+    return text.encode() + b"\n"
