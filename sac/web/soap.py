@@ -357,6 +357,11 @@ def _range(start: dt.datetime | None, end: dt.datetime | None) -> tuple[dt.datet
     return start.astimezone(dt.UTC), end.astimezone(dt.UTC)
 
 
+def _span(start: dt.datetime | None, end: dt.datetime | None) -> str:
+    """A range as the audit trail shows it (as given: it may be refused)."""
+    return "/".join(t.isoformat() if t is not None else "?" for t in (start, end))
+
+
 def _limit(limit: int | None, default: int, most: int) -> int:
     if limit is None:
         return default
@@ -436,21 +441,26 @@ class _Call:
         detail: str | None,
         work: Callable[[Actor], Awaitable[Any]],
     ) -> Any:
-        user = await self.user()
-        if not user.role.may(role):
-            raise ForbiddenFault(f"this operation needs the {role.value} role")
+        user = await self.user()  # a failed sign-in is audited by the store
         actor = Actor(user.name, self.address)
         operation = self.ctx.method_request_string.rpartition("}")[2]
         try:
-            result = await work(actor)
-        except UnknownMeter as exc:
-            raise UnknownMeterFault(f"no meter with LDN {exc.ldn}") from None
-        except UnknownCommand:
-            raise UnknownCommandFault(f"no command {target}") from None
-        except ValueError as exc:
-            if "cursor" in str(exc):
-                raise BadCursorFault(str(exc)) from None
-            raise BadInputFault(str(exc)) from None
+            if not user.role.may(role):
+                raise ForbiddenFault(f"this operation needs the {role.value} role")
+            try:
+                result = await work(actor)
+            except UnknownMeter as exc:
+                raise UnknownMeterFault(f"no meter with LDN {exc.ldn}") from None
+            except UnknownCommand:
+                raise UnknownCommandFault(f"no command {target}") from None
+            except ValueError as exc:
+                if "cursor" in str(exc):
+                    raise BadCursorFault(str(exc)) from None
+                raise BadInputFault(str(exc)) from None
+        except Fault as fault:  # a refused call is a line of the trail too
+            why = f"refused: {fault.faultcode} {fault.faultstring}"
+            await self.web.store.record(actor, f"soap {operation}", target, why)
+            raise
         await self.web.store.record(actor, f"soap {operation}", target, detail)
         return result
 
@@ -477,11 +487,11 @@ class ErpService(ServiceBase):
     async def ListMeters(ctx: Any, changedSince: Any, after: Any, limit: Any) -> MeterPage:
         """The meters by LDN, a page at a time."""
         call = _Call(ctx)
-        size = _limit(limit, 100, MAX_METERS_PAGE)
-        if changedSince is not None and changedSince.tzinfo is None:
-            raise BadRangeFault("give changedSince with its UTC offset")
 
         async def work(actor: Actor) -> MeterPage:
+            size = _limit(limit, 100, MAX_METERS_PAGE)
+            if changedSince is not None and changedSince.tzinfo is None:
+                raise BadRangeFault("give changedSince with its UTC offset")
             query = MeterQuery(changed_since=changedSince)
             page = await call.web.store.list_meters(after=after or None, limit=size, query=query)
             bits = call.web._bits
@@ -525,19 +535,18 @@ class ErpService(ServiceBase):
     ) -> ReadingPage:
         """One meter's readings captured in [start, end), in time order."""
         call = _Call(ctx)
-        start, end = _range(start, end)
-        size = _limit(limit, 1000, MAX_PAGE)
-        only = _obis(obis)
 
         async def work(actor: Actor) -> ReadingPage:
+            lo, hi = _range(start, end)
+            size, only = _limit(limit, 1000, MAX_PAGE), _obis(obis)
             page = await call.web.store.readings_page(
-                start, end, ldn=ldn, obis=only, cursor=cursor or None, limit=size
+                lo, hi, ldn=ldn, obis=only, cursor=cursor or None, limit=size
             )
             return ReadingPage(
                 readings=[_reading_info(r) for r in page.readings], cursor=page.cursor
             )
 
-        return await call.run(Role.VIEWER, ldn, f"{start.isoformat()}/{end.isoformat()}", work)
+        return await call.run(Role.VIEWER, ldn, _span(start, end), work)
 
     @rpc(
         _required(DateTime, "from (included), with its UTC offset"),
@@ -554,18 +563,18 @@ class ErpService(ServiceBase):
         [start, end), per meter then in time; resume an interrupted export from the last
         page's cursor."""
         call = _Call(ctx)
-        start, end = _range(start, end)
-        size = _limit(limit, 1000, MAX_PAGE)
 
         async def work(actor: Actor) -> ReadingPage:
+            lo, hi = _range(start, end)
+            size = _limit(limit, 1000, MAX_PAGE)
             page = await call.web.store.readings_page(
-                start, end, obis=INDEX, attribute=2, cursor=cursor or None, limit=size
+                lo, hi, obis=INDEX, attribute=2, cursor=cursor or None, limit=size
             )
             return ReadingPage(
                 readings=[_reading_info(r) for r in page.readings], cursor=page.cursor
             )
 
-        detail = f"{start.isoformat()}/{end.isoformat()}" + (" resumed" if cursor else "")
+        detail = _span(start, end) + (" resumed" if cursor else "")
         return await call.run(Role.VIEWER, None, detail, work)
 
     @rpc(
@@ -582,16 +591,16 @@ class ErpService(ServiceBase):
     ) -> EventPage:
         """Events and alarms that occurred in [start, end), of one meter or all."""
         call = _Call(ctx)
-        start, end = _range(start, end)
-        size = _limit(limit, 1000, MAX_PAGE)
 
         async def work(actor: Actor) -> EventPage:
+            lo, hi = _range(start, end)
+            size = _limit(limit, 1000, MAX_PAGE)
             page = await call.web.store.events_page(
-                start, end, ldn=ldn or None, cursor=cursor or None, limit=size
+                lo, hi, ldn=ldn or None, cursor=cursor or None, limit=size
             )
             return EventPage(events=[_event_info(e) for e in page.events], cursor=page.cursor)
 
-        return await call.run(Role.VIEWER, ldn, f"{start.isoformat()}/{end.isoformat()}", work)
+        return await call.run(Role.VIEWER, ldn, _span(start, end), work)
 
     @rpc(
         _required(Unicode, "the meter's LDN"),
@@ -634,10 +643,10 @@ class ErpService(ServiceBase):
         """Queue a valve command (operators): the meter runs it at its next session; follow
         it with GetCommandStatus."""
         call = _Call(ctx)
-        if action not in ACTIONS:
-            raise BadInputFault("the action is close or enable-opening")
 
         async def work(actor: Actor) -> CommandStatus:
+            if action not in ACTIONS:
+                raise BadInputFault("the action is close or enable-opening")
             meter = await call.web.store.get_meter(ldn)
             if meter is None:
                 raise UnknownMeter(ldn)

@@ -246,6 +246,10 @@ async def test_three_ways_to_sign_in_and_every_call_audited(
     wrong = await erp.call(lambda: erp.client("erp", "not the password"))
     fault = await erp.fault(lambda: wrong.service.GetMeter(ldn))
     assert fault == ("Client.Authentication", "wrong user name or password")
+    # who the caller is comes before what they asked: no hint about inputs to a stranger
+    t = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    fault = await erp.fault(lambda: nobody.service.ExportIndexReadings(t, t, None, 0))
+    assert fault[0] == "Client.Authentication"
     # WS-Security UsernameToken in the SOAP header, no HTTP credentials
     wsse = await erp.call(lambda: erp.client(None, wsse=UsernameToken("auditor", PASSWORD)))
     assert (await erp.call(lambda: wsse.service.GetMeter(ldn))).ldn == ldn
@@ -264,8 +268,18 @@ async def test_three_ways_to_sign_in_and_every_call_audited(
     await erp.store.revoke_api_token(token.id)
     fault = await erp.fault(lambda: tokened.service.GetMeter(ldn))
     assert fault[0] == "Client.Authentication"
+    viewer = await erp.call(lambda: erp.client("auditor"))
+    await erp.fault(lambda: viewer.service.RequestValve(ldn, "close"))
+    await erp.fault(lambda: viewer.service.ExportIndexReadings(t, t))
     audit = [(e.actor, e.action, e.target) for e in await erp.store.audit_log(50)]
     assert audit.count(("auditor", "soap GetMeter", ldn)) == 2
+    refused = [
+        (e.action, e.detail) for e in await erp.store.audit_log(50) if "refused" in (e.detail or "")
+    ]
+    assert refused[:2] == [
+        ("soap ExportIndexReadings", "refused: Client.BadRange the range ends before it starts"),
+        ("soap RequestValve", "refused: Client.Forbidden this operation needs the operator role"),
+    ]
     assert ("auditor", "sign-in failed", None) in audit or any(
         a[1] == "sign-in failed" for a in audit
     )
