@@ -114,11 +114,8 @@ def readings_page(
     )
     more = len(rows) > limit
     rows = rows[:limit]
-    obis_cache: dict[str, Obis] = {}
-    readings = tuple(
-        _reading(row[2], obis_cache.setdefault(row[3], Obis(row[3])), row[4], row[5:])
-        for row in rows
-    )
+    objects = {text: Obis(text) for text in {row[3] for row in rows}}  # once each
+    readings = tuple(_reading(row[2], objects[row[3]], row[4], row[5:]) for row in rows)
     next_cursor = None
     if more:
         last = rows[-1]

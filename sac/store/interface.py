@@ -94,6 +94,9 @@ class IStore(Interface):
     async def keys(ldn: str, client_sap: int) -> MeterKeys | None:
         """A meter's keys for a client, in clear (in memory only)."""
 
+    async def has_keys(ldn: str, client_sap: int) -> bool:
+        """Whether a meter's keys for a client are set (they stay wrapped); UnknownMeter."""
+
     async def reserve_invocation_counters(ldn: str, client_sap: int, count: int = 1) -> int:
         """The first of ``count`` counters of ours, stored as used before they are."""
 
@@ -444,6 +447,9 @@ class Store:
 
     async def keys(self, ldn: str, client_sap: int) -> MeterKeys | None:
         return await self._run(tx.get_keys(self._master_key(), ldn, client_sap))
+
+    async def has_keys(self, ldn: str, client_sap: int) -> bool:
+        return await self._run(prov.has_keys(ldn, client_sap))
 
     async def reserve_invocation_counters(self, ldn: str, client_sap: int, count: int = 1) -> int:
         return await self._run(tx.reserve_invocation_counters(ldn, client_sap, count))

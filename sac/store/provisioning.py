@@ -8,18 +8,18 @@ meter's position in the list, so a provisioning system fixes its whole file in o
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sac.errors import ConfigurationError, StorageError
-from sac.keys import MasterKey
+from sac.keys import MasterKey, key_place
 from sac.store.model import METER_FIELDS, ApiToken, MeterState, NewMeter, User
-from sac.store.operations import _USER_COLUMNS, UnknownUser, _user
+from sac.store.operations import _USER_COLUMNS, UnknownUser, _user, token_hash
 from sac.store.transactions import (
     _METER_COLUMNS,
     Conflict,
     Exec,
+    InsertRows,
     Query,
     Transaction,
     UnknownMeter,
@@ -27,11 +27,29 @@ from sac.store.transactions import (
     _meter,
     _meter_id,
     _write_keys,
-    add_meter,
     when,
 )
 
 __all__ = ["BulkError", "CheckedOnly", "MeterKeysSpec"]
+
+_NEW_METER_COLUMNS = (
+    ("ldn", "text"),
+    ("pdr", "text"),
+    ("system_title", "bytes"),
+    ("profile", "text"),
+    ("address", "text"),
+    ("allowed_ips", "text"),
+    ("created", "time"),
+    ("updated", "time"),
+    ("poll_interval", "int"),
+)
+_KEY_COLUMNS = (
+    ("meter_id", "int"),
+    ("client_sap", "int"),
+    ("role", "text"),
+    ("wrapped", "bytes"),
+    ("updated", "time"),
+)
 
 MeterKeysSpec = Mapping[int, tuple[bytes, bytes | None]]  # {client SAP: (EK, AK or None)}
 
@@ -105,10 +123,39 @@ def add_meters(
         raise BulkError(errors)
     if check_only:
         raise CheckedOnly()
-    added = []
-    for meter, keys in meters:
-        added.append((yield from add_meter(meter, now, master, keys)))
-    return added
+    # set-based: one statement for the meters, one for their keys, whatever the count
+    inserted = yield InsertRows(
+        "meters",
+        _NEW_METER_COLUMNS,
+        [
+            (
+                m.ldn,
+                m.pdr,
+                m.system_title,
+                m.profile,
+                m.address,
+                ",".join(m.allowed_ips),
+                now,
+                now,
+                m.poll_interval,
+            )
+            for m, _ in meters
+        ],
+        returning=_METER_COLUMNS,
+    )
+    added = {meter.ldn: meter for meter in map(_meter, inserted)}
+    missing = [m.ldn for m, _ in meters if m.ldn not in added]
+    if missing:  # added by another transaction since the checks
+        raise Conflict(f"a meter with LDN {missing[0]} is already present")
+    key_rows = [
+        (added[m.ldn].id, sap, role, master.wrap(key, key_place(m.ldn, sap, role)), now)  # type: ignore[union-attr]
+        for m, keys in meters
+        for sap, (ek, ak) in sorted(keys.items())
+        for role, key in (("ek", ek), ("ak", ak if ak is not None else ek))
+    ]
+    if key_rows:
+        yield InsertRows("meter_keys", _KEY_COLUMNS, key_rows)
+    return [added[m.ldn] for m, _ in meters]
 
 
 def update_meter(ldn: str, changes: Mapping[str, Any], now: dt.datetime) -> Transaction:
@@ -199,6 +246,16 @@ def delete_meters(ldns: Sequence[str], purge: bool, check_only: bool = False) ->
         raise CheckedOnly()
 
 
+def has_keys(ldn: str, client_sap: int) -> Transaction:
+    """Whether the meter's keys for a client are set (without unwrapping them)."""
+    meter_id = yield from _meter_id(ldn)
+    rows = yield Query(
+        "SELECT 1 FROM meter_keys WHERE meter_id = ? AND client_sap = ? LIMIT 1",
+        (meter_id, client_sap),
+    )
+    return bool(rows)
+
+
 def delete_meter(ldn: str, purge: bool) -> Transaction:
     """Remove a meter with its keys and counters.  One with readings or events is kept
     (Conflict) unless ``purge``: then its whole history goes too."""
@@ -225,10 +282,6 @@ _TOKEN_COLUMNS = "t.id, t.name, t.created, t.last_used, t.revoked, " + ", ".join
 
 def _token(row: Sequence[Any]) -> ApiToken:
     return ApiToken(row[0], row[1], _user(row[5:]), when(row[2]), when(row[3]), when(row[4]))  # type: ignore[arg-type]
-
-
-def token_hash(token: str) -> bytes:
-    return hashlib.sha256(token.encode("utf-8")).digest()
 
 
 def create_api_token(user_name: str, name: str, token: str, now: dt.datetime) -> Transaction:

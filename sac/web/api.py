@@ -407,12 +407,13 @@ class ApiRoutes:
         return int(self.registry.match(assigned=profile).clients["management"])
 
     async def _one_meter_json(self, m: Meter) -> dict[str, Any]:
-        """A meter with whether its Management keys are set (one look-up)."""
+        """A meter with whether its Management keys are set (one look-up; they stay
+        wrapped)."""
         try:
-            keys = await self.store.keys(m.ldn, self._management_sap(m.profile))
-        except SacError:  # no master key (no keys can be set), a profile gone
-            keys = None
-        return self._meter_json(m, keys is not None)
+            keys = await self.store.has_keys(m.ldn, self._management_sap(m.profile))
+        except SacError:  # a profile gone, the meter deleted meanwhile
+            keys = False
+        return self._meter_json(m, keys)
 
     # --- checking what a client sent ------------------------------------------------------
 

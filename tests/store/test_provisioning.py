@@ -80,6 +80,8 @@ async def test_a_bulk_add_names_every_bad_item_and_adds_none(backend: Backend) -
     assert [m.ldn for m in added] == [ldn(1), ldn(5)]
     assert (await store.keys(ldn(1), 1)).ak == AK
     assert (await store.keys(ldn(5), 1)).ak == EK  # AK = EK
+    assert await store.has_keys(ldn(1), 1) and not await store.has_keys(ldn(0), 1)
+    assert backend.raw("SELECT count(*) FROM meter_keys") == [(4,)]  # EK and AK of two meters
     [line] = [e for e in await store.audit_log() if e.action == "add meters"]
     assert (line.actor, line.detail) == ("alice", "2 meters")
 
