@@ -17,13 +17,13 @@ demo: $(BIN)/.sac-installed
 	$(BIN)/python -m sac.demo
 
 test: $(BIN)/.sac-installed
-	$(BIN)/ruff check sac tests benchmarks
-	$(BIN)/ruff format --check sac tests benchmarks
+	$(BIN)/ruff check sac tests benchmarks twisted setup.py
+	$(BIN)/ruff format --check sac tests benchmarks twisted setup.py
 	$(BIN)/pytest
 
 lint: $(BIN)/.sac-installed
-	$(BIN)/ruff check sac tests benchmarks
-	$(BIN)/ruff format --check sac tests benchmarks
+	$(BIN)/ruff check sac tests benchmarks twisted setup.py
+	$(BIN)/ruff format --check sac tests benchmarks twisted setup.py
 
 # 100k+ examples per property: the long Hypothesis run (not part of `make test`).
 fuzz: $(BIN)/.sac-installed

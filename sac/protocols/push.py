@@ -29,9 +29,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from twisted.internet.defer import CancelledError, Deferred, DeferredQueue
+from twisted.internet.defer import CancelledError, Deferred, DeferredList, DeferredQueue
+from twisted.internet.defer import TimeoutError as DeferredTimeout
 from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 
 from sac.dlms.wrapper import WrapperFramer, WrapperPdu, decode_wrapper
 from sac.errors import SacError
@@ -83,6 +84,7 @@ class PushFactory(Factory):
         self.metrics = metrics if metrics is not None else acquisition.metrics
         self.now = now
         self.active: set[PushProtocol] = set()
+        self._drained: list[Deferred[None]] = []  # drain(), waiting for the last session to end
         self.metrics.gauge("sac_push_sessions", lambda: len(self.active), "push connections open")
 
     def buildProtocol(self, addr: Any) -> PushProtocol | None:
@@ -92,6 +94,36 @@ class PushFactory(Factory):
         protocol = PushProtocol(self)
         protocol.factory = self
         return protocol
+
+    def ended(self, protocol: PushProtocol) -> None:
+        self.active.discard(protocol)
+        if not self.active:
+            waiting, self._drained = self._drained, []
+            for d in waiting:
+                if not d.called:
+                    d.callback(None)
+
+    async def drain(self, grace: float) -> int:
+        """At a stop, once the listening ports are closed: wait up to ``grace`` seconds for
+        the sessions in flight to end, then cut the others (their claimed commands go back to
+        the queue, their meters see a reset and push again later) and wait for their last
+        store writes.  The number of sessions cut."""
+        if self.active:
+            idle: Deferred[None] = Deferred()
+            self._drained.append(idle)
+            idle.addTimeout(grace, self.reactor)
+            with contextlib.suppress(CancelledError, DeferredTimeout):
+                await idle
+        cut = list(self.active)
+        for protocol in cut:
+            protocol._abort("stopping", "the SAC is stopping")
+        running = [p.running for p in cut if p.running is not None and not p.running.called]
+        if running:
+            finished = DeferredList(running, consumeErrors=True)
+            finished.addTimeout(self.acquisition.store_timeout + 1, self.reactor)
+            with contextlib.suppress(CancelledError, DeferredTimeout):
+                await finished
+        return len(cut)
 
 
 class PushProtocol(Protocol):
@@ -106,11 +138,13 @@ class PushProtocol(Protocol):
         self.peer = "?"
         self.ldn: str | None = None
         self.outcome = "open"
-        self.started = 0.0
+        self.problem = ""
+        self.started = time.monotonic()
         self._timers: list[Any] = []
         self._idle: Any = None
         self._closing = False
         self._extra: list[Deferred[Any]] = []  # later pushes in the same session
+        self.running: Deferred[None] | None = None  # the session, from the first push on
 
     # --- connection
 
@@ -134,7 +168,8 @@ class PushProtocol(Protocol):
             on_timeout=lambda: None,
             on_notification=lambda _association, _n: None,
         )
-        Deferred.fromCoroutine(self._session()).addErrback(self._crashed)
+        self.running = Deferred.fromCoroutine(self._session())
+        self.running.addErrback(self._crashed)
 
     def dataReceived(self, data: bytes) -> None:
         if self._idle is not None and self._idle.active():
@@ -151,7 +186,7 @@ class PushProtocol(Protocol):
             self._abort("malformed", f"a bad frame: {exc}")
 
     def connectionLost(self, reason: Any = None) -> None:
-        self.f.active.discard(self)
+        self.f.ended(self)
         for timer in [*self._timers, self._idle]:
             if timer is not None and timer.active():
                 timer.cancel()
@@ -162,6 +197,17 @@ class PushProtocol(Protocol):
         if self.outcome == "open":
             self.outcome = "closed-by-meter"
         self.f.metrics.count("sac_push_sessions_total", outcome=self.outcome)
+        # the session's one log line: meter, duration, outcome (and why, when it failed)
+        self.log.emit(
+            LogLevel.warn if self.problem else LogLevel.info,
+            "push session from {peer}, meter {ldn}: {outcome} in {ms} ms{why}",
+            peer=self.peer,
+            ldn=self.ldn or "unknown",
+            outcome=self.outcome,
+            ms=round((time.monotonic() - self.started) * 1000),
+            why=f": {self.problem}" if self.problem else "",
+            problem=self.problem,
+        )
 
     def _limit(self, why: str) -> None:
         self._abort(why, "limit reached")
@@ -171,13 +217,7 @@ class PushProtocol(Protocol):
             return
         self._closing = True
         self.outcome = outcome
-        self.log.warn(
-            "push from {peer} ({ldn}): connection closed, {outcome}: {message}",
-            peer=self.peer,
-            ldn=self.ldn or "meter unknown",
-            outcome=outcome,
-            message=message,
-        )
+        self.problem = message  # logged with the session's line when the connection is gone
         self.f.metrics.count("sac_push_closed_total", reason=outcome)
         if self.link is not None:
             self.link.lost(outcome)

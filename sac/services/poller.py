@@ -8,13 +8,15 @@ whose process died is due again when its lease ends.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred, DeferredList
+from twisted.internet.defer import TimeoutError as DeferredTimeout
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
@@ -74,15 +76,26 @@ class Poller(Service):
             lambda f: self.log.failure("the poll scheduler stopped", f)
         )
 
-    async def _stop(self) -> None:
+    async def stop(self, grace: float = 0.0) -> None:
+        """No new polls; those running get ``grace`` seconds to finish, then are cut and
+        handed back: due again at once, for this process after a restart or another one."""
         if self._loop is not None and self._loop.running:
             self._loop.stop()
-        for d in list(self.running_polls.values()):
+        running = list(self.running_polls.values())
+        if running and grace > 0:
+            finished = DeferredList(running, consumeErrors=True)
+            finished.addTimeout(grace, self.reactor)
+            with contextlib.suppress(CancelledError, DeferredTimeout):
+                await finished
+        left = list(self.running_polls.values())
+        for d in left:
             d.cancel()
+        if left:
+            await DeferredList(left, consumeErrors=True)
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
-        return Deferred.fromCoroutine(self._stop())
+        return Deferred.fromCoroutine(self.stop())
 
     def tick(self) -> Deferred[None] | None:
         """Start the polls that are due, up to the concurrency limit."""
@@ -116,6 +129,7 @@ class Poller(Service):
     async def run(self, job: PollJob) -> PollResult | None:
         """One poll, and when the next one is due."""
         interval = job.interval or self.settings.interval
+        started = self.reactor.seconds()
         try:
             result = await poll_meter(
                 job.ldn,
@@ -129,13 +143,19 @@ class Poller(Service):
                 session_budget=self.settings.session_budget,
                 now=self.now,
             )
+        except CancelledError:
+            self.log.info("poll of {ldn}: cut by a stop, due again", ldn=job.ldn)
+            await self._reschedule(job.ldn, 0, job.failures)
+            raise
         except (PollFailed, SacError) as exc:
             failures = job.failures + 1
             delay = min(interval, self.settings.retry_first * 2 ** (failures - 1))
             self.metrics.count("sac_polls_total", outcome="failed")
             self.log.warn(
-                "poll of {ldn} failed ({n} in a row; next in {d:.0f} s): {e}",
+                "poll session of {ldn}: failed in {ms} ms ({n} in a row; next in {d:.0f} s): {e}",
                 ldn=job.ldn,
+                ms=round((self.reactor.seconds() - started) * 1000),
+                outcome="failed",
                 n=failures,
                 d=delay,
                 e=exc,
@@ -144,8 +164,10 @@ class Poller(Service):
             return None
         self.metrics.count("sac_polls_total", outcome="done")
         self.log.info(
-            "poll of {ldn}: {r} readings, {e} events, {c} commands",
+            "poll session of {ldn}: done in {ms} ms, {r} readings, {e} events, {c} commands",
             ldn=job.ldn,
+            ms=round((self.reactor.seconds() - started) * 1000),
+            outcome="done",
             r=result.readings,
             e=result.events,
             c=result.commands,

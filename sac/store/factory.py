@@ -8,7 +8,7 @@ from sac.errors import ConfigurationError
 from sac.keys import MasterKey
 from sac.store.interface import Store
 
-__all__ = ["store_at"]
+__all__ = ["is_postgres", "store_at"]
 
 
 def store_at(address: str, master_key: MasterKey | None, **kw: Any) -> Store:
@@ -17,7 +17,7 @@ def store_at(address: str, master_key: MasterKey | None, **kw: Any) -> Store:
     address = address.strip()
     if not address:
         raise ConfigurationError("no store given (a SQLite path or a PostgreSQL DSN)")
-    if address.startswith(("postgresql://", "postgres://")) or "dbname=" in address:
+    if is_postgres(address):
         from sac.store.postgres import PostgresStore
 
         return PostgresStore(address, master_key, **kw)
@@ -25,3 +25,8 @@ def store_at(address: str, master_key: MasterKey | None, **kw: Any) -> Store:
 
     path = address.removeprefix("sqlite://").removeprefix("sqlite:")
     return SQLiteStore(path, master_key, **kw)
+
+
+def is_postgres(address: str) -> bool:
+    """Whether ``address`` names a PostgreSQL database (else it is a SQLite file)."""
+    return address.startswith(("postgresql://", "postgres://")) or "dbname=" in address

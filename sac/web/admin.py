@@ -43,6 +43,7 @@ class AdminPages:
     store: Any
     registry: Any
     settings: Any
+    configuration: list[tuple[str, str, str]]
 
     async def _users_page(
         self,
@@ -248,6 +249,7 @@ class AdminPages:
             dict(
                 title="System",
                 settings=settings,
+                configuration=self.configuration,
                 versions=versions,
                 profiles=profiles,
                 default_profile=self.registry.default,

@@ -17,7 +17,7 @@ import json
 import secrets
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,7 +66,10 @@ __all__ = ["Web", "WebSettings"]
 COOKIE = b"sac_session"
 LOGIN_COOKIE = b"sac_login"  # the sign-in form's CSRF token, before there is a session
 PACKAGE = Path(__file__).resolve().parent
-TEMPLATES = PACKAGE.parents[1] / "templates"
+# templates/ of the source tree, shipped in a wheel as sac/templates (setup.py)
+TEMPLATES = next(
+    p for p in (PACKAGE.parent / "templates", PACKAGE.parents[1] / "templates") if p.is_dir()
+)
 STATIC = PACKAGE / "static"
 SORTS = ("ldn", "pdr", "index", "diagnostic", "battery", "last_connection", "valve")
 RANGES = {"7d": 7, "30d": 30, "90d": 90, "1y": 366}
@@ -102,6 +105,7 @@ class Web(AdminPages, ApiRoutes, SoapRoutes):
         metrics: Metrics | None = None,
         settings: WebSettings | None = None,
         health: Mapping[str, Callable[[], tuple[bool, str]]] | None = None,
+        configuration: Sequence[tuple[str, str, str]] = (),
         now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
         templates: Path = TEMPLATES,
     ) -> None:
@@ -110,6 +114,7 @@ class Web(AdminPages, ApiRoutes, SoapRoutes):
         self.metrics = metrics if metrics is not None else Metrics()
         self.settings = settings or WebSettings()
         self.health = dict(health or {})
+        self.configuration = list(configuration)  # (setting, value, source), no secrets
         self.now = now
         self.started = now()
         self._uploads: OrderedDict[str, _Upload] = OrderedDict()
@@ -730,10 +735,7 @@ class Web(AdminPages, ApiRoutes, SoapRoutes):
 
     # --- status and metrics ----------------------------------------------------------------
 
-    @app.route("/status", methods=["GET"])
-    @page(Role.VIEWER)
-    async def status(self, request: Any, session: WebSession) -> Page:
-        now = self.now()
+    def _components(self) -> list[tuple[str, bool, str]]:
         components = []
         for name, check in sorted(self.health.items()):
             try:
@@ -741,6 +743,25 @@ class Web(AdminPages, ApiRoutes, SoapRoutes):
             except Exception as exc:  # a failing check is itself a finding
                 ok, detail = False, f"{type(exc).__name__}: {exc}"
             components.append((name, ok, detail))
+        return components
+
+    @app.route("/health", methods=["GET"])
+    def health_check(self, request: Any) -> bytes:
+        """For load balancers and service monitors, without sign-in: 200 when every part is
+        well, else 503; names and yes/no only (the details are on /status)."""
+        components = self._components()
+        healthy = all(ok for _, ok, _ in components)
+        request.setResponseCode(200 if healthy else 503)
+        request.setHeader(b"Content-Type", b"application/json")
+        request.setHeader(b"Cache-Control", b"no-store")
+        answer = {"ok": healthy, "components": {name: ok for name, ok, _ in components}}
+        return json.dumps(answer).encode()
+
+    @app.route("/status", methods=["GET"])
+    @page(Role.VIEWER)
+    async def status(self, request: Any, session: WebSession) -> Page:
+        now = self.now()
+        components = self._components()
         reasons: dict[str, int] = {}
         for (metric, labels), value in self.metrics.counters.items():
             if metric in ("sac_push_rejected_total", "sac_push_closed_total") and value:

@@ -1,0 +1,375 @@
+"""``twistd -n sac --config sac.ini``: the whole SAC as one Twisted service.
+
+:class:`SacService` is a ``MultiService`` whose parts start in order, each once the one
+before is ready: the store (migrations applied), the spool, the push listener(s) with
+acquisition, the poll scheduler, the command queue's housekeeping, the web application
+(pages, JSON API, SOAP, ``/metrics``, ``/health``).  A part that cannot start (the store
+unreachable, a port taken) stops the whole with one log line and a non-zero exit status.
+
+A stop (SIGTERM, SIGINT) goes the other way: nothing new is accepted (ports closed, no new
+polls), the sessions in flight get ``[sac] stop_grace`` seconds to finish, then are cut and
+their claimed commands and polls handed back to the queue; the spool is flushed and closed,
+then the store.  What was accepted is stored or on the spool, and a restart replays it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python import usage
+from twisted.web.server import Site
+
+from sac.config import Config, ConfigProblems, load_config
+from sac.errors import SacError
+from sac.logs import prepare
+
+__all__ = ["Options", "SacService", "makeService"]
+
+
+def _version() -> str:
+    try:
+        return metadata.version("sac")
+    except metadata.PackageNotFoundError:
+        return "source"
+
+
+class Options(usage.Options):
+    synopsis = "[--config FILE] [--check]"
+    longdesc = (
+        "Run the SAC (push listeners, poll scheduler, command queue, web pages, JSON API, "
+        "SOAP).  Every setting is documented in sac.ini.example and may also be given as "
+        "SAC_<SECTION>_<NAME> in the environment; the master key comes from $SAC_MASTER_KEY "
+        "or [store] master_key_file."
+    )
+    optParameters = [
+        ["config", "c", None, "the configuration file (default: $SAC_CONFIG, else none)"],
+    ]
+    optFlags = [
+        ["check", None, "check the configuration, print the settings in force, and exit"],
+    ]
+
+    config: Config
+
+    def postOptions(self) -> None:
+        try:
+            self.config = load_config(self["config"])
+        except ConfigProblems as problems:
+            raise SystemExit(f"sac: {problems}") from None
+        if self["check"]:
+            for name, value, source in self.config.shown():
+                print(f"{name:28} {value:40} {source}")
+            raise SystemExit(0)
+        parent = getattr(self, "parent", None)
+        # twistd's own --logger or --logfile win; else the log is as [log] says
+        if parent is not None and parent.get("logger") is None and not parent.get("logfile"):
+            log = self.config.log
+            prepare(log.format, log.level, log.file)
+            parent["logger"] = "sac.logs.configured_observer"
+
+
+def makeService(options: Options) -> SacService:
+    return SacService(options.config)
+
+
+class SacService(MultiService):
+    """The SAC.  ``ready`` fires once every part has started (with the web and push ports),
+    or fails with what stopped the start; the reactor is then stopped with exit status 1
+    unless ``exit_on_failure`` is False."""
+
+    log = Logger()
+    name = "sac"
+
+    def __init__(self, config: Config, *, reactor: Any = None, exit_on_failure: bool = True):
+        super().__init__()
+        if reactor is None:
+            from twisted.internet import reactor as default_reactor
+
+            reactor = default_reactor
+        self.config = config
+        self.reactor = reactor
+        self.exit_on_failure = exit_on_failure
+        self.ready: Deferred[SacService] = Deferred()
+        self.store: Any = None
+        self.spool: Any = None
+        self.acquisition: Any = None
+        self.push: Any = None
+        self.poller: Any = None
+        self.housekeeping: Any = None
+        self.web: Any = None
+        self.push_ports: list[Any] = []
+        self.udp_ports: list[Any] = []
+        self.web_ports: list[Any] = []
+        self._starting: Deferred[None] | None = None
+        self._stopped = False
+
+    # --- start ----------------------------------------------------------------------------
+
+    def startService(self) -> None:
+        # the children are started here in order, each once the one before is ready
+        self.running = True
+        self._starting = Deferred.fromCoroutine(self._start())
+        self._starting.addCallbacks(lambda _: self.ready.callback(self), self._start_failed)
+
+    async def _start(self) -> None:
+        from sac.profiles import discover_profiles
+        from sac.runtime import tune_gc
+        from sac.services.metrics import Metrics
+
+        c = self.config
+        self.log.info(
+            "SAC {version} starting (configuration: {file}, process {name})",
+            version=_version(),
+            file=c.file or "defaults and the environment",
+            name=c.process_name,
+        )
+        found = discover_profiles()
+        for problem in found.problems:
+            self.log.warn("meter profiles: {problem}", problem=problem)
+        self.registry = found.registry
+        self.metrics = Metrics()
+        await self._open_store()
+        await self._open_spool()
+        await self._start_push()
+        self._start_polls()
+        self._start_housekeeping()
+        await self._start_web()
+        tune_gc()
+        self.log.info(
+            "SAC ready: web {web}, push {push}{udp}, {profiles} meter profiles",
+            web=", ".join(_where(p) for p in self.web_ports) or "off",
+            push=", ".join(_where(p) for p in self.push_ports) or "off",
+            udp="".join(f", udp {_where(p)}" for p in self.udp_ports),
+            profiles=len(self.registry.profiles),
+        )
+
+    async def _open_store(self) -> None:
+        from sac.store.factory import is_postgres, store_at
+
+        c = self.config
+        address: str = c.store.address
+        extra = {"connections": c.store.connections} if is_postgres(address) else {}
+        self.store = store_at(c.store_dsn, c.master_key, reactor=self.reactor, **extra)
+        before, after = await self.store.open()
+        migrated = f" (migrated from {before})" if after != before else ""
+        self.log.info(
+            "store ready: {kind}, schema version {version}{migrated}",
+            kind=type(self.store).__name__,
+            version=after,
+            migrated=migrated,
+        )
+
+    async def _open_spool(self) -> None:
+        from sac.services.spool import Spool
+
+        c = self.config.push
+        if not (c.listen or c.udp):
+            return
+        directory = Path(c.spool)
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.spool = Spool(directory, reactor=self.reactor, max_bytes=c.spool_max_mb * 2**20)
+        await self.spool.open()
+        if self.spool.depth:
+            self.log.info(
+                "spool {dir}: {n} pushes from before, replayed now",
+                dir=directory,
+                n=self.spool.depth,
+            )
+
+    async def _start_push(self) -> None:
+        from sac.protocols.listen import listen_datagrams, listen_sessions
+        from sac.protocols.push import ListenerSettings, PushDatagramProtocol, PushFactory
+        from sac.services.acquisition import Acquisition
+        from sac.services.session import SessionSettings
+
+        c, p = self.config, self.config.push
+        if not (p.listen or p.udp):
+            return
+        self.acquisition = Acquisition(
+            self.store,
+            self.registry,
+            reactor=self.reactor,
+            metrics=self.metrics,
+            spool=self.spool,
+            store_timeout=p.store_timeout,
+            system_title=c.sac.system_title,
+        )
+        self.acquisition.start()
+        self.push = PushFactory(
+            self.acquisition,
+            self.store,
+            reactor=self.reactor,
+            settings=ListenerSettings(
+                max_pdu=p.max_pdu,
+                idle_timeout=p.idle_timeout,
+                session_timeout=p.session_timeout,
+                response_timeout=p.response_timeout,
+                max_sessions=p.max_sessions,
+            ),
+            session=self._session_settings(SessionSettings),
+        )
+        for description in p.listen:
+            self.push_ports.append(await listen_sessions(self.reactor, description, self.push))
+        for description in p.udp:
+            protocol = PushDatagramProtocol(self.acquisition, max_pdu=p.max_pdu)
+            self.udp_ports.append(listen_datagrams(self.reactor, description, protocol))
+
+    def _session_settings(self, kind: Any) -> Any:
+        return kind(system_title=self.config.sac.system_title, name=self.config.process_name)
+
+    def _start_polls(self) -> None:
+        from sac.services.poller import Poller, PollSettings
+        from sac.services.session import SessionSettings
+
+        p = self.config.poll
+        if not p.enabled:
+            return
+        self.poller = Poller(
+            self.store,
+            self.registry,
+            reactor=self.reactor,
+            settings=PollSettings(
+                interval=p.interval,
+                concurrency=p.concurrency,
+                connect_timeout=p.connect_timeout,
+                response_timeout=p.response_timeout,
+                session_budget=p.session_budget,
+                retry_first=p.retry_first,
+            ),
+            session=self._session_settings(SessionSettings),
+            metrics=self.metrics,
+        )
+        self.poller.setName("poll scheduler")
+        self.poller.setServiceParent(self)  # started by it: this service is running
+
+    def _start_housekeeping(self) -> None:
+        from sac.services.commands import Housekeeping
+
+        c = self.config.commands
+        self.housekeeping = Housekeeping(
+            self.store, reactor=self.reactor, every=c.housekeeping_every, stale_after=c.stale_after
+        )
+        self.housekeeping.setName("command queue")
+        self.housekeeping.setServiceParent(self)
+
+    async def _start_web(self) -> None:
+        import datetime as dt
+
+        from sac.protocols.listen import listen_sessions
+        from sac.web.app import Web, WebSettings
+
+        w = self.config.web
+        if not w.listen:
+            return
+        self.web = Web(
+            self.store,
+            self.registry,
+            metrics=self.metrics,
+            settings=WebSettings(
+                session_ttl=dt.timedelta(hours=w.session_hours),
+                secure_cookies=w.secure_cookies,
+                name=w.name,
+                max_upload=w.max_upload_mb * 2**20,
+                metrics_public=w.metrics_public,
+            ),
+            health=self._health(),
+            configuration=list(self.config.shown()),
+        )
+        site = Site(self.web.resource())
+        site.noisy = False
+        for description in w.listen:
+            self.web_ports.append(await listen_sessions(self.reactor, description, site))
+
+    def _health(self) -> dict[str, Any]:
+        checks: dict[str, Any] = {
+            "store": lambda: (True, type(self.store).__name__),
+        }
+        if self.push_ports or self.udp_ports:
+            where = ", ".join(_where(p) for p in [*self.push_ports, *self.udp_ports])
+            checks["push listener"] = lambda: (True, where)
+        if self.spool is not None:
+            limit = self.spool.max_bytes
+            checks["spool"] = lambda: (
+                self.spool.bytes_held < 0.9 * limit,
+                f"{self.spool.depth} pushes waiting, {self.spool.bytes_held:,} bytes",
+            )
+        if self.poller is not None:
+            checks["poll scheduler"] = lambda: (
+                True,
+                f"{len(self.poller.running_polls)} polls running",
+            )
+        return checks
+
+    def _start_failed(self, failure: Any) -> None:
+        error = failure.value
+        if isinstance(error, SacError):
+            self.log.critical("SAC not started: {error}", error=error)
+        else:
+            self.log.failure("SAC not started: unexpected error", failure)
+        self.ready.errback(failure)
+        if self.exit_on_failure and not self._stopped:
+            self.reactor.addSystemEventTrigger("after", "shutdown", _exit_now, 1)
+            self.reactor.stop()
+
+    # --- stop -----------------------------------------------------------------------------
+
+    def stopService(self) -> Deferred[None]:
+        self.running = False
+        return Deferred.fromCoroutine(self._stop())
+
+    async def _stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        if self._starting is not None and not self._starting.called:
+            self._starting.cancel()
+        grace = self.config.sac.stop_grace
+        self.log.info("SAC stopping: no new sessions; {g:g} s for those in flight", g=grace)
+        for port in [*self.web_ports, *self.push_ports, *self.udp_ports]:
+            await port.stopListening()
+        cut = 0
+        drains: list[Any] = []
+        if self.push is not None:
+            drains.append(Deferred.fromCoroutine(self.push.drain(grace)))
+        if self.poller is not None:
+            drains.append(Deferred.fromCoroutine(self.poller.stop(grace)))
+        for d in drains:
+            result = await d
+            cut += result or 0
+        if self.housekeeping is not None:
+            self.housekeeping.stopService()
+        if self.acquisition is not None:
+            self.acquisition.stop()
+        held = 0
+        if self.spool is not None:
+            held = self.spool.depth
+            await self.spool.close()
+        if self.store is not None:
+            await self.store.close()
+        for child in list(self):
+            child.running = False
+        self.log.info(
+            "SAC stopped cleanly: {cut} sessions cut, {held} pushes left on the spool for the"
+            " next start",
+            cut=cut,
+            held=held,
+        )
+
+
+def _where(port: Any) -> str:
+    host = port.getHost()
+    return f"{host.type.lower()}:{host.host}:{host.port}"
+
+
+def _exit_now(status: int) -> None:
+    """The last thing of a failed start, once the reactor has shut down: twistd has no exit
+    status of its own for that, and a service manager must see the failure."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
