@@ -3,10 +3,10 @@ default) or as JSON lines, from a level up, to standard output (journald), stand
 a file.
 
 A JSON line holds the time (UTC, ISO 8601), the level, the namespace, the formatted message,
-the event's own fields when they are plain values (text, numbers, booleans; never objects,
-so nothing is serialised that a log call did not name) and, for a failure, its traceback.
-sac's log calls never name a key, a password or a token; ``tests/test_tap.py`` reads a whole
-run's log for the keys of the meters it served.
+the event's own fields when they are plain values (text, numbers, booleans) or errors (as
+their message), never other objects, so that nothing is written that a log call did not
+name; and, for a failure, its traceback.  sac's log calls never name a key, a password or a
+token; ``tests/run/test_twistd.py`` reads whole runs' logs for the keys of the meters served.
 """
 
 from __future__ import annotations
@@ -54,9 +54,12 @@ def json_line(event: dict[str, Any]) -> str | None:
         "message": formatEvent(event),
     }
     for name, value in event.items():
-        if name.startswith("log_") or name in record or not isinstance(value, _PLAIN):
+        if name.startswith("log_") or name in record:
             continue
-        record[name] = value
+        if isinstance(value, BaseException):
+            record[name] = str(value)  # the errors that log lines name (e=exc)
+        elif isinstance(value, _PLAIN):
+            record[name] = value
     failure = event.get("log_failure")
     if failure is not None:
         record["traceback"] = failure.getTraceback()
