@@ -1,56 +1,216 @@
-"""`make demo`: decode the public real meter frames with sac's codec and print them.
+"""``make demo``: the SAC with a simulated fleet, on SQLite, in one process.
 
-Until the SAC's services exist (see the issues), the demo shows the codec at work on the
-Pietro Fiorentini pushes (TV1) and the Honeywell CF30 buffer (TV2) of the shared spec.
+    python -m sac.demo [--meters 300] [--speed 60] [--port 8080] [--dir .demo]
+
+It starts the same service as ``twistd sac`` (:class:`sac.tap.SacService`) on a fresh SQLite
+store in ``--dir``, adds an ``admin`` user with a new random password (printed once), adds
+``--meters`` simulated UNI/TS 11291 gas meters with 90 days of history, and lets them push
+every simulated quarter of an hour, time running ``--speed`` times faster than the wall
+clock from a day ago (so that what they push is in the past of the pages' charts for the
+first ``24 h / speed``).  Valve commands queued in the browser run when the meter next
+calls.  The URL is printed once everything is ready; Ctrl-C stops the SAC and the meters,
+and nothing is left running.  The whole log is in ``--dir``/sac.log; warnings and errors are
+on the terminal too.
 """
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
-import json
+import math
+import secrets
+import shutil
+import socket
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from sac.dlms.apdu import decode_apdu
-from sac.dlms.compact import compact_buffer_of, decode_compact
-from sac.dlms.layouts import STANDARD_LAYOUTS
-from sac.dlms.security import SecurityContext, Suite0Cipher
-from sac.dlms.wrapper import WrapperFramer
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.task import react
+from twisted.logger import globalLogBeginner
 
-VECTORS = Path(__file__).resolve().parents[2] / "shared" / "spec" / "vectors.json"
+from sac.config import load_config
+from sac.dlms import Obis
+from sac.errors import SacError
+from sac.keys import new_master_key
+from sac.logs import make_observer
+from sac.profiles import discover_profiles
+from sac.simulator.fleet import Fleet, SimClock
+from sac.store import Ingest, NewMeter, Reading, Role
+from sac.store.keycsv import parse_key_csv
+from sac.tap import SacService
+
+__all__ = ["main"]
+
+INDEX = Obis("7.0.13.2.0.255")
+PROFILE = "uni-ts-11291-12-2"
+PUSH_EVERY = 900  # simulated seconds between two pushes of a meter
+HISTORY_DAYS = 90
+HOURLY_DAYS = 3  # the last days of history have hourly readings too
 
 
-def main() -> int:
-    if not VECTORS.exists():
-        print(f"no test vectors at {VECTORS}", file=sys.stderr)
-        return 1
-    vectors = json.loads(VECTORS.read_text())["vectors"]
-    framer = WrapperFramer(max_apdu_length=2048)
-    for v in vectors:
-        if not v["id"].startswith("TV1-"):
-            continue
-        pdu = framer.feed(bytes.fromhex(v["hex"]))[0]
-        meter = SecurityContext(
-            Suite0Cipher(bytes.fromhex(v["key_hex"])),
-            b"SACSACSA",
-            peer_system_title=bytes.fromhex(v["system_title_hex"]),
-        )
-        envelope = decode_apdu(pdu.apdu)
-        notification = decode_apdu(meter.unprotect(envelope))
-        buf = compact_buffer_of(notification.body)
-        when = dt.datetime.fromtimestamp(int.from_bytes(buf[1:5], "big"), dt.UTC)
-        print(
-            f"{v['id']}: meter {envelope.system_title.hex()} IC {envelope.invocation_counter}"
-            f" -> DATA-NOTIFICATION {notification.long_invoke_id_and_priority},"
-            f" template {buf[0]}, meter time {when:%Y-%m-%d %H:%M:%SZ}"
-        )
-    cf30 = next(v for v in vectors if v["id"] == "TV2-CF30")
-    frame = decode_compact(bytes.fromhex(cf30["hex"]), STANDARD_LAYOUTS)
-    print(f"\nTV2 {frame.layout.name}:")
-    for name, value in frame.values.items():
-        shown = f"{len(value)} entries" if isinstance(value, list) else value
-        print(f"  {name:32} {shown}")
-    return 0
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m sac.demo", description=__doc__.splitlines()[0])
+    parser.add_argument("--meters", type=int, default=300, help="simulated meters (default 300)")
+    parser.add_argument(
+        "--speed", type=float, default=60.0, help="simulated seconds a second (default 60)"
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=8080,
+        help="web port on 127.0.0.1 (default 8080; a free one if taken)",
+    )
+    parser.add_argument(
+        "--dir",
+        type=Path,
+        default=Path(".demo"),
+        help="where the demo keeps its store (default .demo)",
+    )
+    return parser
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _history(fleet: Fleet, start: dt.datetime) -> list[Reading]:
+    """Each meter's index before the simulation starts, going back from its index: one
+    reading at the end of each day (22:00 UTC) for HISTORY_DAYS, every hour for the last
+    HOURLY_DAYS; each day uses more or less gas than the meter's mean (the weather), weekends
+    more."""
+    readings = []
+    for m in fleet.meters:
+        index = m.index_litres
+        for hours in range(1, HISTORY_DAYS * 24 + 1):
+            at = start - dt.timedelta(hours=hours)
+            day = (start - at).days
+            weather = 1 + 0.35 * math.sin(day / 5 + m.serial) + (0.2 if at.weekday() >= 5 else 0)
+            index = max(0, index - round(m.litres_per_day / 24 * weather))
+            if hours <= HOURLY_DAYS * 24 or at.hour == 22:
+                readings.append(Reading(m.ldn, INDEX, 2, index, at, "poll", at, -3, 14))
+    return readings
+
+
+async def _prepare(service: SacService, fleet: Fleet, start: dt.datetime) -> str:
+    store = service.store
+    password = secrets.token_urlsafe(12)
+    await store.add_user("admin", password, Role.ADMIN)
+    profile = fleet.profile.name
+    new = [
+        (NewMeter(m.ldn, pdr=m.pdr, system_title=m.system_title, profile=profile), {})
+        for m in fleet.meters
+    ]
+    await store.add_meters(new)
+    rows, errors = parse_key_csv(fleet.keys_csv())
+    if errors:
+        raise SacError(f"the simulated fleet's keys do not import: {errors[0]}")
+    await store.import_keys(rows)
+    history = _history(fleet, start)
+    for i in range(0, len(history), 5000):
+        await store.ingest(Ingest(readings=history[i : i + 5000]))
+    return password
+
+
+async def run(reactor: Any, args: argparse.Namespace) -> None:
+    if not 1 <= args.meters <= 10_000:
+        raise SacError("--meters: from 1 to 10,000")
+    if args.speed <= 0:
+        raise SacError("--speed must be positive")
+    args.dir.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(args.dir / "spool", ignore_errors=True)
+    for old in args.dir.glob("sac.db*"):
+        old.unlink()
+    log_file = args.dir / "sac.log"
+    log_file.unlink(missing_ok=True)
+    globalLogBeginner.beginLoggingTo(
+        [make_observer("text", "info", str(log_file)), make_observer("text", "warn", "stderr")],
+        redirectStandardIO=False,
+    )
+    port = args.port if _free(args.port) else 0
+    config = load_config(
+        None,
+        {
+            "SAC_MASTER_KEY": new_master_key(),  # this run's: the store is new each time
+            "SAC_STORE_ADDRESS": f"sqlite:{args.dir / 'sac.db'}",
+            "SAC_PUSH_LISTEN": "tcp:0:interface=127.0.0.1",
+            "SAC_PUSH_SPOOL": str(args.dir / "spool"),
+            "SAC_WEB_LISTEN": f"tcp:{port}:interface=127.0.0.1",
+            "SAC_WEB_SECURE_COOKIES": "no",  # plain HTTP on the loopback
+            "SAC_WEB_NAME": "SAC demo",
+            "SAC_SAC_NAME": "demo",
+            "SAC_SAC_STOP_GRACE": "2",
+        },
+    )
+    service = SacService(config, reactor=reactor, exit_on_failure=False)
+    stopped: Deferred[None] = Deferred()
+    fleet: Fleet | None = None
+
+    async def stop() -> None:
+        if fleet is not None:
+            await fleet.stop()
+        await service.stopService()
+        print("\nSAC demo stopped.", flush=True)
+        if not stopped.called:
+            stopped.callback(None)
+
+    reactor.addSystemEventTrigger("before", "shutdown", lambda: ensureDeferred(stop()))
+    service.startService()
+    await service.ready
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    start = now - dt.timedelta(days=1)
+    registry = discover_profiles().registry
+    fleet = Fleet(
+        args.meters,
+        registry[PROFILE],
+        clock=SimClock(reactor, args.speed, start=start.timestamp()),
+        reactor=reactor,
+        seed=secrets.randbits(32),
+    )
+    password = await _prepare(service, fleet, start)
+    push_port = service.push_ports[0].getHost().port
+    fleet.start_pushing("127.0.0.1", push_port, PUSH_EVERY)
+    web = service.web_ports[0].getHost()
+    every = PUSH_EVERY / args.speed
+    print(
+        f"""
+SAC demo: {args.meters} simulated gas meters push every {PUSH_EVERY // 60} simulated minutes
+(every {every:g} s: time runs {args.speed:g}x, from {start:%Y-%m-%d %H:%M} UTC).
+
+    open      http://{web.host}:{web.port}/
+    user      admin
+    password  {password}      (shown once: a new store and password at each start)
+
+Store and log in {args.dir}/ (sac.log). Ctrl-C stops the SAC and the meters.
+""",
+        flush=True,
+    )
+    await stopped
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    status = 0
+
+    async def demo(reactor: Any) -> None:
+        nonlocal status
+        try:
+            await run(reactor, args)
+        except SacError as exc:
+            print(f"sac demo: {exc}", file=sys.stderr)
+            status = 1
+
+    try:
+        react(lambda reactor: ensureDeferred(demo(reactor)))
+    except SystemExit as done:
+        return int(done.code or status)
+    return status
 
 
 if __name__ == "__main__":
