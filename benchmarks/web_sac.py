@@ -1,7 +1,8 @@
 """The server side of ``benchmarks/bench_web.py``: ``python benchmarks/web_sac.py STORE
 READY_FILE --meters N``.
 
-Opens the store (SQLite path or PostgreSQL DSN), fills it -- N meters with their list
+Starts the SAC's service as ``twistd sac`` does (web only) on the store (``sqlite:PATH`` or
+a PostgreSQL DSN), fills it -- N meters with their list
 values in one bulk insert, one meter with a year of hourly and daily index readings through
 ``IStore.ingest``, an operator -- then serves the SAC's web application on a loopback port,
 and on another port the peer: a bare Klein route answering the same bytes as the SAC's list
@@ -25,13 +26,11 @@ from twisted.internet.defer import ensureDeferred
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.web.server import Site
 
+from sac.config import load_config
 from sac.dlms import Obis
 from sac.keys import MasterKey
-from sac.passwords import ScryptParams
-from sac.profiles import discover_profiles
 from sac.store import Ingest, Reading, Role
-from sac.store.factory import store_at
-from sac.web.app import Web, WebSettings
+from sac.tap import SacService
 
 INDEX = Obis("7.0.13.2.0.255")
 DAILY = Obis("7.1.13.2.0.255")  # stands for the daily profile column in this benchmark
@@ -101,8 +100,21 @@ def bulk_insert(address: str, rows: list[tuple[Any, ...]]) -> None:
 
 
 async def main(args: argparse.Namespace) -> None:
-    store = store_at(args.store, MASTER, password_params=ScryptParams(log2_n=8))
-    await store.open()
+    config = load_config(
+        None,
+        {
+            "SAC_MASTER_KEY": MASTER.secret.hex(),
+            "SAC_STORE_ADDRESS": args.store,
+            "SAC_PUSH_LISTEN": "",
+            "SAC_POLL_ENABLED": "no",
+            "SAC_WEB_LISTEN": "tcp:0:interface=127.0.0.1",
+            "SAC_WEB_SECURE_COOKIES": "no",
+        },
+    )
+    sac = SacService(config, reactor=reactor, exit_on_failure=False)  # as twistd sac runs it
+    sac.startService()
+    await sac.ready
+    store = sac.store
     now = dt.datetime.now(dt.UTC)
     rows = meter_rows(args.meters, now)
     bulk_insert(args.store, rows)
@@ -120,8 +132,7 @@ async def main(args: argparse.Namespace) -> None:
     for i in range(0, len(readings), 2000):
         await store.ingest(Ingest(readings=readings[i : i + 2000]))
     await store.add_user("bench", PASSWORD, Role.OPERATOR)
-    web = Web(store, discover_profiles().registry, settings=WebSettings(secure_cookies=False))
-    port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(Site(web.resource()))
+    port = sac.web_ports[0]
 
     peer = Klein()
     body = [b""]

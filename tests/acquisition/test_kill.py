@@ -4,9 +4,6 @@ of a push the meter saw acknowledged is lost, and no invocation counter is ever 
 from __future__ import annotations
 
 import datetime as dt
-import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -25,10 +22,12 @@ from sac.dlms.wrapper import WrapperFramer
 from sac.simulator.session import MeterProtocol
 from sac.store import Actor, CommandState
 from tests.acquisition.conftest import Backend, make_fleet, provision, utc
+from tests.run.twistd import Twistd, port
 from tests.store.conftest import MASTER
 
+ENV = {"SAC_MASTER_KEY": MASTER.secret.hex()}
+
 INDEX = Obis("7.0.13.2.0.255")
-ROOT = Path(__file__).resolve().parents[2]
 
 
 class Watched(MeterProtocol):
@@ -76,30 +75,19 @@ async def session(port: int, meter: Any) -> tuple[bool, int]:
     return bool(reason.check(ConnectionDone)), protocol.unix_time
 
 
-def start_sac(address: str, spool: Path, port_file: Path) -> subprocess.Popen[bytes]:
-    port_file.unlink(missing_ok=True)
-    env = {**os.environ, "SAC_MASTER_KEY": MASTER.secret.hex()}
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tests.acquisition.sac_process",
-            address,
-            str(spool),
-            str(port_file),
-        ],
-        cwd=ROOT,
-        env=env,
+def start_sac(address: str, tmp_path: Path) -> Twistd:
+    """``twistd -n sac`` on ``address``: push only, on a free port of 127.0.0.1."""
+    config = tmp_path / "sac.ini"
+    config.write_text(
+        f"[store]\naddress = {address}\nconnections = 2\n"
+        f"[push]\nlisten = tcp:0:interface=127.0.0.1\nspool = {tmp_path / 'spool'}\n"
+        "[web]\nlisten =\n[poll]\nenabled = no\n[log]\nformat = json\n"
     )
+    return Twistd(Path(sys.executable).parent, config, tmp_path, ENV)
 
 
-async def port_of(process: subprocess.Popen[bytes], port_file: Path) -> int:
-    for _ in range(300):
-        if port_file.exists():
-            return int(port_file.read_text())
-        assert process.poll() is None, "the SAC process died"
-        await deferLater(reactor, 0.05, lambda: None)
-    raise AssertionError("the SAC process did not start listening")
+async def port_of(sac: Twistd) -> int:
+    return port((await sac.wait_for("SAC ready"))["push"])
 
 
 @pytest_twisted.ensureDeferred
@@ -112,8 +100,7 @@ async def test_sigkill_mid_burst_loses_no_acknowledged_reading(
     await provision(store, fleet)
     for m in fleet.meters[::4]:  # commands: our counters are in play
         await store.queue_command(m.ldn, "valve-close", {}, Actor("olivia"), priority=20)
-    address = backend.dsn if backend.kind == "postgresql" else str(backend.path)
-    port_file = tmp_path / "port"
+    address = backend.dsn if backend.kind == "postgresql" else f"sqlite:{backend.path}"
     acknowledged: list[tuple[str, int]] = []
     Watched.seen = {}
 
@@ -124,24 +111,22 @@ async def test_sigkill_mid_burst_loses_no_acknowledged_reading(
             if ok:
                 acknowledged.append((m.ldn, unix_time))
 
-    sac = start_sac(address, tmp_path / "spool", port_file)
+    sac = start_sac(address, tmp_path)
     try:
-        port = await port_of(sac, port_file)
+        port = await port_of(sac)
         await burst(port, fleet.meters[:20])
         # the second half calls in at once; the SAC dies in the middle of it
         pending = [Deferred.fromCoroutine(burst(port, fleet.meters[20:]))]
         await deferLater(reactor, 0.05, lambda: None)
-        sac.send_signal(signal.SIGKILL)
-        sac.wait()
+        sac.kill()  # SIGKILL
         for d in pending:
             await d
-        sac = start_sac(address, tmp_path / "spool", port_file)
-        port = await port_of(sac, port_file)
+        sac = start_sac(address, tmp_path)
+        port = await port_of(sac)
         await deferLater(reactor, 1.1, lambda: None)  # a new second: new push times
         await burst(port, fleet.meters)
     finally:
-        sac.send_signal(signal.SIGKILL)
-        sac.wait()
+        sac.kill()
     await store.close()
     check = backend.make()
     await check.open()

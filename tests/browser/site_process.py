@@ -1,6 +1,6 @@
-"""A whole SAC for the browser tests, as its own process: the web pages and the push
-listener on loopback, a SQLite store, three simulated meters calling in every 2 seconds,
-40 days of one meter's history, and an operator.
+"""A whole SAC for the browser tests, as its own process: the service of ``twistd sac``
+(web pages and push listener on loopback, a SQLite store), three simulated meters calling in
+every 2 seconds, 40 days of one meter's history, an operator and an admin.
 
 ``python -m tests.browser.site_process STORE_PATH READY_FILE`` (master key in
 SAC_MASTER_KEY, the operator's password in SAC_TEST_PASSWORD); it writes
@@ -17,31 +17,37 @@ from pathlib import Path
 
 from twisted.internet import reactor
 from twisted.internet.defer import ensureDeferred
-from twisted.internet.endpoints import TCP4ServerEndpoint
-from twisted.web.server import Site
 
+from sac.config import load_config
 from sac.dlms import Obis
-from sac.keys import MasterKey
-from sac.passwords import ScryptParams
-from sac.profiles import discover_profiles
-from sac.protocols.push import ListenerSettings, PushFactory
-from sac.services.acquisition import Acquisition
-from sac.services.session import SessionSettings
 from sac.simulator.fleet import Fleet, SimClock
 from sac.store import Ingest, NewMeter, Reading, Role
-from sac.store.sqlite import SQLiteStore
-from sac.web.app import Web, WebSettings
+from sac.tap import SacService
 
 INDEX = Obis("7.0.13.2.0.255")
 
 
 async def main(path: str, ready: str) -> None:
-    registry = discover_profiles().registry
-    store = SQLiteStore(path, MasterKey.from_environment(), password_params=ScryptParams(log2_n=8))
-    await store.open()
+    config = load_config(
+        None,
+        {
+            "SAC_MASTER_KEY": os.environ["SAC_MASTER_KEY"],
+            "SAC_STORE_ADDRESS": f"sqlite:{path}",
+            "SAC_PUSH_LISTEN": "tcp:0:interface=127.0.0.1",
+            "SAC_PUSH_SPOOL": str(Path(path).parent / "spool"),
+            "SAC_PUSH_RESPONSE_TIMEOUT": "3",
+            "SAC_WEB_LISTEN": "tcp:0:interface=127.0.0.1",
+            "SAC_WEB_SECURE_COOKIES": "no",
+            "SAC_SAC_NAME": "browser-test",
+        },
+    )
+    sac = SacService(config, reactor=reactor, exit_on_failure=False)
+    sac.startService()
+    await sac.ready
+    store = sac.store
     await store.add_user("otto", os.environ["SAC_TEST_PASSWORD"], Role.OPERATOR)
     await store.add_user("ada", os.environ["SAC_TEST_PASSWORD"], Role.ADMIN)
-    profile = registry["uni-ts-11291-12-2"]
+    profile = sac.registry["uni-ts-11291-12-2"]
     fleet = Fleet(3, profile, clock=SimClock(reactor), reactor=reactor, seed=11)
     for m in fleet.meters:
         await store.add_meter(
@@ -56,25 +62,8 @@ async def main(path: str, ready: str) -> None:
         for t in [now - dt.timedelta(days=d)]
     ]
     await store.ingest(Ingest(readings=history))
-    acquisition = Acquisition(store, registry, reactor=reactor)
-    push = PushFactory(
-        acquisition,
-        store,
-        reactor=reactor,
-        settings=ListenerSettings(response_timeout=3.0),
-        session=SessionSettings(name="browser-test"),
-    )
-    listener = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(push)
-    web = Web(
-        store,
-        registry,
-        metrics=acquisition.metrics,
-        settings=WebSettings(secure_cookies=False),
-        health={"push listener": lambda: (True, f"tcp:{listener.getHost().port}")},
-    )
-    site = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(Site(web.resource()))
-    fleet.start_pushing("127.0.0.1", listener.getHost().port, interval=2.0)
-    answer = {"web": site.getHost().port, "meters": [m.ldn for m in fleet.meters]}
+    fleet.start_pushing("127.0.0.1", sac.push_ports[0].getHost().port, interval=2.0)
+    answer = {"web": sac.web_ports[0].getHost().port, "meters": [m.ldn for m in fleet.meters]}
     Path(ready + ".tmp").write_text(json.dumps(answer))
     Path(ready + ".tmp").rename(ready)
 
