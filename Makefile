@@ -1,13 +1,13 @@
 # The two commands of README.md: `make demo` and `make test`.
 # Each creates .venv on first use and installs what it needs.
-PYTHON ?= $(shell command -v python3.11 || command -v python3.10 || command -v python3)
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 
 .PHONY: demo test lint fuzz bench interop clean
 
-$(BIN)/.sac-installed: setup.cfg pyproject.toml
-	$(PYTHON) -c 'import sys; assert (3, 10) <= sys.version_info[:2] < (3, 12), "sac needs Python 3.10 or 3.11 (spyne 2.14 does not import on 3.12+)"'
+$(BIN)/.sac-installed: setup.cfg setup.py pyproject.toml
+	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "sac needs Python 3.11 (datetime.UTC, StrEnum; spyne 2.14 does not import on 3.12+)"'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test,bench]' --config-settings editable_mode=compat

@@ -1,16 +1,19 @@
 """``sac-admin``: the operator's commands on a store, outside the web application.
 
     sac-admin new-master-key
-    sac-admin --store ADDRESS migrate
+    sac-admin --store ADDRESS migrate                # or --config /etc/sac/sac.ini
     sac-admin --store ADDRESS rotate-master-key      # SAC_MASTER_KEY -> SAC_NEW_MASTER_KEY
     sac-admin --store ADDRESS import-keys FILE.csv [--replace]
     sac-admin --store ADDRESS add-user NAME --role admin   # password on stdin or asked
     sac-admin --store ADDRESS create-token USER NAME       # prints the API token once
     sac-admin --store ADDRESS revoke-token ID
 
-The store is ``--store`` or ``$SAC_STORE``: a SQLite path or a PostgreSQL DSN.  Keys are
-never taken from the command line (other users see it in ``ps``): the master keys come from
-the environment.  Every change is in the audit trail as ``sac-admin (<login>)``.
+The store is ``--store``, else what the SAC's configuration says (``--config FILE`` or
+``$SAC_CONFIG``, and ``$SAC_STORE`` or ``$SAC_STORE_ADDRESS``): a SQLite path or a PostgreSQL
+DSN, its password from ``$SAC_STORE_PASSWORD`` or ``[store] password_file``.  Keys are never
+taken from the command line (other users see it in ``ps``): the master key comes from
+``$SAC_MASTER_KEY`` or ``[store] master_key_file``, the new one from ``$SAC_NEW_MASTER_KEY``.
+Every change is in the audit trail as ``sac-admin (<login>)``.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from sac.config import ENV_CONFIG, load_config
 from sac.console import run_command
 from sac.errors import SacError
 from sac.keys import ENV_MASTER_KEY, MasterKey, new_master_key
@@ -43,7 +47,12 @@ def _actor() -> Actor:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sac-admin", description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--store", default=os.environ.get(ENV_STORE, ""), help=f"default ${ENV_STORE}"
+        "--config",
+        default=os.environ.get(ENV_CONFIG) or None,
+        help=f"the SAC's configuration file, for the store and its secrets (default ${ENV_CONFIG})",
+    )
+    parser.add_argument(
+        "--store", default="", help="the store's address (default: as the configuration says)"
     )
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("new-master-key", help="print a new random master key")
@@ -80,8 +89,14 @@ def _read_password() -> str:
 
 
 async def _run(reactor: Any, args: argparse.Namespace) -> int:
-    master = MasterKey.from_environment()
-    store = store_at(args.store, master, reactor=reactor)
+    # the store, its password and the master key as the SAC finds them (sac.ini, SAC_*)
+    config = load_config(args.config, need_master_key=False)
+    if not args.store and config.source("store", "address") == "default":
+        raise SacError(
+            f"which store? --store ADDRESS, ${ENV_STORE} (or $SAC_STORE_ADDRESS), or --config FILE"
+        )
+    address = config.with_password(args.store) if args.store else config.store_dsn
+    store = store_at(address, config.master_key, reactor=reactor)
     try:
         found, now = await store.open()
         if args.command == "migrate":

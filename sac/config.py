@@ -9,7 +9,7 @@ anyway (``master_key = ...``, a password in the store's address) is refused, so 
 configuration file can be shown, copied and versioned without leaking one.
 
     config = load_config("/etc/sac/sac.ini")   # ConfigurationError listing every problem
-    config.push.listen                          # ('tcp:4059',)
+    config.push.listen                          # ('tcp:4059:backlog=1024',)
     config.source("push", "listen")             # 'file /etc/sac/sac.ini' | 'environment ...'
 """
 
@@ -221,8 +221,8 @@ SETTINGS: tuple[Setting, ...] = (
     _s("store", "password_file", "", _readable_file,
        "file holding the PostgreSQL password; or set $SAC_STORE_PASSWORD, or use ~/.pgpass"),
     # [push]: meters calling in
-    _s("push", "listen", "tcp:4059", _stream_listeners,
-       "endpoints for push sessions, space-separated: tcp:PORT[:interface=ADDR], "
+    _s("push", "listen", "tcp:4059:backlog=1024", _stream_listeners,
+       "endpoints for push sessions, space-separated: tcp:PORT[:interface=ADDR][:backlog=N], "
        "ssl:PORT:privateKey=KEY:certKey=CERT; empty for none"),
     _s("push", "udp", "", _datagram_listeners,
        "endpoints for pushed datagrams: udp:PORT[:interface=ADDR]; empty for none"),
@@ -319,7 +319,10 @@ class Config:
     def store_dsn(self) -> str:
         """The store's address, with the PostgreSQL password when one was given (never log
         or show this one: :attr:`values` has the address without it)."""
-        address: str = self.values[("store", "address")]
+        return self.with_password(self.values[("store", "address")])
+
+    def with_password(self, address: str) -> str:
+        """``address`` with the configured PostgreSQL password, if any and if PostgreSQL."""
         if self.store_password and is_postgres(address):
             from psycopg2.extensions import make_dsn
 

@@ -14,7 +14,9 @@ then the store.  What was accepted is stored or on the spool, and a restart repl
 
 from __future__ import annotations
 
+import datetime as dt
 import os
+import resource
 import sys
 from importlib import metadata
 from pathlib import Path
@@ -22,6 +24,7 @@ from typing import Any
 
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.web.server import Site
@@ -107,6 +110,8 @@ class SacService(MultiService):
         self.udp_ports: list[Any] = []
         self.web_ports: list[Any] = []
         self._starting: Deferred[None] | None = None
+        self._probe: LoopingCall | None = None
+        self.store_health: tuple[bool, str] = (False, "not checked yet")
         self._stopped = False
 
     # --- start ----------------------------------------------------------------------------
@@ -134,6 +139,7 @@ class SacService(MultiService):
             self.log.warn("meter profiles: {problem}", problem=problem)
         self.registry = found.registry
         self.metrics = Metrics()
+        self._open_files()
         await self._open_store()
         await self._open_spool()
         await self._start_push()
@@ -149,6 +155,22 @@ class SacService(MultiService):
             profiles=len(self.registry.profiles),
         )
 
+    def _open_files(self) -> None:
+        """Each session is a file descriptor: raise the soft limit (often 1,024) up to the
+        hard one, as far as max_sessions needs, and say so when it cannot reach it."""
+        needed = self.config.push.max_sessions + 1024  # the store, the web, the spool...
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        if soft != resource.RLIM_INFINITY and soft < target:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        if soft != resource.RLIM_INFINITY and soft < needed:
+            self.log.warn(
+                "open files limited to {n} (hard limit): fewer than [push] max_sessions"
+                " connections fit; raise LimitNOFILE (docs/operations.md)",
+                n=soft,
+            )
+
     async def _open_store(self) -> None:
         from sac.store.factory import is_postgres, store_at
 
@@ -157,6 +179,10 @@ class SacService(MultiService):
         extra = {"connections": c.store.connections} if is_postgres(address) else {}
         self.store = store_at(c.store_dsn, c.master_key, reactor=self.reactor, **extra)
         before, after = await self.store.open()
+        self.store_health = (True, f"{type(self.store).__name__}, schema version {after}")
+        self._probe = LoopingCall(lambda: Deferred.fromCoroutine(self._check_store()))
+        self._probe.clock = self.reactor
+        self._probe.start(5.0, now=False)
         migrated = f" (migrated from {before})" if after != before else ""
         self.log.info(
             "store ready: {kind}, schema version {version}{migrated}",
@@ -164,6 +190,22 @@ class SacService(MultiService):
             version=after,
             migrated=migrated,
         )
+
+    async def _check_store(self) -> None:
+        """Every 5 s, what /health says of the store: a round trip within 5 s."""
+        probe = Deferred.fromCoroutine(self.store.ping())
+        probe.addTimeout(5.0, self.reactor)
+        kind = type(self.store).__name__
+        try:
+            await probe
+        except Exception as exc:
+            if self.store_health[0]:
+                self.log.warn("store: no answer to the health check: {e}", e=exc)
+            self.store_health = (False, f"{kind}: {exc or type(exc).__name__}")
+            return
+        if not self.store_health[0]:
+            self.log.info("store: answering again")
+        self.store_health = (True, f"{kind}, answered at {dt.datetime.now(dt.UTC):%H:%M:%S}")
 
     async def _open_spool(self) -> None:
         from sac.services.spool import Spool
@@ -259,8 +301,6 @@ class SacService(MultiService):
         self.housekeeping.setServiceParent(self)
 
     async def _start_web(self) -> None:
-        import datetime as dt
-
         from sac.protocols.listen import listen_sessions
         from sac.web.app import Web, WebSettings
 
@@ -287,9 +327,7 @@ class SacService(MultiService):
             self.web_ports.append(await listen_sessions(self.reactor, description, site))
 
     def _health(self) -> dict[str, Any]:
-        checks: dict[str, Any] = {
-            "store": lambda: (True, type(self.store).__name__),
-        }
+        checks: dict[str, Any] = {"store": lambda: self.store_health}
         if self.push_ports or self.udp_ports:
             where = ", ".join(_where(p) for p in [*self.push_ports, *self.udp_ports])
             checks["push listener"] = lambda: (True, where)
@@ -342,6 +380,8 @@ class SacService(MultiService):
         for d in drains:
             result = await d
             cut += result or 0
+        if self._probe is not None and self._probe.running:
+            self._probe.stop()
         if self.housekeeping is not None:
             self.housekeeping.stopService()
         if self.acquisition is not None:
@@ -355,8 +395,8 @@ class SacService(MultiService):
         for child in list(self):
             child.running = False
         self.log.info(
-            "SAC stopped cleanly: {cut} sessions cut, {held} pushes left on the spool for the"
-            " next start",
+            "SAC stopped cleanly: {cut} sessions (pushes, polls) cut, {held} pushes left on the"
+            " spool for the next start",
             cut=cut,
             held=held,
         )

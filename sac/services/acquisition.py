@@ -45,6 +45,7 @@ from sac.errors import DecodeError, DecryptionError, ReplayError, SacError, Secu
 from sac.profiles import IMeterProfile, ProfileRegistry
 from sac.services.metrics import Metrics
 from sac.services.readings import frame_readings
+from sac.services.spool import SpoolError
 from sac.store.interface import IStore
 from sac.store.model import Ingest, IngestResult, Meter, MeterKeys, MeterState, PeerCounter
 
@@ -318,8 +319,12 @@ class Acquisition:
             if not spool or self.spool is None:
                 self.metrics.count("sac_push_store_failures_total")
                 raise
+            try:
+                await self.spool.append(encode_record(apdu, peer, received))
+            except SpoolError as full:  # full, or the disk failed: the meter will push again
+                self.metrics.count("sac_push_store_failures_total")
+                raise StoreUnavailable(f"{exc}; and the spool refused it: {full}") from None
             self.log.warn("push from {peer} spooled: {why}", peer=peer, why=exc)
-            await self.spool.append(encode_record(apdu, peer, received))
             self.metrics.count("sac_push_spooled_total")
             return Accepted(spooled=True)
         self.metrics.count("sac_push_stored_total")

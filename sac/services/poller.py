@@ -76,9 +76,10 @@ class Poller(Service):
             lambda f: self.log.failure("the poll scheduler stopped", f)
         )
 
-    async def stop(self, grace: float = 0.0) -> None:
+    async def stop(self, grace: float = 0.0) -> int:
         """No new polls; those running get ``grace`` seconds to finish, then are cut and
-        handed back: due again at once, for this process after a restart or another one."""
+        handed back: due again at once, for this process after a restart or another one.
+        The number cut."""
         if self._loop is not None and self._loop.running:
             self._loop.stop()
         running = list(self.running_polls.values())
@@ -92,8 +93,9 @@ class Poller(Service):
             d.cancel()
         if left:
             await DeferredList(left, consumeErrors=True)
+        return len(left)
 
-    def stopService(self) -> Deferred[None]:
+    def stopService(self) -> Deferred[int]:
         super().stopService()
         return Deferred.fromCoroutine(self.stop())
 

@@ -59,6 +59,9 @@ class IStore(Interface):
     async def close() -> None:
         """Release the connections."""
 
+    async def ping() -> bool:
+        """One round trip to the database (health checks); StorageError when it fails."""
+
     async def add_meter(
         meter: NewMeter,
         by: Actor | None = None,
@@ -385,7 +388,9 @@ class Store:
 
     def _master_key(self) -> MasterKey:
         if self._master is None:
-            raise ConfigurationError("meter keys need a master key (SAC_MASTER_KEY)")
+            raise ConfigurationError(
+                "meter keys need a master key (SAC_MASTER_KEY or [store] master_key_file)"
+            )
         return self._master
 
     async def open(self, upto: int | None = None) -> tuple[int, int]:
@@ -396,6 +401,9 @@ class Store:
 
     async def close(self) -> None:
         raise NotImplementedError("a backend closes its connections")
+
+    async def ping(self) -> bool:
+        return bool(await self._run(ops.ping()))
 
     # --- meters and keys
 

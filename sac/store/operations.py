@@ -106,6 +106,12 @@ def audit_log(limit: int, before: int | None) -> Transaction:
     ]
 
 
+def ping() -> Transaction:
+    """A round trip to the database, for health checks."""
+    rows = yield Query("SELECT 1", [])
+    return rows[0][0] == 1
+
+
 # --- commands -----------------------------------------------------------------------------
 
 _COMMAND_COLUMNS = (

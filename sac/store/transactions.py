@@ -182,7 +182,7 @@ def check_master_key(master: MasterKey | None) -> Transaction:
         if master is None:
             raise ConfigurationError(
                 f"the store holds meter keys wrapped under master key {held}: "
-                "set SAC_MASTER_KEY (or master_key in the configuration)"
+                "set SAC_MASTER_KEY (or [store] master_key_file in the configuration)"
             )
         if master.id_hex != held:
             raise ConfigurationError(
@@ -228,7 +228,9 @@ def add_meter(
     for ek, ak in keys.values():
         _check_keys(ek, ak)
     if keys and master is None:
-        raise ConfigurationError("meter keys need a master key (SAC_MASTER_KEY)")
+        raise ConfigurationError(
+            "meter keys need a master key (SAC_MASTER_KEY or [store] master_key_file)"
+        )
     taken = yield Query(
         "SELECT ldn FROM meters WHERE ldn = ? OR system_title = ?", (meter.ldn, meter.system_title)
     )

@@ -282,3 +282,21 @@ async def test_pushes_over_udp_are_stored_and_bad_datagrams_counted(
     assert sac.acquisition.metrics.value("sac_push_stored_total") == 1
     assert rejected(sac, "malformed") == 1
     assert await store.last_readings(m.ldn, INDEX)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_full_spool_refuses_the_push_cleanly(
+    backend: Backend, sacs: list[Sac], tmp_path: Path
+) -> None:
+    """The store down and no room on the spool: the push is refused as the store being
+    unavailable (the meter gets a reset and pushes again later), not as a crash."""
+    spool = Spool(tmp_path / "spool", max_bytes=16)
+    await spool.open()
+    store, fleet, sac, port = await started(backend, sacs, spool=spool)
+    await store.close()  # the store is gone
+    protocol = await push_once(port, fleet.meters[0])
+    assert not protocol.end_reason.check(ConnectionDone)  # not acknowledged
+    assert sac.acquisition.metrics.value("sac_push_closed_total", reason="store-unavailable") == 1
+    assert sac.acquisition.metrics.value("sac_push_closed_total", reason="error") == 0
+    assert spool.depth == 0
+    await spool.close()

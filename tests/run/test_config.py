@@ -29,7 +29,7 @@ def problems(path: Path | None, env: dict[str, str]) -> list[str]:
 
 def test_defaults_without_a_file() -> None:
     config = load_config(None, ENV)
-    assert config.push.listen == ("tcp:4059",)
+    assert config.push.listen == ("tcp:4059:backlog=1024",)
     assert config.web.listen == ("tcp:8080:interface=127.0.0.1",)
     assert config.web.secure_cookies is True
     assert config.sac.system_title == b"SACSACSA"

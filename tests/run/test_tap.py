@@ -12,7 +12,7 @@ import pytest
 import pytest_twisted
 import treq
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
 from twisted.logger import globalLogPublisher
@@ -162,3 +162,33 @@ def deferLater(seconds: float) -> Deferred[None]:
     from twisted.internet.task import deferLater as later
 
     return later(reactor, seconds, lambda: None)
+
+
+@pytest_twisted.ensureDeferred
+async def test_health_says_503_when_the_store_does_not_answer(
+    backend: Backend,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    service = await start(config_for(backend, tmp_path))
+    web = f"http://127.0.0.1:{port_of(service.web_ports)}/health"
+    try:
+        await service._check_store()
+        assert (await treq.get(web)).code == 200
+        await service.store.close()  # as good as the database gone
+        with Events() as log:
+            await service._check_store()
+        answer = await treq.get(web)
+        assert answer.code == 503
+        assert json.loads(await answer.content()) == {
+            "ok": False,
+            "components": {
+                "poll scheduler": True,
+                "push listener": True,
+                "spool": True,
+                "store": False,
+            },
+        }
+        assert log.with_format("store: no answer to the health check")
+    finally:
+        service.store.close = lambda: succeed(None)  # closed already
+        await service.stopService()

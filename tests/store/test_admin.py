@@ -138,3 +138,35 @@ async def test_sac_admin_makes_and_revokes_api_tokens(backend: Backend) -> None:
         (e.action, e.target, e.actor.startswith("sac-admin (")) for e in await store.audit_log()
     ]
     assert actions[:2] == [("revoke API token", "#1", True), ("create API token", "erp", True)]
+
+
+def test_sac_admin_finds_the_store_and_its_secrets_as_the_sac_does(
+    backend: Backend, tmp_path
+) -> None:
+    """--config: the store's address, the master key file and (PostgreSQL) the password
+    file of sac.ini, with no SAC_* in the environment; nothing at all: a clear error."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("SAC_")}
+    key_file = tmp_path / "master.key"
+    key_file.write_text(MASTER.secret.hex())
+    address = backend.dsn if backend.kind == "postgresql" else f"sqlite:{backend.path}"
+    password = tmp_path / "password"
+    password.write_text("not needed: trust")  # libpq ignores it where trust needs none
+    config = tmp_path / "sac.ini"
+    config.write_text(
+        f"[store]\naddress = {address}\nmaster_key_file = {key_file}\npassword_file = {password}\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-m", "sac.admin", "--config", str(config), "add-user", "rita",
+         "--role", "viewer"],
+        input="rita's password\n", capture_output=True, text=True, env=clean, timeout=60,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert "user rita (viewer) added" in run.stdout
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    lost = subprocess.run(
+        [sys.executable, "-m", "sac.admin", "migrate"],
+        capture_output=True, text=True, env=clean, timeout=60, cwd=elsewhere,
+    )  # fmt: skip
+    assert lost.returncode == 1
+    assert "which store?" in lost.stderr and not list(elsewhere.iterdir())
