@@ -60,30 +60,27 @@ def _text(value: str) -> str:
     return value
 
 
-def _integer(low: int, high: int) -> Callable[[str], int]:
-    def parse(value: str) -> int:
+def _bounded(
+    convert: Callable[[str], Any], low: Any, high: Any, what: str, unit: str = ""
+) -> Callable[[str], Any]:
+    def parse(value: str) -> Any:
         try:
-            number = int(value.replace("_", ""))
+            number = convert(value.replace("_", ""))
         except ValueError:
-            raise ValueError(f"{value!r} is not a whole number") from None
+            raise ValueError(f"{value!r} is not {what}") from None
         if not low <= number <= high:
-            raise ValueError(f"{number} is not between {low:,} and {high:,}")
+            raise ValueError(f"{number:,g}{unit} is not between {low:,g} and {high:,g}{unit}")
         return number
 
     return parse
+
+
+def _integer(low: int, high: int) -> Callable[[str], int]:
+    return _bounded(int, low, high, "a whole number")
 
 
 def _seconds(low: float, high: float) -> Callable[[str], float]:
-    def parse(value: str) -> float:
-        try:
-            number = float(value)
-        except ValueError:
-            raise ValueError(f"{value!r} is not a number of seconds") from None
-        if not low <= number <= high:
-            raise ValueError(f"{number:g} s is not between {low:g} and {high:g} s")
-        return number
-
-    return parse
+    return _bounded(float, low, high, "a number of seconds", " s")
 
 
 _TRUE = {"yes", "true", "on", "1"}

@@ -14,6 +14,7 @@ then the store.  What was accepted is stored or on the spool, and a restart repl
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
 import resource
@@ -247,13 +248,7 @@ class SacService(MultiService):
             self.acquisition,
             self.store,
             reactor=self.reactor,
-            settings=ListenerSettings(
-                max_pdu=p.max_pdu,
-                idle_timeout=p.idle_timeout,
-                session_timeout=p.session_timeout,
-                response_timeout=p.response_timeout,
-                max_sessions=p.max_sessions,
-            ),
+            settings=_from_section(ListenerSettings, p),
             session=self._session_settings(SessionSettings),
         )
         for description in p.listen:
@@ -276,14 +271,7 @@ class SacService(MultiService):
             self.store,
             self.registry,
             reactor=self.reactor,
-            settings=PollSettings(
-                interval=p.interval,
-                concurrency=p.concurrency,
-                connect_timeout=p.connect_timeout,
-                response_timeout=p.response_timeout,
-                session_budget=p.session_budget,
-                retry_first=p.retry_first,
-            ),
+            settings=_from_section(PollSettings, p),
             session=self._session_settings(SessionSettings),
             metrics=self.metrics,
         )
@@ -400,6 +388,13 @@ class SacService(MultiService):
             cut=cut,
             held=held,
         )
+
+
+def _from_section(settings: Any, section: Any) -> Any:
+    """The ``settings`` dataclass with the values of the configuration's section of the same
+    names (its other fields keep their defaults)."""
+    names = [f.name for f in dataclasses.fields(settings) if hasattr(section, f.name)]
+    return settings(**{name: getattr(section, name) for name in names})
 
 
 def _where(port: Any) -> str:

@@ -81,6 +81,18 @@ async def serve_and_push(sac: Twistd, fleet: Any) -> dict[str, Any]:
     return ready
 
 
+async def run_once(bin_dir: Path, config: Path, cwd: Path, fleet: Any) -> Twistd:
+    """Start twistd sac, push each meter once, stop it with SIGTERM, check the run."""
+    sac = Twistd(bin_dir, config, cwd, ENV)
+    try:
+        await serve_and_push(sac, fleet)
+        code = await sac.stop()
+    finally:
+        sac.kill()
+    check_clean_run(sac, code, fleet)
+    return sac
+
+
 @pytest_twisted.ensureDeferred
 async def test_from_the_source_tree_on_postgresql(
     tmp_path: Path,
@@ -104,28 +116,17 @@ async def test_from_the_source_tree_on_postgresql(
     fleet = make_fleet(3)
     await provision(store, fleet)
     config = write_config(tmp_path, dsn)
-    sac = Twistd(VENV_BIN, config, tmp_path, ENV)
-    try:
-        await serve_and_push(sac, fleet)
-        code = await sac.stop()
-    finally:
-        sac.kill()
-    check_clean_run(sac, code, fleet)
+    await run_once(VENV_BIN, config, tmp_path, fleet)
     for m in fleet.meters:
         meter = await store.get_meter(m.ldn)
         assert meter is not None and meter.last_connection is not None
     first = {m.ldn: (await store.get_meter(m.ldn)).last_connection for m in fleet.meters}
     # a restart goes on from there: no migration, the meters' next pushes (counters further
     # on) are stored
-    again = Twistd(VENV_BIN, config, tmp_path, ENV)
-    try:
-        ready = await again.wait_for("store ready")
-        assert ready["version"] >= 7 and ready["migrated"] == ""
-        await serve_and_push(again, fleet)
-        code = await again.stop()
-    finally:
-        again.kill()
-    check_clean_run(again, code, fleet)
+    again = await run_once(VENV_BIN, config, tmp_path, fleet)
+    store_ready = again.event("store ready")
+    assert store_ready is not None
+    assert store_ready["version"] >= 7 and store_ready["migrated"] == ""
     for m in fleet.meters:
         meter = await store.get_meter(m.ldn)
         assert meter is not None and meter.last_connection > first[m.ldn]
@@ -176,13 +177,7 @@ async def test_from_the_wheel_in_a_fresh_venv_on_sqlite(installed: Path, tmp_pat
     fleet = make_fleet(2)
     await provision(store, fleet)
     await store.close()
-    sac = Twistd(installed, write_config(tmp_path, f"sqlite:{database}"), tmp_path, ENV)
-    try:
-        await serve_and_push(sac, fleet)
-        code = await sac.stop()
-    finally:
-        sac.kill()
-    check_clean_run(sac, code, fleet)
+    await run_once(installed, write_config(tmp_path, f"sqlite:{database}"), tmp_path, fleet)
     with sqlite3.connect(database) as db:
         stored = db.execute("SELECT COUNT(*) FROM meters WHERE last_connection IS NOT NULL")
         assert stored.fetchone()[0] == 2
