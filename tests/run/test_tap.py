@@ -14,6 +14,7 @@ import treq
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Protocol
 from twisted.logger import globalLogPublisher
 
@@ -192,3 +193,45 @@ async def test_health_says_503_when_the_store_does_not_answer(
     finally:
         service.store.close = lambda: succeed(None)  # closed already
         await service.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_stop_hands_back_the_commands_of_a_session_it_cuts(
+    backend: Backend,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """A meter pushes, the SAC claims its valve close and asks, the meter never answers; a
+    stop cuts it after stop_grace (before the 10 s response timeout): the push is stored, the
+    command is pending again, and the next SAC runs it."""
+    from sac.store import Actor, CommandState
+    from tests.acquisition.test_faults import Mute
+
+    config = config_for(backend, tmp_path, SAC_SAC_STOP_GRACE="0.3")
+    service = await start(config)
+    fleet = make_fleet(1)
+    [m] = fleet.meters
+    await provision(service.store, fleet)
+    command = await service.store.queue_command(m.ldn, "valve-close", {}, Actor("olivia"))
+    mute = Mute(m, push_template=m.profile.push_templates[0], reactor=reactor)
+    lost: Deferred[Any] = Deferred()
+    mute.connectionLost = lambda reason=None: lost.callback([reason])  # type: ignore[method-assign]
+    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port_of(service.push_ports))
+    await connectProtocol(endpoint, mute)
+    while (await service.store.get_command(command.id)).state is not CommandState.SENT:
+        await deferLater(0.02)
+    with Events() as log:
+        await service.stopService()
+    [reason] = await lost
+    assert not reason.check(ConnectionDone)  # a reset: the meter knows it was not finished
+    (session,) = log.with_format("push session from")
+    assert session["outcome"] == "stopping" and session["ldn"] == m.ldn
+    again = SacService(config_for(backend, tmp_path), reactor=reactor, exit_on_failure=False)
+    again.startService()
+    await again.ready
+    try:
+        assert (await again.store.get_command(command.id)).state is CommandState.PENDING
+        assert await again.store.count_readings() > 0  # the push itself was stored first
+        await push_once(port_of(again.push_ports), m)
+        assert (await again.store.get_command(command.id)).state is CommandState.DONE
+    finally:
+        await again.stopService()
