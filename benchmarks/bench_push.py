@@ -3,8 +3,8 @@
     peer     a bare Twisted server (its own process) that accepts, reads one wrapper frame
              and closes: the transport ceiling, in connections/s, for the same load
              generator sending the same frames, measured in the same run
-    sac      one SAC process (PostgresStore, Acquisition, PushFactory, as the acquisition
-             tests assemble them) with N provisioned meters; the simulated meters in another
+    sac      one SAC process (the service of ``twistd sac``, logging a line a session at info)
+             with N provisioned meters; the simulated meters in another
              process call in, ``--concurrency`` sessions at once, each meter one session at
              a time: connect, push one ciphered CF47 frame, wait for the SAC's clean close
              (it stores before it closes).  Sessions/s and readings/s stored, p50/p99 of
@@ -426,9 +426,14 @@ def measure(
         + (" (closed-by-meter: the idle ones)" if idle_result else "")
         + f", refusals {refusals or 'none'}"
     )
-    log = (folder / "sac.log").read_text().splitlines()
-    if log:
-        print(f"            SAC log: {len(log)} warnings, first: {log[0][:160]}")
+    lines = (folder / "sac.log").read_text().splitlines()
+    sessions = sum("] push session from " in line for line in lines)
+    worse = [
+        line for line in lines if "#warn]" in line or "#error]" in line or "#critical]" in line
+    ]
+    print(f"            SAC log: {len(lines):,} lines, {sessions:,} of them push sessions")
+    if worse:
+        print(f"            SAC log: {len(worse)} warnings or errors, first: {worse[0][:160]}")
 
     rate_ok = ours["rate"] >= TARGET_RATE
     p99_ok = steady["p99"] < TARGET_P99 and steady["rate"] >= TARGET_RATE * 0.98

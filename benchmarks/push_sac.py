@@ -2,8 +2,8 @@
 
     provision DSN   the benchmark fleet's meters (one bulk INSERT) and keys
                     (``IStore.import_keys`` in batches) in a fresh store, then exits
-    sac DSN         the SAC: PostgresStore, Acquisition and PushFactory on a free port of
-                    127.0.0.1, as tests/acquisition/conftest.py assembles them
+    sac DSN         the SAC: the service of ``twistd sac`` (push only, on a free port of
+                    127.0.0.1), logging at info to a text file as in production
     peer            the bare Twisted server: accepts, reads one wrapper frame, closes
     load            the simulated meters: every meter's ciphered CF47 frames built in
                     advance (the simulator's own meter, clock and cipher), sessions driven
@@ -162,53 +162,41 @@ def gc_pauses() -> dict[str, float]:
 
 
 def sac(args: argparse.Namespace) -> None:
-    from twisted.internet.endpoints import TCP4ServerEndpoint
-    from twisted.logger import (
-        FilteringLogObserver,
-        LogLevel,
-        LogLevelFilterPredicate,
-        globalLogBeginner,
-        textFileLogObserver,
-    )
+    from twisted.logger import globalLogBeginner
 
-    from sac.keys import MasterKey
-    from sac.profiles import discover_profiles
-    from sac.protocols.push import ListenerSettings, PushFactory
-    from sac.runtime import tune_gc
-    from sac.services.acquisition import Acquisition
-    from sac.services.session import SessionSettings
-    from sac.store.postgres import PostgresStore
+    from sac.config import load_config
+    from sac.logs import make_observer
+    from sac.tap import SacService
 
-    log = open(args.log, "a")  # noqa: SIM115 -- open while the process lives
-    predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.warn)
+    # the production log: one text line a session at info, to a file
     globalLogBeginner.beginLoggingTo(
-        [FilteringLogObserver(textFileLogObserver(log), [predicate])], redirectStandardIO=False
+        [make_observer("text", "info", args.log)], redirectStandardIO=False
     )
     nofile = raise_nofile()
+    config = load_config(
+        None,
+        {
+            "SAC_MASTER_KEY": MASTER_HEX,
+            "SAC_STORE_ADDRESS": args.dsn,
+            "SAC_STORE_CONNECTIONS": str(args.pool),
+            "SAC_PUSH_LISTEN": f"tcp:0:interface=127.0.0.1:backlog={args.backlog}",
+            "SAC_PUSH_SPOOL": args.log + ".spool",
+            "SAC_PUSH_IDLE_TIMEOUT": str(args.idle_timeout),
+            "SAC_PUSH_SESSION_TIMEOUT": str(min(3600, args.idle_timeout * 2)),
+            "SAC_PUSH_MAX_SESSIONS": str(args.max_sessions),
+            "SAC_POLL_ENABLED": "no",
+            "SAC_WEB_LISTEN": "",
+            "SAC_SAC_NAME": "bench-push",
+        },
+    )
 
     async def build(reactor: Any) -> tuple[dict[str, Any], Any]:
-        store = PostgresStore(
-            args.dsn, MasterKey.from_text(MASTER_HEX), reactor=reactor, connections=args.pool
-        )
-        await store.open()
-        acquisition = Acquisition(store, discover_profiles().registry, reactor=reactor)
-        settings = ListenerSettings(
-            idle_timeout=args.idle_timeout,
-            session_timeout=args.idle_timeout * 2,
-            max_sessions=args.max_sessions,
-        )
-        factory = PushFactory(
-            acquisition,
-            store,
-            reactor=reactor,
-            settings=settings,
-            session=SessionSettings(name="bench-push"),
-        )
-        endpoint = TCP4ServerEndpoint(reactor, 0, backlog=args.backlog, interface="127.0.0.1")
-        port = await endpoint.listen(factory)
+        service = SacService(config, reactor=reactor, exit_on_failure=False)  # twistd sac's
+        service.startService()
+        await service.ready
+        acquisition, factory, port = service.acquisition, service.push, service.push_ports[0]
         profiler: list[cProfile.Profile] = []
         pauses = gc_pauses()
-        tune_gc()  # as a SAC process does once started
 
         def handle(command: dict[str, Any]) -> dict[str, Any]:
             op = command["op"]
