@@ -426,7 +426,9 @@ def measure(
         + (" (closed-by-meter: the idle ones)" if idle_result else "")
         + f", refusals {refusals or 'none'}"
     )
-    lines = (folder / "sac.log").read_text().splitlines()
+    lines = [  # the log file and those it was rotated into
+        line for path in sorted(folder.glob("sac.log*")) for line in path.read_text().splitlines()
+    ]
     sessions = sum("] push session from " in line for line in lines)
     worse = [
         line for line in lines if "#warn]" in line or "#error]" in line or "#critical]" in line
