@@ -427,7 +427,10 @@ def measure(
         + f", refusals {refusals or 'none'}"
     )
     lines = [  # the log file and those it was rotated into
-        line for path in sorted(folder.glob("sac.log*")) for line in path.read_text().splitlines()
+        line
+        for path in sorted(folder.glob("sac.log*"))
+        if path.is_file()  # not sac.log.spool/
+        for line in path.read_text().splitlines()
     ]
     sessions = sum("] push session from " in line for line in lines)
     worse = [
