@@ -39,6 +39,7 @@ from sac.store import (
     LoginLocked,
     MeterQuery,
     Role,
+    UnknownCommand,
     UnknownMeter,
     WebSession,
 )
@@ -707,9 +708,10 @@ class Web(AdminPages, ApiRoutes, SoapRoutes):
     @app.route("/commands/<int:command_id>.json", methods=["GET"])
     @page(Role.VIEWER)
     async def command_state(self, request: Any, session: WebSession, command_id: int) -> bytes:
-        command = await self.store.get_command(command_id)
-        if command is None:
-            raise NotFound()
+        try:
+            command = await self.store.get_command(command_id)
+        except UnknownCommand:
+            raise NotFound() from None
         valve = valve_state = None
         if command.kind.startswith("valve-"):
             meter = await self.store.get_meter(command.ldn)
