@@ -38,7 +38,6 @@ from sac.logs import make_observer
 from sac.profiles import discover_profiles
 from sac.simulator.fleet import Fleet, SimClock
 from sac.store import Ingest, NewMeter, Reading, Role
-from sac.store.keycsv import parse_key_csv
 from sac.tap import SacService
 
 __all__ = ["main"]
@@ -103,15 +102,15 @@ async def _prepare(service: SacService, fleet: Fleet, start: dt.datetime) -> str
     password = secrets.token_urlsafe(12)
     await store.add_user("admin", password, Role.ADMIN)
     profile = fleet.profile.name
-    new = [
-        (NewMeter(m.ldn, pdr=m.pdr, system_title=m.system_title, profile=profile), {})
-        for m in fleet.meters
-    ]
-    await store.add_meters(new)
-    rows, errors = parse_key_csv(fleet.keys_csv())
-    if errors:
-        raise SacError(f"the simulated fleet's keys do not import: {errors[0]}")
-    await store.import_keys(rows)
+    await store.add_meters(  # with the Management client's key (AK = EK)
+        [
+            (
+                NewMeter(m.ldn, pdr=m.pdr, system_title=m.system_title, profile=profile),
+                {1: (m.key, None)},
+            )
+            for m in fleet.meters
+        ]
+    )
     history = _history(fleet, start)
     for i in range(0, len(history), 5000):
         await store.ingest(Ingest(readings=history[i : i + 5000]))

@@ -7,13 +7,21 @@ that scanned every long-lived object -- the meter cache, the profiles, the modul
 paused the reactor for up to a quarter of a second (``benchmarks/bench_push.py`` prints the
 pauses).  :func:`tune_gc` moves what exists after start-up out of the collector's sight
 (``gc.freeze``) and collects less often; cyclic garbage is still collected, later.
+
+At a stop, :func:`wait_at_most` gives work in flight (sessions, polls) a bounded time.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
+from collections.abc import Iterable
+from typing import Any
 
-__all__ = ["GC_THRESHOLDS", "tune_gc"]
+from twisted.internet.defer import CancelledError, Deferred, DeferredList
+from twisted.internet.defer import TimeoutError as DeferredTimeout
+
+__all__ = ["GC_THRESHOLDS", "tune_gc", "wait_at_most"]
 
 # young collections every 10,000 allocations net; the middle one every 20 of them; a full
 # one every 50 middle ones (and, in CPython, only when it would scan 25 % more than last)
@@ -26,3 +34,15 @@ def tune_gc(thresholds: tuple[int, int, int] = GC_THRESHOLDS) -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(*thresholds)
+
+
+async def wait_at_most(deferreds: Iterable[Deferred[Any]], seconds: float, reactor: Any) -> None:
+    """Wait until every one of ``deferreds`` has fired (their failures ignored) or
+    ``seconds`` have passed, whichever comes first; those still waiting then are cancelled."""
+    waiting = [d for d in deferreds if not d.called]
+    if not waiting:
+        return
+    every = DeferredList(waiting, consumeErrors=True)
+    every.addTimeout(seconds, reactor)
+    with contextlib.suppress(CancelledError, DeferredTimeout):
+        await every

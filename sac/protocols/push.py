@@ -29,14 +29,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from twisted.internet.defer import CancelledError, Deferred, DeferredList, DeferredQueue
-from twisted.internet.defer import TimeoutError as DeferredTimeout
+from twisted.internet.defer import CancelledError, Deferred, DeferredQueue
 from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
 from twisted.logger import Logger, LogLevel
 
 from sac.dlms.wrapper import WrapperFramer, WrapperPdu, decode_wrapper
 from sac.errors import SacError
 from sac.protocols.link import Link, ResponseTimeout
+from sac.runtime import wait_at_most
 from sac.services.acquisition import Accepted, Acquisition, PushRejected, StoreUnavailable
 from sac.services.metrics import Metrics
 from sac.services.session import MeterSession, SessionSettings, merge, requeue
@@ -111,18 +111,12 @@ class PushFactory(Factory):
         if self.active:
             idle: Deferred[None] = Deferred()
             self._drained.append(idle)
-            idle.addTimeout(grace, self.reactor)
-            with contextlib.suppress(CancelledError, DeferredTimeout):
-                await idle
+            await wait_at_most([idle], grace, self.reactor)
         cut = list(self.active)
         for protocol in cut:
             protocol._abort("stopping", "the SAC is stopping")
-        running = [p.running for p in cut if p.running is not None and not p.running.called]
-        if running:
-            finished = DeferredList(running, consumeErrors=True)
-            finished.addTimeout(self.acquisition.store_timeout + 1, self.reactor)
-            with contextlib.suppress(CancelledError, DeferredTimeout):
-                await finished
+        running = [p.running for p in cut if p.running is not None]
+        await wait_at_most(running, self.acquisition.store_timeout + 1, self.reactor)
         return len(cut)
 
 

@@ -8,7 +8,6 @@ whose process died is due again when its lease ends.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,13 +15,13 @@ from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import CancelledError, Deferred, DeferredList
-from twisted.internet.defer import TimeoutError as DeferredTimeout
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from sac.errors import SacError
 from sac.profiles import ProfileRegistry
 from sac.protocols.client import PollFailed, PollResult, poll_meter
+from sac.runtime import wait_at_most
 from sac.services.metrics import Metrics
 from sac.services.session import SessionSettings
 from sac.store.interface import IStore
@@ -82,12 +81,8 @@ class Poller(Service):
         The number cut."""
         if self._loop is not None and self._loop.running:
             self._loop.stop()
-        running = list(self.running_polls.values())
-        if running and grace > 0:
-            finished = DeferredList(running, consumeErrors=True)
-            finished.addTimeout(grace, self.reactor)
-            with contextlib.suppress(CancelledError, DeferredTimeout):
-                await finished
+        if grace > 0:
+            await wait_at_most(list(self.running_polls.values()), grace, self.reactor)
         left = list(self.running_polls.values())
         for d in left:
             d.cancel()
