@@ -25,6 +25,14 @@ SAMPLE = (
     "FIO0000012345679,1,000102030405060708090A0B0C0D0E0F,D0D1D2D3D4D5D6D7D8D9DADBDCDDDEDF\n"
 )
 _COLUMNS = ("ldn", "client", "ek", "ak")
+_KEYISH = frozenset("0123456789abcdefABCDEF :")
+
+
+def _shown(text: str) -> str:
+    """A bad LDN as an error repeats it: not when it may be a key in the wrong column."""
+    if len(text) >= 8 and not set(text) - _KEYISH:
+        return f"({len(text)} characters like a key: not repeated)"
+    return repr(text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +91,7 @@ def parse_key_csv(text: str) -> tuple[list[KeyRow], list[RowError]]:
         try:
             ldn = record.get("ldn", "")
             if len(ldn) != 16 or not ldn.isascii() or not ldn.isprintable():
-                raise ValueError(f"LDN {ldn!r} is not 16 printable ASCII characters")
+                raise ValueError(f"LDN {_shown(ldn)} is not 16 printable ASCII characters")
             client = int(record.get("client") or 1)
             if not 0 < client < 0x10000:
                 raise ValueError(f"client {client} is not a SAP (1..65535)")
