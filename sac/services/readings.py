@@ -14,7 +14,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from sac.dlms import Obis
-from sac.dlms.axdr import OctetString, encode_data
+from sac.dlms.axdr import OctetString, Structure, encode_data
 from sac.dlms.compact import CompactFrame
 from sac.dlms.cosemtime import CosemDateTime
 from sac.errors import DecodeError, EncodeError
@@ -269,6 +269,25 @@ def _time_column(columns: Sequence[Capture]) -> int:
     raise DecodeError("the profile has no time column")
 
 
+def _rows(rows: Any, width: int, what: str) -> Iterable[Sequence[Any]]:
+    """The rows of a profile buffer: an array of structures of ``width`` values, else a
+    DecodeError (what a meter sends is checked here, not trusted)."""
+    if not isinstance(rows, (list, tuple)) or isinstance(rows, Structure):
+        raise DecodeError(f"a {what} buffer that is not an array: {type(rows).__name__}")
+    for row in rows:
+        if not isinstance(row, (list, tuple)):
+            raise DecodeError(f"a {what} row that is not a structure: {type(row).__name__}")
+        if len(row) != width:
+            raise DecodeError(f"a {what} row of {len(row)} values for {width} columns")
+        yield row
+
+
+def _small(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 1 << 31:
+        raise DecodeError(f"{what} {value!r} is not a number the store keeps")
+    return value
+
+
 def rows_to_readings(
     ldn: str,
     columns: Sequence[Capture],
@@ -283,9 +302,7 @@ def rows_to_readings(
     time); ``scalers``: the scaler_unit of the register columns."""
     t = _time_column(columns)
     out: dict[tuple[Obis, int, dt.datetime | None], Reading] = {}
-    for row in rows:
-        if len(row) != len(columns):
-            raise DecodeError(f"a profile row of {len(row)} values for {len(columns)} columns")
+    for row in _rows(rows, len(columns), "profile"):
         at = meter_time(row[t], inverted_deviation=inverted_deviation)
         for i, c in enumerate(columns):
             if i == t:
@@ -327,9 +344,7 @@ def rows_to_events(
         None,
     )
     events = []
-    for row in rows:
-        if len(row) != len(columns):
-            raise DecodeError(f"a logbook row of {len(row)} values for {len(columns)} columns")
+    for row in _rows(rows, len(columns), "logbook"):
         at = meter_time(row[t], inverted_deviation=inverted_deviation)
         if at is None:
             continue  # an entry without a time cannot be placed; the meter's clock was unset
@@ -337,11 +352,11 @@ def rows_to_events(
             Event(
                 ldn,
                 logbook,
-                int(row[code]),
+                _small(row[code], "an event code"),
                 at,
                 received,
                 source,
-                int(row[counter]) if counter is not None else None,
+                _small(row[counter], "an event counter") if counter is not None else None,
             )
         )
     return events

@@ -1,0 +1,74 @@
+"""Profile buffers and logbooks as a meter answers them: anything but an array of rows of
+the right width is refused with a DecodeError (a poll that fails cleanly), never a crash.
+Found by the polling-client fuzzer (tests/fuzz): a buffer answered as a boolean raised a
+TypeError out of the poll."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+
+from sac.dlms import Obis
+from sac.dlms.axdr import Array, Structure
+from sac.errors import DecodeError
+from sac.services.readings import Capture, rows_to_events, rows_to_readings
+
+NOW = dt.datetime(2026, 11, 21, tzinfo=dt.UTC)
+LOGBOOK = Obis("7.0.99.98.0.255")
+EVENT_COLUMNS = (
+    Capture(1, Obis("0.0.1.1.0.255"), 2),
+    Capture(1, Obis("0.0.96.11.0.255"), 2),
+    Capture(1, Obis("0.0.96.15.0.255"), 2),
+)
+PROFILE_COLUMNS = (Capture(1, Obis("0.0.1.1.0.255"), 2), Capture(3, Obis("7.0.13.2.0.255"), 2))
+T = 1_790_000_000
+
+
+def events(rows: Any) -> list[Any]:
+    return rows_to_events(
+        "L", LOGBOOK, EVENT_COLUMNS, rows, inverted_deviation=False, received=NOW, source="poll"
+    )
+
+
+def readings(rows: Any) -> list[Any]:
+    return rows_to_readings(
+        "L", PROFILE_COLUMNS, rows, scalers={}, inverted_deviation=False, received=NOW,
+        source="poll",
+    )  # fmt: skip
+
+
+def test_good_rows_are_read() -> None:
+    [event] = events(Array([Structure([T, 7, 3])]))
+    assert (event.code, event.counter) == (7, 3)
+    assert len(readings(Array([Structure([T, 1234]), Structure([T + 86400, 1300])]))) == 2
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        True,  # the fuzzer's case
+        5,
+        b"\x01\x02",
+        None,
+        Structure([T, 7, 3]),  # a row where the buffer should be
+        Array([5]),  # a row that is not a structure
+        Array([b"\x00\x01\x02"]),  # nor is an octet-string of the right length
+        Array([Structure([T])]),  # too narrow
+    ],
+    ids=repr,
+)
+def test_a_buffer_that_is_not_rows_is_refused(rows: Any) -> None:
+    with pytest.raises(DecodeError):
+        events(rows)
+    with pytest.raises(DecodeError):
+        readings(rows)
+
+
+@pytest.mark.parametrize("code", [b"\x07", -1, 1 << 40, True, 1.5])
+def test_an_event_code_the_store_cannot_keep_is_refused(code: Any) -> None:
+    with pytest.raises(DecodeError):
+        events(Array([Structure([T, code, 3])]))
+    with pytest.raises(DecodeError):
+        events(Array([Structure([T, 7, code])]))
