@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import hmac
 import json
+import math
 import secrets
 import uuid
 from collections import OrderedDict
@@ -61,6 +62,7 @@ from sac.web.common import (
 )
 from sac.web.forms import MeterForm, parse_meter_form
 from sac.web.soap import SoapRoutes
+from sac.web.throttle import SignInThrottle
 
 __all__ = ["Web", "WebSettings"]
 
@@ -118,6 +120,8 @@ class Web(AdminPages, ApiRoutes, SoapRoutes):
         self.configuration = list(configuration)  # (setting, value, source), no secrets
         self.now = now
         self.started = now()
+        # failed sign-ins by client address (pages and SOAP); the store locks users out
+        self.sign_ins = SignInThrottle(clock=lambda: self.now().timestamp())
         self._uploads: OrderedDict[str, _Upload] = OrderedDict()
         self.jinja = Environment(
             loader=FileSystemLoader(str(templates)),
@@ -305,11 +309,24 @@ class Web(AdminPages, ApiRoutes, SoapRoutes):
             return self._login_page(
                 request, target, "Enter your user name and password.", name, 400
             )
+        wait = self.throttled(address)
+        if wait:
+            request.setHeader(b"Retry-After", str(wait).encode())
+            minutes = math.ceil(wait / 60)
+            return self._login_page(
+                request,
+                target,
+                "Too many failed sign-ins from your address; try again in"
+                f" {minutes} minute{'s' if minutes > 1 else ''}.",
+                name,
+                429,
+            )
         try:
             user = await self.store.authenticate(name, password, address)
         except LoginLocked as exc:
             return self._login_page(request, target, str(exc), name, 403)
         if user is None:
+            self.sign_ins.failed(address)
             return self._login_page(request, target, "Wrong user name or password.", name, 403)
         token, _session = await self.store.create_web_session(
             user.name, self.settings.session_ttl, address
@@ -319,6 +336,13 @@ class Web(AdminPages, ApiRoutes, SoapRoutes):
         )
         self._cookie(request, LOGIN_COOKIE, b"", 0)
         return self._redirect(request, target)
+
+    def throttled(self, address: str) -> int:
+        """Seconds before ``address`` may try to sign in again (0: now), counted."""
+        wait = self.sign_ins.wait(address)
+        if wait:
+            self.metrics.count("sac_sign_in_refused_total")
+        return wait
 
     @app.route("/logout", methods=["POST"])
     @page(Role.VIEWER)

@@ -423,11 +423,17 @@ class _Call:
         held = known.get(key)
         if held is not None and held[1] > now:
             return held[0]
+        wait = self.web.throttled(self.address)
+        if wait:
+            raise AuthenticationFault(
+                f"too many failed sign-ins from this address; try again in {wait} s"
+            )
         try:
             user = await self.web.store.authenticate(name, password, self.address)
         except LoginLocked as exc:
             raise AuthenticationFault(str(exc)) from None
         if user is None:
+            self.web.sign_ins.failed(self.address)
             raise AuthenticationFault("wrong user name or password")
         if len(known) > 10_000:
             known.clear()
