@@ -182,6 +182,7 @@ def sac(args: argparse.Namespace) -> None:
             "SAC_PUSH_LISTEN": f"tcp:0:interface=127.0.0.1:backlog={args.backlog}",
             "SAC_PUSH_SPOOL": args.log + ".spool",
             "SAC_PUSH_IDLE_TIMEOUT": str(args.idle_timeout),
+            "SAC_PUSH_PUSH_WITHIN": str(args.idle_timeout),  # the held idle connections too
             "SAC_PUSH_SESSION_TIMEOUT": str(min(3600, args.idle_timeout * 2)),
             "SAC_PUSH_MAX_SESSIONS": str(args.max_sessions),
             "SAC_POLL_ENABLED": "no",

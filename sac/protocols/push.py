@@ -13,9 +13,10 @@ One :class:`PushProtocol` a connection:
    the socket lingers 0 s, so a crash of the SAC resets the connection instead of closing it.
 
 A refused push (unknown meter, bad tag, replay, malformed frame...) or a broken stream ends
-that one connection with one log line and a metric.  Limits: PDU size, idle time, session
-time, concurrent sessions.  :class:`PushDatagramProtocol` takes pushes over UDP (no session
-follows: a datagram gets no answer).
+that one connection with one log line and a metric.  Limits: PDU size, idle time, time to the
+push, session time, concurrent sessions (see :class:`ListenerSettings`).
+:class:`PushDatagramProtocol` takes pushes over UDP (no session follows: a datagram gets no
+answer).
 """
 
 from __future__ import annotations
@@ -50,11 +51,25 @@ METER_SAP = 1  # the meter's logical device (management), source of its pushes
 
 @dataclass(frozen=True, slots=True)
 class ListenerSettings:
+    """The listener's limits.  Each one that strikes aborts the connection (a reset: not
+    acknowledged) and counts ``sac_push_closed_total{reason}``.
+
+    A meter pushes as soon as it has connected, so a connection that has not delivered a
+    complete push PDU within ``push_within`` seconds is cut ("push-timeout"), even if it
+    keeps sending a byte now and then (a slowloris client resets ``idle_timeout`` with every
+    byte).  At ``max_sessions`` connections, a new one evicts the oldest connection still
+    waiting for its push ("evicted"): the meters' own push within milliseconds of their
+    connect, so the longest waiting are silent or dribbling clients; a new connection is
+    refused (``sac_push_refused_total{reason="max-sessions"}``) only when every open
+    connection has delivered its push.
+    """
+
     max_pdu: int = 4096  # bytes of APDU a wrapper header may announce
     idle_timeout: float = 30.0  # seconds without a byte from the meter
+    push_within: float = 20.0  # seconds from the connect to the first complete push PDU
     session_timeout: float = 120.0  # seconds a connection may last at most
     response_timeout: float = 10.0  # seconds the meter has to answer a request
-    max_sessions: int = 20_000  # connections at once; more are refused
+    max_sessions: int = 20_000  # connections at once (see above)
     reply_within: float = 1.0  # seconds to answer a push (logged when late)
 
 
@@ -84,19 +99,25 @@ class PushFactory(Factory):
         self.metrics = metrics if metrics is not None else acquisition.metrics
         self.now = now
         self.active: set[PushProtocol] = set()
+        # the connections yet to deliver their push, oldest first: eviction candidates
+        self.waiting: dict[PushProtocol, None] = {}
         self._drained: list[Deferred[None]] = []  # drain(), waiting for the last session to end
         self.metrics.gauge("sac_push_sessions", lambda: len(self.active), "push connections open")
 
-    def buildProtocol(self, addr: Any) -> PushProtocol | None:
+    def buildProtocol(self, addr: Any) -> Protocol:
         if len(self.active) >= self.settings.max_sessions:
-            self.metrics.count("sac_push_refused_total", reason="max-sessions")
-            return None  # Twisted closes the connection
+            if not self.waiting:  # every connection is a meter's session: refuse this one
+                self.metrics.count("sac_push_refused_total", reason="max-sessions")
+                return _Refused()
+            oldest = next(iter(self.waiting))  # its push is the longest overdue
+            oldest._abort("evicted", "evicted for a new connection at max_sessions")
         protocol = PushProtocol(self)
         protocol.factory = self
         return protocol
 
     def ended(self, protocol: PushProtocol) -> None:
         self.active.discard(protocol)
+        self.waiting.pop(protocol, None)
         if not self.active:
             waiting, self._drained = self._drained, []
             for d in waiting:
@@ -136,7 +157,9 @@ class PushProtocol(Protocol):
         self.started = time.monotonic()
         self._timers: list[Any] = []
         self._idle: Any = None
+        self._push_due: Any = None  # push_within, until the first push PDU is in
         self._closing = False
+        self._gone = False  # the connection is lost
         self._extra: list[Deferred[Any]] = []  # later pushes in the same session
         self.running: Deferred[None] | None = None  # the session, from the first push on
 
@@ -144,6 +167,7 @@ class PushProtocol(Protocol):
 
     def connectionMade(self) -> None:
         self.f.active.add(self)
+        self.f.waiting[self] = None
         _linger(self.transport, reset=True)
         self.started = time.monotonic()
         peer = self.transport.getPeer()
@@ -153,6 +177,7 @@ class PushProtocol(Protocol):
             reactor.callLater(self.settings.session_timeout, self._limit, "session-timeout")
         )
         self._idle = reactor.callLater(self.settings.idle_timeout, self._limit, "idle-timeout")
+        self._push_due = reactor.callLater(self.settings.push_within, self._limit, "push-timeout")
         self.link = Link(
             self.transport.write,
             reactor,
@@ -173,15 +198,25 @@ class PushProtocol(Protocol):
                 if self.link is not None and self.link.accepts(pdu):
                     self.link.receive_pdu(pdu)
                 elif pdu.source == METER_SAP:
+                    if self._push_due is not None:
+                        self._pushed()
                     self.inbox.put(pdu)
                 else:
                     raise SacError(f"a PDU from wPort {pdu.source} to {pdu.destination}")
         except SacError as exc:
             self._abort("malformed", f"a bad frame: {exc}")
 
+    def _pushed(self) -> None:
+        """The first push PDU is in: no longer held to push_within, nor to be evicted."""
+        if self._push_due.active():
+            self._push_due.cancel()
+        self._push_due = None
+        self.f.waiting.pop(self, None)
+
     def connectionLost(self, reason: Any = None) -> None:
+        self._gone = True
         self.f.ended(self)
-        for timer in [*self._timers, self._idle]:
+        for timer in [*self._timers, self._idle, self._push_due]:
             if timer is not None and timer.active():
                 timer.cancel()
         if self.link is not None:
@@ -210,6 +245,7 @@ class PushProtocol(Protocol):
         if self._closing:
             return
         self._closing = True
+        self.f.waiting.pop(self, None)  # on its way out: not to be evicted again
         self.outcome = outcome
         self.problem = message  # logged with the session's line when the connection is gone
         self.f.metrics.count("sac_push_closed_total", reason=outcome)
@@ -223,6 +259,8 @@ class PushProtocol(Protocol):
             return
         self._closing = True
         self.outcome = outcome
+        if self._gone:  # the meter hung up while its push was being stored: no one to tell
+            return
         _linger(self.transport, reset=False)
         self.transport.loseConnection()
 
@@ -318,6 +356,16 @@ class PushProtocol(Protocol):
 
     async def _requeue(self, claimed: list[Any], why: str) -> None:
         await requeue(self.f.store, claimed, why)
+
+
+class _Refused(Protocol):
+    """A connection beyond max_sessions: reset at once.  (Returning no protocol would let
+    Twisted close the socket with a FIN, which a meter that has already written its push
+    could read as its acknowledgement.)"""
+
+    def connectionMade(self) -> None:
+        _linger(self.transport, reset=True)
+        self.transport.abortConnection()
 
 
 _RESET = struct.pack("ii", 1, 0)
