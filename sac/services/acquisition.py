@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import TimeoutError as DeferTimeout
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
@@ -245,7 +246,7 @@ class Acquisition:
             return await d
         except (ReplayError, PushRejected):
             raise
-        except CancelledError:
+        except (CancelledError, DeferTimeout):
             raise StoreUnavailable(
                 f"the store did not {what} within {self.store_timeout:g} s"
             ) from None

@@ -300,3 +300,48 @@ async def test_a_full_spool_refuses_the_push_cleanly(
     assert sac.acquisition.metrics.value("sac_push_closed_total", reason="error") == 0
     assert spool.depth == 0
     await spool.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_meter_that_hangs_up_right_after_its_push_crashes_nothing(
+    backend: Backend, sacs: list[Sac]
+) -> None:
+    """Found by the fuzzer (tests/fuzz): the meter sends its push and closes at once; the
+    SAC, done storing it, closed a connection that was gone (an AttributeError from deep in
+    the socket, logged as an unexpected error).  The push is stored; the meter, which never
+    saw the acknowledgement, will push again (and that one is stored too)."""
+    from twisted.logger import globalLogPublisher
+
+    store, fleet, sac, port = await started(backend, sacs)
+    [m] = fleet.meters
+    failures: list[Any] = []
+
+    def observe(event: dict[str, Any]) -> None:
+        if "log_failure" in event:
+            failures.append(event["log_failure"])
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        for n in range(1, 6):  # one after the other, as a meter does
+            await send_raw(port, push_bytes(m), then_close=True)
+            for _ in range(500):
+                if sac.acquisition.metrics.value("sac_push_stored_total") == n:
+                    break
+                await deferLater(reactor, 0.01, lambda: None)
+        await deferLater(reactor, 0.05, lambda: None)  # the sessions' ends, after the store
+    finally:
+        globalLogPublisher.removeObserver(observe)
+    assert not failures, failures[0].getTraceback()
+    assert sac.acquisition.metrics.value("sac_push_stored_total") == 5
+    assert await store.invocation_counters(m.ldn, 1) == (0, m.our_counter - 1)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_store_too_slow_is_said_so(backend: Backend, sacs: list[Sac]) -> None:
+    """The store's deadline, as the log and the spool's reason say it (it read
+    "(0.05, 'Deferred')", Twisted's TimeoutError, until the secrets run showed it)."""
+    from sac.services.acquisition import StoreUnavailable
+
+    _store, _fleet, sac, _port = await started(backend, sacs, store_timeout=0.05)
+    with pytest.raises(StoreUnavailable, match=r"^the store did not store the push within 0.05 s$"):
+        await sac.acquisition._store("store the push", Deferred)
