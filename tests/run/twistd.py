@@ -18,7 +18,15 @@ from twisted.internet.threads import deferToThread
 
 
 class Twistd:
-    def __init__(self, bin_dir: Path, config: Path, cwd: Path, env: dict[str, str]) -> None:
+    def __init__(
+        self,
+        bin_dir: Path,
+        config: Path,
+        cwd: Path,
+        env: dict[str, str],
+        log_file: Path | None = None,  # where [log] file sends the JSON lines, if not stdout
+    ) -> None:
+        self.log_file = log_file
         self.command = [
             str(bin_dir / "twistd"),
             "-n",
@@ -63,7 +71,11 @@ class Twistd:
         """The JSON log lines so far (twistd's own first lines are JSON too: the observer is
         ours from the start)."""
         found = []
-        for line in list(self.lines):
+        if self.log_file is not None:
+            lines = self.log_file.read_text().splitlines() if self.log_file.exists() else []
+        else:
+            lines = list(self.lines)
+        for line in lines:
             if line.startswith("{"):
                 found.append(json.loads(line))
         return found
