@@ -26,7 +26,7 @@ from typing import Any
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred
 from twisted.internet.task import LoopingCall
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel, globalLogPublisher
 from twisted.python import usage
 from twisted.web.server import Site
 
@@ -140,6 +140,7 @@ class SacService(MultiService):
             self.log.warn("meter profiles: {problem}", problem=problem)
         self.registry = found.registry
         self.metrics = Metrics()
+        globalLogPublisher.addObserver(self._count_errors)
         self._open_files()
         await self._open_store()
         await self._open_spool()
@@ -345,6 +346,13 @@ class SacService(MultiService):
 
     # --- stop -----------------------------------------------------------------------------
 
+    def _count_errors(self, event: dict[str, Any]) -> None:
+        """Every error logged, in ``sac_log_errors_total{level}``: alert on it (a rotated log
+        file forgets; the metric does not)."""
+        level = event.get("log_level")
+        if level in (LogLevel.error, LogLevel.critical):
+            self.metrics.count("sac_log_errors_total", level=level.name)
+
     def stopService(self) -> Deferred[None]:
         self.running = False
         return Deferred.fromCoroutine(self._stop())
@@ -382,6 +390,7 @@ class SacService(MultiService):
             await self.store.close()
         for child in list(self):
             child.running = False
+        globalLogPublisher.removeObserver(self._count_errors)
         self.log.info(
             "SAC stopped cleanly: {cut} sessions (pushes, polls) cut, {held} pushes left on the"
             " spool for the next start",

@@ -55,7 +55,9 @@ class Report:
                 )
         found += [f"twistd: {line}" for line in self.sac_crashes]
         for name in ('sac_push_closed_total{reason="error"}',
-                     'sac_push_sessions_total{outcome="error"}'):  # fmt: skip
+                     'sac_push_sessions_total{outcome="error"}',
+                     'sac_log_errors_total{level="error"}',
+                     'sac_log_errors_total{level="critical"}'):  # fmt: skip
             if self.sac_metrics.get(name):
                 found.append(f"twistd: {name} = {self.sac_metrics[name]:g}")
         return found

@@ -16,7 +16,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Protocol
-from twisted.logger import globalLogPublisher
+from twisted.logger import Logger, globalLogPublisher
 
 from sac.config import load_config
 from sac.errors import ConfigurationError
@@ -95,6 +95,12 @@ async def test_one_service_serves_web_and_pushes_then_stops_cleanly(
                 await push_once(port_of(service.push_ports), m)
             stored = await service.store.get_meter(fleet.meters[0].ldn)
             assert stored is not None and stored.last_connection is not None
+            # no error logged so far; then one, and /metrics says so
+            metrics = await (await treq.get(f"{web}/metrics")).text()
+            assert "sac_log_errors_total" not in metrics
+            Logger(namespace="tests").error("an error somewhere in the process")
+            metrics = await (await treq.get(f"{web}/metrics")).text()
+            assert 'sac_log_errors_total{level="error"} 1' in metrics
         finally:
             await service.stopService()
     sessions = log.with_format("push session from")
