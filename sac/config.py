@@ -264,6 +264,8 @@ SETTINGS: tuple[Setting, ...] = (
     _s("web", "name", "SAC", _text, "name shown in the pages' header"),
     _s("web", "metrics_public", "yes", _boolean, "/metrics without sign-in (for Prometheus)"),
     _s("web", "max_upload_mb", "20", _integer(1, 1024), "largest key CSV accepted, MiB"),
+    _s("web", "sign_in_failures", "20", _integer(0, 1_000_000),
+       "failed sign-ins an address may make in 10 minutes (0: no limit)"),
     # [log]
     _s("log", "format", "text", _choice("text", "json"), "text lines, or JSON lines"),
     _s("log", "level", "info", _choice("debug", "info", "warn", "error", "critical"),

@@ -306,6 +306,7 @@ class SacService(MultiService):
                 name=w.name,
                 max_upload=w.max_upload_mb * 2**20,
                 metrics_public=w.metrics_public,
+                sign_in_failures=w.sign_in_failures,
             ),
             health=self._health(),
             configuration=list(self.config.shown()),

@@ -121,7 +121,9 @@ class Web(AdminPages, ApiRoutes, SoapRoutes):
         self.now = now
         self.started = now()
         # failed sign-ins by client address (pages and SOAP); the store locks users out
-        self.sign_ins = SignInThrottle(clock=lambda: self.now().timestamp())
+        self.sign_ins = SignInThrottle(
+            self.settings.sign_in_failures, clock=lambda: self.now().timestamp()
+        )
         self._uploads: OrderedDict[str, _Upload] = OrderedDict()
         self.jinja = Environment(
             loader=FileSystemLoader(str(templates)),

@@ -52,6 +52,8 @@ class SignInThrottle:
 
     def wait(self, address: str) -> int:
         """Seconds before ``address`` may try again (0: now); a refusal is counted."""
+        if not self.allowed:
+            return 0  # no limit
         times = self._recent(address)
         if times is None or len(times) < self.allowed:
             return 0
@@ -59,6 +61,8 @@ class SignInThrottle:
         return max(1, math.ceil(times[-self.allowed] + self.window - self.clock()))
 
     def failed(self, address: str) -> None:
+        if not self.allowed:
+            return
         times = self._recent(address)
         if times is None:
             times = self._failures[address] = deque(maxlen=self.allowed)

@@ -115,3 +115,10 @@ def test_the_throttle_holds_a_bounded_number_of_addresses() -> None:
     for i in range(1000):
         throttle.failed(f"10.0.{i // 256}.{i % 256}")
     assert len(throttle._failures) == 100
+
+
+def test_no_limit_when_configured_so() -> None:
+    throttle = SignInThrottle(allowed=0, window=60, clock=lambda: 0.0)
+    for _ in range(1000):
+        throttle.failed("a")
+    assert throttle.wait("a") == 0 and not throttle._failures
