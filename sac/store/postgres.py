@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import math
 from collections.abc import Callable, Iterator, Sequence
@@ -47,7 +48,30 @@ class _Pool(txpostgres.ConnectionPool):  # type: ignore[misc]
         detector = reconnection.DeadConnectionDetector(
             reconnectionIterator=_reconnection_delays, reactor=reactor
         )
-        return txpostgres.Connection(reactor, cooperator, detector=detector)
+        return _Connection(reactor, cooperator, detector=detector)
+
+
+class _Connection(txpostgres.Connection):  # type: ignore[misc]
+    """A connection whose transaction, when it fails, is rolled back quietly.  txpostgres'
+    own logs the rollback's failure as an "Unhandled Error" with a traceback -- which it is
+    every time the server goes away in the middle of a transaction (a restart: the server
+    has rolled it back already).  The transaction's own error is what the caller gets, and
+    the dead-connection detector, which wraps this method, still sees it and reconnects."""
+
+    def _runInteraction(self, interaction: Any, *args: Any, **kwargs: Any) -> Deferred[Any]:
+        return Deferred.fromCoroutine(self._transaction(interaction, *args, **kwargs))
+
+    async def _transaction(self, interaction: Any, *args: Any, **kwargs: Any) -> Any:
+        cursor = self.cursor()
+        await cursor.execute("BEGIN")
+        try:
+            result = await interaction(cursor, *args, **kwargs)
+            await cursor.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await cursor.execute("ROLLBACK")
+            raise
+        return result
 
 
 def _sql(sql: str) -> str:

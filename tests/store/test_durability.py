@@ -47,3 +47,65 @@ async def test_acknowledged_readings_survive_sigkill(backend: Backend) -> None:
     assert count % BATCH == 0  # and no batch in part
     values = {r.value for r in await store.last_readings(LDN, Obis("7.0.13.2.0.255"), limit=count)}
     assert set(range((acked + 1) * BATCH)) <= values
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_connection_killed_mid_transaction_fails_it_quietly_and_comes_back(
+    backend: Backend,
+) -> None:
+    """The server ends the connection in the middle of a transaction (a restart, a
+    fail-over, an administrator): the caller gets a StorageError, nothing is logged as an
+    unhandled error (txpostgres' own rollback logged one, with a traceback, each time), and
+    the store works again once it has reconnected."""
+    import psycopg2
+    from twisted.internet import reactor
+    from twisted.internet.defer import Deferred
+    from twisted.internet.task import deferLater
+    from twisted.logger import globalLogPublisher
+
+    from sac.errors import StorageError
+    from sac.store.transactions import Exec
+
+    if backend.kind != "postgresql":
+        return
+    store = backend.make()
+    await store.open()
+    logged: list[dict] = []
+    globalLogPublisher.addObserver(logged.append)
+    try:
+
+        def sleeping():
+            yield Exec("SELECT pg_sleep(5)", ())
+
+        running = Deferred.fromCoroutine(store._run(sleeping()))
+        await deferLater(reactor, 0.3, lambda: None)
+        admin = psycopg2.connect(backend.postgres.admin_dsn)
+        admin.autocommit = True
+        with admin.cursor() as cur:
+            cur.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE query = 'SELECT pg_sleep(5)'"
+            )
+            assert cur.fetchall() == [(True,)]
+        admin.close()
+        try:
+            await running
+        except StorageError:
+            pass
+        else:
+            raise AssertionError("a transaction whose connection died did not fail")
+        working = 0  # while the dead connection reconnects, its turns fail at once
+        for _ in range(100):  # it is back within a few tenths of a second
+            try:
+                working = working + 1 if await store.count_readings() == 0 else 0
+            except StorageError:
+                working = 0
+            if working == 4:  # both of the pool's connections, twice
+                break
+            await deferLater(reactor, 0.1, lambda: None)
+        assert working == 4
+    finally:
+        globalLogPublisher.removeObserver(logged.append)
+        await store.close()
+    errors = [e for e in logged if e.get("log_failure") is not None or e.get("isError")]
+    assert not errors, [e.get("log_failure") or e.get("log_format") for e in errors]
