@@ -65,7 +65,7 @@ class ListenerSettings:
     """
 
     max_pdu: int = 4096  # bytes of APDU a wrapper header may announce
-    idle_timeout: float = 30.0  # seconds without a byte from the meter
+    idle_timeout: float = 30.0  # seconds without a byte from the meter, before its push
     push_within: float = 20.0  # seconds from the connect to the first complete push PDU
     session_timeout: float = 120.0  # seconds a connection may last at most
     response_timeout: float = 10.0  # seconds the meter has to answer a request
@@ -207,9 +207,13 @@ class PushProtocol(Protocol):
             self._abort("malformed", f"a bad frame: {exc}")
 
     def _pushed(self) -> None:
-        """The first push PDU is in: no longer held to push_within, nor to be evicted."""
-        if self._push_due.active():
-            self._push_due.cancel()
+        """The first push PDU is in: no longer held to push_within, nor to be evicted; and the
+        SAC's turn, so no longer to idle_timeout either (storing the push may take up to
+        store_timeout; the meter waits for our answer; from here on each request of ours has
+        response_timeout, and session_timeout bounds it all)."""
+        for timer in (self._push_due, self._idle):
+            if timer is not None and timer.active():
+                timer.cancel()
         self._push_due = None
         self.f.waiting.pop(self, None)
 

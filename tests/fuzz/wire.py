@@ -228,6 +228,7 @@ class WireFuzz:
 
         def on_lost(reason: Any = None) -> None:
             lost(reason)
+            self._why = reason.getErrorMessage()
             ended.callback(bool(reason.check(ConnectionDone)))
 
         protocol.connectionLost = on_lost  # type: ignore[method-assign]
@@ -263,7 +264,10 @@ class WireFuzz:
             if ok:
                 self.run.acknowledged_counters.append(counter)
             else:
-                self.run.canary_failures.append(f"push with counter {counter} not acknowledged")
+                why = getattr(self, "_why", None)
+                self.run.canary_failures.append(
+                    f"push with counter {counter} not acknowledged: {why}"
+                )
             await deferLater(reactor, 0.02, lambda: None)
 
     # --- the polling client
