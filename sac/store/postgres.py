@@ -10,6 +10,7 @@ from typing import Any
 
 import psycopg2
 from twisted.internet.defer import Deferred
+from twisted.logger import Logger
 from txpostgres import reconnection, retrying, txpostgres
 
 from sac.errors import StorageError
@@ -57,6 +58,28 @@ class _Connection(txpostgres.Connection):  # type: ignore[misc]
     every time the server goes away in the middle of a transaction (a restart: the server
     has rolled it back already).  The transaction's own error is what the caller gets, and
     the dead-connection detector, which wraps this method, still sees it and reconnects."""
+
+    log = Logger()
+
+    def doRead(self) -> Any:
+        """An idle connection watches its socket; when the server goes away, polling it
+        raises.  Returned instead of raised, the error still disconnects it (and the
+        detector reconnects it), without the reactor's "Unhandled Error" traceback."""
+        try:
+            return super().doRead()
+        except psycopg2.Error as exc:
+            return self._lost(exc)
+
+    def doWrite(self) -> Any:
+        try:
+            return super().doWrite()
+        except psycopg2.Error as exc:
+            return self._lost(exc)
+
+    def _lost(self, exc: psycopg2.Error) -> psycopg2.Error:
+        why = " ".join(str(exc).split())
+        self.log.warn("PostgreSQL connection lost: {why}; reconnecting", why=why)
+        return exc
 
     def _runInteraction(self, interaction: Any, *args: Any, **kwargs: Any) -> Deferred[Any]:
         return Deferred.fromCoroutine(self._transaction(interaction, *args, **kwargs))

@@ -109,3 +109,53 @@ async def test_a_connection_killed_mid_transaction_fails_it_quietly_and_comes_ba
         await store.close()
     errors = [e for e in logged if e.get("log_failure") is not None or e.get("isError")]
     assert not errors, [e.get("log_failure") or e.get("log_format") for e in errors]
+
+
+@pytest_twisted.ensureDeferred
+async def test_idle_connections_the_server_ends_come_back_without_a_traceback(
+    backend: Backend,
+) -> None:
+    """A PostgreSQL restart ends the store's idle connections under it: one warning each,
+    no "Unhandled Error" (the reactor's, from txpostgres polling a dead socket), and the
+    store works again."""
+    import psycopg2
+    from twisted.internet import reactor
+    from twisted.internet.task import deferLater
+    from twisted.logger import globalLogPublisher
+
+    from sac.errors import StorageError
+
+    if backend.kind != "postgresql":
+        return
+    store = backend.make()
+    await store.open()
+    logged: list[dict] = []
+    globalLogPublisher.addObserver(logged.append)
+    try:
+        admin = psycopg2.connect(backend.postgres.admin_dsn)
+        admin.autocommit = True
+        with admin.cursor() as cur:
+            cur.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = %s AND pid <> pg_backend_pid()",
+                (backend.postgres.name,),
+            )
+            assert len(cur.fetchall()) == 2  # the store's two connections, idle
+        admin.close()
+        working = 0
+        for _ in range(100):
+            await deferLater(reactor, 0.1, lambda: None)
+            try:
+                working = working + 1 if await store.count_readings() == 0 else 0
+            except StorageError:
+                working = 0
+            if working == 4:
+                break
+        assert working == 4
+    finally:
+        globalLogPublisher.removeObserver(logged.append)
+        await store.close()
+    errors = [e for e in logged if e.get("log_failure") is not None or e.get("isError")]
+    assert not errors, [str(e.get("log_failure") or e.get("log_format")) for e in errors]
+    lost = [e for e in logged if (e.get("log_format") or "").startswith("PostgreSQL connection")]
+    assert len(lost) == 2
