@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint, connectProtocol
+from twisted.logger import globalLogPublisher
 
 from sac.profiles import discover_profiles
 from sac.protocols.push import ListenerSettings, PushFactory
@@ -111,6 +113,22 @@ def utc(seconds: float) -> dt.datetime:
     return dt.datetime.fromtimestamp(seconds, dt.UTC)
 
 
+@contextmanager
+def failures_logged() -> Iterator[list[Any]]:
+    """The failures logged (anywhere in the process) while the block runs."""
+    found: list[Any] = []
+
+    def observe(event: dict[str, Any]) -> None:
+        if "log_failure" in event:
+            found.append(event["log_failure"])
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        yield found
+    finally:
+        globalLogPublisher.removeObserver(observe)
+
+
 @pytest.fixture
 def sacs() -> Iterator[list[Sac]]:
     made: list[Sac] = []
@@ -119,4 +137,14 @@ def sacs() -> Iterator[list[Sac]]:
         pytest_twisted.blockon(Deferred.fromCoroutine(sac.stop()))
 
 
-__all__ = ["Backend", "Path", "Sac", "make_fleet", "provision", "push_once", "started", "utc"]
+__all__ = [
+    "Backend",
+    "Path",
+    "Sac",
+    "failures_logged",
+    "make_fleet",
+    "provision",
+    "push_once",
+    "started",
+    "utc",
+]

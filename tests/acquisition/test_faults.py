@@ -23,7 +23,15 @@ from sac.services.spool import Spool
 from sac.simulator.session import MeterProtocol
 from sac.store import Actor, CommandState
 from sac.store.postgres import PostgresStore
-from tests.acquisition.conftest import Backend, Sac, make_fleet, provision, push_once, started
+from tests.acquisition.conftest import (
+    Backend,
+    Sac,
+    failures_logged,
+    make_fleet,
+    provision,
+    push_once,
+    started,
+)
 from tests.store.conftest import MASTER
 
 INDEX = Obis("7.0.13.2.0.255")
@@ -310,18 +318,9 @@ async def test_a_meter_that_hangs_up_right_after_its_push_crashes_nothing(
     SAC, done storing it, closed a connection that was gone (an AttributeError from deep in
     the socket, logged as an unexpected error).  The push is stored; the meter, which never
     saw the acknowledgement, will push again (and that one is stored too)."""
-    from twisted.logger import globalLogPublisher
-
     store, fleet, sac, port = await started(backend, sacs)
     [m] = fleet.meters
-    failures: list[Any] = []
-
-    def observe(event: dict[str, Any]) -> None:
-        if "log_failure" in event:
-            failures.append(event["log_failure"])
-
-    globalLogPublisher.addObserver(observe)
-    try:
+    with failures_logged() as failures:
         for n in range(1, 6):  # one after the other, as a meter does
             await send_raw(port, push_bytes(m), then_close=True)
             for _ in range(500):
@@ -329,8 +328,6 @@ async def test_a_meter_that_hangs_up_right_after_its_push_crashes_nothing(
                     break
                 await deferLater(reactor, 0.01, lambda: None)
         await deferLater(reactor, 0.05, lambda: None)  # the sessions' ends, after the store
-    finally:
-        globalLogPublisher.removeObserver(observe)
     assert not failures, failures[0].getTraceback()
     assert sac.acquisition.metrics.value("sac_push_stored_total") == 5
     assert await store.invocation_counters(m.ldn, 1) == (0, m.our_counter - 1)

@@ -432,27 +432,14 @@ async def test_a_push_the_store_takes_long_to_write_is_not_cut_for_idleness(
     """Once its push is in, the meter waits for the SAC's answer: the time the store takes
     (up to store_timeout) is not the meter's silence.  Found by the long fuzz run, where a
     slow moment of the store cut good pushes with idle_timeout (5 s there, as store_timeout)."""
-    import sqlite3
-
-    import psycopg2
-
     store, fleet, sac, port = await started(
         backend, sacs, listener=ListenerSettings(idle_timeout=0.5), store_timeout=5.0
     )
     [m] = fleet.meters
-    if backend.kind == "postgresql":
-        lock = psycopg2.connect(backend.dsn)
-        lock.cursor().execute("LOCK TABLE readings IN ACCESS EXCLUSIVE MODE")
-    else:
-        lock = sqlite3.connect(backend.path, isolation_level=None)
-        lock.execute("BEGIN EXCLUSIVE")
+    release = backend.lock()
     pushing = Deferred.fromCoroutine(push_once(port, m))
     await deferLater(reactor, 1.5, lambda: None)  # three idle timeouts while the store waits
-    if backend.kind == "postgresql":
-        lock.rollback()
-    else:
-        lock.execute("ROLLBACK")
-    lock.close()
+    release()
     protocol = await pushing
     assert protocol.end_reason.check(ConnectionDone)  # acknowledged
     assert closed(sac, "idle-timeout") == 0

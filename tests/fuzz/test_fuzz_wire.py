@@ -6,17 +6,15 @@ from __future__ import annotations
 import contextlib
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
-from twisted.logger import globalLogPublisher
 
 from sac.errors import SacError
 from sac.store.sqlite import SQLiteStore
-from tests.acquisition.conftest import Backend, Sac, started
+from tests.acquisition.conftest import Backend, Sac, failures_logged, started
 from tests.acquisition.test_faults import send_raw
 from tests.fuzz.direct import targets
 from tests.fuzz.run import fuzz_run
@@ -75,22 +73,13 @@ async def test_the_corpus_over_loopback_crashes_nothing(
     meter of ``make_fleet(1)``, whose key ciphered them)."""
     found = json.loads(case.read_text())
     _store, _fleet, sac, port = await started(backend, sacs)
-    failures: list[Any] = []
-
-    def observe(event: dict[str, Any]) -> None:
-        if "log_failure" in event:
-            failures.append(event["log_failure"])
-
-    globalLogPublisher.addObserver(observe)
-    try:
+    with failures_logged() as failures:
         await send_raw(port, bytes.fromhex(found["hex"]), then_close=found["then"] == "hang-up")
         for _ in range(300):
             if not sac.factory.active and sac.acquisition.metrics.total("sac_push_sessions_total"):
                 break
             await deferLater(reactor, 0.01, lambda: None)
         await deferLater(reactor, 0.05, lambda: None)
-    finally:
-        globalLogPublisher.removeObserver(observe)
     assert not failures, failures[0].getTraceback()
     assert sac.acquisition.metrics.value("sac_push_closed_total", reason="error") == 0
 

@@ -40,7 +40,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import psycopg2
 import pytest_twisted
 from treq.client import HTTPClient
 from twisted.internet import reactor
@@ -539,21 +538,12 @@ async def test_no_key_in_any_output_after_a_full_run(backend: Backend, tmp_path:
 
         # --- the store locked: pushes go to the spool, then are replayed ----------------
         spooled = by_api
-        if backend.kind == "postgresql":
-            lock = psycopg2.connect(backend.dsn)
-            lock.cursor().execute("LOCK TABLE readings IN ACCESS EXCLUSIVE MODE")
-        else:
-            lock = sqlite3.connect(backend.path, isolation_level=None)
-            lock.execute("BEGIN EXCLUSIVE")
+        lock = backend.lock()
         await gatherResults([Deferred.fromCoroutine(push_once(push_port, y)) for y in spooled])
         await log.wait_for("push from 127.0.0.1 spooled", len(spooled))
         held = {p.name: p.read_bytes() for p in (tmp_path / "spool").iterdir() if p.is_file()}
         assert any(len(d) > 8 for n, d in held.items() if n.endswith(".seg")), held.keys()
-        if backend.kind == "postgresql":
-            lock.rollback()
-        else:
-            lock.execute("ROLLBACK")
-        lock.close()
+        lock()
         lock = None
         await log.wait_for("spooled pushes replayed")
 
@@ -610,7 +600,7 @@ async def test_no_key_in_any_output_after_a_full_run(backend: Backend, tmp_path:
         code = await sac.stop()
     finally:
         if lock is not None:
-            lock.close()
+            lock()
         sac.kill()
         await dialled.stop()
     assert code == -signal.SIGTERM, sac.output

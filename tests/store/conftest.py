@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +117,23 @@ class Backend:
                 return conn.execute(sql).fetchall()
         finally:
             conn.close()
+
+    def lock(self) -> Callable[[], None]:
+        """Hold the readings behind the store's back (its writes wait); the call to release."""
+        if self.kind == "postgresql":
+            conn: Any = psycopg2.connect(self.dsn)
+            conn.cursor().execute("LOCK TABLE readings IN ACCESS EXCLUSIVE MODE")
+            release = conn.rollback
+        else:
+            conn = sqlite3.connect(self.path, isolation_level=None)
+            conn.execute("BEGIN EXCLUSIVE")
+            release = lambda: conn.execute("ROLLBACK")  # noqa: E731
+
+        def released() -> None:
+            release()
+            conn.close()
+
+        return released
 
     def close_all(self) -> None:
         for store in self.stores:
