@@ -53,11 +53,12 @@ class _Pool(txpostgres.ConnectionPool):  # type: ignore[misc]
 
 
 class _Connection(txpostgres.Connection):  # type: ignore[misc]
-    """A connection whose transaction, when it fails, is rolled back quietly.  txpostgres'
-    own logs the rollback's failure as an "Unhandled Error" with a traceback -- which it is
-    every time the server goes away in the middle of a transaction (a restart: the server
-    has rolled it back already).  The transaction's own error is what the caller gets, and
-    the dead-connection detector, which wraps this method, still sees it and reconnects."""
+    """A connection that loses its server quietly: one warning, then the dead-connection
+    detector reconnects it.  txpostgres' own logs an "Unhandled Error" traceback each time
+    the server goes away (a restart): from the reactor, when an idle connection's socket
+    ends, and from its rollback of a transaction the server has already rolled back.  Here a
+    failed transaction is rolled back quietly; its own error is what the caller gets, and
+    the detector, which wraps ``_runInteraction``, still sees it."""
 
     log = Logger()
 

@@ -4,6 +4,7 @@ runs it with the issue's counts, ``tests/fuzz/test_fuzz_wire.py`` with short one
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import sys
@@ -168,8 +169,6 @@ def save_corpus(report: Report, corpus: Path) -> list[Path]:
     """The decoder frames that found a bug, as regression cases of the corpus."""
     saved = []
     for target, data, error in report.direct.bugs if report.direct else []:
-        import hashlib
-
         name = f"{target}-{hashlib.sha1(data).hexdigest()[:12]}.json"
         path = corpus / name
         path.write_text(json.dumps({"target": target, "hex": data.hex(), "found": error}) + "\n")

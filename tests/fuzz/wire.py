@@ -32,7 +32,7 @@ from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint, connectProtocol
 from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Factory, Protocol
-from twisted.internet.task import deferLater
+from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import globalLogPublisher
 
 from sac.profiles import discover_profiles
@@ -220,16 +220,17 @@ class WireFuzz:
     async def _inner_push(self, meter: SimulatedMeter) -> bool:
         protocol = Mutating(meter, self.mutator, self.rng, rate=1.0, inner=True, reactor=reactor,
                             push_template=PROFILE.push_templates[0])  # fmt: skip
-        return await self._session(protocol)
+        acknowledged, _why = await self._session(protocol)
+        return acknowledged
 
-    async def _session(self, protocol: MeterProtocol) -> bool:
-        ended: Deferred[bool] = Deferred()
+    async def _session(self, protocol: MeterProtocol) -> tuple[bool, str]:
+        """(acknowledged, how the connection ended)."""
+        ended: Deferred[tuple[bool, str]] = Deferred()
         lost = protocol.connectionLost
 
         def on_lost(reason: Any = None) -> None:
             lost(reason)
-            self._why = reason.getErrorMessage()
-            ended.callback(bool(reason.check(ConnectionDone)))
+            ended.callback((bool(reason.check(ConnectionDone)), reason.getErrorMessage()))
 
         protocol.connectionLost = on_lost  # type: ignore[method-assign]
         await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", self.push_port), protocol)
@@ -257,14 +258,13 @@ class WireFuzz:
         m = self.canary_push
         while not done:
             counter = m.our_counter
-            ok = await self._session(
+            ok, why = await self._session(
                 MeterProtocol(m, push_template=PROFILE.push_templates[0], reactor=reactor)
             )
             self.run.canary_pushes += 1
             if ok:
                 self.run.acknowledged_counters.append(counter)
             else:
-                why = getattr(self, "_why", None)
                 self.run.canary_failures.append(
                     f"push with counter {counter} not acknowledged: {why}"
                 )
@@ -342,8 +342,6 @@ class WireFuzz:
             run.rss_kib.append(rss_kib())
             if sample is not None:
                 sample()
-
-        from twisted.internet.task import LoopingCall
 
         sampler = LoopingCall(sampling)
         sampler.start(2.0, now=True)
