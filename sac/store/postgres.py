@@ -64,23 +64,26 @@ class _Connection(txpostgres.Connection):  # type: ignore[misc]
 
     def doRead(self) -> Any:
         """An idle connection watches its socket; when the server goes away, polling it
-        raises.  Returned instead of raised, the error still disconnects it (and the
-        detector reconnects it), without the reactor's "Unhandled Error" traceback."""
+        raises -- psycopg2's error, or, when psycopg2 has let go of the socket but not yet
+        marked the connection closed, the reactor's ValueError for a descriptor of -1.
+        Returned instead of raised (as psycopg2's error, which the detector knows), it still
+        disconnects the connection and the detector reconnects it, without the reactor's
+        "Unhandled Error" traceback."""
         try:
             return super().doRead()
-        except psycopg2.Error as exc:
+        except (psycopg2.Error, ValueError, OSError) as exc:
             return self._lost(exc)
 
     def doWrite(self) -> Any:
         try:
             return super().doWrite()
-        except psycopg2.Error as exc:
+        except (psycopg2.Error, ValueError, OSError) as exc:
             return self._lost(exc)
 
-    def _lost(self, exc: psycopg2.Error) -> psycopg2.Error:
+    def _lost(self, exc: Exception) -> psycopg2.Error:
         why = " ".join(str(exc).split())
         self.log.warn("PostgreSQL connection lost: {why}; reconnecting", why=why)
-        return exc
+        return exc if isinstance(exc, psycopg2.Error) else psycopg2.OperationalError(why)
 
     def _runInteraction(self, interaction: Any, *args: Any, **kwargs: Any) -> Deferred[Any]:
         return Deferred.fromCoroutine(self._transaction(interaction, *args, **kwargs))
