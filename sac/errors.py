@@ -68,15 +68,23 @@ class RemoteProtocolError(ProtocolError):
 
     ``wire_code`` holds the peer's own error code when it sent one (an exception-response's
     service error, an AARE diagnostic...); ``invocation_counter`` the counter a meter expects
-    when it refused ours (service error 6), to start again from there.
+    when it refused ours (service error 6), to start again from there.  ``authenticated``
+    is True only when the peer's answer came ciphered and its tag checked out: anyone on the
+    path can forge an unciphered exception-response, so what it says is a hint, never a fact.
     """
 
     def __init__(
-        self, message: str, wire_code: int | None = None, invocation_counter: int | None = None
+        self,
+        message: str,
+        wire_code: int | None = None,
+        invocation_counter: int | None = None,
+        *,
+        authenticated: bool = False,
     ) -> None:
         super().__init__(message)
         self.wire_code = wire_code
         self.invocation_counter = invocation_counter
+        self.authenticated = authenticated
 
 
 # --- the layers above the codec ------------------------------------------------------------

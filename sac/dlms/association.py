@@ -229,6 +229,7 @@ class ClientAssociation(WrapperEndpoint):
         self._priority = invoke_priority & 0xF0
         self._next_id = first_invoke_id & 0x0F
         self._pending: dict[int, _Pending] = {}
+        self._authenticated = False  # the APDU being read came ciphered, its tag checked
         self.state = State.ASSOCIATED if pre_established else State.IDLE
 
     # --- state ------------------------------------------------------------------------
@@ -370,11 +371,15 @@ class ClientAssociation(WrapperEndpoint):
     # --- incoming ---------------------------------------------------------------------
 
     def receive_apdu(self, data: bytes) -> list[Event]:
+        if self.state is State.AWAITING_RLRE and not self._pending:
+            return self._on_release_answer(data)
         apdu = decode_apdu(data, self.limits)
+        self._authenticated = False
         if isinstance(apdu, CipheredApdu):
             if self.security is None:
                 raise RemoteProtocolError("a ciphered APDU on an unciphered association")
             apdu = decode_apdu(self.security.unprotect(apdu), self.limits)
+            self._authenticated = True  # unprotect checked its tag
         elif self.security is not None and not isinstance(
             apdu, ExceptionResponse | ConfirmedServiceError | AARE | RLRE
         ):
@@ -401,6 +406,21 @@ class ClientAssociation(WrapperEndpoint):
         self.negotiated = info
         self.server_max_receive_pdu = info.server_max_receive_pdu_size or 0xFFFF
         return [AssociationAccepted(aare)]
+
+    def _on_release_answer(self, data: bytes) -> list[Event]:
+        """The answer to our RLRQ: whatever it holds, the association is over.  Meters answer
+        with malformed RLREs (lengths that lie, unknown fields) or with something else; the
+        release's content is not used, so that is a quirk to log, not a broken session."""
+        try:
+            apdu = decode_apdu(data, self.limits)
+        except SacError as exc:
+            quirk = f"a malformed release answer ({exc})"
+        else:
+            if isinstance(apdu, RLRE):
+                return self._on_rlre(apdu)
+            quirk = f"a {type(apdu).__name__} answered the release"
+        self._move(_In.RECV_RLRE, remote=True)
+        return [Released(None, quirk=f"{quirk}: {data[:16].hex()}")]
 
     def _on_rlre(self, rlre: RLRE) -> list[Event]:
         self._move(_In.RECV_RLRE, remote=True)
@@ -513,8 +533,15 @@ class ClientAssociation(WrapperEndpoint):
         detail = f"exception-response {_name(exc.state_error)}/{_name(exc.service_error)}"
         if exc.invocation_counter is not None:
             detail += f" (the meter expects invocation counter {exc.invocation_counter})"
+        if not self._authenticated and self.security is not None:
+            detail += ", unciphered"
         return self._fail_oldest(
-            RemoteProtocolError(detail, int(exc.service_error), exc.invocation_counter)
+            RemoteProtocolError(
+                detail,
+                int(exc.service_error),
+                exc.invocation_counter,
+                authenticated=self._authenticated,
+            )
         )
 
     def _on_cse(self, cse: ConfirmedServiceError) -> list[Event]:
@@ -523,7 +550,9 @@ class ClientAssociation(WrapperEndpoint):
             return [AssociationRejected(AARE(1, 0, cse, diagnostic_source=1))]
         return self._fail_oldest(
             RemoteProtocolError(
-                f"confirmed-service-error {cse.service}/{cse.error_type}/{cse.value}", cse.value
+                f"confirmed-service-error {cse.service}/{cse.error_type}/{cse.value}",
+                cse.value,
+                authenticated=self._authenticated,
             )
         )
 

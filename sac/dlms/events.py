@@ -58,7 +58,12 @@ class AssociationRejected(Event):
 
 @dataclass(frozen=True, slots=True)
 class Released(Event):
+    """The association is released.  ``quirk`` says what was wrong with the meter's release
+    answer when it was not a well-formed RLRE (its content is not used, so the session goes
+    on)."""
+
     rlre: RLRE | None
+    quirk: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

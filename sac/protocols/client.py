@@ -35,16 +35,21 @@ class PollFailed(SacError):
 
 
 class PollResult:
-    def __init__(self, ldn: str, readings: int, events: int, commands: int) -> None:
+    """What a poll stored; ``skipped``: the objects it could not read, each with why."""
+
+    def __init__(
+        self, ldn: str, readings: int, events: int, commands: int, skipped: tuple[str, ...] = ()
+    ) -> None:
         self.ldn = ldn
         self.readings = readings
         self.events = events
         self.commands = commands
+        self.skipped = skipped
 
     def __repr__(self) -> str:
         return (
             f"PollResult({self.ldn}, readings={self.readings}, events={self.events},"
-            f" commands={self.commands})"
+            f" commands={self.commands}, skipped={len(self.skipped)})"
         )
 
 
@@ -128,9 +133,11 @@ async def poll_meter(
         found, fc = await session.identify()
         if found != ldn:
             raise PollFailed(f"meter {ldn}: {address} answers as {found!r}")
-        await session.open_management(fc)
+        await session.open_management(fc)  # the Public client's FC: a hint
         batches.append(await session.poll())
-        await store.ingest(batches[-1])
+        await store.ingest(batches[-1])  # what was read, even when some of it was not
+        if session.broken is not None:
+            raise session.broken
         claimed = await store.claim_commands(ldn, by=settings.name)
         if claimed:
             batches.append(await session.run_commands(claimed, deadline, reactor))
@@ -139,11 +146,14 @@ async def poll_meter(
     except (ProtocolError, SacError) as exc:
         protocol.abort(str(exc))
         await protocol.closed
-        await requeue(store, claimed, f"poll failed: {exc}")
+        await session.abandon()
+        await requeue(store, claimed, f"poll failed: {exc}", attempts=settings.command_attempts)
         if isinstance(exc, PollFailed):
             raise
         raise PollFailed(f"meter {ldn}: {exc}") from None
     protocol.transport.loseConnection()
     await protocol.closed
     total = merge(batches)
-    return PollResult(ldn, len(total.readings), len(total.events), len(claimed))
+    return PollResult(
+        ldn, len(total.readings), len(total.events), len(claimed), tuple(session.skipped)
+    )

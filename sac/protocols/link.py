@@ -50,11 +50,12 @@ class LinkClosed(ProtocolError):
 
 class AccessError(RemoteProtocolError):
     """The meter answered a request with a data-access-result or action-result other than
-    success (``result``)."""
+    success (``result``); ``authenticated`` when it came over a ciphered association (the
+    only answers such an association lets through besides exception-responses)."""
 
-    def __init__(self, what: str, result: Any) -> None:
+    def __init__(self, what: str, result: Any, *, authenticated: bool = False) -> None:
         name = getattr(result, "name", str(result)).lower().replace("_", "-")
-        super().__init__(f"{what}: {name}", int(result))
+        super().__init__(f"{what}: {name}", int(result), authenticated=authenticated)
         self.result = result
 
 
@@ -187,13 +188,16 @@ class Link:
             )
         return event  # type: ignore[return-value]
 
-    async def release(self, association: ClientAssociation) -> None:
+    async def release(self, association: ClientAssociation) -> Released | None:
+        """End the association: the meter's answer (None for a pre-established one)."""
         association.release()
         if association.pre_established:
-            return
+            return None
         waiting = self._wait(association.client_sap, self._association_waiting, "the RLRQ")
         self._flush(association)
-        await waiting
+        event = await waiting
+        assert isinstance(event, Released)
+        return event
 
     async def get(
         self,
@@ -209,7 +213,9 @@ class Link:
         )
         assert isinstance(event, GetCompleted)
         if isinstance(event.result, DataAccessResult):
-            raise AccessError(f"GET {describe(ref)}", event.result)
+            raise AccessError(
+                f"GET {describe(ref)}", event.result, authenticated=association.security is not None
+            )
         return event.result
 
     async def set(self, association: ClientAssociation, ref: CosemRef, value: Any) -> None:
@@ -220,7 +226,9 @@ class Link:
         )
         assert isinstance(event, SetCompleted)
         if event.result != DataAccessResult.SUCCESS:
-            raise AccessError(f"SET {describe(ref)}", event.result)
+            raise AccessError(
+                f"SET {describe(ref)}", event.result, authenticated=association.security is not None
+            )
 
     async def action(
         self, association: ClientAssociation, ref: CosemRef, method: int, parameters: Any
@@ -233,5 +241,5 @@ class Link:
         )
         assert isinstance(event, ActionCompleted)
         if event.result != ActionResult.SUCCESS:
-            raise AccessError(what, event.result)
+            raise AccessError(what, event.result, authenticated=association.security is not None)
         return None if event.return_parameters is NO_VALUE else event.return_parameters

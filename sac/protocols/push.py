@@ -328,17 +328,19 @@ class PushProtocol(Protocol):
         batches: list[Ingest] = []
         self.link.on_notification = lambda _a, n: self._later_push(n)
         try:
-            fc = accepted.frame_counter
+            fc = accepted.frame_counter  # inside the authenticated frame: proven
+            proven = fc is not None
             if fc is None:
                 ldn, fc = await session.identify()
                 if ldn != accepted.meter.ldn:
                     await self._requeue(claimed, "the meter answered with another LDN")
                     self._abort("ldn-mismatch", f"LDN {ldn!r} read, {accepted.meter.ldn!r} pushed")
                     return
-            await session.open_management(fc)
+            await session.open_management(fc, proven=proven)
             batches.append(await session.run_commands(claimed, deadline, self.f.reactor))
             await session.close()
         except SacError as exc:
+            await session.abandon()
             await self._requeue(claimed, str(exc))
             await self._store(merge(batches))
             timeout = isinstance(exc, ResponseTimeout)
@@ -359,7 +361,7 @@ class PushProtocol(Protocol):
             self.log.warn("meter {ldn}: session values not stored: {e}", ldn=self.ldn, e=exc)
 
     async def _requeue(self, claimed: list[Any], why: str) -> None:
-        await requeue(self.f.store, claimed, why)
+        await requeue(self.f.store, claimed, why, attempts=self.f.session.command_attempts)
 
 
 class _Refused(Protocol):

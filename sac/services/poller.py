@@ -159,15 +159,18 @@ class Poller(Service):
             )
             await self._reschedule(job.ldn, delay, failures)
             return None
-        self.metrics.count("sac_polls_total", outcome="done")
+        outcome = "partial" if result.skipped else "done"
+        self.metrics.count("sac_polls_total", outcome=outcome)
         self.log.info(
-            "poll session of {ldn}: done in {ms} ms, {r} readings, {e} events, {c} commands",
+            "poll session of {ldn}: {outcome} in {ms} ms, {r} readings, {e} events,"
+            " {c} commands{not_read}",
             ldn=job.ldn,
             ms=round((self.reactor.seconds() - started) * 1000),
-            outcome="done",
+            outcome=outcome,
             r=result.readings,
             e=result.events,
             c=result.commands,
+            not_read=f"; not read: {'; '.join(result.skipped)}" if result.skipped else "",
         )
         await self._reschedule(job.ldn, interval, 0)
         return result

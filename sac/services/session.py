@@ -3,18 +3,27 @@ association with its counters, reads, commands.
 
 Both flows use it: a push session (the meter called; its socket carries our requests after
 its notification) and a poll (we called).  It talks through a :class:`~sac.protocols.link.Link`
-and keeps its counters in the store:
+and keeps its counters in the store.
 
-* the Public client (no ciphering) reads the LDN and the Management frame counter FC;
-* the Management client's invocation counters are reserved in the store *before* they are
-  sent (a block at a time), starting at FC + 1 -- a restart never sends a counter twice;
-* a meter that refuses our counter (exception-response, invocation-counter error) names the
-  one it expects: the store is raised to it and the request is sent once more;
+Invocation counters (the GCM IV is the system title and the counter: a counter sent twice
+under one key breaks the ciphering):
+
+* ours are reserved in the store *before* they are sent (a block at a time): a restart never
+  sends a counter twice;
+* the store keeps the highest of ours the meter has *proven* it accepted: the FC field of an
+  authenticated compact frame, or an authenticated answer to a request we sent at it;
+* what is not authenticated -- the Public client's frame-counter read, an unciphered
+  exception-response naming the counter the meter expects -- is a *hint*: the session
+  follows one hint, once, and only to a counter inside ``counter_window`` above the proven
+  one and short of ``counter_margin`` below 2^32.  A forged hint then wastes a bounded
+  number of counters and never locks the genuine meter out; a hint beyond the window is
+  refused and said so;
 * the meter's own counter is recorded in the store when the session ends.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,9 +35,9 @@ from sac.dlms import Obis
 from sac.dlms.association import ClientAssociation
 from sac.dlms.security import SecurityContext, Suite0Cipher
 from sac.dlms.xdlms import SelectiveAccess
-from sac.errors import ProtocolError, RemoteProtocolError, SacError
+from sac.errors import CodecError, ProtocolError, RemoteProtocolError, SacError
 from sac.profiles import CosemRef, IMeterProfile
-from sac.protocols.link import AccessError, Link
+from sac.protocols.link import AccessError, Link, LinkClosed, ResponseTimeout
 from sac.services import commands as cmd
 from sac.services.readings import (
     BATTERY,
@@ -48,6 +57,13 @@ __all__ = ["SAC_SYSTEM_TITLE", "MeterSession", "SessionSettings"]
 
 SAC_SYSTEM_TITLE = b"SACSACSA"  # spec section 3 (configurable)
 SERVICE_ERROR_INVOCATION_COUNTER = 6
+LAST_COUNTER = 0xFFFFFFFF
+
+
+class CounterHintRefused(RemoteProtocolError):
+    """An unauthenticated answer asked for a counter the session will not move to (beyond
+    the window above the proven counter, too near 2^32, or a second hint): nothing more can
+    be sent in this session.  Not the meter's word, so no command fails for good on it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +73,13 @@ class SessionSettings:
     poll_days: int = 7  # how far back a poll reads the daily profile and the logbooks
     max_receive_pdu: int = 0xFFFF
     name: str = "sac"  # this process, in the command log
+    # how far above the proven counter an unauthenticated hint may move ours
+    counter_window: int = 1 << 16
+    # no hint moves ours within this many of 2^32 (the key's last counters)
+    counter_margin: int = 1 << 20
+    # sessions a command may take (claims) before a failure that is not the meter's
+    # authenticated word fails it for good
+    command_attempts: int = 10
 
 
 class MeterSession:
@@ -82,6 +105,9 @@ class MeterSession:
         self.meter = meter
         self.management: ClientAssociation | None = None
         self._reserved_last = -1
+        self._proven = 0  # the highest of our counters the meter proved it accepted
+        self._accepted = -1  # ... of this session's, by an authenticated answer
+        self._hinted = False  # an unauthenticated counter hint was followed
         self._scalers: dict[Obis, tuple[int, int]] = {}
         self.requests = 0
 
@@ -109,9 +135,15 @@ class MeterSession:
             await self.link.associate(public)
             ldn_value = await self.link.get(public, self.profile.objects["ldn"])
             fc = await self.link.get(public, self.profile.objects["frame_counter_management"])
-            await self.link.release(public)
+            released = await self.link.release(public)
         finally:
             self.link.detach(public)
+        if released is not None and released.quirk:
+            self.log.info(
+                "meter {ldn}: quirk: {quirk} (the release's content is not used)",
+                ldn=self.meter.ldn if self.meter is not None else "?",
+                quirk=released.quirk,
+            )
         raw = bytes(ldn_value) if isinstance(ldn_value, bytes) else str(ldn_value).encode()
         try:
             ldn = raw.decode("ascii")
@@ -123,8 +155,10 @@ class MeterSession:
 
     # --- the Management client ----------------------------------------------------------
 
-    async def open_management(self, frame_counter: int | None) -> None:
-        """The pre-established Management association, its counters from FC + 1."""
+    async def open_management(self, frame_counter: int | None, *, proven: bool = False) -> None:
+        """The pre-established Management association.  ``frame_counter``: the meter's FC
+        for this client, ``proven`` when it came inside an authenticated frame (else it is
+        the Public client's read: a hint)."""
         meter = self.meter
         assert meter is not None
         if meter.system_title is None:
@@ -132,19 +166,24 @@ class MeterSession:
         keys = await self.store.keys(meter.ldn, self.sap)
         if keys is None:
             raise SacError(f"meter {meter.ldn} has no key for client {self.sap}")
-        if frame_counter is not None:
-            await self.store.raise_invocation_counter(meter.ldn, self.sap, frame_counter)
+        state = await self.store.counter_state(meter.ldn, self.sap)
+        self._proven = state.proven
+        if frame_counter is not None and proven:
+            await self.store.prove_invocation_counter(meter.ldn, self.sap, frame_counter)
+            self._proven = max(self._proven, frame_counter)
+        elif frame_counter is not None and frame_counter > state.ours:
+            with contextlib.suppress(CounterHintRefused):  # then start from our own counter
+                await self._follow_hint(frame_counter, "the Public client's frame counter")
         first = await self.store.reserve_invocation_counters(
             meter.ldn, self.sap, self.settings.counter_block
         )
-        _, theirs = await self.store.invocation_counters(meter.ldn, self.sap)
         self._reserved_last = first + self.settings.counter_block - 1
         security = SecurityContext(
             Suite0Cipher(keys.ek, keys.ak),
             self.settings.system_title,
             peer_system_title=meter.system_title,
             invocation_counter=first,
-            peer_invocation_counter=theirs,
+            peer_invocation_counter=state.theirs,
             omit_system_title=bool(self.profile.omit_system_title),
         )
         self.management = self.link.attach(
@@ -157,6 +196,34 @@ class MeterSession:
                 server_max_receive_pdu=int(self.profile.max_pdu),
             )
         )
+
+    async def _follow_hint(self, used: int, source: str) -> None:
+        """Unauthenticated data says the meter has seen our counter ``used``: reserve above
+        it -- once a session, inside the window above the proven counter, never near 2^32
+        -- or refuse (CounterHintRefused)."""
+        limit = min(
+            self._proven + self.settings.counter_window,
+            LAST_COUNTER - self.settings.counter_margin,
+        )
+        why = ""
+        if self._hinted:
+            why = "a second unauthenticated counter hint in one session"
+        elif used > limit:
+            why = (
+                f"{source} says {used}, beyond {limit}"
+                f" (proven {self._proven} + window {self.settings.counter_window})"
+            )
+        if why:
+            self.log.warn("meter {ldn}: counter hint not followed: {why}", ldn=self.ldn, why=why)
+            raise CounterHintRefused(f"unauthenticated counter hint not followed: {why}")
+        self._hinted = True
+        self.log.info(
+            "meter {ldn}: {source} says {used}: moving on above it (unauthenticated, once)",
+            ldn=self.ldn,
+            source=source,
+            used=used,
+        )
+        await self.store.raise_invocation_counter(self.ldn, self.sap, used)
 
     async def _counters(self) -> None:
         """Reserve more counters when the block is nearly used (a block GET uses one a block)."""
@@ -173,28 +240,49 @@ class MeterSession:
             self._reserved_last = first + self.settings.counter_block - 1
 
     async def _call(self, request: Callable[[ClientAssociation], Any]) -> Any:
-        """One Management request, sent again once when the meter wants a newer counter."""
+        """One Management request, sent again once when the meter wants a newer counter
+        (authenticated, or a hint the session may follow)."""
         association = self.management
         if association is None:
             raise ProtocolError("the Management association is not open")
         await self._counters()
         self.requests += 1
         try:
-            return await request(association)
+            return await self._answered(association, request)
         except RemoteProtocolError as exc:
             expected = exc.invocation_counter
             if exc.wire_code != SERVICE_ERROR_INVOCATION_COUNTER or expected is None:
                 raise
-            self.log.info(
-                "meter {ldn}: it expects invocation counter {expected}; moving on to it",
-                ldn=self.ldn,
-                expected=expected,
-            )
-            assert association.security is not None
-            await self.store.raise_invocation_counter(self.ldn, self.sap, expected - 1)
+            if exc.authenticated:
+                if not 0 < expected <= LAST_COUNTER:
+                    raise
+                self.log.info(
+                    "meter {ldn}: it expects invocation counter {expected}; moving on to it",
+                    ldn=self.ldn,
+                    expected=expected,
+                )
+                await self.store.prove_invocation_counter(self.ldn, self.sap, expected - 1)
+                self._proven = max(self._proven, expected - 1)
+            else:
+                await self._follow_hint(max(expected - 1, 0), "an unciphered exception-response")
             self._reserved_last = -1  # reserve afresh, above what the meter expects
             await self._counters()
-            return await request(association)
+            return await self._answered(association, request)
+
+    async def _answered(
+        self, association: ClientAssociation, request: Callable[[ClientAssociation], Any]
+    ) -> Any:
+        """``request``; an answer that authenticates (a result, or a refusal carried
+        ciphered) proves the meter accepted the counter it was sent with."""
+        assert association.security is not None
+        try:
+            result = await request(association)
+        except AccessError as exc:
+            if exc.authenticated:
+                self._accepted = association.security.invocation_counter - 1
+            raise
+        self._accepted = association.security.invocation_counter - 1
+        return result
 
     async def get(self, ref: CosemRef, access: SelectiveAccess | None = None) -> Any:
         return await self._call(lambda a: self.link.get(a, ref, access))
@@ -206,16 +294,29 @@ class MeterSession:
         return await self._call(lambda a: self.link.action(a, ref, method, parameters))
 
     async def close(self) -> None:
-        """End the Management association and record the meter's last counter."""
+        """End the Management association and record the counters it proved: the highest
+        of ours the meter answered with authentication, and the meter's own last one.  Also
+        after a failed session (what was proven stays proven)."""
         association, self.management = self.management, None
         if association is None:
             return
         self.link.detach(association)
         security = association.security
+        if self._accepted > self._proven:
+            await self.store.prove_invocation_counter(self.ldn, self.sap, self._accepted)
+            self._proven = self._accepted
         if security is not None and security.peer_invocation_counter is not None:
             await self.store.accept_peer_counter(
                 self.ldn, self.sap, security.peer_invocation_counter
             )
+
+    async def abandon(self) -> None:
+        """After a failed session: record what it proved all the same (close), with a store
+        failure logged, not raised over the session's own error."""
+        try:
+            await self.close()
+        except SacError as exc:
+            self.log.warn("meter {ldn}: counters not recorded: {e}", ldn=self.ldn, e=exc)
 
     # --- values to store ----------------------------------------------------------------
 
@@ -288,17 +389,38 @@ class MeterSession:
     async def poll(self) -> Ingest:
         """Everything the list and the detail page show: the meter's clock, LDN, PDR, the
         volumes, diagnostic, battery, valve; the daily profile and the logbooks of the last
-        days."""
+        days.
+
+        Each object is read on its own: one the meter refuses (object-undefined...), or
+        whose value does not decode, is left out -- ``skipped`` says which and why -- and
+        the poll goes on.  When the link itself breaks, what was read before it is returned
+        all the same and ``broken`` says why.  The meter's status (its last connection) is
+        always in the batch: it was on line."""
         objects = self.profile.objects
         inverted = bool(self.profile.inverted_deviation)
-        clock = await self.get(objects["clock"])
-        at = (
-            meter_time(bytes(clock), inverted_deviation=inverted)
-            if isinstance(clock, bytes)
-            else None
-        )
-        readings: list[Reading] = [self.reading(objects["clock"], clock, at)]
+        self.skipped: list[str] = []
+        self.broken: SacError | None = None
+        readings: list[Reading] = []
         values: dict[str, Any] = {}
+        at: dt.datetime | None = None
+
+        async def clock() -> None:
+            nonlocal at
+            raw = await self.get(objects["clock"])
+            at = (
+                meter_time(bytes(raw), inverted_deviation=inverted)
+                if isinstance(raw, bytes)
+                else None
+            )
+            readings.append(self.reading(objects["clock"], raw, at))
+
+        async def value(name: str, ref: CosemRef) -> None:
+            got = await self.get(ref)
+            scaler = await self.scaler_unit(ref)
+            readings.append(self.reading(ref, got, at, scaler))
+            values[name] = got
+
+        await self._part("clock", clock())
         for quantity in (
             "ldn",
             "pdr",
@@ -308,33 +430,42 @@ class MeterSession:
             "battery_autonomy",
         ):
             ref = objects.get(quantity)
-            if ref is None:
-                continue
-            try:
-                value = await self.get(ref)
-                scaler = await self.scaler_unit(ref)
-            except AccessError as exc:
-                self.log.info("meter {ldn}: {q} not read: {e}", ldn=self.ldn, q=quantity, e=exc)
-                continue
-            values[quantity] = value
-            readings.append(self.reading(ref, value, at, scaler))
+            if ref is not None:
+                await self._part(quantity, value(quantity, ref))
         valve = objects["valve"]
         for attribute, name in ((2, "valve_output"), (3, "valve_state")):
-            value = await self.get(valve.at(attribute))
-            values[name] = value
-            readings.append(self.reading(valve.at(attribute), value, at))
+            await self._part(name, value(name, valve.at(attribute)))
         index = next((r for r in readings if r.obis == INDEX and r.attribute == 2), None)
         battery_unit = self._scalers.get(BATTERY, (0, int(self.profile.battery_unit)))[1]
         status = status_of(
             self.ldn, values, connected=self.now(), at=at, index=index, battery_unit=battery_unit
         )
-        batch = Ingest(readings=readings, statuses=[status])
+        parts = [Ingest(readings=readings, statuses=[status])]
         end = self.now()
         start = end - dt.timedelta(days=self.settings.poll_days)
-        parts = [batch]
         for quantity in ("daily_profile", "event_logbook", "metrological_logbook"):
-            parts.append(await self.read_profile(quantity, start, end))
+            part = await self._part(quantity, self.read_profile(quantity, start, end))
+            if part is not None:
+                parts.append(part)
         return merge(parts)
+
+    async def _part(self, what: str, read: Any) -> Any:
+        """Await one part of a poll (a coroutine): its result, or None when the meter refused
+        it, sent what does not decode, or the link broke (recorded in ``skipped`` /
+        ``broken``; after a break the rest is not tried)."""
+        if self.broken is not None:
+            read.close()  # never started
+            return None
+        try:
+            return await read
+        except (CounterHintRefused, LinkClosed, ResponseTimeout) as exc:
+            self.broken = exc  # nothing more can be sent on this link
+        except (RemoteProtocolError, CodecError) as exc:  # this request only
+            self.skipped.append(f"{what}: {exc}")
+            self.log.info("meter {ldn}: {what} not read: {e}", ldn=self.ldn, what=what, e=exc)
+        except SacError as exc:  # the store (counters): stop here, keep what was read
+            self.broken = exc
+        return None
 
     # --- commands -----------------------------------------------------------------------
 
@@ -352,7 +483,11 @@ class MeterSession:
             except (AccessError, cmd.CommandError) as exc:
                 outcome = cmd.Outcome(False, str(exc))
             except RemoteProtocolError as exc:
-                if exc.wire_code is None:  # the stream broke: nothing more on this link
+                if exc.wire_code is None or not exc.authenticated:
+                    # the stream broke, or an answer anyone on the path could have forged (an
+                    # unciphered exception-response, a counter hint not followed): not the
+                    # meter's word, so nothing fails for good on it; back to the queue with
+                    # the attempt counted, and nothing more on this link
                     await self._requeue(claimed[i:], str(exc))
                     raise
                 outcome = cmd.Outcome(False, str(exc))
@@ -375,15 +510,23 @@ class MeterSession:
         return merge(batches)
 
     async def _requeue(self, commands: list[Command], why: str) -> None:
-        await requeue(self.store, commands, why)
+        await requeue(self.store, commands, why, attempts=self.settings.command_attempts)
 
 
-async def requeue(store: IStore, commands: list[Command], why: str) -> None:
+async def requeue(
+    store: IStore, commands: list[Command], why: str, *, attempts: int | None = None
+) -> None:
     """Claimed commands a session did not finish go back to the queue (one conditional
-    update each: a command already finished stays as it is)."""
+    update each: a command already finished stays as it is) -- or, once a command has
+    been claimed ``attempts`` times, fail with the last reason."""
     for command in commands:
         try:
-            await store.retry_command(command.id, why)
+            if attempts is not None and command.attempts >= attempts:
+                await store.finish_command(
+                    command.id, False, f"{why} (given up after {command.attempts} attempts)"
+                )
+            else:
+                await store.retry_command(command.id, why)
         except CommandStateError:
             pass  # done or failed in this session before it broke
         except SacError as exc:

@@ -33,6 +33,7 @@ from sac.store.model import (
     EventPage,
     Ingest,
     IngestResult,
+    InvocationCounters,
     Meter,
     MeterKeys,
     MeterPage,
@@ -104,7 +105,18 @@ class IStore(Interface):
         """The first of ``count`` counters of ours, stored as used before they are."""
 
     async def raise_invocation_counter(ldn: str, client_sap: int, used: int) -> None:
-        """The meter has seen ``used`` (its frame counter): reserve above it from now on."""
+        """Reserve above ``used`` from now on (the caller bounds it: see MeterSession)."""
+
+    async def prove_invocation_counter(ldn: str, client_sap: int, accepted: int) -> None:
+        """The meter proved, by authenticated data, that it accepted our counter
+        ``accepted``: the proven mark (and the reservation) move up to it."""
+
+    async def counter_state(ldn: str, client_sap: int) -> InvocationCounters:
+        """The meter's counters for a client: ours reserved, ours proven, theirs."""
+
+    async def reset_invocation_counters(ldn: str, by: Actor | None = None) -> int:
+        """Forget a meter's counters (every client), audited: after its keys were changed
+        in the field.  How many clients had counters; UnknownMeter."""
 
     async def accept_peer_counter(ldn: str, client_sap: int, counter: int) -> bool:
         """Record the meter's counter when newer than the last: False for a replay."""
@@ -464,6 +476,17 @@ class Store:
 
     async def raise_invocation_counter(self, ldn: str, client_sap: int, used: int) -> None:
         await self._run(tx.raise_invocation_counter(ldn, client_sap, used))
+
+    async def prove_invocation_counter(self, ldn: str, client_sap: int, accepted: int) -> None:
+        await self._run(tx.prove_invocation_counter(ldn, client_sap, accepted))
+
+    async def counter_state(self, ldn: str, client_sap: int) -> InvocationCounters:
+        return await self._run(tx.counter_state(ldn, client_sap))
+
+    async def reset_invocation_counters(self, ldn: str, by: Actor | None = None) -> int:
+        now = self._clock()
+        change = tx.reset_invocation_counters(ldn)
+        return await self._run(ops.audited(change, by, "reset counters", ldn, now))
 
     async def accept_peer_counter(self, ldn: str, client_sap: int, counter: int) -> bool:
         return await self._run(tx.accept_peer_counter(ldn, client_sap, counter))

@@ -237,6 +237,18 @@ class MeterStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class InvocationCounters:
+    """A meter's counters for one client: ``ours``, the last of ours reserved (sent or about
+    to be); ``proven``, the highest of ours the meter has proven it accepted, by an
+    authenticated answer or the FC field of an authenticated frame; ``theirs``, the meter's
+    last counter we accepted (None before its first)."""
+
+    ours: int = 0
+    proven: int = 0
+    theirs: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class PeerCounter:
     """The invocation counter of a meter's ciphered APDU whose content an ingest stores."""
 

@@ -24,6 +24,7 @@ from sac.store.model import (
     Event,
     Ingest,
     IngestResult,
+    InvocationCounters,
     Meter,
     MeterKeys,
     MeterPage,
@@ -255,7 +256,7 @@ def add_meter(
     added = _meter(rows[0])
     if master is not None:
         for sap, (ek, ak) in sorted(keys.items()):
-            yield from _write_keys(master, added.id, meter.ldn, sap, ek, ak, now)
+            yield from _write_keys(master, added.id, meter.ldn, sap, ek, ak, now, held={})
     return added
 
 
@@ -346,14 +347,56 @@ def _write_keys(
     ek: bytes,
     ak: bytes | None,
     now: dt.datetime,
+    held: dict[str, bytes] | None = None,
 ) -> Transaction:
-    for role, key in (("ek", ek), ("ak", ak if ak is not None else ek)):
+    """Write a meter's keys for a client; ``held``: the wrapped keys it has now by role (None:
+    look them up).  New keys start a new invocation-counter space (the GCM IV is the system
+    title and the counter, per key), so the client's counters restart from 0; the same keys
+    written again keep them (restarting them under an unchanged key would send a counter
+    twice).  True when the keys changed."""
+    new = {"ek": ek, "ak": ak if ak is not None else ek}
+    if held is None:
+        rows = yield Query(
+            "SELECT role, wrapped FROM meter_keys WHERE meter_id = ? AND client_sap = ?",
+            (meter_id, client_sap),
+        )
+        held = {role: bytes(blob) for role, blob in rows}
+    if held and held.keys() == new.keys():
+        old = {
+            role: master.unwrap(blob, key_place(ldn, client_sap, role))
+            for role, blob in held.items()
+        }
+        if old == new:
+            return False
+    for role, key in new.items():
         yield Exec(
             "INSERT INTO meter_keys (meter_id, client_sap, role, wrapped, updated)"
             " VALUES (?, ?, ?, ?, ?) ON CONFLICT (meter_id, client_sap, role)"
             " DO UPDATE SET wrapped = excluded.wrapped, updated = excluded.updated",
             (meter_id, client_sap, role, master.wrap(key, key_place(ldn, client_sap, role)), now),
         )
+    if held:
+        yield Exec(
+            "DELETE FROM invocation_counters WHERE meter_id = ? AND client_sap = ?",
+            (meter_id, client_sap),
+        )
+    return True
+
+
+def _held_keys(meter_ids: Sequence[int]) -> Transaction:
+    """{(meter id, client): {role: wrapped key}} of ``meter_ids``, a few hundred a query."""
+    wanted = sorted(set(meter_ids))
+    held: dict[tuple[int, int], dict[str, bytes]] = {}
+    for i in range(0, len(wanted), _BATCH_ROWS):
+        part = wanted[i : i + _BATCH_ROWS]
+        rows = yield Query(
+            "SELECT meter_id, client_sap, role, wrapped FROM meter_keys"
+            f" WHERE meter_id IN ({', '.join('?' * len(part))})",
+            part,
+        )
+        for meter_id, sap, role, blob in rows:
+            held.setdefault((meter_id, sap), {})[role] = bytes(blob)
+    return held
 
 
 def get_keys(master: MasterKey, ldn: str, client_sap: int) -> Transaction:
@@ -384,21 +427,22 @@ def import_keys(
 ) -> Transaction:
     """Set the keys of ``rows`` (KeyRow), all or none; KeyImportError lists every bad line."""
     ids = yield from _meter_ids({r.ldn for r in rows})
-    present: set[tuple[int, int]] = set()
-    if not replace and ids:
-        held = yield Query("SELECT DISTINCT meter_id, client_sap FROM meter_keys")
-        present = {(m, c) for m, c in held}
+    held = yield from _held_keys(list(ids.values()))
     errors = []
     for r in rows:
         if r.ldn not in ids:
             errors.append(RowError(r.line, f"no meter {r.ldn}"))
-        elif (ids[r.ldn], r.client_sap) in present:
+        elif not replace and (ids[r.ldn], r.client_sap) in held:
             errors.append(RowError(r.line, f"{r.ldn} client {r.client_sap} has keys already"))
     if errors:
         raise KeyImportError(errors)
+    written: set[tuple[int, int]] = set()
     for r in rows:
-        # the ids were looked up in one batch above; no query per row
-        yield from _write_keys(master, ids[r.ldn], r.ldn, r.client_sap, r.ek, r.ak, now)
+        # the ids and the keys held were looked up in batches above; no query per row
+        place = (ids[r.ldn], r.client_sap)
+        before = held.pop(place, {}) if place not in written else None
+        yield from _write_keys(master, place[0], r.ldn, r.client_sap, r.ek, r.ak, now, before)
+        written.add(place)
     return len(rows)
 
 
@@ -424,8 +468,11 @@ def reserve_invocation_counters(ldn: str, client_sap: int, count: int) -> Transa
 
 
 def raise_invocation_counter(ldn: str, client_sap: int, used: int) -> Transaction:
-    """Record that the meter has seen our counter ``used`` (its frame counter): the next
-    reservation starts above it."""
+    """Reserve above ``used``: our next counter is sent above it (reserved before it is sent,
+    as every counter).  Callers bound ``used`` (see MeterSession): a counter an
+    unauthenticated answer asked for is not proven by this."""
+    if not 0 <= used <= 0xFFFFFFFF:
+        raise ValueError(f"an invocation counter is 0..2^32-1, not {used}")
     meter_id = yield from _meter_id(ldn)
     yield Exec(
         "INSERT INTO invocation_counters (meter_id, client_sap, ours) VALUES (?, ?, ?)"
@@ -433,6 +480,30 @@ def raise_invocation_counter(ldn: str, client_sap: int, used: int) -> Transactio
         " WHERE invocation_counters.ours < excluded.ours",
         (meter_id, client_sap, used),
     )
+
+
+def prove_invocation_counter(ldn: str, client_sap: int, accepted: int) -> Transaction:
+    """The meter has proven, by authenticated data, that it accepted our counter
+    ``accepted``: the proven mark moves up to it (and the reservation with it)."""
+    if not 0 <= accepted <= 0xFFFFFFFF:
+        raise ValueError(f"an invocation counter is 0..2^32-1, not {accepted}")
+    meter_id = yield from _meter_id(ldn)
+    yield Exec(
+        "INSERT INTO invocation_counters (meter_id, client_sap, ours, proven) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT (meter_id, client_sap) DO UPDATE SET"
+        " ours = CASE WHEN invocation_counters.ours < excluded.ours"
+        " THEN excluded.ours ELSE invocation_counters.ours END,"
+        " proven = CASE WHEN invocation_counters.proven < excluded.proven"
+        " THEN excluded.proven ELSE invocation_counters.proven END",
+        (meter_id, client_sap, accepted, accepted),
+    )
+
+
+def reset_invocation_counters(ldn: str) -> Transaction:
+    """Forget every counter of a meter (all its clients), after its keys were changed in
+    the field; how many clients had counters."""
+    meter_id = yield from _meter_id(ldn)
+    return (yield Exec("DELETE FROM invocation_counters WHERE meter_id = ?", (meter_id,)))
 
 
 def accept_peer_counter(ldn: str, client_sap: int, counter: int) -> Transaction:
@@ -455,12 +526,18 @@ def _accept_counter(meter_id: int, client_sap: int, counter: int) -> Transaction
 
 def invocation_counters(ldn: str, client_sap: int) -> Transaction:
     """(ours: the last reserved, theirs: the last accepted or None)."""
+    state = yield from counter_state(ldn, client_sap)
+    return state.ours, state.theirs
+
+
+def counter_state(ldn: str, client_sap: int) -> Transaction:
+    """A meter's InvocationCounters for a client (zeros before any)."""
     rows = yield Query(
-        "SELECT c.ours, c.theirs FROM invocation_counters c JOIN meters m ON m.id = c.meter_id"
-        " WHERE m.ldn = ? AND c.client_sap = ?",
+        "SELECT c.ours, c.proven, c.theirs FROM invocation_counters c"
+        " JOIN meters m ON m.id = c.meter_id WHERE m.ldn = ? AND c.client_sap = ?",
         (ldn, client_sap),
     )
-    return (rows[0][0], rows[0][1]) if rows else (0, None)
+    return InvocationCounters(*rows[0]) if rows else InvocationCounters()
 
 
 # --- readings -----------------------------------------------------------------------------
