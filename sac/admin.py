@@ -7,6 +7,7 @@
     sac-admin --store ADDRESS add-user NAME --role admin   # password on stdin or asked
     sac-admin --store ADDRESS create-token USER NAME       # prints the API token once
     sac-admin --store ADDRESS revoke-token ID
+    sac-admin --store ADDRESS reset-counters LDN     # after the meter's keys changed in the field
 
 The store is ``--store``, else what the SAC's configuration says (``--config FILE`` or
 ``$SAC_CONFIG``, and ``$SAC_STORE`` or ``$SAC_STORE_ADDRESS``): a SQLite path or a PostgreSQL
@@ -76,6 +77,12 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("name", help="what the token is for, e.g. the system using it")
     revoke = commands.add_parser("revoke-token", help="revoke an API token by its number")
     revoke.add_argument("id", type=int)
+    reset = commands.add_parser(
+        "reset-counters",
+        help="forget a meter's invocation counters, after its keys were changed in the field"
+        " (the SAC starts again from 0 with it; never after a mere restore of the store)",
+    )
+    reset.add_argument("ldn")
     return parser
 
 
@@ -134,6 +141,9 @@ async def _run(reactor: Any, args: argparse.Namespace) -> int:
             except KeyError:
                 raise SacError(f"no API token #{args.id}") from None
             print(f"API token #{args.id} revoked")
+        elif args.command == "reset-counters":
+            count = await store.reset_invocation_counters(args.ldn, _actor())
+            print(f"meter {args.ldn}: the invocation counters of {count} clients reset")
     finally:
         await store.close()
     return 0

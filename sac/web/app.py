@@ -653,6 +653,10 @@ class Web(AdminPages, ApiRoutes, SoapRoutes):
             raise NotFound() from None
         events = await self.store.events(ldn, 50)
         commands = await self.store.commands(ldn, None, 30)
+        counters = None
+        if session.user.role.may(Role.ADMIN):
+            sap = int(self.registry.match(assigned=meter.profile).clients["management"])
+            counters = await self.store.counter_state(ldn, sap)
         bits = self._bits(meter.profile)
         unit = display.unit_name(meter.index_unit)
         points = chart.points(line.readings)
@@ -678,8 +682,23 @@ class Web(AdminPages, ApiRoutes, SoapRoutes):
                 added=arg(request, "added") == "1",
                 queued=arg(request, "queued"),
                 open_states=("pending", "sent"),
+                counters=counters,
+                counters_reset=arg(request, "counters") == "reset",
             ),
         )
+
+    @app.route("/meters/<string(length=16):ldn>/counters/reset", methods=["POST"])
+    @page(Role.ADMIN)
+    async def reset_counters(self, request: Any, session: WebSession, ldn: str) -> Page:
+        """After the meter's keys were changed in the field (by its installer's tool): the
+        SAC's counters for it start again from 0.  Audited."""
+        if arg(request, "confirm") != ldn:
+            raise BadRequest("the confirmation does not name this meter")
+        try:
+            await self.store.reset_invocation_counters(ldn, self._actor(request, session))
+        except UnknownMeter:
+            raise NotFound() from None
+        return Page(redirect=f"/meters/{quote(ldn)}?counters=reset#counters")
 
     # --- the valve -------------------------------------------------------------------------
 

@@ -170,3 +170,31 @@ def test_sac_admin_finds_the_store_and_its_secrets_as_the_sac_does(
     )  # fmt: skip
     assert lost.returncode == 1
     assert "which store?" in lost.stderr and not list(elsewhere.iterdir())
+
+
+@pytest_twisted.ensureDeferred
+async def test_sac_admin_resets_a_meters_counters_after_a_key_change_in_the_field(
+    backend: Backend,
+) -> None:
+    store = backend.make()
+    await store.open()
+    await store.add_meter(NewMeter("RESET00000000001", system_title=bytes(8)))
+    await store.set_keys("RESET00000000001", 1, bytes(16))
+    await store.reserve_invocation_counters("RESET00000000001", 1, 64)
+    await store.accept_peer_counter("RESET00000000001", 1, 900)
+    await store.close()
+
+    reset = admin(backend, "reset-counters", "RESET00000000001")
+    assert reset.returncode == 0, reset.stderr
+    assert "the invocation counters of 1 clients reset" in reset.stdout
+    unknown = admin(backend, "reset-counters", "NOSUCHMETER")
+    assert unknown.returncode == 1 and "NOSUCHMETER" in unknown.stderr
+    assert "Traceback" not in unknown.stderr
+
+    store = backend.make()
+    await store.open()
+    assert await store.invocation_counters("RESET00000000001", 1) == (0, None)
+    [line, *_] = await store.audit_log()
+    assert (line.action, line.target) == ("reset counters", "RESET00000000001")
+    assert line.actor.startswith("sac-admin (")
+    await store.close()

@@ -48,6 +48,10 @@ POLICY: dict[tuple[str, str], tuple[str | Role, str]] = {
     ("POST", "/meters/import"): (Role.OPERATOR, "/meters/import"),
     ("GET", "/meters/<string(length=16):ldn>/valve"): (Role.OPERATOR, f"/meters/{LDN}/valve"),
     ("POST", "/meters/<string(length=16):ldn>/valve"): (Role.OPERATOR, f"/meters/{LDN}/valve"),
+    ("POST", "/meters/<string(length=16):ldn>/counters/reset"): (
+        Role.ADMIN,
+        f"/meters/{LDN}/counters/reset",
+    ),
     ("GET", "/admin/users"): (Role.ADMIN, "/admin/users"),
     ("POST", "/admin/users"): (Role.ADMIN, "/admin/users"),
     ("POST", "/admin/users/change"): (Role.ADMIN, "/admin/users/change"),

@@ -446,6 +446,32 @@ async def test_a_valve_command_is_confirmed_then_queued_and_followed(site: Site)
     assert "s-done" in page and "valve-close" in page
 
 
+@pytest_twisted.ensureDeferred
+async def test_an_admin_resets_a_meters_counters_after_a_key_change_in_the_field(
+    site: Site,
+) -> None:
+    await seed(site, 1)
+    await site.store.set_keys(ldn(0), 1, bytes(16))
+    await site.store.reserve_invocation_counters(ldn(0), 1, 64)
+    await site.store.prove_invocation_counter(ldn(0), 1, 40)
+    operator = await site.signed_in("otto")
+    _, _, page = await operator.get(f"/meters/{ldn(0)}")
+    assert "Ciphering counters" not in page  # for admins only
+    admin = await site.signed_in("ada")
+    _, _, page = await admin.get(f"/meters/{ldn(0)}")
+    assert 'id="counters"' in page and ">64<" in page and ">40<" in page
+    code, _, _ = await admin.post(f"/meters/{ldn(0)}/counters/reset", {"confirm": ldn(1)})
+    assert code == 400  # the confirmation names another meter
+    assert (await site.store.counter_state(ldn(0), 1)).ours == 64
+    code, heads, _ = await admin.post(f"/meters/{ldn(0)}/counters/reset", {"confirm": ldn(0)})
+    assert code == 303 and heads["location"] == f"/meters/{ldn(0)}?counters=reset#counters"
+    assert (await site.store.counter_state(ldn(0), 1)).ours == 0
+    _, _, page = await admin.get(heads["location"])
+    assert "The counters were reset" in page
+    [line, *_] = await site.store.audit_log()
+    assert (line.actor, line.action, line.target) == ("ada", "reset counters", ldn(0))
+
+
 # --- status, metrics, errors ----------------------------------------------------------------
 
 
