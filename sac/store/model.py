@@ -220,10 +220,12 @@ class Event:
 class MeterStatus:
     """What one session says of a meter, for its row in the meter list.
 
-    ``connected`` (SAC clock) moves the last connection forward.  The other values are the
-    meter's at ``at`` (its clock; the session's time when it gave none): they replace the
-    stored ones only if not older, so a late replay never hides a newer value.  None leaves a
-    value as it is.  ``index`` is the converted-volume index reading.
+    ``connected`` is when the SAC received them (its own clock; a spool replay keeps the
+    push's receipt time): it moves the last connection forward, and decides which values are
+    newer -- they replace the stored ones only if received not earlier, so a late replay
+    never hides a newer value and a meter whose clock lags is not ignored.  ``at`` is the
+    meter's time of the values (the session's when it gave none), shown next to them.  None
+    leaves a value as it is.  ``index`` is the converted-volume index reading.
     """
 
     ldn: str

@@ -664,11 +664,13 @@ _STATUS_COLUMNS = (
     ("id", "int"),
     ("connected", "time"),
     ("values_at", "time"),
+    ("values_recv", "time"),
     ("diagnostic", "int"),
     ("battery_value", "int"),
     ("battery_unit", "int"),
     ("valve_state", "int"),
     ("index_at", "time"),
+    ("index_recv", "time"),
     ("index_value", "num"),
     ("index_scaler", "int"),
     ("index_unit", "int"),
@@ -689,15 +691,29 @@ def _newer(stamp: str, new: str, targets: Sequence[str]) -> list[str]:
 _STATUS_SETS = ", ".join(
     [
         *_newer("last_connection", "connected", ["last_connection:connected"]),
+        # newer by the SAC's receipt time; the meter's capture time goes along, to be shown
         *_newer(
-            "status_at",
-            "values_at",
-            ["diagnostic", "battery_value", "battery_unit", "valve_state", "status_at:values_at"],
+            "values_received",
+            "values_recv",
+            [
+                "diagnostic",
+                "battery_value",
+                "battery_unit",
+                "valve_state",
+                "status_at:values_at",
+                "values_received:values_recv",
+            ],
         ),
         *_newer(
-            "index_captured",
-            "index_at",
-            ["index_value", "index_scaler", "index_unit", "index_captured:index_at"],
+            "index_received",
+            "index_recv",
+            [
+                "index_value",
+                "index_scaler",
+                "index_unit",
+                "index_captured:index_at",
+                "index_received:index_recv",
+            ],
         ),
     ]
 )
@@ -711,18 +727,20 @@ def _status_row(meter_id: int, status: MeterStatus) -> tuple[Any, ...]:
         status.battery_unit if status.battery_value is not None else None,
         status.valve_state,
     )
-    at = None
+    at = received = None
     if any(v is not None for v in values):
         at = status.at or status.connected
+        received = status.connected or status.at
         if at is None:
             raise ValueError("a meter status with values needs a time (at or connected)")
-    index, index_row = status.index, (None, None, None, None)
+    index, index_row = status.index, (None, None, None, None, None)
     if index is not None:
         stamp = index.captured or status.at or status.connected
         if stamp is None or index.value is None:
             raise ValueError("the index of a meter status needs a value and a time")
-        index_row = (stamp, index.value, index.scaler, index.unit)
-    return (meter_id, status.connected, at, *values, *index_row)
+        index_recv = status.connected or index.received or stamp
+        index_row = (stamp, index_recv, index.value, index.scaler, index.unit)
+    return (meter_id, status.connected, at, received, *values, *index_row)
 
 
 def _update_statuses(statuses: Sequence[MeterStatus], ids: dict[str, int]) -> Transaction:

@@ -139,16 +139,76 @@ async def test_list_values_only_move_forward(backend: Backend) -> None:
             ]
         )
     )
-    await store.ingest(Ingest(statuses=[MeterStatus(ldn(0), at=at(13), valve_state=0)]))
+    later = late + dt.timedelta(minutes=1)
+    await store.ingest(
+        Ingest(statuses=[MeterStatus(ldn(0), connected=later, at=at(13), valve_state=0)])
+    )
     meter = await store.get_meter(ldn(0))
-    assert meter.last_connection == late and meter.index_value == 2000
+    assert meter.last_connection == later and meter.index_value == 2000
     assert (meter.battery_value, meter.battery_unit) == (80, UNIT_PERCENT)
     assert (meter.diagnostic, meter.valve_state, meter.status_at) == (1, 0, at(13))
     # a newer index moves it; a status with values and no time is a caller's bug
-    await store.ingest(Ingest(statuses=[MeterStatus(ldn(0), index=index(ldn(0), 2500, at(14)))]))
+    await store.ingest(
+        Ingest(
+            statuses=[
+                MeterStatus(ldn(0), connected=later, index=index(ldn(0), 2500, at(14))),
+            ]
+        )
+    )
     assert (await store.get_meter(ldn(0))).index == Decimal("2.5")
     with pytest.raises(ValueError, match="needs a time"):
         await store.ingest(Ingest(statuses=[MeterStatus(ldn(0), diagnostic=3)]))
+
+
+@pytest_twisted.ensureDeferred
+async def test_which_list_value_is_newer_is_decided_by_the_sacs_receipt_time(
+    backend: Backend,
+) -> None:
+    """Issue 18: a command read-back is stamped with the SAC's clock, a poll with the meter's;
+    a meter whose clock is behind must still reach the list with what it says later."""
+    store = await opened(backend, meters=1)
+    # a valve close confirmed by a read-back at 10:00 (the SAC's clock)
+    read_back = T0 + dt.timedelta(hours=2)
+    await store.ingest(
+        Ingest(statuses=[MeterStatus(ldn(0), connected=read_back, at=read_back, valve_state=0)])
+    )
+    # an hour later a poll; the meter's clock is a day behind
+    behind = read_back - dt.timedelta(days=1)
+    polled = read_back + dt.timedelta(hours=1)
+    await store.ingest(
+        Ingest(
+            statuses=[
+                MeterStatus(
+                    ldn(0),
+                    connected=polled,
+                    at=behind,
+                    index=index(ldn(0), 3000, behind),
+                    battery_value=400,
+                    valve_state=1,
+                )
+            ]
+        )
+    )
+    meter = await store.get_meter(ldn(0))
+    assert (meter.battery_value, meter.valve_state, meter.index_value) == (400, 1, 3000)
+    assert meter.status_at == behind and meter.index_captured == behind  # shown as captured
+    # a push spooled before the read-back, replayed after it: its receipt time is older
+    spooled = read_back - dt.timedelta(minutes=5)
+    await store.ingest(
+        Ingest(
+            statuses=[
+                MeterStatus(
+                    ldn(0),
+                    connected=spooled,
+                    at=read_back + dt.timedelta(days=3),  # a meter clock far ahead
+                    index=index(ldn(0), 2900, read_back + dt.timedelta(days=3)),
+                    valve_state=2,
+                )
+            ]
+        )
+    )
+    meter = await store.get_meter(ldn(0))
+    assert (meter.valve_state, meter.index_value, meter.last_connection) == (1, 3000, polled)
 
 
 @pytest_twisted.ensureDeferred

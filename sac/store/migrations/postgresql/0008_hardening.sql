@@ -3,3 +3,9 @@
 -- frame).  Unauthenticated hints (an unciphered exception-response, the Public client's
 -- frame counter) may move our counters only within a window above it.
 ALTER TABLE invocation_counters ADD COLUMN proven BIGINT NOT NULL DEFAULT 0;
+
+-- the list values: which is newer is decided by when the SAC received it (its own clock; a
+-- spool replay keeps the push's receipt time), never by the meter's clock, which may lag;
+-- status_at and index_captured stay the capture times shown next to the values
+ALTER TABLE meters ADD COLUMN values_received TIMESTAMPTZ;
+ALTER TABLE meters ADD COLUMN index_received TIMESTAMPTZ;
