@@ -190,6 +190,7 @@ class SimulatedMeter:
         "litres_per_day",
         "metro_counter",
         "metro_events",
+        "missing",
         "open_at",
         "our_counter",
         "pdr",
@@ -252,6 +253,8 @@ class SimulatedMeter:
         self.our_counter = invocation_counter
         self.sac_counter: int | None = None
         self.sac_system_title = sac_system_title
+        # objects this meter's firmware lacks: answered object-undefined (a quirk to test with)
+        self.missing: frozenset[Obis] = frozenset()
         now = self.now()
         self.last_update = now
         self.last_day = self._gas_day(now)
@@ -477,6 +480,8 @@ class SimulatedMeter:
         if client_sap not in (PUBLIC, MANAGEMENT):
             return DataAccessResult.READ_WRITE_DENIED
         self.advance()
+        if ln in self.missing:
+            return DataAccessResult.OBJECT_UNDEFINED
         if a == 1:
             return OctetString(bytes(ln)) if self._knows(ln) else DataAccessResult.OBJECT_UNDEFINED
         try:

@@ -5,17 +5,21 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+import pytest
 import pytest_twisted
 from twisted.internet import reactor
+from twisted.logger import formatEvent, globalLogPublisher
 
 from sac.dlms import Obis
 from sac.profiles import ValveAction, discover_profiles
 from sac.protocols.client import PollFailed, poll_meter
 from sac.services.poller import Poller, PollSettings
 from sac.services.session import SessionSettings
+from sac.simulator.meter import EVENT_LOG
 from sac.store import Actor, CommandState, NewMeter
 from sac.store.keycsv import parse_key_csv
 from tests.acquisition.conftest import Backend, make_fleet
+from tests.acquisition.forger import Forger, Rewrite
 
 REGISTRY = discover_profiles().registry
 SETTINGS = SessionSettings(name="poll-test")
@@ -149,3 +153,78 @@ async def test_the_scheduler_polls_due_meters_and_backs_off_on_failure(backend: 
     due = {ldn: (next_poll, failures) for ldn, next_poll, failures in rows}
     assert due["SIM9999999999999"][1] == 1
     assert await store.claim_polls(10, dt.timedelta(minutes=5)) == []  # nothing due now
+
+
+# --- polls that meet a meter's refusals and quirks (issue 18, item 5) ----------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_poll_keeps_what_it_read_when_one_logbook_cannot_be_read(
+    backend: Backend,
+) -> None:
+    store, fleet, _ports = await _listening(backend, poll_interval=3600)
+    [m] = fleet.meters
+    assert m.operate_valve(ValveAction.CLOSE)  # events in both logbooks... one is refused
+    m.missing = frozenset({EVENT_LOG})  # its firmware lacks the event logbook
+    close = await store.queue_command(m.ldn, "valve-enable-opening", {}, OPERATOR, priority=20)
+    poller = Poller(store, REGISTRY, reactor=reactor, session=SETTINGS)
+    try:
+        [job] = await store.claim_polls(1, dt.timedelta(minutes=5))
+        result = await poller.run(job)
+    finally:
+        await fleet.stop()
+    assert result is not None
+    [skipped] = result.skipped
+    assert skipped.startswith("event_logbook:") and "object-undefined" in skipped
+    meter = await store.get_meter(m.ldn)
+    assert meter is not None and meter.last_connection is not None
+    assert meter.index_value == m.index_litres and meter.battery_value == m.battery
+    assert len(await store.last_readings(m.ldn, INDEX, limit=10)) >= 5  # the daily profile
+    assert (await store.get_command(close.id)).state is CommandState.DONE  # and it went on
+    assert poller.metrics.value("sac_polls_total", outcome="partial") == 1
+    [(failures,)] = backend.raw("SELECT poll_failures FROM meters")
+    assert failures == 0  # not retried as a failure: the next poll is at the interval
+
+
+@pytest.mark.parametrize(
+    "rlre",
+    [
+        "6305800100",  # its length says 5, 3 bytes follow
+        "6304be02ffff",  # user-information that is not an octet string
+        "d80101",  # an exception-response instead
+        "63",  # a tag alone
+    ],
+)
+@pytest_twisted.ensureDeferred
+async def test_a_malformed_release_answer_is_a_quirk_not_a_failed_poll(
+    backend: Backend, rlre: str
+) -> None:
+    store, fleet, ports = await _listening(backend)
+    [m] = fleet.meters
+
+    def rule(direction: str, pdu: Any) -> Rewrite | None:
+        if direction == "to-sac" and pdu.apdu[:1] == b"\x63":
+            return Rewrite(bytes.fromhex(rlre))
+        return None
+
+    forger = Forger(ports[0], rule, near="sac")
+    relay = await forger.listen()
+    logged: list[str] = []
+
+    def observe(event: dict[str, Any]) -> None:
+        logged.append(formatEvent(event))
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        result = await poll_meter(
+            m.ldn, f"127.0.0.1:{relay}", store=store, registry=REGISTRY, reactor=reactor,
+            settings=SETTINGS,
+        )  # fmt: skip
+    finally:
+        globalLogPublisher.removeObserver(observe)
+        await forger.stop()
+        await fleet.stop()
+    assert forger.forged == 1 and result.readings > 10 and not result.skipped
+    meter = await store.get_meter(m.ldn)
+    assert meter is not None and meter.index_value == m.index_litres
+    assert any("quirk" in line and m.ldn in line for line in logged), logged
