@@ -393,9 +393,9 @@ class MeterSession:
 
         Each object is read on its own: one the meter refuses (object-undefined...), or
         whose value does not decode, is left out -- ``skipped`` says which and why -- and
-        the poll goes on.  When the link itself breaks, what was read before it is returned
-        all the same and ``broken`` says why.  The meter's status (its last connection) is
-        always in the batch: it was on line."""
+        the poll goes on.  When the link itself breaks, or the meter answers unciphered
+        (a key it does not share, or a forgery), what was read before is returned all the
+        same and ``broken`` says why."""
         objects = self.profile.objects
         inverted = bool(self.profile.inverted_deviation)
         self.skipped: list[str] = []
@@ -440,7 +440,8 @@ class MeterSession:
         status = status_of(
             self.ldn, values, connected=self.now(), at=at, index=index, battery_unit=battery_unit
         )
-        parts = [Ingest(readings=readings, statuses=[status])]
+        # the meter's status (its last connection) once anything was read from it
+        parts = [Ingest(readings=readings, statuses=[status] if readings else [])]
         end = self.now()
         start = end - dt.timedelta(days=self.settings.poll_days)
         for quantity in ("daily_profile", "event_logbook", "metrological_logbook"):
@@ -460,12 +461,22 @@ class MeterSession:
             return await read
         except (CounterHintRefused, LinkClosed, ResponseTimeout) as exc:
             self.broken = exc  # nothing more can be sent on this link
-        except (RemoteProtocolError, CodecError) as exc:  # this request only
-            self.skipped.append(f"{what}: {exc}")
-            self.log.info("meter {ldn}: {what} not read: {e}", ldn=self.ldn, what=what, e=exc)
+        except RemoteProtocolError as exc:
+            if exc.wire_code is not None and not exc.authenticated:
+                # an unciphered refusal (a key the meter does not share, or a forgery): not
+                # the meter's word on this object, and nothing says the next will fare better
+                self.broken = exc
+            else:  # the meter's authenticated refusal, or a bad answer: this request only
+                self._skip(what, exc)
+        except CodecError as exc:  # a value that does not decode: this request only
+            self._skip(what, exc)
         except SacError as exc:  # the store (counters): stop here, keep what was read
             self.broken = exc
         return None
+
+    def _skip(self, what: str, exc: SacError) -> None:
+        self.skipped.append(f"{what}: {exc}")
+        self.log.info("meter {ldn}: {what} not read: {e}", ldn=self.ldn, what=what, e=exc)
 
     # --- commands -----------------------------------------------------------------------
 
