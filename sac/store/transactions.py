@@ -467,12 +467,16 @@ def reserve_invocation_counters(ldn: str, client_sap: int, count: int) -> Transa
     return last - count + 1
 
 
+def _check_counter(value: int) -> None:
+    if not 0 <= value <= 0xFFFFFFFF:
+        raise ValueError(f"an invocation counter is 0..2^32-1, not {value}")
+
+
 def raise_invocation_counter(ldn: str, client_sap: int, used: int) -> Transaction:
     """Reserve above ``used``: our next counter is sent above it (reserved before it is sent,
     as every counter).  Callers bound ``used`` (see MeterSession): a counter an
     unauthenticated answer asked for is not proven by this."""
-    if not 0 <= used <= 0xFFFFFFFF:
-        raise ValueError(f"an invocation counter is 0..2^32-1, not {used}")
+    _check_counter(used)
     meter_id = yield from _meter_id(ldn)
     yield Exec(
         "INSERT INTO invocation_counters (meter_id, client_sap, ours) VALUES (?, ?, ?)"
@@ -485,8 +489,7 @@ def raise_invocation_counter(ldn: str, client_sap: int, used: int) -> Transactio
 def prove_invocation_counter(ldn: str, client_sap: int, accepted: int) -> Transaction:
     """The meter has proven, by authenticated data, that it accepted our counter
     ``accepted``: the proven mark moves up to it (and the reservation with it)."""
-    if not 0 <= accepted <= 0xFFFFFFFF:
-        raise ValueError(f"an invocation counter is 0..2^32-1, not {accepted}")
+    _check_counter(accepted)
     meter_id = yield from _meter_id(ldn)
     yield Exec(
         "INSERT INTO invocation_counters (meter_id, client_sap, ours, proven) VALUES (?, ?, ?, ?)"
