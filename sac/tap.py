@@ -28,7 +28,6 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger, LogLevel, globalLogPublisher
 from twisted.python import usage
-from twisted.web.server import Site
 
 from sac.config import Config, ConfigProblems, load_config
 from sac.errors import SacError
@@ -311,8 +310,7 @@ class SacService(MultiService):
             health=self._health(),
             configuration=list(self.config.shown()),
         )
-        site = Site(self.web.resource())
-        site.noisy = False
+        site = self.web.site()
         for description in w.listen:
             self.web_ports.append(await listen_sessions(self.reactor, description, site))
 

@@ -26,6 +26,7 @@ from urllib.parse import quote, urlencode
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from twisted.logger import Logger
+from twisted.web.server import Site
 from twisted.web.static import File
 from werkzeug.exceptions import HTTPException, NotFound
 
@@ -37,11 +38,11 @@ from sac.services.readings import INDEX, INDEX_UNDER_ALARM
 from sac.store import (
     Actor,
     CommandState,
-    LoginLocked,
     MeterQuery,
     Role,
     UnknownCommand,
     UnknownMeter,
+    User,
     WebSession,
 )
 from sac.store.interface import IStore
@@ -55,6 +56,7 @@ from sac.web.common import (
     CsrfError,
     Forbidden,
     Page,
+    SignInRefused,
     WebSettings,
     arg,
     page,
@@ -124,6 +126,7 @@ class Web(AdminPages, ApiRoutes, SoapRoutes):
         self.sign_ins = SignInThrottle(
             self.settings.sign_in_failures, clock=lambda: self.now().timestamp()
         )
+        self.password_checks = 0  # running now (at most settings.password_checks)
         self._uploads: OrderedDict[str, _Upload] = OrderedDict()
         self.jinja = Environment(
             loader=FileSystemLoader(str(templates)),
@@ -142,6 +145,12 @@ class Web(AdminPages, ApiRoutes, SoapRoutes):
 
     def resource(self) -> Any:
         return self.app.resource()
+
+    def site(self) -> Site:
+        """The HTTP site to listen with."""
+        site = Site(self.resource())
+        site.noisy = False
+        return site
 
     # --- plumbing --------------------------------------------------------------------------
 
@@ -311,24 +320,20 @@ class Web(AdminPages, ApiRoutes, SoapRoutes):
             return self._login_page(
                 request, target, "Enter your user name and password.", name, 400
             )
-        wait = self.throttled(address)
-        if wait:
-            request.setHeader(b"Retry-After", str(wait).encode())
-            minutes = math.ceil(wait / 60)
-            return self._login_page(
-                request,
-                target,
-                "Too many failed sign-ins from your address; try again in"
-                f" {minutes} minute{'s' if minutes > 1 else ''}.",
-                name,
-                429,
-            )
         try:
-            user = await self.store.authenticate(name, password, address)
-        except LoginLocked as exc:
-            return self._login_page(request, target, str(exc), name, 403)
-        if user is None:
-            self.sign_ins.failed(address)
+            user = await self.check_password(name, password, address)
+        except SignInRefused as refused:
+            request.setHeader(b"Retry-After", str(refused.wait).encode())
+            if refused.busy:
+                error = "The SAC is busy signing others in; try again in a moment."
+            else:
+                minutes = math.ceil(refused.wait / 60)
+                error = (
+                    "Too many failed sign-ins from your address; try again in"
+                    f" {minutes} minute{'s' if minutes > 1 else ''}."
+                )
+            return self._login_page(request, target, error, name, 429)
+        if user is None:  # a wrong password, an unknown name, a locked user: one answer
             return self._login_page(request, target, "Wrong user name or password.", name, 403)
         token, _session = await self.store.create_web_session(
             user.name, self.settings.session_ttl, address
@@ -339,12 +344,34 @@ class Web(AdminPages, ApiRoutes, SoapRoutes):
         self._cookie(request, LOGIN_COOKIE, b"", 0)
         return self._redirect(request, target)
 
-    def throttled(self, address: str) -> int:
-        """Seconds before ``address`` may try to sign in again (0: now), counted."""
-        wait = self.sign_ins.wait(address)
+    async def check_password(self, name: str, password: str, address: str) -> User | None:
+        """The user signing in (pages and SOAP), or None: one answer for a wrong password,
+        an unknown name and a locked user.  Before any password is checked the attempt is
+        reserved for ``address`` (:class:`SignInThrottle`, attempts under way counted) and a
+        place taken among the ``password_checks`` this process may run at once; SignInRefused
+        when either is full (no check then).  ``sac_password_checks_total`` counts the
+        checks made (the store makes exactly one scrypt check per call, a decoy's for an
+        unknown or locked user), ``sac_sign_in_refused_total`` and ``sac_sign_in_busy_total``
+        the refusals."""
+        wait = self.sign_ins.reserve(address)
         if wait:
             self.metrics.count("sac_sign_in_refused_total")
-        return wait
+            raise SignInRefused(wait, busy=False)
+        if self.password_checks >= self.settings.password_checks:
+            self.sign_ins.release(address, failed=False)
+            self.metrics.count("sac_sign_in_busy_total")
+            raise SignInRefused(1, busy=True)
+        self.password_checks += 1
+        user: User | None = None
+        failed = False
+        try:
+            self.metrics.count("sac_password_checks_total")
+            user = await self.store.authenticate(name, password, address)
+            failed = user is None
+        finally:
+            self.password_checks -= 1
+            self.sign_ins.release(address, failed)
+        return user
 
     @app.route("/logout", methods=["POST"])
     @page(Role.VIEWER)
