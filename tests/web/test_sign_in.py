@@ -22,7 +22,7 @@ from sac.passwords import DEFAULT
 from sac.store import Role
 from sac.web.app import Web, WebSettings
 from tests.store.conftest import Backend
-from tests.web.conftest import PASSWORD, REGISTRY, Site
+from tests.web.conftest import PASSWORD, REGISTRY, Site, make_site
 from tests.web.test_access import soap_envelope
 
 USERS = ("vera", "otto", "ada")
@@ -199,5 +199,86 @@ async def test_a_parallel_burst_gets_no_more_checks_than_the_limits(
                 assert refused_address.fullmatch(",".join(answer)), (name, right, answer)
                 kinds["address"] += 1
         assert kinds["address" if at_once > 300 else "busy"] > 200, kinds  # what stopped it
+    finally:
+        await listening.close()
+
+
+@pytest.fixture
+def site(backend: Backend) -> Site:
+    return pytest_twisted.blockon(defer.Deferred.fromCoroutine(make_site(backend)))
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_wrong_password_an_unknown_name_and_a_locked_user_get_one_answer(
+    site: Site,
+) -> None:
+    """No user enumeration: the same status, the same page or fault, and one password check
+    each (the product's count; the decoy hash for the unknown, the locked and the disabled
+    user), whatever the reason."""
+    await site.store.add_user("dora", "dora's long password", Role.VIEWER)
+    await site.store.update_user("dora", active=False)
+    listening = Listening(site.web)
+    try:
+        locker = Client("127.0.0.4", listening.base)
+        for i in range(5):
+            code, _, _ = await locker.sign_in("vera", f"wrong {i}")
+            assert code == 403
+        assert (await site.store.user("vera")).locked_until is not None
+        client = Client("127.0.0.2", listening.base)
+        observer = Client("127.0.0.3", listening.base)
+        cases = [
+            ("otto", "not otto's password"),  # a wrong password
+            ("nobody", PASSWORD),  # an unknown name
+            ("vera", "not vera's password"),  # locked out, wrong password
+            ("vera", PASSWORD),  # locked out, the right password
+            ("dora", "dora's long password"),  # disabled, the right password
+        ]
+
+        async def checks() -> int:
+            return metric((await observer.get("/metrics"))[2], "sac_password_checks_total")
+
+        pages, faults, costs = set(), set(), []
+        for name, password in cases:
+            before = await checks()
+            code, heads, page = await client.sign_in(name, password)
+            page = re.sub(r'name="csrf" value="[^"]+"', "", page).replace(f'"{name}"', '"NAME"')
+            pages.add((code, heads.get("retry-after"), page))
+            middle = await checks()
+            faults.add(fault(await client.soap(name, password)))
+            costs.append((middle - before, await checks() - middle))
+        assert len(pages) == 1, [page_error(p) for _, _, p in pages]
+        [(code, _, page)] = pages
+        assert code == 403 and page_error(page) == "Wrong user name or password."
+        assert faults == {"Client.Authentication: wrong user name or password"}
+        assert costs == [(1, 1)] * len(cases)  # one scrypt check each, no more, no less
+    finally:
+        await listening.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_soap_reads_the_role_and_activity_on_every_call(site: Site) -> None:
+    """Only the password check is remembered: a demoted operator loses the valve at its next
+    call, a disabled user or a changed password is refused at once."""
+    listening = Listening(site.web)
+    try:
+        erp = Client("127.0.0.2", listening.base)
+        # an operator may ask for the valve (the meter does not exist: the role did pass)
+        assert fault(await erp.soap("otto", PASSWORD, "RequestValve")).startswith(
+            "Client.UnknownMeter"
+        )
+        await site.store.update_user("otto", role=Role.VIEWER)
+        assert fault(await erp.soap("otto", PASSWORD, "RequestValve")) == (
+            "Client.Forbidden: this operation needs the operator role"
+        )
+        assert fault(await erp.soap("otto", PASSWORD)) == "answer"  # a viewer still reads
+        await site.store.update_user("otto", active=False)
+        assert fault(await erp.soap("otto", PASSWORD)) == (
+            "Client.Authentication: wrong user name or password"
+        )
+        await site.store.update_user("otto", active=True, password="a new long password")
+        assert fault(await erp.soap("otto", PASSWORD)) == (
+            "Client.Authentication: wrong user name or password"
+        )
+        assert fault(await erp.soap("otto", "a new long password")) == "answer"
     finally:
         await listening.close()
