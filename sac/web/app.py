@@ -15,6 +15,7 @@ import datetime as dt
 import hmac
 import json
 import math
+import re
 import secrets
 import uuid
 from collections import OrderedDict
@@ -22,7 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, unquote, urlencode
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from twisted.logger import Logger
@@ -91,10 +92,27 @@ class _Upload:
     until: dt.datetime
 
 
+# a path of this site and its query: unreserved, sub-delims, ":", "@", "/", "?", "#" and
+# percent-escapes; no "//" or "/\\" at the start (another host), no space, no control
+_NEXT = re.compile(r"/(?![/\\])[A-Za-z0-9\-._~!$&()*+,;=:@/?%#]{0,2000}")
+
+
 def _safe_next(target: str) -> str:
-    """Where to go after sign-in: a path of this site only (no open redirect)."""
-    if target.startswith("/") and not target.startswith("//") and "\\" not in target:
-        return target
+    """Where to go after sign-in: a path of this site only (no open redirect).  Only safe
+    characters are accepted, and the target must stay a path of this site once its escapes
+    are decoded too (``/%2F/host``, ``/%09/host``), with no ``.`` or ``..`` segment; anything
+    else goes to the meter list."""
+    if _NEXT.fullmatch(target):
+        decoded = unquote(target)
+        path = decoded.partition("?")[0].partition("#")[0]
+        if (
+            decoded.isprintable()
+            and decoded.isascii()
+            and "\\" not in decoded
+            and not decoded.startswith("//")
+            and not {".", ".."} & set(path.split("/"))
+        ):
+            return target
     return "/meters"
 
 

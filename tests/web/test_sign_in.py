@@ -8,9 +8,11 @@ or disabled loses its rights over SOAP at the next call."""
 from __future__ import annotations
 
 import base64
+import html
 import re
 from collections import Counter
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 import pytest_twisted
@@ -280,5 +282,62 @@ async def test_soap_reads_the_role_and_activity_on_every_call(site: Site) -> Non
             "Client.Authentication: wrong user name or password"
         )
         assert fault(await erp.soap("otto", "a new long password")) == "answer"
+    finally:
+        await listening.close()
+
+
+HOSTILE_NEXT = [
+    "//evil.example/",
+    "///evil.example/",
+    "/\\evil.example/",
+    "\\\\evil.example/",
+    "\\/evil.example/",
+    "/\\/evil.example/",
+    "/\t/evil.example/",  # Chromium drops the tab: //evil.example
+    "/\n/evil.example/",
+    "/\r\n/evil.example/",
+    "/\x00/evil.example/",
+    "/%09/evil.example/",  # decoded once more by someone: the tab again
+    "/%2F/evil.example/",
+    "/%2f%2fevil.example/",
+    "/%5Cevil.example/",
+    "/%0d%0aSet-Cookie:%20x=1",
+    "/ /evil.example/",
+    "/meters/../..//evil.example/",
+    "/%2e%2e/%2e%2e//evil.example/",
+    "/\u2215\u2215evil.example/",  # division slashes
+    "/\uff0f/evil.example/",  # a fullwidth solidus
+    "https://evil.example/",
+    "http:evil.example",
+    "javascript:alert(1)",
+    "evil.example",
+    "//evil.example@sac.test/",
+    '/meters"><script>alert(1)</script>',
+    "/" + "a" * 3000,
+]
+SAFE_NEXT = [
+    "/meters?sort=pdr",
+    "/meters?q=a%20b&dir=desc",
+    "/meters/SIM0000000000001#commands",
+    "/admin/audit",
+]
+
+
+@pytest_twisted.ensureDeferred
+async def test_after_sign_in_only_a_path_of_this_site_is_followed(site: Site) -> None:
+    """No open redirect: each hostile ``next`` (another host in some browser's reading, or
+    a header injection) sends the signed-in user to the meter list instead, both in the
+    form's hidden field and in the redirect; paths of this site are kept."""
+    listening = Listening(site.web)
+    try:
+        browser = Client("127.0.0.2", listening.base)
+        for target in HOSTILE_NEXT + SAFE_NEXT:
+            want = target if target in SAFE_NEXT else "/meters"
+            await browser.login_form("/login?" + urlencode({"next": target}))
+            _, _, form = await browser.get("/login?" + urlencode({"next": target}))
+            shown = re.search(r'name="next" value="([^"]*)"', form).group(1)
+            assert html.unescape(shown) == want, target
+            code, heads, _ = await browser.sign_in("vera", PASSWORD, next=target)
+            assert code == 303 and heads["location"] == want, (target, heads.get("location"))
     finally:
         await listening.close()
