@@ -301,11 +301,13 @@ class SacService(MultiService):
             metrics=self.metrics,
             settings=WebSettings(
                 session_ttl=dt.timedelta(hours=w.session_hours),
+                session_lifetime=dt.timedelta(hours=w.session_max_hours),
                 secure_cookies=w.secure_cookies,
                 name=w.name,
                 max_upload=w.max_upload_mb * 2**20,
                 metrics_public=w.metrics_public,
                 sign_in_failures=w.sign_in_failures,
+                password_checks=w.password_checks,
             ),
             health=self._health(),
             configuration=list(self.config.shown()),

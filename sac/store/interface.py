@@ -238,14 +238,21 @@ class IStore(Interface):
         guesses arrive at once, from however many processes."""
 
     async def create_web_session(
-        name: str, ttl: dt.timedelta, address: str | None = None
+        name: str,
+        ttl: dt.timedelta,
+        address: str | None = None,
+        lifetime: dt.timedelta | None = None,
     ) -> tuple[str, WebSession]:
-        """A new signed-in browser of the active user ``name`` for ``ttl``: (its token, for
-        the cookie; the session).  Only a hash of the token is stored."""
+        """A new signed-in browser of the active user ``name`` for ``ttl`` (at most
+        ``lifetime``): (its token, for the cookie; the session).  Only a hash of the token
+        is stored."""
 
-    async def web_session(token: str, ttl: dt.timedelta | None = None) -> WebSession | None:
+    async def web_session(
+        token: str, ttl: dt.timedelta | None = None, lifetime: dt.timedelta | None = None
+    ) -> WebSession | None:
         """The session of ``token``, None when unknown, over or its user disabled; with
-        ``ttl``, extended to now + ``ttl`` when less than half of it is left."""
+        ``ttl``, extended to now + ``ttl`` when less than half of it is left, but never
+        beyond ``lifetime`` after the sign-in (then it is over, in use or not)."""
 
     async def end_web_session(token: str) -> None:
         """Sign a browser out."""
@@ -683,14 +690,21 @@ class Store:
         return await self._run(ops.audited(change, by, "update user", name, now, what))
 
     async def create_web_session(
-        self, name: str, ttl: dt.timedelta, address: str | None = None
+        self,
+        name: str,
+        ttl: dt.timedelta,
+        address: str | None = None,
+        lifetime: dt.timedelta | None = None,
     ) -> tuple[str, WebSession]:
         token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
-        change = ops.create_web_session(name, token, csrf, self._clock(), ttl, address)
+        now = self._clock()
+        change = ops.create_web_session(name, token, csrf, now, ttl, address, lifetime)
         return token, await self._run(change)
 
-    async def web_session(self, token: str, ttl: dt.timedelta | None = None) -> WebSession | None:
-        return await self._run(ops.web_session(token, self._clock(), ttl))
+    async def web_session(
+        self, token: str, ttl: dt.timedelta | None = None, lifetime: dt.timedelta | None = None
+    ) -> WebSession | None:
+        return await self._run(ops.web_session(token, self._clock(), ttl, lifetime))
 
     async def end_web_session(self, token: str) -> None:
         await self._run(ops.end_web_session(token))

@@ -486,11 +486,17 @@ def token_hash(token: str) -> bytes:
 
 
 def create_web_session(
-    name: str, token: str, csrf: str, now: dt.datetime, ttl: dt.timedelta, address: str | None
+    name: str,
+    token: str,
+    csrf: str,
+    now: dt.datetime,
+    ttl: dt.timedelta,
+    address: str | None,
+    lifetime: dt.timedelta | None = None,
 ) -> Transaction:
-    """A signed-in browser of the active user ``name`` until ``now + ttl``; sessions already
-    over are deleted on the way."""
-    if ttl <= dt.timedelta(0):
+    """A signed-in browser of the active user ``name`` until ``now + ttl`` (at most ``now +
+    lifetime``); sessions already over are deleted on the way."""
+    if ttl <= dt.timedelta(0) or (lifetime is not None and lifetime <= dt.timedelta(0)):
         raise ValueError("a session lasts some time")
     yield Exec("DELETE FROM web_sessions WHERE expires < ?", (now,))
     rows = yield Query(
@@ -499,7 +505,7 @@ def create_web_session(
     if not rows:
         raise UnknownUser(name)
     user = _user(rows[0])
-    expires = now + ttl
+    expires = now + (min(ttl, lifetime) if lifetime is not None else ttl)
     yield Exec(
         "INSERT INTO web_sessions (token_hash, user_id, csrf, created, expires, address)"
         " VALUES (?, ?, ?, ?, ?, ?)",
@@ -511,13 +517,19 @@ def create_web_session(
 _SESSION_USER = ", ".join(f"u.{column}" for column in _USER_COLUMNS.split(", "))
 
 
-def web_session(token: str, now: dt.datetime, ttl: dt.timedelta | None) -> Transaction:
+def web_session(
+    token: str,
+    now: dt.datetime,
+    ttl: dt.timedelta | None,
+    lifetime: dt.timedelta | None = None,
+) -> Transaction:
     """The session of ``token`` if it is not over and its user is active, else None.  With
     ``ttl``, a session with less than half of it left is extended to ``now + ttl`` (a
-    browser in use stays signed in; one left alone is not, for long)."""
+    browser in use stays signed in; one left alone is not, for long) -- but never beyond
+    ``lifetime`` after it was created: then it is over however much it is used."""
     hashed = token_hash(token)
     rows = yield Query(
-        f"SELECT s.csrf, s.expires, s.address, {_SESSION_USER} FROM web_sessions s"
+        f"SELECT s.csrf, s.expires, s.address, s.created, {_SESSION_USER} FROM web_sessions s"
         " JOIN users u ON u.id = s.user_id WHERE s.token_hash = ? AND s.expires > ?"
         " AND u.active = ?",
         (hashed, now, True),
@@ -526,10 +538,15 @@ def web_session(token: str, now: dt.datetime, ttl: dt.timedelta | None) -> Trans
         return None
     csrf, address = rows[0][0], rows[0][2]
     expires: dt.datetime = when(rows[0][1])  # type: ignore[assignment]
+    created: dt.datetime = when(rows[0][3])  # type: ignore[assignment]
+    end = created + lifetime if lifetime is not None else None
+    if end is not None and end <= now:
+        yield Exec("DELETE FROM web_sessions WHERE token_hash = ?", (hashed,))
+        return None
     if ttl is not None and expires - now < ttl / 2:
-        expires = now + ttl
+        expires = now + ttl if end is None else min(now + ttl, end)
         yield Exec("UPDATE web_sessions SET expires = ? WHERE token_hash = ?", (expires, hashed))
-    return WebSession(_user(rows[0][3:]), csrf, expires, address)
+    return WebSession(_user(rows[0][4:]), csrf, expires, address)
 
 
 def end_web_session(token: str) -> Transaction:

@@ -216,7 +216,9 @@ class Web(AdminPages, ApiRoutes, SoapRoutes):
             text = token.decode("ascii")
         except UnicodeDecodeError:
             return None
-        return await self.store.web_session(text, ttl=self.settings.session_ttl)
+        return await self.store.web_session(
+            text, ttl=self.settings.session_ttl, lifetime=self.settings.session_lifetime
+        )
 
     # --- errors ----------------------------------------------------------------------------
 
@@ -354,11 +356,10 @@ class Web(AdminPages, ApiRoutes, SoapRoutes):
         if user is None:  # a wrong password, an unknown name, a locked user: one answer
             return self._login_page(request, target, "Wrong user name or password.", name, 403)
         token, _session = await self.store.create_web_session(
-            user.name, self.settings.session_ttl, address
+            user.name, self.settings.session_ttl, address, self.settings.session_lifetime
         )
-        self._cookie(
-            request, COOKIE, token.encode(), int(self.settings.session_ttl.total_seconds())
-        )
+        cookie_life = min(self.settings.session_ttl, self.settings.session_lifetime)
+        self._cookie(request, COOKIE, token.encode(), int(cookie_life.total_seconds()))
         self._cookie(request, LOGIN_COOKIE, b"", 0)
         return self._redirect(request, target)
 

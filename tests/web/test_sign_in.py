@@ -8,6 +8,7 @@ or disabled loses its rights over SOAP at the next call."""
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import html
 import re
 from collections import Counter
@@ -24,7 +25,8 @@ from sac.passwords import DEFAULT
 from sac.store import Role
 from sac.web.app import Web, WebSettings
 from tests.store.conftest import Backend
-from tests.web.conftest import PASSWORD, REGISTRY, Site, make_site
+from tests.store.test_operations import Clock
+from tests.web.conftest import FAST, PASSWORD, REGISTRY, Site, make_site
 from tests.web.test_access import soap_envelope
 
 USERS = ("vera", "otto", "ada")
@@ -339,5 +341,37 @@ async def test_after_sign_in_only_a_path_of_this_site_is_followed(site: Site) ->
             assert html.unescape(shown) == want, target
             code, heads, _ = await browser.sign_in("vera", PASSWORD, next=target)
             assert code == 303 and heads["location"] == want, (target, heads.get("location"))
+    finally:
+        await listening.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_session_ends_at_its_lifetime_however_much_it_is_used(backend: Backend) -> None:
+    """A session slides while in use ([web] session_hours, 8) but never beyond its lifetime
+    from the sign-in ([web] session_max_hours, 12): a browser used every hour signs in
+    again after 12 hours."""
+    clock = Clock()
+    store = backend.make(password_params=FAST, clock=clock)
+    await store.open()
+    await store.add_user("vera", PASSWORD, Role.VIEWER)
+    web = Web(store, REGISTRY, settings=WebSettings(secure_cookies=False), now=clock)
+    assert web.settings.session_lifetime == dt.timedelta(hours=12)
+    listening = Listening(web)
+    try:
+        browser = Client("127.0.0.2", listening.base)
+        code, heads, _ = await browser.sign_in("vera", PASSWORD)
+        assert code == 303
+        cookie = heads["set-cookie"].split(";")[0]
+        assert cookie.startswith("sac_session=")
+        for hour in range(1, 12):
+            clock.advance(hours=1)
+            code, _, _ = await browser.get("/meters", cookie)
+            assert code == 200, f"signed out after {hour} hours"
+        clock.advance(minutes=59)
+        assert (await browser.get("/meters", cookie))[0] == 200
+        clock.advance(minutes=1)  # 12 hours since the sign-in
+        code, heads, _ = await browser.get("/meters", cookie)
+        assert code == 303 and heads["location"].startswith("/login"), code
+        assert await store.web_session(cookie.partition("=")[2]) is None
     finally:
         await listening.close()
