@@ -51,7 +51,9 @@ from sac.store.keycsv import SAMPLE, parse_key_csv
 from sac.store.transactions import Conflict, KeyImportError
 from sac.web import chart, display
 from sac.web.admin import AdminPages
+from sac.web.api import MAX_BODY as API_MAX_BODY
 from sac.web.api import ApiRoutes
+from sac.web.bodies import FORM_BODY, BoundedRequest
 from sac.web.common import (
     BadRequest,
     CsrfError,
@@ -65,6 +67,7 @@ from sac.web.common import (
 )
 from sac.web.forms import MeterForm, parse_meter_form
 from sac.web.soap import SoapRoutes
+from sac.web.spyne_compat import DEFAULT_MAX_BODY as SOAP_MAX_BODY
 from sac.web.throttle import SignInThrottle
 
 __all__ = ["Web", "WebSettings"]
@@ -165,10 +168,35 @@ class Web(AdminPages, ApiRoutes, SoapRoutes):
         return self.app.resource()
 
     def site(self) -> Site:
-        """The HTTP site to listen with."""
-        site = Site(self.resource())
+        """The HTTP site to listen with: its requests' bodies are bounded before they are
+        read (:mod:`sac.web.bodies`)."""
+        site = Site(self.resource(), requestFactory=BoundedRequest.bound(self))
         site.noisy = False
         return site
+
+    def body_limit(self, method: bytes, path: bytes) -> int:
+        """The most bytes of a request body to ``path``: SOAP and the JSON API take theirs,
+        the key CSV upload its file and envelope, any other route a form's."""
+        if path == b"/soap" or path.startswith(b"/soap/"):
+            return SOAP_MAX_BODY
+        if path.startswith(b"/api/"):
+            return API_MAX_BODY
+        if self.is_upload(method, path):
+            return self.settings.max_upload + FORM_BODY
+        return FORM_BODY
+
+    def is_upload(self, method: bytes, path: bytes) -> bool:
+        return method.upper() == b"POST" and path.rstrip(b"/") == b"/meters/import"
+
+    async def may_upload(self, request: Any) -> tuple[int, str, bytes] | None:
+        """Whether an upload may be read, from its headers: None (yes), or the answer --
+        303 to the sign-in without a session, 403 below the operator's role."""
+        session = await self._session(request)
+        if session is None:
+            return (303, "sign in first\n", b"/login?next=%2Fmeters%2Fimport")
+        if not session.user.role.may(Role.OPERATOR):
+            return (403, f"this needs the {Role.OPERATOR.value} role\n", b"")
+        return None
 
     # --- plumbing --------------------------------------------------------------------------
 
