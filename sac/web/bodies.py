@@ -103,7 +103,10 @@ class BoundedRequest(Request):
     # --- an upload's session, before its body ----------------------------------------------
 
     def _admit(self) -> None:
-        transport = IPushProducer(self.channel.transport, None)
+        # TCP is a push producer; TLS wraps it and hands pausing down to it
+        transport = self.channel.transport
+        if not IPushProducer.providedBy(transport) and not hasattr(transport, "pauseProducing"):
+            transport = None  # no way to pause: the body is read meanwhile (still bounded)
         if transport is not None:
             transport.pauseProducing()  # the body waits in the network, not here
         check = Deferred.fromCoroutine(self.web.may_upload(self))

@@ -1,6 +1,6 @@
 """Failed sign-ins counted by client address: the second wall against guessing passwords.
 
-The store locks one *user* out after 5 wrong passwords in a row (``LoginLocked``).  That
+The store locks one *user* out after 5 wrong passwords in a row.  That
 does not stop one address trying a few passwords on each of many users (spraying), nor
 one trying names that do not exist -- and every try costs a scrypt check (32 MiB, tens of
 milliseconds in a thread).  :class:`SignInThrottle` counts the failures of each address
