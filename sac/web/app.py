@@ -147,7 +147,7 @@ class Web(AdminPages, ApiRoutes, SoapRoutes):
         self.sign_ins = SignInThrottle(
             self.settings.sign_in_failures, clock=lambda: self.now().timestamp()
         )
-        self.password_checks = 0  # running now (at most settings.password_checks)
+        self.checks_running = 0  # password checks under way (at most password_checks)
         self._uploads: OrderedDict[str, _Upload] = OrderedDict()
         self.jinja = Environment(
             loader=FileSystemLoader(str(templates)),
@@ -404,20 +404,19 @@ class Web(AdminPages, ApiRoutes, SoapRoutes):
         if wait:
             self.metrics.count("sac_sign_in_refused_total")
             raise SignInRefused(wait, busy=False)
-        if self.password_checks >= self.settings.password_checks:
+        if self.checks_running >= self.settings.password_checks:
             self.sign_ins.release(address, failed=False)
             self.metrics.count("sac_sign_in_busy_total")
             raise SignInRefused(1, busy=True)
-        self.password_checks += 1
-        user: User | None = None
+        self.checks_running += 1
         failed = False
         try:
-            self.metrics.count("sac_password_checks_total")
             user = await self.store.authenticate(name, password, address)
+            self.metrics.count("sac_password_checks_total")
             failed = user is None
         finally:
-            self.password_checks -= 1
-            self.sign_ins.release(address, failed)
+            self.checks_running -= 1
+            self.sign_ins.release(address, failed)  # a store that failed counts no failure
         return user
 
     @app.route("/logout", methods=["POST"])

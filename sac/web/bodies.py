@@ -92,6 +92,7 @@ class BoundedRequest(Request):
             return
         if self._admission is not None and not self._admission.called:
             self._admission.addCallback(lambda _: self.requestReceived(command, path, version))
+            self._admission.addErrback(self._failed_late)
             return
         super().requestReceived(command, path, version)
 
@@ -126,6 +127,11 @@ class BoundedRequest(Request):
 
         check.addCallbacks(decided, failed)
         self._admission = check
+
+    def _failed_late(self, failure: Any) -> None:
+        self.log.failure("web: {path} failed after its session check", failure, path=self.path)
+        if not self.finished and not self._disconnected:
+            self._close()
 
     def _drop_content(self) -> None:
         self.content.close()
