@@ -28,7 +28,6 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger, LogLevel, globalLogPublisher
 from twisted.python import usage
-from twisted.web.server import Site
 
 from sac.config import Config, ConfigProblems, load_config
 from sac.errors import SacError
@@ -302,17 +301,18 @@ class SacService(MultiService):
             metrics=self.metrics,
             settings=WebSettings(
                 session_ttl=dt.timedelta(hours=w.session_hours),
+                session_lifetime=dt.timedelta(hours=w.session_max_hours),
                 secure_cookies=w.secure_cookies,
                 name=w.name,
                 max_upload=w.max_upload_mb * 2**20,
                 metrics_public=w.metrics_public,
                 sign_in_failures=w.sign_in_failures,
+                password_checks=w.password_checks,
             ),
             health=self._health(),
             configuration=list(self.config.shown()),
         )
-        site = Site(self.web.resource())
-        site.noisy = False
+        site = self.web.site()
         for description in w.listen:
             self.web_ports.append(await listen_sessions(self.reactor, description, site))
 

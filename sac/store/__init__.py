@@ -29,7 +29,7 @@ from sac.store.model import (
     User,
     WebSession,
 )
-from sac.store.operations import CommandStateError, LoginLocked, UnknownCommand, UnknownUser
+from sac.store.operations import CommandStateError, UnknownCommand, UnknownUser
 from sac.store.provisioning import BulkError
 from sac.store.transactions import Conflict, KeyImportError, UnknownMeter
 
@@ -50,7 +50,6 @@ __all__ = [
     "Ingest",
     "IngestResult",
     "KeyImportError",
-    "LoginLocked",
     "Meter",
     "MeterKeys",
     "MeterPage",

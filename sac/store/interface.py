@@ -242,19 +242,29 @@ class IStore(Interface):
         """A new user; the password is hashed with scrypt (off the reactor)."""
 
     async def authenticate(name: str, password: str, address: str | None = None) -> User | None:
-        """The active user with this name and password, else None (as slow either way),
-        audited with ``address``.  LoginLocked, without a look at the password, while the
-        user is locked out after too many failures in a row."""
+        """The active user with this name and password, else None -- one answer, and one
+        scrypt check, whether the password is wrong, the name unknown or the user locked
+        out (a locked user's password is not checked: a decoy hash is), audited with
+        ``address``.  The attempt is reserved before the check (:func:`ops.reserve_sign_in`):
+        a user gets at most ``LOCKOUT_FAILURES`` checks before the lock-out, however many
+        guesses arrive at once, from however many processes."""
 
     async def create_web_session(
-        name: str, ttl: dt.timedelta, address: str | None = None
+        name: str,
+        ttl: dt.timedelta,
+        address: str | None = None,
+        lifetime: dt.timedelta | None = None,
     ) -> tuple[str, WebSession]:
-        """A new signed-in browser of the active user ``name`` for ``ttl``: (its token, for
-        the cookie; the session).  Only a hash of the token is stored."""
+        """A new signed-in browser of the active user ``name`` for ``ttl`` (at most
+        ``lifetime``): (its token, for the cookie; the session).  Only a hash of the token
+        is stored."""
 
-    async def web_session(token: str, ttl: dt.timedelta | None = None) -> WebSession | None:
+    async def web_session(
+        token: str, ttl: dt.timedelta | None = None, lifetime: dt.timedelta | None = None
+    ) -> WebSession | None:
         """The session of ``token``, None when unknown, over or its user disabled; with
-        ``ttl``, extended to now + ``ttl`` when less than half of it is left."""
+        ``ttl``, extended to now + ``ttl`` when less than half of it is left, but never
+        beyond ``lifetime`` after the sign-in (then it is over, in use or not)."""
 
     async def end_web_session(token: str) -> None:
         """Sign a browser out."""
@@ -272,6 +282,9 @@ class IStore(Interface):
 
     async def users() -> list[User]:
         """Every user, by name."""
+
+    async def user(name: str) -> User | None:
+        """The user of this name as stored now (its role, whether active), or None."""
 
     async def record(
         by: Actor, action: str, target: str | None = None, detail: str | None = None
@@ -641,30 +654,39 @@ class Store:
         change = ops.add_user(name, hashed, role, now)
         return await self._run(ops.audited(change, by, "add user", name, now, role.value))
 
+    async def _decoy_check(self, password: str) -> None:
+        """The scrypt check a real password costs, against a hash of nobody's: an unknown or
+        locked user is answered no sooner than a wrong password."""
+        if self._decoy_hash is None:
+            self._decoy_hash = await self._hash("not a password of anyone")
+        await self._in_thread(passwords.verify_password, password, self._decoy_hash)
+
     async def authenticate(
         self, name: str, password: str, address: str | None = None
     ) -> User | None:
         by = Actor(name, address)
-        found = await self._run(ops.login_record(name))
+        known = len(name) <= ops.MAX_USER_NAME
+        found = await self._run(ops.login_record(name)) if known else None
         if found is None:
-            if self._decoy_hash is None:
-                self._decoy_hash = await self._hash("not a password of anyone")
-            await self._in_thread(passwords.verify_password, password, self._decoy_hash)
+            await self._decoy_check(password)
             detail = "no active user of this name"
             await self._run(ops.audit(by, "sign-in failed", None, detail, self._clock()))
             return None
-        user, hashed, locked_until = found
-        if locked_until is not None and locked_until > self._clock():
-            raise ops.LoginLocked(locked_until)
+        user, hashed, _ = found
+        failures = await self._run(ops.reserve_sign_in(user, by, self._clock()))
+        if failures is None:  # locked out, or enough attempts under way: not checked
+            await self._decoy_check(password)
+            detail = "locked out: password not checked"
+            await self._run(ops.audit(by, "sign-in failed", None, detail, self._clock()))
+            return None
         if not await self._in_thread(passwords.verify_password, password, hashed):
-            await self._run(ops.sign_in_failed(user, by, self._clock()))
+            await self._run(ops.sign_in_failed(user, by, self._clock(), failures))
             return None
         rehashed = None
         if passwords.needs_rehash(hashed, self._password_params):
             rehashed = await self._hash(password)
-        locked_until = await self._run(ops.signed_in(user, by, self._clock(), rehashed))
-        if locked_until is not None:
-            raise ops.LoginLocked(locked_until)
+        if not await self._run(ops.signed_in(user, by, self._clock(), rehashed)):
+            return None
         return dataclasses.replace(user, locked_until=None)  # the sign-in lifted any lock
 
     async def update_user(
@@ -691,20 +713,30 @@ class Store:
         return await self._run(ops.audited(change, by, "update user", name, now, what))
 
     async def create_web_session(
-        self, name: str, ttl: dt.timedelta, address: str | None = None
+        self,
+        name: str,
+        ttl: dt.timedelta,
+        address: str | None = None,
+        lifetime: dt.timedelta | None = None,
     ) -> tuple[str, WebSession]:
         token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
-        change = ops.create_web_session(name, token, csrf, self._clock(), ttl, address)
+        now = self._clock()
+        change = ops.create_web_session(name, token, csrf, now, ttl, address, lifetime)
         return token, await self._run(change)
 
-    async def web_session(self, token: str, ttl: dt.timedelta | None = None) -> WebSession | None:
-        return await self._run(ops.web_session(token, self._clock(), ttl))
+    async def web_session(
+        self, token: str, ttl: dt.timedelta | None = None, lifetime: dt.timedelta | None = None
+    ) -> WebSession | None:
+        return await self._run(ops.web_session(token, self._clock(), ttl, lifetime))
 
     async def end_web_session(self, token: str) -> None:
         await self._run(ops.end_web_session(token))
 
     async def users(self) -> list[User]:
         return await self._run(ops.users())
+
+    async def user(self, name: str) -> User | None:
+        return await self._run(ops.get_user(name))
 
     async def record(
         self, by: Actor, action: str, target: str | None = None, detail: str | None = None

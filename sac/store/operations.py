@@ -28,14 +28,18 @@ from sac.store.transactions import Conflict, Exec, Query, Transaction, _meter_id
 __all__ = [
     "LOCKOUT",
     "LOCKOUT_FAILURES",
+    "MAX_USER_NAME",
     "CommandStateError",
-    "LoginLocked",
     "UnknownCommand",
     "UnknownUser",
 ]
 
 LOCKOUT_FAILURES = 5  # failed sign-ins in a row that lock a user out...
 LOCKOUT = dt.timedelta(minutes=15)  # ...for this long
+MAX_USER_NAME = 64
+# the most characters of each field of an audit line: what comes from outside (a user name
+# tried at sign-in, an LDN in a SOAP call) may be any length, the trail's lines are not
+AUDIT_LIMITS = {"actor": 100, "address": 64, "action": 100, "target": 200, "detail": 2000}
 
 
 class UnknownCommand(StorageError):
@@ -54,26 +58,29 @@ class UnknownUser(StorageError):
         self.name = name
 
 
-class LoginLocked(StorageError):
-    """Too many failed sign-ins in a row: the user may not sign in before ``until``."""
-
-    def __init__(self, until: dt.datetime) -> None:
-        until = until.astimezone(dt.UTC)
-        shown = until.replace(second=0, microsecond=0)
-        if shown < until:  # never "after 08:15" for a lock that ends at 08:15:30
-            shown += dt.timedelta(minutes=1)
-        super().__init__(f"too many failed sign-ins; try again after {shown:%H:%M} UTC")
-        self.until = until
-
-
 # --- audit --------------------------------------------------------------------------------
 
 
+def clip(text: str | None, limit: int) -> str | None:
+    """``text`` cut to ``limit`` characters, an ellipsis marking the cut."""
+    if text is None or len(text) <= limit:
+        return text
+    return text[: limit - 1] + "\u2026"
+
+
 def audit(by: Actor, action: str, target: str | None, detail: str | None, now: dt.datetime):
-    """One line of the audit trail, in the transaction of the change it records."""
+    """One line of the audit trail, in the transaction of the change it records; each field
+    cut to its :data:`AUDIT_LIMITS` (every line is written here)."""
+    fields = {
+        "actor": by.name,
+        "address": by.address,
+        "action": action,
+        "target": target,
+        "detail": detail,
+    }
     yield Exec(
         "INSERT INTO audit (at, actor, address, action, target, detail) VALUES (?, ?, ?, ?, ?, ?)",
-        (now, by.name, by.address, action, target, detail),
+        (now, *(clip(value, AUDIT_LIMITS[name]) for name, value in fields.items())),
     )
 
 
@@ -328,7 +335,7 @@ def _user(row: Sequence[Any]) -> User:
 
 
 def _check_name(name: str) -> None:
-    if not (1 <= len(name) <= 64) or not name.isprintable() or name != name.strip():
+    if not (1 <= len(name) <= MAX_USER_NAME) or not name.isprintable() or name != name.strip():
         raise ValueError("a user name is 1 to 64 printable characters, no outer spaces")
 
 
@@ -357,21 +364,45 @@ def login_record(name: str) -> Transaction:
     return user, rows[0][7], user.locked_until
 
 
-def sign_in_failed(user: User, by: Actor, now: dt.datetime) -> Transaction:
-    """A wrong password for ``user``: one more failure in a row, audited; the one that makes
-    :data:`LOCKOUT_FAILURES` locks the user out for :data:`LOCKOUT` (and the count starts
-    again, for when the lock ends)."""
+def reserve_sign_in(user: User, by: Actor, now: dt.datetime) -> Transaction:
+    """Before ``user``'s password is checked: count the attempt as a failure in a row in
+    advance, in one statement, so that attempts sent in parallel (all arriving before any
+    has failed) see each other.  The failures in a row (the new one included), or None
+    when no check may start: the user is locked out, or :data:`LOCKOUT_FAILURES` attempts
+    have failed or are under way -- then the user is locked out now (audited), so a burst
+    gets no more checks than that."""
     rows = yield Query(
-        "UPDATE users SET failed_logins = failed_logins + 1 WHERE id = ? RETURNING failed_logins",
-        (user.id,),
+        "UPDATE users SET failed_logins = failed_logins + 1 WHERE id = ? AND active = ?"
+        " AND (locked_until IS NULL OR locked_until <= ?) AND failed_logins < ?"
+        " RETURNING failed_logins",
+        (user.id, True, now, LOCKOUT_FAILURES),
     )
-    failures = rows[0][0]
+    if rows:
+        return rows[0][0]
+    until = now + LOCKOUT
+    rows = yield Query(
+        "UPDATE users SET failed_logins = 0, locked_until = ? WHERE id = ? AND active = ?"
+        " AND (locked_until IS NULL OR locked_until <= ?) RETURNING id",
+        (until, user.id, True, now),
+    )
+    if rows:
+        yield from audit(by, "locked out", user.name, f"until {until.isoformat()}", now)
+    return None
+
+
+def sign_in_failed(user: User, by: Actor, now: dt.datetime, failures: int) -> Transaction:
+    """A wrong password for ``user``, whose attempt :func:`reserve_sign_in` counted as the
+    ``failures``-th in a row: audited; when :data:`LOCKOUT_FAILURES` are counted (some may
+    still be under way) the user is locked out for :data:`LOCKOUT`, and the count starts
+    again for when the lock ends."""
     yield from audit(by, "sign-in failed", None, f"{failures} in a row", now)
-    if failures >= LOCKOUT_FAILURES:
-        until = now + LOCKOUT
-        yield Exec(
-            "UPDATE users SET failed_logins = 0, locked_until = ? WHERE id = ?", (until, user.id)
-        )
+    until = now + LOCKOUT
+    rows = yield Query(
+        "UPDATE users SET failed_logins = 0, locked_until = ? WHERE id = ? AND failed_logins >= ?"
+        " AND (locked_until IS NULL OR locked_until <= ?) RETURNING id",
+        (until, user.id, LOCKOUT_FAILURES, now),
+    )
+    if rows:
         yield from audit(by, "locked out", user.name, f"until {until.isoformat()}", now)
 
 
@@ -379,9 +410,9 @@ def signed_in(
     user: User, by: Actor, now: dt.datetime, password_hash: str | None = None
 ) -> Transaction:
     """A right password for ``user``: the failures in a row are forgotten (and a stronger
-    hash of the password replaces the old one), audited.  None, or the end of a lock-out
-    that began while the password was checked (guesses sent in parallel): then nothing
-    changes."""
+    hash of the password replaces the old one), audited; True.  False when a lock-out began
+    while the password was checked (guesses sent in parallel): then nothing changes but the
+    audit trail, and the sign-in is refused like a wrong password."""
     sets = "failed_logins = 0, locked_until = NULL" + (", password = ?" if password_hash else "")
     rows = yield Query(
         f"UPDATE users SET {sets} WHERE id = ? AND (locked_until IS NULL OR locked_until <= ?)"
@@ -389,10 +420,11 @@ def signed_in(
         [*([password_hash] if password_hash else []), user.id, now],
     )
     if not rows:
-        locked = yield Query("SELECT locked_until FROM users WHERE id = ?", (user.id,))
-        return when(locked[0][0])
+        detail = "locked out while the password was checked"
+        yield from audit(by, "sign-in failed", None, detail, now)
+        return False
     yield from audit(by, "sign-in", None, None, now)
-    return None
+    return True
 
 
 def get_user(name: str) -> Transaction:
@@ -454,11 +486,17 @@ def token_hash(token: str) -> bytes:
 
 
 def create_web_session(
-    name: str, token: str, csrf: str, now: dt.datetime, ttl: dt.timedelta, address: str | None
+    name: str,
+    token: str,
+    csrf: str,
+    now: dt.datetime,
+    ttl: dt.timedelta,
+    address: str | None,
+    lifetime: dt.timedelta | None = None,
 ) -> Transaction:
-    """A signed-in browser of the active user ``name`` until ``now + ttl``; sessions already
-    over are deleted on the way."""
-    if ttl <= dt.timedelta(0):
+    """A signed-in browser of the active user ``name`` until ``now + ttl`` (at most ``now +
+    lifetime``); sessions already over are deleted on the way."""
+    if ttl <= dt.timedelta(0) or (lifetime is not None and lifetime <= dt.timedelta(0)):
         raise ValueError("a session lasts some time")
     yield Exec("DELETE FROM web_sessions WHERE expires < ?", (now,))
     rows = yield Query(
@@ -467,7 +505,7 @@ def create_web_session(
     if not rows:
         raise UnknownUser(name)
     user = _user(rows[0])
-    expires = now + ttl
+    expires = now + (min(ttl, lifetime) if lifetime is not None else ttl)
     yield Exec(
         "INSERT INTO web_sessions (token_hash, user_id, csrf, created, expires, address)"
         " VALUES (?, ?, ?, ?, ?, ?)",
@@ -479,13 +517,19 @@ def create_web_session(
 _SESSION_USER = ", ".join(f"u.{column}" for column in _USER_COLUMNS.split(", "))
 
 
-def web_session(token: str, now: dt.datetime, ttl: dt.timedelta | None) -> Transaction:
+def web_session(
+    token: str,
+    now: dt.datetime,
+    ttl: dt.timedelta | None,
+    lifetime: dt.timedelta | None = None,
+) -> Transaction:
     """The session of ``token`` if it is not over and its user is active, else None.  With
     ``ttl``, a session with less than half of it left is extended to ``now + ttl`` (a
-    browser in use stays signed in; one left alone is not, for long)."""
+    browser in use stays signed in; one left alone is not, for long) -- but never beyond
+    ``lifetime`` after it was created: then it is over however much it is used."""
     hashed = token_hash(token)
     rows = yield Query(
-        f"SELECT s.csrf, s.expires, s.address, {_SESSION_USER} FROM web_sessions s"
+        f"SELECT s.csrf, s.expires, s.address, s.created, {_SESSION_USER} FROM web_sessions s"
         " JOIN users u ON u.id = s.user_id WHERE s.token_hash = ? AND s.expires > ?"
         " AND u.active = ?",
         (hashed, now, True),
@@ -494,10 +538,15 @@ def web_session(token: str, now: dt.datetime, ttl: dt.timedelta | None) -> Trans
         return None
     csrf, address = rows[0][0], rows[0][2]
     expires: dt.datetime = when(rows[0][1])  # type: ignore[assignment]
+    created: dt.datetime = when(rows[0][3])  # type: ignore[assignment]
+    end = created + lifetime if lifetime is not None else None
+    if end is not None and end <= now:
+        yield Exec("DELETE FROM web_sessions WHERE token_hash = ?", (hashed,))
+        return None
     if ttl is not None and expires - now < ttl / 2:
-        expires = now + ttl
+        expires = now + ttl if end is None else min(now + ttl, end)
         yield Exec("UPDATE web_sessions SET expires = ? WHERE token_hash = ?", (expires, hashed))
-    return WebSession(_user(rows[0][3:]), csrf, expires, address)
+    return WebSession(_user(rows[0][4:]), csrf, expires, address)
 
 
 def end_web_session(token: str) -> Transaction:

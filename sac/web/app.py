@@ -15,6 +15,7 @@ import datetime as dt
 import hmac
 import json
 import math
+import re
 import secrets
 import uuid
 from collections import OrderedDict
@@ -22,10 +23,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, unquote, urlencode
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from twisted.logger import Logger
+from twisted.web.server import Site
 from twisted.web.static import File
 from werkzeug.exceptions import HTTPException, NotFound
 
@@ -37,11 +39,11 @@ from sac.services.readings import INDEX, INDEX_UNDER_ALARM
 from sac.store import (
     Actor,
     CommandState,
-    LoginLocked,
     MeterQuery,
     Role,
     UnknownCommand,
     UnknownMeter,
+    User,
     WebSession,
 )
 from sac.store.interface import IStore
@@ -49,12 +51,15 @@ from sac.store.keycsv import SAMPLE, parse_key_csv
 from sac.store.transactions import Conflict, KeyImportError
 from sac.web import chart, display
 from sac.web.admin import AdminPages
+from sac.web.api import MAX_BODY as API_MAX_BODY
 from sac.web.api import ApiRoutes
+from sac.web.bodies import FORM_BODY, BoundedRequest
 from sac.web.common import (
     BadRequest,
     CsrfError,
     Forbidden,
     Page,
+    SignInRefused,
     WebSettings,
     arg,
     page,
@@ -62,6 +67,7 @@ from sac.web.common import (
 )
 from sac.web.forms import MeterForm, parse_meter_form
 from sac.web.soap import SoapRoutes
+from sac.web.spyne_compat import DEFAULT_MAX_BODY as SOAP_MAX_BODY
 from sac.web.throttle import SignInThrottle
 
 __all__ = ["Web", "WebSettings"]
@@ -89,10 +95,27 @@ class _Upload:
     until: dt.datetime
 
 
+# a path of this site and its query: unreserved, sub-delims, ":", "@", "/", "?", "#" and
+# percent-escapes; no "//" or "/\\" at the start (another host), no space, no control
+_NEXT = re.compile(r"/(?![/\\])[A-Za-z0-9\-._~!$&()*+,;=:@/?%#]{0,2000}")
+
+
 def _safe_next(target: str) -> str:
-    """Where to go after sign-in: a path of this site only (no open redirect)."""
-    if target.startswith("/") and not target.startswith("//") and "\\" not in target:
-        return target
+    """Where to go after sign-in: a path of this site only (no open redirect).  Only safe
+    characters are accepted, and the target must stay a path of this site once its escapes
+    are decoded too (``/%2F/host``, ``/%09/host``), with no ``.`` or ``..`` segment; anything
+    else goes to the meter list."""
+    if _NEXT.fullmatch(target):
+        decoded = unquote(target)
+        path = decoded.partition("?")[0].partition("#")[0]
+        if (
+            decoded.isprintable()
+            and decoded.isascii()
+            and "\\" not in decoded
+            and not decoded.startswith("//")
+            and not {".", ".."} & set(path.split("/"))
+        ):
+            return target
     return "/meters"
 
 
@@ -124,6 +147,7 @@ class Web(AdminPages, ApiRoutes, SoapRoutes):
         self.sign_ins = SignInThrottle(
             self.settings.sign_in_failures, clock=lambda: self.now().timestamp()
         )
+        self.checks_running = 0  # password checks under way (at most password_checks)
         self._uploads: OrderedDict[str, _Upload] = OrderedDict()
         self.jinja = Environment(
             loader=FileSystemLoader(str(templates)),
@@ -142,6 +166,37 @@ class Web(AdminPages, ApiRoutes, SoapRoutes):
 
     def resource(self) -> Any:
         return self.app.resource()
+
+    def site(self) -> Site:
+        """The HTTP site to listen with: its requests' bodies are bounded before they are
+        read (:mod:`sac.web.bodies`)."""
+        site = Site(self.resource(), requestFactory=BoundedRequest.bound(self))
+        site.noisy = False
+        return site
+
+    def body_limit(self, method: bytes, path: bytes) -> int:
+        """The most bytes of a request body to ``path``: SOAP and the JSON API take theirs,
+        the key CSV upload its file and envelope, any other route a form's."""
+        if path == b"/soap" or path.startswith(b"/soap/"):
+            return SOAP_MAX_BODY
+        if path.startswith(b"/api/"):
+            return API_MAX_BODY
+        if self.is_upload(method, path):
+            return self.settings.max_upload + FORM_BODY
+        return FORM_BODY
+
+    def is_upload(self, method: bytes, path: bytes) -> bool:
+        return method.upper() == b"POST" and path.rstrip(b"/") == b"/meters/import"
+
+    async def may_upload(self, request: Any) -> tuple[int, str, bytes] | None:
+        """Whether an upload may be read, from its headers: None (yes), or the answer --
+        303 to the sign-in without a session, 403 below the operator's role."""
+        session = await self._session(request)
+        if session is None:
+            return (303, "sign in first\n", b"/login?next=%2Fmeters%2Fimport")
+        if not session.user.role.may(Role.OPERATOR):
+            return (403, f"this needs the {Role.OPERATOR.value} role\n", b"")
+        return None
 
     # --- plumbing --------------------------------------------------------------------------
 
@@ -189,7 +244,9 @@ class Web(AdminPages, ApiRoutes, SoapRoutes):
             text = token.decode("ascii")
         except UnicodeDecodeError:
             return None
-        return await self.store.web_session(text, ttl=self.settings.session_ttl)
+        return await self.store.web_session(
+            text, ttl=self.settings.session_ttl, lifetime=self.settings.session_lifetime
+        )
 
     # --- errors ----------------------------------------------------------------------------
 
@@ -311,40 +368,56 @@ class Web(AdminPages, ApiRoutes, SoapRoutes):
             return self._login_page(
                 request, target, "Enter your user name and password.", name, 400
             )
-        wait = self.throttled(address)
-        if wait:
-            request.setHeader(b"Retry-After", str(wait).encode())
-            minutes = math.ceil(wait / 60)
-            return self._login_page(
-                request,
-                target,
-                "Too many failed sign-ins from your address; try again in"
-                f" {minutes} minute{'s' if minutes > 1 else ''}.",
-                name,
-                429,
-            )
         try:
-            user = await self.store.authenticate(name, password, address)
-        except LoginLocked as exc:
-            return self._login_page(request, target, str(exc), name, 403)
-        if user is None:
-            self.sign_ins.failed(address)
+            user = await self.check_password(name, password, address)
+        except SignInRefused as refused:
+            request.setHeader(b"Retry-After", str(refused.wait).encode())
+            if refused.busy:
+                error = "The SAC is busy signing others in; try again in a moment."
+            else:
+                minutes = math.ceil(refused.wait / 60)
+                error = (
+                    "Too many failed sign-ins from your address; try again in"
+                    f" {minutes} minute{'s' if minutes > 1 else ''}."
+                )
+            return self._login_page(request, target, error, name, 429)
+        if user is None:  # a wrong password, an unknown name, a locked user: one answer
             return self._login_page(request, target, "Wrong user name or password.", name, 403)
         token, _session = await self.store.create_web_session(
-            user.name, self.settings.session_ttl, address
+            user.name, self.settings.session_ttl, address, self.settings.session_lifetime
         )
-        self._cookie(
-            request, COOKIE, token.encode(), int(self.settings.session_ttl.total_seconds())
-        )
+        cookie_life = min(self.settings.session_ttl, self.settings.session_lifetime)
+        self._cookie(request, COOKIE, token.encode(), int(cookie_life.total_seconds()))
         self._cookie(request, LOGIN_COOKIE, b"", 0)
         return self._redirect(request, target)
 
-    def throttled(self, address: str) -> int:
-        """Seconds before ``address`` may try to sign in again (0: now), counted."""
-        wait = self.sign_ins.wait(address)
+    async def check_password(self, name: str, password: str, address: str) -> User | None:
+        """The user signing in (pages and SOAP), or None: one answer for a wrong password,
+        an unknown name and a locked user.  Before any password is checked the attempt is
+        reserved for ``address`` (:class:`SignInThrottle`, attempts under way counted) and a
+        place taken among the ``password_checks`` this process may run at once; SignInRefused
+        when either is full (no check then).  ``sac_password_checks_total`` counts the
+        checks made (the store makes exactly one scrypt check per call, a decoy's for an
+        unknown or locked user), ``sac_sign_in_refused_total`` and ``sac_sign_in_busy_total``
+        the refusals."""
+        wait = self.sign_ins.reserve(address)
         if wait:
             self.metrics.count("sac_sign_in_refused_total")
-        return wait
+            raise SignInRefused(wait, busy=False)
+        if self.checks_running >= self.settings.password_checks:
+            self.sign_ins.release(address, failed=False)
+            self.metrics.count("sac_sign_in_busy_total")
+            raise SignInRefused(1, busy=True)
+        self.checks_running += 1
+        failed = False
+        try:
+            user = await self.store.authenticate(name, password, address)
+            self.metrics.count("sac_password_checks_total")
+            failed = user is None
+        finally:
+            self.checks_running -= 1
+            self.sign_ins.release(address, failed)  # a store that failed counts no failure
+        return user
 
     @app.route("/logout", methods=["POST"])
     @page(Role.VIEWER)

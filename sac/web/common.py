@@ -26,6 +26,7 @@ __all__ = [
     "CsrfError",
     "Forbidden",
     "Page",
+    "SignInRefused",
     "WebSettings",
     "arg",
     "page",
@@ -37,17 +38,34 @@ routes = Klein()
 
 @dataclass(frozen=True, slots=True)
 class WebSettings:
-    session_ttl: dt.timedelta = dt.timedelta(hours=8)
+    session_ttl: dt.timedelta = dt.timedelta(hours=8)  # while in use (sliding)
+    session_lifetime: dt.timedelta = dt.timedelta(hours=12)  # from sign-in, in use or not
     secure_cookies: bool = True  # False only behind plain HTTP (the demo, the tests)
     page_sizes: tuple[int, ...] = (25, 50, 100)
     name: str = "SAC"
     max_upload: int = 20 * 2**20  # bytes of a key CSV (100,000 rows take about 6 MB)
     metrics_public: bool = True  # /metrics without sign-in (for Prometheus on the LAN)
     sign_in_failures: int = 20  # failed sign-ins an address may make in 10 min (0: no limit)
+    password_checks: int = 4  # scrypt checks at once in this process (32 MiB each)
 
 
 class CsrfError(SacError):
     pass
+
+
+class SignInRefused(SacError):
+    """A sign-in refused before its password is checked: the client address has too many
+    failed (or running) sign-ins (``busy`` False), or this process is checking as many
+    passwords as it may (``busy`` True).  ``wait``: seconds before trying again."""
+
+    def __init__(self, wait: int, busy: bool) -> None:
+        super().__init__(
+            "the SAC is checking too many sign-ins at once; try again in a moment"
+            if busy
+            else f"too many failed sign-ins from this address; try again in {wait} s"
+        )
+        self.wait = wait
+        self.busy = busy
 
 
 class Forbidden(SacError):

@@ -17,11 +17,14 @@ UsernameToken (PasswordText) in the SOAP header, or an API token as ``Authorizat
 Bearer``.  Reads need a viewer, ``RequestValve`` an operator.  Every call is a line of the
 audit trail.  A password is checked with scrypt once, then remembered (as a hash of the
 pair) for :data:`CREDENTIALS_TTL`, so that an export of many pages does not pay the KDF on
-each; a disabled user's remembered sign-in lasts at most that long.
+each; only the check is remembered: the user's role and whether it is active are read from
+the store on every call, and a user changed since (role, password, disabled) is checked
+again.
 
 Faults carry a code the caller can act on (``Client.Authentication``, ``Client.Forbidden``,
 ``Client.UnknownMeter``, ``Client.UnknownCommand``, ``Client.BadRange``,
-``Client.PageTooLarge``, ``Client.BadCursor``, ``Client.BadInput``); anything unexpected is
+``Client.PageTooLarge``, ``Client.BadCursor``, ``Client.BadInput``; ``Server.Busy`` when the
+SAC is checking as many passwords as it may at once); anything unexpected is
 ``Server`` with an incident id, its traceback only in the log.  Times are UTC ISO 8601 with
 their offset; a time given without one is refused.  Quantities carry their unit: the DLMS
 code and its name.
@@ -62,7 +65,6 @@ from sac.store import (
     Actor,
     Command,
     Event,
-    LoginLocked,
     Meter,
     MeterQuery,
     Reading,
@@ -73,7 +75,7 @@ from sac.store import (
 )
 from sac.store.exports import MAX_PAGE
 from sac.web import display
-from sac.web.common import routes
+from sac.web.common import SignInRefused, routes
 from sac.web.spyne_compat import SoapResource
 
 __all__ = ["NS", "SoapRoutes", "soap_application"]
@@ -222,6 +224,12 @@ class AuthenticationFault(_Fault):
     CODE = "Client.Authentication"
 
 
+class BusyFault(_Fault):
+    """The SAC is checking as many passwords as it may at once: try again in a moment."""
+
+    CODE = "Server.Busy"
+
+
 class ForbiddenFault(_Fault):
     """The user's role does not allow this operation."""
 
@@ -264,7 +272,7 @@ class BadInputFault(_Fault):
     CODE = "Client.BadInput"
 
 
-_COMMON = [AuthenticationFault, ForbiddenFault]
+_COMMON = [AuthenticationFault, ForbiddenFault, BusyFault]
 _PAGED = [*_COMMON, BadRangeFault, PageTooLargeFault, BadCursorFault]
 
 
@@ -422,18 +430,18 @@ class _Call:
         now = self.web.now()
         held = known.get(key)
         if held is not None and held[1] > now:
-            return held[0]
-        wait = self.web.throttled(self.address)
-        if wait:
-            raise AuthenticationFault(
-                f"too many failed sign-ins from this address; try again in {wait} s"
-            )
+            # the password was right a moment ago; who the user is now, the store says
+            user = await self.web.store.user(name)
+            if user is not None and user.active and user.updated == held[0].updated:
+                return user
+            del known[key]  # changed since (role, password, disabled): checked again
         try:
-            user = await self.web.store.authenticate(name, password, self.address)
-        except LoginLocked as exc:
-            raise AuthenticationFault(str(exc)) from None
-        if user is None:
-            self.web.sign_ins.failed(self.address)
+            user = await self.web.check_password(name, password, self.address)
+        except SignInRefused as refused:
+            if refused.busy:
+                raise BusyFault(str(refused)) from None
+            raise AuthenticationFault(str(refused)) from None
+        if user is None:  # a wrong password, an unknown name, a locked user: one answer
             raise AuthenticationFault("wrong user name or password")
         if len(known) > 10_000:
             known.clear()

@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 
@@ -194,3 +195,25 @@ def test_an_admin_adds_a_user_who_then_signs_in(chromium: Any, sac: dict[str, An
     assert "vera (viewer)" in page.locator("header").inner_text()
     assert page.locator("nav >> text=Users").count() == 0
     vera.close()
+
+
+@pytest.mark.parametrize(
+    "target", ["/\t/evil.example/", "/\n/evil.example/", "/\\evil.example/", "/%09/evil.example/"]
+)
+def test_after_sign_in_chromium_stays_on_this_site(
+    chromium: Any, sac: dict[str, Any], target: str
+) -> None:
+    """A hostile ``next`` that Chromium would read as another host (it drops tabs and
+    newlines, takes a backslash for a slash) lands on the meter list of this site."""
+    context = chromium.new_context()
+    page = context.new_page()
+    requested: list[str] = []
+    page.on("request", lambda r: requested.append(r.url))
+    page.goto(sac["base"] + "/login?" + urlencode({"next": target}))
+    page.fill("input[name=username]", "otto")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_load_state()
+    assert page.url == sac["base"] + "/meters", page.url
+    assert not [url for url in requested if "evil.example" in url.split("?")[0]], requested
+    context.close()

@@ -32,6 +32,8 @@ def test_defaults_without_a_file() -> None:
     assert config.push.listen == ("tcp:4059:backlog=1024",)
     assert config.web.listen == ("tcp:8080:interface=127.0.0.1",)
     assert config.web.secure_cookies is True
+    assert config.web.session_hours == 8 and config.web.session_max_hours == 12
+    assert config.web.password_checks == 4
     assert config.sac.system_title == b"SACSACSA"
     assert config.poll.interval == 86_400
     assert config.source("push", "listen") == "default"

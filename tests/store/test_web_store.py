@@ -19,7 +19,6 @@ from sac.passwords import hash_password
 from sac.store import (
     Conflict,
     Ingest,
-    LoginLocked,
     MeterKeys,
     MeterQuery,
     MeterState,
@@ -482,17 +481,17 @@ async def test_failed_sign_ins_lock_a_user_out_for_a_while(backend: Backend) -> 
     assert failures() == (4, None)
     assert await store.authenticate("root", PASSWORD, here) == root
     assert failures() == (0, None)
-    # five in a row lock the user out: the right password is refused, not even checked
+    # five in a row lock the user out: the right password is refused like a wrong one, and
+    # not checked (a decoy hash is)
     for _ in range(LOCKOUT_FAILURES):
         clock.advance(seconds=10)
         assert await store.authenticate("root", "wrong horse battery", here) is None
     locked_at = clock.now
-    with pytest.raises(LoginLocked, match=r"try again after 08:16 UTC") as refused:
-        await store.authenticate("root", PASSWORD, here)
-    assert refused.value.until == locked_at + LOCKOUT == locked_at + dt.timedelta(minutes=15)
+    assert failures()[0] == 0
+    assert (await store.users())[0].locked_until == locked_at + dt.timedelta(minutes=15)
+    assert await store.authenticate("root", PASSWORD, here) is None
     clock.advance(minutes=14)
-    with pytest.raises(LoginLocked):
-        await store.authenticate("root", "wrong horse battery", here)  # not counted
+    assert await store.authenticate("root", "wrong horse battery", here) is None  # not counted
     clock.advance(minutes=1)  # the lock is over
     assert await store.authenticate("root", PASSWORD, here) == root
     assert failures()[0] == 0
@@ -508,6 +507,7 @@ async def test_failed_sign_ins_lock_a_user_out_for_a_while(backend: Backend) -> 
         ("root", here, "sign-in", None),
         *[("root", here, "sign-in failed", f"{n} in a row") for n in range(1, 6)],
         ("root", here, "locked out", f"until {(locked_at + LOCKOUT).isoformat()}"),
+        *[("root", here, "sign-in failed", "locked out: password not checked")] * 2,
         ("root", here, "sign-in", None),
         ("nobody", here, "sign-in failed", "no active user of this name"),
         *[("bob", None, "sign-in failed", "no active user of this name")] * 6,
@@ -540,8 +540,8 @@ async def test_an_admin_lifts_a_lock_out_with_a_new_password_or_by_enabling(
 async def test_a_lock_that_began_during_the_password_check_holds(
     backend: Backend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Guesses sent in parallel all pass the lock check before any failure is counted: a
-    right one among them is refused when the others locked the user meanwhile."""
+    """A right password checked while a lock-out began (by guesses sent in parallel) is
+    refused like a wrong one."""
     clock = Clock()
     store = await opened(backend, clock=clock)
     await store.add_user("root", PASSWORD, Role.ADMIN)
@@ -554,10 +554,32 @@ async def test_a_lock_that_began_during_the_password_check_holds(
         return verify(password, hashed)
 
     monkeypatch.setattr(store_interface.passwords, "verify_password", locked_meanwhile)
-    with pytest.raises(LoginLocked) as refused:
-        await store.authenticate("root", PASSWORD)
-    assert refused.value.until == until
-    assert await store.audit_log() == []  # no sign-in
+    assert await store.authenticate("root", PASSWORD) is None
+    [entry] = await store.audit_log()
+    assert (entry.action, entry.detail) == (
+        "sign-in failed",
+        "locked out while the password was checked",
+    )
+
+
+@pytest_twisted.ensureDeferred
+async def test_attempts_under_way_count_before_their_check(backend: Backend) -> None:
+    """Each attempt is counted before its password is checked: with LOCKOUT_FAILURES under
+    way, the next locks the user out at once and is not checked; the right password among
+    those under way is refused once the lock is on."""
+    clock = Clock()
+    store = await opened(backend, clock=clock)
+    root = await store.add_user("root", PASSWORD, Role.ADMIN)
+    reserve = store_interface.ops.reserve_sign_in
+    counts = [await store._run(reserve(root, ALICE, clock.now)) for _ in range(LOCKOUT_FAILURES)]
+    assert counts == [1, 2, 3, 4, 5]
+    assert await store._run(reserve(root, ALICE, clock.now)) is None  # the sixth: locked now
+    assert (await store.users())[0].locked_until == clock.now + LOCKOUT
+    assert await store.authenticate("root", PASSWORD) is None
+    assert [e.action for e in reversed(await store.audit_log())] == [
+        "locked out",
+        "sign-in failed",
+    ]
 
 
 # --- web sessions -------------------------------------------------------------------------

@@ -122,3 +122,16 @@ def test_no_limit_when_configured_so() -> None:
     for _ in range(1000):
         throttle.failed("a")
     assert throttle.wait("a") == 0 and not throttle._failures
+
+
+def test_attempts_under_way_count_as_failures_until_they_end() -> None:
+    """A burst arriving before any check has failed: the reservations fill the allowance."""
+    throttle = SignInThrottle(allowed=3, window=60, clock=lambda: 0.0)
+    assert [throttle.reserve("a") for _ in range(5)] == [0, 0, 0, 1, 1]
+    assert throttle.reserve("b") == 0  # another address is not concerned
+    throttle.release("a", failed=False)  # a right password: its place is free again
+    assert throttle.reserve("a") == 0 and throttle.reserve("a") == 1
+    for _ in range(3):
+        throttle.release("a", failed=True)
+    assert throttle.reserve("a") == 60  # three failures: the window's wait
+    assert throttle.refusals == 4 and "a" not in throttle._running
