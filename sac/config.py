@@ -152,6 +152,27 @@ def _readable_file(value: str) -> Path | None:
     return path
 
 
+def _optional(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    def optional(value: str) -> Any:
+        return parse(value) if value else None
+
+    return optional
+
+
+# an http(s) URL of a host name or address, an optional port and path, no query
+_URL = re.compile(
+    r"https?://([A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?(/[A-Za-z0-9._~\-/]*)?"
+)
+
+
+def _public_url(value: str) -> str:
+    if value and not _URL.fullmatch(value):
+        raise ValueError(
+            f"{value!r} is not an http(s) URL without query, e.g. https://sac.example.com"
+        )
+    return value.rstrip("/")
+
+
 def _log_file(value: str) -> str:
     if value in ("-", "stdout", "stderr"):
         return value
@@ -267,6 +288,16 @@ SETTINGS: tuple[Setting, ...] = (
     _s("web", "max_upload_mb", "20", _integer(1, 1024), "largest key CSV accepted, MiB"),
     _s("web", "sign_in_failures", "20", _integer(0, 1_000_000),
        "failed sign-ins an address may make in 10 minutes (0: no limit)"),
+    _s("web", "max_connections", "", _optional(_integer(1, 1_000_000)),
+       "web connections at once; beyond, a new one is closed at once (empty: computed at "
+       "start from the open-files limit, what [push] max_sessions and the rest leave)"),
+    _s("web", "header_timeout", "10", _seconds(0.5, 600),
+       "seconds from a connection (or the answer before) to a request's complete headers"),
+    _s("web", "body_timeout", "60", _seconds(0.5, 3600),
+       "seconds from a request's headers to its complete body"),
+    _s("web", "public_url", "", _public_url,
+       "the web application's URL as clients reach it, e.g. https://sac.example.com (names "
+       "the SOAP address in the WSDL; empty: the URL each client used)"),
     # [log]
     _s("log", "format", "text", _choice("text", "json"), "text lines, or JSON lines"),
     _s("log", "level", "info", _choice("debug", "info", "warn", "error", "critical"),

@@ -44,6 +44,7 @@ class WebSettings:
     max_upload: int = 20 * 2**20  # bytes of a key CSV (100,000 rows take about 6 MB)
     metrics_public: bool = True  # /metrics without sign-in (for Prometheus on the LAN)
     sign_in_failures: int = 20  # failed sign-ins an address may make in 10 min (0: no limit)
+    public_url: str = ""  # the application's URL for clients (the WSDL's address); "": as used
 
 
 class CsrfError(SacError):
