@@ -26,6 +26,7 @@ from urllib.parse import quote, urlencode
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from twisted.logger import Logger
+from twisted.web.pages import notFound
 from twisted.web.static import File
 from werkzeug.exceptions import HTTPException, NotFound
 
@@ -823,4 +824,11 @@ class Web(AdminPages, ApiRoutes, SoapRoutes):
 
     @app.route("/static/", branch=True)
     def static(self, request: Any) -> Any:
-        return File(str(STATIC))
+        return _StaticFiles(str(STATIC))
+
+
+class _StaticFiles(File):
+    """The static files, without Twisted's directory listing (a 404 instead)."""
+
+    def directoryListing(self) -> Any:
+        return notFound()
