@@ -187,20 +187,49 @@ def _store_address(value: str) -> str:
     if not value:
         raise ValueError("empty: a SQLite path (sqlite:/var/lib/sac/sac.db) or a PostgreSQL DSN")
     if is_postgres(value):
-        return value
+        _libpq_parameters(value)
+        return _without_password(value)
     path = Path(value.removeprefix("sqlite://").removeprefix("sqlite:"))
     if not path.parent.is_dir():
         raise ValueError(f"no directory {path.parent} for the SQLite file")
     return value
 
 
-# a password in a PostgreSQL URI (user:secret@) or DSN (password=secret)
-_URI_PASSWORD = re.compile(r"^postgres(?:ql)?://[^/@:]*:[^/@]*@")
-_DSN_PASSWORD = re.compile(r"(?:^|\s)password\s*=")
+def _libpq_parameters(address: str) -> dict[str, str]:
+    """A PostgreSQL address's parameters as libpq reads it (a URI, ``user:secret@`` and
+    ``?password=`` included, or key=value pairs); the error never repeats the address."""
+    from psycopg2 import ProgrammingError
+    from psycopg2.extensions import parse_dsn
+
+    try:
+        return dict(parse_dsn(address))
+    except ProgrammingError:
+        raise ValueError(
+            "not a PostgreSQL URI (postgresql://user@host/db) or key=value DSN (host=... "
+            "dbname=...) that libpq can read"
+        ) from None
 
 
-def _has_password(address: str) -> bool:
-    return bool(_URI_PASSWORD.match(address) or _DSN_PASSWORD.search(address))
+def _password_in(address: str) -> str | None:
+    """The password a PostgreSQL address holds, if any."""
+    if not is_postgres(address):
+        return None
+    try:
+        return _libpq_parameters(address).get("password")
+    except ValueError:
+        return None
+
+
+def _without_password(address: str) -> str:
+    """``address`` as libpq reads it without its password (as key=value pairs then), else
+    as it is."""
+    if _password_in(address) is None:
+        return address
+    from psycopg2.extensions import make_dsn
+
+    parameters = _libpq_parameters(address)
+    del parameters["password"]
+    return str(make_dsn(**parameters))
 
 
 # --- the settings -------------------------------------------------------------------------
@@ -414,12 +443,13 @@ def load_config(
             problems.append(f"[{s.section}] {s.name} ({source}): {exc}")
     sources = {key: source for key, (_, source) in raw.items()}
     address_source = sources[("store", "address")]
-    address = raw[("store", "address")][0]
-    if address_source.startswith("file") and _has_password(address):
+    embedded = _password_in(raw[("store", "address")][0].strip())
+    if embedded is not None and address_source.startswith("file"):
         problems.append(
             f"[store] address ({address_source}): holds a password; "
             f"give it as {_SECRETS[('store', 'password')]} instead"
         )
+        embedded = None
     master_key, where = _secret_master_key(env, values, problems)
     if where:
         sources[("store", "master_key")] = where
@@ -429,6 +459,13 @@ def load_config(
             " makes one) or [store] master_key_file"
         )
     password = _secret_password(env, values, problems)
+    if embedded is not None:  # from the environment: used, and kept out of `values`
+        if password is not None and password != embedded:
+            problems.append(
+                f"[store] address ({address_source}): holds a password, and another is given"
+                f" as {_SECRETS[('store', 'password')]}: give one"
+            )
+        password = embedded
     if problems:
         raise ConfigProblems(problems)
     return Config(values, sources, file, master_key, password)
