@@ -47,6 +47,7 @@ class _Channel(HTTPChannel):
 
     _deadline: Any = None
     _stage = ""
+    _lost = False
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -63,10 +64,11 @@ class _Channel(HTTPChannel):
 
     def requestDone(self, request: Any) -> None:
         super().requestDone(request)
-        if self.persistent and self.transport is not None and self.transport.connected:
+        if self.persistent and not self._lost:
             self._arm("header", self.site.limits.header_timeout)  # the next request's
 
     def connectionLost(self, reason: Any = None) -> None:
+        self._lost = True
         self._disarm()
         self.site.closed(self)
         super().connectionLost(reason)
