@@ -322,7 +322,7 @@ SETTINGS: tuple[Setting, ...] = (
        "start from the open-files limit, what [push] max_sessions and the rest leave)"),
     _s("web", "header_timeout", "10", _seconds(0.5, 600),
        "seconds from a connection (or the answer before) to a request's complete headers"),
-    _s("web", "body_timeout", "60", _seconds(0.5, 3600),
+    _s("web", "body_timeout", "120", _seconds(0.5, 3600),
        "seconds from a request's headers to its complete body"),
     _s("web", "public_url", "", _public_url,
        "the web application's URL as clients reach it, e.g. https://sac.example.com (names "

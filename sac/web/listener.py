@@ -31,7 +31,7 @@ __all__ = ["WebLimits", "WebSite"]
 class WebLimits:
     max_connections: int = 1000
     header_timeout: float = 10.0  # seconds to a request's complete headers
-    body_timeout: float = 60.0  # seconds from its headers to its complete body
+    body_timeout: float = 120.0  # seconds from its headers to its complete body
     idle_timeout: float = 60.0  # Twisted's: silence between bytes, between requests
 
 
