@@ -39,7 +39,7 @@ __all__ = ["Options", "SacService", "makeService"]
 # sockets, the resolver...
 RESERVED_FILES = 256
 WEB_CONNECTIONS = 1000  # the most [web] max_connections is when computed
-MIN_WEB_CONNECTIONS = 16
+MIN_WEB_CONNECTIONS = 64
 
 
 def _version() -> str:
@@ -335,7 +335,12 @@ class SacService(MultiService):
                 public_url=w.public_url,
             ),
             health=self._health(),
-            configuration=list(self.config.shown()),
+            configuration=[
+                (name, f"{self.web_connections} (computed)", source)
+                if name == "[web] max_connections" and value == "(none)"
+                else (name, value, source)
+                for name, value, source in self.config.shown()
+            ],
         )
         limits = WebLimits(
             max_connections=self.web_connections,

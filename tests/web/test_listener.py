@@ -5,6 +5,8 @@ are closed at once; answers name no server version."""
 
 from __future__ import annotations
 
+import resource
+from pathlib import Path
 from typing import Any
 
 import pytest_twisted
@@ -16,8 +18,10 @@ from twisted.internet.protocol import Protocol
 from twisted.internet.task import LoopingCall, deferLater
 
 from sac.services.metrics import Metrics
+from sac.tap import MIN_WEB_CONNECTIONS, RESERVED_FILES, WEB_CONNECTIONS
 from sac.web.listener import WebLimits, WebSite
 from tests.acquisition.test_slow import Silent, until
+from tests.run.test_tap import config_for, start
 from tests.store.conftest import Backend
 from tests.web.conftest import make_site
 
@@ -156,3 +160,29 @@ async def test_answers_name_no_server_version(sqlite: Backend) -> None:
         assert b"Twisted" not in raw.received
     finally:
         await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_service_computes_max_connections_from_the_open_files_limit(
+    sqlite: Backend, tmp_path: Path
+) -> None:
+    config = config_for(sqlite, tmp_path, SAC_PUSH_MAX_SESSIONS="1000")
+    service = await start(config)
+    try:
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        assert service.web_connections == max(
+            MIN_WEB_CONNECTIONS, min(WEB_CONNECTIONS, (soft - 1000 - RESERVED_FILES) // 2)
+        )
+        assert soft >= 1000 + RESERVED_FILES + service.web_connections  # it all fits
+        shown = dict((name, value) for name, value, _ in service.web.configuration)
+        assert shown["[web] max_connections"] == f"{service.web_connections} (computed)"
+        web = f"http://127.0.0.1:{service.web_ports[0].getHost().port}"
+        metrics = await (await treq.get(f"{web}/metrics", persistent=False)).text()
+        assert "sac_web_connections 1" in metrics  # this request's
+    finally:
+        await service.stopService()
+    service = await start(config_for(sqlite, tmp_path, SAC_WEB_MAX_CONNECTIONS="7"))
+    try:
+        assert service.web_connections == 7
+    finally:
+        await service.stopService()
