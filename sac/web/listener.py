@@ -63,9 +63,11 @@ class _Channel(HTTPChannel):
         super().allContentReceived()
 
     def requestDone(self, request: Any) -> None:
-        super().requestDone(request)
         if self.persistent and not self._lost:
-            self._arm("header", self.site.limits.header_timeout)  # the next request's
+            # the next request's, armed first: a request sent already (pipelined) is read
+            # by requestDone itself, and moves the deadline on as it arrives
+            self._arm("header", self.site.limits.header_timeout)
+        super().requestDone(request)
 
     def connectionLost(self, reason: Any = None) -> None:
         self._lost = True

@@ -186,3 +186,33 @@ async def test_the_service_computes_max_connections_from_the_open_files_limit(
         assert service.web_connections == 7
     finally:
         await service.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_requests_are_not_cut_while_they_are_served(sqlite: Backend) -> None:
+    """Two requests sent at once, the store held past the deadline: the first waits for the
+    store, the second waits in the connection's buffer; neither is the client's time, and
+    both are answered once the store is back."""
+    limits = WebLimits(header_timeout=0.5, body_timeout=0.5, idle_timeout=5)
+    site = await make_site(sqlite)
+    web = WebSite(site.web.resource(), limits, site.web.metrics, reactor=reactor)
+    port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(web)
+    try:
+        browser = await site.signed_in("vera")
+        cookie = "; ".join(f"{k}={v}" for k, v in browser.cookies.items())
+        meters = f"GET /meters HTTP/1.1\r\nHost: t\r\nCookie: {cookie}\r\n\r\n".encode()
+        release = sqlite.lock()  # the store's transactions wait (SQLite: up to 5 s)
+        try:
+            client = Dribble(meters + meters, b"", every=10)
+            await connect(port, client)
+            await deferLater(reactor, 1.0, lambda: None)  # twice the deadline
+            assert client.received == b"" and client.reason is None
+        finally:
+            release()
+        await until(lambda: client.received.count(b"HTTP/1.1 200") == 2, "both answers")
+        assert client.reason is None
+        assert site.web.metrics.total("sac_web_closed_total") == 0
+        client.transport.loseConnection()
+        await client.ended
+    finally:
+        await port.stopListening()
