@@ -152,6 +152,27 @@ def _readable_file(value: str) -> Path | None:
     return path
 
 
+def _optional(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    def optional(value: str) -> Any:
+        return parse(value) if value else None
+
+    return optional
+
+
+# an http(s) URL of a host name or address, an optional port and path, no query
+_URL = re.compile(
+    r"https?://([A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?(/[A-Za-z0-9._~\-/]*)?"
+)
+
+
+def _public_url(value: str) -> str:
+    if value and not _URL.fullmatch(value):
+        raise ValueError(
+            f"{value!r} is not an http(s) URL without query, e.g. https://sac.example.com"
+        )
+    return value.rstrip("/")
+
+
 def _log_file(value: str) -> str:
     if value in ("-", "stdout", "stderr"):
         return value
@@ -166,20 +187,49 @@ def _store_address(value: str) -> str:
     if not value:
         raise ValueError("empty: a SQLite path (sqlite:/var/lib/sac/sac.db) or a PostgreSQL DSN")
     if is_postgres(value):
-        return value
+        _libpq_parameters(value)
+        return _without_password(value)
     path = Path(value.removeprefix("sqlite://").removeprefix("sqlite:"))
     if not path.parent.is_dir():
         raise ValueError(f"no directory {path.parent} for the SQLite file")
     return value
 
 
-# a password in a PostgreSQL URI (user:secret@) or DSN (password=secret)
-_URI_PASSWORD = re.compile(r"^postgres(?:ql)?://[^/@:]*:[^/@]*@")
-_DSN_PASSWORD = re.compile(r"(?:^|\s)password\s*=")
+def _libpq_parameters(address: str) -> dict[str, str]:
+    """A PostgreSQL address's parameters as libpq reads it (a URI, ``user:secret@`` and
+    ``?password=`` included, or key=value pairs); the error never repeats the address."""
+    from psycopg2 import ProgrammingError
+    from psycopg2.extensions import parse_dsn
+
+    try:
+        return dict(parse_dsn(address))
+    except ProgrammingError:
+        raise ValueError(
+            "not a PostgreSQL URI (postgresql://user@host/db) or key=value DSN (host=... "
+            "dbname=...) that libpq can read"
+        ) from None
 
 
-def _has_password(address: str) -> bool:
-    return bool(_URI_PASSWORD.match(address) or _DSN_PASSWORD.search(address))
+def _password_in(address: str) -> str | None:
+    """The password a PostgreSQL address holds, if any."""
+    if not is_postgres(address):
+        return None
+    try:
+        return _libpq_parameters(address).get("password")
+    except ValueError:
+        return None
+
+
+def _without_password(address: str) -> str:
+    """``address`` as libpq reads it without its password (as key=value pairs then), else
+    as it is."""
+    if _password_in(address) is None:
+        return address
+    from psycopg2.extensions import make_dsn
+
+    parameters = _libpq_parameters(address)
+    del parameters["password"]
+    return str(make_dsn(**parameters))
 
 
 # --- the settings -------------------------------------------------------------------------
@@ -271,6 +321,16 @@ SETTINGS: tuple[Setting, ...] = (
        "failed sign-ins an address may make in 10 minutes (0: no limit)"),
     _s("web", "password_checks", "4", _integer(1, 1000),
        "passwords checked at once (scrypt, 32 MiB each); more sign-ins wait their turn"),
+    _s("web", "max_connections", "", _optional(_integer(1, 1_000_000)),
+       "web connections at once; beyond, a new one is closed at once (empty: computed at "
+       "start from the open-files limit, what [push] max_sessions and the rest leave)"),
+    _s("web", "header_timeout", "10", _seconds(0.5, 600),
+       "seconds from a connection (or the answer before) to a request's complete headers"),
+    _s("web", "body_timeout", "120", _seconds(0.5, 3600),
+       "seconds from a request's headers to its complete body"),
+    _s("web", "public_url", "", _public_url,
+       "the web application's URL as clients reach it, e.g. https://sac.example.com (names "
+       "the SOAP address in the WSDL; empty: the URL each client used)"),
     # [log]
     _s("log", "format", "text", _choice("text", "json"), "text lines, or JSON lines"),
     _s("log", "level", "info", _choice("debug", "info", "warn", "error", "critical"),
@@ -387,12 +447,13 @@ def load_config(
             problems.append(f"[{s.section}] {s.name} ({source}): {exc}")
     sources = {key: source for key, (_, source) in raw.items()}
     address_source = sources[("store", "address")]
-    address = raw[("store", "address")][0]
-    if address_source.startswith("file") and _has_password(address):
+    embedded = _password_in(raw[("store", "address")][0].strip())
+    if embedded is not None and address_source.startswith("file"):
         problems.append(
             f"[store] address ({address_source}): holds a password; "
             f"give it as {_SECRETS[('store', 'password')]} instead"
         )
+        embedded = None
     master_key, where = _secret_master_key(env, values, problems)
     if where:
         sources[("store", "master_key")] = where
@@ -402,6 +463,13 @@ def load_config(
             " makes one) or [store] master_key_file"
         )
     password = _secret_password(env, values, problems)
+    if embedded is not None:  # from the environment: used, and kept out of `values`
+        if password is not None and password != embedded:
+            problems.append(
+                f"[store] address ({address_source}): holds a password, and another is given"
+                f" as {_SECRETS[('store', 'password')]}: give one"
+            )
+        password = embedded
     if problems:
         raise ConfigProblems(problems)
     return Config(values, sources, file, master_key, password)

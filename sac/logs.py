@@ -144,7 +144,10 @@ def _stream(where: str) -> IO[str]:
     if where == "stderr":
         return sys.stderr
     # rotated by size: 10 files of 10 MiB; or let logrotate/journald do it (docs/operations.md)
-    return LogFile.fromFullPath(where, rotateLength=10 * 2**20, maxRotatedFiles=10)  # type: ignore[return-value]
+    # readable by this user only (0600): log lines name users, addresses and meters
+    return LogFile.fromFullPath(  # type: ignore[return-value]
+        where, rotateLength=10 * 2**20, maxRotatedFiles=10, defaultMode=0o600
+    )
 
 
 def make_observer(format: str = "text", level: str = "info", where: str = "-") -> ILogObserver:

@@ -35,6 +35,12 @@ from sac.logs import prepare
 
 __all__ = ["Options", "SacService", "makeService"]
 
+# open files kept for all but the connections: the store, the spool, the log, listening
+# sockets, the resolver...
+RESERVED_FILES = 256
+WEB_CONNECTIONS = 1000  # the most [web] max_connections is when computed
+MIN_WEB_CONNECTIONS = 64
+
 
 def _version() -> str:
     try:
@@ -113,6 +119,8 @@ class SacService(MultiService):
         self._probe: LoopingCall | None = None
         self.store_health: tuple[bool, str] = (False, "not checked yet")
         self._stopped = False
+        self.web_connections = WEB_CONNECTIONS
+        self._emfile: _OpenFilesAlarm | None = None
 
     # --- start ----------------------------------------------------------------------------
 
@@ -139,6 +147,7 @@ class SacService(MultiService):
             self.log.warn("meter profiles: {problem}", problem=problem)
         self.registry = found.registry
         self.metrics = Metrics()
+        self._emfile = _OpenFilesAlarm(self.metrics, self.reactor)
         globalLogPublisher.addObserver(self._count_errors)
         self._open_files()
         await self._open_store()
@@ -158,18 +167,34 @@ class SacService(MultiService):
 
     def _open_files(self) -> None:
         """Each session is a file descriptor: raise the soft limit (often 1,024) up to the
-        hard one, as far as max_sessions needs, and say so when it cannot reach it."""
-        needed = self.config.push.max_sessions + 1024  # the store, the web, the spool...
+        hard one, as far as max_sessions and the web's connections need, and say so when it
+        cannot reach it.  Sets :attr:`web_connections`: ``[web] max_connections``, or when
+        empty, half of what the limit leaves beside the push sessions and
+        :data:`RESERVED_FILES` (at most :data:`WEB_CONNECTIONS`, at least
+        :data:`MIN_WEB_CONNECTIONS`)."""
+        push = self.config.push.max_sessions if self.config.push.listen else 0
+        web: int | None = self.config.web.max_connections
+        needed = push + RESERVED_FILES + (web if web is not None else WEB_CONNECTIONS)
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
         if soft != resource.RLIM_INFINITY and soft < target:
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
             soft = target
-        if soft != resource.RLIM_INFINITY and soft < needed:
+        limit = needed if soft == resource.RLIM_INFINITY else soft
+        if web is None:
+            left = (limit - push - RESERVED_FILES) // 2
+            web = max(MIN_WEB_CONNECTIONS, min(WEB_CONNECTIONS, left))
+        self.web_connections = web
+        if limit < push + RESERVED_FILES + web:
             self.log.warn(
-                "open files limited to {n} (hard limit): fewer than [push] max_sessions"
-                " connections fit; raise LimitNOFILE (docs/operations.md)",
-                n=soft,
+                "open files limited to {n} (hard limit): [push] max_sessions ({push}), [web]"
+                " max_connections ({web}) and {reserved} for the rest do not fit; a flood on"
+                " one port can starve the other: lower them or raise LimitNOFILE"
+                " (docs/operations.md)",
+                n=limit,
+                push=push,
+                web=web,
+                reserved=RESERVED_FILES,
             )
 
     async def _open_store(self) -> None:
@@ -291,6 +316,7 @@ class SacService(MultiService):
     async def _start_web(self) -> None:
         from sac.protocols.listen import listen_sessions
         from sac.web.app import Web, WebSettings
+        from sac.web.listener import WebLimits
 
         w = self.config.web
         if not w.listen:
@@ -308,11 +334,28 @@ class SacService(MultiService):
                 metrics_public=w.metrics_public,
                 sign_in_failures=w.sign_in_failures,
                 password_checks=w.password_checks,
+                public_url=w.public_url,
             ),
             health=self._health(),
-            configuration=list(self.config.shown()),
+            configuration=[
+                (name, f"{self.web_connections} (computed)", source)
+                if name == "[web] max_connections" and value == "(none)"
+                else (name, value, source)
+                for name, value, source in self.config.shown()
+            ],
         )
-        site = self.web.site()
+        limits = WebLimits(
+            max_connections=self.web_connections,
+            header_timeout=w.header_timeout,
+            body_timeout=w.body_timeout,
+        )
+        site = self.web.site(limits, reactor=self.reactor)
+        self.log.info(
+            "web: at most {n} connections at once, headers within {h:g} s, body within {b:g} s",
+            n=limits.max_connections,
+            h=limits.header_timeout,
+            b=limits.body_timeout,
+        )
         for description in w.listen:
             self.web_ports.append(await listen_sessions(self.reactor, description, site))
 
@@ -349,10 +392,13 @@ class SacService(MultiService):
 
     def _count_errors(self, event: dict[str, Any]) -> None:
         """Every error logged, in ``sac_log_errors_total{level}``: alert on it (a rotated log
-        file forgets; the metric does not)."""
+        file forgets; the metric does not).  A listener out of file descriptors, which
+        Twisted reports at info level only, is made an error here."""
         level = event.get("log_level")
         if level in (LogLevel.error, LogLevel.critical):
             self.metrics.count("sac_log_errors_total", level=level.name)
+        elif self._emfile is not None:
+            self._emfile.observe(event)
 
     def stopService(self) -> Deferred[None]:
         self.running = False
@@ -392,12 +438,65 @@ class SacService(MultiService):
         for child in list(self):
             child.running = False
         globalLogPublisher.removeObserver(self._count_errors)
+        if self._emfile is not None:
+            self._emfile.stop()
         self.log.info(
             "SAC stopped cleanly: {cut} sessions (pushes, polls) cut, {held} pushes left on the"
             " spool for the next start",
             cut=cut,
             held=held,
         )
+
+
+class _OpenFilesAlarm:
+    """A listener that could not accept a connection because the process has no file
+    descriptor left (EMFILE, ENFILE: Twisted then accepts and closes what waits, and says so
+    at info level): counted in ``sac_open_files_exhausted_total``, and said at error level,
+    at most once every :attr:`EVERY` seconds with how many times it happened."""
+
+    EVERY = 10.0
+    log = Logger()
+
+    def __init__(self, metrics: Any, reactor: Any) -> None:
+        self.metrics = metrics
+        self.reactor = reactor
+        self.unreported = 0
+        self.call: Any = None
+
+    def observe(self, event: dict[str, Any]) -> None:
+        text = event.get("log_format") or ""
+        if not (
+            text.startswith("EMFILE encountered")
+            or (
+                text.startswith("Could not accept new connection")
+                and event.get("acceptError") in ("EMFILE", "ENFILE")
+            )
+        ):
+            return
+        self.metrics.count("sac_open_files_exhausted_total")
+        self.unreported += 1
+        if self.call is None:  # the first at once (after this observer), then in batches
+            self.call = self.reactor.callLater(0, self._report)
+
+    def _report(self) -> None:
+        count, self.unreported = self.unreported, 0
+        if not count:
+            self.call = None
+            return
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        self.log.error(
+            "out of file descriptors (EMFILE): connections were closed unserved {n} times;"
+            " the limit is {limit}: lower [push] max_sessions or [web] max_connections, or"
+            " raise LimitNOFILE (docs/operations.md)",
+            n=count,
+            limit=soft,
+        )
+        self.call = self.reactor.callLater(self.EVERY, self._report)
+
+    def stop(self) -> None:
+        if self.call is not None and self.call.active():
+            self.call.cancel()
+        self.call = None
 
 
 def _from_section(settings: Any, section: Any) -> Any:

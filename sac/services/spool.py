@@ -184,7 +184,7 @@ class _Opened:
 def thd_open(directory: Path) -> _Opened:
     """Lock the spool, read the cursor, check every segment, cut a torn tail."""
     if not directory.is_dir():
-        directory.mkdir(parents=True)
+        directory.mkdir(mode=0o700, parents=True)
         _fsync_dir(directory.parent)
     lock_fd = os.open(directory / "lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:

@@ -57,6 +57,21 @@ def decode_cursor(cursor: str, kind: str, fingerprint: str, size: int) -> list[s
     return fields[2:]
 
 
+def _row_id(text: str) -> int:
+    """A row id of a cursor: what a 64-bit column holds (SQLite overflows on more)."""
+    number = int(text)
+    if not 0 <= number < 2**63:
+        raise ValueError("not a cursor of this export")
+    return number
+
+
+def _instant(text: str) -> dt.datetime:
+    value = dt.datetime.fromisoformat(text)
+    if value.tzinfo is None:
+        raise ValueError("not a cursor of this export")
+    return value
+
+
 def _check(start: dt.datetime, end: dt.datetime, limit: int) -> None:
     if start.tzinfo is None or end.tzinfo is None:
         raise ValueError("times need their UTC offset")
@@ -95,9 +110,9 @@ def readings_page(
         meter_text, captured_text, id_text = decode_cursor(cursor, "r", fingerprint, 3)
         try:
             meter_id, captured, row_id = (
-                int(meter_text),
-                dt.datetime.fromisoformat(captured_text),
-                int(id_text),
+                _row_id(meter_text),
+                _instant(captured_text),
+                _row_id(id_text),
             )
         except ValueError:
             raise ValueError("not a cursor of this export") from None
@@ -143,7 +158,7 @@ def events_page(
     if cursor is not None:
         occurred_text, id_text = decode_cursor(cursor, "e", fingerprint, 2)
         try:
-            occurred, row_id = dt.datetime.fromisoformat(occurred_text), int(id_text)
+            occurred, row_id = _instant(occurred_text), _row_id(id_text)
         except ValueError:
             raise ValueError("not a cursor of this export") from None
         where.append("(e.occurred > ? OR (e.occurred = ? AND e.id > ?))")

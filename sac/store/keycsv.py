@@ -17,6 +17,8 @@ import csv
 import io
 from dataclasses import dataclass, field
 
+from sac.store.model import ldn_problem
+
 __all__ = ["SAMPLE", "KeyRow", "RowError", "parse_key_csv"]
 
 SAMPLE = (
@@ -90,8 +92,9 @@ def parse_key_csv(text: str) -> tuple[list[KeyRow], list[RowError]]:
         record = dict(zip(header, (f.strip() for f in fields), strict=False))
         try:
             ldn = record.get("ldn", "")
-            if len(ldn) != 16 or not ldn.isascii() or not ldn.isprintable():
-                raise ValueError(f"LDN {_shown(ldn)} is not 16 printable ASCII characters")
+            problem = ldn_problem(ldn)
+            if problem is not None:
+                raise ValueError(f"LDN {_shown(ldn)}: {problem}")
             client = int(record.get("client") or 1)
             if not 0 < client < 0x10000:
                 raise ValueError(f"client {client} is not a SAP (1..65535)")

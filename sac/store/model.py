@@ -33,11 +33,31 @@ __all__ = [
     "Role",
     "User",
     "WebSession",
+    "ldn_problem",
 ]
 
 # DLMS unit codes (IEC 62056-6-2, enum "unit") the store names
 UNIT_DAY = 4
 UNIT_PERCENT = 56
+
+
+# A logical device name (UNI/TS 11291: printable ASCII, in practice letters and digits): the
+# one rule every way of adding a meter checks (form, JSON API, key CSV, the store itself).
+# It is part of URLs (/meters/<LDN>, /api/v1/meters/<LDN>), so no "/", "?", "%" or space.
+LDN_LENGTH = 16
+LDN_CHARACTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.")
+LDN_RULE = f"an LDN is {LDN_LENGTH} characters, each a letter, a digit, '-', '_' or '.'"
+
+
+def ldn_problem(ldn: str) -> str | None:
+    """Why ``ldn`` is not an LDN (never repeating it: it may be a key typed in the wrong
+    place), or None."""
+    if len(ldn) != LDN_LENGTH:
+        return f"{LDN_RULE}; this has {len(ldn)}"
+    bad = next((i for i, c in enumerate(ldn, 1) if c not in LDN_CHARACTERS), None)
+    if bad is not None:
+        return f"{LDN_RULE}; character {bad} is not"
+    return None
 
 
 class MeterState(StrEnum):
@@ -58,8 +78,9 @@ class NewMeter:
     poll_interval: int | None = None  # seconds between polls of a meter with an address
 
     def __post_init__(self) -> None:
-        if len(self.ldn) != 16 or not self.ldn.isascii() or not self.ldn.isprintable():
-            raise ValueError(f"an LDN is 16 printable ASCII characters, not {self.ldn!r}")
+        problem = ldn_problem(self.ldn)
+        if problem is not None:
+            raise ValueError(problem)
         if self.system_title is not None and len(self.system_title) != 8:
             raise ValueError("a system title is 8 bytes")
         if self.poll_interval is not None and not 60 <= self.poll_interval <= 366 * 86400:

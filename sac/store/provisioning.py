@@ -171,7 +171,8 @@ def update_meter(ldn: str, changes: Mapping[str, Any], now: dt.datetime) -> Tran
     # the same rules as a new meter's: build one with the changes applied
     merged = {f: getattr(meter, f) for f in METER_FIELDS}
     merged.update({k: v for k, v in changes.items() if k != "state"})
-    NewMeter(ldn, **{k: (tuple(v) if k == "allowed_ips" else v) for k, v in merged.items()})
+    # (the LDN does not change: a meter added before today's LDN rule keeps its own)
+    NewMeter("0" * 16, **{k: (tuple(v) if k == "allowed_ips" else v) for k, v in merged.items()})
     title = changes.get("system_title")
     if title is not None and title != meter.system_title:
         taken = yield Query("SELECT ldn FROM meters WHERE system_title = ?", (title,))

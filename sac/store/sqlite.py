@@ -8,7 +8,9 @@ survive the first only).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import os
 import sqlite3
 import time
 from collections.abc import Callable
@@ -117,6 +119,16 @@ def _update_rows(cursor: sqlite3.Cursor, op: UpdateRows) -> int:
     return cursor.rowcount
 
 
+def _create_private(path: Path) -> None:
+    """A new database file readable by this user only (0600, whatever the umask): it holds
+    users' password hashes and the wrapped keys.  SQLite gives its -wal and -shm files the
+    database file's permissions."""
+    if str(path) == ":memory:" or not path.parent.is_dir():
+        return  # (open() says the folder is missing)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
 class SQLiteStore(Store):
     dialect = "sqlite"
 
@@ -131,6 +143,7 @@ class SQLiteStore(Store):
     ) -> None:
         super().__init__(master_key, clock, reactor, password_params)
         self.path = Path(path)
+        _create_private(self.path)
         self._pool = adbapi.ConnectionPool(
             "sqlite3",
             str(self.path),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -969,6 +970,10 @@ def _after(query: MeterQuery, cursor: str) -> tuple[Any, str]:
             raise ValueError(sort)
         if value is not None:
             if type(value) not in _CURSOR_TYPES[sort]:  # type(): a bool is no number here
+                raise ValueError(value)
+            if isinstance(value, int) and not -(2**63) <= value < 2**63:
+                raise ValueError(value)  # no column holds it (SQLite would overflow)
+            if isinstance(value, float) and not math.isfinite(value):
                 raise ValueError(value)
             if sort == "last_connection":
                 value = dt.datetime.fromisoformat(value)

@@ -41,7 +41,7 @@ from sac.web.common import routes
 from sac.web.forms import (
     FieldError,
     check_address,
-    check_ip,
+    check_ips,
     check_key,
     check_ldn,
     check_pdr,
@@ -470,7 +470,7 @@ class ApiRoutes:
                     if not isinstance(value, list)
                     else "allowed_ips must be an array of IP address strings"
                 )
-            return tuple(check_ip(v) for v in value)
+            return check_ips(value)
         if name == "poll_interval_s":
             if isinstance(value, bool) or not isinstance(value, int):
                 raise FieldError(

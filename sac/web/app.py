@@ -27,7 +27,7 @@ from urllib.parse import quote, unquote, urlencode
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from twisted.logger import Logger
-from twisted.web.server import Site
+from twisted.web.pages import notFound
 from twisted.web.static import File
 from werkzeug.exceptions import HTTPException, NotFound
 
@@ -66,6 +66,7 @@ from sac.web.common import (
     routes,
 )
 from sac.web.forms import MeterForm, parse_meter_form
+from sac.web.listener import WebLimits, WebSite
 from sac.web.soap import SoapRoutes
 from sac.web.spyne_compat import DEFAULT_MAX_BODY as SOAP_MAX_BODY
 from sac.web.throttle import SignInThrottle
@@ -167,12 +168,17 @@ class Web(AdminPages, ApiRoutes, SoapRoutes):
     def resource(self) -> Any:
         return self.app.resource()
 
-    def site(self) -> Site:
-        """The HTTP site to listen with: its requests' bodies are bounded before they are
-        read (:mod:`sac.web.bodies`)."""
-        site = Site(self.resource(), requestFactory=BoundedRequest.bound(self))
-        site.noisy = False
-        return site
+    def site(self, limits: WebLimits | None = None, *, reactor: Any = None) -> WebSite:
+        """The HTTP site to listen with: its connections held to ``limits``
+        (:mod:`sac.web.listener`), its requests' bodies bounded before they are read
+        (:mod:`sac.web.bodies`)."""
+        return WebSite(
+            self.resource(),
+            limits or WebLimits(),
+            self.metrics,
+            reactor=reactor,
+            request_factory=BoundedRequest.bound(self),
+        )
 
     def body_limit(self, method: bytes, path: bytes) -> int:
         """The most bytes of a request body to ``path``: SOAP and the JSON API take theirs,
@@ -915,4 +921,11 @@ class Web(AdminPages, ApiRoutes, SoapRoutes):
 
     @app.route("/static/", branch=True)
     def static(self, request: Any) -> Any:
-        return File(str(STATIC))
+        return _StaticFiles(str(STATIC))
+
+
+class _StaticFiles(File):
+    """The static files, without Twisted's directory listing (a 404 instead)."""
+
+    def directoryListing(self) -> Any:
+        return notFound()

@@ -26,7 +26,8 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
-from twisted.web.server import Request
+
+from sac.web.listener import QuietRequest
 
 __all__ = ["DRAIN_SECONDS", "FORM_BODY", "BoundedRequest"]
 
@@ -41,7 +42,7 @@ _REASONS = {
 }
 
 
-class BoundedRequest(Request):
+class BoundedRequest(QuietRequest):
     """A request whose body is bounded (and an upload's session checked) before it is read.
     ``web`` is the :class:`sac.web.app.Web` (the factory :meth:`bound` makes sets it)."""
 

@@ -47,6 +47,7 @@ class WebSettings:
     metrics_public: bool = True  # /metrics without sign-in (for Prometheus on the LAN)
     sign_in_failures: int = 20  # failed sign-ins an address may make in 10 min (0: no limit)
     password_checks: int = 4  # scrypt checks at once in this process (32 MiB each)
+    public_url: str = ""  # the application's URL for clients (the WSDL's address); "": as used
 
 
 class CsrfError(SacError):

@@ -6,14 +6,16 @@ back)."""
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import string
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
 from sac import passwords
 from sac.store import NewMeter, Role
+from sac.store.model import ldn_problem
 
 __all__ = [
     "FieldError",
@@ -21,6 +23,7 @@ __all__ = [
     "UserForm",
     "check_address",
     "check_ip",
+    "check_ips",
     "check_key",
     "check_ldn",
     "check_pdr",
@@ -64,9 +67,10 @@ def _hex(text: str, size: int) -> bytes | None:
 
 
 def check_ldn(text: str) -> str:
-    """A logical device name: 16 printable ASCII characters, no space."""
-    if len(text) != 16 or not text.isascii() or not text.isprintable() or " " in text:
-        raise FieldError(f"An LDN is 16 printable characters without spaces; this has {len(text)}.")
+    """A logical device name: :data:`sac.store.model.LDN_RULE`."""
+    problem = ldn_problem(text)
+    if problem is not None:
+        raise FieldError(f"{problem[0].upper()}{problem[1:]}.")
     return text
 
 
@@ -108,11 +112,26 @@ def check_address(text: str) -> str:
 
 
 def check_ip(text: str) -> str:
-    """An IP address (v4 or v6) a meter may connect from, in its canonical form."""
+    """An IP address (v4 or v6) a meter may connect from, in its canonical form; the error
+    does not repeat what was typed (it may be a key in the wrong field)."""
     try:
         return str(ipaddress.ip_address(text))
     except ValueError:
-        raise FieldError(f"{text!r} is not an IP address.") from None
+        raise FieldError("This is not an IP address (IPv4 or IPv6).") from None
+
+
+def check_ips(items: Sequence[str]) -> tuple[str, ...]:
+    """Each of ``items`` by :func:`check_ip`; the error names the first bad one by its
+    position, never by its value."""
+    out = []
+    for position, item in enumerate(items, 1):
+        try:
+            out.append(check_ip(item))
+        except FieldError:
+            raise FieldError(
+                f"Entry {position} of {len(items)} is not an IP address (IPv4 or IPv6)."
+            ) from None
+    return tuple(out)
 
 
 def check_poll_interval(seconds: int, has_address: bool) -> int:
@@ -165,12 +184,14 @@ def parse_meter_form(form: Mapping[str, str], profiles: Collection[str]) -> Mete
     address = values["address"] or None
     if address is not None:
         checked("address", check_address, address)
-    ips: list[str] = []
-    for item in values["allowed_ips"].replace(",", " ").split():
-        ip = checked("allowed_ips", check_ip, item)
-        if ip is None:
-            break
-        ips.append(ip)
+    items = values["allowed_ips"].replace(",", " ").split()
+    ips = checked("allowed_ips", check_ips, items)  # type: ignore[arg-type]
+    if ips is None:  # shown again without what is no address (a key typed there, say)
+        good = []
+        for item in items:
+            with contextlib.suppress(FieldError):
+                good.append(check_ip(item))
+        values["allowed_ips"] = ", ".join(good)
     poll = None
     if values["poll_minutes"]:
         text = values["poll_minutes"]
@@ -191,7 +212,7 @@ def parse_meter_form(form: Mapping[str, str], profiles: Collection[str]) -> Mete
             system_title=title,
             profile=values["profile"],
             address=address,
-            allowed_ips=tuple(ips),
+            allowed_ips=ips or (),
             poll_interval=poll,
         )
     except ValueError as exc:

@@ -716,5 +716,8 @@ class SoapRoutes:
     def soap(self, request: Any) -> SoapResource:
         if self._soap is None:
             self._soap_credentials = {}
-            self._soap = SoapResource(soap_application(self))
+            public = self.settings.public_url
+            self._soap = SoapResource(
+                soap_application(self), location=f"{public}/soap" if public else None
+            )
         return self._soap

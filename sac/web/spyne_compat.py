@@ -49,11 +49,20 @@ spyne's own transports use -- so ``ctx.transport.req.getHeader(b"authorization")
 check first and raise a ``Fault("Client.Authentication", ...)`` to refuse.
 ``ctx.transport.get_peer()`` gives the same address as a :class:`spyne.Address`.
 
-The WSDL (``GET <mount>?wsdl``) names as the service location the URL the client used:
-scheme, ``Host`` header and path, so a client such as zeep posts back to where it fetched
-the WSDL.  spyne can build an application's WSDL only once (a second
-``build_interface_document`` drops the ``service`` and ``portType`` elements), so the
-resource builds it once and rewrites the ``location`` attributes for each request.
+The WSDL (``GET <mount>?wsdl``) names as the service location the ``location`` given (the
+SAC's ``[web] public_url``), else the URL the client used: scheme, ``Host`` header and path,
+so a client such as zeep posts back to where it fetched the WSDL.  spyne can build an
+application's WSDL only once (a second ``build_interface_document`` drops the ``service``
+and ``portType`` elements), so the resource builds it once and rewrites the ``location``
+attributes for each request.
+
+A call must come as ``text/xml`` or ``application/soap+xml`` (415 otherwise).  Before
+spyne sees a body, it is parsed once with entities, DTDs and the network off: a document type
+declaration (a SOAP message has none; entity tricks come with it), an envelope without
+exactly one Body holding exactly one element, or a Fault sent as a call are refused as
+``Client.SoapError``.  spyne 2.14 crashes on each of those (``AttributeError``, lxml's
+"Internal error in XML Schema validation").  Anything else spyne raises while reading a
+request is the client's input too: ``Client.BadRequest``, logged at info.
 
 Twisted reads the whole request body (into a temporary file when it is large) before a
 resource sees it; ``max_body`` keeps anything larger away from the XML parser (413), it
@@ -80,6 +89,8 @@ from twisted.web.server import NOT_DONE_YET
 __all__ = ["DEFAULT_MAX_BODY", "SoapResource"]
 
 DEFAULT_MAX_BODY = 10 * 2**20
+SOAP11_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
+SOAP_MEDIA_TYPES = ("text/xml", "application/soap+xml")
 WSDL_NS = "http://schemas.xmlsoap.org/wsdl/"
 # Built once with this address, then rewritten per request (see the module docstring).
 _PLACEHOLDER = "http://spyne-compat.invalid/"
@@ -122,8 +133,15 @@ class SoapResource(Resource):
     isLeaf = True
     log = Logger()
 
-    def __init__(self, application: Application, *, max_body: int = DEFAULT_MAX_BODY) -> None:
+    def __init__(
+        self,
+        application: Application,
+        *,
+        max_body: int = DEFAULT_MAX_BODY,
+        location: str | None = None,
+    ) -> None:
         super().__init__()
+        self.location = location  # the WSDL's service address; None: the URL the client used
         if any(d.aux is not None for d in application.interface.method_id_map.values()):
             # spyne would hand us their contexts to run after the answer; we do not.
             raise ValueError("spyne auxiliary methods are not supported")
@@ -138,6 +156,13 @@ class SoapResource(Resource):
         if request.method != b"POST":
             request.setHeader(b"allow", b"GET" if wants_wsdl else b"POST")
             return _plain(request, 405, "SOAP calls are POSTed; GET ?wsdl for the WSDL")
+        if _media_type(request) not in SOAP_MEDIA_TYPES:
+            return _plain(
+                request,
+                415,
+                "a SOAP call's Content-Type is text/xml (SOAP 1.1) or application/soap+xml,"
+                " with an optional charset parameter",
+            )
         request.content.seek(0)
         body = request.content.read(self.max_body + 1)
         if len(body) > self.max_body:
@@ -157,7 +182,7 @@ class SoapResource(Resource):
             if wsdl11.get_interface_document() is None:
                 wsdl11.build_interface_document(_PLACEHOLDER)
             self._wsdl = etree.fromstring(wsdl11.get_interface_document())
-        location = _location(request)
+        location = self.location or _location(request)
         for address in self._wsdl.iterfind(f".//{{{WSDL_NS}}}port/*[@location]"):
             address.set("location", location)
         request.setHeader(b"content-type", _XML)
@@ -171,12 +196,21 @@ class SoapResource(Resource):
             ctx.in_string = [body]
             try:
                 charset = _charset(request)
+                _check_envelope(body, charset)
                 p_ctx = server.generate_contexts(ctx, charset)[0]
+                if p_ctx.in_error is None:
+                    server.get_in_object(p_ctx)
             except (LookupError, UnicodeDecodeError) as e:
                 # An unknown or wrong charset in Content-Type: spyne lets these escape.
                 return self._fault(Fault("Client.BadEncoding", f"cannot decode the body: {e}"))
-            if p_ctx.in_error is None:
-                server.get_in_object(p_ctx)
+            except Fault as fault:
+                self.log.info("soap: request refused: {fault!r}", fault=fault)
+                return self._fault(fault)
+            except Exception as e:
+                # spyne failing on a request it should have refused: the client's input,
+                # not a fault of ours (no method has run)
+                self.log.info("soap: request refused, unreadable: {e!r}", e=e)
+                return self._fault(Fault("Client.BadRequest", "the request cannot be read"))
             if p_ctx.in_error is not None:
                 self.log.info("soap: request refused: {fault!r}", fault=p_ctx.in_error)
                 return self._fault(p_ctx.in_error)
@@ -249,6 +283,50 @@ class SoapResource(Resource):
             request.setHeader(b"content-type", _TEXT)
             request.write(b"internal error\n")
         request.finish()
+
+
+_SAFE_PARSER = {
+    "resolve_entities": False,
+    "no_network": True,
+    "load_dtd": False,
+    "huge_tree": False,
+}
+
+
+def _check_envelope(body: bytes, charset: str | None) -> None:
+    """Refuse, as the client's fault, what spyne would choke on: a document type declaration
+    (SOAP 1.1, section 3: a SOAP message must not contain one; entities come with it), an
+    envelope without a Body holding exactly one element, or a Fault as the request.  A body
+    that is no XML or no SOAP envelope at all is left to spyne, which says so."""
+    try:
+        if charset is not None:
+            text = body.decode(charset)
+            parser = etree.XMLParser(encoding="utf-8", **_SAFE_PARSER)
+            root = etree.fromstring(text.encode("utf-8"), parser)
+        else:
+            root = etree.fromstring(body, etree.XMLParser(**_SAFE_PARSER))
+    except (etree.XMLSyntaxError, ValueError):
+        return  # spyne's Client.XMLSyntaxError says where
+    if root is None:
+        return
+    doctype = root.getroottree().docinfo
+    if doctype.doctype or doctype.internalDTD is not None or doctype.externalDTD is not None:
+        raise Fault("Client.SoapError", "a SOAP message must not have a document type (DTD)")
+    if root.tag != f"{{{SOAP11_ENV}}}Envelope":
+        return  # spyne's Client.SoapError names the element it wants
+    bodies = root.findall(f"{{{SOAP11_ENV}}}Body")
+    if len(bodies) != 1:
+        raise Fault("Client.SoapError", "the envelope needs exactly one Body")
+    calls = [child for child in bodies[0] if isinstance(child.tag, str)]
+    if len(calls) != 1 or (bodies[0].text or "").strip():
+        raise Fault("Client.SoapError", "the Body must hold exactly one call (one element)")
+    if calls[0].tag == f"{{{SOAP11_ENV}}}Fault":
+        raise Fault("Client.SoapError", "a Fault is an answer, not a call")
+
+
+def _media_type(request: Any) -> str:
+    value = request.getHeader(b"content-type") or b""
+    return value.decode("latin-1").partition(";")[0].strip().lower()
 
 
 def _deferring(function: Any) -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import subprocess
 import threading
@@ -25,6 +26,7 @@ class Twistd:
         cwd: Path,
         env: dict[str, str],
         log_file: Path | None = None,  # where [log] file sends the JSON lines, if not stdout
+        open_files: int | None = None,  # the child's RLIMIT_NOFILE (soft and hard), if set
     ) -> None:
         self.log_file = log_file
         self.command = [
@@ -44,6 +46,7 @@ class Twistd:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            preexec_fn=None if open_files is None else lambda: _limit_files(open_files),
         )
         self.lines: list[str] = []
         self.errors: list[str] = []
@@ -105,6 +108,10 @@ class Twistd:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait(10)
+
+
+def _limit_files(count: int) -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (count, count))
 
 
 def port(address: str) -> int:

@@ -1,0 +1,218 @@
+"""The web listener's limits (sac.web.listener), in process on a real port of 127.0.0.1 with
+the real application: a slowloris dribbling its headers or its body is cut at the deadline
+although every byte would reset Twisted's idle timeout; connections beyond max_connections
+are closed at once; answers name no server version."""
+
+from __future__ import annotations
+
+import resource
+from pathlib import Path
+from typing import Any
+
+import pytest_twisted
+import treq
+from twisted.internet import reactor
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint, connectProtocol
+from twisted.internet.error import ConnectionDone
+from twisted.internet.protocol import Protocol
+from twisted.internet.task import LoopingCall, deferLater
+
+from sac.services.metrics import Metrics
+from sac.tap import MIN_WEB_CONNECTIONS, RESERVED_FILES, WEB_CONNECTIONS
+from sac.web.listener import WebLimits, WebSite
+from tests.acquisition.test_slow import Silent, until
+from tests.run.test_tap import config_for, start
+from tests.store.conftest import Backend
+from tests.web.conftest import make_site
+
+
+class Dribble(Silent):
+    """Sends ``head`` at once, then ``rest`` one byte every ``every`` seconds (well under the
+    idle timeout), and notes what it got back."""
+
+    def __init__(self, head: bytes, rest: bytes, every: float) -> None:
+        super().__init__()
+        self.head, self.rest, self.every = head, rest, every
+        self.sent = 0
+        self.received = b""
+        self.loop = LoopingCall(self._byte)
+
+    def connectionMade(self) -> None:
+        self.transport.write(self.head)
+        self.loop.start(self.every, now=False)
+
+    def _byte(self) -> None:
+        if self.sent < len(self.rest):
+            self.transport.write(self.rest[self.sent : self.sent + 1])
+            self.sent += 1
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+
+    def connectionLost(self, reason: Any = None) -> None:
+        if self.loop.running:
+            self.loop.stop()
+        super().connectionLost(reason)
+
+
+async def serve(sqlite: Backend, limits: WebLimits) -> tuple[Any, Metrics, str]:
+    site = await make_site(sqlite)
+    metrics = site.web.metrics
+    web = WebSite(site.web.resource(), limits, metrics, reactor=reactor)
+    port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(web)
+    return port, metrics, f"http://127.0.0.1:{port.getHost().port}"
+
+
+async def connect(port: Any, protocol: Protocol) -> Any:
+    address = port.getHost()
+    return await connectProtocol(TCP4ClientEndpoint(reactor, address.host, address.port), protocol)
+
+
+HEADERS = b"GET /login HTTP/1.1\r\nHost: sac.test\r\nX-Padding: " + b"a" * 200 + b"\r\n\r\n"
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_slowloris_is_cut_at_the_header_and_body_deadlines(sqlite: Backend) -> None:
+    # idle timeout 2 s, a byte every 0.1 s: only the deadlines can cut these
+    limits = WebLimits(max_connections=50, header_timeout=1.0, body_timeout=1.0, idle_timeout=2)
+    port, metrics, _url = await serve(sqlite, limits)
+    try:
+        headers = Dribble(b"", HEADERS, every=0.1)
+        body = Dribble(
+            b"POST /login HTTP/1.1\r\nHost: sac.test\r\nContent-Length: 400\r\n"
+            b"Content-Type: application/x-www-form-urlencoded\r\n\r\n",
+            b"x" * 400,
+            every=0.1,
+        )
+        for loris in (headers, body):
+            await connect(port, loris)
+        for loris in (headers, body):
+            await loris.ended
+            assert not loris.reason.check(ConnectionDone)  # a reset
+            assert 0 < loris.sent < len(loris.rest)  # still dribbling when cut
+            assert loris.received == b""  # never answered
+        assert metrics.value("sac_web_closed_total", reason="header-timeout") == 1
+        assert metrics.value("sac_web_closed_total", reason="body-timeout") == 1
+    finally:
+        await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_deadline_starts_again_with_each_request(sqlite: Backend) -> None:
+    """Three requests on one connection, 1.2 s apart: the connection outlives the 2 s
+    header deadline, each request is well within it."""
+    limits = WebLimits(header_timeout=2.0, body_timeout=2.0, idle_timeout=5)
+    port, metrics, _url = await serve(sqlite, limits)
+    try:
+        keep = Dribble(HEADERS, b"", every=10)
+        await connect(port, keep)
+        for answers in (1, 2, 3):
+            if answers > 1:
+                await deferLater(reactor, 1.2, lambda: None)
+                keep.transport.write(HEADERS)
+            await until(lambda n=answers: keep.received.count(b"HTTP/1.1 200") == n, "answer")
+        assert keep.reason is None
+        assert metrics.total("sac_web_closed_total") == 0
+        keep.transport.loseConnection()
+        await keep.ended
+    finally:
+        await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_connections_beyond_max_connections_are_closed_at_once(sqlite: Backend) -> None:
+    limits = WebLimits(max_connections=5, header_timeout=30, body_timeout=30)
+    port, metrics, url = await serve(sqlite, limits)
+    held: list[Silent] = []
+    try:
+        for _ in range(5):
+            held.append(Silent())
+            await connect(port, held[-1])
+        await until(lambda: metrics.gauges["sac_web_connections"]() == 5, "5 connections")
+        extra = Silent()
+        await connect(port, extra)
+        await extra.ended  # closed unserved, while the 5 are still held
+        assert all(s.reason is None for s in held)
+        assert metrics.value("sac_web_refused_total", reason="max-connections") == 1
+        for s in held:
+            s.transport.loseConnection()
+        await until(lambda: metrics.gauges["sac_web_connections"]() == 0, "all closed")
+        answer = await treq.get(f"{url}/login", persistent=False)
+        assert answer.code == 200
+        await answer.content()
+    finally:
+        await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_answers_name_no_server_version(sqlite: Backend) -> None:
+    port, _metrics, url = await serve(sqlite, WebLimits())
+    try:
+        for path in ("/login", "/static/sac.css", "/no/such/page", "/soap?wsdl", "/health"):
+            answer = await treq.get(url + path, persistent=False)
+            await answer.content()
+            assert answer.headers.getRawHeaders("server") is None, path
+        # a request Twisted refuses itself (no resource sees it) says no version either
+        raw = Dribble(b"GET / HTTP/1.1\r\nBad Header\r\n\r\n", b"", every=10)
+        await connect(port, raw)
+        await raw.ended
+        assert raw.received.startswith(b"HTTP/1.1 400")
+        assert b"Twisted" not in raw.received
+    finally:
+        await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_service_computes_max_connections_from_the_open_files_limit(
+    sqlite: Backend, tmp_path: Path
+) -> None:
+    config = config_for(sqlite, tmp_path, SAC_PUSH_MAX_SESSIONS="1000")
+    service = await start(config)
+    try:
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        assert service.web_connections == max(
+            MIN_WEB_CONNECTIONS, min(WEB_CONNECTIONS, (soft - 1000 - RESERVED_FILES) // 2)
+        )
+        assert soft >= 1000 + RESERVED_FILES + service.web_connections  # it all fits
+        shown = dict((name, value) for name, value, _ in service.web.configuration)
+        assert shown["[web] max_connections"] == f"{service.web_connections} (computed)"
+        web = f"http://127.0.0.1:{service.web_ports[0].getHost().port}"
+        metrics = await (await treq.get(f"{web}/metrics", persistent=False)).text()
+        assert "sac_web_connections 1" in metrics  # this request's
+    finally:
+        await service.stopService()
+    service = await start(config_for(sqlite, tmp_path, SAC_WEB_MAX_CONNECTIONS="7"))
+    try:
+        assert service.web_connections == 7
+    finally:
+        await service.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_requests_are_not_cut_while_they_are_served(sqlite: Backend) -> None:
+    """Two requests sent at once, the store held past the deadline: the first waits for the
+    store, the second waits in the connection's buffer; neither is the client's time, and
+    both are answered once the store is back."""
+    limits = WebLimits(header_timeout=0.5, body_timeout=0.5, idle_timeout=5)
+    site = await make_site(sqlite)
+    web = WebSite(site.web.resource(), limits, site.web.metrics, reactor=reactor)
+    port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(web)
+    try:
+        browser = await site.signed_in("vera")
+        cookie = "; ".join(f"{k}={v}" for k, v in browser.cookies.items())
+        meters = f"GET /meters HTTP/1.1\r\nHost: t\r\nCookie: {cookie}\r\n\r\n".encode()
+        release = sqlite.lock()  # the store's transactions wait (SQLite: up to 5 s)
+        try:
+            client = Dribble(meters + meters, b"", every=10)
+            await connect(port, client)
+            await deferLater(reactor, 1.0, lambda: None)  # twice the deadline
+            assert client.received == b"" and client.reason is None
+        finally:
+            release()
+        await until(lambda: client.received.count(b"HTTP/1.1 200") == 2, "both answers")
+        assert client.reason is None
+        assert site.web.metrics.total("sac_web_closed_total") == 0
+        client.transport.loseConnection()
+        await client.ended
+    finally:
+        await port.stopListening()
