@@ -313,6 +313,22 @@ def meters_by_ip(ip: str) -> Transaction:
     return [_meter(row) for row in rows]
 
 
+def push_candidates(ip: str, limit: int) -> Transaction:
+    """The meters (with a system title) a push without one from ``ip`` may come from, at
+    most ``limit``: those whose allowlist holds ``ip``, then those with no allowlist that
+    were last heard from ``ip``, the latest first."""
+    if not ip or "," in ip or "%" in ip or "_" in ip or limit < 1:
+        return []
+    rows = yield Query(
+        f"SELECT {_METER_COLUMNS} FROM meters WHERE system_title IS NOT NULL"
+        " AND (',' || allowed_ips || ',' LIKE ? OR (allowed_ips = '' AND last_address = ?))"
+        " ORDER BY CASE WHEN allowed_ips = '' THEN 1 ELSE 0 END,"
+        " last_connection IS NULL, last_connection DESC, ldn LIMIT ?",
+        (f"%,{ip},%", ip, limit),
+    )
+    return [_meter(row) for row in rows]
+
+
 def set_meter_state(ldn: str, state: MeterState, now: dt.datetime) -> Transaction:
     count = yield Exec(
         "UPDATE meters SET state = ?, updated = ? WHERE ldn = ?", (state.value, now, ldn)
@@ -595,6 +611,7 @@ _STATUS_COLUMNS = (
     ("index_value", "num"),
     ("index_scaler", "int"),
     ("index_unit", "int"),
+    ("address", "text"),
 )
 
 
@@ -611,6 +628,8 @@ def _newer(stamp: str, new: str, targets: Sequence[str]) -> list[str]:
 
 _STATUS_SETS = ", ".join(
     [
+        # the address goes with the connection it was heard on
+        *_newer("last_connection", "connected", ["last_address:address"]),
         *_newer("last_connection", "connected", ["last_connection:connected"]),
         *_newer(
             "status_at",
@@ -645,7 +664,7 @@ def _status_row(meter_id: int, status: MeterStatus) -> tuple[Any, ...]:
         if stamp is None or index.value is None:
             raise ValueError("the index of a meter status needs a value and a time")
         index_row = (stamp, index.value, index.scaler, index.unit)
-    return (meter_id, status.connected, at, *values, *index_row)
+    return (meter_id, status.connected, at, *values, *index_row, status.address)
 
 
 def _update_statuses(statuses: Sequence[MeterStatus], ids: dict[str, int]) -> Transaction:

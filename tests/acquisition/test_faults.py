@@ -301,6 +301,7 @@ async def test_a_full_spool_refuses_the_push_cleanly(
     spool = Spool(tmp_path / "spool", max_bytes=16)
     await spool.open()
     store, fleet, sac, port = await started(backend, sacs, spool=spool)
+    await push_once(port, fleet.meters[0])  # stored: a meter this process knows
     await store.close()  # the store is gone
     protocol = await push_once(port, fleet.meters[0])
     assert not protocol.end_reason.check(ConnectionDone)  # not acknowledged
