@@ -334,6 +334,81 @@ async def test_a_meter_that_hangs_up_right_after_its_push_crashes_nothing(
     assert await store.invocation_counters(m.ldn, 1) == (0, m.our_counter - 1)
 
 
+class HangsUp(Protocol):
+    """A meter that pushes, then hangs up as soon as the SAC says anything."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.ended: Deferred[None] = Deferred()
+
+    def connectionMade(self) -> None:
+        self.transport.write(self.data)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.transport.loseConnection()
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.ended.callback(None)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_meter_that_hangs_up_is_named_with_the_real_reason(
+    backend: Backend, sacs: list[Sac]
+) -> None:
+    """The session's log line named the meter "unknown" when it hung up while its push was
+    being stored (the line was written at the hang-up, before the push was identified), and
+    a command cut by a hang-up went back to the queue with "connection closed: open"."""
+    from twisted.logger import formatEvent, globalLogPublisher
+
+    store, fleet, sac, port = await started(backend, sacs, store_timeout=20.0)
+    [m] = fleet.meters
+    lines: list[str] = []
+
+    def observe(event: dict[str, Any]) -> None:
+        if str(event.get("log_format", "")).startswith("push session from"):
+            lines.append(formatEvent(event))
+
+    async def sessions_end(count: int) -> None:
+        for _ in range(1000):  # a guard against hanging, not a measure
+            if len(lines) >= count:
+                return
+            await deferLater(reactor, 0.01, lambda: None)
+        raise AssertionError(f"no session line: {lines}")
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        # the push held by the store (its readings locked) while the meter hangs up
+        release = backend.lock()
+        await send_raw(port, push_bytes(m), then_close=True)
+        for _ in range(1000):
+            if not sac.factory.active:  # the SAC has seen the hang-up
+                break
+            await deferLater(reactor, 0.01, lambda: None)
+        release()
+        for _ in range(1000):
+            if sac.acquisition.metrics.value("sac_push_stored_total") == 1:
+                break
+            await deferLater(reactor, 0.01, lambda: None)
+        await sessions_end(1)
+        stored = lines[0]
+        assert f"meter {m.ldn}: stored in" in stored, stored
+        assert stored.endswith("the meter hung up before the acknowledgement"), stored
+        # a command waits: the SAC asks, the meter hangs up instead of answering
+        command = await store.queue_command(m.ldn, "valve-close", {}, Actor("otto"))
+        meter = HangsUp(push_bytes(m))
+        await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), meter)
+        await meter.ended
+        await sessions_end(2)
+    finally:
+        globalLogPublisher.removeObserver(observe)
+    cut = lines[1]
+    assert f"meter {m.ldn}: session-failed in" in cut, cut
+    assert cut.endswith("connection closed: the meter hung up"), cut
+    again = await store.get_command(command.id)
+    assert again.state is CommandState.PENDING
+    assert again.result == "connection closed: the meter hung up"
+
+
 @pytest_twisted.ensureDeferred
 async def test_a_store_too_slow_is_said_so(backend: Backend, sacs: list[Sac]) -> None:
     """The store's deadline, as the log and the spool's reason say it (it read
