@@ -17,11 +17,12 @@ A push that cannot be accepted raises :class:`PushRejected` with a short ``reaso
 metric's label).  When the store fails or is slower than ``store_timeout``, the raw APDU --
 still ciphered, no key ever touches the disk -- goes to the durable spool, and the push
 counts as received once the spool has it on disk -- only for a meter this process knows
-(one it has identified from the store since it started, its entry not withdrawn by a change
-of the meter: the store cannot be asked then), and at most ``spool_per_address`` pushes
-from one source address at a time.  :meth:`replay_spool` runs the spooled
-pushes through the same steps, in order, when the store is back; one that was stored after
-all (a slow write that ended) comes back as a replay and is dropped: no reading twice.
+(an active meter of the store when it started, or one it has identified from the store
+since, its entry not withdrawn by a change of the meter: the store cannot be asked then),
+and at most ``spool_per_address`` pushes from one source address at a time.
+:meth:`replay_spool` runs the spooled pushes through the same steps, in order, when the
+store is back; one that was stored after all (a slow write that ended) comes back as a
+replay and is dropped: no reading twice.
 
 Meters and keys are cached for ``cache_seconds``; a change of a meter or of its keys made
 through the store (pages, JSON API, CSV import, ``sac-admin``) withdraws its entry at once
@@ -247,6 +248,7 @@ class Acquisition:
         self._seen_ips: OrderedDict[str, None] = OrderedDict()
         self._spooled: Counter[str] = Counter()  # pushes on the spool by source address
         self._unwatch = store.watch_meters(self._changed)
+        self.loaded: Deferred[int] | None = None
         self._replaying = False
         self._replay_loop: LoopingCall | None = None
         if spool is not None:
@@ -255,9 +257,11 @@ class Acquisition:
             )
 
     def start(self, replay_every: float = 2.0) -> None:
-        """Replay the spool now and every ``replay_every`` seconds while it holds pushes."""
+        """Learn the store's meters (``loaded`` fires with how many), and replay the spool
+        now and every ``replay_every`` seconds while it holds pushes."""
         if self.spool is None or self._replay_loop is not None:
             return
+        self.loaded = Deferred.fromCoroutine(self._load_known())
         self._replay_loop = LoopingCall(lambda: Deferred.fromCoroutine(self.replay_spool()))
         self._replay_loop.clock = self.reactor
         self._replay_loop.start(replay_every, now=True).addErrback(
@@ -349,20 +353,39 @@ class Acquisition:
                 self._by_ip.popitem(last=False)
         return found, False
 
+    async def _load_known(self) -> int:
+        """The active meters of the store (up to ``cache_size``, the latest heard first),
+        known from the start: the store answers at the start (the SAC does not start
+        without it), so a push of any of them may be spooled if it goes away later."""
+        try:
+            found = await self.store.known_meters(self.cache_size)
+        except SacError as exc:
+            self.log.warn("meters not loaded for the spool: {e}", e=exc)
+            return 0
+        for ldn, title, allowed in reversed(found):  # the latest heard evicted last
+            if ldn not in self._title_of:  # (changed since: learnt anew, or withdrawn)
+                self._learn_title(ldn, title)
+            for ip in allowed:
+                self._seen_ips[ip] = None
+        while len(self._seen_ips) > self.cache_size:
+            self._seen_ips.popitem(last=False)
+        return len(found)
+
     def _learn(self, meter: Meter) -> None:
         """A meter found in the store: known to this process (its pushes may be spooled)."""
-        title = meter.system_title
-        if title is None:
-            return
-        old = self._title_of.get(meter.ldn)
+        if meter.system_title is not None:
+            self._learn_title(meter.ldn, meter.system_title)
+
+    def _learn_title(self, ldn: str, title: bytes) -> None:
+        old = self._title_of.get(ldn)
         if old is not None and old != title:
             self._seen.pop(old, None)
-        self._seen[title] = meter.ldn
+        self._seen[title] = ldn
         self._seen.move_to_end(title)
-        self._title_of[meter.ldn] = title
+        self._title_of[ldn] = title
         if len(self._seen) > self.cache_size:
-            dropped, ldn = self._seen.popitem(last=False)
-            self._title_of.pop(ldn, None)
+            dropped, gone = self._seen.popitem(last=False)
+            self._title_of.pop(gone, None)
             self._known.pop(dropped, None)
 
     def _changed(self, ldns: frozenset[str] | None) -> None:

@@ -86,6 +86,10 @@ class IStore(Interface):
         ``limit``: those whose allowlist holds ``ip`` first, then those without allowlist
         last heard from ``ip`` (most recent first); only meters with a system title."""
 
+    async def known_meters(limit: int) -> list[tuple[str, bytes, tuple[str, ...]]]:
+        """(LDN, system title, allowlist) of up to ``limit`` active meters with a system
+        title, the latest heard first."""
+
     def watch_meters(watcher: Callable[[frozenset[str] | None], None]) -> Callable[[], None]:
         """Call ``watcher`` with the LDNs of the meters whose row or keys a committed change
         touched (None: possibly any meter): in this process as soon as the change returns,
@@ -496,6 +500,9 @@ class Store:
 
     async def push_candidates(self, ip: str, limit: int) -> list[Meter]:
         return await self._run(tx.push_candidates(ip, limit))
+
+    async def known_meters(self, limit: int) -> list[tuple[str, bytes, tuple[str, ...]]]:
+        return await self._run(tx.known_meters(limit))
 
     async def claim_polls(self, limit: int, lease: dt.timedelta) -> list[PollJob]:
         now = self._clock()

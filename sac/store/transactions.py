@@ -329,6 +329,20 @@ def push_candidates(ip: str, limit: int) -> Transaction:
     return [_meter(row) for row in rows]
 
 
+def known_meters(limit: int) -> Transaction:
+    """(LDN, system title, allowlist) of up to ``limit`` active meters with a system title,
+    the latest heard first: what the push path may spool pushes of while the store is away."""
+    rows = yield Query(
+        "SELECT ldn, system_title, allowed_ips FROM meters"
+        " WHERE state = 'active' AND system_title IS NOT NULL"
+        " ORDER BY last_connection IS NULL, last_connection DESC, ldn LIMIT ?",
+        (limit,),
+    )
+    return [
+        (ldn, bytes(title), tuple(ip for ip in ips.split(",") if ip)) for ldn, title, ips in rows
+    ]
+
+
 def set_meter_state(ldn: str, state: MeterState, now: dt.datetime) -> Transaction:
     count = yield Exec(
         "UPDATE meters SET state = ?, updated = ? WHERE ldn = ?", (state.value, now, ldn)
@@ -553,7 +567,8 @@ def ingest(batch: Ingest, ids: dict[str, int]) -> Transaction:
         pushed = sorted({ids[c.ldn] for c in batch.counters})
         rows = yield Query(
             "SELECT DISTINCT m.ldn FROM commands c JOIN meters m ON m.id = c.meter_id"
-            f" WHERE c.state = 'pending' AND c.meter_id IN ({', '.join('?' * len(pushed))})",
+            " WHERE c.state = 'pending' AND m.state = 'active'"  # (disabled meanwhile: none)
+            f" AND c.meter_id IN ({', '.join('?' * len(pushed))})",
             pushed,
         )
         pending = frozenset(ldn for (ldn,) in rows)

@@ -1,8 +1,9 @@
 """Pushes the SAC cannot tie to one meter by its system title.
 
 * While the store is away, a push is spooled (and acknowledged) only when it is of a meter
-  this process knows -- one it has identified from the store since it started -- and only so
-  many from one source address: random system titles were spooled and acknowledged before.
+  this process knows -- an active meter of the store when it started, or one it has
+  identified from the store since, not withdrawn by a change -- and only so many from one
+  source address: random system titles were spooled and acknowledged before.
 * A push without system title is tried against the keys of the meters it may come from
   (their allowlist holds its address, or they were last heard from it): two meters allowing
   one address both get their pushes stored, where before the second was refused; when
@@ -22,6 +23,7 @@ from twisted.internet.testing import StringTransport
 from sac.dlms import Obis
 from sac.services.spool import Spool
 from sac.simulator.session import MeterProtocol
+from sac.store import MeterState
 from sac.store.postgres import PostgresStore
 from tests.acquisition.conftest import Backend, Sac, failures_logged, make_fleet, provision
 from tests.acquisition.test_faults import Cuttable, push_bytes, rejected
@@ -46,9 +48,9 @@ async def test_while_the_store_is_away_only_known_meters_are_spooled(
 ) -> None:
     setup = backend.make()
     await setup.open()
-    fleet = make_fleet(2)
+    fleet = make_fleet(3)
     await provision(setup, fleet)
-    known, unseen = fleet.meters
+    heard, unheard, disabled = fleet.meters
     if backend.kind == "postgresql":  # the network to the server cut
         proxy = Cuttable("127.0.0.1", 5432)
         proxy_port = await proxy.up()
@@ -63,8 +65,11 @@ async def test_while_the_store_is_away_only_known_meters_are_spooled(
     sac = Sac(store, spool=spool, store_timeout=1.0, spool_per_address=2)
     sacs.append(sac)
     port = await sac.listen()
-    assert (await send_from("127.0.0.1", port, push_bytes(known))).check(ConnectionDone)
-    stored = len(await setup.last_readings(known.ldn, INDEX, limit=100))
+    sac.acquisition.start(replay_every=0.2)
+    assert await sac.acquisition.loaded == 3  # the store's meters, known from the start
+    assert (await send_from("127.0.0.1", port, push_bytes(heard))).check(ConnectionDone)
+    stored = len(await setup.last_readings(heard.ldn, INDEX, limit=100))
+    await store.set_meter_state(disabled.ldn, MeterState.DISABLED)  # withdrawn
 
     if backend.kind == "postgresql":
         await proxy.down()
@@ -72,38 +77,36 @@ async def test_while_the_store_is_away_only_known_meters_are_spooled(
         release = backend.lock()
     strangers = make_fleet(3, seed=9, first_serial=900).meters  # random titles, as junk has
     with failures_logged() as failures:
-        for stranger in strangers:  # refused: not acknowledged, not spooled
-            assert not (await send_from("127.0.0.1", port, push_bytes(stranger))).check(
-                ConnectionDone
-            )
-        # a meter of the store this process has not heard from since it started is not
-        # known either (the store cannot be asked): it pushes again later
-        assert not (await send_from("127.0.0.1", port, push_bytes(unseen))).check(ConnectionDone)
+        for m in [*strangers, disabled]:  # refused: not acknowledged, not spooled
+            assert not (await send_from("127.0.0.1", port, push_bytes(m))).check(ConnectionDone)
         assert spool.depth == 0
         assert rejected(sac, "not-spooled") == 4
-        # the known meter's pushes are spooled and acknowledged, two from one address ...
-        for _ in range(2):  # (an hour apart on the meter's clock: readings of their own)
-            assert (await send_from("127.0.0.1", port, later(known))).check(ConnectionDone)
-        assert spool.depth == 2
+        # a meter of the store at the start, not heard since: spooled and acknowledged
+        assert (await send_from("127.0.0.5", port, push_bytes(unheard))).check(ConnectionDone)
+        # the meter heard: two from its address (an hour apart on its clock: readings of
+        # their own) ...
+        for _ in range(2):
+            assert (await send_from("127.0.0.1", port, later(heard))).check(ConnectionDone)
+        assert spool.depth == 3
         # ... and no more from that address while they wait
-        assert not (await send_from("127.0.0.1", port, later(known))).check(ConnectionDone)
+        assert not (await send_from("127.0.0.1", port, later(heard))).check(ConnectionDone)
         assert rejected(sac, "not-spooled") == 5
-        assert spool.depth == 2
+        assert spool.depth == 3
     assert not failures, failures[0].getTraceback()
 
     if backend.kind == "postgresql":
         await proxy.up()
     else:
         release()
-    sac.acquisition.start(replay_every=0.2)
     await until(lambda: spool.depth == 0, "the spool replayed")
     sac.acquisition.stop()
     await spool.close()
-    readings = await setup.last_readings(known.ldn, INDEX, limit=100)
+    readings = await setup.last_readings(heard.ldn, INDEX, limit=100)
     assert len(readings) == stored + 2  # both spooled pushes stored
-    assert not await setup.last_readings(unseen.ldn, INDEX)
     # the last push acknowledged is the last stored (the one refused after it is not)
-    assert await setup.invocation_counters(known.ldn, 1) == (0, known.our_counter - 2)
+    assert await setup.invocation_counters(heard.ldn, 1) == (0, heard.our_counter - 2)
+    assert await setup.invocation_counters(unheard.ldn, 1) == (0, unheard.our_counter - 1)
+    assert not await setup.last_readings(disabled.ldn, INDEX)
 
 
 def untitled(meter: Any) -> bytes:
