@@ -86,6 +86,10 @@ class IStore(Interface):
         ``limit``: those whose allowlist holds ``ip`` first, then those without allowlist
         last heard from ``ip`` (most recent first); only meters with a system title."""
 
+    async def watching() -> None:
+        """Fires once changes made by other processes reach the watchers (on PostgreSQL,
+        once LISTEN is in force; at once on SQLite)."""
+
     async def known_meters(limit: int) -> list[tuple[str, bytes, tuple[str, ...]]]:
         """(LDN, system title, allowlist) of up to ``limit`` active meters with a system
         title, the latest heard first."""

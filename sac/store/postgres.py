@@ -256,8 +256,13 @@ class _Watcher:
             self.listening.callback(None)
 
     async def _recovered(self) -> None:
-        assert self.connection is not None
-        await self.connection.runOperation(f"LISTEN {METERS_CHANNEL}")
+        if self._closed or self.connection is None:
+            return
+        try:
+            await self.connection.runOperation(f"LISTEN {METERS_CHANNEL}")
+        except (psycopg2.Error, reconnection.ConnectionDead) as exc:  # gone again: reconnecting
+            self.log.warn("meter changes of other processes: not listening yet: {e}", e=exc)
+            return
         self.log.info("meter changes of other processes: listening again")
         self.told(None)  # what was missed meanwhile
         if not self.listening.called:

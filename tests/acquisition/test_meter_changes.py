@@ -135,7 +135,9 @@ class Heard:
 
     def _told(self, ldns: frozenset[str] | None) -> None:
         for ldn, d in list(self.waiting.items()):
-            if (ldns is None or ldn in ldns) and not d.called:
+            # "*": told that any meter may have changed (and only that)
+            hit = ldns is None if ldn == "*" else (ldns is None or ldn in ldns)
+            if hit and not d.called:
                 del self.waiting[ldn]
                 d.callback(None)
 
@@ -164,7 +166,7 @@ async def test_a_change_made_by_another_process_reaches_the_push_path(
     sacs.append(sac)
     port = await sac.listen()
     heard = Heard(other)
-    await other.watching()  # type: ignore[attr-defined]
+    await other.watching()
     api = await Api(one).sign_up()
     a, b = fleet.meters
     for m in (a, b):
@@ -187,3 +189,70 @@ async def test_a_change_made_by_another_process_reaches_the_push_path(
     assert rejected(sac, "bad-tag") == 1
     b.key = NEW_KEY
     assert (await send_raw(port, push_bytes(b))).check(ConnectionDone)
+
+
+@pytest_twisted.ensureDeferred
+async def test_changes_reach_a_process_again_after_its_connection_was_cut(
+    backend: Backend, sacs: list[Sac]
+) -> None:
+    """The listening connection is cut (a restart, a fail-over): the process forgets every
+    cached meter (changes may have been missed), listens again by itself, and hears the
+    next change."""
+    if backend.kind != "postgresql":
+        pytest.skip("SQLite has one process")
+    from sac.store.postgres import PostgresStore
+    from tests.acquisition.conftest import failures_logged
+    from tests.acquisition.test_faults import Cuttable
+    from tests.store.conftest import MASTER
+
+    one = backend.make()
+    await one.open()
+    fleet = make_fleet(2)
+    await provision(one, fleet)
+    proxy = Cuttable("127.0.0.1", 5432)
+    proxy_port = await proxy.up()
+    dsn = backend.dsn.replace("host=127.0.0.1 port=5432", f"host=127.0.0.1 port={proxy_port}")
+    other = PostgresStore(dsn, MASTER, connections=2)
+    backend.stores.append(other)
+    await other.open()
+    sac = Sac(other)
+    sacs.append(sac)
+    port = await sac.listen()
+    heard = Heard(other)
+    await other.watching()
+    a, b = fleet.meters
+    with failures_logged() as failures:
+        assert (await send_raw(port, push_bytes(a))).check(ConnectionDone)  # cached
+        everything = heard.of("*")
+        await proxy.down()
+        await everything  # told: any meter may have changed
+        await proxy.up()
+        everything = heard.of("*")
+        await everything  # listening again (and told so once more)
+        await answering(other)
+        changed = heard.of(a.ldn)
+        await one.set_meter_state(a.ldn, MeterState.DISABLED)
+        await changed
+        assert not (await send_raw(port, push_bytes(a))).check(ConnectionDone)
+        assert rejected(sac, "disabled") == 1
+        assert (await send_raw(port, push_bytes(b))).check(ConnectionDone)
+    assert not failures, failures[0].getTraceback()
+
+
+async def answering(store: Store) -> None:
+    """Until each of the store's pooled connections is back (a few round trips in a row)."""
+    from twisted.internet.task import deferLater
+
+    from sac.errors import SacError
+
+    good = 0
+    for _ in range(200):  # a guard against hanging, not a measure
+        try:
+            await store.ping()
+            good += 1
+            if good == 4:
+                return
+        except SacError:
+            good = 0
+            await deferLater(reactor, 0.1, lambda: None)
+    raise AssertionError("the store never answered again")
