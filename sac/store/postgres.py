@@ -355,7 +355,7 @@ class PostgresStore(Store):
     # --- meter changes through NOTIFY
 
     def _announce(self, ldns: frozenset[str] | None) -> Transaction:
-        many = ldns is None or len(ldns) > _NOTIFY_LDNS
+        many = ldns is None or len(ldns) > _NOTIFY_LDNS or any("," in ldn for ldn in ldns)
         payload = "*" if many else ",".join(sorted(ldns))  # type: ignore[arg-type]
         yield Query("SELECT pg_notify(?, ?)", (METERS_CHANNEL, payload))
 

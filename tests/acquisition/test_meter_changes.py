@@ -124,6 +124,11 @@ async def test_a_change_through_the_store_reaches_its_own_push_path_at_once(
     await store.import_keys([KeyRow(2, a.ldn, 1, NEW_KEY, None)], replace=True)
     assert not (await send_raw(port, push_bytes(a))).check(ConnectionDone)
     assert rejected(sac, "bad-tag") == 1
+    # a new profile (here one this SAC does not have) applies to the next push
+    await store.update_meter(a.ldn, {"profile": "a-vendor-not-installed"})
+    a.key = NEW_KEY
+    assert not (await send_raw(port, push_bytes(a))).check(ConnectionDone)
+    assert rejected(sac, "no-profile") == 1
 
 
 class Heard:
