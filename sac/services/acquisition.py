@@ -35,6 +35,7 @@ replayed counter does not sink the others).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import struct
@@ -183,6 +184,20 @@ class IngestWriter:
 
 # --- spool records ------------------------------------------------------------------------
 
+
+def _spool_key(envelope: CipheredApdu, peer: str) -> bytes:
+    """Whose pushes keep their order on the spool: the meter's title, else its address."""
+    return envelope.system_title or b"ip:" + peer.encode()
+
+
+def _less(counts: Counter[Any], key: Any) -> None:
+    left = counts[key] - 1
+    if left > 0:
+        counts[key] = left
+    else:
+        counts.pop(key, None)
+
+
 _RECORD = struct.Struct(">BdB")  # version, received (UNIX seconds), address length
 _VERSION = 1
 
@@ -247,6 +262,11 @@ class Acquisition:
         self._title_of: dict[str, bytes] = {}
         self._seen_ips: OrderedDict[str, None] = OrderedDict()
         self._spooled: Counter[str] = Counter()  # pushes on the spool by source address
+        # ... and by meter (title, else address): a newer push of one of them is spooled
+        # after it, not stored before it; records left by the process before are not counted,
+        # so while they last every push is spooled
+        self._on_spool: Counter[bytes] = Counter()
+        self._from_before = spool.depth if spool is not None else 0
         self._unwatch = store.watch_meters(self._changed)
         self.loaded: Deferred[int] | None = None
         self._replaying = False
@@ -433,7 +453,13 @@ class Acquisition:
         self, apdu: bytes, peer: str, received: dt.datetime, *, spool: bool = True
     ) -> Accepted:
         try:
-            result = await self._push(apdu, peer, received)
+            envelope = self._envelope(apdu)
+            waiting = _spool_key(envelope, peer)
+            if spool and self.spool is not None and self._waits_on_spool(waiting):
+                # an older push of this meter waits on the spool: this one goes after it,
+                # else its counter, stored first, would make the older one a replay
+                raise StoreUnavailable("an older push of this meter waits on the spool")
+            result = await self._push(envelope, peer, received)
         except PushRejected as exc:
             self.metrics.count("sac_push_rejected_total", reason=exc.reason)
             raise
@@ -441,7 +467,7 @@ class Acquisition:
             if not spool or self.spool is None:
                 self.metrics.count("sac_push_store_failures_total")
                 raise
-            refused = self._not_spooled(apdu, peer, exc)
+            refused = self._not_spooled(envelope, peer, exc)
             if refused is not None:
                 self.metrics.count("sac_push_rejected_total", reason=refused.reason)
                 raise refused from None
@@ -451,6 +477,7 @@ class Acquisition:
                 self.metrics.count("sac_push_store_failures_total")
                 raise StoreUnavailable(f"{exc}; and the spool refused it: {full}") from None
             self._spooled[peer] += 1
+            self._on_spool[waiting] += 1
             self.log.warn("push from {peer} spooled: {why}", peer=peer, why=exc)
             self.metrics.count("sac_push_spooled_total")
             return Accepted(spooled=True)
@@ -458,12 +485,18 @@ class Acquisition:
         self.metrics.count("sac_readings_stored_total", result.readings)
         return result
 
-    def _not_spooled(self, apdu: bytes, peer: str, why: StoreUnavailable) -> PushRejected | None:
+    def _waits_on_spool(self, key: bytes) -> bool:
+        """Whether pushes of this meter (by title, or by address without one) may wait on
+        the spool: counted since the start, or any while records of before are left."""
+        return key in self._on_spool or self._from_before > 0
+
+    def _not_spooled(
+        self, envelope: CipheredApdu, peer: str, why: StoreUnavailable
+    ) -> PushRejected | None:
         """Why a push the store could not take may not go to the spool (None: it may):
         the spool acknowledges it, so only a meter this process knows, and only so many
         from one address (the push has not been authenticated: the store has its key)."""
-        envelope = decode_apdu(apdu)  # it decoded in _push already
-        title = getattr(envelope, "system_title", b"") or None
+        title = envelope.system_title or None
         if not self.known(title, peer):
             who = f"system title {title.hex()}" if title else f"a push without title from {peer}"
             return PushRejected("not-spooled", f"{why}; {who}: no meter this process knows")
@@ -474,7 +507,8 @@ class Acquisition:
             )
         return None
 
-    async def _push(self, apdu: bytes, peer: str, received: dt.datetime) -> Accepted:
+    @staticmethod
+    def _envelope(apdu: bytes) -> CipheredApdu:
         try:
             envelope = decode_apdu(apdu)
         except DecodeError as exc:
@@ -485,6 +519,9 @@ class Acquisition:
             raise PushRejected(
                 "malformed", f"a {type(envelope).__name__} where a push was expected"
             )
+        return envelope
+
+    async def _push(self, envelope: CipheredApdu, peer: str, received: dt.datetime) -> Accepted:
         title = envelope.system_title or None
         if title is None:
             return await self._push_untitled(envelope, peer, received)
@@ -629,11 +666,12 @@ class Acquisition:
                 await self.push(apdu, peer, received, spool=False)
             except PushRejected as exc:
                 self.log.warn("spooled push from {peer} dropped: {e}", peer=peer, e=exc)
-            held = self._spooled[peer] - 1  # (pushes spooled before a restart: not counted)
-            if held > 0:
-                self._spooled[peer] = held
-            else:
-                self._spooled.pop(peer, None)
+            if self._from_before > 0:  # the records of before come first
+                self._from_before -= 1
+                return
+            _less(self._spooled, peer)
+            with contextlib.suppress(PushRejected):  # (it decoded when it was spooled)
+                _less(self._on_spool, _spool_key(self._envelope(apdu), peer))
 
         try:
             done = await self.spool.replay(handle)
@@ -641,6 +679,10 @@ class Acquisition:
             return 0
         finally:
             self._replaying = False
+        if not self.spool.depth:  # nothing waits: whatever the counts say (a damaged segment
+            self._on_spool.clear()  # skipped is not counted down)
+            self._spooled.clear()
+            self._from_before = 0
         if done:
             self.log.info("{n} spooled pushes replayed", n=done)
         return done

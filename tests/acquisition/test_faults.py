@@ -265,6 +265,74 @@ async def test_the_store_down_for_30_s_during_a_push_burst_loses_nothing(
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_push_after_a_spooled_one_of_the_same_meter_waits_behind_it(
+    backend: Backend, sacs: list[Sac], tmp_path: Path
+) -> None:
+    """Found by the soak (tests/run/test_soak.py), before and after issue 18's changes: a
+    push spooled while the store was away (its write failed), then the meter's next push
+    stored directly as the store came back, before the spool's replay: the spooled one,
+    older, was refused as a replay and dropped -- acknowledged, never stored.  Now a meter
+    with a push on the spool has its next ones spooled behind it."""
+    from tests.acquisition.test_tampering import later
+
+    setup = backend.make()
+    await setup.open()
+    fleet = make_fleet(2)
+    await provision(setup, fleet)
+    m, other = fleet.meters
+    if backend.kind == "postgresql":  # the network to the server cut: writes fail at once
+        proxy = Cuttable("127.0.0.1", 5432)
+        proxy_port = await proxy.up()
+        dsn = backend.dsn.replace("host=127.0.0.1 port=5432", f"host=127.0.0.1 port={proxy_port}")
+        store = PostgresStore(dsn, MASTER, connections=2)
+        backend.stores.append(store)
+        await store.open()
+    else:  # the database locked past SQLite's busy timeout: the write fails
+        store = setup
+    spool = Spool(tmp_path / "spool")
+    await spool.open()
+    sac = Sac(store, spool=spool, store_timeout=0.5)
+    sacs.append(sac)
+    port = await sac.listen()
+    for meter in (m, other):
+        assert (await send_raw(port, push_bytes(meter))).check(ConnectionDone)
+    if backend.kind == "postgresql":
+        await proxy.down()
+    else:
+        release = backend.lock()
+    assert (await send_raw(port, later(m))).check(ConnectionDone)
+    assert spool.depth == 1
+    for _ in range(1000):  # a guard, not a measure: until its write has failed
+        if not sac.acquisition.writer._running:
+            break
+        await deferLater(reactor, 0.01, lambda: None)
+    if backend.kind == "postgresql":
+        await proxy.up()
+        for _ in range(200):  # until the store answers again
+            try:
+                await store.ping()
+                break
+            except Exception:
+                await deferLater(reactor, 0.1, lambda: None)
+    else:
+        release()
+    # the store is back, the spool not replayed yet: the meter's next push goes behind it
+    assert (await send_raw(port, later(m))).check(ConnectionDone)
+    assert spool.depth == 2
+    assert (await send_raw(port, later(other))).check(ConnectionDone)  # stored at once
+    assert spool.depth == 2
+    assert await sac.acquisition.replay_spool() == 2
+    assert rejected(sac, "replay") == 0
+    # each acknowledged push stored (an hour apart on its clock: readings of their own)
+    assert len(await setup.last_readings(m.ldn, INDEX, limit=10)) == 3
+    assert await setup.invocation_counters(m.ldn, 1) == (0, m.our_counter - 1)
+    # the spool empty, the meter's pushes are stored at once again
+    assert (await send_raw(port, later(m))).check(ConnectionDone)
+    assert spool.depth == 0 and len(await setup.last_readings(m.ldn, INDEX, limit=10)) == 4
+    await spool.close()
+
+
+@pytest_twisted.ensureDeferred
 async def test_pushes_over_udp_are_stored_and_bad_datagrams_counted(
     backend: Backend, sacs: list[Sac]
 ) -> None:
