@@ -267,6 +267,7 @@ class Acquisition:
         # so while they last every push is spooled
         self._on_spool: Counter[bytes] = Counter()
         self._from_before = spool.depth if spool is not None else 0
+        self._changes = 0  # changes heard of
         self._unwatch = store.watch_meters(self._changed)
         self.loaded: Deferred[int] | None = None
         self._replaying = False
@@ -319,6 +320,7 @@ class Acquisition:
         if known is not None and known.until > time.monotonic():
             self._known.move_to_end(title)
             return known.meter, known.keys, True
+        changes = self._changes
         meter = await self._store("find the meter", lambda: self.store.meter_by_system_title(title))
         if meter is None:
             raise PushRejected("unknown-meter", f"no meter has system title {title.hex()}")
@@ -326,7 +328,7 @@ class Acquisition:
         if keys is None:
             raise PushRejected("no-key", f"meter {meter.ldn} has no key", meter.ldn)
         self._learn(meter)
-        if self.cache_seconds > 0:
+        if self.cache_seconds > 0 and changes == self._changes:  # (else maybe read before)
             self._known[title] = _Known(meter, keys, time.monotonic() + self.cache_seconds)
             if len(self._known) > self.cache_size:
                 self._known.popitem(last=False)
@@ -344,6 +346,7 @@ class Acquisition:
         if cached is not None and cached.until > time.monotonic():
             self._by_ip.move_to_end(peer)
             return cached.found, True
+        changes = self._changes
         meters = await self._store(
             "find the meter", lambda: self.store.push_candidates(peer, self.max_candidates)
         )
@@ -367,7 +370,7 @@ class Acquisition:
         self._seen_ips.move_to_end(peer)
         if len(self._seen_ips) > self.cache_size:
             self._seen_ips.popitem(last=False)
-        if self.cache_seconds > 0:
+        if self.cache_seconds > 0 and changes == self._changes:
             self._by_ip[peer] = _Candidates(found, time.monotonic() + self.cache_seconds)
             if len(self._by_ip) > self.cache_size:
                 self._by_ip.popitem(last=False)
@@ -414,6 +417,7 @@ class Acquisition:
         been missed) every entry goes, but the meters stay known for the spool (the store
         cannot be asked then); a change of one meter withdraws that too: it may be a
         deletion, a new title, a disabling."""
+        self._changes += 1  # a lookup in flight meanwhile may have read the meter before
         self._by_ip.clear()  # a candidate list may have gained or lost a meter
         if ldns is None:
             self._known.clear()
