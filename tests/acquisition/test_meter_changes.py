@@ -261,3 +261,51 @@ async def answering(store: Store) -> None:
             good = 0
             await deferLater(reactor, 0.1, lambda: None)
     raise AssertionError("the store never answered again")
+
+
+@pytest_twisted.ensureDeferred
+async def test_two_sac_services_on_one_postgresql_over_http(
+    backend: Backend, tmp_path: Any
+) -> None:
+    """The whole SAC twice (sac.tap.SacService, each with its store, spool, web and push
+    ports) on one PostgreSQL: a meter disabled through the first one's JSON API, over HTTP,
+    is refused by the second at its very next push, and its valve close does not run."""
+    if backend.kind != "postgresql":
+        pytest.skip("SQLite has one process")
+    import treq
+
+    from sac.store import Role
+    from tests.run.test_tap import config_for, port_of, start
+
+    setup = backend.make()
+    await setup.open()
+    fleet = make_fleet(1)
+    await provision(setup, fleet)
+    [m] = fleet.meters
+    await setup.add_user("otto", "correct horse battery", Role.OPERATOR)
+    token, _ = await setup.create_api_token("otto", "provisioning")
+    services = []
+    try:
+        for name in ("one", "two"):
+            (tmp_path / name).mkdir()
+            services.append(await start(config_for(backend, tmp_path / name)))
+        one, two = services
+        heard = Heard(two.store)
+        await two.store.watching()
+        assert (await push_once(port_of(two.push_ports), m)).end_reason.check(ConnectionDone)
+        close = await setup.queue_command(m.ldn, "valve-close", {}, OPERATOR)
+        changed = heard.of(m.ldn)
+        answer = await treq.post(
+            f"http://127.0.0.1:{port_of(one.web_ports)}/api/v1/meters/{m.ldn}/disable",
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert answer.code == 200, await answer.text()
+        await changed
+        pushed = await push_once(port_of(two.push_ports), m)
+        assert not pushed.end_reason.check(ConnectionDone)
+        assert two.metrics.value("sac_push_rejected_total", reason="disabled") == 1
+        assert (await setup.get_command(close.id)).state is CommandState.PENDING
+        assert m.valve_open
+    finally:
+        for service in services:
+            await service.stopService()
