@@ -491,7 +491,8 @@ class Acquisition:
 
     def _waits_on_spool(self, key: bytes) -> bool:
         """Whether pushes of this meter (by title, or by address without one) may wait on
-        the spool: counted since the start, or any while records of before are left."""
+        the spool: counted since the start, or any while records of before are left (their
+        meters are not known until they are read)."""
         return key in self._on_spool or self._from_before > 0
 
     def _not_spooled(

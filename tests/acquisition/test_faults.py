@@ -291,7 +291,7 @@ async def test_a_push_after_a_spooled_one_of_the_same_meter_waits_behind_it(
         store = setup
     spool = Spool(tmp_path / "spool")
     await spool.open()
-    sac = Sac(store, spool=spool, store_timeout=0.5)
+    sac = Sac(store, spool=spool, store_timeout=2.0)
     sacs.append(sac)
     port = await sac.listen()
     for meter in (m, other):
@@ -329,6 +329,42 @@ async def test_a_push_after_a_spooled_one_of_the_same_meter_waits_behind_it(
     # the spool empty, the meter's pushes are stored at once again
     assert (await send_raw(port, later(m))).check(ConnectionDone)
     assert spool.depth == 0 and len(await setup.last_readings(m.ldn, INDEX, limit=10)) == 4
+    await spool.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_pushes_wait_behind_the_spool_left_by_the_process_before(
+    backend: Backend, sacs: list[Sac], tmp_path: Path
+) -> None:
+    """The same after a restart: the spool holds a push from before (whose meter this
+    process has not counted), so every push is spooled behind what is left of it."""
+    import datetime as dt
+
+    from sac.services.acquisition import encode_record
+    from tests.acquisition.test_tampering import later
+
+    store = backend.make()
+    await store.open()
+    fleet = make_fleet(1)
+    await provision(store, fleet)
+    [m] = fleet.meters
+    spool = Spool(tmp_path / "spool")
+    await spool.open()
+    # acknowledged by the process before, which died before replaying it
+    apdu = push_bytes(m)[8:]  # (past the wrapper header)
+    await spool.append(encode_record(apdu, "127.0.0.1", dt.datetime.now(dt.UTC)))
+    sac = Sac(store, spool=spool)
+    sacs.append(sac)
+    port = await sac.listen()
+    assert await sac.acquisition._load_known() == 1  # as start() does, without the replay
+    assert (await send_raw(port, later(m))).check(ConnectionDone)
+    assert spool.depth == 2
+    assert await sac.acquisition.replay_spool() == 2
+    assert sac.acquisition.metrics.total("sac_push_rejected_total") == 0
+    assert len(await store.last_readings(m.ldn, INDEX, limit=10)) == 2
+    assert await store.invocation_counters(m.ldn, 1) == (0, m.our_counter - 1)
+    assert (await send_raw(port, later(m))).check(ConnectionDone)  # at once again
+    assert spool.depth == 0 and len(await store.last_readings(m.ldn, INDEX, limit=10)) == 3
     await spool.close()
 
 
