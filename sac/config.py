@@ -276,6 +276,8 @@ SETTINGS: tuple[Setting, ...] = (
     _s("push", "spool", "spool", _text,
        "directory where pushes wait while the store is slow or down (one per process)"),
     _s("push", "spool_max_mb", "2048", _integer(1, 1_000_000), "most the spool may hold, MiB"),
+    _s("push", "spool_per_address", "1000", _integer(0, 10_000_000),
+       "pushes from one source address the spool may hold at once; 0: no limit"),
     _s("push", "store_timeout", "5", _seconds(0.1, 300),
        "seconds a push may wait for the store before it is spooled"),
     _s("push", "max_pdu", "4096", _integer(64, 65_535), "largest APDU a meter may send, bytes"),

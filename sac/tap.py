@@ -266,6 +266,7 @@ class SacService(MultiService):
             metrics=self.metrics,
             spool=self.spool,
             store_timeout=p.store_timeout,
+            spool_per_address=p.spool_per_address,
             system_title=c.sac.system_title,
         )
         self.acquisition.start()

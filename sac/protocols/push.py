@@ -47,6 +47,7 @@ from sac.store.model import Ingest
 __all__ = ["ListenerSettings", "PushDatagramProtocol", "PushFactory", "PushProtocol"]
 
 METER_SAP = 1  # the meter's logical device (management), source of its pushes
+HUNG_UP = "the meter hung up"
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +155,7 @@ class PushProtocol(Protocol):
         self.ldn: str | None = None
         self.outcome = "open"
         self.problem = ""
+        self.note = ""  # said in the session's line, not a problem
         self.started = time.monotonic()
         self._timers: list[Any] = []
         self._idle: Any = None
@@ -223,14 +225,24 @@ class PushProtocol(Protocol):
         for timer in [*self._timers, self._idle, self._push_due]:
             if timer is not None and timer.active():
                 timer.cancel()
-        if self.link is not None:
-            self.link.lost(self.outcome)
+        hung_up = self.outcome == "open"
+        if hung_up:
+            self.outcome = "closed-by-meter"
+        if self.link is not None:  # requests waiting fail with the reason (unless aborted)
+            self.link.lost(HUNG_UP if hung_up else self.outcome)
         for waiting in list(self.inbox.waiting):
             waiting.cancel()
-        if self.outcome == "open":
-            self.outcome = "closed-by-meter"
+        if self.running is not None and not self.running.called:
+            # the push is being stored (or commands end): the session's line once it knows
+            # which meter it was and how it ended
+            self.running.addBoth(self._ended)
+            return
+        self._ended(None)
+
+    def _ended(self, result: Any) -> Any:
         self.f.metrics.count("sac_push_sessions_total", outcome=self.outcome)
         # the session's one log line: meter, duration, outcome (and why, when it failed)
+        why = self.problem or self.note
         self.log.emit(
             LogLevel.warn if self.problem else LogLevel.info,
             "push session from {peer}, meter {ldn}: {outcome} in {ms} ms{why}",
@@ -238,9 +250,10 @@ class PushProtocol(Protocol):
             ldn=self.ldn or "unknown",
             outcome=self.outcome,
             ms=round((time.monotonic() - self.started) * 1000),
-            why=f": {self.problem}" if self.problem else "",
+            why=f": {why}" if why else "",
             problem=self.problem,
         )
+        return result
 
     def _limit(self, why: str) -> None:
         self._abort(why, "limit reached")
@@ -264,6 +277,7 @@ class PushProtocol(Protocol):
         self._closing = True
         self.outcome = outcome
         if self._gone:  # the meter hung up while its push was being stored: no one to tell
+            self.note = f"{HUNG_UP} before the acknowledgement"
             return
         _linger(self.transport, reset=False)
         self.transport.loseConnection()
@@ -298,7 +312,8 @@ class PushProtocol(Protocol):
             self._close("spooled")
             return
         self.ldn = accepted.meter.ldn
-        if not accepted.commands_waiting:  # the store said so in the push's transaction
+        # no commands waiting (the store said so in the push's transaction), or no meter left
+        if not accepted.commands_waiting or self._gone:
             self._close("stored")
             return
         try:

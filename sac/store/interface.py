@@ -10,6 +10,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
 from zope.interface import Interface, implementer
 
 from sac import passwords
@@ -80,6 +81,25 @@ class IStore(Interface):
 
     async def meters_by_ip(ip: str) -> list[Meter]:
         """The meters whose allowlist holds ``ip`` (a push with an empty system title)."""
+
+    async def push_candidates(ip: str, limit: int) -> list[Meter]:
+        """The meters a push without system title from ``ip`` may come from, at most
+        ``limit``: those whose allowlist holds ``ip`` first, then those without allowlist
+        last heard from ``ip`` (most recent first); only meters with a system title."""
+
+    async def watching() -> None:
+        """Fires once changes made by other processes reach the watchers (on PostgreSQL,
+        once LISTEN is in force; at once on SQLite)."""
+
+    async def known_meters(limit: int) -> list[tuple[str, bytes, tuple[str, ...]]]:
+        """(LDN, system title, allowlist) of up to ``limit`` active meters with a system
+        title, the latest heard first."""
+
+    def watch_meters(watcher: Callable[[frozenset[str] | None], None]) -> Callable[[], None]:
+        """Call ``watcher`` with the LDNs of the meters whose row or keys a committed change
+        touched (None: possibly any meter): in this process as soon as the change returns,
+        and on PostgreSQL, in every other process on the database within moments (LISTEN/
+        NOTIFY).  The call that stops watching."""
 
     async def claim_polls(limit: int, lease: dt.timedelta) -> list[PollJob]:
         """Meters with an address due for a poll, leased to this process for ``lease``."""
@@ -371,6 +391,7 @@ class IStore(Interface):
 
 
 _METER_ID_CACHE = 1_000_000  # LDNs remembered, some 100 MB at most
+_log = Logger()
 
 
 def _utc_now() -> dt.datetime:
@@ -401,11 +422,61 @@ class Store:
         # a hash to check when the user is unknown, so a wrong name costs what a wrong
         # password costs (no user enumeration by timing)
         self._decoy_hash: str | None = None
-        # {LDN: meter id} for the ingest path (meters are never renumbered)
+        # {LDN: meter id} for the ingest path (a meter deleted and added again is renumbered:
+        # its entry goes with the change, see _meters_changed)
         self._meter_ids: dict[str, int] = {}
+        self._watchers: list[Callable[[frozenset[str] | None], None]] = []
 
     async def _run(self, transaction: tx.Transaction) -> Any:
         raise NotImplementedError("a backend runs transactions")
+
+    # --- changes of meters and keys, told to whoever caches them (the push path)
+
+    def watch_meters(self, watcher: Callable[[frozenset[str] | None], None]) -> Callable[[], None]:
+        self._watchers.append(watcher)
+
+        def stop() -> None:
+            if watcher in self._watchers:
+                self._watchers.remove(watcher)
+
+        return stop
+
+    async def watching(self) -> None:
+        """Once changes made elsewhere reach the watchers (SQLite: one process, at once)."""
+
+    def _meters_changed(self, ldns: frozenset[str] | None) -> None:
+        """Tell this process's watchers (and forget the meter ids of ``ldns``)."""
+        if ldns is None:
+            self._meter_ids.clear()
+        else:
+            for ldn in ldns:
+                self._meter_ids.pop(ldn, None)
+        for watcher in list(self._watchers):
+            try:
+                watcher(ldns)
+            except Exception:
+                _log.failure("a watcher of meter changes failed")
+
+    def _announce(self, ldns: frozenset[str] | None) -> tx.Transaction:
+        """Statements that tell the other processes, run in the changing transaction (so
+        they hear of it only if it commits).  SQLite: one process, nothing to tell."""
+        return
+        yield  # a generator
+
+    def _announced(self, change: tx.Transaction, ldns: frozenset[str] | None) -> tx.Transaction:
+        result = yield from change
+        yield from self._announce(ldns)
+        return result
+
+    async def _change(self, change: tx.Transaction, ldns: Collection[str] | None) -> Any:
+        """Run a transaction that changes meters or their keys: the other processes are
+        told in it, this one's watchers once it has returned (or failed: a commit whose
+        answer was lost is a change too; forgetting once too often costs one lookup)."""
+        changed = frozenset(ldns) if ldns is not None else None
+        try:
+            return await self._run(self._announced(change, changed))
+        finally:
+            self._meters_changed(changed)
 
     def _in_thread(self, f: Callable[..., Any], *args: Any) -> Deferred[Any]:
         """CPU-bound work (scrypt) off the reactor thread."""
@@ -443,7 +514,9 @@ class Store:
         master = self._master_key() if keys else None
         change = tx.add_meter(meter, now, master, keys)
         detail = f"keys for client {', '.join(map(str, sorted(keys)))}" if keys else None
-        return await self._run(ops.audited(change, by, "add meter", meter.ldn, now, detail))
+        return await self._change(
+            ops.audited(change, by, "add meter", meter.ldn, now, detail), [meter.ldn]
+        )
 
     async def get_meter(self, ldn: str) -> Meter | None:
         return await self._run(tx.get_meter(ldn))
@@ -453,6 +526,12 @@ class Store:
 
     async def meters_by_ip(self, ip: str) -> list[Meter]:
         return await self._run(tx.meters_by_ip(ip))
+
+    async def push_candidates(self, ip: str, limit: int) -> list[Meter]:
+        return await self._run(tx.push_candidates(ip, limit))
+
+    async def known_meters(self, limit: int) -> list[tuple[str, bytes, tuple[str, ...]]]:
+        return await self._run(tx.known_meters(limit))
 
     async def claim_polls(self, limit: int, lease: dt.timedelta) -> list[PollJob]:
         now = self._clock()
@@ -464,7 +543,7 @@ class Store:
     async def set_meter_state(self, ldn: str, state: MeterState, by: Actor | None = None) -> None:
         now = self._clock()
         change = tx.set_meter_state(ldn, state, now)
-        await self._run(ops.audited(change, by, f"set meter {state.value}", ldn, now))
+        await self._change(ops.audited(change, by, f"set meter {state.value}", ldn, now), [ldn])
 
     async def set_keys(
         self,
@@ -476,7 +555,8 @@ class Store:
     ) -> None:
         now = self._clock()
         change = tx.set_keys(self._master_key(), ldn, client_sap, ek, ak, now)
-        await self._run(ops.audited(change, by, "set keys", ldn, now, f"client {client_sap}"))
+        audited = ops.audited(change, by, "set keys", ldn, now, f"client {client_sap}")
+        await self._change(audited, [ldn])
 
     async def keys(self, ldn: str, client_sap: int) -> MeterKeys | None:
         return await self._run(tx.get_keys(self._master_key(), ldn, client_sap))
@@ -522,7 +602,8 @@ class Store:
         now = self._clock()
         change = tx.import_keys(self._master_key(), rows, replace, now)
         detail = f"{len(rows)} rows" + (", replacing" if replace else "")
-        return await self._run(ops.audited(change, by, "import keys", None, now, detail))
+        audited = ops.audited(change, by, "import keys", None, now, detail)
+        return await self._change(audited, {r.ldn for r in rows})
 
     # --- readings, events, the meter list
 
@@ -757,12 +838,16 @@ class Store:
         keyed = any(keys for _, keys in meters) and not check_only
         change = prov.add_meters(meters, now, self._master_key() if keyed else None, check_only)
         detail = f"{len(meters)} meters"
-        return await self._trial(ops.audited(change, by, "add meters", None, now, detail))
+        audited = ops.audited(change, by, "add meters", None, now, detail)
+        return await self._trial(audited, None if check_only else [m.ldn for m, _ in meters])
 
-    async def _trial(self, transaction: tx.Transaction) -> Any:
-        """Run a bulk change; one that was only checked (CheckedOnly, rolled back) gives []."""
+    async def _trial(self, transaction: tx.Transaction, ldns: Collection[str] | None) -> Any:
+        """Run a bulk change of the meters ``ldns`` (None: only checked); one that was only
+        checked (CheckedOnly, rolled back) gives []."""
         try:
-            return await self._run(transaction)
+            if ldns is None:
+                return await self._run(transaction)
+            return await self._change(transaction, ldns)
         except prov.CheckedOnly:
             return []
 
@@ -772,13 +857,13 @@ class Store:
         now = self._clock()
         detail = ", ".join(sorted(changes))
         change = prov.update_meter(ldn, changes, now)
-        return await self._run(ops.audited(change, by, "update meter", ldn, now, detail))
+        return await self._change(ops.audited(change, by, "update meter", ldn, now, detail), [ldn])
 
     async def delete_meter(self, ldn: str, by: Actor | None = None, purge: bool = False) -> None:
         now = self._clock()
         change = prov.delete_meter(ldn, purge)
         detail = "with its history" if purge else None
-        await self._run(ops.audited(change, by, "delete meter", ldn, now, detail))
+        await self._change(ops.audited(change, by, "delete meter", ldn, now, detail), [ldn])
 
     async def update_meters(
         self,
@@ -791,7 +876,8 @@ class Store:
         master = self._master_key() if any(c.get("keys") for _, c in items) else None
         change = prov.update_meters(items, now, master, check_only)
         detail = f"{len(items)} meters"
-        return await self._trial(ops.audited(change, by, "update meters", None, now, detail))
+        audited = ops.audited(change, by, "update meters", None, now, detail)
+        return await self._trial(audited, None if check_only else [ldn for ldn, _ in items])
 
     async def delete_meters(
         self,
@@ -804,7 +890,8 @@ class Store:
         now = self._clock()
         change = prov.delete_meters(ldns, purge, check_only)
         detail = f"{len(ldns)} meters" + (" with their history" if purge else "")
-        await self._trial(ops.audited(change, by, "delete meters", None, now, detail))
+        audited = ops.audited(change, by, "delete meters", None, now, detail)
+        await self._trial(audited, None if check_only else ldns)
 
     async def readings_page(
         self,

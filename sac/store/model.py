@@ -257,6 +257,7 @@ class MeterStatus:
     battery_value: int | None = None
     battery_unit: int = UNIT_DAY
     valve_state: int | None = None
+    address: str | None = None  # the peer address it was heard from (with ``connected``)
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ from typing import Any
 import psycopg2
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from txpostgres import reconnection, retrying, txpostgres
 
 from sac.errors import StorageError
@@ -27,6 +28,10 @@ from sac.store.transactions import (
 )
 
 __all__ = ["PostgresStore"]
+
+# the NOTIFY channel of meter changes; the payload: LDNs separated by commas, or "*"
+METERS_CHANNEL = "sac_meters"
+_NOTIFY_LDNS = 400  # LDNs in one payload (under PostgreSQL's 8000 bytes); more: "*"
 
 
 def _reconnection_delays() -> Any:
@@ -217,6 +222,88 @@ async def _drive(cursor: Any, transaction: Transaction) -> Any:
         result = cursor.rowcount if isinstance(op, Exec) else cursor.fetchall()
 
 
+class _Watcher:
+    """The connection that LISTENs for meter changes made by other processes (NOTIFY is
+    sent in the changing transaction, so only committed changes arrive).  It reconnects by
+    itself; while it was down changes may have been missed, so it then says "every meter"
+    (when it goes down and again once it listens again)."""
+
+    log = Logger()
+
+    def __init__(self, reactor: Any, dsn: str, told: Callable[[frozenset[str] | None], None]):
+        self.reactor = reactor
+        self.dsn = dsn
+        self.told = told
+        self.listening: Deferred[None] = Deferred()  # fires once LISTEN is in force
+        self.connection: _Connection | None = None
+        self._closed = False
+
+    async def start(self) -> None:
+        detector = _WatchDetector(
+            self, reconnectionIterator=_reconnection_delays, reactor=self.reactor
+        )
+        self.connection = _Connection(self.reactor, None, detector=detector)
+        self.connection.addNotifyObserver(self._notified)
+        detector.addRecoveryHandler(self._recovered)
+        try:
+            await self.connection.connect(self.dsn)
+            await self.connection.runOperation(f"LISTEN {METERS_CHANNEL}")
+        except psycopg2.Error as exc:
+            self.log.warn("meter changes of other processes: not listening yet: {e}", e=exc)
+            detector.checkForDeadConnection(Failure(exc))
+            return
+        if not self.listening.called:
+            self.listening.callback(None)
+
+    async def _recovered(self) -> None:
+        if self._closed or self.connection is None:
+            return
+        try:
+            await self.connection.runOperation(f"LISTEN {METERS_CHANNEL}")
+        except (psycopg2.Error, reconnection.ConnectionDead) as exc:  # gone again: reconnecting
+            self.log.warn("meter changes of other processes: not listening yet: {e}", e=exc)
+            return
+        self.log.info("meter changes of other processes: listening again")
+        self.told(None)  # what was missed meanwhile
+        if not self.listening.called:
+            self.listening.callback(None)
+
+    def lost(self) -> None:
+        if not self._closed:
+            self.told(None)
+
+    def _notified(self, notify: Any) -> None:
+        if notify.channel != METERS_CHANNEL:
+            return
+        payload = notify.payload or "*"
+        self.told(None if payload == "*" else frozenset(payload.split(",")))
+
+    def close(self) -> None:
+        self._closed = True
+        if self.connection is not None:
+            detector = self.connection.detector
+            detector.reconnectable = None
+            with contextlib.suppress(Exception):
+                self.connection.close()
+
+
+class _WatchDetector(reconnection.DeadConnectionDetector):  # type: ignore[misc]
+    def __init__(self, watcher: _Watcher, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.watcher = watcher
+
+    def startReconnecting(self, f: Any) -> None:
+        if self.reconnectable is None:  # closed
+            return
+        self.watcher.lost()
+        super().startReconnecting(f)
+
+    def reconnect(self) -> Any:
+        if self.reconnectable is None:
+            return None
+        return super().reconnect()
+
+
 class PostgresStore(Store):
     dialect = "postgresql"
 
@@ -232,7 +319,9 @@ class PostgresStore(Store):
     ) -> None:
         super().__init__(master_key, clock, reactor, password_params)
         self._pool = _Pool(self._reactor, dsn, connections)
+        self._dsn = dsn
         self._started = False
+        self._watcher: _Watcher | None = None
 
     async def open(self, upto: int | None = None) -> tuple[int, int]:
         if not self._started:
@@ -256,6 +345,28 @@ class PostgresStore(Store):
             raise StorageError("PostgreSQL: the connection is down, reconnecting") from None
 
     async def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.close()
+            self._watcher = None
         if self._started:
             self._pool.close()
             self._started = False
+
+    # --- meter changes through NOTIFY
+
+    def _announce(self, ldns: frozenset[str] | None) -> Transaction:
+        many = ldns is None or len(ldns) > _NOTIFY_LDNS or any("," in ldn for ldn in ldns)
+        payload = "*" if many else ",".join(sorted(ldns))  # type: ignore[arg-type]
+        yield Query("SELECT pg_notify(?, ?)", (METERS_CHANNEL, payload))
+
+    def watch_meters(self, watcher: Callable[[frozenset[str] | None], None]) -> Callable[[], None]:
+        stop = super().watch_meters(watcher)
+        if self._watcher is None:
+            self._watcher = _Watcher(self._reactor, self._dsn, self._meters_changed)
+            Deferred.fromCoroutine(self._watcher.start())
+        return stop
+
+    async def watching(self) -> None:
+        """Once changes made by other processes reach the watchers (LISTEN is in force)."""
+        if self._watcher is not None:
+            await self._watcher.listening

@@ -315,6 +315,36 @@ def meters_by_ip(ip: str) -> Transaction:
     return [_meter(row) for row in rows]
 
 
+def push_candidates(ip: str, limit: int) -> Transaction:
+    """The meters (with a system title) a push without one from ``ip`` may come from, at
+    most ``limit``: those whose allowlist holds ``ip``, then those with no allowlist that
+    were last heard from ``ip``, the latest first."""
+    if not ip or "," in ip or "%" in ip or "_" in ip or limit < 1:
+        return []
+    rows = yield Query(
+        f"SELECT {_METER_COLUMNS} FROM meters WHERE system_title IS NOT NULL"
+        " AND (',' || allowed_ips || ',' LIKE ? OR (allowed_ips = '' AND last_address = ?))"
+        " ORDER BY CASE WHEN allowed_ips = '' THEN 1 ELSE 0 END,"
+        " last_connection IS NULL, last_connection DESC, ldn LIMIT ?",
+        (f"%,{ip},%", ip, limit),
+    )
+    return [_meter(row) for row in rows]
+
+
+def known_meters(limit: int) -> Transaction:
+    """(LDN, system title, allowlist) of up to ``limit`` active meters with a system title,
+    the latest heard first: what the push path may spool pushes of while the store is away."""
+    rows = yield Query(
+        "SELECT ldn, system_title, allowed_ips FROM meters"
+        " WHERE state = 'active' AND system_title IS NOT NULL"
+        " ORDER BY last_connection IS NULL, last_connection DESC, ldn LIMIT ?",
+        (limit,),
+    )
+    return [
+        (ldn, bytes(title), tuple(ip for ip in ips.split(",") if ip)) for ldn, title, ips in rows
+    ]
+
+
 def set_meter_state(ldn: str, state: MeterState, now: dt.datetime) -> Transaction:
     count = yield Exec(
         "UPDATE meters SET state = ?, updated = ? WHERE ldn = ?", (state.value, now, ldn)
@@ -618,7 +648,8 @@ def ingest(batch: Ingest, ids: dict[str, int]) -> Transaction:
         pushed = sorted({ids[c.ldn] for c in batch.counters})
         rows = yield Query(
             "SELECT DISTINCT m.ldn FROM commands c JOIN meters m ON m.id = c.meter_id"
-            f" WHERE c.state = 'pending' AND c.meter_id IN ({', '.join('?' * len(pushed))})",
+            " WHERE c.state = 'pending' AND m.state = 'active'"  # (disabled meanwhile: none)
+            f" AND c.meter_id IN ({', '.join('?' * len(pushed))})",
             pushed,
         )
         pending = frozenset(ldn for (ldn,) in rows)
@@ -678,6 +709,7 @@ _STATUS_COLUMNS = (
     ("index_value", "num"),
     ("index_scaler", "int"),
     ("index_unit", "int"),
+    ("address", "text"),
 )
 
 
@@ -694,6 +726,8 @@ def _newer(stamp: str, new: str, targets: Sequence[str]) -> list[str]:
 
 _STATUS_SETS = ", ".join(
     [
+        # the address goes with the connection it was heard on
+        *_newer("last_connection", "connected", ["last_address:address"]),
         *_newer("last_connection", "connected", ["last_connection:connected"]),
         # newer by the SAC's receipt time; the meter's capture time goes along, to be shown
         *_newer(
@@ -744,7 +778,7 @@ def _status_row(meter_id: int, status: MeterStatus) -> tuple[Any, ...]:
             raise ValueError("the index of a meter status needs a value and a time")
         index_recv = status.connected or index.received or stamp
         index_row = (stamp, index_recv, index.value, index.scaler, index.unit)
-    return (meter_id, status.connected, at, received, *values, *index_row)
+    return (meter_id, status.connected, at, received, *values, *index_row, status.address)
 
 
 def _update_statuses(statuses: Sequence[MeterStatus], ids: dict[str, int]) -> Transaction:

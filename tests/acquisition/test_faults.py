@@ -265,6 +265,110 @@ async def test_the_store_down_for_30_s_during_a_push_burst_loses_nothing(
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_push_after_a_spooled_one_of_the_same_meter_waits_behind_it(
+    backend: Backend, sacs: list[Sac], tmp_path: Path
+) -> None:
+    """Found by the soak (tests/run/test_soak.py), before and after issue 18's changes: a
+    push spooled while the store was away (its write failed), then the meter's next push
+    stored directly as the store came back, before the spool's replay: the spooled one,
+    older, was refused as a replay and dropped -- acknowledged, never stored.  Now a meter
+    with a push on the spool has its next ones spooled behind it."""
+    from tests.acquisition.test_tampering import later
+
+    setup = backend.make()
+    await setup.open()
+    fleet = make_fleet(2)
+    await provision(setup, fleet)
+    m, other = fleet.meters
+    if backend.kind == "postgresql":  # the network to the server cut: writes fail at once
+        proxy = Cuttable("127.0.0.1", 5432)
+        proxy_port = await proxy.up()
+        dsn = backend.dsn.replace("host=127.0.0.1 port=5432", f"host=127.0.0.1 port={proxy_port}")
+        store = PostgresStore(dsn, MASTER, connections=2)
+        backend.stores.append(store)
+        await store.open()
+    else:  # the database locked past SQLite's busy timeout: the write fails
+        store = setup
+    spool = Spool(tmp_path / "spool")
+    await spool.open()
+    sac = Sac(store, spool=spool, store_timeout=2.0)
+    sacs.append(sac)
+    port = await sac.listen()
+    for meter in (m, other):
+        assert (await send_raw(port, push_bytes(meter))).check(ConnectionDone)
+    if backend.kind == "postgresql":
+        await proxy.down()
+    else:
+        release = backend.lock()
+    assert (await send_raw(port, later(m))).check(ConnectionDone)
+    assert spool.depth == 1
+    for _ in range(1000):  # a guard, not a measure: until its write has failed
+        if not sac.acquisition.writer._running:
+            break
+        await deferLater(reactor, 0.01, lambda: None)
+    if backend.kind == "postgresql":
+        await proxy.up()
+        for _ in range(200):  # until the store answers again
+            try:
+                await store.ping()
+                break
+            except Exception:
+                await deferLater(reactor, 0.1, lambda: None)
+    else:
+        release()
+    # the store is back, the spool not replayed yet: the meter's next push goes behind it
+    assert (await send_raw(port, later(m))).check(ConnectionDone)
+    assert spool.depth == 2
+    assert (await send_raw(port, later(other))).check(ConnectionDone)  # stored at once
+    assert spool.depth == 2
+    assert await sac.acquisition.replay_spool() == 2
+    assert rejected(sac, "replay") == 0
+    # each acknowledged push stored (an hour apart on its clock: readings of their own)
+    assert len(await setup.last_readings(m.ldn, INDEX, limit=10)) == 3
+    assert await setup.invocation_counters(m.ldn, 1) == (0, m.our_counter - 1)
+    # the spool empty, the meter's pushes are stored at once again
+    assert (await send_raw(port, later(m))).check(ConnectionDone)
+    assert spool.depth == 0 and len(await setup.last_readings(m.ldn, INDEX, limit=10)) == 4
+    await spool.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_pushes_wait_behind_the_spool_left_by_the_process_before(
+    backend: Backend, sacs: list[Sac], tmp_path: Path
+) -> None:
+    """The same after a restart: the spool holds a push from before (whose meter this
+    process has not counted), so every push is spooled behind what is left of it."""
+    import datetime as dt
+
+    from sac.services.acquisition import encode_record
+    from tests.acquisition.test_tampering import later
+
+    store = backend.make()
+    await store.open()
+    fleet = make_fleet(1)
+    await provision(store, fleet)
+    [m] = fleet.meters
+    spool = Spool(tmp_path / "spool")
+    await spool.open()
+    # acknowledged by the process before, which died before replaying it
+    apdu = push_bytes(m)[8:]  # (past the wrapper header)
+    await spool.append(encode_record(apdu, "127.0.0.1", dt.datetime.now(dt.UTC)))
+    sac = Sac(store, spool=spool)
+    sacs.append(sac)
+    port = await sac.listen()
+    assert await sac.acquisition._load_known() == 1  # as start() does, without the replay
+    assert (await send_raw(port, later(m))).check(ConnectionDone)
+    assert spool.depth == 2
+    assert await sac.acquisition.replay_spool() == 2
+    assert sac.acquisition.metrics.total("sac_push_rejected_total") == 0
+    assert len(await store.last_readings(m.ldn, INDEX, limit=10)) == 2
+    assert await store.invocation_counters(m.ldn, 1) == (0, m.our_counter - 1)
+    assert (await send_raw(port, later(m))).check(ConnectionDone)  # at once again
+    assert spool.depth == 0 and len(await store.last_readings(m.ldn, INDEX, limit=10)) == 3
+    await spool.close()
+
+
+@pytest_twisted.ensureDeferred
 async def test_pushes_over_udp_are_stored_and_bad_datagrams_counted(
     backend: Backend, sacs: list[Sac]
 ) -> None:
@@ -301,6 +405,7 @@ async def test_a_full_spool_refuses_the_push_cleanly(
     spool = Spool(tmp_path / "spool", max_bytes=16)
     await spool.open()
     store, fleet, sac, port = await started(backend, sacs, spool=spool)
+    await push_once(port, fleet.meters[0])  # stored: a meter this process knows
     await store.close()  # the store is gone
     protocol = await push_once(port, fleet.meters[0])
     assert not protocol.end_reason.check(ConnectionDone)  # not acknowledged
@@ -331,6 +436,81 @@ async def test_a_meter_that_hangs_up_right_after_its_push_crashes_nothing(
     assert not failures, failures[0].getTraceback()
     assert sac.acquisition.metrics.value("sac_push_stored_total") == 5
     assert await store.invocation_counters(m.ldn, 1) == (0, m.our_counter - 1)
+
+
+class HangsUp(Protocol):
+    """A meter that pushes, then hangs up as soon as the SAC says anything."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.ended: Deferred[None] = Deferred()
+
+    def connectionMade(self) -> None:
+        self.transport.write(self.data)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.transport.loseConnection()
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.ended.callback(None)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_meter_that_hangs_up_is_named_with_the_real_reason(
+    backend: Backend, sacs: list[Sac]
+) -> None:
+    """The session's log line named the meter "unknown" when it hung up while its push was
+    being stored (the line was written at the hang-up, before the push was identified), and
+    a command cut by a hang-up went back to the queue with "connection closed: open"."""
+    from twisted.logger import formatEvent, globalLogPublisher
+
+    store, fleet, sac, port = await started(backend, sacs, store_timeout=20.0)
+    [m] = fleet.meters
+    lines: list[str] = []
+
+    def observe(event: dict[str, Any]) -> None:
+        if str(event.get("log_format", "")).startswith("push session from"):
+            lines.append(formatEvent(event))
+
+    async def sessions_end(count: int) -> None:
+        for _ in range(1000):  # a guard against hanging, not a measure
+            if len(lines) >= count:
+                return
+            await deferLater(reactor, 0.01, lambda: None)
+        raise AssertionError(f"no session line: {lines}")
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        # the push held by the store (its readings locked) while the meter hangs up
+        release = backend.lock()
+        await send_raw(port, push_bytes(m), then_close=True)
+        for _ in range(1000):
+            if not sac.factory.active:  # the SAC has seen the hang-up
+                break
+            await deferLater(reactor, 0.01, lambda: None)
+        release()
+        for _ in range(1000):
+            if sac.acquisition.metrics.value("sac_push_stored_total") == 1:
+                break
+            await deferLater(reactor, 0.01, lambda: None)
+        await sessions_end(1)
+        stored = lines[0]
+        assert f"meter {m.ldn}: stored in" in stored, stored
+        assert stored.endswith("the meter hung up before the acknowledgement"), stored
+        # a command waits: the SAC asks, the meter hangs up instead of answering
+        command = await store.queue_command(m.ldn, "valve-close", {}, Actor("otto"))
+        meter = HangsUp(push_bytes(m))
+        await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), meter)
+        await meter.ended
+        await sessions_end(2)
+    finally:
+        globalLogPublisher.removeObserver(observe)
+    cut = lines[1]
+    assert f"meter {m.ldn}: session-failed in" in cut, cut
+    assert cut.endswith("connection closed: the meter hung up"), cut
+    again = await store.get_command(command.id)
+    assert again.state is CommandState.PENDING
+    assert again.result == "connection closed: the meter hung up"
 
 
 @pytest_twisted.ensureDeferred

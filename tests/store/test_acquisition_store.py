@@ -155,3 +155,44 @@ async def test_meters_are_found_by_an_exact_allowed_address(backend: Backend) ->
     assert await store.meters_by_ip("98.51.100.1") == []  # no suffix match
     assert await store.meters_by_ip("%") == []
     await store.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_push_of_a_meter_disabled_meanwhile_reports_no_commands(backend: Backend) -> None:
+    """The push path checks the meter's state before it stores the push; a disabling that
+    commits in between must not let the session run the meter's commands: the push's
+    transaction reports commands of active meters only."""
+    from sac.store import MeterState
+
+    store = await _opened(backend, 1)
+    await store.queue_command(ldn(0), "valve-close", {}, ALICE)
+    await store.set_meter_state(ldn(0), MeterState.DISABLED)
+    result = await store.ingest(Ingest(counters=[PeerCounter(ldn(0), 1, 5)]))
+    assert result.pending == frozenset()
+    await store.set_meter_state(ldn(0), MeterState.ACTIVE)
+    result = await store.ingest(Ingest(counters=[PeerCounter(ldn(0), 1, 6)]))
+    assert result.pending == frozenset({ldn(0)})
+
+
+@pytest_twisted.ensureDeferred
+async def test_push_candidates_are_allowlisted_meters_then_those_last_heard_there(
+    backend: Backend,
+) -> None:
+    store = backend.make(password_params=FAST)
+    await store.open()
+    for i in range(4):
+        allowed = ("192.0.2.1",) if i < 2 else ()
+        await store.add_meter(
+            NewMeter(ldn(i), system_title=bytes([0x10, i, 0, 0, 0, 0, 0, 1]), allowed_ips=allowed)
+        )
+    for i, address in ((2, "192.0.2.1"), (3, "192.0.2.9")):  # heard from these addresses
+        status = MeterStatus(ldn(i), connected=at(i), address=address)
+        await store.ingest(Ingest(statuses=[status]))
+    found = await store.push_candidates("192.0.2.1", 8)
+    assert [m.ldn for m in found] == [ldn(0), ldn(1), ldn(2)]
+    assert [m.ldn for m in await store.push_candidates("192.0.2.1", 2)] == [ldn(0), ldn(1)]
+    assert [m.ldn for m in await store.push_candidates("192.0.2.9", 8)] == [ldn(3)]
+    assert await store.push_candidates("192.0.2.77", 8) == []
+    # an older connection does not move the address back
+    await store.ingest(Ingest(statuses=[MeterStatus(ldn(3), connected=at(0), address="x")]))
+    assert [m.ldn for m in await store.push_candidates("192.0.2.9", 8)] == [ldn(3)]

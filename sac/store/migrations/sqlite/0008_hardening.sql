@@ -9,3 +9,7 @@ ALTER TABLE invocation_counters ADD COLUMN proven BIGINT NOT NULL DEFAULT 0;
 -- status_at and index_captured stay the capture times shown next to the values
 ALTER TABLE meters ADD COLUMN values_received TEXT;
 ALTER TABLE meters ADD COLUMN index_received TEXT;
+
+-- acq: the address each meter was last heard from, so that a push without system title can
+-- be matched against the meters last seen at its address (besides their allowlists)
+ALTER TABLE meters ADD COLUMN last_address TEXT;
