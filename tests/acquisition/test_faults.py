@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint, connectProtocol
 from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Protocol
@@ -308,12 +308,12 @@ async def test_a_push_after_a_spooled_one_of_the_same_meter_waits_behind_it(
         await deferLater(reactor, 0.01, lambda: None)
     if backend.kind == "postgresql":
         await proxy.up()
-        for _ in range(200):  # until the store answers again
-            try:
-                await store.ping()
+        for _ in range(200):  # until the store answers again, on each of its connections
+            pings = [Deferred.fromCoroutine(store.ping()) for _ in range(2)]
+            results = await DeferredList(pings, consumeErrors=True)
+            if all(ok for ok, _ in results):
                 break
-            except Exception:
-                await deferLater(reactor, 0.1, lambda: None)
+            await deferLater(reactor, 0.1, lambda: None)
     else:
         release()
     # the store is back, the spool not replayed yet: the meter's next push goes behind it

@@ -111,7 +111,7 @@ def test_add_a_meter_with_a_bad_field_then_right(page: Any) -> None:
     page.fill("#f-system_title", "2F19000000ABCDEF")
     page.fill("#f-ek", "00112233445566778899AABBCCDDEEFF")
     page.click("button:has-text('Add the meter')")
-    assert "16 printable characters" in page.locator("#e-ldn").inner_text()
+    assert "An LDN is 16 characters" in page.locator("#e-ldn").inner_text()
     assert page.locator("#f-ek").input_value() == ""  # a key is never sent back
     page.fill("#f-ldn", "BRW0000000000001")
     page.fill("#f-ek", "00112233445566778899AABBCCDDEEFF")
