@@ -208,6 +208,18 @@ class Cuttable:
         self.servers.clear()
 
 
+async def behind_a_proxy(backend: Backend) -> tuple[Cuttable, PostgresStore]:
+    """An opened store on ``backend``'s PostgreSQL, reached through a Cuttable proxy."""
+    proxy = Cuttable("127.0.0.1", 5432)
+    proxy_port = await proxy.up()
+    dsn = backend.dsn.replace("host=127.0.0.1 port=5432", f"host=127.0.0.1 port={proxy_port}")
+    assert dsn != backend.dsn
+    store = PostgresStore(dsn, MASTER, connections=2)
+    backend.stores.append(store)
+    await store.open()
+    return proxy, store
+
+
 @pytest_twisted.ensureDeferred
 async def test_the_store_down_for_30_s_during_a_push_burst_loses_nothing(
     backend: Backend, sacs: list[Sac], tmp_path: Path
@@ -218,13 +230,7 @@ async def test_the_store_down_for_30_s_during_a_push_burst_loses_nothing(
     await setup.open()
     fleet = make_fleet(20)
     await provision(setup, fleet)
-    proxy = Cuttable("127.0.0.1", 5432)
-    proxy_port = await proxy.up()
-    dsn = backend.dsn.replace("host=127.0.0.1 port=5432", f"host=127.0.0.1 port={proxy_port}")
-    assert dsn != backend.dsn
-    store = PostgresStore(dsn, MASTER, connections=2)
-    backend.stores.append(store)
-    await store.open()
+    proxy, store = await behind_a_proxy(backend)
     spool = Spool(tmp_path / "spool")
     await spool.open()
     sac = Sac(store, spool=spool, store_timeout=2.0)
@@ -281,12 +287,7 @@ async def test_a_push_after_a_spooled_one_of_the_same_meter_waits_behind_it(
     await provision(setup, fleet)
     m, other = fleet.meters
     if backend.kind == "postgresql":  # the network to the server cut: writes fail at once
-        proxy = Cuttable("127.0.0.1", 5432)
-        proxy_port = await proxy.up()
-        dsn = backend.dsn.replace("host=127.0.0.1 port=5432", f"host=127.0.0.1 port={proxy_port}")
-        store = PostgresStore(dsn, MASTER, connections=2)
-        backend.stores.append(store)
-        await store.open()
+        proxy, store = await behind_a_proxy(backend)
     else:  # the database locked past SQLite's busy timeout: the write fails
         store = setup
     spool = Spool(tmp_path / "spool")

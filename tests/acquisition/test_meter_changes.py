@@ -205,21 +205,14 @@ async def test_changes_reach_a_process_again_after_its_connection_was_cut(
     next change."""
     if backend.kind != "postgresql":
         pytest.skip("SQLite has one process")
-    from sac.store.postgres import PostgresStore
     from tests.acquisition.conftest import failures_logged
-    from tests.acquisition.test_faults import Cuttable
-    from tests.store.conftest import MASTER
+    from tests.acquisition.test_faults import behind_a_proxy
 
     one = backend.make()
     await one.open()
     fleet = make_fleet(2)
     await provision(one, fleet)
-    proxy = Cuttable("127.0.0.1", 5432)
-    proxy_port = await proxy.up()
-    dsn = backend.dsn.replace("host=127.0.0.1 port=5432", f"host=127.0.0.1 port={proxy_port}")
-    other = PostgresStore(dsn, MASTER, connections=2)
-    backend.stores.append(other)
-    await other.open()
+    proxy, other = await behind_a_proxy(backend)
     sac = Sac(other)
     sacs.append(sac)
     port = await sac.listen()

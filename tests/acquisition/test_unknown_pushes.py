@@ -24,11 +24,9 @@ from sac.dlms import Obis
 from sac.services.spool import Spool
 from sac.simulator.session import MeterProtocol
 from sac.store import MeterState
-from sac.store.postgres import PostgresStore
 from tests.acquisition.conftest import Backend, Sac, failures_logged, make_fleet, provision
-from tests.acquisition.test_faults import Cuttable, push_bytes, rejected
+from tests.acquisition.test_faults import behind_a_proxy, push_bytes, rejected
 from tests.acquisition.test_tampering import later, send_from
-from tests.store.conftest import MASTER
 
 INDEX = Obis("7.0.13.2.0.255")
 
@@ -52,12 +50,7 @@ async def test_while_the_store_is_away_only_known_meters_are_spooled(
     await provision(setup, fleet)
     heard, unheard, disabled = fleet.meters
     if backend.kind == "postgresql":  # the network to the server cut
-        proxy = Cuttable("127.0.0.1", 5432)
-        proxy_port = await proxy.up()
-        dsn = backend.dsn.replace("host=127.0.0.1 port=5432", f"host=127.0.0.1 port={proxy_port}")
-        store = PostgresStore(dsn, MASTER, connections=2)
-        backend.stores.append(store)
-        await store.open()
+        proxy, store = await behind_a_proxy(backend)
     else:  # the database locked by another process: no answer within store_timeout
         store = setup
     spool = Spool(tmp_path / "spool")
