@@ -379,15 +379,21 @@ def reserve_sign_in(user: User, by: Actor, now: dt.datetime) -> Transaction:
     )
     if rows:
         return rows[0][0]
+    yield from _lock_out(user, by, now, "active = ?", True)
+    return None
+
+
+def _lock_out(user: User, by: Actor, now: dt.datetime, where: str, value: Any) -> Transaction:
+    """Lock ``user`` out for :data:`LOCKOUT` when ``where`` holds and no lock-out runs,
+    and start the failures in a row again; audited."""
     until = now + LOCKOUT
     rows = yield Query(
-        "UPDATE users SET failed_logins = 0, locked_until = ? WHERE id = ? AND active = ?"
+        f"UPDATE users SET failed_logins = 0, locked_until = ? WHERE id = ? AND {where}"
         " AND (locked_until IS NULL OR locked_until <= ?) RETURNING id",
-        (until, user.id, True, now),
+        (until, user.id, value, now),
     )
     if rows:
         yield from audit(by, "locked out", user.name, f"until {until.isoformat()}", now)
-    return None
 
 
 def sign_in_failed(user: User, by: Actor, now: dt.datetime, failures: int) -> Transaction:
@@ -396,14 +402,7 @@ def sign_in_failed(user: User, by: Actor, now: dt.datetime, failures: int) -> Tr
     still be under way) the user is locked out for :data:`LOCKOUT`, and the count starts
     again for when the lock ends."""
     yield from audit(by, "sign-in failed", None, f"{failures} in a row", now)
-    until = now + LOCKOUT
-    rows = yield Query(
-        "UPDATE users SET failed_logins = 0, locked_until = ? WHERE id = ? AND failed_logins >= ?"
-        " AND (locked_until IS NULL OR locked_until <= ?) RETURNING id",
-        (until, user.id, LOCKOUT_FAILURES, now),
-    )
-    if rows:
-        yield from audit(by, "locked out", user.name, f"until {until.isoformat()}", now)
+    yield from _lock_out(user, by, now, "failed_logins >= ?", LOCKOUT_FAILURES)
 
 
 def signed_in(
