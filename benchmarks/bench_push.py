@@ -392,7 +392,16 @@ def measure(
         )
         peak = memory(sac.pid)["VmHWM"]
 
+    # what the SAC acknowledged from its spool (the store was slower than store_timeout) is
+    # stored once the spool is replayed: wait for that before looking for every push
+    drained = time.monotonic()
+    while sac.ask(op="stats")["spooled"] and time.monotonic() - drained < 300:
+        time.sleep(0.5)
     stats = sac.ask(op="stats")
+    print(
+        f"  spool     drained in {time.monotonic() - drained:.1f} s"
+        f" ({stats['spooled']:,} pushes still on it)"
+    )
     gc = stats.get("gc", {})
     if gc:
         print(

@@ -205,6 +205,7 @@ def sac(args: argparse.Namespace) -> None:
             if op == "stats":
                 return {
                     "active": len(factory.active),
+                    "spooled": acquisition.spool.depth if acquisition.spool is not None else 0,
                     "transactions": acquisition.writer.transactions,
                     "gc": pauses,
                     "counters": {
