@@ -112,6 +112,7 @@ async def test_sigkill_mid_burst_loses_no_acknowledged_reading(
                 acknowledged.append((m.ldn, unix_time))
 
     sac = start_sac(address, tmp_path)
+    runs = [sac]  # both processes' logs, for a failure's message
     try:
         port = await port_of(sac)
         await burst(port, fleet.meters[:20])
@@ -122,6 +123,7 @@ async def test_sigkill_mid_burst_loses_no_acknowledged_reading(
         for d in pending:
             await d
         sac = start_sac(address, tmp_path)
+        runs.append(sac)
         port = await port_of(sac)
         await deferLater(reactor, 1.1, lambda: None)  # a new second: new push times
         await burst(port, fleet.meters)
@@ -133,7 +135,11 @@ async def test_sigkill_mid_burst_loses_no_acknowledged_reading(
     assert len(acknowledged) >= 60
     for ldn, unix_time in acknowledged:
         readings = await check.last_readings(ldn, INDEX, limit=50)
-        assert utc(unix_time) in {r.captured for r in readings}, (ldn, unix_time)
+        assert utc(unix_time) in {r.captured for r in readings}, (
+            ldn,
+            unix_time,
+            [line for run in runs for line in [*run.lines, *run.errors] if ldn in line],
+        )
     for m in fleet.meters:
         counters = Watched.seen.get(m.ldn, [])
         assert counters == sorted(set(counters)), f"{m.ldn}: a counter sent twice: {counters}"
