@@ -6,11 +6,12 @@ It starts the same service as ``twistd sac`` (:class:`sac.tap.SacService`) on a 
 store in ``--dir``, adds an ``admin`` user with a new random password (printed once), adds
 ``--meters`` simulated UNI/TS 11291 gas meters with 90 days of history, and lets them push
 every simulated quarter of an hour, time running ``--speed`` times faster than the wall
-clock from a day ago (so that what they push is in the past of the pages' charts for the
-first ``24 h / speed``).  Valve commands queued in the browser run when the meter next
-calls.  The URL is printed once everything is ready; Ctrl-C stops the SAC and the meters,
-and nothing is left running.  The whole log is in ``--dir``/sac.log; warnings and errors are
-on the terminal too.
+clock from a day ago until it reaches the wall clock (about ``24 h / speed``), then at the
+wall clock's pace: nothing they push is ever dated in the future.  Valve commands queued in
+the browser run when the meter next calls.  The URL is printed once everything is ready;
+Ctrl-C stops the SAC and the meters, and nothing is left running.  The whole log is in
+``--dir``/sac.log, warnings and errors on the terminal too; ``--dir``/sac.ini is the
+configuration (its master key in ``master.key``, 0600), for ``sac-admin --config``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import math
+import os
 import secrets
 import shutil
 import socket
@@ -117,6 +119,31 @@ async def _prepare(service: SacService, fleet: Fleet, start: dt.datetime) -> str
     return password
 
 
+def _write_config(folder: Path, port: int, meters: int) -> Path:
+    """The demo's configuration, ``sac.ini`` in ``folder``, and its master key beside it
+    (``master.key``, 0600; a new one each run: the store is new each time), so that
+    ``sac-admin --config <folder>/sac.ini ...`` works on the demo's store."""
+    key = folder / "master.key"
+    key.unlink(missing_ok=True)
+    fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(new_master_key() + "\n")
+    ini = folder / "sac.ini"
+    ini.write_text(
+        "# written by `make demo` at each start (sac.ini.example documents every line)\n"
+        "[sac]\nname = demo\nstop_grace = 2\n"
+        f"[store]\naddress = sqlite:{folder / 'sac.db'}\nmaster_key_file = {key}\n"
+        # the fleet's sessions and a margin: no need for the 20,000 of a production SAC
+        f"[push]\nlisten = tcp:0:interface=127.0.0.1\nspool = {folder / 'spool'}\n"
+        f"max_sessions = {max(1000, 4 * meters)}\n"
+        # plain HTTP on the loopback
+        f"[web]\nlisten = tcp:{port}:interface=127.0.0.1\nsecure_cookies = no\n"
+        "name = SAC demo\n",
+        encoding="utf-8",
+    )
+    return ini
+
+
 async def run(reactor: Any, args: argparse.Namespace) -> None:
     if not 1 <= args.meters <= 10_000:
         raise SacError("--meters: from 1 to 10,000")
@@ -133,20 +160,8 @@ async def run(reactor: Any, args: argparse.Namespace) -> None:
         redirectStandardIO=False,
     )
     port = args.port if _free(args.port) else 0
-    config = load_config(
-        None,
-        {
-            "SAC_MASTER_KEY": new_master_key(),  # this run's: the store is new each time
-            "SAC_STORE_ADDRESS": f"sqlite:{args.dir / 'sac.db'}",
-            "SAC_PUSH_LISTEN": "tcp:0:interface=127.0.0.1",
-            "SAC_PUSH_SPOOL": str(args.dir / "spool"),
-            "SAC_WEB_LISTEN": f"tcp:{port}:interface=127.0.0.1",
-            "SAC_WEB_SECURE_COOKIES": "no",  # plain HTTP on the loopback
-            "SAC_WEB_NAME": "SAC demo",
-            "SAC_SAC_NAME": "demo",
-            "SAC_SAC_STOP_GRACE": "2",
-        },
-    )
+    ini = _write_config(args.dir.resolve(), port, args.meters)
+    config = load_config(str(ini), {})  # the file alone, as sac-admin --config reads it
     service = SacService(config, reactor=reactor, exit_on_failure=False)
     stopped: Deferred[None] = Deferred()
     fleet: Fleet | None = None
@@ -168,7 +183,8 @@ async def run(reactor: Any, args: argparse.Namespace) -> None:
     fleet = Fleet(
         args.meters,
         registry[PROFILE],
-        clock=SimClock(reactor, args.speed, start=start.timestamp()),
+        # fast through the last day, then the wall clock: never a reading from the future
+        clock=SimClock(reactor, args.speed, start=start.timestamp(), catch_up=True),
         reactor=reactor,
         seed=secrets.randbits(32),
     )
@@ -177,16 +193,20 @@ async def run(reactor: Any, args: argparse.Namespace) -> None:
     fleet.start_pushing("127.0.0.1", push_port, PUSH_EVERY)
     web = service.web_ports[0].getHost()
     every = PUSH_EVERY / args.speed
+    catch_up = 86400 / args.speed / 60
     print(
         f"""
-SAC demo: {args.meters} simulated gas meters push every {PUSH_EVERY // 60} simulated minutes
-(every {every:g} s: time runs {args.speed:g}x, from {start:%Y-%m-%d %H:%M} UTC).
+SAC demo: {args.meters} simulated gas meters push every {every:g} s. Their time starts a day ago
+({start:%Y-%m-%d %H:%M} UTC) and runs {args.speed:g}x, a push every {PUSH_EVERY // 60} simulated \
+minutes, until it reaches now (in about {catch_up:.0f} minutes); then it follows the clock.
 
     open      http://{web.host}:{web.port}/
     user      admin
     password  {password}      (shown once: a new store and password at each start)
 
-Store and log in {args.dir}/ (sac.log). Ctrl-C stops the SAC and the meters.
+Store, log (sac.log) and configuration (sac.ini) in {args.dir}/; sac-admin works on them:
+    .venv/bin/sac-admin --config {args.dir}/sac.ini create-token admin my-erp
+Ctrl-C stops the SAC and the meters.
 """,
         flush=True,
     )

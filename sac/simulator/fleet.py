@@ -35,18 +35,43 @@ _COUNTER_EPOCH = 1_704_067_200  # 2024-01-01T00:00:00Z
 
 
 class SimClock:
-    """UNIX seconds of the simulated world: ``speed`` times the reactor's pace from ``start``."""
+    """UNIX seconds of the simulated world: ``speed`` times the reactor's pace from ``start``.
 
-    def __init__(self, reactor: Any, speed: float = 1.0, start: float | None = None) -> None:
+    With ``catch_up``, the simulated time runs fast only until it reaches the wall clock,
+    then follows it: a fleet started in the past fills the hours up to now, and never pushes
+    readings dated in the future (what a demo wants).  Pushes keep their real pace
+    (:meth:`real_delay`), so each carries less simulated time once caught up."""
+
+    def __init__(
+        self,
+        reactor: Any,
+        speed: float = 1.0,
+        start: float | None = None,
+        *,
+        catch_up: bool = False,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
         if speed <= 0:
             raise ValueError("the speed of time must be positive")
         self.reactor = reactor
         self.speed = speed
         self._real0 = reactor.seconds()
-        self._sim0 = time.time() if start is None else start
+        self._wall0 = wall()
+        self._sim0 = self._wall0 if start is None else start
+        self.catch_up = catch_up
 
     def __call__(self) -> float:
-        return self._sim0 + (self.reactor.seconds() - self._real0) * self.speed
+        elapsed = self.reactor.seconds() - self._real0
+        simulated = self._sim0 + elapsed * self.speed
+        if self.catch_up:
+            return min(simulated, self._wall0 + elapsed)
+        return simulated
+
+    @property
+    def caught_up(self) -> bool:
+        """Whether the simulated time has reached the wall clock (with ``catch_up``)."""
+        elapsed = self.reactor.seconds() - self._real0
+        return self.catch_up and self._sim0 + elapsed * self.speed >= self._wall0 + elapsed
 
     def real_delay(self, simulated_seconds: float) -> float:
         return simulated_seconds / self.speed

@@ -4,6 +4,7 @@ history, a valve close runs when the meter calls; Ctrl-C stops everything."""
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import socket
@@ -42,6 +43,18 @@ def test_the_demo_from_its_printed_url_to_ctrl_c(chromium: Any, tmp_path: Path) 
         password = re.search(r"password\s+(\S+)", text).group(1)
         browse(chromium, url, password)
         web_port = int(url.rsplit(":", 1)[1].strip("/"))
+        # the sac-admin command it prints works on its store, while it runs
+        command = re.search(r"\.venv/bin/sac-admin (--config \S+ .*)", text).group(1).split()
+        made = subprocess.run(
+            [str(Path(sys.executable).parent / "sac-admin"), *command],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            env={k: v for k, v in os.environ.items() if not k.startswith("SAC_")},
+            timeout=60,
+            check=False,
+        )
+        assert made.returncode == 0 and made.stdout.startswith("sac_"), made.stderr
     finally:
         demo.send_signal(signal.SIGINT)  # Ctrl-C
         code = demo.wait(30)
@@ -50,6 +63,8 @@ def test_the_demo_from_its_printed_url_to_ctrl_c(chromium: Any, tmp_path: Path) 
     assert code == 0, errors
     assert "SAC demo stopped." in "".join(out)
     assert "Traceback" not in errors, errors
+    assert "#warn]" not in errors and "#error]" not in errors, errors  # quiet when all is well
+    assert (tmp_path / ".demo" / "master.key").stat().st_mode & 0o777 == 0o600
     log = (tmp_path / ".demo" / "sac.log").read_text()
     assert "SAC stopped cleanly" in log and "Traceback" not in log
     with pytest.raises(ConnectionRefusedError), socket.create_connection(("127.0.0.1", web_port)):

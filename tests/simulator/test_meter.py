@@ -5,12 +5,15 @@ from __future__ import annotations
 import datetime as dt
 import random
 
+from twisted.internet.task import Clock as Reactor
+
 from sac.dlms import Obis
 from sac.dlms.axdr import DoubleLongUnsigned, Integer, OctetString, VisibleString
 from sac.dlms.cosem import ActionResult, DataAccessResult
 from sac.dlms.cosemtime import CosemDateTime
 from sac.dlms.xdlms import AttributeDescriptor, MethodDescriptor, entry_descriptor, range_descriptor
 from sac.profiles import ValveAction, discover_profiles, uni_ts_system_title, valve_steps
+from sac.simulator.fleet import SimClock
 from sac.simulator.meter import (
     EV_OPENING_END,
     EV_READY_COMMAND,
@@ -167,3 +170,23 @@ def test_the_daily_profile_by_range_on_the_clock_or_the_unix_time() -> None:
     assert get(m, 7, "7.0.99.99.3.255", a=3)[2][1] == OctetString(bytes(Obis("7.0.13.2.0.255")))
     # the battery lost ten days of autonomy
     assert int(get(m, 3, "0.0.96.6.6.255")) == 3640
+
+
+def test_a_catching_up_clock_runs_fast_to_the_wall_clock_then_follows_it() -> None:
+    """The demo's clock (issue 19): a day back at 60x reaches now after 24.4 minutes; from
+    then on it is the wall clock, never ahead of it (the demo once pushed readings dated
+    hours in the future)."""
+    reactor = Reactor()
+    wall0 = 1_800_000_000.0
+    clock = SimClock(reactor, 60, start=wall0 - 86400, catch_up=True, wall=lambda: wall0)
+    assert clock() == wall0 - 86400 and not clock.caught_up
+    reactor.advance(600)  # 10 minutes: 10 hours simulated
+    assert clock() == wall0 - 86400 + 36000
+    reactor.advance(86400 / 59 - 600)  # the simulated day meets the wall clock
+    assert clock() == wall0 + 86400 / 59 and clock.caught_up
+    reactor.advance(3600)
+    assert clock() == wall0 + 86400 / 59 + 3600  # the wall clock's pace
+    assert clock.real_delay(900) == 15  # pushes keep their real pace
+    plain = SimClock(reactor, 60, start=wall0, wall=lambda: wall0)
+    reactor.advance(60)
+    assert plain() == wall0 + 3600 and not plain.caught_up  # the simulator's own: unbounded
