@@ -12,6 +12,7 @@ One error handler turns any exception into a plain page: no traceback reaches a 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hmac
 import json
 import math
@@ -28,7 +29,7 @@ from urllib.parse import quote, unquote, urlencode
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from twisted.logger import Logger
 from twisted.web.pages import notFound
-from twisted.web.static import File
+from twisted.web.resource import Resource
 from werkzeug.exceptions import HTTPException, NotFound
 
 from sac.errors import SacError
@@ -921,11 +922,42 @@ class Web(AdminPages, ApiRoutes, SoapRoutes):
 
     @app.route("/static/", branch=True)
     def static(self, request: Any) -> Any:
-        return _StaticFiles(str(STATIC))
+        return self._static
+
+    @functools.cached_property
+    def _static(self) -> _StaticFiles:
+        return _StaticFiles(STATIC)
 
 
-class _StaticFiles(File):
-    """The static files, without Twisted's directory listing (a 404 instead)."""
+# the static files' types (Twisted's own File resource is not used: its module logs
+# deprecation warnings when imported, and it lists directories)
+_STATIC_TYPES = {
+    ".css": "text/css; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".svg": "image/svg+xml",
+}
 
-    def directoryListing(self) -> Any:
-        return notFound()
+
+class _StaticFiles(Resource):
+    """The pages' few static files, read once and served with their type and a cache
+    lifetime; any other path (a directory, a dot segment, a missing file) is a 404."""
+
+    isLeaf = True
+
+    def __init__(self, folder: Path) -> None:
+        super().__init__()
+        self.files = {
+            entry.name: (entry.read_bytes(), _STATIC_TYPES[entry.suffix])
+            for entry in folder.iterdir()
+            if entry.is_file() and entry.suffix in _STATIC_TYPES
+        }
+
+    def render_GET(self, request: Any) -> bytes:
+        name = b"/".join(request.postpath).decode("utf-8", "replace")
+        found = self.files.get(name)
+        if found is None:
+            return notFound().render(request)
+        body, kind = found
+        request.setHeader(b"content-type", kind.encode())
+        request.setHeader(b"cache-control", b"public, max-age=3600")
+        return body
