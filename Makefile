@@ -42,7 +42,7 @@ bench: $(BIN)/.sac-installed
 
 # The README's promise on a fresh machine: the committed HEAD, cloned alone into an empty
 # temporary directory (no sibling checkout, no SAC_VECTORS), passes the README's `make test` on the
-# files below. The clone makes its own .venv: 1-3 minutes with pip's cache warm.
+# files below. The clone makes its own .venv: 1-3 minutes (about 30 s with pip's cache warm).
 BARE_CLONE_TESTS ?= tests/test_standalone.py tests/dlms/test_vectors.py tests/test_profiles.py \
                     tests/interop/test_gurux_peer_selftest.py
 bare-clone:
