@@ -1,8 +1,9 @@
 """Benchmark inputs and independent peer decoders for the codec benchmark.
 
 Inputs are built by hand with `cryptography`'s AESGCM (no DLMS library): a CF47 push
-(DATA-NOTIFICATION, spec §2.3/§2.4) and a GET-Response-Normal register read, each in a wrapper
-frame (src wPort 1, dst wPort 1) carrying general-glo-ciphering (SC 0x30, AK = EK = key).
+(DATA-NOTIFICATION, docs/uni-ts-11291.md §2.3, §2.4) and a GET-Response-Normal register read,
+each in a wrapper frame (src wPort 1, dst wPort 1) carrying general-glo-ciphering (SC 0x30,
+AK = EK = key).
 
 Peers, each `(frame) -> value`, doing "wrapper -> decrypt -> parse APDU -> value":
 - dlms-cosem 25.1.0 (BSL 1.1: benchmark use only, API calls only, no code copied);
@@ -41,7 +42,8 @@ REGISTER_VALUE = 123456
 SC = 0x30  # suite 0, authenticated + encrypted
 TAG_LEN = 12
 
-# CF47 "content A" (spec §2.4): name -> (struct code, value). Ends with the spare octet-string.
+# CF47 "content A" (docs/uni-ts-11291.md §2.4): name -> (struct code, value). Ends with the
+# spare octet-string.
 _CF47: tuple[tuple[str, str, int | bool], ...] = (
     ("template_id", "B", 47),
     ("unix_time", "I", 1795237200),  # 2026-11-21T05:00:00Z = 06:00 CET, gas-day start

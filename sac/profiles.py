@@ -72,7 +72,7 @@ def ref(class_id: int, obis: str, attribute: int = 2) -> CosemRef:
     return CosemRef(class_id, Obis(obis), attribute)
 
 
-# The standard quantities and where UNI/TS 11291-12-2 meters keep them (spec section 1).
+# The standard quantities and where UNI/TS 11291-12-2 meters keep them (docs/uni-ts-11291.md §1).
 STANDARD_OBJECTS: Mapping[str, CosemRef] = MappingProxyType(
     {
         "ldn": ref(1, "0.0.42.0.0.255"),
@@ -126,7 +126,7 @@ class ValveAction(StrEnum):
     ENABLE_OPENING = "enable-opening"  # ready_for_reconnection: the customer opens on site
 
 
-# Script ids of the disconnect control script table 0.0.10.0.106.255 (spec section 1.6)
+# Script ids of the disconnect control script table 0.0.10.0.106.255 (docs/uni-ts-11291.md §1.6)
 VALVE_SCRIPTS = {ValveAction.CLOSE: 1, ValveAction.ENABLE_OPENING: 2}
 # IC 70 method ids
 VALVE_METHODS = {ValveAction.CLOSE: 1, ValveAction.ENABLE_OPENING: 2}
@@ -188,11 +188,12 @@ class MeterProfile:
     ak_equals_ek: bool = True
     inverted_deviation: bool = True
     battery_unit: int = UNIT_DAY
-    # the converted-volume index in litres: scaler -3, unit 14 (corrected m3) -- spec 1.1
+    # the converted-volume index in litres: scaler -3, unit 14 (corrected m3)
+    # (docs/uni-ts-11291.md §1.1)
     volume_scaler_unit: tuple[int, int] = (-3, 14)
     max_pdu: int = 504
     session_budget: float = 80.0
-    # no public definition of the UNI/TS diagnostic bits (spec 1.9): none by default
+    # no public definition of the diagnostic bits (docs/uni-ts-11291.md §1.9): none by default
     diagnostic_bits: Mapping[int, str] = field(default_factory=dict)
 
     def validate(self) -> None:

@@ -1,4 +1,5 @@
-"""Shared fixtures: the public test vectors of ../shared/spec/vectors.json."""
+"""Shared fixtures: the public test vectors of tests/vectors/vectors.json (or ``$SAC_VECTORS``),
+explained in docs/uni-ts-11291.md section 8."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from typing import Any
 from hypothesis import HealthCheck, settings
 
 ROOT = Path(__file__).resolve().parents[1]
-VECTORS_PATH = Path(os.environ.get("SAC_VECTORS", ROOT.parent / "shared" / "spec" / "vectors.json"))
+DEFAULT_VECTORS = ROOT / "tests" / "vectors" / "vectors.json"
+VECTORS_PATH = Path(os.environ.get("SAC_VECTORS", DEFAULT_VECTORS))
 
 settings.register_profile("default", max_examples=300, deadline=None)
 settings.register_profile(

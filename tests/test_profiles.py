@@ -103,7 +103,7 @@ def test_fiorentini_decodes_its_real_pushes(vid: str, registry: ProfileRegistry)
 
 
 def test_fiorentini_first_push_values(registry: ProfileRegistry) -> None:
-    _, frame = decoded_tv1("TV1-01e5", registry)  # spec section 2.5
+    _, frame = decoded_tv1("TV1-01e5", registry)  # docs/uni-ts-11291.md §2.5
     assert dt.datetime.fromtimestamp(frame["unix_time"], dt.UTC) == dt.datetime(
         2018, 2, 15, 13, 55, 2, tzinfo=dt.UTC
     )
@@ -127,7 +127,7 @@ def test_honeywell_decodes_cf30_with_battery_in_percent(registry: ProfileRegistr
 
 
 def test_the_generic_profile_reads_cf47_at_the_spec_offsets(registry: ProfileRegistry) -> None:
-    # CF47 written by hand from the offset table of spec section 2.4, not by our layout
+    # CF47 written by hand from the offset table of docs/uni-ts-11291.md §2.4, not by our layout
     buffer = (
         bytes([47])
         + struct.pack(
@@ -160,7 +160,7 @@ def test_valve_commands_by_method_or_by_script(registry: ProfileRegistry) -> Non
     assert enable.method == 2
     at = dt.datetime(2025, 1, 15, 10, 0)
     script, when = valve_steps(registry["honeywell-ei7"], ValveAction.CLOSE, at)
-    # the values of the schedule SETs of spec section 2.5 (TV, HW-A2 semantics), byte for byte
+    # the values of the schedule SETs of docs/uni-ts-11291.md §2.5 (TV5, HW-A2's), byte for byte
     assert (script.target.class_id, str(script.target.obis), script.target.attribute) == (
         22,
         "0.0.15.0.1.255",

@@ -352,7 +352,7 @@ def construct_of(layout: CompactLayout) -> cs.Struct:
 
 
 def compact_buffer_of(body: Any) -> bytes:
-    """The compact buffer a DATA-NOTIFICATION body carries (spec section 2.3).
+    """The compact buffer a DATA-NOTIFICATION body carries (docs/uni-ts-11291.md §2.3).
 
     Variant A is the octet-string itself (Pietro Fiorentini); variant B a structure whose
     first element is the octet-string, as a standard IC 40 push writes it (Honeywell EI7).

@@ -1,4 +1,5 @@
-"""The UNI/TS 11291-12-2 compact frame layouts known from public sources (spec section 2.4).
+"""The UNI/TS 11291-12-2 compact frame layouts known from public sources
+(docs/uni-ts-11291.md §2.4).
 
 Pure data: profiles (sac.plugins) pick the ones their meters send, and add their own.
 Sources and confidence: CF47/CF48 [C] (Honeywell EI7 production parser and oneGasMeter

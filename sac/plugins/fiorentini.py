@@ -3,10 +3,10 @@
 How they differ from the generic profile:
 - their push carries template 18, a 34-byte compact frame (test vectors TV1, real captures):
   UNIX time, the converted-volume index and the index under alarm, and the last daily
-  load-profile entry (spec section 2.5; bytes 5-9 and the last two are not identified and
+  load-profile entry (docs/uni-ts-11291.md §2.5; bytes 5-9 and the last two are not identified and
   are kept raw) -- the layout is an INFERENCE from the captures;
 - ciphered APDUs to them carry an empty system title (``DB 00 ...``), as Fiorentini devices
-  use on their local port and Gurux does in Italy mode (spec sections 1.10 and 3): the
+  use on their local port and Gurux does in Italy mode (docs/uni-ts-11291.md §1.10, §3): the
   meter's title must be known in advance, which the SAC has from provisioning.
 Matched by the FLAG id "FIO".
 """

@@ -1,6 +1,6 @@
 """Honeywell (Elster) EI6/EI7-style meters, as Honeywell's own head-end code drives them.
 
-How they differ from the generic profile (spec sections 1.1, 1.6, 2.4, 5):
+How they differ from the generic profile (docs/uni-ts-11291.md §1.1, §1.6, §2.4, §5):
 - they push CF30 (timeouts, valve, counters, current diagnostic, batteries, daily and
   hourly profile; test vector TV2) besides CF47/48/49/51;
 - battery autonomy comes as the percentage of residual capacity (unit 56), not days;
@@ -21,7 +21,7 @@ honeywell_ei7 = MeterProfile(
     layouts={layout.template_id: layout for layout in (CF30, CF47, CF48, CF49, CF51)},
     valve_method=ValveMethod.SCHEDULED_SCRIPT,
     battery_unit=UNIT_PERCENT,
-    # as Honeywell's own head-end reads them (spec 1.9, unconfirmed elsewhere)
+    # as Honeywell's own head-end reads them (docs/uni-ts-11291.md §1.9, unconfirmed elsewhere)
     diagnostic_bits={
         3: "device error",
         4: "device error",

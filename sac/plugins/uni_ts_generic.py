@@ -1,9 +1,10 @@
 """The generic UNI/TS 11291-12-2 gas meter: the profile of a meter nothing else claims.
 
-Objects of spec section 1, the PP4 push frames CF47/48/49 and the frame counters CF51
-(section 2.4), the valve by the IC 70 methods, general-glo-ciphering with the system title
-present, AK = EK, the Italian clock deviation sign, battery autonomy in days.  Max PDU 504
-and 80 s sessions: oneGasMeter's defaults for NB-IoT [U in the spec].
+Objects of docs/uni-ts-11291.md §1, the PP4 push frames CF47/48/49 and the frame counters
+CF51 (docs/uni-ts-11291.md §2.4), the valve by the IC 70 methods, general-glo-ciphering with the
+system title present, AK = EK, the Italian clock deviation sign, battery autonomy in days.
+Max PDU 504 and 80 s sessions: oneGasMeter's defaults for NB-IoT
+[U: docs/uni-ts-11291.md §1.7, §3].
 """
 
 from sac.dlms.layouts import CF47, CF48, CF49, CF51

@@ -1,5 +1,6 @@
 """The push listener: meters call in, push a ciphered DATA-NOTIFICATION, and answer our
-requests on the same connection (spec section 5; design.md "the main flow").
+requests on the same connection (docs/uni-ts-11291.md §5;
+docs/architecture.md, "A meter calls in").
 
 One :class:`PushProtocol` a connection:
 

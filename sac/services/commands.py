@@ -69,7 +69,7 @@ class Kind(StrEnum):
     SYNC_CLOCK = "sync-clock"
 
 
-# the valve first: arrears closures have an SLA (spec section 5)
+# the valve first: arrears closures have an SLA (docs/uni-ts-11291.md §5)
 PRIORITY = {
     Kind.VALVE_CLOSE: 20,
     Kind.VALVE_ENABLE_OPENING: 20,
@@ -382,7 +382,7 @@ def range_access(
     columns: tuple[Capture, ...], start: dt.datetime, end: dt.datetime, *, inverted: bool
 ) -> SelectiveAccess:
     """Selective access by range (selector 1) on a profile's time column: UNIX seconds or
-    the clock's date-time, as the profile captures it (spec section 6, gap 8)."""
+    the clock's date-time, as the profile captures it (docs/uni-ts-11291.md §6, item 8)."""
     time_col = next((c for c in columns if c.obis in (UNIX_TIME, CLOCK)), None)
     if time_col is None:
         raise CommandError("object", "the profile has no time column to select a range on")

@@ -42,7 +42,7 @@ DAILY_DIAGNOSTIC = Obis("7.1.96.5.1.255")
 BATTERY = Obis("0.0.96.6.6.255")
 VALVE = Obis("0.0.96.3.10.255")
 VOLUMES = (INDEX, INDEX_UNDER_ALARM)
-# codes and counters of logbook entries (spec section 1.5 and 1.9)
+# codes and counters of logbook entries (docs/uni-ts-11291.md §1.5, §1.9)
 EVENT_CODE_C, EVENT_CODE_D = 96, 11
 EVENT_COUNTER_C, EVENT_COUNTER_D = 96, 15
 

@@ -55,7 +55,7 @@ from sac.store.operations import CommandStateError
 
 __all__ = ["SAC_SYSTEM_TITLE", "MeterSession", "SessionSettings"]
 
-SAC_SYSTEM_TITLE = b"SACSACSA"  # spec section 3 (configurable)
+SAC_SYSTEM_TITLE = b"SACSACSA"  # docs/uni-ts-11291.md §3 (configurable)
 SERVICE_ERROR_INVOCATION_COUNTER = 6
 LAST_COUNTER = 0xFFFFFFFF
 

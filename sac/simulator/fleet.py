@@ -172,7 +172,7 @@ class Fleet:
     def _template(self, m: SimulatedMeter) -> int:
         templates = self.profile.push_templates
         if len(templates) > 1 and m.last_day % 3 == 0:
-            return templates[1]  # the daily data every third day (spec section 5, OGM)
+            return templates[1]  # the daily data every third day (docs/uni-ts-11291.md §5, OGM)
         return templates[0]
 
     def _push(self, m: SimulatedMeter) -> Deferred[None]:

@@ -8,8 +8,8 @@ ready_for_reconnection -> opened by the customer after a while, or back to close
 opening period ends).  Everything it does is written to its logbooks.
 
 Time is a function returning UNIX seconds (the fleet's clock, possibly accelerated); nothing
-here sleeps or does I/O.  The object set, access rights and encodings follow the spec's
-section 1 and the meter's profile.
+here sleeps or does I/O.  The object set, access rights and encodings follow
+docs/uni-ts-11291.md §1 and the meter's profile.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ __all__ = ["PUBLIC_OBJECTS", "SimulatedMeter", "ValveState"]
 
 ITALY = ZoneInfo("Europe/Rome")
 MANAGEMENT, PUBLIC = 1, 16
-GAS_DAY_START = 6  # local hour (spec section 1.2: default 06:00)
+GAS_DAY_START = 6  # local hour (docs/uni-ts-11291.md §1.2: 06:00 by default)
 DAY = 86_400
 LOG_SIZE = 64  # entries kept per logbook
 PROFILE_DAYS = 62  # daily load-profile entries kept
@@ -60,14 +60,14 @@ UNIT_M3 = 14  # DLMS unit: corrected m3 (the index is in litres: scaler -3)
 
 
 class ValveState:
-    """IC 70 control_state values (spec section 1.1)."""
+    """IC 70 control_state values (docs/uni-ts-11291.md §1.1)."""
 
     DISCONNECTED = 0  # closed
     CONNECTED = 1  # open
     READY = 2  # ready_for_reconnection: closed, the customer may open it
 
 
-# Event codes written by the simulator (spec section 1.9)
+# Event codes written by the simulator (docs/uni-ts-11291.md §1.9)
 EV_CLOCK_SYNCED = 12
 EV_VALVE_CLOSED = 30
 EV_VALVE_OPENED = 31
@@ -117,7 +117,7 @@ KNOWN_OBJECTS = frozenset(
 _SCRIPT_ACTIONS = {script: action for action, script in VALVE_SCRIPTS.items()}
 _METHOD_ACTIONS = {method: action for action, method in VALVE_METHODS.items()}
 
-# what the Public client may read (spec section 1.3 and 5: identification and the counter)
+# what the Public client may read (docs/uni-ts-11291.md §1.3, §5: identity, counter)
 PUBLIC_OBJECTS = frozenset((LDN, FC_MGMT, FC_MGMT_OFFLINE, SERIAL, UNIX, CLOCK))
 
 
@@ -599,7 +599,7 @@ class SimulatedMeter:
 
     def _select(self, rows: list[Structure], access: SelectiveAccess | None) -> list[Structure]:
         """Selective access: by range on the clock (12-byte date-times) or the UNIX time,
-        or by entry (spec section 1.5)."""
+        or by entry (docs/uni-ts-11291.md §1.5)."""
         if access is None:
             return rows
         p = access.parameters

@@ -44,7 +44,7 @@ UNITS: Mapping[int, str] = {
     255: "",
 }
 
-# IC 70 control_state (spec section 1.2)
+# IC 70 control_state (docs/uni-ts-11291.md §1.1)
 VALVE_STATES: Mapping[int, str] = {
     0: "closed",
     1: "open",

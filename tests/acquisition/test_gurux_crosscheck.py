@@ -10,7 +10,7 @@ What it proves, on SQLite and on PostgreSQL:
 
 * a gurux push is stored, found by its system title or, without one, by its source address;
 * the same push sent again is refused as a replay and stores nothing;
-* a queued valve-close runs in the push session with the requests the spec prescribes
+* a queued valve-close runs in the push session with the requests of docs/uni-ts-11291.md §1.6
   (ACTION 70/0.0.96.3.10.255/1 integer(0), then GET of control_state), ciphered so that
   gurux reads them, the Management counter starting at the frame's FC + 1; with the
   Fiorentini profile the SAC's ciphered requests carry an empty system title.
@@ -48,7 +48,7 @@ from tests.interop.gurux_peer import (
 )
 
 KEY = bytes.fromhex("5ac0ffee00112233445566778899aabb")  # the meter's Management key (EK = AK)
-SAC_TITLE = b"SACSACSA"  # the SAC's default system title (spec section 3)
+SAC_TITLE = b"SACSACSA"  # the SAC's default system title (docs/uni-ts-11291.md §3)
 METER_TITLE = uni_ts_system_title("FIO", 12345678)
 LDN = "FIO0000012345678"
 MANAGEMENT = 1  # client SAP of the Management client (and the meter's logical device)
@@ -60,7 +60,7 @@ PUSH_IC = 1000  # the meter's invocation counter in its push
 
 
 def compact(index: int = LITRES, management_fc: int = 0) -> bytes:
-    """A CF47 compact buffer (spec section 2.4): only the payload of the push."""
+    """A CF47 compact buffer (docs/uni-ts-11291.md §2.4): only the payload of the push."""
     return CF47.encode(
         {
             "unix_time": int(time.time()),

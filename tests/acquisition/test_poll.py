@@ -84,7 +84,7 @@ async def test_a_poll_reads_every_list_and_detail_object(backend: Backend) -> No
         int(t.timestamp()) for t in times if t != daily[0].captured
     }
     [event] = await store.events(m.ldn)
-    assert event.code == 30 and event.source == "poll"  # valve closed (spec section 1.9)
+    assert event.code == 30 and event.source == "poll"  # valve closed (docs/uni-ts-11291.md §1.9)
     pdr = await store.last_readings(m.ldn, Obis("0.0.96.1.10.255"))
     assert pdr[0].raw is not None and m.pdr.encode() in pdr[0].raw
 

@@ -1,5 +1,5 @@
 """Unit tests for what the vectors and the round trips do not pin down: edge cases, limits,
-refusals, and the compact layouts of spec section 2.4 at their documented offsets."""
+refusals, and the compact layouts of docs/uni-ts-11291.md §2.4 at their documented offsets."""
 
 from __future__ import annotations
 
@@ -326,7 +326,7 @@ def test_policies_and_forms() -> None:
         Suite0Cipher(KEY[:15])
 
 
-# --- compact frames at the spec's offsets -------------------------------------------------
+# --- compact frames at the offsets of docs/uni-ts-11291.md §2.4 --------------------------------
 
 HEAD = struct.pack(">BIH?BHHHII", 0, 1_700_000_000, 0x0102, True, 2, 7, 300, 0x1480, 123456, 789)
 

@@ -1,4 +1,4 @@
-"""Every public test vector of ../shared/spec/vectors.json, byte for byte.
+"""Every public test vector of tests/vectors/vectors.json, byte for byte.
 
 Each vector id is claimed by exactly one check below; ``test_every_vector_is_checked`` fails
 when a vector is added to the file and no check claims it.

@@ -17,7 +17,7 @@ from . import gurux_peer as gx
 pytestmark = pytest.mark.interop
 
 
-VECTORS: dict[str, dict[str, Any]] = all_vectors()  # $SAC_VECTORS or ../shared
+VECTORS: dict[str, dict[str, Any]] = all_vectors()  # tests/vectors/vectors.json or $SAC_VECTORS
 
 
 def vec(vid: str) -> bytes:
