@@ -75,15 +75,17 @@ async def session(port: int, meter: Any) -> tuple[bool, int]:
     return bool(reason.check(ConnectionDone)), protocol.unix_time
 
 
-def start_sac(address: str, tmp_path: Path) -> Twistd:
-    """``twistd -n sac`` on ``address``: push only, on a free port of 127.0.0.1."""
+def start_sac(address: str, tmp_path: Path, run: int = 1) -> Twistd:
+    """``twistd -n sac`` on ``address``: push only, on a free port of 127.0.0.1; its JSON
+    log in ``sac-<run>.log`` (a file: written line by line, it survives the SIGKILL)."""
     config = tmp_path / "sac.ini"
+    log = tmp_path / f"sac-{run}.log"
     config.write_text(
         f"[store]\naddress = {address}\nconnections = 2\n"
         f"[push]\nlisten = tcp:0:interface=127.0.0.1\nspool = {tmp_path / 'spool'}\n"
-        "[web]\nlisten =\n[poll]\nenabled = no\n[log]\nformat = json\n"
+        f"[web]\nlisten =\n[poll]\nenabled = no\n[log]\nformat = json\nfile = {log}\n"
     )
-    return Twistd(Path(sys.executable).parent, config, tmp_path, ENV)
+    return Twistd(Path(sys.executable).parent, config, tmp_path, ENV, log_file=log)
 
 
 async def port_of(sac: Twistd) -> int:
@@ -122,7 +124,7 @@ async def test_sigkill_mid_burst_loses_no_acknowledged_reading(
         sac.kill()  # SIGKILL
         for d in pending:
             await d
-        sac = start_sac(address, tmp_path)
+        sac = start_sac(address, tmp_path, run=2)
         runs.append(sac)
         port = await port_of(sac)
         await deferLater(reactor, 1.1, lambda: None)  # a new second: new push times
@@ -138,7 +140,12 @@ async def test_sigkill_mid_burst_loses_no_acknowledged_reading(
         assert utc(unix_time) in {r.captured for r in readings}, (
             ldn,
             unix_time,
-            [line for run in runs for line in [*run.lines, *run.errors] if ldn in line],
+            [
+                f"run {n}: {e['message']}"
+                for n, run in enumerate(runs, 1)
+                for e in run.events()
+                if ldn in e["message"] or "spool" in e["message"] or e["level"] != "info"
+            ],
         )
     for m in fleet.meters:
         counters = Watched.seen.get(m.ldn, [])
