@@ -1,6 +1,10 @@
 # The two commands of README.md: `make demo` and `make test`.
 # Each creates .venv on first use and installs what it needs.
-PYTHON ?= $(shell command -v python3.11 || command -v python3)
+# Python 3.11, 3.12 or 3.13: the newest found (.ci/pythons), unless PYTHON=... is given.
+ifeq ($(origin PYTHON),undefined)
+PYTHON := $(or $(shell .ci/pythons | awk '$$2 != "-" { print $$2; exit }'),python3)
+endif
+MINOR  := -c 'import sys; print(*sys.version_info[:2], sep=".")'
 VENV   := .venv
 BIN    := $(VENV)/bin
 # pytest's arguments for `make test` (default: the whole suite), e.g.
@@ -10,23 +14,27 @@ PYTEST_ARGS ?=
 .PHONY: demo test lint fuzz bench interop bare-clone clean
 
 $(BIN)/.sac-installed: setup.cfg setup.py pyproject.toml
-	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "sac needs Python 3.11 (datetime.UTC, StrEnum; spyne 2.14 does not import on 3.12+)"'
+	@$(PYTHON) -c 'import sys; assert (3, 11) <= sys.version_info[:2] <= (3, 13), f"sac needs Python 3.11, 3.12 or 3.13; $(PYTHON) is {sys.version.split()[0]} (make PYTHON=/path/to/python3.13)"'
+	@echo "sac: $(VENV) on Python $$($(PYTHON) $(MINOR)): $(PYTHON)"
+	@if [ -x $(BIN)/python ] && [ "$$($(BIN)/python $(MINOR))" != "$$($(PYTHON) $(MINOR))" ]; then \
+		echo "sac: $(VENV) is on another Python: made anew"; rm -rf $(VENV); fi
+	@echo "sac: installing sac and what it needs into $(VENV), once (about half a minute with pip's cache warm, a few minutes without)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test,bench]' --config-settings editable_mode=compat
+	$(BIN)/pip install -q -e '.[test,bench]'
 	touch $@
 
 demo: $(BIN)/.sac-installed
 	$(BIN)/python -m sac.demo
 
 test: $(BIN)/.sac-installed
-	$(BIN)/ruff check sac tests benchmarks twisted setup.py
-	$(BIN)/ruff format --check sac tests benchmarks twisted setup.py
+	$(BIN)/ruff check sac tests benchmarks twisted buildtools setup.py
+	$(BIN)/ruff format --check sac tests benchmarks twisted buildtools setup.py
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: $(BIN)/.sac-installed
-	$(BIN)/ruff check sac tests benchmarks twisted setup.py
-	$(BIN)/ruff format --check sac tests benchmarks twisted setup.py
+	$(BIN)/ruff check sac tests benchmarks twisted buildtools setup.py
+	$(BIN)/ruff format --check sac tests benchmarks twisted buildtools setup.py
 
 # 100k+ examples per property: the long Hypothesis run (not part of `make test`).
 fuzz: $(BIN)/.sac-installed

@@ -67,24 +67,95 @@ request is the client's input too: ``Client.BadRequest``, logged at info.
 Twisted reads the whole request body (into a temporary file when it is large) before a
 resource sees it; ``max_body`` keeps anything larger away from the XML parser (413), it
 does not stop the upload itself.
+
+spyne 2.14 on Python 3.12 and 3.13, without touching site-packages:
+
+* ``spyne.util.six`` (an old vendored ``six``) puts on ``sys.meta_path`` an importer that has
+  ``find_module`` and no ``find_spec``; Python 3.12 no longer asks such an importer, so
+  ``spyne.util.six.moves`` (which spyne imports everywhere) is not found.  This module puts
+  :class:`_SixMovesFinder` on ``sys.meta_path`` before spyne is first imported (``sac.web``
+  imports this module first): it answers ``find_spec`` for those names by asking six's own
+  importer, and lets it load them as before.
+* spyne's SOAP protocol imports ``cgi`` (for ``cgi.parse_header``), gone from the standard
+  library in Python 3.13: the ``legacy-cgi`` distribution provides it (``setup.cfg``
+  requires it there).
 """
 
 from __future__ import annotations
 
+import importlib.abc
+import importlib.util
 import re
+import sys
 import uuid
+import warnings
 from email.message import Message
 from inspect import iscoroutine
+from types import ModuleType
 from typing import Any
 
-from lxml import etree
-from spyne import Address, Application, Fault
-from spyne.server.http import HttpBase, HttpMethodContext, HttpTransportContext
-from twisted.internet.defer import Deferred, maybeDeferred
-from twisted.logger import Logger
-from twisted.python.failure import Failure
-from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET
+_SIX = "spyne.util.six"
+
+
+class _SixMovesLoader(importlib.abc.Loader):
+    """Loads what six's importer knows (``spyne.util.six.moves``, ``...moves.urllib.parse``,
+    a moved standard module) by asking that importer.  Import makes an empty module for the
+    spec first; six's ``load_module`` answers what ``sys.modules`` holds, so that empty one
+    leaves ``sys.modules`` and six puts its own there, which the import then returns (a moved
+    standard module, ``http.cookies`` say, keeps its own ``__spec__``)."""
+
+    def __init__(self, importer: Any) -> None:
+        self.importer = importer
+
+    def create_module(self, spec: Any) -> None:
+        return None
+
+    def exec_module(self, module: ModuleType) -> None:
+        name = module.__name__
+        del sys.modules[name]
+        self.importer.load_module(name)
+
+
+class _SixMovesFinder(importlib.abc.MetaPathFinder):
+    """``find_spec`` for the names spyne's vendored six serves: what its importer's
+    ``find_module`` (all it has) says it knows."""
+
+    sac_six_moves = True  # which finder this is, across a reload of this module
+
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
+        if not fullname.startswith(_SIX + ".moves"):
+            return None
+        importer = getattr(sys.modules.get(_SIX), "_importer", None)
+        if importer is None or importer.find_module(fullname) is None:
+            return None
+        return importlib.util.spec_from_loader(
+            fullname, _SixMovesLoader(importer), is_package=importer.is_package(fullname)
+        )
+
+
+def _install_six_moves_finder() -> None:
+    sys.meta_path[:] = [f for f in sys.meta_path if not getattr(f, "sac_six_moves", False)]
+    sys.meta_path.append(_SixMovesFinder())
+
+
+_install_six_moves_finder()
+
+# spyne's SOAP module imports cgi, deprecated on 3.11 and 3.12 (gone on 3.13: legacy-cgi
+# provides it): imported first here, where its warning, which no operator can act on, is
+# silenced (only that one)
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", "'cgi' is deprecated", DeprecationWarning)
+    import spyne.protocol.soap.soap11  # noqa: F401
+
+# spyne only now: its first import needs the finder above on Python 3.12+.
+from lxml import etree  # noqa: E402
+from spyne import Address, Application, Fault  # noqa: E402
+from spyne.server.http import HttpBase, HttpMethodContext, HttpTransportContext  # noqa: E402
+from twisted.internet.defer import Deferred, maybeDeferred  # noqa: E402
+from twisted.logger import Logger  # noqa: E402
+from twisted.python.failure import Failure  # noqa: E402
+from twisted.web.resource import Resource  # noqa: E402
+from twisted.web.server import NOT_DONE_YET  # noqa: E402
 
 __all__ = ["DEFAULT_MAX_BODY", "SoapResource"]
 

@@ -1,5 +1,5 @@
 """``twistd -n sac`` for real, as an operator runs it: from the source tree (the project's
-venv, an editable install in compat mode) on PostgreSQL, and from the built wheel installed
+venv, an editable install) on PostgreSQL, and from the built wheel installed
 into a fresh venv on SQLite.  The web answers, simulated meters' pushes are stored, SIGTERM
 stops it cleanly, a restart goes on; a bad configuration or a port taken stops it with every
 problem said and a non-zero status."""

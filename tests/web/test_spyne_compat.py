@@ -528,3 +528,28 @@ def test_importing_twice_needs_and_plants_no_twisted_python_constants() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout == "absent\n"
+
+
+def test_spyne_six_moves_import_without_the_find_module_that_python_3_12_ignores() -> None:
+    """spyne's vendored six registers an importer with ``find_module`` alone, which Python
+    3.12 no longer asks: ``spyne.util.six.moves`` must be found through ``find_spec``.  Shown
+    on every version: every finder without ``find_spec`` taken off ``sys.meta_path`` (what
+    3.12 ignores), six's modules import again.  A standard module six moves
+    (``http.cookies``) keeps its own spec."""
+    script = (
+        "import sys\n"
+        "import sac.web.soap\n"
+        "sys.meta_path[:] = [f for f in sys.meta_path if hasattr(f, 'find_spec')]\n"
+        "for name in [n for n in sys.modules if n.startswith('spyne.util.six.moves')]:\n"
+        "    del sys.modules[name]\n"
+        "import spyne.util.six.moves.urllib.parse as parse\n"
+        "import spyne.util.six.moves.http_cookies as cookies\n"
+        "assert cookies is sys.modules['http.cookies'], cookies\n"
+        "assert cookies.__spec__.name == 'http.cookies', cookies.__spec__\n"
+        "print(parse.urlsplit('http://meter.invalid/a?b').path)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=False, cwd=ROOT
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "/a\n"
