@@ -22,6 +22,7 @@ import math
 import os
 import secrets
 import shutil
+import signal
 import socket
 import sys
 from collections.abc import Sequence
@@ -216,6 +217,9 @@ Ctrl-C stops the SAC and the meters.
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     status = 0
+    # Ctrl-C stops the demo, even when it was started with SIGINT ignored (a shell's
+    # background job, a CI runner): Twisted only takes over a default SIGINT handler
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     async def demo(reactor: Any) -> None:
         nonlocal status

@@ -28,6 +28,9 @@ def test_the_demo_from_its_printed_url_to_ctrl_c(chromium: Any, tmp_path: Path) 
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # as a shell's background job or a CI runner starts it: SIGINT ignored (Ctrl-C must
+        # stop it all the same; it once did not, and this test hung in such runs)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
     out: list[str] = []
     reader = threading.Thread(target=lambda: out.extend(demo.stdout), daemon=True)
