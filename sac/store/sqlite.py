@@ -40,7 +40,7 @@ def _configure(connection: sqlite3.Connection) -> None:
         except sqlite3.OperationalError as exc:
             if "locked" not in str(exc) or attempt == 99:
                 raise
-            time.sleep(0.05)
+            time.sleep(0.05)  # off-reactor: adbapi runs cp_openfun in its connection thread
     connection.execute("PRAGMA synchronous = FULL")
     connection.execute("PRAGMA foreign_keys = ON")
     if sqlite3.sqlite_version_info < (3, 38):  # unixepoch() is built in from 3.38

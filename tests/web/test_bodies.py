@@ -123,9 +123,7 @@ async def test_a_30_mb_user_name_is_refused_and_never_audited(site: Site) -> Non
     listening = Listening(site.web)
     try:
         http = HTTPClient(Agent(reactor))
-        form = await http.get(listening.base + "/login")
-        csrf = re.search(r'name="csrf" value="([^"]+)"', await form.text()).group(1)
-        cookie = form.headers.getRawHeaders("set-cookie")[0].split(";")[0]
+        csrf, cookie = await login_form(http, listening)
         answer = await http.post(
             listening.base + "/login",
             data={"username": "u" * (30 * MIB), "password": "x", "csrf": csrf},
@@ -177,12 +175,17 @@ async def test_an_upload_without_a_session_is_refused_before_its_body(site: Site
         await listening.close()
 
 
+async def login_form(http: HTTPClient, listening: Listening) -> tuple[str, str]:
+    """The sign-in form's CSRF token and the session cookie that goes with it."""
+    form = await http.get(listening.base + "/login")
+    csrf = re.search(r'name="csrf" value="([^"]+)"', await form.text()).group(1)
+    return csrf, form.headers.getRawHeaders("set-cookie")[0].split(";")[0]
+
+
 async def sign_in(listening: Listening, name: str) -> str:
     """A session's cookie header."""
     http = HTTPClient(Agent(reactor))
-    form = await http.get(listening.base + "/login")
-    csrf = re.search(r'name="csrf" value="([^"]+)"', await form.text()).group(1)
-    cookie = form.headers.getRawHeaders("set-cookie")[0].split(";")[0]
+    csrf, cookie = await login_form(http, listening)
     answer = await http.post(
         listening.base + "/login",
         data={"username": name, "password": PASSWORD, "csrf": csrf},
@@ -208,9 +211,7 @@ async def test_audit_lines_are_bounded(site: Site, backend: Backend) -> None:
     listening = Listening(site.web)
     try:
         http = HTTPClient(Agent(reactor))
-        form = await http.get(listening.base + "/login")
-        csrf = re.search(r'name="csrf" value="([^"]+)"', await form.text()).group(1)
-        cookie = form.headers.getRawHeaders("set-cookie")[0].split(";")[0]
+        csrf, cookie = await login_form(http, listening)
         answer = await http.post(
             listening.base + "/login",
             data={"username": "u" * 50_000, "password": "x", "csrf": csrf},
