@@ -2,7 +2,10 @@
 
 Push sessions take a Twisted server endpoint string: ``tcp:4059:interface=0.0.0.0``, or
 ``ssl:4059:privateKey=key.pem:certKey=cert.pem`` for TLS (with ``extraCertChain=`` and
-``dhParameters=`` when needed), or any other stream endpoint Twisted knows.  DATA-NOTIFICATION
+``dhParameters=`` when needed), or any other stream endpoint Twisted knows.  ``ssl:`` is parsed
+here, with Twisted's grammar and keywords, so that the certificate and key reach OpenSSL as
+``cryptography`` objects (Twisted's own ``ssl:`` parser hands pyOpenSSL the ``X509``/``PKey``
+objects it deprecates).  DATA-NOTIFICATION
 datagrams take ``udp:4059`` or ``udp:4059:interface=ADDRESS``: Twisted has no UDP endpoint
 strings, so that one small grammar is ours.  A description that does not parse, or names a
 certificate that cannot be read, is a :class:`~sac.errors.ConfigurationError` naming it.
@@ -13,7 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from twisted.internet.endpoints import serverFromString
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from twisted.internet.endpoints import SSL4ServerEndpoint, serverFromString
 from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 
 from sac.errors import ConfigurationError
@@ -24,11 +29,105 @@ __all__ = ["UdpAddress", "listen_datagrams", "listen_sessions", "stream_endpoint
 def stream_endpoint(reactor: Any, description: str) -> IStreamServerEndpoint:
     """The server endpoint of a Twisted endpoint string."""
     try:
+        if description.partition(":")[0] == "ssl":
+            return _tls_endpoint(reactor, description)
         return serverFromString(reactor, description)
     except (ValueError, TypeError, KeyError, OSError, ImportError) as exc:
         raise ConfigurationError(f"listener {description!r}: {exc}") from None
     except Exception as exc:  # OpenSSL's errors for a certificate or key it cannot use
         raise ConfigurationError(f"listener {description!r}: {type(exc).__name__}: {exc}") from None
+
+
+_TLS_KEYWORDS = frozenset(
+    {"privateKey", "certKey", "extraCertChain", "dhParameters", "sslmethod", "interface", "backlog"}
+)
+
+
+def _fields(description: str) -> tuple[list[str], dict[str, str]]:
+    """Twisted's endpoint grammar: fields split at ``:``, ``\\`` escapes the next character;
+    ``key=value`` fields are keywords, the others positional."""
+    fields, field, escaped = [], [], False
+    for char in description:
+        if escaped:
+            field.append(char)
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == ":":
+            fields.append("".join(field))
+            field = []
+        else:
+            field.append(char)
+    fields.append("".join(field))
+    positional, keywords = [], {}
+    for item in fields[1:]:
+        key, equals, value = item.partition("=")
+        if equals:
+            keywords[key] = value
+        else:
+            positional.append(item)
+    return positional, keywords
+
+
+def _read(path: str, what: str) -> bytes:
+    try:
+        with open(path, "rb") as file:
+            return file.read()
+    except OSError as exc:
+        raise ValueError(f"{what} {path}: {exc.strerror or exc}") from None
+
+
+def _tls_endpoint(reactor: Any, description: str) -> SSL4ServerEndpoint:
+    """``ssl:PORT:privateKey=KEY[:certKey=CERT][:extraCertChain=CHAIN][:dhParameters=DH]
+    [:sslmethod=METHOD][:interface=ADDRESS][:backlog=N]``, as Twisted's ``ssl:`` reads it."""
+    from OpenSSL import SSL
+    from twisted.internet.ssl import CertificateOptions, DiffieHellmanParameters
+    from twisted.python.filepath import FilePath
+
+    positional, keywords = _fields(description)
+    unknown = sorted(set(keywords) - _TLS_KEYWORDS)
+    if unknown or len(positional) != 1:
+        raise ValueError(
+            f"expected ssl:PORT:privateKey=KEY:certKey=CERT, with only "
+            f"{', '.join(sorted(_TLS_KEYWORDS))} as keywords"
+            + (f" (not {', '.join(unknown)})" if unknown else "")
+        )
+    port = int(positional[0])
+    key_file = keywords.get("privateKey", "server.pem")
+    cert_file = keywords.get("certKey", key_file)
+    try:
+        key = load_pem_private_key(_read(key_file, "private key"), password=None)
+    except ValueError as exc:
+        raise ValueError(f"private key {key_file}: {exc}") from None
+    try:
+        certificate = x509.load_pem_x509_certificate(_read(cert_file, "certificate"))
+    except ValueError as exc:
+        raise ValueError(f"certificate {cert_file}: {exc}") from None
+    chain = None
+    if "extraCertChain" in keywords:
+        chain_file = keywords["extraCertChain"]
+        try:
+            chain = x509.load_pem_x509_certificates(_read(chain_file, "certificate chain"))
+        except ValueError as exc:
+            raise ValueError(f"certificate chain {chain_file}: {exc}") from None
+    options: dict[str, Any] = {}
+    if "sslmethod" in keywords:
+        options["method"] = getattr(SSL, keywords["sslmethod"])
+    if "dhParameters" in keywords:
+        options["dhParameters"] = DiffieHellmanParameters.fromFile(
+            FilePath(keywords["dhParameters"])
+        )
+    context = CertificateOptions(
+        privateKey=key, certificate=certificate, extraCertChain=chain, **options
+    )
+    context.getContext()  # a key that does not match its certificate is said here, at start
+    return SSL4ServerEndpoint(
+        reactor,
+        port,
+        context,
+        backlog=int(keywords.get("backlog", 50)),
+        interface=keywords.get("interface", ""),
+    )
 
 
 async def listen_sessions(reactor: Any, description: str, factory: Any) -> IListeningPort:

@@ -73,9 +73,15 @@ async def test_push_sessions_over_tls_store_and_run_commands(
 ) -> None:
     store, fleet, sac, _plain = await started(backend, sacs)
     [m] = fleet.meters
-    key, cert, pem = certificate(tmp_path)
+    folder = tmp_path / "tls:here"  # a colon in a path is escaped, as in Twisted's grammar
+    folder.mkdir()
+    _key, _cert, pem = certificate(folder)
+    escaped = str(folder).replace(":", "\\:")
     port = await listen_sessions(
-        reactor, f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}", sac.factory
+        reactor,
+        f"ssl:0:interface=127.0.0.1:privateKey={escaped}/key.pem:certKey={escaped}/cert.pem"
+        f":extraCertChain={escaped}/cert.pem",
+        sac.factory,
     )
     try:
         number = port.getHost().port
@@ -164,6 +170,29 @@ async def test_a_bad_stream_description_is_a_configuration_error(tmp_path: Path)
     ]:
         with pytest.raises(ConfigurationError, match=message):
             await listen_sessions(reactor, description, factory)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_bad_tls_description_names_what_is_wrong(tmp_path: Path) -> None:
+    factory = type("F", (), {})()
+    key, cert, _pem = certificate(tmp_path)
+    other = tmp_path / "other"
+    other.mkdir()
+    other_key, _c, _p = certificate(other)
+    for description, message in [
+        (f"ssl:0:privateKey={other_key}:certKey={cert}", "key values mismatch"),
+        (f"ssl:0:privateKey={key}:certKey={key}", f"certificate {key}"),
+        (f"ssl:0:privateKey={cert}:certKey={cert}", f"private key {cert}"),
+        (f"ssl:0:privateKey={key}:certKey={cert}:colour=blue", "not colour"),
+        (f"ssl:0:privateKey={key}:certKey={cert}:extraCertChain={key}", "chain"),
+        (f"ssl:privateKey={key}:certKey={cert}", "expected ssl:PORT"),
+    ]:
+        with pytest.raises(ConfigurationError, match=message):
+            await listen_sessions(reactor, description, factory)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_port_already_taken_is_a_configuration_error_naming_it() -> None:
     taken = socket.socket()
     taken.bind(("127.0.0.1", 0))
     taken.listen()
