@@ -18,7 +18,7 @@ $(BIN)/.sac-installed: setup.cfg setup.py pyproject.toml
 	@echo "sac: $(VENV) on Python $$($(PYTHON) $(MINOR)): $(PYTHON)"
 	@if [ -x $(BIN)/python ] && [ "$$($(BIN)/python $(MINOR))" != "$$($(PYTHON) $(MINOR))" ]; then \
 		echo "sac: $(VENV) is on another Python: made anew"; rm -rf $(VENV); fi
-	@echo "sac: installing sac and what it needs into $(VENV), once (about half a minute with pip's cache warm, a few minutes without)"
+	@echo "sac: installing sac and what it needs into $(VENV), once (about half a minute with pip's cache warm, a minute or two without)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test,bench]'

@@ -9,18 +9,24 @@ puts the source tree on ``sys.path``, so ``twistd`` answered "Unknown command: s
 built here also carries ``sac-source-tree.pth``: a static path entry for the source tree
 (what ``compat`` gave), which ``site`` reads at each start.  A regular wheel is setuptools'
 own, unchanged: it installs the drop-in into ``site-packages/twisted/plugins``.
+
+setuptools' note that every editable install prints ("Please be careful with folders in your
+working directory with the same name as your package") is left out: it is information, not a
+warning, and with the source tree on ``sys.path`` those folders are the package.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
 
 from setuptools import build_meta
 from setuptools.build_meta import *  # noqa: F403 (every other hook, as setuptools has it)
+from setuptools.warnings import InformationOnly
 
 ROOT = Path(__file__).resolve().parents[1]
 PATH_ENTRY = "sac-source-tree.pth"
@@ -31,7 +37,9 @@ def build_editable(
     config_settings: dict[str, Any] | None = None,
     metadata_directory: str | None = None,
 ) -> str:
-    name = build_meta.build_editable(wheel_directory, config_settings, metadata_directory)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Editable installation", InformationOnly)
+        name = build_meta.build_editable(wheel_directory, config_settings, metadata_directory)
     _add_file(Path(wheel_directory, name), PATH_ENTRY, f"{ROOT}\n".encode())
     return name
 

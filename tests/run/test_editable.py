@@ -28,6 +28,8 @@ def test_a_plain_editable_install_gives_twistd_the_sac_command(tmp_path: Path) -
         env=env,
     )
     assert install.returncode == 0, install.stderr
+    # quiet: setuptools' "Editable installation ... be careful with folders" note is left out
+    assert "Editable installation" not in install.stderr + install.stdout, install.stderr
     listed = subprocess.run(
         [bin_dir / "twistd", "--help"], capture_output=True, text=True, cwd=tmp_path, env=env
     )
