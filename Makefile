@@ -27,14 +27,16 @@ $(BIN)/.sac-installed: setup.cfg setup.py pyproject.toml
 demo: $(BIN)/.sac-installed
 	$(BIN)/python -m sac.demo
 
-test: $(BIN)/.sac-installed
-	$(BIN)/ruff check sac tests benchmarks twisted buildtools setup.py
-	$(BIN)/ruff format --check sac tests benchmarks twisted buildtools setup.py
+test: lint
 	$(BIN)/pytest $(PYTEST_ARGS)
 
+# ruff; sac's layers, an upward import fails (pyproject.toml [tool.importlinter]); its types
+# ([tool.mypy]: about a minute with an empty .mypy_cache, seconds after)
 lint: $(BIN)/.sac-installed
 	$(BIN)/ruff check sac tests benchmarks twisted buildtools setup.py
 	$(BIN)/ruff format --check sac tests benchmarks twisted buildtools setup.py
+	$(BIN)/lint-imports --no-logo pyproject.toml
+	$(BIN)/mypy
 
 # 100k+ examples per property: the long Hypothesis run (not part of `make test`).
 fuzz: $(BIN)/.sac-installed

@@ -23,7 +23,7 @@ import socket
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sac.errors import ConfigurationError
 from sac.keys import ENV_MASTER_KEY, MasterKey
@@ -359,6 +359,10 @@ class _Section:
 
     def __init__(self, values: Mapping[str, Any]) -> None:
         self.__dict__.update(values)
+
+    if TYPE_CHECKING:  # the attributes are the section's options (_SECTIONS)
+
+        def __getattr__(self, name: str) -> Any: ...
 
     def __repr__(self) -> str:
         return f"<section {sorted(self.__dict__)}>"

@@ -18,6 +18,7 @@ import hmac
 import os
 import secrets
 from dataclasses import dataclass, field
+from typing import NoReturn
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -79,7 +80,7 @@ class MasterKey:
     def id_hex(self) -> str:
         return self.key_id.hex()
 
-    def __reduce__(self) -> None:
+    def __reduce__(self) -> NoReturn:
         raise TypeError("a MasterKey cannot be pickled")
 
     def wrap(self, key: bytes, place: bytes) -> bytes:

@@ -15,6 +15,7 @@ import datetime as dt
 import json
 import re
 import sys
+from collections.abc import Callable
 from string import Formatter
 from typing import IO, Any
 
@@ -56,7 +57,7 @@ def _time(event: dict[str, Any]) -> str:
 
 _PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _parsed: dict[str, list[tuple[str, str | None, str, str | None]] | None] = {}
-_CONVERT = {"r": repr, "s": str, "a": ascii}
+_CONVERT: dict[str, Callable[[object], str]] = {"r": repr, "s": str, "a": ascii}
 
 
 def _parse(text: str) -> list[tuple[str, str | None, str, str | None]] | None:
@@ -145,7 +146,7 @@ def _stream(where: str) -> IO[str]:
         return sys.stderr
     # rotated by size: 10 files of 10 MiB; or let logrotate/journald do it (docs/operations.md)
     # readable by this user only (0600): log lines name users, addresses and meters
-    return LogFile.fromFullPath(  # type: ignore[return-value]
+    return LogFile.fromFullPath(
         where, rotateLength=10 * 2**20, maxRotatedFiles=10, defaultMode=0o600
     )
 

@@ -93,7 +93,7 @@ class SacService(MultiService):
     unless ``exit_on_failure`` is False."""
 
     log = Logger()
-    name = "sac"
+    name = "sac"  # type: ignore[assignment]  # Twisted types Service.name as None
 
     def __init__(self, config: Config, *, reactor: Any = None, exit_on_failure: bool = True):
         super().__init__()
@@ -148,7 +148,8 @@ class SacService(MultiService):
         self.registry = found.registry
         self.metrics = Metrics()
         self._emfile = _OpenFilesAlarm(self.metrics, self.reactor)
-        globalLogPublisher.addObserver(self._count_errors)
+        # a plain callable observer: Twisted's signature says ILogObserver, its loop just calls it
+        globalLogPublisher.addObserver(self._count_errors)  # type: ignore[arg-type]
         self._open_files()
         await self._open_store()
         await self._open_spool()
@@ -440,7 +441,7 @@ class SacService(MultiService):
             await self.store.close()
         for child in list(self):
             child.running = False
-        globalLogPublisher.removeObserver(self._count_errors)
+        globalLogPublisher.removeObserver(self._count_errors)  # type: ignore[arg-type]  # as above
         if self._emfile is not None:
             self._emfile.stop()
         self.log.info(

@@ -451,7 +451,12 @@ def _known(enum: type[IntEnum], value: int) -> Any:
         return value
 
 
-_ACSE = {AARQ_TAG: AARQ, AARE_TAG: AARE, RLRQ_TAG: RLRQ, RLRE_TAG: RLRE}
+_ACSE: dict[int, type[AARQ] | type[AARE] | type[RLRQ] | type[RLRE]] = {
+    AARQ_TAG: AARQ,
+    AARE_TAG: AARE,
+    RLRQ_TAG: RLRQ,
+    RLRE_TAG: RLRE,
+}
 
 
 def decode_acse(buf: bytes) -> AARQ | AARE | RLRQ | RLRE:

@@ -360,7 +360,7 @@ class ClientAssociation(WrapperEndpoint):
     def abort(self, reason: str = "connection lost") -> list[Event]:
         """End the association at once; every pending request fails."""
         self._move(_In.ABORT)
-        failed = [
+        failed: list[Event] = [
             RequestFailed(iid, RemoteProtocolError(f"request aborted: {reason}"))
             for iid in self._pending
         ]
@@ -561,7 +561,7 @@ def _name(value: Any) -> str:
     return value.name.lower().replace("_", "-") if hasattr(value, "name") else str(value)
 
 
-_HANDLERS = {
+_HANDLERS: dict[type, Callable[[ClientAssociation, Any], list[Event]]] = {
     AARE: ClientAssociation._on_aare,
     RLRE: ClientAssociation._on_rlre,
     GetResponseNormal: ClientAssociation._on_get_normal,

@@ -217,7 +217,7 @@ class BitString(str):
         return int(self, 2) if self else 0
 
 
-class Array(tuple):
+class Array(tuple[Any, ...]):
     """array: elements of one type (each element still carries its own tag)."""
 
     __slots__ = ()
@@ -227,7 +227,7 @@ class Array(tuple):
         return f"Array({list(self)!r})"
 
 
-class Structure(tuple):
+class Structure(tuple[Any, ...]):
     """structure: a sequence of values of any types."""
 
     __slots__ = ()
@@ -425,7 +425,7 @@ def _d_sequence(kind: type) -> _Decoder:
         count, pos = decode_ber_length(buf, pos)
         if count > len(buf) - pos:
             raise DecodeError(f"{kind.__name__} of {count} elements cannot fit in the bytes left")
-        items = []
+        items: list[Any] = []
         append = items.append
         depth -= 1
         for _ in range(count):
@@ -710,7 +710,7 @@ def _e_cosem(value: CosemDateTime | CosemDate | CosemTime) -> bytes:
     return value.to_bytes()
 
 
-def _e_sequence(value: tuple | list) -> bytes:
+def _e_sequence(value: tuple[Any, ...] | list[Any]) -> bytes:
     return encode_ber_length(len(value)) + b"".join(map(encode_data, value))
 
 

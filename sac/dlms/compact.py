@@ -128,7 +128,8 @@ class CompactLayout:
     def encode(self, values: Mapping[str, Any]) -> bytes:
         """The compact buffer holding ``values`` (built with the layout's construct schema)."""
         try:
-            return self._builder.build(values)
+            raw: bytes = self._builder.build(values)
+            return raw
         except (cs.ConstructError, KeyError, TypeError, ValueError, struct.error) as exc:
             raise EncodeError(f"cannot build {self.name}: {exc}") from None
 
@@ -295,11 +296,11 @@ _CONSTRUCT_OF_KIND: dict[str, cs.Construct] = {
 }
 
 
-class _BerLength(cs.Construct):  # type: ignore[misc]
+class _BerLength(cs.Construct):  # type: ignore[misc]  # construct ships no types: Any
     """A BER length, as A-XDR strings keep it in compact data (one byte below 128)."""
 
     def _parse(self, stream: Any, context: Any, path: str) -> int:
-        first = cs.stream_read(stream, 1, path)[0]
+        first: int = cs.stream_read(stream, 1, path)[0]
         if first < 0x80:
             return first
         size = first - 0x80
@@ -315,7 +316,7 @@ _CONSTRUCT_OF_KIND["octet-string"] = cs.Prefixed(_BerLength(), cs.GreedyBytes)
 _CONSTRUCT_OF_KIND["visible-string"] = cs.PascalString(_BerLength(), "latin-1")
 
 
-class _Untagged(cs.Construct):  # type: ignore[misc]
+class _Untagged(cs.Construct):  # type: ignore[misc]  # as _BerLength
     """A value of one type description, written without tags (kind ``data``)."""
 
     def __init__(self, description: TypeDescription) -> None:

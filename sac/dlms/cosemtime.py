@@ -36,6 +36,14 @@ def _wire(value: int | None, unspecified: int, name: str, top: int) -> int:
     return value
 
 
+def _specified(*fields: int | None) -> list[int]:
+    """The fields a calendar value needs; an unspecified one (None) raises the TypeError that
+    ``datetime`` would."""
+    if None in fields:
+        raise TypeError("an unspecified field is not a point in time")
+    return [f for f in fields if f is not None]
+
+
 @dataclass(frozen=True, slots=True)
 class CosemDate:
     year: int | None
@@ -60,7 +68,8 @@ class CosemDate:
 
     def to_date(self) -> _dt.date:
         try:
-            return _dt.date(self.year, self.month, self.day)  # type: ignore[arg-type]
+            year, month, day = _specified(self.year, self.month, self.day)
+            return _dt.date(year, month, day)
         except (TypeError, ValueError) as exc:
             raise DecodeError(f"{self} is not a calendar date") from exc
 
@@ -94,9 +103,10 @@ class CosemTime:
 
     def to_time(self) -> _dt.time:
         try:
+            hour, minute = _specified(self.hour, self.minute)
             return _dt.time(
-                self.hour,  # type: ignore[arg-type]
-                self.minute,  # type: ignore[arg-type]
+                hour,
+                minute,
                 self.second or 0,
                 (self.hundredths or 0) * 10_000,
             )
@@ -174,12 +184,14 @@ class CosemDateTime:
         offset = self.utc_offset(inverted_deviation=inverted_deviation)
         try:
             tz = None if offset is None else _dt.timezone(offset)
+            given = _specified(self.year, self.month, self.day, self.hour, self.minute)
+            year, month, day, hour, minute = given
             return _dt.datetime(
-                self.year,  # type: ignore[arg-type]
-                self.month,  # type: ignore[arg-type]
-                self.day,  # type: ignore[arg-type]
-                self.hour,  # type: ignore[arg-type]
-                self.minute,  # type: ignore[arg-type]
+                year,
+                month,
+                day,
+                hour,
+                minute,
                 self.second or 0,
                 (self.hundredths or 0) * 10_000,
                 tzinfo=tz,

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hmac
 from dataclasses import dataclass, field
+from typing import NoReturn
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -122,7 +123,7 @@ class Suite0Cipher:
     def __repr__(self) -> str:
         return "Suite0Cipher(<keys hidden>)"
 
-    def __reduce__(self) -> None:  # keys never leave the process by pickling
+    def __reduce__(self) -> NoReturn:  # keys never leave the process by pickling
         raise TypeError("a Suite0Cipher cannot be pickled")
 
     def seal(self, sc: int, system_title: bytes, ic: int, plaintext: bytes) -> bytes:

@@ -9,6 +9,7 @@ blocks, and answers RLRQ.  Like the client machine it does no I/O.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from sac.dlms.acse import (
@@ -354,7 +355,7 @@ class ServerAssociation(WrapperEndpoint):
         return [ActionRequested(req.method, req.parameters)]
 
 
-_HANDLERS = {
+_HANDLERS: dict[type, Callable[[ServerAssociation, Any], list[Event]]] = {
     GetRequestNormal: ServerAssociation._on_get,
     GetRequestNext: ServerAssociation._on_get_next,
     GetRequestWithList: ServerAssociation._on_get_list,

@@ -239,7 +239,8 @@ def _octets_at(buf: bytes, pos: int) -> tuple[bytes, int]:
 def _u32_at(buf: bytes, pos: int) -> int:
     if pos + 4 > len(buf):
         raise DecodeError("truncated: u32 missing")
-    return _U32.unpack_from(buf, pos)[0]
+    value: int = _U32.unpack_from(buf, pos)[0]
+    return value
 
 
 # --- GET ------------------------------------------------------------------------------------
@@ -684,7 +685,11 @@ def _decode_action_response(buf: bytes, limits: Limits) -> tuple[Any, int]:
     return ActionResponseNormal(iip, result, ret), pos
 
 
-_DN_TIME = {12: CosemDateTime, 5: CosemDate, 4: CosemTime}
+_DN_TIME: dict[int, type[CosemDateTime] | type[CosemDate] | type[CosemTime]] = {
+    12: CosemDateTime,
+    5: CosemDate,
+    4: CosemTime,
+}
 
 
 def _decode_data_notification(buf: bytes, limits: Limits) -> tuple[Any, int]:
