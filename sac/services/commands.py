@@ -12,10 +12,10 @@ queue marked "programmed": a session after that time confirms it by reading the 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
@@ -40,14 +40,15 @@ from sac.dlms.xdlms import SelectiveAccess
 from sac.errors import SacError
 from sac.profiles import CosemRef, IMeterProfile, ValveAction, ValveMethod, valve_steps
 from sac.services.readings import CLOCK, ROME, UNIX_TIME, Capture, text_of
-from sac.store.model import Actor, Command, Ingest
+from sac.store.model import Actor, Command, Ingest, MeterStatus, Reading
 
 if TYPE_CHECKING:
-    from sac.services.session import MeterSession
     from sac.store.interface import IStore
 
 __all__ = [
+    "HANDLERS",
     "PROGRAMMED",
+    "CommandContext",
     "CommandError",
     "Kind",
     "Outcome",
@@ -301,33 +302,72 @@ class Housekeeping(Service):
 # --- running them -----------------------------------------------------------------------------
 
 
-async def execute(session: MeterSession, command: Command) -> Outcome:
+class CommandContext(Protocol):
+    """What a command needs of the session that carries it out (a
+    :class:`~sac.services.session.MeterSession` is one): its meter's profile, the clock,
+    requests over the Management association, and the values to store."""
+
+    @property
+    def profile(self) -> IMeterProfile: ...
+
+    def now(self) -> dt.datetime: ...
+
+    async def get(self, ref: CosemRef, access: SelectiveAccess | None = None) -> Any: ...
+
+    async def set(self, ref: CosemRef, value: Any) -> None: ...
+
+    async def action(self, ref: CosemRef, method: int, parameters: Any) -> Any: ...
+
+    def reading(self, ref: CosemRef, value: Any) -> Reading: ...
+
+    def status(self, **values: Any) -> MeterStatus: ...
+
+    async def read_profile(self, quantity: str, start: dt.datetime, end: dt.datetime) -> Ingest: ...
+
+
+Handler = Callable[[CommandContext, Command], Awaitable[Outcome]]
+
+
+async def execute(session: CommandContext, command: Command) -> Outcome:
     """Carry ``command`` out over the session's Management association.  Errors of the meter
     (a refused request, an exception-response) become a failed Outcome; a lost connection
     or a timeout propagates (the session puts the command back in the queue)."""
-    kind = Kind(command.kind)
+    return await HANDLERS[Kind(command.kind)](session, command)
+
+
+def _ref(params: Mapping[str, Any]) -> CosemRef:
+    return CosemRef(params["class_id"], Obis(params["obis"]), params["attribute"])
+
+
+async def _read_attribute(session: CommandContext, command: Command) -> Outcome:
+    ref = _ref(command.params)
+    value = await session.get(ref)
+    reading = session.reading(ref, value)
+    return Outcome(True, text_of(value), Ingest(readings=[reading]))
+
+
+async def _read_profile(session: CommandContext, command: Command) -> Outcome:
     params = command.params
-    if kind in VALVE_KINDS:
-        return await _valve(session, command, VALVE_KINDS[kind])
-    if kind is Kind.READ_ATTRIBUTE:
-        ref = CosemRef(params["class_id"], Obis(params["obis"]), params["attribute"])
-        value = await session.get(ref)
-        reading = session.reading(ref, value)
-        return Outcome(True, text_of(value), Ingest(readings=[reading]))
-    if kind is Kind.READ_PROFILE:
-        start = dt.datetime.fromisoformat(params["from"])
-        end = dt.datetime.fromisoformat(params["to"])
-        batch = await session.read_profile(params["object"], start, end)
-        found = len(batch.readings) + len(batch.events)
-        return Outcome(True, f"{found} values read", batch)
-    if kind is Kind.SET_ATTRIBUTE:
-        ref = CosemRef(params["class_id"], Obis(params["obis"]), params["attribute"])
-        await session.set(ref, _typed(params))
-        return Outcome(True, "set")
-    if kind is Kind.SET_PDR:
-        await session.set(session.profile.objects["pdr"], VisibleString(params["pdr"]))
-        return Outcome(True, f"PDR set to {params['pdr']}")
-    # sync-clock: the meter's clock to the SAC's, in Italian time
+    start = dt.datetime.fromisoformat(params["from"])
+    end = dt.datetime.fromisoformat(params["to"])
+    batch = await session.read_profile(params["object"], start, end)
+    found = len(batch.readings) + len(batch.events)
+    return Outcome(True, f"{found} values read", batch)
+
+
+async def _set_attribute(session: CommandContext, command: Command) -> Outcome:
+    await session.set(_ref(command.params), _typed(command.params))
+    return Outcome(True, "set")
+
+
+async def _set_pdr(session: CommandContext, command: Command) -> Outcome:
+    pdr = command.params["pdr"]
+    await session.set(session.profile.objects["pdr"], VisibleString(pdr))
+    return Outcome(True, f"PDR set to {pdr}")
+
+
+async def _sync_clock(session: CommandContext, command: Command) -> Outcome:
+    """The meter's clock to the SAC's, in Italian time."""
     local = session.now().astimezone(ROME)
     raw = CosemDateTime.from_datetime(
         local, inverted_deviation=bool(session.profile.inverted_deviation)
@@ -336,7 +376,15 @@ async def execute(session: MeterSession, command: Command) -> Outcome:
     return Outcome(True, f"clock set to {local.isoformat(timespec='seconds')}")
 
 
-async def _valve(session: MeterSession, command: Command, action: ValveAction) -> Outcome:
+async def _valve_close(session: CommandContext, command: Command) -> Outcome:
+    return await _valve(session, command, ValveAction.CLOSE)
+
+
+async def _valve_enable_opening(session: CommandContext, command: Command) -> Outcome:
+    return await _valve(session, command, ValveAction.ENABLE_OPENING)
+
+
+async def _valve(session: CommandContext, command: Command, action: ValveAction) -> Outcome:
     profile = session.profile
     valve = profile.objects["valve"].at(3)  # control_state
     at = dt.datetime.fromisoformat(command.params["at"]) if "at" in command.params else None
@@ -367,15 +415,27 @@ async def _valve(session: MeterSession, command: Command, action: ValveAction) -
     )
 
 
-def _valve_ingest(session: MeterSession, reading: Any) -> Ingest:
+def _valve_ingest(session: CommandContext, reading: Reading) -> Ingest:
     return Ingest(readings=[reading], statuses=[session.status(valve_state=int(reading.value))])
 
 
-async def _step(session: MeterSession, step: Any) -> None:
+async def _step(session: CommandContext, step: Any) -> None:
     if step.method is not None:
         await session.action(step.target, step.method, step.value)
     else:
         await session.set(step.target, step.value)
+
+
+# how a session carries out each kind of command
+HANDLERS: dict[Kind, Handler] = {
+    Kind.VALVE_CLOSE: _valve_close,
+    Kind.VALVE_ENABLE_OPENING: _valve_enable_opening,
+    Kind.READ_PROFILE: _read_profile,
+    Kind.READ_ATTRIBUTE: _read_attribute,
+    Kind.SET_ATTRIBUTE: _set_attribute,
+    Kind.SET_PDR: _set_pdr,
+    Kind.SYNC_CLOCK: _sync_clock,
+}
 
 
 def range_access(
