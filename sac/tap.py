@@ -279,7 +279,9 @@ class SacService(MultiService):
             session=self._session_settings(SessionSettings),
         )
         for description in p.listen:
-            self.push_ports.append(await listen_sessions(self.reactor, description, self.push))
+            self.push_ports.append(
+                await listen_sessions(self.reactor, description, self.push, reset_on_death=True)
+            )
         for description in p.udp:
             protocol = PushDatagramProtocol(self.acquisition, max_pdu=p.max_pdu)
             self.udp_ports.append(listen_datagrams(self.reactor, description, protocol))

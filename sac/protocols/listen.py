@@ -13,6 +13,8 @@ certificate that cannot be read, is a :class:`~sac.errors.ConfigurationError` na
 
 from __future__ import annotations
 
+import socket
+import struct
 from dataclasses import dataclass
 from typing import Any
 
@@ -130,13 +132,25 @@ def _tls_endpoint(reactor: Any, description: str) -> SSL4ServerEndpoint:
     )
 
 
-async def listen_sessions(reactor: Any, description: str, factory: Any) -> IListeningPort:
-    """Listen for push sessions (TCP, TLS...) as ``description`` says."""
+async def listen_sessions(
+    reactor: Any, description: str, factory: Any, *, reset_on_death: bool = False
+) -> IListeningPort:
+    """Listen for sessions (TCP, TLS...) as ``description`` says.
+
+    ``reset_on_death`` (the push listener): the listening socket gets SO_LINGER 0, which every
+    connection the kernel accepts on it inherits from its first instant.  The push protocol
+    sets it again on its connection and lifts it once the push is stored; what this closes is
+    the gap between the kernel's ``accept()`` and the protocol's ``connectionMade``: a SAC
+    killed there used to close that connection with a FIN, which the meter reads as "stored"."""
     endpoint = stream_endpoint(reactor, description)
     try:
-        return await endpoint.listen(factory)
+        port = await endpoint.listen(factory)
     except Exception as exc:  # CannotListenError: the port is taken, the address is not ours
         raise ConfigurationError(f"listener {description!r}: {exc}") from None
+    sock = getattr(port, "socket", None)
+    if reset_on_death and isinstance(sock, socket.socket):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    return port
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,9 +14,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, wrapClientTLS
 from twisted.internet.error import ConnectionDone
-from twisted.internet.protocol import DatagramProtocol, Protocol
+from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
 from twisted.internet.ssl import Certificate, optionsForClientTLS
 from twisted.internet.task import deferLater
 
@@ -234,3 +235,32 @@ def test_linger_reaches_the_socket_under_a_tls_wrapper() -> None:
         _linger(Tls(Tcp(sock)), reset=False)
         assert struct.unpack("ii", sock.getsockopt(socket.SOL_SOCKET, socket.SO_LINGER, 8))[0] == 0
     _linger(object(), reset=True)  # a test transport: nothing to do, no error
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_push_listener_resets_connections_its_process_never_got_to() -> None:
+    """A push listener's socket has SO_LINGER 0, and the kernel gives it to each connection it
+    accepts: a SAC killed between the kernel's accept() and the protocol's connectionMade
+    (which sets it too) resets that connection; it used to close it with a FIN, which the meter
+    reads as "stored".  A web listener keeps the default."""
+    import struct
+
+    class Bare(Protocol):  # sets nothing on its socket
+        def connectionMade(self) -> None:
+            handle = self.transport.getHandle()
+            linger.callback(
+                struct.unpack("ii", handle.getsockopt(socket.SOL_SOCKET, socket.SO_LINGER, 8))
+            )
+
+    for reset, expected in [(True, (1, 0)), (False, (0, 0))]:
+        linger: Deferred[tuple[int, int]] = Deferred()
+        factory = Factory.forProtocol(Bare)
+        port = await listen_sessions(
+            reactor, "tcp:0:interface=127.0.0.1", factory, reset_on_death=reset
+        )
+        client = socket.create_connection(("127.0.0.1", port.getHost().port))
+        try:
+            assert await linger == expected
+        finally:
+            client.close()
+            await port.stopListening()

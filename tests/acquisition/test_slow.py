@@ -333,8 +333,9 @@ async def test_ten_thousand_idle_connections_and_slowloris_clients_against_twist
     """twistd sac with max_sessions 10,000, filled by 10,000 silent connections from this
     process; then 20 slowloris clients (each evicts an idle connection) and 100 meters, 10 at
     a time, push while the SAC is full: every push is acknowledged and stored.  Then the
-    limits (idle_timeout 8 s, push_within 10 s) close every idle and slowloris connection,
-    counted by reason on /metrics and in the log."""
+    limits (idle_timeout 15 s, push_within 17 s) close every idle and slowloris connection,
+    counted by reason on /metrics and in the log.  (With 8 s, a machine busy with other work
+    once took longer to accept the 10,000 connections than the first ones' idle time.)"""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < IDLE + 1000:
         if hard != resource.RLIM_INFINITY and hard < IDLE + 1000:
@@ -344,7 +345,7 @@ async def test_ten_thousand_idle_connections_and_slowloris_clients_against_twist
     await store.open()
     fleet = make_fleet(METERS)
     await provision(store, fleet)
-    sac = start_sac(backend.dsn, tmp_path, idle_timeout=8, push_within=10)
+    sac = start_sac(backend.dsn, tmp_path, idle_timeout=15, push_within=17)
     idle = IdleSockets()
     loris: list[Slowloris] = []
     try:
@@ -394,7 +395,7 @@ async def test_ten_thousand_idle_connections_and_slowloris_clients_against_twist
                 IDLE + LORIS
             )
 
-        for _ in range(300):
+        for _ in range(600):
             if await all_closed():
                 break
             await deferLater(reactor, 0.1, lambda: None)
