@@ -156,7 +156,6 @@ class PushProtocol(Protocol):
         self._push_due: Any = None  # push_within, until the first push PDU is in
         self._closing = False
         self._gone = False  # the connection is lost
-        self._extra: list[Deferred[Any]] = []  # later pushes in the same session
         self.running: Deferred[None] | None = None  # the session, from the first push on
 
     # --- connection

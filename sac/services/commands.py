@@ -7,6 +7,10 @@ it back in the queue when the session ends first.  A valve command is done only 
 valve state read back confirms it.  With an activation time in the future (the
 scheduled-script valve) the session programs the meter and the command goes back to the
 queue marked "programmed": a session after that time confirms it by reading the valve.
+
+Each kind has its entry in two tables: ``VALIDATORS`` (its parameters, checked when queued)
+and ``HANDLERS`` (how it runs, over a :class:`CommandContext`: what a command needs of the
+session, which :class:`~sac.services.session.MeterSession` provides).
 """
 
 from __future__ import annotations
@@ -79,10 +83,6 @@ PRIORITY = {
     Kind.SET_ATTRIBUTE: 10,
     Kind.READ_ATTRIBUTE: 0,
     Kind.READ_PROFILE: 0,
-}
-VALVE_KINDS = {
-    Kind.VALVE_CLOSE: ValveAction.CLOSE,
-    Kind.VALVE_ENABLE_OPENING: ValveAction.ENABLE_OPENING,
 }
 # control_state values that confirm a valve command (IC 70: 0 closed, 1 open, 2 ready)
 CONFIRMS = {ValveAction.CLOSE: (0,), ValveAction.ENABLE_OPENING: (2, 1)}
@@ -171,60 +171,99 @@ def validate(
         raise CommandError("kind", f"{kind!r} is not one of {', '.join(Kind)}") from None
     if not isinstance(params, Mapping):
         raise CommandError("params", "must be an object")
-    if k in VALVE_KINDS:
-        _only(params, {"at"})
-        at = _time(params, "at", required=False)
-        if at is None:
-            return {}
-        if profile.valve_method is not ValveMethod.SCHEDULED_SCRIPT:
-            raise CommandError("at", f"meters of profile {profile.name} operate the valve at once")
-        if at < now - dt.timedelta(minutes=5):
-            raise CommandError("at", "is in the past")
-        return {"at": at.isoformat()}
-    if k is Kind.READ_PROFILE:
-        _only(params, {"object", "from", "to"})
-        obj = params.get("object")
-        if obj not in PROFILE_QUANTITIES:
-            raise CommandError("object", f"must be one of {', '.join(PROFILE_QUANTITIES)}")
-        start = _time(params, "from", required=True)
-        end = _time(params, "to", required=True)
-        assert start is not None and end is not None
-        if end <= start:
-            raise CommandError("to", "must be after 'from'")
-        if end - start > dt.timedelta(days=3660):
-            raise CommandError("to", "a range is at most ten years")
-        return {"object": obj, "from": start.isoformat(), "to": end.isoformat()}
-    if k is Kind.READ_ATTRIBUTE:
-        _only(params, {"class_id", "obis", "attribute"})
-        return {
-            "class_id": _int(params, "class_id", 1, 0xFFFF),
-            "obis": _obis(params),
-            "attribute": _int(params, "attribute", 1, 127),
-        }
-    if k is Kind.SET_ATTRIBUTE:
-        _only(params, {"class_id", "obis", "attribute", "type", "value"})
-        out = {
-            "class_id": _int(params, "class_id", 1, 0xFFFF),
-            "obis": _obis(params),
-            "attribute": _int(params, "attribute", 2, 127),
-            "type": params.get("type"),
-            "value": params.get("value"),
-        }
-        if out["type"] not in VALUE_TYPES:
-            raise CommandError("type", f"must be one of {', '.join(VALUE_TYPES)}")
-        try:
-            _typed(out)
-        except (ValueError, TypeError, SacError) as exc:
-            raise CommandError("value", f"is not a valid {out['type']}: {exc}") from None
-        return out
-    if k is Kind.SET_PDR:
-        _only(params, {"pdr"})
-        pdr = params.get("pdr")
-        if not isinstance(pdr, str) or not pdr.isdigit() or len(pdr) != 14:
-            raise CommandError("pdr", "a PDR is 14 digits")
-        return {"pdr": pdr}
-    _only(params, set())  # sync-clock
+    return VALIDATORS[k](params, profile, now)
+
+
+def _valve_params(
+    params: Mapping[str, Any], profile: IMeterProfile, now: dt.datetime
+) -> dict[str, Any]:
+    _only(params, {"at"})
+    at = _time(params, "at", required=False)
+    if at is None:
+        return {}
+    if profile.valve_method is not ValveMethod.SCHEDULED_SCRIPT:
+        raise CommandError("at", f"meters of profile {profile.name} operate the valve at once")
+    if at < now - dt.timedelta(minutes=5):
+        raise CommandError("at", "is in the past")
+    return {"at": at.isoformat()}
+
+
+def _read_profile_params(
+    params: Mapping[str, Any], profile: IMeterProfile, now: dt.datetime
+) -> dict[str, Any]:
+    _only(params, {"object", "from", "to"})
+    obj = params.get("object")
+    if obj not in PROFILE_QUANTITIES:
+        raise CommandError("object", f"must be one of {', '.join(PROFILE_QUANTITIES)}")
+    start = _time(params, "from", required=True)
+    end = _time(params, "to", required=True)
+    assert start is not None and end is not None
+    if end <= start:
+        raise CommandError("to", "must be after 'from'")
+    if end - start > dt.timedelta(days=3660):
+        raise CommandError("to", "a range is at most ten years")
+    return {"object": obj, "from": start.isoformat(), "to": end.isoformat()}
+
+
+def _read_attribute_params(
+    params: Mapping[str, Any], profile: IMeterProfile, now: dt.datetime
+) -> dict[str, Any]:
+    _only(params, {"class_id", "obis", "attribute"})
+    return {
+        "class_id": _int(params, "class_id", 1, 0xFFFF),
+        "obis": _obis(params),
+        "attribute": _int(params, "attribute", 1, 127),
+    }
+
+
+def _set_attribute_params(
+    params: Mapping[str, Any], profile: IMeterProfile, now: dt.datetime
+) -> dict[str, Any]:
+    _only(params, {"class_id", "obis", "attribute", "type", "value"})
+    out = {
+        "class_id": _int(params, "class_id", 1, 0xFFFF),
+        "obis": _obis(params),
+        "attribute": _int(params, "attribute", 2, 127),
+        "type": params.get("type"),
+        "value": params.get("value"),
+    }
+    if out["type"] not in VALUE_TYPES:
+        raise CommandError("type", f"must be one of {', '.join(VALUE_TYPES)}")
+    try:
+        _typed(out)
+    except (ValueError, TypeError, SacError) as exc:
+        raise CommandError("value", f"is not a valid {out['type']}: {exc}") from None
+    return out
+
+
+def _set_pdr_params(
+    params: Mapping[str, Any], profile: IMeterProfile, now: dt.datetime
+) -> dict[str, Any]:
+    _only(params, {"pdr"})
+    pdr = params.get("pdr")
+    if not isinstance(pdr, str) or not pdr.isdigit() or len(pdr) != 14:
+        raise CommandError("pdr", "a PDR is 14 digits")
+    return {"pdr": pdr}
+
+
+def _no_params(
+    params: Mapping[str, Any], profile: IMeterProfile, now: dt.datetime
+) -> dict[str, Any]:
+    _only(params, set())
     return {}
+
+
+Validator = Callable[[Mapping[str, Any], IMeterProfile, dt.datetime], dict[str, Any]]
+# how each kind of command's parameters are checked when it is queued
+VALIDATORS: dict[Kind, Validator] = {
+    Kind.VALVE_CLOSE: _valve_params,
+    Kind.VALVE_ENABLE_OPENING: _valve_params,
+    Kind.READ_PROFILE: _read_profile_params,
+    Kind.READ_ATTRIBUTE: _read_attribute_params,
+    Kind.SET_ATTRIBUTE: _set_attribute_params,
+    Kind.SET_PDR: _set_pdr_params,
+    Kind.SYNC_CLOCK: _no_params,
+}
 
 
 def _typed(params: Mapping[str, Any]) -> Any:

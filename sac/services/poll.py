@@ -16,7 +16,7 @@ from typing import Any
 
 from sac.errors import ProtocolError, SacError
 from sac.profiles import ProfileRegistry
-from sac.protocols.client import dial
+from sac.protocols.client import PollProtocol, dial
 from sac.services.session import MeterSession, SessionSettings, merge, requeue
 from sac.store.interface import IStore
 from sac.store.model import Command, Ingest
@@ -66,19 +66,7 @@ async def poll_meter(
     if meter is None:
         raise PollFailed(f"no meter {ldn}")
     profile = registry.match(assigned=meter.profile)
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit():
-        raise PollFailed(f"meter {ldn}: address {address!r} is not host:port")
-    try:
-        protocol = await dial(
-            reactor,
-            host.strip("[]"),
-            int(port),
-            connect_timeout=connect_timeout,
-            response_timeout=response_timeout,
-        )
-    except Exception as exc:
-        raise PollFailed(f"meter {ldn}: cannot connect to {address}: {exc}") from None
+    protocol = await _dial(ldn, address, reactor, connect_timeout, response_timeout)
     assert protocol.link is not None
     session = MeterSession(
         protocol.link, store, profile, settings=settings, now=now, source="poll", meter=meter
@@ -100,6 +88,24 @@ async def poll_meter(
     return PollResult(
         ldn, len(total.readings), len(total.events), len(claimed), tuple(session.skipped)
     )
+
+
+async def _dial(
+    ldn: str, address: str, reactor: Any, connect_timeout: float, response_timeout: float
+) -> PollProtocol:
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise PollFailed(f"meter {ldn}: address {address!r} is not host:port")
+    try:
+        return await dial(
+            reactor,
+            host.strip("[]"),
+            int(port),
+            connect_timeout=connect_timeout,
+            response_timeout=response_timeout,
+        )
+    except Exception as exc:
+        raise PollFailed(f"meter {ldn}: cannot connect to {address}: {exc}") from None
 
 
 async def _session(
