@@ -253,8 +253,9 @@ class SacService(MultiService):
 
     async def _start_push(self) -> None:
         from sac.protocols.listen import listen_datagrams, listen_sessions
-        from sac.protocols.push import ListenerSettings, PushDatagramProtocol, PushFactory
+        from sac.protocols.push import ListenerSettings
         from sac.services.acquisition import Acquisition
+        from sac.services.push import PushDatagramProtocol, PushFactory
         from sac.services.session import SessionSettings
 
         c, p = self.config, self.config.push

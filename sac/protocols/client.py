@@ -1,17 +1,14 @@
-"""The polling client: the SAC dials a meter that listens (mains-powered or lab meters).
+"""The polling client's connection: the SAC dials a meter that listens (mains-powered or
+lab meters).
 
-:class:`PollProtocol` carries one session on the connection it was given: Public association
-to read the LDN and the frame counter (the meter must be the one we dialled), the meter's key
-loaded by LDN, the Management association from FC + 1, the profile's objects read (block
-transfer and selective access for the daily profile and the logbooks), stored, then the
-meter's queued commands, then a clean close.  :func:`poll_meter` dials with a connect
-timeout and runs it.
+:func:`dial` connects with a connect timeout; :class:`PollProtocol` frames the wrapper PDUs
+of that connection and hands them to its :class:`~sac.protocols.link.Link`, whose requests
+the poll session (:func:`sac.services.poll.poll_meter`) makes.  A bad frame or a request
+left unanswered aborts the connection.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -20,40 +17,15 @@ from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 
 from sac.dlms.wrapper import WrapperFramer
-from sac.errors import ProtocolError, SacError
-from sac.profiles import ProfileRegistry
+from sac.errors import SacError
 from sac.protocols.link import Link
-from sac.services.session import MeterSession, SessionSettings, merge, requeue
-from sac.store.interface import IStore
-from sac.store.model import Ingest
 
-__all__ = ["PollFailed", "PollProtocol", "PollResult", "poll_meter"]
-
-
-class PollFailed(SacError):
-    """A poll that could not be completed (the reason in the message)."""
-
-
-class PollResult:
-    """What a poll stored; ``skipped``: the objects it could not read, each with why."""
-
-    def __init__(
-        self, ldn: str, readings: int, events: int, commands: int, skipped: tuple[str, ...] = ()
-    ) -> None:
-        self.ldn = ldn
-        self.readings = readings
-        self.events = events
-        self.commands = commands
-        self.skipped = skipped
-
-    def __repr__(self) -> str:
-        return (
-            f"PollResult({self.ldn}, readings={self.readings}, events={self.events},"
-            f" commands={self.commands}, skipped={len(self.skipped)})"
-        )
+__all__ = ["PollProtocol", "dial"]
 
 
 class PollProtocol(Protocol):
+    """One poll's connection: ``closed`` fires when it ends; ``error`` says why it was cut."""
+
     log = Logger()
 
     def __init__(self, *, reactor: Any, response_timeout: float, max_pdu: int = 0xFFFF) -> None:
@@ -94,66 +66,12 @@ class PollProtocol(Protocol):
             self.closed.callback(None)
 
 
-async def poll_meter(
-    ldn: str,
-    address: str,
-    *,
-    store: IStore,
-    registry: ProfileRegistry,
-    reactor: Any,
-    settings: SessionSettings,
-    connect_timeout: float = 10.0,
-    response_timeout: float = 10.0,
-    session_budget: float = 120.0,
-    now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
-) -> PollResult:
-    """Dial ``address`` (host:port), poll the meter ``ldn`` there, store what it says and
-    run its queued commands.  PollFailed says why a poll did not complete."""
-    meter = await store.get_meter(ldn)
-    if meter is None:
-        raise PollFailed(f"no meter {ldn}")
-    profile = registry.match(assigned=meter.profile)
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit():
-        raise PollFailed(f"meter {ldn}: address {address!r} is not host:port")
-    endpoint = HostnameEndpoint(reactor, host.strip("[]"), int(port), timeout=connect_timeout)
+async def dial(
+    reactor: Any, host: str, port: int, *, connect_timeout: float, response_timeout: float
+) -> PollProtocol:
+    """Connect to a meter that listens: the connection's protocol, its link ready for the
+    session's requests."""
+    endpoint = HostnameEndpoint(reactor, host, port, timeout=connect_timeout)
     protocol = PollProtocol(reactor=reactor, response_timeout=response_timeout)
-    try:
-        await connectProtocol(endpoint, protocol)
-    except Exception as exc:
-        raise PollFailed(f"meter {ldn}: cannot connect to {address}: {exc}") from None
-    assert protocol.link is not None
-    session = MeterSession(
-        protocol.link, store, profile, settings=settings, now=now, source="poll", meter=meter
-    )
-    deadline = reactor.seconds() + session_budget
-    batches: list[Ingest] = []
-    claimed: list[Any] = []
-    try:
-        found, fc = await session.identify()
-        if found != ldn:
-            raise PollFailed(f"meter {ldn}: {address} answers as {found!r}")
-        await session.open_management(fc)  # the Public client's FC: a hint
-        batches.append(await session.poll())
-        await store.ingest(batches[-1])  # what was read, even when some of it was not
-        if session.broken is not None:
-            raise session.broken
-        claimed = await store.claim_commands(ldn, by=settings.name)
-        if claimed:
-            batches.append(await session.run_commands(claimed, deadline, reactor))
-            await store.ingest(batches[-1])
-        await session.close()
-    except (ProtocolError, SacError) as exc:
-        protocol.abort(str(exc))
-        await protocol.closed
-        await session.abandon()
-        await requeue(store, claimed, f"poll failed: {exc}", attempts=settings.command_attempts)
-        if isinstance(exc, PollFailed):
-            raise
-        raise PollFailed(f"meter {ldn}: {exc}") from None
-    protocol.transport.loseConnection()
-    await protocol.closed
-    total = merge(batches)
-    return PollResult(
-        ldn, len(total.readings), len(total.events), len(claimed), tuple(session.skipped)
-    )
+    await connectProtocol(endpoint, protocol)
+    return protocol

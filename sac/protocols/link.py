@@ -34,29 +34,11 @@ from sac.dlms.events import (
 )
 from sac.dlms.wrapper import WrapperPdu
 from sac.dlms.xdlms import NO_VALUE, DataNotification, SelectiveAccess
-from sac.errors import ProtocolError, RemoteProtocolError, SacError
+from sac.errors import RemoteProtocolError, SacError
 from sac.profiles import CosemRef
+from sac.protocols.interface import AccessError, LinkClosed, ResponseTimeout
 
 __all__ = ["AccessError", "Link", "LinkClosed", "ResponseTimeout"]
-
-
-class ResponseTimeout(ProtocolError):
-    """The meter did not answer a request in time."""
-
-
-class LinkClosed(ProtocolError):
-    """The connection ended while a request was waiting."""
-
-
-class AccessError(RemoteProtocolError):
-    """The meter answered a request with a data-access-result or action-result other than
-    success (``result``); ``authenticated`` when it came over a ciphered association (the
-    only answers such an association lets through besides exception-responses)."""
-
-    def __init__(self, what: str, result: Any, *, authenticated: bool = False) -> None:
-        name = getattr(result, "name", str(result)).lower().replace("_", "-")
-        super().__init__(f"{what}: {name}", int(result), authenticated=authenticated)
-        self.result = result
 
 
 def describe(ref: CosemRef) -> str:
@@ -64,6 +46,8 @@ def describe(ref: CosemRef) -> str:
 
 
 class Link:
+    """The :class:`~sac.protocols.interface.ILink` of one connection."""
+
     def __init__(
         self,
         write: Callable[[bytes], None],

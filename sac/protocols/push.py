@@ -2,50 +2,41 @@
 requests on the same connection (docs/uni-ts-11291.md §5;
 docs/architecture.md, "A meter calls in").
 
-One :class:`PushProtocol` a connection:
+One :class:`PushProtocol` a connection.  It frames wrapper PDUs (the PDU size bounded by the
+header, before any body is read), keeps the connection's limits and its linger, carries a
+:class:`~sac.protocols.link.Link` for the requests that follow the push, and calls the
+handler its :class:`PushListener` was given (the push session,
+:class:`sac.services.push.PushSession`) with itself as an
+:class:`~sac.protocols.interface.IPushConnection`.  The handler closes the connection
+cleanly once the push is stored -- the clean close is the meter's acknowledgement: until
+then the socket lingers 0 s, so a crash of the SAC resets the connection instead of closing
+it -- or aborts it.
 
-1. frames wrapper PDUs (the PDU size bounded by the header, before any body is read);
-2. hands the first push to :class:`~sac.services.acquisition.Acquisition`, which stores it
-   (or spools it) before anything else happens;
-3. if commands wait for that meter: identifies the Management counter (from the frame, else a
-   Public association), runs them through the Management association within the session
-   budget, stores what they read, and closes the connection cleanly;
-4. otherwise closes at once -- the clean close is the meter's acknowledgement: until then
-   the socket lingers 0 s, so a crash of the SAC resets the connection instead of closing it.
-
-A refused push (unknown meter, bad tag, replay, malformed frame...) or a broken stream ends
-that one connection with one log line and a metric.  Limits: PDU size, idle time, time to the
-push, session time, concurrent sessions (see :class:`ListenerSettings`).
-:class:`PushDatagramProtocol` takes pushes over UDP (no session follows: a datagram gets no
-answer).
+A broken stream or a limit ends that one connection with one log line and a metric.  Limits:
+PDU size, idle time, time to the push, session time, concurrent sessions (see
+:class:`ListenerSettings`).  :class:`WrapperDatagrams` reads wrapper PDUs from datagrams.
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import socket
 import struct
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from twisted.internet.defer import CancelledError, Deferred, DeferredQueue
+from twisted.internet.defer import Deferred, DeferredQueue
 from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
 from twisted.logger import Logger, LogLevel
 
 from sac.dlms.wrapper import WrapperFramer, WrapperPdu, decode_wrapper
 from sac.errors import SacError
-from sac.protocols.link import Link, ResponseTimeout
+from sac.protocols.interface import IMetrics, PushHandler
+from sac.protocols.link import Link
 from sac.runtime import wait_at_most
-from sac.services.acquisition import Accepted, Acquisition, PushRejected, StoreUnavailable
-from sac.services.metrics import Metrics
-from sac.services.session import MeterSession, SessionSettings, merge, requeue
-from sac.store.interface import IStore
-from sac.store.model import Ingest
 
-__all__ = ["ListenerSettings", "PushDatagramProtocol", "PushFactory", "PushProtocol"]
+__all__ = ["ListenerSettings", "PushListener", "PushProtocol", "WrapperDatagrams"]
 
 METER_SAP = 1  # the meter's logical device (management), source of its pushes
 HUNG_UP = "the meter hung up"
@@ -76,30 +67,29 @@ class ListenerSettings:
 
 
 DEFAULT_LISTENER = ListenerSettings()
-DEFAULT_SESSION = SessionSettings()
 
 
-class PushFactory(Factory):
+class PushListener(Factory):
+    """The connections of one push listener: their limits, and the handler each one runs
+    (``handler(connection)``, a coroutine: the session, to its end).  ``last_writes``: at a
+    stop, how long the sessions cut may take to finish their store writes."""
+
     noisy = False
 
     def __init__(
         self,
-        acquisition: Acquisition,
-        store: IStore,
+        handler: PushHandler,
         *,
         reactor: Any,
         settings: ListenerSettings = DEFAULT_LISTENER,
-        session: SessionSettings = DEFAULT_SESSION,
-        metrics: Metrics | None = None,
-        now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+        metrics: IMetrics,
+        last_writes: float,
     ) -> None:
-        self.acquisition = acquisition
-        self.store = store
+        self.handler = handler
         self.reactor = reactor
         self.settings = settings
-        self.session = session
-        self.metrics = metrics if metrics is not None else acquisition.metrics
-        self.now = now
+        self.metrics = metrics
+        self.last_writes = last_writes
         self.active: set[PushProtocol] = set()
         # the connections yet to deliver their push, oldest first: eviction candidates
         self.waiting: dict[PushProtocol, None] = {}
@@ -112,7 +102,7 @@ class PushFactory(Factory):
                 self.metrics.count("sac_push_refused_total", reason="max-sessions")
                 return _Refused()
             oldest = next(iter(self.waiting))  # its push is the longest overdue
-            oldest._abort("evicted", "evicted for a new connection at max_sessions")
+            oldest.abort("evicted", "evicted for a new connection at max_sessions")
         protocol = PushProtocol(self)
         protocol.factory = self
         return protocol
@@ -137,16 +127,19 @@ class PushFactory(Factory):
             await wait_at_most([idle], grace, self.reactor)
         cut = list(self.active)
         for protocol in cut:
-            protocol._abort("stopping", "the SAC is stopping")
+            protocol.abort("stopping", "the SAC is stopping")
         running = [p.running for p in cut if p.running is not None]
-        await wait_at_most(running, self.acquisition.store_timeout + 1, self.reactor)
+        await wait_at_most(running, self.last_writes, self.reactor)
         return len(cut)
 
 
 class PushProtocol(Protocol):
+    """One meter's connection: the :class:`~sac.protocols.interface.IPushConnection` its
+    handler sees, and the connection's one log line when it ends."""
+
     log = Logger()
 
-    def __init__(self, factory: PushFactory) -> None:
+    def __init__(self, factory: PushListener) -> None:
         self.f = factory
         self.settings = factory.settings
         self.framer = WrapperFramer(self.settings.max_pdu)
@@ -163,7 +156,6 @@ class PushProtocol(Protocol):
         self._push_due: Any = None  # push_within, until the first push PDU is in
         self._closing = False
         self._gone = False  # the connection is lost
-        self._extra: list[Deferred[Any]] = []  # later pushes in the same session
         self.running: Deferred[None] | None = None  # the session, from the first push on
 
     # --- connection
@@ -190,7 +182,7 @@ class PushProtocol(Protocol):
             on_timeout=lambda: None,
             on_notification=lambda _association, _n: None,
         )
-        self.running = Deferred.fromCoroutine(self._session())
+        self.running = Deferred.fromCoroutine(self.f.handler(self))
         self.running.addErrback(self._crashed)
 
     def dataReceived(self, data: bytes) -> None:
@@ -207,7 +199,7 @@ class PushProtocol(Protocol):
                 else:
                     raise SacError(f"a PDU from wPort {pdu.source} to {pdu.destination}")
         except SacError as exc:
-            self._abort("malformed", f"a bad frame: {exc}")
+            self.abort("malformed", f"a bad frame: {exc}")
 
     def _pushed(self) -> None:
         """The first push PDU is in: no longer held to push_within, nor to be evicted; and the
@@ -257,9 +249,9 @@ class PushProtocol(Protocol):
         return result
 
     def _limit(self, why: str) -> None:
-        self._abort(why, "limit reached")
+        self.abort(why, "limit reached")
 
-    def _abort(self, outcome: str, message: str) -> None:
+    def abort(self, outcome: str, message: str) -> None:
         if self._closing:
             return
         self._closing = True
@@ -271,7 +263,7 @@ class PushProtocol(Protocol):
             self.link.lost(outcome)
         self.transport.abortConnection()
 
-    def _close(self, outcome: str) -> None:
+    def close(self, outcome: str) -> None:
         """The clean end of a session (FIN): the meter's push is acknowledged."""
         if self._closing:
             return
@@ -283,101 +275,22 @@ class PushProtocol(Protocol):
         _linger(self.transport, reset=False)
         self.transport.loseConnection()
 
+    # --- what the handler sees (IPushConnection)
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
+    @property
+    def gone(self) -> bool:
+        return self._gone
+
+    def first_push(self) -> Deferred[WrapperPdu]:
+        return self.inbox.get()
+
     def _crashed(self, failure: Any) -> None:
         self.log.failure("push session from {peer}: unexpected error", failure, peer=self.peer)
-        self._abort("error", str(failure.value))
-
-    # --- the session
-
-    async def _session(self) -> None:
-        try:
-            first = await self.inbox.get()
-        except CancelledError:
-            return  # the connection ended before any push
-        received = self.f.now()
-        try:
-            accepted = await self.f.acquisition.push(first.apdu, self.peer, received)
-        except PushRejected as exc:
-            self.ldn = exc.ldn
-            self._abort(exc.reason, str(exc))
-            return
-        except StoreUnavailable as exc:
-            self._abort("store-unavailable", str(exc))
-            return
-        if self._closing:
-            return
-        late = time.monotonic() - self.started
-        if late > self.settings.reply_within:
-            self.f.metrics.count("sac_push_late_total")
-        if accepted.spooled or accepted.meter is None:
-            self._close("spooled")
-            return
-        self.ldn = accepted.meter.ldn
-        # no commands waiting (the store said so in the push's transaction), or no meter left
-        if not accepted.commands_waiting or self._gone:
-            self._close("stored")
-            return
-        try:
-            claimed = await self.f.store.claim_commands(self.ldn, by=self.f.session.name)
-        except SacError as exc:
-            self.log.warn("meter {ldn}: commands not claimed: {e}", ldn=self.ldn, e=exc)
-            claimed = []
-        if not claimed:
-            self._close("stored")
-            return
-        await self._commands(accepted, claimed)
-
-    async def _commands(self, accepted: Accepted, claimed: list[Any]) -> None:
-        assert self.link is not None and accepted.meter is not None and accepted.profile is not None
-        profile = accepted.profile
-        budget = min(float(profile.session_budget), self.settings.session_timeout)
-        deadline = self.f.reactor.seconds() + budget - 2 * self.settings.reply_within
-        session = MeterSession(
-            self.link,
-            self.f.store,
-            profile,
-            settings=self.f.session,
-            now=self.f.now,
-            source="session",
-            meter=accepted.meter,
-        )
-        batches: list[Ingest] = []
-        self.link.on_notification = lambda _a, n: self._later_push(n)
-        try:
-            fc = accepted.frame_counter  # inside the authenticated frame: proven
-            proven = fc is not None
-            if fc is None:
-                ldn, fc = await session.identify()
-                if ldn != accepted.meter.ldn:
-                    await self._requeue(claimed, "the meter answered with another LDN")
-                    self._abort("ldn-mismatch", f"LDN {ldn!r} read, {accepted.meter.ldn!r} pushed")
-                    return
-            await session.open_management(fc, proven=proven)
-            batches.append(await session.run_commands(claimed, deadline, self.f.reactor))
-            await session.close()
-        except SacError as exc:
-            await session.abandon()
-            await self._requeue(claimed, str(exc))
-            await self._store(merge(batches))
-            timeout = isinstance(exc, ResponseTimeout)
-            self._abort("response-timeout" if timeout else "session-failed", str(exc))
-            return
-        await self._store(merge(batches))
-        self._close("commands")
-
-    def _later_push(self, notification: Any) -> None:
-        self.log.info("meter {ldn}: a second push in one session is ignored", ldn=self.ldn)
-
-    async def _store(self, batch: Ingest) -> None:
-        if not (batch.readings or batch.events or batch.statuses):
-            return
-        try:
-            await self.f.store.ingest(batch)
-        except SacError as exc:
-            self.log.warn("meter {ldn}: session values not stored: {e}", ldn=self.ldn, e=exc)
-
-    async def _requeue(self, claimed: list[Any], why: str) -> None:
-        await requeue(self.f.store, claimed, why, attempts=self.f.session.command_attempts)
+        self.abort("error", str(failure.value))
 
 
 class _Refused(Protocol):
@@ -411,37 +324,26 @@ def _linger(transport: Any, *, reset: bool) -> None:
             return  # not a socket (a test transport)
 
 
-class PushDatagramProtocol(DatagramProtocol):
-    """DATA-NOTIFICATIONs over UDP: one wrapper PDU a datagram, stored (or spooled); no
-    answer, no session."""
+class WrapperDatagrams(DatagramProtocol):
+    """One wrapper PDU a datagram: :meth:`pduReceived` with each one, :meth:`malformed` with
+    a datagram that is not one (subclasses say what to do with them)."""
 
-    log = Logger()
     noisy = False
 
-    def __init__(
-        self,
-        acquisition: Acquisition,
-        *,
-        max_pdu: int = 4096,
-        now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
-    ) -> None:
-        self.acquisition = acquisition
+    def __init__(self, *, max_pdu: int = 4096) -> None:
         self.max_pdu = max_pdu
-        self.now = now
 
     def datagramReceived(self, data: bytes, addr: Any) -> None:
         host = addr[0]
         try:
             pdu = decode_wrapper(data, self.max_pdu)
         except SacError as exc:
-            self.acquisition.metrics.count("sac_push_rejected_total", reason="malformed")
-            self.log.warn("UDP push from {host}: a bad datagram: {e}", host=host, e=exc)
+            self.malformed(host, exc)
             return
-        d = Deferred.fromCoroutine(self.acquisition.push(pdu.apdu, host, self.now()))
-        d.addErrback(self._failed, host)
+        self.pduReceived(pdu, host)
 
-    def _failed(self, failure: Any, host: str) -> None:
-        if failure.check(PushRejected, StoreUnavailable):
-            self.log.warn("UDP push from {host} refused: {e}", host=host, e=failure.value)
-            return
-        self.log.failure("UDP push from {host}: unexpected error", failure, host=host)
+    def pduReceived(self, pdu: WrapperPdu, host: str) -> None:
+        raise NotImplementedError
+
+    def malformed(self, host: str, error: SacError) -> None:
+        raise NotImplementedError

@@ -7,15 +7,19 @@ it back in the queue when the session ends first.  A valve command is done only 
 valve state read back confirms it.  With an activation time in the future (the
 scheduled-script valve) the session programs the meter and the command goes back to the
 queue marked "programmed": a session after that time confirms it by reading the valve.
+
+Each kind has its entry in two tables: ``VALIDATORS`` (its parameters, checked when queued)
+and ``HANDLERS`` (how it runs, over a :class:`CommandContext`: what a command needs of the
+session, which :class:`~sac.services.session.MeterSession` provides).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
@@ -40,14 +44,15 @@ from sac.dlms.xdlms import SelectiveAccess
 from sac.errors import SacError
 from sac.profiles import CosemRef, IMeterProfile, ValveAction, ValveMethod, valve_steps
 from sac.services.readings import CLOCK, ROME, UNIX_TIME, Capture, text_of
-from sac.store.model import Actor, Command, Ingest
+from sac.store.model import Actor, Command, Ingest, MeterStatus, Reading
 
 if TYPE_CHECKING:
-    from sac.services.session import MeterSession
     from sac.store.interface import IStore
 
 __all__ = [
+    "HANDLERS",
     "PROGRAMMED",
+    "CommandContext",
     "CommandError",
     "Kind",
     "Outcome",
@@ -78,10 +83,6 @@ PRIORITY = {
     Kind.SET_ATTRIBUTE: 10,
     Kind.READ_ATTRIBUTE: 0,
     Kind.READ_PROFILE: 0,
-}
-VALVE_KINDS = {
-    Kind.VALVE_CLOSE: ValveAction.CLOSE,
-    Kind.VALVE_ENABLE_OPENING: ValveAction.ENABLE_OPENING,
 }
 # control_state values that confirm a valve command (IC 70: 0 closed, 1 open, 2 ready)
 CONFIRMS = {ValveAction.CLOSE: (0,), ValveAction.ENABLE_OPENING: (2, 1)}
@@ -170,60 +171,99 @@ def validate(
         raise CommandError("kind", f"{kind!r} is not one of {', '.join(Kind)}") from None
     if not isinstance(params, Mapping):
         raise CommandError("params", "must be an object")
-    if k in VALVE_KINDS:
-        _only(params, {"at"})
-        at = _time(params, "at", required=False)
-        if at is None:
-            return {}
-        if profile.valve_method is not ValveMethod.SCHEDULED_SCRIPT:
-            raise CommandError("at", f"meters of profile {profile.name} operate the valve at once")
-        if at < now - dt.timedelta(minutes=5):
-            raise CommandError("at", "is in the past")
-        return {"at": at.isoformat()}
-    if k is Kind.READ_PROFILE:
-        _only(params, {"object", "from", "to"})
-        obj = params.get("object")
-        if obj not in PROFILE_QUANTITIES:
-            raise CommandError("object", f"must be one of {', '.join(PROFILE_QUANTITIES)}")
-        start = _time(params, "from", required=True)
-        end = _time(params, "to", required=True)
-        assert start is not None and end is not None
-        if end <= start:
-            raise CommandError("to", "must be after 'from'")
-        if end - start > dt.timedelta(days=3660):
-            raise CommandError("to", "a range is at most ten years")
-        return {"object": obj, "from": start.isoformat(), "to": end.isoformat()}
-    if k is Kind.READ_ATTRIBUTE:
-        _only(params, {"class_id", "obis", "attribute"})
-        return {
-            "class_id": _int(params, "class_id", 1, 0xFFFF),
-            "obis": _obis(params),
-            "attribute": _int(params, "attribute", 1, 127),
-        }
-    if k is Kind.SET_ATTRIBUTE:
-        _only(params, {"class_id", "obis", "attribute", "type", "value"})
-        out = {
-            "class_id": _int(params, "class_id", 1, 0xFFFF),
-            "obis": _obis(params),
-            "attribute": _int(params, "attribute", 2, 127),
-            "type": params.get("type"),
-            "value": params.get("value"),
-        }
-        if out["type"] not in VALUE_TYPES:
-            raise CommandError("type", f"must be one of {', '.join(VALUE_TYPES)}")
-        try:
-            _typed(out)
-        except (ValueError, TypeError, SacError) as exc:
-            raise CommandError("value", f"is not a valid {out['type']}: {exc}") from None
-        return out
-    if k is Kind.SET_PDR:
-        _only(params, {"pdr"})
-        pdr = params.get("pdr")
-        if not isinstance(pdr, str) or not pdr.isdigit() or len(pdr) != 14:
-            raise CommandError("pdr", "a PDR is 14 digits")
-        return {"pdr": pdr}
-    _only(params, set())  # sync-clock
+    return VALIDATORS[k](params, profile, now)
+
+
+def _valve_params(
+    params: Mapping[str, Any], profile: IMeterProfile, now: dt.datetime
+) -> dict[str, Any]:
+    _only(params, {"at"})
+    at = _time(params, "at", required=False)
+    if at is None:
+        return {}
+    if profile.valve_method is not ValveMethod.SCHEDULED_SCRIPT:
+        raise CommandError("at", f"meters of profile {profile.name} operate the valve at once")
+    if at < now - dt.timedelta(minutes=5):
+        raise CommandError("at", "is in the past")
+    return {"at": at.isoformat()}
+
+
+def _read_profile_params(
+    params: Mapping[str, Any], profile: IMeterProfile, now: dt.datetime
+) -> dict[str, Any]:
+    _only(params, {"object", "from", "to"})
+    obj = params.get("object")
+    if obj not in PROFILE_QUANTITIES:
+        raise CommandError("object", f"must be one of {', '.join(PROFILE_QUANTITIES)}")
+    start = _time(params, "from", required=True)
+    end = _time(params, "to", required=True)
+    assert start is not None and end is not None
+    if end <= start:
+        raise CommandError("to", "must be after 'from'")
+    if end - start > dt.timedelta(days=3660):
+        raise CommandError("to", "a range is at most ten years")
+    return {"object": obj, "from": start.isoformat(), "to": end.isoformat()}
+
+
+def _read_attribute_params(
+    params: Mapping[str, Any], profile: IMeterProfile, now: dt.datetime
+) -> dict[str, Any]:
+    _only(params, {"class_id", "obis", "attribute"})
+    return {
+        "class_id": _int(params, "class_id", 1, 0xFFFF),
+        "obis": _obis(params),
+        "attribute": _int(params, "attribute", 1, 127),
+    }
+
+
+def _set_attribute_params(
+    params: Mapping[str, Any], profile: IMeterProfile, now: dt.datetime
+) -> dict[str, Any]:
+    _only(params, {"class_id", "obis", "attribute", "type", "value"})
+    out = {
+        "class_id": _int(params, "class_id", 1, 0xFFFF),
+        "obis": _obis(params),
+        "attribute": _int(params, "attribute", 2, 127),
+        "type": params.get("type"),
+        "value": params.get("value"),
+    }
+    if out["type"] not in VALUE_TYPES:
+        raise CommandError("type", f"must be one of {', '.join(VALUE_TYPES)}")
+    try:
+        _typed(out)
+    except (ValueError, TypeError, SacError) as exc:
+        raise CommandError("value", f"is not a valid {out['type']}: {exc}") from None
+    return out
+
+
+def _set_pdr_params(
+    params: Mapping[str, Any], profile: IMeterProfile, now: dt.datetime
+) -> dict[str, Any]:
+    _only(params, {"pdr"})
+    pdr = params.get("pdr")
+    if not isinstance(pdr, str) or not pdr.isdigit() or len(pdr) != 14:
+        raise CommandError("pdr", "a PDR is 14 digits")
+    return {"pdr": pdr}
+
+
+def _no_params(
+    params: Mapping[str, Any], profile: IMeterProfile, now: dt.datetime
+) -> dict[str, Any]:
+    _only(params, set())
     return {}
+
+
+Validator = Callable[[Mapping[str, Any], IMeterProfile, dt.datetime], dict[str, Any]]
+# how each kind of command's parameters are checked when it is queued
+VALIDATORS: dict[Kind, Validator] = {
+    Kind.VALVE_CLOSE: _valve_params,
+    Kind.VALVE_ENABLE_OPENING: _valve_params,
+    Kind.READ_PROFILE: _read_profile_params,
+    Kind.READ_ATTRIBUTE: _read_attribute_params,
+    Kind.SET_ATTRIBUTE: _set_attribute_params,
+    Kind.SET_PDR: _set_pdr_params,
+    Kind.SYNC_CLOCK: _no_params,
+}
 
 
 def _typed(params: Mapping[str, Any]) -> Any:
@@ -301,33 +341,72 @@ class Housekeeping(Service):
 # --- running them -----------------------------------------------------------------------------
 
 
-async def execute(session: MeterSession, command: Command) -> Outcome:
+class CommandContext(Protocol):
+    """What a command needs of the session that carries it out (a
+    :class:`~sac.services.session.MeterSession` is one): its meter's profile, the clock,
+    requests over the Management association, and the values to store."""
+
+    @property
+    def profile(self) -> IMeterProfile: ...
+
+    def now(self) -> dt.datetime: ...
+
+    async def get(self, ref: CosemRef, access: SelectiveAccess | None = None) -> Any: ...
+
+    async def set(self, ref: CosemRef, value: Any) -> None: ...
+
+    async def action(self, ref: CosemRef, method: int, parameters: Any) -> Any: ...
+
+    def reading(self, ref: CosemRef, value: Any) -> Reading: ...
+
+    def status(self, **values: Any) -> MeterStatus: ...
+
+    async def read_profile(self, quantity: str, start: dt.datetime, end: dt.datetime) -> Ingest: ...
+
+
+Handler = Callable[[CommandContext, Command], Awaitable[Outcome]]
+
+
+async def execute(session: CommandContext, command: Command) -> Outcome:
     """Carry ``command`` out over the session's Management association.  Errors of the meter
     (a refused request, an exception-response) become a failed Outcome; a lost connection
     or a timeout propagates (the session puts the command back in the queue)."""
-    kind = Kind(command.kind)
+    return await HANDLERS[Kind(command.kind)](session, command)
+
+
+def _ref(params: Mapping[str, Any]) -> CosemRef:
+    return CosemRef(params["class_id"], Obis(params["obis"]), params["attribute"])
+
+
+async def _read_attribute(session: CommandContext, command: Command) -> Outcome:
+    ref = _ref(command.params)
+    value = await session.get(ref)
+    reading = session.reading(ref, value)
+    return Outcome(True, text_of(value), Ingest(readings=[reading]))
+
+
+async def _read_profile(session: CommandContext, command: Command) -> Outcome:
     params = command.params
-    if kind in VALVE_KINDS:
-        return await _valve(session, command, VALVE_KINDS[kind])
-    if kind is Kind.READ_ATTRIBUTE:
-        ref = CosemRef(params["class_id"], Obis(params["obis"]), params["attribute"])
-        value = await session.get(ref)
-        reading = session.reading(ref, value)
-        return Outcome(True, text_of(value), Ingest(readings=[reading]))
-    if kind is Kind.READ_PROFILE:
-        start = dt.datetime.fromisoformat(params["from"])
-        end = dt.datetime.fromisoformat(params["to"])
-        batch = await session.read_profile(params["object"], start, end)
-        found = len(batch.readings) + len(batch.events)
-        return Outcome(True, f"{found} values read", batch)
-    if kind is Kind.SET_ATTRIBUTE:
-        ref = CosemRef(params["class_id"], Obis(params["obis"]), params["attribute"])
-        await session.set(ref, _typed(params))
-        return Outcome(True, "set")
-    if kind is Kind.SET_PDR:
-        await session.set(session.profile.objects["pdr"], VisibleString(params["pdr"]))
-        return Outcome(True, f"PDR set to {params['pdr']}")
-    # sync-clock: the meter's clock to the SAC's, in Italian time
+    start = dt.datetime.fromisoformat(params["from"])
+    end = dt.datetime.fromisoformat(params["to"])
+    batch = await session.read_profile(params["object"], start, end)
+    found = len(batch.readings) + len(batch.events)
+    return Outcome(True, f"{found} values read", batch)
+
+
+async def _set_attribute(session: CommandContext, command: Command) -> Outcome:
+    await session.set(_ref(command.params), _typed(command.params))
+    return Outcome(True, "set")
+
+
+async def _set_pdr(session: CommandContext, command: Command) -> Outcome:
+    pdr = command.params["pdr"]
+    await session.set(session.profile.objects["pdr"], VisibleString(pdr))
+    return Outcome(True, f"PDR set to {pdr}")
+
+
+async def _sync_clock(session: CommandContext, command: Command) -> Outcome:
+    """The meter's clock to the SAC's, in Italian time."""
     local = session.now().astimezone(ROME)
     raw = CosemDateTime.from_datetime(
         local, inverted_deviation=bool(session.profile.inverted_deviation)
@@ -336,7 +415,15 @@ async def execute(session: MeterSession, command: Command) -> Outcome:
     return Outcome(True, f"clock set to {local.isoformat(timespec='seconds')}")
 
 
-async def _valve(session: MeterSession, command: Command, action: ValveAction) -> Outcome:
+async def _valve_close(session: CommandContext, command: Command) -> Outcome:
+    return await _valve(session, command, ValveAction.CLOSE)
+
+
+async def _valve_enable_opening(session: CommandContext, command: Command) -> Outcome:
+    return await _valve(session, command, ValveAction.ENABLE_OPENING)
+
+
+async def _valve(session: CommandContext, command: Command, action: ValveAction) -> Outcome:
     profile = session.profile
     valve = profile.objects["valve"].at(3)  # control_state
     at = dt.datetime.fromisoformat(command.params["at"]) if "at" in command.params else None
@@ -367,15 +454,27 @@ async def _valve(session: MeterSession, command: Command, action: ValveAction) -
     )
 
 
-def _valve_ingest(session: MeterSession, reading: Any) -> Ingest:
+def _valve_ingest(session: CommandContext, reading: Reading) -> Ingest:
     return Ingest(readings=[reading], statuses=[session.status(valve_state=int(reading.value))])
 
 
-async def _step(session: MeterSession, step: Any) -> None:
+async def _step(session: CommandContext, step: Any) -> None:
     if step.method is not None:
         await session.action(step.target, step.method, step.value)
     else:
         await session.set(step.target, step.value)
+
+
+# how a session carries out each kind of command
+HANDLERS: dict[Kind, Handler] = {
+    Kind.VALVE_CLOSE: _valve_close,
+    Kind.VALVE_ENABLE_OPENING: _valve_enable_opening,
+    Kind.READ_PROFILE: _read_profile,
+    Kind.READ_ATTRIBUTE: _read_attribute,
+    Kind.SET_ATTRIBUTE: _set_attribute,
+    Kind.SET_PDR: _set_pdr,
+    Kind.SYNC_CLOCK: _sync_clock,
+}
 
 
 def range_access(

@@ -20,9 +20,9 @@ from twisted.logger import Logger
 
 from sac.errors import SacError
 from sac.profiles import ProfileRegistry
-from sac.protocols.client import PollFailed, PollResult, poll_meter
 from sac.runtime import wait_at_most
 from sac.services.metrics import Metrics
+from sac.services.poll import PollFailed, PollResult, poll_meter
 from sac.services.session import SessionSettings
 from sac.store.interface import IStore
 from sac.store.model import PollJob

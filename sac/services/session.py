@@ -2,8 +2,8 @@
 association with its counters, reads, commands.
 
 Both flows use it: a push session (the meter called; its socket carries our requests after
-its notification) and a poll (we called).  It talks through a :class:`~sac.protocols.link.Link`
-and keeps its counters in the store.
+its notification) and a poll (we called).  It talks through an
+:class:`~sac.protocols.interface.ILink` and keeps its counters in the store.
 
 Invocation counters (the GCM IV is the system title and the counter: a counter sent twice
 under one key breaks the ciphering):
@@ -37,7 +37,7 @@ from sac.dlms.security import SecurityContext, Suite0Cipher
 from sac.dlms.xdlms import SelectiveAccess
 from sac.errors import CodecError, ProtocolError, RemoteProtocolError, SacError
 from sac.profiles import CosemRef, IMeterProfile
-from sac.protocols.link import AccessError, Link, LinkClosed, ResponseTimeout
+from sac.protocols.interface import AccessError, ILink, LinkClosed, ResponseTimeout
 from sac.services import commands as cmd
 from sac.services.readings import (
     BATTERY,
@@ -87,7 +87,7 @@ class MeterSession:
 
     def __init__(
         self,
-        link: Link,
+        link: ILink,
         store: IStore,
         profile: IMeterProfile,
         *,

@@ -16,8 +16,9 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint, c
 from twisted.logger import globalLogPublisher
 
 from sac.profiles import discover_profiles
-from sac.protocols.push import ListenerSettings, PushFactory
+from sac.protocols.push import ListenerSettings
 from sac.services.acquisition import Acquisition
+from sac.services.push import PushFactory
 from sac.services.session import SessionSettings
 from sac.simulator.fleet import Fleet
 from sac.simulator.session import MeterProtocol

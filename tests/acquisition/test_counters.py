@@ -18,7 +18,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 
 from sac.dlms.wrapper import WrapperPdu
-from sac.protocols.client import PollFailed, poll_meter
+from sac.services.poll import PollFailed, poll_meter
 from sac.services.session import SessionSettings
 from sac.store import Actor, CommandState
 from sac.store.keycsv import parse_key_csv

@@ -375,7 +375,7 @@ async def test_pushes_over_udp_are_stored_and_bad_datagrams_counted(
 ) -> None:
     from twisted.internet.protocol import DatagramProtocol
 
-    from sac.protocols.push import PushDatagramProtocol
+    from sac.services.push import PushDatagramProtocol
 
     store, fleet, sac, _port = await started(backend, sacs)
     [m] = fleet.meters

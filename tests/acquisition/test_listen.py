@@ -24,7 +24,7 @@ from twisted.internet.task import deferLater
 from sac.dlms import Obis
 from sac.errors import ConfigurationError
 from sac.protocols.listen import listen_datagrams, listen_sessions, udp_address
-from sac.protocols.push import PushDatagramProtocol
+from sac.services.push import PushDatagramProtocol
 from sac.store import Actor, CommandState
 from tests.acquisition.conftest import Backend, Sac, push_once, started
 from tests.acquisition.test_faults import push_bytes

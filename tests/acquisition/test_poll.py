@@ -12,7 +12,7 @@ from twisted.logger import formatEvent, globalLogPublisher
 
 from sac.dlms import Obis
 from sac.profiles import ValveAction, discover_profiles
-from sac.protocols.client import PollFailed, poll_meter
+from sac.services.poll import PollFailed, poll_meter
 from sac.services.poller import Poller, PollSettings
 from sac.services.session import SessionSettings
 from sac.simulator.meter import EVENT_LOG

@@ -12,7 +12,7 @@ Push side, one connection a frame:
 
 Poll side: meters listening on loopback whose answers (AARE, GET responses, blocks, the
 Management association's ciphered answers) are mutated, as bytes on the wire or before
-ciphering, at random; :func:`sac.protocols.client.poll_meter` must end each poll with a
+ciphering, at random; :func:`sac.services.poll.poll_meter` must end each poll with a
 :class:`PollFailed` (or a success) and nothing else.
 """
 
@@ -36,7 +36,7 @@ from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import globalLogPublisher
 
 from sac.profiles import discover_profiles
-from sac.protocols.client import PollFailed, poll_meter
+from sac.services.poll import PollFailed, poll_meter
 from sac.services.session import SessionSettings
 from sac.simulator.fleet import Fleet
 from sac.simulator.meter import SimulatedMeter

@@ -1,0 +1,300 @@
+"""The push session: what happens on a meter's connection once it has pushed
+(docs/uni-ts-11291.md §5; docs/architecture.md, "A meter calls in").
+
+:class:`~sac.protocols.push.PushProtocol` frames the bytes, keeps the limits and the
+linger, and calls a :class:`PushSession` with each connection.  The session:
+
+1. hands the first push to :class:`~sac.services.acquisition.Acquisition`, which stores it
+   (or spools it) before anything else happens;
+2. if commands wait for that meter: claims them, identifies the Management counter (from
+   the frame, else a Public association), runs them through the Management association
+   within the session budget, stores what they read, and closes the connection cleanly;
+3. otherwise closes at once -- the clean close is the meter's acknowledgement.
+
+Every step is in the one table ``_TRANSITIONS``.  :class:`PushFactory` is the listener
+bound to these sessions; :class:`PushDatagramProtocol` takes pushes over UDP (no session
+follows: a datagram gets no answer).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable
+from enum import Enum, auto
+from typing import Any
+
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.logger import Logger
+
+from sac.dlms.wrapper import WrapperPdu
+from sac.errors import SacError
+from sac.protocols.interface import IPushConnection, ResponseTimeout
+from sac.protocols.push import DEFAULT_LISTENER, ListenerSettings, PushListener, WrapperDatagrams
+from sac.services.acquisition import Accepted, Acquisition, PushRejected, StoreUnavailable
+from sac.services.metrics import Metrics
+from sac.services.session import MeterSession, SessionSettings, merge, requeue
+from sac.store.interface import IStore
+from sac.store.model import Command, Ingest
+
+__all__ = ["PushDatagramProtocol", "PushFactory", "PushSession", "State"]
+
+DEFAULT_SESSION = SessionSettings()
+
+
+class State(Enum):
+    AWAITING_PUSH = auto()  # the connection is open, the push not yet in
+    STORING = auto()  # the push is with the acquisition
+    CLAIMING = auto()  # commands wait for the meter: claiming them
+    IDENTIFYING = auto()  # the Management counter: from the frame, else a Public association
+    OPENING = auto()  # the Management association
+    RUNNING = auto()  # the claimed commands
+    ACKNOWLEDGED = auto()  # closed cleanly (FIN): the push is the meter's no more
+    RESET = auto()  # aborted (RST): not acknowledged
+    LEFT = auto()  # the connection ended under the session: nothing more to do
+
+
+class _In(Enum):
+    PUSHED = auto()
+    ENDED = auto()  # the connection ended (or is ending) under the session
+    REFUSED = auto()  # the acquisition refused the push, or the store is down
+    SPOOLED = auto()
+    STORED = auto()  # and no commands (or none claimed, or no meter left to run them)
+    COMMANDS_WAITING = auto()
+    CLAIMED = auto()
+    IDENTIFIED = auto()
+    OTHER_LDN = auto()
+    OPENED = auto()
+    RAN = auto()
+    FAILED = auto()
+
+
+S, E = State, _In
+_TRANSITIONS: dict[tuple[State, _In], State] = {
+    (S.AWAITING_PUSH, E.PUSHED): S.STORING,
+    (S.AWAITING_PUSH, E.ENDED): S.LEFT,
+    (S.STORING, E.REFUSED): S.RESET,
+    (S.STORING, E.ENDED): S.LEFT,
+    (S.STORING, E.SPOOLED): S.ACKNOWLEDGED,
+    (S.STORING, E.STORED): S.ACKNOWLEDGED,
+    (S.STORING, E.COMMANDS_WAITING): S.CLAIMING,
+    (S.CLAIMING, E.STORED): S.ACKNOWLEDGED,
+    (S.CLAIMING, E.CLAIMED): S.IDENTIFYING,
+    (S.IDENTIFYING, E.IDENTIFIED): S.OPENING,
+    (S.IDENTIFYING, E.OTHER_LDN): S.RESET,
+    (S.OPENING, E.OPENED): S.RUNNING,
+    (S.RUNNING, E.RAN): S.ACKNOWLEDGED,
+}
+for _state in (S.IDENTIFYING, S.OPENING, S.RUNNING):
+    _TRANSITIONS[(_state, E.FAILED)] = S.RESET
+del S, E, _state
+
+
+class PushSession:
+    """One meter's push connection, from its push to its end."""
+
+    __slots__ = ("conn", "f", "state")
+    log = Logger()
+
+    def __init__(self, factory: PushFactory, connection: IPushConnection) -> None:
+        self.f = factory
+        self.conn = connection
+        self.state = State.AWAITING_PUSH
+
+    def _go(self, event: _In) -> State:
+        new = _TRANSITIONS.get((self.state, event))
+        if new is None:
+            # a bug, not the meter's doing: the protocol logs it and resets the connection
+            raise RuntimeError(f"push session: {event.name} in state {self.state.name}")
+        self.state = new
+        return new
+
+    def _end(self, event: _In, outcome: str, message: str = "") -> None:
+        """The last step: the clean close (the push acknowledged), or a reset."""
+        if self._go(event) is State.ACKNOWLEDGED:
+            self.conn.close(outcome)
+        else:
+            self.conn.abort(outcome, message)
+
+    async def run(self) -> None:
+        try:
+            first = await self.conn.first_push()
+        except CancelledError:
+            self._go(_In.ENDED)  # the connection ended before any push
+            return
+        self._go(_In.PUSHED)
+        accepted = await self._push(first)
+        if accepted is None:
+            return
+        claimed = await self._claim(accepted)
+        if claimed:
+            await self._commands(accepted, claimed)
+
+    async def _push(self, first: WrapperPdu) -> Accepted | None:
+        """Store the push; the Accepted when commands may wait for its meter, else the end."""
+        conn, f = self.conn, self.f
+        try:
+            accepted = await f.acquisition.push(first.apdu, conn.peer, f.now())
+        except PushRejected as exc:
+            conn.ldn = exc.ldn
+            self._end(_In.REFUSED, exc.reason, str(exc))
+            return None
+        except StoreUnavailable as exc:
+            self._end(_In.REFUSED, "store-unavailable", str(exc))
+            return None
+        if conn.closing:
+            self._go(_In.ENDED)
+            return None
+        if time.monotonic() - conn.started > f.settings.reply_within:
+            f.metrics.count("sac_push_late_total")
+        if accepted.spooled or accepted.meter is None:
+            self._end(_In.SPOOLED, "spooled")
+            return None
+        conn.ldn = accepted.meter.ldn
+        # no commands waiting (the store said so in the push's transaction), or no meter left
+        if not accepted.commands_waiting or conn.gone:
+            self._end(_In.STORED, "stored")
+            return None
+        self._go(_In.COMMANDS_WAITING)
+        return accepted
+
+    async def _claim(self, accepted: Accepted) -> list[Command]:
+        assert accepted.meter is not None
+        try:
+            claimed = await self.f.store.claim_commands(accepted.meter.ldn, by=self.f.session.name)
+        except SacError as exc:
+            self.log.warn("meter {ldn}: commands not claimed: {e}", ldn=self.conn.ldn, e=exc)
+            claimed = []
+        if not claimed:
+            self._end(_In.STORED, "stored")
+            return []
+        self._go(_In.CLAIMED)
+        return claimed
+
+    async def _commands(self, accepted: Accepted, claimed: list[Command]) -> None:
+        assert accepted.meter is not None and accepted.profile is not None
+        conn, f = self.conn, self.f
+        budget = min(float(accepted.profile.session_budget), f.settings.session_timeout)
+        deadline = f.reactor.seconds() + budget - 2 * f.settings.reply_within
+        session = MeterSession(
+            conn.link,
+            f.store,
+            accepted.profile,
+            settings=f.session,
+            now=f.now,
+            source="session",
+            meter=accepted.meter,
+        )
+        conn.link.on_notification = lambda _a, n: self._later_push(n)
+        batches: list[Ingest] = []
+        try:
+            if not await self._management(session, accepted, claimed):
+                return
+            batches.append(await session.run_commands(claimed, deadline, f.reactor))
+            await session.close()
+        except SacError as exc:
+            await session.abandon()
+            await self._requeue(claimed, str(exc))
+            await self._store(merge(batches))
+            timeout = isinstance(exc, ResponseTimeout)
+            self._end(_In.FAILED, "response-timeout" if timeout else "session-failed", str(exc))
+            return
+        await self._store(merge(batches))
+        self._end(_In.RAN, "commands")
+
+    async def _management(
+        self, session: MeterSession, accepted: Accepted, claimed: list[Command]
+    ) -> bool:
+        """Open the Management association from the meter's counter: the frame's (inside
+        the authenticated frame: proven), else the Public client's (a hint).  False when the
+        meter answered as another."""
+        assert accepted.meter is not None
+        fc = accepted.frame_counter
+        proven = fc is not None
+        if fc is None:
+            ldn, fc = await session.identify()
+            if ldn != accepted.meter.ldn:
+                await self._requeue(claimed, "the meter answered with another LDN")
+                why = f"LDN {ldn!r} read, {accepted.meter.ldn!r} pushed"
+                self._end(_In.OTHER_LDN, "ldn-mismatch", why)
+                return False
+        self._go(_In.IDENTIFIED)
+        await session.open_management(fc, proven=proven)
+        self._go(_In.OPENED)
+        return True
+
+    def _later_push(self, notification: Any) -> None:
+        self.log.info("meter {ldn}: a second push in one session is ignored", ldn=self.conn.ldn)
+
+    async def _store(self, batch: Ingest) -> None:
+        if not (batch.readings or batch.events or batch.statuses):
+            return
+        try:
+            await self.f.store.ingest(batch)
+        except SacError as exc:
+            self.log.warn("meter {ldn}: session values not stored: {e}", ldn=self.conn.ldn, e=exc)
+
+    async def _requeue(self, claimed: list[Command], why: str) -> None:
+        await requeue(self.f.store, claimed, why, attempts=self.f.session.command_attempts)
+
+
+class PushFactory(PushListener):
+    """The push listener whose connections run :class:`PushSession`."""
+
+    def __init__(
+        self,
+        acquisition: Acquisition,
+        store: IStore,
+        *,
+        reactor: Any,
+        settings: ListenerSettings = DEFAULT_LISTENER,
+        session: SessionSettings = DEFAULT_SESSION,
+        metrics: Metrics | None = None,
+        now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+    ) -> None:
+        super().__init__(
+            self._session,
+            reactor=reactor,
+            settings=settings,
+            metrics=metrics if metrics is not None else acquisition.metrics,
+            last_writes=acquisition.store_timeout + 1,
+        )
+        self.acquisition = acquisition
+        self.store = store
+        self.session = session
+        self.now = now
+
+    def _session(self, connection: IPushConnection) -> Any:
+        return PushSession(self, connection).run()
+
+
+class PushDatagramProtocol(WrapperDatagrams):
+    """DATA-NOTIFICATIONs over UDP: one wrapper PDU a datagram, stored (or spooled); no
+    answer, no session."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        acquisition: Acquisition,
+        *,
+        max_pdu: int = 4096,
+        now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+    ) -> None:
+        super().__init__(max_pdu=max_pdu)
+        self.acquisition = acquisition
+        self.now = now
+
+    def pduReceived(self, pdu: WrapperPdu, host: str) -> None:
+        d = Deferred.fromCoroutine(self.acquisition.push(pdu.apdu, host, self.now()))
+        d.addErrback(self._failed, host)
+
+    def malformed(self, host: str, error: SacError) -> None:
+        self.acquisition.metrics.count("sac_push_rejected_total", reason="malformed")
+        self.log.warn("UDP push from {host}: a bad datagram: {e}", host=host, e=error)
+
+    def _failed(self, failure: Any, host: str) -> None:
+        if failure.check(PushRejected, StoreUnavailable):
+            self.log.warn("UDP push from {host} refused: {e}", host=host, e=failure.value)
+            return
+        self.log.failure("UDP push from {host}: unexpected error", failure, host=host)
