@@ -83,7 +83,8 @@ async def poll_meter(
         if isinstance(exc, PollFailed):
             raise
         raise PollFailed(f"meter {ldn}: {exc}") from None
-    protocol.transport.loseConnection()
+    if protocol.transport is not None:
+        protocol.transport.loseConnection()
     await protocol.closed
     return PollResult(
         ldn, len(total.readings), len(total.events), len(claimed), tuple(session.skipped)
