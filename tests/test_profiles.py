@@ -402,3 +402,16 @@ async def test_the_acme_wheel_of_docs_profiles_md_is_simulated_and_its_pushes_st
         for protocol in list(factory.active):
             protocol.transport.abortConnection()
         await store.close()
+
+
+def test_a_meter_s_objects_are_its_profile_s_over_the_catalogue() -> None:
+    _setup, module = docs_example()
+    namespace: dict = {}
+    exec(compile(module, "docs/profiles.md", "exec"), namespace)
+    acme = namespace["acme_g4"]
+    registry = ProfileRegistry([*REGISTRY.profiles.values(), acme])
+    objects = registry.objects_of("acme-g4")
+    assert str(objects["pdr"].obis) == "0.128.96.1.10.255"
+    assert objects["converted_volume_index"] == STANDARD_OBJECTS["converted_volume_index"]
+    assert registry.objects_of("not-installed") is STANDARD_OBJECTS
+    assert registry.objects_of(None) is STANDARD_OBJECTS
