@@ -34,7 +34,6 @@ from twisted.internet.task import react
 from twisted.logger import globalLogBeginner
 
 from sac.config import load_config
-from sac.dlms import Obis
 from sac.errors import SacError
 from sac.keys import new_master_key
 from sac.logs import make_observer
@@ -45,7 +44,6 @@ from sac.tap import SacService
 
 __all__ = ["main"]
 
-INDEX = Obis("7.0.13.2.0.255")
 PROFILE = "uni-ts-11291-12-2"
 PUSH_EVERY = 900  # simulated seconds between two pushes of a meter
 HISTORY_DAYS = 90
@@ -88,6 +86,8 @@ def _history(fleet: Fleet, start: dt.datetime) -> list[Reading]:
     HOURLY_DAYS; each day uses more or less gas than the meter's mean (the weather), weekends
     more."""
     readings = []
+    index_obis = fleet.profile.objects["converted_volume_index"].obis
+    scaler, unit = fleet.profile.volume_scaler_unit
     for m in fleet.meters:
         index = m.index_litres
         for hours in range(1, HISTORY_DAYS * 24 + 1):
@@ -96,7 +96,7 @@ def _history(fleet: Fleet, start: dt.datetime) -> list[Reading]:
             weather = 1 + 0.35 * math.sin(day / 5 + m.serial) + (0.2 if at.weekday() >= 5 else 0)
             index = max(0, index - round(m.litres_per_day / 24 * weather))
             if hours <= HOURLY_DAYS * 24 or at.hour == 22:
-                readings.append(Reading(m.ldn, INDEX, 2, index, at, "poll", at, -3, 14))
+                readings.append(Reading(m.ldn, index_obis, 2, index, at, "poll", at, scaler, unit))
     return readings
 
 

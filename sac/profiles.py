@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import traceback
+from collections import ChainMap
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -48,6 +49,8 @@ __all__ = [
     "ValveAction",
     "ValveMethod",
     "ValveStep",
+    "compact_data",
+    "compact_template",
     "discover_profiles",
     "flag_id",
     "valve_steps",
@@ -70,6 +73,17 @@ class CosemRef:
 
 def ref(class_id: int, obis: str, attribute: int = 2) -> CosemRef:
     return CosemRef(class_id, Obis(obis), attribute)
+
+
+def compact_data(template_id: int) -> CosemRef:
+    """The compact data object (IC 62) whose buffer carries frames of ``template_id``."""
+    return CosemRef(62, Obis.from_groups(0, 0, 66, 0, template_id), 2)
+
+
+def compact_template(obis: Obis) -> int | None:
+    """The template id of a compact data object's logical name; None for any other object."""
+    a, b, c, d, e, f = obis.groups
+    return e if (a, b, c, d, f) == COMPACT_DATA else None
 
 
 # The standard quantities and where UNI/TS 11291-12-2 meters keep them (docs/uni-ts-11291.md §1).
@@ -97,8 +111,21 @@ STANDARD_OBJECTS: Mapping[str, CosemRef] = MappingProxyType(
         "daily_profile": ref(7, "7.0.99.99.3.255"),
         "event_logbook": ref(7, "7.0.99.98.0.255"),
         "metrological_logbook": ref(7, "7.0.99.98.1.255"),
+        # besides: what the compact frames, the logbooks' columns and the simulator name
+        "event_code": ref(1, "0.0.96.11.2.255"),
+        "metrological_event_code": ref(1, "0.0.96.11.1.255"),
+        "network_status": ref(1, "0.1.96.5.4.255"),
+        "billing_period_counter": ref(1, "7.0.0.1.0.255"),
+        "spare": ref(1, "0.0.94.39.40.255"),
+        "billing_snapshots": ref(7, "7.0.98.11.0.255"),
+        "battery_autonomy_secondary": ref(3, "0.1.96.6.6.255"),
+        "temperature": ref(3, "7.0.41.0.0.255"),
+        "interval_profile": ref(7, "7.0.99.99.1.255"),
+        "session_timeouts": ref(1, "0.1.94.39.52.255"),
     }
 )
+# the compact data objects (IC 62) are 0.0.66.0.<template id>.255 (docs/uni-ts-11291.md §1.8)
+COMPACT_DATA = (0, 0, 66, 0, 255)
 REQUIRED_QUANTITIES = frozenset(
     (
         "ldn",
@@ -341,6 +368,14 @@ class ProfileRegistry:
 
     def __contains__(self, name: object) -> bool:
         return name in self.profiles
+
+    def objects_of(self, name: str | None) -> Mapping[str, CosemRef]:
+        """The object map of the profile ``name``, the generic catalogue's objects for what it
+        does not name (or for a profile not installed)."""
+        profile = self.profiles.get(name or "")
+        if profile is None:
+            return STANDARD_OBJECTS
+        return ChainMap(dict(profile.objects), dict(STANDARD_OBJECTS))
 
     def match(
         self,

@@ -13,6 +13,10 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.internet.utils import getProcessOutputAndValue
 from zope.interface.verify import verifyObject
 
 from sac.dlms.apdu import decode_apdu
@@ -23,6 +27,7 @@ from sac.dlms.wrapper import decode_wrapper
 from sac.errors import PluginError
 from sac.profiles import (
     GENERIC_PROFILE,
+    STANDARD_OBJECTS,
     IMeterProfile,
     MeterProfile,
     ProfileRegistry,
@@ -32,9 +37,17 @@ from sac.profiles import (
     uni_ts_system_title,
     valve_steps,
 )
+from sac.protocols.push import ListenerSettings, PushFactory
+from sac.services.acquisition import Acquisition
+from sac.services.session import SessionSettings
+from sac.simulator.fleet import Fleet
+from tests.acquisition.conftest import REGISTRY, provision
 from tests.conftest import all_vectors, vbytes, vector
+from tests.store.conftest import Backend
 
 SHIPPED = {"uni-ts-11291-12-2", "honeywell-ei7", "fiorentini"}
+INDEX = STANDARD_OBJECTS["converted_volume_index"].obis
+BATTERY = STANDARD_OBJECTS["battery_autonomy"].obis
 
 
 @pytest.fixture(scope="module")
@@ -294,10 +307,17 @@ def test_a_vendor_wheel_dropping_a_module_into_sac_plugins_is_found(tmp_path: Pa
     assert out == [f"{sorted(SHIPPED | {'acme-g4'})} []", "acme-g4"]
 
 
-def test_the_example_of_docs_profiles_md_works() -> None:
+def docs_example() -> tuple[str, str]:
+    """The ACME example of docs/profiles.md, as a vendor copies it: setup.py, the module."""
     text = (Path(__file__).parent.parent / "docs" / "profiles.md").read_text()
     blocks = [b.split("```", 1)[0] for b in text.split("```python\n")[1:]]
+    [setup] = [b for b in blocks if "from setuptools import setup" in b]
     [example] = [b for b in blocks if "acme_g4 = MeterProfile(" in b]
+    return setup, example
+
+
+def test_the_example_of_docs_profiles_md_works() -> None:
+    _setup, example = docs_example()
     namespace: dict = {}
     exec(compile(example, "docs/profiles.md", "exec"), namespace)
     profile = namespace["acme_g4"]
@@ -310,3 +330,88 @@ def test_the_example_of_docs_profiles_md_works() -> None:
     )
     assert (frame["converted_volume_index"], frame["battery_hours"]) == (4321, 900)
     assert str(profile.objects["pdr"].obis) == "0.128.96.1.10.255"
+
+
+def build_and_install(tmp_path: Path, setup: str, module: str) -> Path:
+    """A vendor's wheel of ``setup`` and ``sac/plugins/acme_g4.py``, installed in a folder
+    of its own (returned, for PYTHONPATH)."""
+    source = tmp_path / "acme_sac"
+    (source / "sac" / "plugins").mkdir(parents=True)
+    (source / "setup.py").write_text(setup)
+    (source / "sac" / "plugins" / "acme_g4.py").write_text(module)
+    env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+    pip = [sys.executable, "-m", "pip", "-q"]
+    dist, site = tmp_path / "dist", tmp_path / "site"
+    build = ["wheel", "--no-deps", "--no-build-isolation", "-w", str(dist), str(source)]
+    subprocess.run([*pip, *build], check=True, env=env, capture_output=True)
+    [wheel] = dist.glob("*.whl")
+    install = ["install", "--no-deps", "--target", str(site), str(wheel)]
+    subprocess.run([*pip, *install], check=True, env=env, capture_output=True)
+    return site
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_acme_wheel_of_docs_profiles_md_is_simulated_and_its_pushes_stored(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    setup, module = docs_example()
+    site = build_and_install(tmp_path, setup, module)
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    simulate = [sys.executable, "-m", "sac.simulator.cli"]
+    listed = subprocess.run(
+        [*simulate, "--list-profiles"], env=env, capture_output=True, text=True, check=True
+    )
+    assert "acme-g4" in listed.stdout and "skipped" not in listed.stderr
+
+    # the SAC knows the profile too (the same text), and the meters the simulator will run
+    namespace: dict = {}
+    exec(compile(module, "docs/profiles.md", "exec"), namespace)
+    acme = namespace["acme_g4"]
+    registry = ProfileRegistry([*REGISTRY.profiles.values(), acme])
+    backend = Backend("sqlite", tmp_path, request)
+    store = backend.make()
+    await store.open()
+    fleet = Fleet(3, acme, manufacturer="ACM", clock=reactor.seconds, reactor=reactor)
+    await provision(store, fleet)
+    factory = PushFactory(
+        Acquisition(store, registry, reactor=reactor),
+        store,
+        reactor=reactor,
+        settings=ListenerSettings(response_timeout=3.0),
+        session=SessionSettings(name="sac-test"),
+    )
+    port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(factory)
+    args = ["--profile", "acme-g4", "--manufacturer", "ACM", "--meters", "3"]
+    args += ["--sac", f"127.0.0.1:{port.getHost().port}", "--interval", "60", "--speed", "120"]
+    try:
+        out, err, code = await getProcessOutputAndValue(
+            sys.executable, [*simulate[1:], *args, "--duration", "3"], env=env, path="."
+        )
+        assert code == 0 and b"Traceback" not in err, err.decode()
+        assert b"failed connections: 0, failed pushes: 0" in out, out
+        assert int(out.split(b"pushes: ")[1].split(b",")[0]) >= 3
+        for m in fleet.meters:
+            [index] = await store.last_readings(m.ldn, INDEX)
+            [battery] = await store.last_readings(m.ldn, BATTERY)
+            assert index.value > 0 and (index.scaler, index.unit) == (-3, 14)
+            assert (battery.value, battery.unit) == (3650, 5)  # hours, as ACME counts
+            meter = await store.get_meter(m.ldn)
+            assert meter is not None and meter.last_connection is not None
+    finally:
+        await port.stopListening()
+        for protocol in list(factory.active):
+            protocol.transport.abortConnection()
+        await store.close()
+
+
+def test_a_meter_s_objects_are_its_profile_s_over_the_catalogue() -> None:
+    _setup, module = docs_example()
+    namespace: dict = {}
+    exec(compile(module, "docs/profiles.md", "exec"), namespace)
+    acme = namespace["acme_g4"]
+    registry = ProfileRegistry([*REGISTRY.profiles.values(), acme])
+    objects = registry.objects_of("acme-g4")
+    assert str(objects["pdr"].obis) == "0.128.96.1.10.255"
+    assert objects["converted_volume_index"] == STANDARD_OBJECTS["converted_volume_index"]
+    assert registry.objects_of("not-installed") is STANDARD_OBJECTS
+    assert registry.objects_of(None) is STANDARD_OBJECTS

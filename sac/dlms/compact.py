@@ -99,7 +99,7 @@ class CompactField:
 
 
 def fld(
-    name: str, kind: str, obis: str | None = None, attribute: int = 2, **kw: Any
+    name: str, kind: str, obis: str | Obis | None = None, attribute: int = 2, **kw: Any
 ) -> CompactField:
     """Shorthand for layouts written as data."""
     return CompactField(name, kind, Obis(obis) if obis else None, attribute, **kw)

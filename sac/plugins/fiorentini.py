@@ -12,18 +12,23 @@ Matched by the FLAG id "FIO".
 """
 
 from sac.dlms.compact import CompactLayout, fld
-from sac.dlms.layouts import CF47, CF48, CF49, CF51, DAILY_DIAGNOSTIC, INDEX, INDEX_UNDER_ALARM
-from sac.profiles import MeterProfile
+from sac.dlms.layouts import CF47, CF48, CF49, CF51
+from sac.profiles import STANDARD_OBJECTS, MeterProfile
+
+UNIX_TIME = STANDARD_OBJECTS["unix_time"].obis
+INDEX = STANDARD_OBJECTS["converted_volume_index"].obis
+INDEX_UNDER_ALARM = STANDARD_OBJECTS["converted_volume_index_under_alarm"].obis
+DAILY_DIAGNOSTIC = STANDARD_OBJECTS["daily_diagnostic"].obis
 
 FIORENTINI_18 = CompactLayout(
     18,
     "Fiorentini push (template 18)",
     (
-        fld("unix_time", "u32", "0.0.1.1.0.255"),
+        fld("unix_time", "u32", UNIX_TIME),
         fld("unidentified_5", "bytes", size=5),
         fld("converted_volume_index", "u32", INDEX),
         fld("converted_volume_index_under_alarm", "u32", INDEX_UNDER_ALARM),
-        fld("daily_unix_time", "u32", "0.0.1.1.0.255"),
+        fld("daily_unix_time", "u32", UNIX_TIME),
         fld("daily_diagnostic", "u16", DAILY_DIAGNOSTIC),
         fld("daily_converted_volume_index", "u32", INDEX),
         fld("daily_converted_volume_index_under_alarm", "u32", INDEX_UNDER_ALARM),

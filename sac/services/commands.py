@@ -26,16 +26,14 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from sac.dlms import Obis
+from sac.dlms import Obis, selective
 from sac.dlms.axdr import (
-    Array,
     DoubleLongUnsigned,
     Enum,
     Integer,
     Long,
     LongUnsigned,
     OctetString,
-    Structure,
     Unsigned,
     VisibleString,
 )
@@ -485,26 +483,11 @@ def range_access(
     time_col = next((c for c in columns if c.obis in (UNIX_TIME, CLOCK)), None)
     if time_col is None:
         raise CommandError("object", "the profile has no time column to select a range on")
-    restricting = Structure(
-        (
-            LongUnsigned(time_col.class_id),
-            OctetString(bytes(time_col.obis)),
-            Integer(time_col.attribute),
-            LongUnsigned(0),
-        )
+    return selective.by_range(
+        (time_col.class_id, time_col.obis, time_col.attribute),
+        start,
+        end,
+        date_time=time_col.obis != UNIX_TIME,
+        zone=ROME,
+        inverted_deviation=inverted,
     )
-    if time_col.obis == UNIX_TIME:
-        low, high = (
-            DoubleLongUnsigned(int(start.timestamp())),
-            DoubleLongUnsigned(int(end.timestamp())),
-        )
-    else:
-        low, high = (
-            OctetString(
-                CosemDateTime.from_datetime(
-                    t.astimezone(ROME), inverted_deviation=inverted
-                ).to_bytes()
-            )
-            for t in (start, end)
-        )
-    return SelectiveAccess(1, Structure((restricting, low, high, Array())))

@@ -18,7 +18,7 @@ from sac.dlms.axdr import OctetString, Structure, encode_data
 from sac.dlms.compact import CompactFrame
 from sac.dlms.cosemtime import CosemDateTime
 from sac.errors import DecodeError, EncodeError
-from sac.profiles import CosemRef, IMeterProfile
+from sac.profiles import STANDARD_OBJECTS, CosemRef, IMeterProfile
 from sac.store.model import Event, MeterStatus, Reading
 
 __all__ = [
@@ -33,15 +33,11 @@ __all__ = [
 ]
 
 ROME = ZoneInfo("Europe/Rome")  # the meters' local time
-UNIX_TIME = Obis("0.0.1.1.0.255")
-CLOCK = Obis("0.0.1.0.0.255")
-INDEX = Obis("7.0.13.2.0.255")
-INDEX_UNDER_ALARM = Obis("7.0.12.2.0.255")
-CURRENT_DIAGNOSTIC = Obis("7.0.96.5.1.255")
-DAILY_DIAGNOSTIC = Obis("7.1.96.5.1.255")
-BATTERY = Obis("0.0.96.6.6.255")
-VALVE = Obis("0.0.96.3.10.255")
-VOLUMES = (INDEX, INDEX_UNDER_ALARM)
+# where no profile is at hand (a profile's columns, a query over every meter): the generic
+# profile's objects, from the one catalogue (sac.profiles)
+UNIX_TIME = STANDARD_OBJECTS["unix_time"].obis
+CLOCK = STANDARD_OBJECTS["clock"].obis
+INDEX = STANDARD_OBJECTS["converted_volume_index"].obis
 # codes and counters of logbook entries (docs/uni-ts-11291.md §1.5, §1.9)
 EVENT_CODE_C, EVENT_CODE_D = 96, 11
 EVENT_COUNTER_C, EVENT_COUNTER_D = 96, 15
@@ -126,13 +122,14 @@ class _Step:
     entries: tuple[tuple[str, Obis, int], ...] | None = None
 
 
-_PLANS: dict[int, tuple[Any, tuple[_Step, ...]]] = {}
+_PLANS: dict[tuple[int, Obis], tuple[Any, tuple[_Step, ...]]] = {}
 
 
-def _plan(layout: Any) -> tuple[_Step, ...]:
+def _plan(layout: Any, unix_time: Obis) -> tuple[_Step, ...]:
     """The readings a layout's frames carry, worked out once a layout (layouts live as long
-    as their profile; the layout is kept with its plan so that its id stays its own)."""
-    known = _PLANS.get(id(layout))
+    as their profile; the layout is kept with its plan so that its id stays its own);
+    ``unix_time``: the profile's UNIX time object, the capture times rather than readings."""
+    known = _PLANS.get((id(layout), unix_time))
     if known is not None and known[0] is layout:
         return known[1]
     names = {f.name for f in layout.fields}
@@ -144,15 +141,15 @@ def _plan(layout: Any) -> tuple[_Step, ...]:
             subs = tuple(
                 (sub.name, sub.obis, sub.attribute)
                 for sub in f.entries
-                if sub.obis is not None and sub.obis != UNIX_TIME
+                if sub.obis is not None and sub.obis != unix_time
             )
             steps.append(_Step(f.name, f.obis, f.attribute, None, subs))
-        elif f.obis == UNIX_TIME:
+        elif f.obis == unix_time:
             if f.name == "unix_time":
                 steps.append(_Step(f.name, f.obis, f.attribute, "unix_time"))
         else:
             steps.append(_Step(f.name, f.obis, f.attribute, _capture_field(f.name, names)))
-    _PLANS[id(layout)] = (layout, tuple(steps))
+    _PLANS[(id(layout), unix_time)] = (layout, tuple(steps))
     return tuple(steps)
 
 
@@ -180,6 +177,13 @@ def frame_readings(
         else tuple(profile.volume_scaler_unit)
     )
     battery = (0, int(profile.battery_unit))
+    objects = profile.objects
+    index_obis, battery_obis = (
+        objects["converted_volume_index"].obis,
+        objects["battery_autonomy"].obis,
+    )
+    under_alarm = objects.get("converted_volume_index_under_alarm")
+    volumes = (index_obis,) if under_alarm is None else (index_obis, under_alarm.obis)
     times: dict[Any, dt.datetime | None] = {}
 
     def time_of(value: Any) -> dt.datetime | None:
@@ -196,9 +200,9 @@ def frame_readings(
     def add(obis: Obis, attribute: int, value: Any, captured: dt.datetime | None) -> None:
         scaler = unit = None
         if attribute == 2:
-            if obis in VOLUMES:
+            if obis in volumes:
                 scaler, unit = volume
-            elif obis == BATTERY:
+            elif obis == battery_obis:
                 scaler, unit = battery
         if type(value) is int or type(value) is float:  # most fields: no A-XDR to keep
             reading = Reading(ldn, obis, attribute, value, received, source, captured, scaler, unit)
@@ -214,7 +218,8 @@ def frame_readings(
             )
         readings[(obis, attribute, captured)] = reading
 
-    for step in _plan(frame.layout):
+    unix_time = objects.get("unix_time", STANDARD_OBJECTS["unix_time"]).obis
+    for step in _plan(frame.layout, unix_time):
         value = values[step.name]
         if step.entries is None:
             add(step.obis, step.attribute, value, time_of(values.get(step.at)))
@@ -225,7 +230,7 @@ def frame_readings(
                 add(obis, attribute, entry[name], at)
 
     frame_time = time_of(values.get("unix_time"))
-    index = readings.get((INDEX, 2, frame_time))
+    index = readings.get((index_obis, 2, frame_time))
     diagnostic = values.get("current_diagnostic", values.get("daily_diagnostic"))
     battery_value = values.get("primary_battery_residual_pct")
     valve = values.get("valve_control_state")

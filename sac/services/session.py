@@ -40,8 +40,6 @@ from sac.profiles import CosemRef, IMeterProfile
 from sac.protocols.interface import AccessError, ILink, LinkClosed, ResponseTimeout
 from sac.services import commands as cmd
 from sac.services.readings import (
-    BATTERY,
-    INDEX,
     Capture,
     meter_time,
     reading_of,
@@ -435,8 +433,9 @@ class MeterSession:
         valve = objects["valve"]
         for attribute, name in ((2, "valve_output"), (3, "valve_state")):
             await self._part(name, value(name, valve.at(attribute)))
-        index = next((r for r in readings if r.obis == INDEX and r.attribute == 2), None)
-        battery_unit = self._scalers.get(BATTERY, (0, int(self.profile.battery_unit)))[1]
+        index_obis, battery = objects["converted_volume_index"].obis, objects["battery_autonomy"]
+        index = next((r for r in readings if r.obis == index_obis and r.attribute == 2), None)
+        battery_unit = self._scalers.get(battery.obis, (0, int(self.profile.battery_unit)))[1]
         status = status_of(
             self.ldn, values, connected=self.now(), at=at, index=index, battery_unit=battery_unit
         )

@@ -119,7 +119,10 @@ async def _run(reactor: Any, args: argparse.Namespace) -> None:
     await finished
     await fleet.stop()
     if args.mode == "push":
-        print(f"pushes: {fleet.pushes}, failed connections: {fleet.failures}")
+        print(
+            f"pushes: {fleet.pushes}, failed connections: {fleet.failures}, "
+            f"failed pushes: {fleet.failed_pushes}"
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -121,6 +121,7 @@ class Fleet:
             )
         self.pushes = 0  # sessions that reached the SAC
         self.failures = 0  # pushes that could not connect
+        self.failed_pushes = 0  # pushes the simulator itself failed (logged)
         self._calls: dict[str, Any] = {}  # LDN: its next push
         self._ports: list[Any] = []
 
@@ -175,6 +176,10 @@ class Fleet:
             return templates[1]  # the daily data every third day (docs/uni-ts-11291.md §5, OGM)
         return templates[0]
 
+    def _connected(self, protocol: MeterProtocol) -> None:
+        if not protocol.failed:
+            self.pushes += 1
+
     def _push(self, m: SimulatedMeter) -> Deferred[None]:
         def session() -> Deferred[None]:
             protocol = MeterProtocol(m, push_template=self._template(m), reactor=self.reactor)
@@ -183,6 +188,8 @@ class Fleet:
 
             def on_lost(reason: Any = None) -> None:
                 lost(reason)
+                if protocol.failed:
+                    self.failed_pushes += 1
                 ended.callback(None)
 
             protocol.connectionLost = on_lost  # type: ignore[method-assign]
@@ -192,7 +199,7 @@ class Fleet:
                 self.log.warn("meter {ldn}: cannot reach the SAC: {f}", ldn=m.ldn, f=failure.value)
 
             connecting = connectProtocol(self._endpoint, protocol)
-            connecting.addCallback(lambda _: setattr(self, "pushes", self.pushes + 1))
+            connecting.addCallback(lambda _: self._connected(protocol))
             connecting.addCallback(lambda _: ended)
             connecting.addErrback(failed)
             return connecting

@@ -36,19 +36,24 @@ from sac.dlms.axdr import (
     Unsigned,
     VisibleString,
 )
+from sac.dlms.compact import CompactField
 from sac.dlms.cosem import ActionResult, DataAccessResult
 from sac.dlms.cosemtime import CosemDate, CosemDateTime, CosemTime
+from sac.dlms.selective import select
 from sac.dlms.xdlms import NO_VALUE, AttributeDescriptor, MethodDescriptor, SelectiveAccess
 from sac.errors import DecodeError
 from sac.profiles import (
+    STANDARD_OBJECTS,
     VALVE_METHODS,
     VALVE_SCRIPTS,
     IMeterProfile,
     ValveAction,
     ValveMethod,
+    compact_template,
 )
+from sac.simulator.objects import object_table
 
-__all__ = ["PUBLIC_OBJECTS", "SimulatedMeter", "ValveState"]
+__all__ = ["SimulatedMeter", "ValveState"]
 
 ITALY = ZoneInfo("Europe/Rome")
 MANAGEMENT, PUBLIC = 1, 16
@@ -80,73 +85,10 @@ EV_REMOTE_START = 171
 EV_PDR_CHANGED = 168
 
 
-def _ln(text: str) -> Obis:
-    return Obis(text)
-
-
-LDN = _ln("0.0.42.0.0.255")
-PDR = _ln("0.0.96.1.10.255")
-SERIAL = _ln("0.0.96.1.0.255")
-INDEX = _ln("7.0.13.2.0.255")
-INDEX_ALARM = _ln("7.0.12.2.0.255")
-CURRENT_DIAG = _ln("7.0.96.5.1.255")
-DAILY_DIAG = _ln("7.1.96.5.1.255")
-BATTERY = _ln("0.0.96.6.6.255")
-VALVE = _ln("0.0.96.3.10.255")
-SCRIPTS = _ln("0.0.10.0.106.255")
-SCHEDULE = _ln("0.0.15.0.1.255")
-CLOCK = _ln("0.0.1.0.0.255")
-UNIX = _ln("0.0.1.1.0.255")
-FC_MGMT = _ln("0.0.43.1.1.255")
-FC_MGMT_OFFLINE = _ln("0.1.43.1.1.255")
-METRO_COUNTER = _ln("0.0.96.15.1.255")
-EVENT_COUNTER = _ln("0.0.96.15.2.255")
-DAILY_PROFILE = _ln("7.0.99.99.3.255")
-EVENT_LOG = _ln("7.0.99.98.0.255")
-METRO_LOG = _ln("7.0.99.98.1.255")
-TIMEOUTS = _ln("0.1.94.39.52.255")
-
-# the objects this meter has, besides the compact data objects of its profile's layouts
-KNOWN_OBJECTS = frozenset(
-    (
-        LDN, PDR, SERIAL, INDEX, INDEX_ALARM, CURRENT_DIAG, DAILY_DIAG, BATTERY, VALVE, SCRIPTS,
-        SCHEDULE, CLOCK, UNIX, FC_MGMT, FC_MGMT_OFFLINE, METRO_COUNTER, EVENT_COUNTER,
-        DAILY_PROFILE, EVENT_LOG, METRO_LOG, TIMEOUTS,
-    )
-)  # fmt: skip
+# the event logbook where the generic profile keeps it (tests make a meter lack it)
+EVENT_LOG = STANDARD_OBJECTS["event_logbook"].obis
 _SCRIPT_ACTIONS = {script: action for action, script in VALVE_SCRIPTS.items()}
 _METHOD_ACTIONS = {method: action for action, method in VALVE_METHODS.items()}
-
-# what the Public client may read (docs/uni-ts-11291.md §1.3, §5: identity, counter)
-PUBLIC_OBJECTS = frozenset((LDN, FC_MGMT, FC_MGMT_OFFLINE, SERIAL, UNIX, CLOCK))
-
-
-def _capture(class_id: int, ln: Obis, attribute: int = 2) -> Structure:
-    return Structure(
-        (LongUnsigned(class_id), OctetString(bytes(ln)), Integer(attribute), LongUnsigned(0))
-    )
-
-
-DAILY_COLUMNS = Array(
-    (_capture(1, UNIX), _capture(1, DAILY_DIAG), _capture(3, INDEX), _capture(3, INDEX_ALARM))
-)
-EVENT_COLUMNS = Array(
-    (
-        _capture(1, UNIX),
-        _capture(1, EVENT_COUNTER),
-        _capture(1, _ln("0.0.96.11.2.255")),
-        _capture(1, DAILY_DIAG),
-    )
-)
-METRO_COLUMNS = Array(
-    (
-        _capture(1, UNIX),
-        _capture(1, _ln("0.0.96.11.1.255")),
-        _capture(1, METRO_COUNTER),
-        _capture(3, INDEX),
-        _capture(1, DAILY_DIAG),
-    )
-)
 
 
 def _hourly_shape(hour: float) -> float:
@@ -159,6 +101,17 @@ def _hourly_shape(hour: float) -> float:
 def _season(day_of_year: int) -> float:
     """Heating: about 3.5x more in January than in July."""
     return 1.0 + 0.55 * math.cos(2 * math.pi * (day_of_year - 15) / 365.25)
+
+
+_INTEGERS = frozenset(("u8", "i8", "enum", "u16", "i16", "u32", "i32", "u64", "i64"))
+_ZEROS: dict[str, Any] = {
+    "bool": False,
+    "f32": 0.0,
+    "f64": 0.0,
+    "octet-string": b"",
+    "visible-string": "",
+    "entries": [],
+}
 
 
 @dataclass(slots=True)
@@ -191,6 +144,7 @@ class SimulatedMeter:
         "metro_counter",
         "metro_events",
         "missing",
+        "objects",
         "open_at",
         "our_counter",
         "pdr",
@@ -226,6 +180,7 @@ class SimulatedMeter:
         self.system_title = system_title
         self.key = key
         self.profile = profile
+        self.objects = object_table(profile)  # where its quantities live, as its profile says
         self.clock = clock
         self.rng = rng
         self.pdr = pdr
@@ -465,9 +420,31 @@ class SimulatedMeter:
         }
 
     def compact_buffer(self, template_id: int) -> bytes:
+        """The compact frame of ``template_id``: each field from the meter's state (a field
+        of another name, as a vendor's layout has, from the object it is bound to)."""
         layout = self.profile.layouts[template_id]
         values = self.compact_values()
-        return layout.encode({f.name: values[f.name] for f in layout.fields})
+        return layout.encode(
+            {f.name: values[f.name] if f.name in values else self._field(f) for f in layout.fields}
+        )
+
+    def _field(self, f: CompactField) -> Any:
+        """A compact field's value from the object and attribute it names; a zero of its
+        kind when the meter has no such value."""
+        value = self._value(f.obis, f.attribute, None) if f.obis is not None else None
+        if isinstance(value, DataAccessResult):
+            value = None
+        if f.kind == "bool" and isinstance(value, bool):
+            return value
+        if f.kind in _INTEGERS and isinstance(value, int):
+            return int(value)
+        if f.kind == "octet-string" and isinstance(value, bytes):
+            return bytes(value)
+        if f.kind == "bytes":
+            return (
+                bytes(value) if isinstance(value, bytes) and len(value) == f.size else bytes(f.size)
+            )
+        return _ZEROS.get(f.kind, 0)
 
     # --- CosemModel ------------------------------------------------------------------------
 
@@ -475,7 +452,7 @@ class SimulatedMeter:
         self, client_sap: int, attribute: AttributeDescriptor, access: SelectiveAccess | None
     ) -> Any:
         ln, a = attribute.instance, attribute.attribute
-        if client_sap == PUBLIC and ln not in PUBLIC_OBJECTS:
+        if client_sap == PUBLIC and ln not in self.objects.public:
             return DataAccessResult.READ_WRITE_DENIED
         if client_sap not in (PUBLIC, MANAGEMENT):
             return DataAccessResult.READ_WRITE_DENIED
@@ -483,77 +460,53 @@ class SimulatedMeter:
         if ln in self.missing:
             return DataAccessResult.OBJECT_UNDEFINED
         if a == 1:
-            return OctetString(bytes(ln)) if self._knows(ln) else DataAccessResult.OBJECT_UNDEFINED
+            known = self.objects.knows(ln)
+            return OctetString(bytes(ln)) if known else DataAccessResult.OBJECT_UNDEFINED
         try:
             return self._value(ln, a, access)
         except (DecodeError, ValueError, TypeError, IndexError):
             return DataAccessResult.OTHER_REASON
 
-    def _knows(self, ln: Obis) -> bool:
-        compact = ln.a == 0 and ln.b == 0 and ln.c == 66 and ln.d == 0 and ln.f == 255
-        return ln in KNOWN_OBJECTS or (compact and ln.e in self.profile.layouts)
-
     def _value(self, ln: Obis, a: int, access: SelectiveAccess | None) -> Any:
+        q = self.objects.quantity.get(ln)
         now = self.now()
-        simple: dict[Obis, Callable[[], Any]] = {
-            LDN: lambda: OctetString(self.ldn.encode("ascii")),
-            PDR: lambda: VisibleString(self.pdr),
-            SERIAL: lambda: OctetString(self.system_title[2:][::-1]),
-            UNIX: lambda: DoubleLongUnsigned(int(now)),
-            FC_MGMT: lambda: DoubleLongUnsigned(self.frame_counter()),
-            FC_MGMT_OFFLINE: lambda: DoubleLongUnsigned(0),
-            METRO_COUNTER: lambda: LongUnsigned(self.metro_counter),
-            EVENT_COUNTER: lambda: LongUnsigned(self.event_counter),
-            DAILY_DIAG: lambda: LongUnsigned(self.daily_diagnostic),
-            TIMEOUTS: lambda: Structure(
-                (
-                    DoubleLongUnsigned(int(self.profile.session_budget)),
-                    DoubleLongUnsigned(30),
-                    DoubleLongUnsigned(600),
-                )
-            ),
-        }
-        if ln in simple and a == 2:
-            return simple[ln]()
-        registers = {
-            INDEX: (DoubleLongUnsigned(self.index_litres), -3, UNIT_M3),
-            INDEX_ALARM: (DoubleLongUnsigned(self.under_alarm_litres), -3, UNIT_M3),
-            CURRENT_DIAG: (LongUnsigned(self.current_diagnostic), 0, 255),
-            BATTERY: (LongUnsigned(self.battery), 0, self.profile.battery_unit),
-        }
-        if ln in registers and a in (2, 3):
-            value, scaler, unit = registers[ln]
+        if a == 2 and q in _SIMPLE:
+            return _SIMPLE[q](self, now)
+        if q in _REGISTERS and a in (2, 3):
+            value, scaler, unit = _REGISTERS[q](self)
             return value if a == 2 else Structure((Integer(scaler), Enum(unit)))
-        if ln == VALVE:
+        if q == "valve":
             return {
                 2: lambda: bool(self.valve_open),
                 3: lambda: Enum(self.valve_state),
                 4: lambda: Enum(1),  # control_mode 1: remote disconnect, local reconnect
             }.get(a, lambda: DataAccessResult.OBJECT_UNAVAILABLE)()
-        if ln == CLOCK:
+        if q == "clock":
             return {
                 2: lambda: self._date_time(now),
                 3: lambda: Long(-60 if self.profile.inverted_deviation else 60),
             }.get(a, lambda: DataAccessResult.OBJECT_UNAVAILABLE)()
-        if ln == SCHEDULE and a == 2:
+        if q == "valve_schedule" and a == 2:
             script = self.schedule.script or 0
-            return Structure((OctetString(bytes(SCRIPTS)), LongUnsigned(script)))
-        if ln == SCRIPTS and a == 2:
+            scripts = self.objects.ln["valve_script_table"]
+            return Structure((OctetString(bytes(scripts)), LongUnsigned(script)))
+        if q == "valve_script_table" and a == 2:
             return Array(Structure((LongUnsigned(n), Array())) for n in VALVE_SCRIPTS.values())
-        if ln in (DAILY_PROFILE, EVENT_LOG, METRO_LOG):
-            return self._profile(ln, a, access)
-        if ln.c == 66 and ln.e in self.profile.layouts:
+        if q in ("daily_profile", "event_logbook", "metrological_logbook"):
+            return self._profile(q, a, access)
+        template = compact_template(ln)
+        if template in self.objects.templates:
             if a == 2:
-                return OctetString(self.compact_buffer(ln.e))
+                return OctetString(self.compact_buffer(template))  # type: ignore[arg-type]
             if a == 4:
-                return Unsigned(ln.e)
-        if self._knows(ln):
+                return Unsigned(template)
+        if self.objects.knows(ln):
             return DataAccessResult.OBJECT_UNAVAILABLE
         return DataAccessResult.OBJECT_UNDEFINED
 
-    def _profile(self, ln: Obis, a: int, access: SelectiveAccess | None) -> Any:
-        if ln == DAILY_PROFILE:
-            rows = [
+    def _rows(self, quantity: str) -> list[Structure]:
+        if quantity == "daily_profile":
+            return [
                 Structure(
                     (
                         DoubleLongUnsigned(u),
@@ -564,83 +517,63 @@ class SimulatedMeter:
                 )
                 for u, d, i, al in self.daily
             ]
-            columns, period = DAILY_COLUMNS, DAY
-        elif ln == EVENT_LOG:
-            rows = [
+        if quantity == "event_logbook":
+            return [
                 Structure(
                     (DoubleLongUnsigned(u), LongUnsigned(n), LongUnsigned(c), LongUnsigned(d))
                 )
                 for u, n, c, d in self.events
             ]
-            columns, period = EVENT_COLUMNS, 0
-        else:
-            rows = [
-                Structure(
-                    (
-                        DoubleLongUnsigned(u),
-                        LongUnsigned(c),
-                        LongUnsigned(n),
-                        DoubleLongUnsigned(i),
-                        LongUnsigned(d),
-                    )
+        return [
+            Structure(
+                (
+                    DoubleLongUnsigned(u),
+                    LongUnsigned(c),
+                    LongUnsigned(n),
+                    DoubleLongUnsigned(i),
+                    LongUnsigned(d),
                 )
-                for u, c, n, i, d in self.metro_events
-            ]
-            columns, period = METRO_COLUMNS, 0
+            )
+            for u, c, n, i, d in self.metro_events
+        ]
+
+    def _profile(self, quantity: str, a: int, access: SelectiveAccess | None) -> Any:
+        """A load profile or logbook (IC 7); selective access by range on the clock or the
+        UNIX time, or by entry (docs/uni-ts-11291.md §1.5)."""
+        rows = self._rows(quantity)
+        period = DAY if quantity == "daily_profile" else 0
         if a == 2:
-            return Array(self._select(rows, access))
+            chosen = select(
+                rows,
+                access,
+                columns=self.objects.column_names[quantity],
+                times=self.objects.times,
+                inverted_deviation=self.profile.inverted_deviation,
+            )
+            return Array(chosen)
         return {
-            3: lambda: columns,
+            3: lambda: self.objects.columns[quantity],
             4: lambda: DoubleLongUnsigned(period),
             5: lambda: Enum(1),  # fifo
             7: lambda: DoubleLongUnsigned(len(rows)),
             8: lambda: DoubleLongUnsigned(LOG_SIZE if period == 0 else PROFILE_DAYS),
         }.get(a, lambda: DataAccessResult.OBJECT_UNAVAILABLE)()
 
-    def _select(self, rows: list[Structure], access: SelectiveAccess | None) -> list[Structure]:
-        """Selective access: by range on the clock (12-byte date-times) or the UNIX time,
-        or by entry (docs/uni-ts-11291.md §1.5)."""
-        if access is None:
-            return rows
-        p = access.parameters
-        if access.selector == 1:
-            restricting, start, end = p[0], p[1], p[2]
-            ln = Obis(bytes(restricting[1]))
-            if ln == CLOCK:
-                inverted = self.profile.inverted_deviation
-                low = CosemDateTime.from_bytes(bytes(start)).to_datetime(
-                    inverted_deviation=inverted
-                )
-                high = CosemDateTime.from_bytes(bytes(end)).to_datetime(inverted_deviation=inverted)
-                lo_t, hi_t = low.timestamp(), high.timestamp()
-            elif ln == UNIX:
-                lo_t, hi_t = int(start), int(end)
-            else:
-                raise ValueError("range restricted on an object that is not a time")
-            return [r for r in rows if lo_t <= int(r[0]) <= hi_t]
-        if access.selector == 2:
-            first, last = int(p[0]), int(p[1]) or len(rows)
-            col_first, col_last = int(p[2]), int(p[3])
-            chosen = rows[first - 1 : last]
-            if col_first > 1 or col_last:
-                chosen = [Structure(r[col_first - 1 : col_last or None]) for r in chosen]
-            return chosen
-        raise ValueError(f"access selector {access.selector}")
-
     def set(self, client_sap: int, attribute: AttributeDescriptor, value: Any) -> DataAccessResult:
         if client_sap != MANAGEMENT:
             return DataAccessResult.READ_WRITE_DENIED
         self.advance()
         ln, a = attribute.instance, attribute.attribute
+        q = self.objects.quantity.get(ln)
         try:
-            if ln == PDR and a == 2:
+            if q == "pdr" and a == 2:
                 text = value.decode("ascii") if isinstance(value, bytes) else str(value)
                 if len(text) > 14:
                     return DataAccessResult.TYPE_UNMATCHED
                 self.pdr = text
                 self._event(self.now(), EV_PDR_CHANGED)
                 return DataAccessResult.SUCCESS
-            if ln == CLOCK and a == 2:
+            if q == "clock" and a == 2:
                 inverted = self.profile.inverted_deviation
                 wanted = CosemDateTime.from_bytes(bytes(value)).to_datetime(
                     inverted_deviation=inverted
@@ -651,18 +584,21 @@ class SimulatedMeter:
                 self.last_update = min(self.last_update, self.now())
                 self._event(self.now(), EV_CLOCK_SYNCED)
                 return DataAccessResult.SUCCESS
-            if ln == SCHEDULE and self.profile.valve_method is ValveMethod.SCHEDULED_SCRIPT:
+            if q == "valve_schedule" and self.profile.valve_method is ValveMethod.SCHEDULED_SCRIPT:
                 return self._set_schedule(a, value)
         except (DecodeError, ValueError, TypeError, IndexError, AttributeError):
             return DataAccessResult.TYPE_UNMATCHED
-        if self._knows(ln):
+        if self.objects.knows(ln):
             return DataAccessResult.READ_WRITE_DENIED
         return DataAccessResult.OBJECT_UNDEFINED
 
     def _set_schedule(self, a: int, value: Any) -> DataAccessResult:
         if a == 2:
             table, script = Obis(bytes(value[0])), int(value[1])
-            if table != SCRIPTS or script not in VALVE_SCRIPTS.values():
+            if (
+                table != self.objects.ln["valve_script_table"]
+                or script not in VALVE_SCRIPTS.values()
+            ):
                 return DataAccessResult.OTHER_REASON
             self.schedule.script = script
             return DataAccessResult.SUCCESS
@@ -689,7 +625,7 @@ class SimulatedMeter:
         if client_sap != MANAGEMENT:
             return ActionResult.READ_WRITE_DENIED, NO_VALUE
         self.advance()
-        if method.instance != VALVE or method.class_id != 70:
+        if method.instance != self.objects.ln["valve"] or method.class_id != 70:
             return ActionResult.OBJECT_UNDEFINED, NO_VALUE
         if self.profile.valve_method is not ValveMethod.DISCONNECT_CONTROL:
             return ActionResult.OBJECT_UNAVAILABLE, NO_VALUE  # this model uses the scripts
@@ -699,3 +635,35 @@ class SimulatedMeter:
         if not self.operate_valve(action):
             return ActionResult.TEMPORARY_FAILURE, NO_VALUE
         return ActionResult.SUCCESS, NO_VALUE
+
+
+# the values of the plain objects (attribute 2), by quantity
+_SIMPLE: dict[str, Callable[[SimulatedMeter, float], Any]] = {
+    "ldn": lambda m, now: OctetString(m.ldn.encode("ascii")),
+    "pdr": lambda m, now: VisibleString(m.pdr),
+    "serial_number": lambda m, now: OctetString(m.system_title[2:][::-1]),
+    "unix_time": lambda m, now: DoubleLongUnsigned(int(now)),
+    "frame_counter_management": lambda m, now: DoubleLongUnsigned(m.frame_counter()),
+    "frame_counter_management_offline": lambda m, now: DoubleLongUnsigned(0),
+    "metrological_event_counter": lambda m, now: LongUnsigned(m.metro_counter),
+    "event_counter": lambda m, now: LongUnsigned(m.event_counter),
+    "daily_diagnostic": lambda m, now: LongUnsigned(m.daily_diagnostic),
+    "session_timeouts": lambda m, now: Structure(
+        (
+            DoubleLongUnsigned(int(m.profile.session_budget)),
+            DoubleLongUnsigned(30),
+            DoubleLongUnsigned(600),
+        )
+    ),
+}
+# the registers (IC 3): value, scaler, unit
+_REGISTERS: dict[str, Callable[[SimulatedMeter], tuple[Any, int, int]]] = {
+    "converted_volume_index": lambda m: (DoubleLongUnsigned(m.index_litres), -3, UNIT_M3),
+    "converted_volume_index_under_alarm": lambda m: (
+        DoubleLongUnsigned(m.under_alarm_litres),
+        -3,
+        UNIT_M3,
+    ),
+    "current_diagnostic": lambda m: (LongUnsigned(m.current_diagnostic), 0, 255),
+    "battery_autonomy": lambda m: (LongUnsigned(m.battery), 0, m.profile.battery_unit),
+}

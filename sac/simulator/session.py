@@ -8,7 +8,8 @@ push frames, then it answers requests until the SAC closes, the inactivity timeo
 or the session budget ends.  In listen mode it waits for the SAC to speak.
 
 A malformed frame or a request for an unknown client closes that connection with a log
-line; the meter's other connections and the reactor go on.
+line; the meter's other connections and the reactor go on.  So does a failure of the
+simulator itself (a push it cannot build), logged with its traceback and flagged ``failed``.
 """
 
 from __future__ import annotations
@@ -74,16 +75,28 @@ class MeterProtocol(Protocol):
         self._timers: list[Any] = []
         self._idle: Any = None
         self.requests = 0  # requests served in this session
+        self.failed = False  # the simulator failed (not the SAC, not the network)
 
     def connectionMade(self) -> None:
         budget = self.reactor.callLater(self.meter.profile.session_budget, self._end, "budget")
         self._timers.append(budget)
         self._touch()
         if self.push_template is not None:
-            self.meter.advance()
-            buffer = self.meter.compact_buffer(self.push_template)
-            self.management.notify(OctetString(buffer))
+            try:
+                self.meter.advance()
+                buffer = self.meter.compact_buffer(self.push_template)
+                self.management.notify(OctetString(buffer))
+            except Exception:  # the simulator's own fault: said, whatever the log level
+                self._failed(f"cannot build its push (template {self.push_template})")
+                return
             self._flush(self.management)
+
+    def _failed(self, what: str) -> None:
+        """A failure inside the simulator: logged with its traceback (at the critical level,
+        so ``sac-simulate`` shows it without --verbose), counted, and the connection closed."""
+        self.failed = True
+        self.log.failure("meter {ldn}: {what}", ldn=self.meter.ldn, what=what)
+        self.transport.abortConnection()
 
     def _touch(self) -> None:
         if self._idle is not None and self._idle.active():
@@ -121,6 +134,8 @@ class MeterProtocol(Protocol):
                 error=exc,
             )
             self.transport.abortConnection()
+        except Exception:  # the simulator's own fault
+            self._failed("cannot answer the SAC")
 
     def connectionLost(self, reason: Any = None) -> None:
         self._save_counters()

@@ -36,7 +36,6 @@ from sac.errors import SacError
 from sac.profiles import ProfileRegistry
 from sac.services import commands as command_service
 from sac.services.metrics import Metrics
-from sac.services.readings import INDEX, INDEX_UNDER_ALARM
 from sac.store import (
     Actor,
     CommandState,
@@ -724,11 +723,14 @@ class Web(AdminPages, ApiRoutes, SoapRoutes):
         # the database thins the range: the last index of each pixel column (the index only
         # rises, so that draws the same line as every reading) and of each local day
         width = max(60, -(-(end - start) // dt.timedelta(seconds=1) // chart.COLUMNS))
+        objects = self.registry.objects_of(meter.profile)  # the meter's profile's index
+        index = objects["converted_volume_index"].obis
+        alarm = objects["converted_volume_index_under_alarm"].obis
         try:
-            line = await self.store.reading_buckets(ldn, INDEX, 2, start, end, width)
-            days = await self.store.reading_buckets(ldn, INDEX, 2, start, end, 86400, chart.ROME)
-            history = await self.store.readings_between(ldn, INDEX, 2, start, end, 200)
-            alarm_index = await self.store.last_readings(ldn, INDEX_UNDER_ALARM, 2, 1)
+            line = await self.store.reading_buckets(ldn, index, 2, start, end, width)
+            days = await self.store.reading_buckets(ldn, index, 2, start, end, 86400, chart.ROME)
+            history = await self.store.readings_between(ldn, index, 2, start, end, 200)
+            alarm_index = await self.store.last_readings(ldn, alarm, 2, 1)
         except UnknownMeter:
             raise NotFound() from None
         events = await self.store.events(ldn, 50)

@@ -190,3 +190,42 @@ def test_a_catching_up_clock_runs_fast_to_the_wall_clock_then_follows_it() -> No
     plain = SimClock(reactor, 60, start=wall0, wall=lambda: wall0)
     reactor.advance(60)
     assert plain() == wall0 + 3600 and not plain.caught_up  # the simulator's own: unbounded
+
+
+def test_a_push_the_simulator_cannot_build_is_logged_and_flagged() -> None:
+    from twisted.internet.testing import StringTransport
+    from twisted.logger import globalLogPublisher
+
+    from sac.simulator.session import MeterProtocol
+
+    m, _clock = make()
+    protocol = MeterProtocol(m, push_template=99, reactor=Reactor())  # no layout 99
+    logged: list[dict] = []
+    globalLogPublisher.addObserver(logged.append)
+    try:
+        protocol.makeConnection(StringTransport())
+    finally:
+        globalLogPublisher.removeObserver(logged.append)
+    assert protocol.failed and protocol.transport.disconnecting
+    [event] = [e for e in logged if "log_failure" in e]
+    assert event["what"] == "cannot build its push (template 99)"
+    assert event["log_failure"].check(KeyError)
+
+
+def test_a_vendor_field_takes_the_value_of_its_object() -> None:
+    from sac.dlms.compact import CompactLayout, decode_compact, fld
+    from sac.profiles import STANDARD_OBJECTS, MeterProfile
+
+    battery = STANDARD_OBJECTS["battery_autonomy"].obis
+    layout = CompactLayout(200, "vendor", (fld("battery_hours", "u16", battery),))
+    profile = MeterProfile(name="vendor", description="v", layouts={200: layout}, battery_unit=5)
+    m = SimulatedMeter(
+        ldn="SIM0000000000001",
+        system_title=uni_ts_system_title("SIM", 1),
+        key=bytes(16),
+        profile=profile,
+        clock=Clock(),
+        rng=random.Random(1),
+    )
+    frame = decode_compact(m.compact_buffer(200), profile.layouts)
+    assert frame["battery_hours"] == m.battery
