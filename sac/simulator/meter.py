@@ -497,7 +497,7 @@ class SimulatedMeter:
         template = compact_template(ln)
         if template in self.objects.templates:
             if a == 2:
-                return OctetString(self.compact_buffer(template))  # type: ignore[arg-type]
+                return OctetString(self.compact_buffer(template))
             if a == 4:
                 return Unsigned(template)
         if self.objects.knows(ln):
