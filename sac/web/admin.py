@@ -129,8 +129,6 @@ class AdminPages:
             raise BadRequest(f"no action {action!r}")
         try:
             await self.store.update_user(name, by, **change)
-        except UnknownUser:
-            raise NotFound() from None
         except Conflict:
             return await self._users_page(
                 request,

@@ -23,7 +23,7 @@ import string
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
-from sac.errors import ConfigurationError, SacError
+from sac.errors import SacError
 from sac.store import (
     Actor,
     ApiToken,
@@ -38,6 +38,7 @@ from sac.store import (
 )
 from sac.web import display
 from sac.web.common import routes
+from sac.web.errors import ApiError, is_api, json_answer
 from sac.web.forms import (
     FieldError,
     check_address,
@@ -77,32 +78,6 @@ CHANGE_FIELDS = (*NEW_FIELDS, "state")
 NULLABLE = frozenset({"pdr", "system_title", "address", "poll_interval_s", "ek", "ak"})
 # the API's names of the store's fields (the rest are the same)
 STORE_NAMES = {"poll_interval_s": "poll_interval"}
-
-
-class ApiError(SacError):
-    """A refusal of the API: an HTTP status, a code a program can test, a message a person
-    can read, and for a bulk request ``items`` [{index, field, message}]."""
-
-    def __init__(
-        self,
-        status: int,
-        code: str,
-        message: str,
-        *,
-        items: list[dict[str, Any]] | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.items = items
-        self.headers = dict(headers or {})
-
-
-def is_api(request: Any) -> bool:
-    """Whether a request is the API's (its errors are JSON, not a page)."""
-    return bool(request.path.startswith(b"/api/"))
 
 
 def _problem(index: int | None, field: str | None, message: str) -> dict[str, Any]:
@@ -205,39 +180,8 @@ class ApiRoutes:
 
     # --- plumbing ------------------------------------------------------------------------
 
-    def _is_api(self, request: Any) -> bool:
-        return is_api(request)
-
     def _json(self, request: Any, status: int, body: Any) -> bytes:
-        self._headers(request)
-        request.setResponseCode(status)
-        if body is None:  # 204
-            return b""
-        request.setHeader(b"Content-Type", b"application/json")
-        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
-
-    def _api_error(
-        self,
-        request: Any,
-        status: int,
-        code: str,
-        message: str,
-        items: list[dict[str, Any]] | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> bytes:
-        """The JSON error body every failure of an API request gets (the app's error
-        handlers use it for the API's paths)."""
-        for name, value in (headers or {}).items():
-            request.setHeader(name.encode("latin-1"), value.encode("latin-1"))
-        error: dict[str, Any] = {"code": code, "message": message}
-        if items is not None:
-            error["items"] = items
-        return self._json(request, status, {"error": error})
-
-    @routes.handle_errors(ApiError)
-    def api_refused(self, request: Any, failure: Any) -> bytes:
-        exc: ApiError = failure.value
-        return self._api_error(request, exc.status, exc.code, exc.message, exc.items, exc.headers)
+        return json_answer(request, status, body)
 
     async def _api_token(self, request: Any) -> ApiToken:
         header = request.getHeader(b"authorization")
@@ -586,7 +530,7 @@ class ApiRoutes:
     async def api_meter(self, request: Any, token: ApiToken, ldn: str) -> bytes:
         meter = await self.store.get_meter(ldn)
         if meter is None:
-            raise ApiError(404, "not_found", f"no meter {ldn!r}")
+            raise UnknownMeter(ldn)
         return self._json(request, 200, await self._one_meter_json(meter))
 
     @routes.route(f"{API}/meters", methods=["POST"])
@@ -629,8 +573,6 @@ class ApiRoutes:
                 added = await self.store.add_meters(batch, by)
             except BulkError as exc:
                 raise _invalid(self._bulk_problems(exc, positions)) from None
-            except ConfigurationError as exc:
-                raise ApiError(503, "unavailable", str(exc)) from None
             body = [
                 self._meter_json(m, bool(keys)) for m, (_, keys) in zip(added, batch, strict=True)
             ]
@@ -666,8 +608,6 @@ class ApiRoutes:
                 changed = await self.store.update_meters(batch, by)
             except BulkError as exc:
                 raise _invalid(self._bulk_problems(exc, positions)) from None
-            except ConfigurationError as exc:
-                raise ApiError(503, "unavailable", str(exc)) from None
             return self._json(request, 200, {"meters": [self._meter_json(m) for m in changed]})
         if batch:
             # the store's refusals of the others too, checked only: nothing changed (the
@@ -708,7 +648,7 @@ class ApiRoutes:
             raise _invalid(problems, "fields")
         meter = await self.store.get_meter(ldn)
         if meter is None:
-            raise ApiError(404, "not_found", f"no meter {ldn!r}")
+            raise UnknownMeter(ldn)
         sap = self._management_sap(values.get("profile", meter.profile))
         changes = self._changes(values, sap if values.get("ek") is not None else None)
         by = self._api_actor(request, token)
@@ -717,25 +657,18 @@ class ApiRoutes:
                 (meter,) = await self.store.update_meters([(ldn, changes)], by)
             else:
                 meter = await self.store.update_meter(ldn, changes, by)
-        except UnknownMeter:
-            raise ApiError(404, "not_found", f"no meter {ldn!r}") from None
         except (Conflict, BulkError) as exc:
             why = next(iter(exc.errors.values())) if isinstance(exc, BulkError) else str(exc)
             raise ApiError(
                 409, "conflict", why, items=[_problem(None, _store_field(why), why)]
             ) from None
-        except ConfigurationError as exc:
-            raise ApiError(503, "unavailable", str(exc)) from None
         return self._json(request, 200, await self._one_meter_json(meter))
 
     async def _set_state(self, request: Any, token: ApiToken, ldn: str, state: MeterState) -> bytes:
-        try:
-            await self.store.set_meter_state(ldn, state, self._api_actor(request, token))
-        except UnknownMeter:
-            raise ApiError(404, "not_found", f"no meter {ldn!r}") from None
+        await self.store.set_meter_state(ldn, state, self._api_actor(request, token))
         meter = await self.store.get_meter(ldn)
         if meter is None:  # deleted meanwhile
-            raise ApiError(404, "not_found", f"no meter {ldn!r}")
+            raise UnknownMeter(ldn)
         return self._json(request, 200, await self._one_meter_json(meter))
 
     @routes.route(f"{API}/meters/<ldn>/disable", methods=["POST"])
@@ -757,12 +690,7 @@ class ApiRoutes:
         )
         if purge is None:
             raise ApiError(400, "bad_parameter", "purge is true or false")
-        try:
-            await self.store.delete_meter(ldn, self._api_actor(request, token), purge=purge)
-        except UnknownMeter:
-            raise ApiError(404, "not_found", f"no meter {ldn!r}") from None
-        except Conflict as exc:
-            raise ApiError(409, "conflict", str(exc)) from None
+        await self.store.delete_meter(ldn, self._api_actor(request, token), purge=purge)
         return self._json(request, 204, None)
 
     @routes.route(f"{API}/meters/delete", methods=["POST"])

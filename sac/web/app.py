@@ -18,7 +18,6 @@ import json
 import math
 import re
 import secrets
-import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from twisted.logger import Logger
 from twisted.web.pages import notFound
 from twisted.web.resource import Resource
-from werkzeug.exceptions import HTTPException, NotFound
+from werkzeug.exceptions import NotFound
 
 from sac.errors import SacError
 from sac.profiles import ProfileRegistry
@@ -42,8 +41,6 @@ from sac.store import (
     CommandState,
     MeterQuery,
     Role,
-    UnknownCommand,
-    UnknownMeter,
     User,
     WebSession,
 )
@@ -57,7 +54,6 @@ from sac.web.api import ApiRoutes
 from sac.web.bodies import FORM_BODY, BoundedRequest
 from sac.web.common import (
     BadRequest,
-    CsrfError,
     Forbidden,
     Page,
     SignInRefused,
@@ -66,6 +62,8 @@ from sac.web.common import (
     page,
     routes,
 )
+from sac.web.errors import install as install_errors
+from sac.web.errors import is_api, secure
 from sac.web.forms import MeterForm, parse_meter_form
 from sac.web.listener import WebLimits, WebSite
 from sac.web.soap import SoapRoutes
@@ -208,14 +206,7 @@ class Web(AdminPages, ApiRoutes, SoapRoutes):
     # --- plumbing --------------------------------------------------------------------------
 
     def _headers(self, request: Any) -> None:
-        for name, value in (
-            (b"Content-Security-Policy", b"default-src 'self'; frame-ancestors 'none'"),
-            (b"X-Content-Type-Options", b"nosniff"),
-            (b"X-Frame-Options", b"DENY"),
-            (b"Referrer-Policy", b"same-origin"),
-            (b"Cache-Control", b"no-store"),
-        ):
-            request.setHeader(name, value)
+        secure(request)
 
     def render(self, request: Any, template: str, status: int = 200, **values: Any) -> bytes:
         self._headers(request)
@@ -253,93 +244,6 @@ class Web(AdminPages, ApiRoutes, SoapRoutes):
             return None
         return await self.store.web_session(
             text, ttl=self.settings.session_ttl, lifetime=self.settings.session_lifetime
-        )
-
-    # --- errors ----------------------------------------------------------------------------
-
-    @app.handle_errors(NotFound)
-    def not_found(self, request: Any, failure: Any) -> bytes:
-        if self._is_api(request):
-            return self._api_error(request, 404, "not_found", "there is no such route")
-        return self.render(
-            request,
-            "error.html",
-            404,
-            title="Not found",
-            message=("There is no such page or meter."),
-        )
-
-    @app.handle_errors(Forbidden)
-    def forbidden(self, request: Any, failure: Any) -> bytes:
-        if self._is_api(request):
-            return self._api_error(request, 403, "forbidden", str(failure.value))
-        return self.render(
-            request,
-            "error.html",
-            403,
-            title="Not allowed",
-            message=f"Your role does not allow this: {failure.value}.",
-        )
-
-    @app.handle_errors(CsrfError)
-    def stale_form(self, request: Any, failure: Any) -> bytes:
-        return self.render(
-            request,
-            "error.html",
-            403,
-            title="Form expired",
-            message=(
-                "The form was stale or did not come from this site. Go back, reload the page "
-                "and try again."
-            ),
-        )
-
-    @app.handle_errors(BadRequest)
-    def bad_request(self, request: Any, failure: Any) -> bytes:
-        if self._is_api(request):
-            return self._api_error(request, 400, "bad_request", str(failure.value))
-        return self.render(
-            request, "error.html", 400, title="Bad request", message=str(failure.value)
-        )
-
-    @app.handle_errors(HTTPException)
-    def http_error(self, request: Any, failure: Any) -> bytes:
-        exc = failure.value
-        if self._is_api(request):  # 405 (with Allow), 308 (with Location) ...
-            headers = {k: v for k, v in exc.get_headers() if k.lower() != "content-type"}
-            code = (exc.name or "error").lower().replace(" ", "_")
-            message = exc.description or exc.name or ""
-            if "Allow" in headers:
-                method = request.method.decode("latin-1")
-                message = f"{method} is not allowed here; allowed: {headers['Allow']}"
-            return self._api_error(request, exc.code or 500, code, message, headers=headers)
-        return self.render(
-            request, "error.html", exc.code or 500, title=exc.name, message=exc.description or ""
-        )
-
-    @app.handle_errors(Exception)
-    def crashed(self, request: Any, failure: Any) -> bytes:
-        incident = uuid.uuid4().hex[:12]
-        self.log.failure(
-            "web: {method} {uri} failed (incident {incident})",
-            failure,
-            method=request.method.decode("latin-1"),
-            uri=request.uri.decode("latin-1"),
-            incident=incident,
-        )
-        if self._is_api(request):
-            return self._api_error(
-                request,
-                500,
-                "internal",
-                f"the SAC could not do this; the problem is logged as incident {incident}",
-            )
-        return self.render(
-            request,
-            "error.html",
-            500,
-            title="Something went wrong",
-            message=(f"The SAC could not do this. The problem is logged as incident {incident}."),
         )
 
     # --- sign-in ---------------------------------------------------------------------------
@@ -724,13 +628,10 @@ class Web(AdminPages, ApiRoutes, SoapRoutes):
         # the database thins the range: the last index of each pixel column (the index only
         # rises, so that draws the same line as every reading) and of each local day
         width = max(60, -(-(end - start) // dt.timedelta(seconds=1) // chart.COLUMNS))
-        try:
-            line = await self.store.reading_buckets(ldn, INDEX, 2, start, end, width)
-            days = await self.store.reading_buckets(ldn, INDEX, 2, start, end, 86400, chart.ROME)
-            history = await self.store.readings_between(ldn, INDEX, 2, start, end, 200)
-            alarm_index = await self.store.last_readings(ldn, INDEX_UNDER_ALARM, 2, 1)
-        except UnknownMeter:
-            raise NotFound() from None
+        line = await self.store.reading_buckets(ldn, INDEX, 2, start, end, width)
+        days = await self.store.reading_buckets(ldn, INDEX, 2, start, end, 86400, chart.ROME)
+        history = await self.store.readings_between(ldn, INDEX, 2, start, end, 200)
+        alarm_index = await self.store.last_readings(ldn, INDEX_UNDER_ALARM, 2, 1)
         events = await self.store.events(ldn, 50)
         commands = await self.store.commands(ldn, None, 30)
         counters = None
@@ -774,10 +675,7 @@ class Web(AdminPages, ApiRoutes, SoapRoutes):
         SAC's counters for it start again from 0.  Audited."""
         if arg(request, "confirm") != ldn:
             raise BadRequest("the confirmation does not name this meter")
-        try:
-            await self.store.reset_invocation_counters(ldn, self._actor(request, session))
-        except UnknownMeter:
-            raise NotFound() from None
+        await self.store.reset_invocation_counters(ldn, self._actor(request, session))
         return Page(redirect=f"/meters/{quote(ldn)}?counters=reset#counters")
 
     # --- the valve -------------------------------------------------------------------------
@@ -833,10 +731,7 @@ class Web(AdminPages, ApiRoutes, SoapRoutes):
     @app.route("/commands/<int:command_id>.json", methods=["GET"])
     @page(Role.VIEWER)
     async def command_state(self, request: Any, session: WebSession, command_id: int) -> bytes:
-        try:
-            command = await self.store.get_command(command_id)
-        except UnknownCommand:
-            raise NotFound() from None
+        command = await self.store.get_command(command_id)
         valve = valve_state = None
         if command.kind.startswith("valve-"):
             meter = await self.store.get_meter(command.ldn)
@@ -919,6 +814,8 @@ class Web(AdminPages, ApiRoutes, SoapRoutes):
             raise Forbidden("sign in to read the metrics")
         request.setHeader(b"Content-Type", b"text/plain; version=0.0.4; charset=utf-8")
         return self.metrics.render().encode()
+
+    install_errors(app, lambda web: web.render, is_api)
 
     @app.route("/static/", branch=True)
     def static(self, request: Any) -> Any:

@@ -18,7 +18,7 @@ from urllib.parse import urlencode
 
 from klein import Klein
 
-from sac.errors import SacError
+from sac.errors import BadRequest, CsrfError, Forbidden, SignInRefused
 from sac.store import Role
 
 __all__ = [
@@ -48,33 +48,6 @@ class WebSettings:
     sign_in_failures: int = 20  # failed sign-ins an address may make in 10 min (0: no limit)
     password_checks: int = 4  # scrypt checks at once in this process (32 MiB each)
     public_url: str = ""  # the application's URL for clients (the WSDL's address); "": as used
-
-
-class CsrfError(SacError):
-    pass
-
-
-class SignInRefused(SacError):
-    """A sign-in refused before its password is checked: the client address has too many
-    failed (or running) sign-ins (``busy`` False), or this process is checking as many
-    passwords as it may (``busy`` True).  ``wait``: seconds before trying again."""
-
-    def __init__(self, wait: int, busy: bool) -> None:
-        super().__init__(
-            "the SAC is checking too many sign-ins at once; try again in a moment"
-            if busy
-            else f"too many failed sign-ins from this address; try again in {wait} s"
-        )
-        self.wait = wait
-        self.busy = busy
-
-
-class Forbidden(SacError):
-    pass
-
-
-class BadRequest(SacError):
-    pass
 
 
 @dataclass(slots=True)

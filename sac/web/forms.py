@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from sac import passwords
+from sac.errors import FieldError
 from sac.store import NewMeter, Role
 from sac.store.model import ldn_problem
 
@@ -52,11 +53,6 @@ class MeterForm:
     errors: dict[str, str] = field(default_factory=dict)
     meter: NewMeter | None = None
     keys: tuple[bytes, bytes | None] | None = None
-
-
-class FieldError(ValueError):
-    """A value that breaks its field's rule: the message says the rule, and never repeats
-    the value of a key."""
 
 
 def _hex(text: str, size: int) -> bytes | None:

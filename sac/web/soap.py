@@ -76,6 +76,7 @@ from sac.store import (
 from sac.store.exports import MAX_PAGE
 from sac.web import display
 from sac.web.common import SignInRefused, routes
+from sac.web.errors import soap_fault
 from sac.web.spyne_compat import SoapResource
 
 __all__ = ["NS", "SoapRoutes", "soap_application"]
@@ -272,6 +273,19 @@ class BadInputFault(_Fault):
     CODE = "Client.BadInput"
 
 
+_FAULTS = {kind.CODE: kind for kind in _Fault.__subclasses__()}
+
+
+def _fault(exc: Exception) -> Exception:
+    """The fault of the error map (:data:`sac.web.errors.ERRORS`) for ``exc``; ``exc``
+    itself when it is none of the caller's (a server error, an incident)."""
+    found = soap_fault(exc)
+    if found is None:
+        return exc
+    code, message = found
+    return _FAULTS[code](message)
+
+
 _COMMON = [AuthenticationFault, ForbiddenFault, BusyFault]
 _PAGED = [*_COMMON, BadRangeFault, PageTooLargeFault, BadCursorFault]
 
@@ -438,9 +452,7 @@ class _Call:
         try:
             user = await self.web.check_password(name, password, self.address)
         except SignInRefused as refused:
-            if refused.busy:
-                raise BusyFault(str(refused)) from None
-            raise AuthenticationFault(str(refused)) from None
+            raise _fault(refused) from None
         if user is None:  # a wrong password, an unknown name, a locked user: one answer
             raise AuthenticationFault("wrong user name or password")
         if len(known) > 10_000:
@@ -463,14 +475,10 @@ class _Call:
                 raise ForbiddenFault(f"this operation needs the {role.value} role")
             try:
                 result = await work(actor)
-            except UnknownMeter as exc:
-                raise UnknownMeterFault(f"no meter with LDN {exc.ldn}") from None
-            except UnknownCommand:
-                raise UnknownCommandFault(f"no command {target}") from None
-            except ValueError as exc:
-                if "cursor" in str(exc):
-                    raise BadCursorFault(str(exc)) from None
-                raise BadInputFault(str(exc)) from None
+            except Fault:
+                raise
+            except Exception as exc:  # the error map says which are the caller's faults
+                raise _fault(exc) from None
         except Fault as fault:  # a refused call is a line of the trail too
             why = f"refused: {fault.faultcode} {fault.faultstring}"
             await self.web.store.record(actor, f"soap {operation}", target, why)
