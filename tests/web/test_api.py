@@ -17,7 +17,7 @@ from twisted.logger import globalLogPublisher
 from sac.dlms import Obis
 from sac.store import Ingest, MeterState, MeterStatus, NewMeter, Reading
 from sac.web.api import MAX_BODY, MAX_ITEMS
-from sac.web.common import routes
+from sac.web.app import route_rules
 from tests.web.conftest import Backend, Site, make_site
 
 INDEX = Obis("7.0.13.2.0.255")
@@ -635,7 +635,7 @@ def test_the_openapi_document_matches_the_router() -> None:
     from sac.web.api import openapi
 
     routed: set[tuple[str, str]] = set()
-    for rule in routes.url_map.iter_rules():
+    for rule in route_rules():
         if rule.rule.startswith("/api/"):
             path = re.sub(r"<(?:[^:>]+:)?([^>]+)>", r"{\1}", rule.rule)
             routed |= {
