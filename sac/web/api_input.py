@@ -1,9 +1,10 @@
 """What a client of the JSON API sends: the body, the query and a meter's fields, checked.
 
 The body is JSON of at most :data:`MAX_BODY` bytes (no member twice, no NaN or Infinity); a
-bulk body holds 1 to :data:`MAX_ITEMS` items.  A meter's fields are checked by the web form's
-rules (:mod:`sac.web.forms`); every refusal is a problem ``{index, field, message}`` by the
-item's position, and a key's value never appears in one.
+bulk body holds 1 to :data:`MAX_ITEMS` items.  A meter's fields are checked by their
+declarations (:data:`sac.web.schema.FIELDS`), as the web form's are; every refusal is a
+problem ``{index, field, message}`` by the item's position, and a key's value never
+appears in one.
 """
 
 from __future__ import annotations
@@ -14,16 +15,13 @@ from collections.abc import Collection, Iterable
 from typing import Any
 
 from sac.web.errors import ApiError
-from sac.web.forms import (
+from sac.web.schema import (
+    CHANGE_FIELDS,
+    FIELDS,
+    NEW_FIELDS,
     FieldError,
-    check_address,
-    check_ips,
-    check_key,
-    check_ldn,
-    check_pdr,
     check_poll_interval,
-    check_profile,
-    check_system_title,
+    kind,
 )
 
 __all__ = [
@@ -49,21 +47,6 @@ MAX_ITEMS = 10_000  # meters (or LDNs) in one bulk request
 DEFAULT_LIMIT, MAX_LIMIT = 100, 1000  # meters a page of the list
 _KEYISH = set(string.hexdigits + " :")
 
-# the fields of a meter an API client writes (keys only written, never read back)
-NEW_FIELDS = (
-    "ldn",
-    "pdr",
-    "system_title",
-    "profile",
-    "address",
-    "allowed_ips",
-    "poll_interval_s",
-    "ek",
-    "ak",
-)
-CHANGE_FIELDS = (*NEW_FIELDS, "state")
-# null: none (pdr, system title, address, poll interval), no keys (ek), AK = EK (ak)
-NULLABLE = frozenset({"pdr", "system_title", "address", "poll_interval_s", "ek", "ak"})
 # the API's names of the store's fields (the rest are the same)
 STORE_NAMES = {"poll_interval_s": "poll_interval"}
 
@@ -81,21 +64,6 @@ def invalid(problems: list[dict[str, Any]], what: str = "items") -> ApiError:
         else "the request is refused: nothing is changed"
     )
     return ApiError(422, "invalid", message, items=problems)
-
-
-def kind(value: Any) -> str:
-    """A JSON value's type, by its JSON name (never the value: it may be a key)."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    return "an object"
 
 
 def shown(text: str) -> str:
@@ -246,44 +214,8 @@ def check_fields(
 
 
 def check_field(name: str, value: Any, profiles: Collection[str]) -> Any:
-    """One field's value checked (FieldError otherwise); a null where it may be."""
-    if value is None:
-        if name in NULLABLE:
-            return None
-        raise FieldError(f"{name} must not be null")
-    if name == "allowed_ips":
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise FieldError(
-                f"allowed_ips must be an array of IP address strings, not {kind(value)}"
-                if not isinstance(value, list)
-                else "allowed_ips must be an array of IP address strings"
-            )
-        return check_ips(value)
-    if name == "poll_interval_s":
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise FieldError(
-                f"poll_interval_s must be a whole number of seconds, not {kind(value)}"
-            )
-        return check_poll_interval(value, True)
-    if not isinstance(value, str):
-        raise FieldError(f"{name} must be a string, not {kind(value)}")
-    if name == "ldn":
-        return check_ldn(value)
-    if name == "pdr":
-        return check_pdr(value)
-    if name == "system_title":
-        return check_system_title(value)
-    if name == "profile":
-        return check_profile(value, profiles)
-    if name == "address":
-        return check_address(value)
-    if name in ("ek", "ak"):
-        return check_key(value)
-    if name == "state":
-        if value not in ("active", "disabled"):
-            raise FieldError("state must be active or disabled")
-        return value
-    raise AssertionError(name)  # pragma: no cover -- every allowed field is above
+    """One field's value checked by its declaration (FieldError otherwise)."""
+    return FIELDS[name].parse(value, profiles)
 
 
 def store_field(why: str) -> str | None:

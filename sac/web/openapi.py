@@ -1,4 +1,8 @@
-"""The OpenAPI 3.1 document of the JSON API, served at ``/api/v1/openapi.json``."""
+"""The OpenAPI 3.1 document of the JSON API, served at ``/api/v1/openapi.json``.
+
+The schemas of what a client writes (a new meter, a change) come from the fields'
+declarations (:func:`sac.web.schema.write_schemas`), the same that check what it sends;
+the rest (the operations, the answers, the errors) is said here."""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from sac.web.api_input import API, DEFAULT_LIMIT, MAX_BODY, MAX_ITEMS, MAX_LIMIT
+from sac.web.schema import write_schemas
 
 __all__ = ["openapi"]
 
@@ -31,57 +36,6 @@ def openapi(profiles: Iterable[str] = ()) -> dict[str, Any]:
     string_or_null = {"type": ["string", "null"]}
     time = {"type": "string", "format": "date-time", "description": "UTC, ISO-8601 with offset"}
     time_or_null = {**time, "type": ["string", "null"]}
-    hex_key = {
-        "type": "string",
-        "pattern": "^([0-9A-Fa-f]{2}[ :]?){15}[0-9A-Fa-f]{2}$",
-        "description": "16 bytes in hex (32 digits; spaces or colons between bytes allowed). "
-        "Write-only: never returned.",
-        "writeOnly": True,
-    }
-    fields: dict[str, Any] = {
-        "ldn": {
-            "type": "string",
-            "minLength": 16,
-            "maxLength": 16,
-            "description": "logical device name: 16 printable ASCII characters, no space",
-        },
-        "pdr": {**string_or_null, "pattern": "^[0-9]{14}$", "description": "14 digits"},
-        "system_title": {
-            **string_or_null,
-            "description": "8 bytes in hex (16 digits); how a meter's pushes are found",
-        },
-        "profile": {
-            "type": "string",
-            "description": "the meter's profile (default: the SAC's default profile)",
-            **({"enum": profiles} if profiles else {}),
-        },
-        "address": {**string_or_null, "description": "host:port to poll, or null"},
-        "allowed_ips": {
-            "type": "array",
-            "items": {"type": "string", "description": "an IPv4 or IPv6 address"},
-            "description": "addresses the meter may connect from (empty: any)",
-        },
-        "poll_interval_s": {
-            "type": ["integer", "null"],
-            "minimum": 60,
-            "maximum": 527040 * 60,
-            "description": "seconds between polls; only with an address",
-        },
-        "ek": {
-            **hex_key,
-            "type": ["string", "null"],
-            "description": "Management client's encryption key (null or absent: no keys "
-            "given). " + hex_key["description"],
-        },
-        "ak": {
-            **hex_key,
-            "type": ["string", "null"],
-            "description": "Management client's authentication key (null or absent: AK = "
-            "EK); only with ek. " + hex_key["description"],
-        },
-        "state": {"type": "string", "enum": ["active", "disabled"]},
-    }
-    change_fields = {k: v for k, v in fields.items() if k != "ldn"}
     unit = {
         "type": ["string", "null"],
         "description": "as the pages name it, in ASCII (Sm3, m3, d)",
@@ -166,25 +120,7 @@ def openapi(profiles: Iterable[str] = ()) -> dict[str, Any]:
                 },
             },
         },
-        "NewMeter": {
-            "type": "object",
-            "required": ["ldn"],
-            "additionalProperties": False,
-            "properties": {k: v for k, v in fields.items() if k != "state"},
-        },
-        "MeterChange": {
-            "type": "object",
-            "required": ["ldn"],
-            "additionalProperties": False,
-            "description": "the meter (ldn) and the fields to change; ek (and ak) replace "
-            "its Management keys",
-            "properties": {**fields, "ldn": {"type": "string"}},
-        },
-        "MeterChangeOne": {
-            "type": "object",
-            "additionalProperties": False,
-            "properties": change_fields,
-        },
+        **write_schemas(profiles),
         "NewMeters": {
             "type": "object",
             "required": ["meters"],
