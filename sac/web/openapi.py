@@ -6,6 +6,7 @@ the rest (the operations, the answers, the errors) is said here."""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable
 from typing import Any
 
@@ -30,17 +31,44 @@ def _error(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/responses/{name}"}
 
 
-def openapi(profiles: Iterable[str] = ()) -> dict[str, Any]:
-    """The OpenAPI 3.1 document of the routes above."""
-    profiles = list(profiles)
-    string_or_null = {"type": ["string", "null"]}
-    time = {"type": "string", "format": "date-time", "description": "UTC, ISO-8601 with offset"}
-    time_or_null = {**time, "type": ["string", "null"]}
-    unit = {
-        "type": ["string", "null"],
-        "description": "as the pages name it, in ASCII (Sm3, m3, d)",
-    }
-    schemas: dict[str, Any] = {
+STRING_OR_NULL = {"type": ["string", "null"]}
+TIME = {"type": "string", "format": "date-time", "description": "UTC, ISO-8601 with offset"}
+TIME_OR_NULL = {**TIME, "type": ["string", "null"]}
+UNIT = {
+    "type": ["string", "null"],
+    "description": "as the pages name it, in ASCII (Sm3, m3, d)",
+}
+LDN_PARAM = {
+    "name": "ldn",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string"},
+    "description": "the meter's LDN",
+}
+
+BODY_ERRORS = ("400", "413", "415", "422")
+
+RESPONSES = {
+    "BadRequest": _answer(
+        "malformed JSON, a body of the wrong shape, or a bad query parameter", "Error"
+    ),
+    "Unauthorized": {
+        **_answer("no token, not a Bearer token, or a token not valid", "Error"),
+        "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}},
+    },
+    "Forbidden": _answer("the token's user's role does not allow this", "Error"),
+    "NotFound": _answer("no such meter", "Error"),
+    "Conflict": _answer("refused by what is stored (a system title taken, history)", "Error"),
+    "TooLarge": _answer(f"a body over {MAX_BODY // 2**20} MiB", "Error"),
+    "Unsupported": _answer("a body not sent as application/json", "Error"),
+    "Invalid": _answer("items or fields refused, each listed; nothing is changed", "Error"),
+}
+
+
+def _schemas(profiles: list[str]) -> dict[str, Any]:
+    """The schemas: a meter as read, what a client writes (from the fields' declarations),
+    the bulk bodies, the answers and the error."""
+    return {
         "Meter": {
             "type": "object",
             "required": [
@@ -62,18 +90,18 @@ def openapi(profiles: Iterable[str] = ()) -> dict[str, Any]:
             ],
             "properties": {
                 "ldn": {"type": "string"},
-                "pdr": string_or_null,
-                "system_title": {**string_or_null, "description": "16 hex digits, upper case"},
+                "pdr": STRING_OR_NULL,
+                "system_title": {**STRING_OR_NULL, "description": "16 hex digits, upper case"},
                 "profile": {"type": "string"},
                 "state": {"type": "string", "enum": ["active", "disabled"]},
-                "address": string_or_null,
+                "address": STRING_OR_NULL,
                 "allowed_ips": {"type": "array", "items": {"type": "string"}},
                 "poll_interval_s": {"type": ["integer", "null"]},
-                "created": time,
-                "updated": time,
-                "last_connection": time_or_null,
+                "created": TIME,
+                "updated": TIME,
+                "last_connection": TIME_OR_NULL,
                 "values_at": {
-                    **time_or_null,
+                    **TIME_OR_NULL,
                     "description": "when the last values below were the meter's",
                 },
                 "index": {
@@ -85,9 +113,9 @@ def openapi(profiles: Iterable[str] = ()) -> dict[str, Any]:
                             "pattern": "^-?[0-9]+(\\.[0-9]+)?$",
                             "description": "scaled, exact decimal as a string (never a float)",
                         },
-                        "unit": unit,
+                        "unit": UNIT,
                         "unit_code": {"type": ["integer", "null"], "description": "DLMS unit"},
-                        "captured": time_or_null,
+                        "captured": TIME_OR_NULL,
                     },
                 },
                 "diagnostic": {
@@ -101,7 +129,7 @@ def openapi(profiles: Iterable[str] = ()) -> dict[str, Any]:
                     "type": ["object", "null"],
                     "properties": {
                         "value": {"type": "integer"},
-                        "unit": unit,
+                        "unit": UNIT,
                         "unit_code": {"type": ["integer", "null"]},
                     },
                 },
@@ -179,7 +207,7 @@ def openapi(profiles: Iterable[str] = ()) -> dict[str, Any]:
             "properties": {
                 "meters": {"type": "array", "items": _ref("Meter")},
                 "next": {
-                    **string_or_null,
+                    **STRING_OR_NULL,
                     "description": "the cursor of the next page (after=); null: the last",
                 },
                 "total": {"type": "integer", "description": "meters the filters keep"},
@@ -211,7 +239,7 @@ def openapi(profiles: Iterable[str] = ()) -> dict[str, Any]:
                                 "required": ["index", "field", "message"],
                                 "properties": {
                                     "index": {"type": ["integer", "null"]},
-                                    "field": string_or_null,
+                                    "field": STRING_OR_NULL,
                                     "message": {"type": "string"},
                                 },
                             },
@@ -221,67 +249,48 @@ def openapi(profiles: Iterable[str] = ()) -> dict[str, Any]:
             },
         },
     }
-    responses = {
-        "BadRequest": _answer(
-            "malformed JSON, a body of the wrong shape, or a bad query parameter", "Error"
-        ),
-        "Unauthorized": {
-            **_answer("no token, not a Bearer token, or a token not valid", "Error"),
-            "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}},
-        },
-        "Forbidden": _answer("the token's user's role does not allow this", "Error"),
-        "NotFound": _answer("no such meter", "Error"),
-        "Conflict": _answer("refused by what is stored (a system title taken, history)", "Error"),
-        "TooLarge": _answer(f"a body over {MAX_BODY // 2**20} MiB", "Error"),
-        "Unsupported": _answer("a body not sent as application/json", "Error"),
-        "Invalid": _answer("items or fields refused, each listed; nothing is changed", "Error"),
-    }
-    ldn_param = {
-        "name": "ldn",
-        "in": "path",
-        "required": True,
-        "schema": {"type": "string"},
-        "description": "the meter's LDN",
-    }
 
-    def op(
-        summary: str,
-        ok: dict[str, dict[str, Any]],
-        *,
-        errors: Iterable[str] = (),
-        body: str | None = None,
-        params: list[dict[str, Any]] | None = None,
-        public: bool = False,
-    ) -> dict[str, Any]:
-        out: dict[str, Any] = {"summary": summary, "responses": dict(ok)}
-        if not public:
-            out["responses"].update({"401": _error("Unauthorized"), "403": _error("Forbidden")})
-        codes = {"400": "BadRequest", "404": "NotFound", "409": "Conflict", "413": "TooLarge"}
-        codes |= {"415": "Unsupported", "422": "Invalid"}
-        for code in errors:
-            out["responses"][code] = _error(codes[code])
-        if body is not None:
-            out["requestBody"] = {
-                "required": True,
-                "content": {"application/json": {"schema": _ref(body)}},
-            }
-        if params:
-            out["parameters"] = params
-        if public:
-            out["security"] = []
-        return out
 
-    body_errors = ("400", "413", "415", "422")
-    paths = {
+def _op(
+    summary: str,
+    ok: dict[str, dict[str, Any]],
+    *,
+    errors: Iterable[str] = (),
+    body: str | None = None,
+    params: list[dict[str, Any]] | None = None,
+    public: bool = False,
+) -> dict[str, Any]:
+    out: dict[str, Any] = {"summary": summary, "responses": dict(ok)}
+    if not public:
+        out["responses"].update({"401": _error("Unauthorized"), "403": _error("Forbidden")})
+    codes = {"400": "BadRequest", "404": "NotFound", "409": "Conflict", "413": "TooLarge"}
+    codes |= {"415": "Unsupported", "422": "Invalid"}
+    for code in errors:
+        out["responses"][code] = _error(codes[code])
+    if body is not None:
+        out["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": _ref(body)}},
+        }
+    if params:
+        out["parameters"] = params
+    if public:
+        out["security"] = []
+    return out
+
+
+def _paths() -> dict[str, Any]:
+    """Every operation of the API, by its full path."""
+    return {
         f"{API}/openapi.json": {
-            "get": op(
+            "get": _op(
                 "This document",
                 {"200": {"description": "OpenAPI 3.1", "content": {"application/json": {}}}},
                 public=True,
             )
         },
         f"{API}/meters": {
-            "get": op(
+            "get": _op(
                 "List meters, by LDN, in pages",
                 {"200": _answer("a page of meters (no keys member)", "MeterPage")},
                 errors=("400",),
@@ -316,47 +325,47 @@ def openapi(profiles: Iterable[str] = ()) -> dict[str, Any]:
                     },
                 ],
             ),
-            "post": op(
+            "post": _op(
                 "Add meters, with their Management keys: all or none",
                 {"201": _answer("the meters added, in the request's order", "Meters")},
-                errors=body_errors,
+                errors=BODY_ERRORS,
                 body="NewMeters",
             ),
-            "patch": op(
+            "patch": _op(
                 "Change meters (fields, state, keys): all or none",
                 {"200": _answer("the meters as they are now (no keys member)", "Meters")},
-                errors=body_errors,
+                errors=BODY_ERRORS,
                 body="MeterChanges",
             ),
         },
         f"{API}/meters/delete": {
-            "post": op(
+            "post": _op(
                 "Delete meters: all or none",
                 {"200": _answer("how many were deleted", "Deleted")},
-                errors=body_errors,
+                errors=BODY_ERRORS,
                 body="Deletion",
             )
         },
         f"{API}/meters/{{ldn}}": {
-            "get": op(
+            "get": _op(
                 "One meter",
                 {"200": _answer("the meter", "Meter")},
                 errors=("404",),
-                params=[ldn_param],
+                params=[LDN_PARAM],
             ),
-            "patch": op(
+            "patch": _op(
                 "Change one meter",
                 {"200": _answer("the meter as it is now", "Meter")},
-                errors=(*body_errors, "404", "409"),
+                errors=(*BODY_ERRORS, "404", "409"),
                 body="MeterChangeOne",
-                params=[ldn_param],
+                params=[LDN_PARAM],
             ),
-            "delete": op(
+            "delete": _op(
                 "Delete one meter",
                 {"204": {"description": "deleted"}},
                 errors=("400", "404", "409"),
                 params=[
-                    ldn_param,
+                    LDN_PARAM,
                     {
                         "name": "purge",
                         "in": "query",
@@ -368,22 +377,26 @@ def openapi(profiles: Iterable[str] = ()) -> dict[str, Any]:
             ),
         },
         f"{API}/meters/{{ldn}}/disable": {
-            "post": op(
+            "post": _op(
                 "Disable a meter (its pushes are refused)",
                 {"200": _answer("the meter", "Meter")},
                 errors=("404",),
-                params=[ldn_param],
+                params=[LDN_PARAM],
             )
         },
         f"{API}/meters/{{ldn}}/enable": {
-            "post": op(
+            "post": _op(
                 "Enable a meter again",
                 {"200": _answer("the meter", "Meter")},
                 errors=("404",),
-                params=[ldn_param],
+                params=[LDN_PARAM],
             )
         },
     }
+
+
+def openapi(profiles: Iterable[str] = ()) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of the API's routes (:mod:`sac.web.api`)."""
     return {
         "openapi": "3.1.0",
         "info": {
@@ -396,7 +409,7 @@ def openapi(profiles: Iterable[str] = ()) -> dict[str, Any]:
         },
         "servers": [{"url": "/"}],
         "security": [{"bearer": []}],
-        "paths": paths,
+        "paths": _paths(),
         "components": {
             "securitySchemes": {
                 "bearer": {
@@ -406,7 +419,7 @@ def openapi(profiles: Iterable[str] = ()) -> dict[str, Any]:
                     "sac-admin create-token); acts with its user's role",
                 }
             },
-            "schemas": schemas,
-            "responses": responses,
+            "schemas": _schemas(list(profiles)),
+            "responses": copy.deepcopy(RESPONSES),
         },
     }
