@@ -100,3 +100,43 @@ class ConfigurationError(SacError):
 
 class PluginError(SacError):
     """A meter profile plugin is broken."""
+
+
+# --- the web application (sac.web) ---------------------------------------------------------
+# What each becomes for a browser, an API client or a SOAP caller: sac.web.errors.ERRORS.
+
+
+class WebError(SacError):
+    """A request of the web application (pages, JSON API, SOAP) refused."""
+
+
+class BadRequest(WebError):
+    """A request that is malformed or asks for what cannot be (HTTP 400)."""
+
+
+class FieldError(BadRequest, ValueError):
+    """A value that breaks its field's rule: the message says the rule, and never repeats
+    the value of a key.  A ValueError too, for callers that catch one."""
+
+
+class Forbidden(WebError):
+    """The user's role does not allow this (HTTP 403)."""
+
+
+class CsrfError(Forbidden):
+    """A form without this session's CSRF token: stale, or not from this site."""
+
+
+class SignInRefused(WebError):
+    """A sign-in refused before its password is checked: the client address has too many
+    failed (or running) sign-ins (``busy`` False), or this process is checking as many
+    passwords as it may (``busy`` True).  ``wait``: seconds before trying again."""
+
+    def __init__(self, wait: int, busy: bool) -> None:
+        super().__init__(
+            "the SAC is checking too many sign-ins at once; try again in a moment"
+            if busy
+            else f"too many failed sign-ins from this address; try again in {wait} s"
+        )
+        self.wait = wait
+        self.busy = busy

@@ -16,11 +16,13 @@ from importlib import metadata
 from typing import Any
 from urllib.parse import urlencode
 
+from klein import Klein
 from werkzeug.exceptions import NotFound
 
 from sac.store import Role, UnknownUser, WebSession
 from sac.store.transactions import Conflict
-from sac.web.common import BadRequest, Page, arg, page, routes
+from sac.web.common import BadRequest, Page, arg, page
+from sac.web.errors import install as install_errors
 from sac.web.forms import UserForm, parse_user_form
 
 __all__ = ["AdminPages"]
@@ -38,12 +40,16 @@ DONE = {
 
 
 class AdminPages:
-    """Routes of :class:`sac.web.app.Web` for admins; ``self`` is the Web."""
+    """The admins' router (mounted at ``/admin``); ``web`` is the :class:`sac.web.app.Web`
+    it shares with the other pages."""
 
-    store: Any
-    registry: Any
-    settings: Any
-    configuration: list[tuple[str, str, str]]
+    app = Klein()
+
+    def __init__(self, web: Any) -> None:
+        self.web = web
+        self.store = web.store
+        self.registry = web.registry
+        self.settings = web.settings
 
     async def _users_page(
         self,
@@ -63,17 +69,17 @@ class AdminPages:
                 problem=problem,
                 done=DONE.get(done),
                 done_user=arg(request, "user") if done in DONE else "",
-                now=self.now(),  # type: ignore[attr-defined]
+                now=self.web.now(),
             ),
             status,
         )
 
-    @routes.route("/admin/users", methods=["GET"])
+    @app.route("/users", methods=["GET"])
     @page(Role.ADMIN)
     async def users(self, request: Any, session: WebSession) -> Page:
         return await self._users_page(request)
 
-    @routes.route("/admin/users", methods=["POST"])
+    @app.route("/users", methods=["POST"])
     @page(Role.ADMIN)
     async def add_user(self, request: Any, session: WebSession) -> Page:
         fields = ("name", "role", "password", "password2")
@@ -89,18 +95,18 @@ class AdminPages:
                 name,
                 form.password,
                 form.role,
-                self._actor(request, session),  # type: ignore[attr-defined]
+                self.web.actor(request, session),
             )
         except Conflict:
             form.errors["name"] = "A user of this name exists already."
             return await self._users_page(request, form, 409)
         return Page(redirect=_done("added", name))
 
-    @routes.route("/admin/users/change", methods=["POST"])
+    @app.route("/users/change", methods=["POST"])
     @page(Role.ADMIN)
     async def change_user(self, request: Any, session: WebSession) -> Page:
         name, action = arg(request, "name"), arg(request, "action")
-        by = self._actor(request, session)  # type: ignore[attr-defined]
+        by = self.web.actor(request, session)
         yourself = name == session.user.name
         change: dict[str, Any]
         if action == "role":
@@ -129,8 +135,6 @@ class AdminPages:
             raise BadRequest(f"no action {action!r}")
         try:
             await self.store.update_user(name, by, **change)
-        except UnknownUser:
-            raise NotFound() from None
         except Conflict:
             return await self._users_page(
                 request,
@@ -166,12 +170,12 @@ class AdminPages:
             status,
         )
 
-    @routes.route("/admin/tokens", methods=["GET"])
+    @app.route("/tokens", methods=["GET"])
     @page(Role.ADMIN)
     async def admin_tokens(self, request: Any, session: WebSession) -> Page:
         return await self._tokens_page(request)
 
-    @routes.route("/admin/tokens", methods=["POST"])
+    @app.route("/tokens", methods=["POST"])
     @page(Role.ADMIN)
     async def admin_create_token(self, request: Any, session: WebSession) -> Page:
         values = {"user": arg(request, "user"), "name": arg(request, "name")}
@@ -186,7 +190,7 @@ class AdminPages:
             errors["user"] = "Choose an active user: the token acts as them, with their role."
         if errors:
             return await self._tokens_page(request, values, errors, 400)
-        by = self._actor(request, session)  # type: ignore[attr-defined]
+        by = self.web.actor(request, session)
         try:
             secret, token = await self.store.create_api_token(values["user"], name, by)
         except UnknownUser:  # gone meanwhile
@@ -195,7 +199,7 @@ class AdminPages:
         # the one time the secret is shown: this answer is not cached (Cache-Control no-store)
         return await self._tokens_page(request, made=token, secret=secret)
 
-    @routes.route("/admin/tokens/revoke", methods=["POST"])
+    @app.route("/tokens/revoke", methods=["POST"])
     @page(Role.ADMIN)
     async def admin_revoke_token(self, request: Any, session: WebSession) -> Page:
         text = arg(request, "id")
@@ -204,13 +208,13 @@ class AdminPages:
         try:
             await self.store.revoke_api_token(
                 int(text),
-                self._actor(request, session),  # type: ignore[attr-defined]
+                self.web.actor(request, session),
             )
         except KeyError:
             raise NotFound() from None
         return Page(redirect=f"/admin/tokens?revoked={int(text)}")
 
-    @routes.route("/admin/audit", methods=["GET"])
+    @app.route("/audit", methods=["GET"])
     @page(Role.ADMIN)
     async def audit(self, request: Any, session: WebSession) -> Page:
         before_text = arg(request, "before")
@@ -228,7 +232,7 @@ class AdminPages:
             ),
         )
 
-    @routes.route("/admin/system", methods=["GET"])
+    @app.route("/system", methods=["GET"])
     @page(Role.ADMIN)
     async def system(self, request: Any, session: WebSession) -> Page:
         s = self.settings
@@ -249,12 +253,14 @@ class AdminPages:
             dict(
                 title="System",
                 settings=settings,
-                configuration=self.configuration,
+                configuration=self.web.configuration,
                 versions=versions,
                 profiles=profiles,
                 default_profile=self.registry.default,
             ),
         )
+
+    install_errors(app, lambda admin: admin.web.render, lambda request: False)
 
 
 def _done(action: str, name: str) -> str:

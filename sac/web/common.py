@@ -1,9 +1,8 @@
-"""What every page of the web application shares: the one Klein router, the settings, the
-``page`` guard (sign-in, role, CSRF) and the errors the handlers raise.
+"""What the pages' routers share: the settings, the ``page`` guard (sign-in, role, CSRF),
+what a page handler returns, and the errors the handlers raise (from :mod:`sac.errors`).
 
-The pages live in several modules (``app``, ``admin``), each a class whose routes go on
-:data:`routes`; :class:`sac.web.app.Web` inherits them all, so a route's ``self`` is the
-one application object with its store, templates and settings.
+Each router (``pages``, ``admin``) is a class of its own module with its own Klein app; its
+``web`` is the one :class:`sac.web.app.Web` with the store, templates and sessions.
 """
 
 from __future__ import annotations
@@ -16,9 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
-from klein import Klein
-
-from sac.errors import SacError
+from sac.errors import BadRequest, CsrfError, Forbidden, SignInRefused
 from sac.store import Role
 
 __all__ = [
@@ -30,10 +27,10 @@ __all__ = [
     "WebSettings",
     "arg",
     "page",
-    "routes",
 ]
 
-routes = Klein()
+COOKIE = b"sac_session"
+LOGIN_COOKIE = b"sac_login"  # the sign-in form's CSRF token, before there is a session
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,33 +45,6 @@ class WebSettings:
     sign_in_failures: int = 20  # failed sign-ins an address may make in 10 min (0: no limit)
     password_checks: int = 4  # scrypt checks at once in this process (32 MiB each)
     public_url: str = ""  # the application's URL for clients (the WSDL's address); "": as used
-
-
-class CsrfError(SacError):
-    pass
-
-
-class SignInRefused(SacError):
-    """A sign-in refused before its password is checked: the client address has too many
-    failed (or running) sign-ins (``busy`` False), or this process is checking as many
-    passwords as it may (``busy`` True).  ``wait``: seconds before trying again."""
-
-    def __init__(self, wait: int, busy: bool) -> None:
-        super().__init__(
-            "the SAC is checking too many sign-ins at once; try again in a moment"
-            if busy
-            else f"too many failed sign-ins from this address; try again in {wait} s"
-        )
-        self.wait = wait
-        self.busy = busy
-
-
-class Forbidden(SacError):
-    pass
-
-
-class BadRequest(SacError):
-    pass
 
 
 @dataclass(slots=True)
@@ -103,16 +73,17 @@ def arg(request: Any, name: str, default: str = "") -> str:
 
 def page(role: Role) -> Callable[[Handler], Handler]:
     """A route for signed-in users of at least ``role``; a POST must carry the CSRF token.
-    The handler gets the session and returns a :class:`Page` or bytes.  ``self`` is the
-    :class:`sac.web.app.Web` (its ``_session``, ``_redirect`` and ``render``)."""
+    The handler gets the session and returns a :class:`Page` or bytes.  ``self`` is a
+    router whose ``web`` is the :class:`sac.web.app.Web` (its sessions and templates)."""
 
     def wrap(handler: Handler) -> Handler:
         @functools.wraps(handler)
         async def route(self: Any, request: Any, **kw: Any) -> Any:
-            session = await self._session(request)
+            web = self.web
+            session = await web.session(request)
             if session is None:
                 target = request.uri.decode("latin-1")
-                return self._redirect(request, "/login?" + urlencode({"next": target}))
+                return web.redirect(request, "/login?" + urlencode({"next": target}))
             if not session.user.role.may(role):
                 raise Forbidden(f"this needs the {role.value} role")
             if request.method == b"POST":
@@ -122,9 +93,9 @@ def page(role: Role) -> Callable[[Handler], Handler]:
             result = await handler(self, request, session, **kw)
             if isinstance(result, Page):
                 if result.redirect is not None:
-                    return self._redirect(request, result.redirect)
+                    return web.redirect(request, result.redirect)
                 assert result.template is not None
-                return self.render(
+                return web.render(
                     request,
                     result.template,
                     result.status,

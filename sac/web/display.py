@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
+from sac.errors import SacError
 from sac.services.readings import ROME
 
 __all__ = [
@@ -17,6 +18,8 @@ __all__ = [
     "VALVE_STATES",
     "diagnostic_flags",
     "local_time",
+    "meter_row",
+    "profile_bits",
     "scaled",
     "unit_name",
     "valve_name",
@@ -132,3 +135,30 @@ def ago(value: dt.datetime | None, now: dt.datetime) -> str:
     if seconds < 172800:
         return f"{round(seconds / 3600)} h ago"
     return f"{round(seconds / 86400)} days ago"
+
+
+def profile_bits(registry: Any, profile_name: str) -> Mapping[int, str]:
+    """The names of the diagnostic bits of a meter's profile ({} when it is not installed)."""
+    try:
+        profile = registry.match(assigned=profile_name)
+    except SacError:
+        return {}
+    return getattr(profile, "diagnostic_bits", {}) or {}
+
+
+def meter_row(registry: Any, m: Any, now: dt.datetime) -> dict[str, Any]:
+    """A meter as a row of the meter list (and the head of its page)."""
+    bits = profile_bits(registry, m.profile)
+    return dict(
+        ldn=m.ldn,
+        pdr=m.pdr or "",
+        index=quantity(m.index_value, m.index_scaler, m.index_unit),
+        diagnostic=diagnostic(m.diagnostic, bits),
+        alarm=bool(m.diagnostic),
+        battery=battery(m.battery_value, m.battery_unit),
+        last=local_time(m.last_connection),
+        ago=ago(m.last_connection, now),
+        valve=valve_name(m.valve_state),
+        valve_state=m.valve_state,
+        disabled=m.state.value != "active",
+    )

@@ -34,18 +34,15 @@ from __future__ import annotations
 
 import base64
 import binascii
-import datetime as dt
+import functools
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable
-from decimal import Decimal
 from typing import Any
 
+from klein import Klein
 from spyne import (
     Application,
-    Array,
-    Boolean,
-    ComplexModel,
     DateTime,
     Fault,
     Integer,
@@ -54,7 +51,6 @@ from spyne import (
     Unicode,
     rpc,
 )
-from spyne import Decimal as XsDecimal
 from spyne.protocol.soap import Soap11
 
 from sac.dlms import Obis
@@ -63,11 +59,7 @@ from sac.services import commands as command_service
 from sac.services.readings import INDEX
 from sac.store import (
     Actor,
-    Command,
-    Event,
-    Meter,
     MeterQuery,
-    Reading,
     Role,
     UnknownCommand,
     UnknownMeter,
@@ -75,307 +67,42 @@ from sac.store import (
 )
 from sac.store.exports import MAX_PAGE
 from sac.web import display
-from sac.web.common import SignInRefused, routes
+from sac.web.common import SignInRefused
+from sac.web.errors import install as install_errors
+from sac.web.soap_types import (
+    _COMMON,
+    _PAGED,
+    ACTIONS,
+    CREDENTIALS_TTL,
+    MAX_METERS_PAGE,
+    NS,
+    WSSE,
+    AuthenticationFault,
+    BadInputFault,
+    BadRangeFault,
+    CommandStatus,
+    EventPage,
+    ForbiddenFault,
+    MeterInfo,
+    MeterPage,
+    PageTooLargeFault,
+    ReadingPage,
+    UnknownCommandFault,
+    UnknownMeterFault,
+    ValveState,
+    _command_status,
+    _event_info,
+    _fault,
+    _limit,
+    _meter_info,
+    _range,
+    _reading_info,
+    _required,
+    _span,
+)
 from sac.web.spyne_compat import SoapResource
 
-__all__ = ["NS", "SoapRoutes", "soap_application"]
-
-NS = "urn:sac:erp:1"
-CREDENTIALS_TTL = dt.timedelta(seconds=60)
-WSSE = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd"
-MAX_METERS_PAGE = 1000
-ACTIONS = {"close": "valve-close", "enable-opening": "valve-enable-opening"}
-
-
-# --- types --------------------------------------------------------------------------------
-
-
-class _Type(ComplexModel):
-    __namespace__ = NS
-
-
-def _required(kind: Any, doc: str) -> Any:
-    return kind.customize(min_occurs=1, nillable=False, doc=doc)
-
-
-def _optional(kind: Any, doc: str) -> Any:
-    return kind.customize(min_occurs=0, doc=doc)
-
-
-class Quantity(_Type):
-    """A number with its unit: ``value`` is exact (scaler applied), ``unit`` the DLMS unit
-    code (13 m³, 14 Sm³ of converted volume, 4 days), ``unitName`` its name."""
-
-    _type_info = [
-        ("value", _required(XsDecimal, "the value, exact")),
-        ("unit", _optional(Integer, "DLMS unit code")),
-        ("unitName", _optional(Unicode, "the unit's name, e.g. Sm³")),
-    ]
-
-
-class MeterInfo(_Type):
-    _type_info = [
-        ("ldn", _required(Unicode, "logical device name (16 characters)")),
-        ("pdr", _optional(Unicode, "punto di riconsegna (14 digits)")),
-        ("systemTitle", _optional(Unicode, "8 bytes in hex")),
-        ("profile", _required(Unicode, "meter profile (plugin) name")),
-        ("state", _required(Unicode, "active or disabled")),
-        ("created", _required(DateTime, "when it was added")),
-        ("updated", _required(DateTime, "when its set-up last changed")),
-        ("lastConnection", _optional(DateTime, "when it was last heard from")),
-        ("index", _optional(Quantity, "converted-volume index, last known")),
-        ("indexCaptured", _optional(DateTime, "when the meter measured that index")),
-        ("diagnostic", _optional(Integer64, "diagnostic bitmask, last known")),
-        ("diagnosticFlags", _optional(Array(Unicode), "names of the diagnostic bits set")),
-        ("battery", _optional(Quantity, "battery autonomy, last known")),
-        ("valveState", _optional(Integer, "0 closed, 1 open, 2 closed with opening enabled")),
-        ("valveStateName", _optional(Unicode, "the valve state's name")),
-        ("valuesAt", _optional(DateTime, "when these last values were received")),
-    ]
-
-
-class MeterPage(_Type):
-    _type_info = [
-        ("meters", _required(Array(MeterInfo), "this page's meters, by LDN")),
-        ("next", _optional(Unicode, "pass as 'after' for the next page; absent on the last")),
-        ("total", _required(Integer, "meters matching, over all pages")),
-    ]
-
-
-class ReadingInfo(_Type):
-    _type_info = [
-        ("ldn", _required(Unicode, "the meter")),
-        ("obis", _required(Unicode, "the COSEM object's logical name, e.g. 7.0.13.2.0.255")),
-        ("attribute", _required(Integer, "the attribute read (2: value)")),
-        ("value", _optional(Quantity, "the number read, when it is one")),
-        ("raw", _optional(Unicode, "the value as received, hex, when it is not a number")),
-        ("captured", _required(DateTime, "when the meter measured it")),
-        ("received", _required(DateTime, "when the SAC received it")),
-        ("source", _required(Unicode, "how it came: a push template or a poll")),
-    ]
-
-
-class ReadingPage(_Type):
-    _type_info = [
-        ("readings", _required(Array(ReadingInfo), "per meter, then in time order")),
-        ("cursor", _optional(Unicode, "pass back to resume after this page; absent: done")),
-    ]
-
-
-class EventInfo(_Type):
-    _type_info = [
-        ("ldn", _required(Unicode, "the meter")),
-        ("logbook", _required(Unicode, "the logbook's logical name")),
-        ("code", _required(Integer, "the event code")),
-        ("occurred", _required(DateTime, "when it happened, by the meter's clock")),
-        ("received", _required(DateTime, "when the SAC received it")),
-        ("source", _required(Unicode, "a push template or a poll")),
-        ("counter", _optional(Integer64, "the meter's event counter, when it gives one")),
-    ]
-
-
-class EventPage(_Type):
-    _type_info = [
-        ("events", _required(Array(EventInfo), "in the order they occurred")),
-        ("cursor", _optional(Unicode, "pass back to resume after this page; absent: done")),
-    ]
-
-
-class ValveState(_Type):
-    _type_info = [
-        ("ldn", _required(Unicode, "the meter")),
-        ("state", _optional(Integer, "0 closed, 1 open, 2 closed with opening enabled")),
-        ("stateName", _required(Unicode, "the state's name")),
-        ("at", _optional(DateTime, "when the meter last reported it")),
-        ("pendingCommands", _required(Integer, "valve commands not finished yet")),
-    ]
-
-
-class CommandStatus(_Type):
-    _type_info = [
-        ("id", _required(Integer64, "the command's id")),
-        ("ldn", _required(Unicode, "the meter")),
-        ("kind", _required(Unicode, "e.g. valve-close, valve-enable-opening")),
-        ("state", _required(Unicode, "pending, sent, done, failed, expired or cancelled")),
-        ("final", _required(Boolean, "true once the state will not change again")),
-        ("requestedBy", _required(Unicode, "who asked for it")),
-        ("created", _required(DateTime, "when it was asked for")),
-        ("sent", _optional(DateTime, "when it was sent to the meter")),
-        ("finished", _optional(DateTime, "when it ended")),
-        ("attempts", _required(Integer, "sessions that tried it")),
-        ("result", _optional(Unicode, "what the meter answered, or why it failed")),
-    ]
-
-
-# --- faults -------------------------------------------------------------------------------
-
-
-class _Fault(Fault):
-    __namespace__ = NS
-    CODE = "Client"
-
-    def __init__(self, message: str) -> None:
-        super().__init__(faultcode=self.CODE, faultstring=message)
-
-
-class AuthenticationFault(_Fault):
-    """No valid credentials: HTTP Basic, WS-Security UsernameToken or a bearer token."""
-
-    CODE = "Client.Authentication"
-
-
-class BusyFault(_Fault):
-    """The SAC is checking as many passwords as it may at once: try again in a moment."""
-
-    CODE = "Server.Busy"
-
-
-class ForbiddenFault(_Fault):
-    """The user's role does not allow this operation."""
-
-    CODE = "Client.Forbidden"
-
-
-class UnknownMeterFault(_Fault):
-    """No meter has this LDN."""
-
-    CODE = "Client.UnknownMeter"
-
-
-class UnknownCommandFault(_Fault):
-    """No command has this id."""
-
-    CODE = "Client.UnknownCommand"
-
-
-class BadRangeFault(_Fault):
-    """A time without its UTC offset, or a range that ends before it starts."""
-
-    CODE = "Client.BadRange"
-
-
-class PageTooLargeFault(_Fault):
-    """A page size outside the allowed bounds."""
-
-    CODE = "Client.PageTooLarge"
-
-
-class BadCursorFault(_Fault):
-    """A cursor that is not one this query gave."""
-
-    CODE = "Client.BadCursor"
-
-
-class BadInputFault(_Fault):
-    """Any other value that is not acceptable (an OBIS code, an action)."""
-
-    CODE = "Client.BadInput"
-
-
-_COMMON = [AuthenticationFault, ForbiddenFault, BusyFault]
-_PAGED = [*_COMMON, BadRangeFault, PageTooLargeFault, BadCursorFault]
-
-
-# --- conversions --------------------------------------------------------------------------
-
-
-def _quantity(value: Decimal | None, unit: int | None) -> Quantity | None:
-    if value is None:
-        return None
-    return Quantity(value=value, unit=unit, unitName=display.unit_name(unit) or None)
-
-
-def _meter_info(meter: Meter, bits: Any) -> MeterInfo:
-    battery = None
-    if meter.battery_value is not None:
-        battery = _quantity(Decimal(meter.battery_value), meter.battery_unit)
-    return MeterInfo(
-        ldn=meter.ldn,
-        pdr=meter.pdr,
-        systemTitle=meter.system_title.hex().upper() if meter.system_title else None,
-        profile=meter.profile,
-        state=meter.state.value,
-        created=meter.created,
-        updated=meter.updated,
-        lastConnection=meter.last_connection,
-        index=_quantity(meter.index, meter.index_unit),
-        indexCaptured=meter.index_captured,
-        diagnostic=meter.diagnostic,
-        diagnosticFlags=display.diagnostic_flags(meter.diagnostic, bits)
-        if meter.diagnostic is not None
-        else None,
-        battery=battery,
-        valveState=meter.valve_state,
-        valveStateName=display.valve_name(meter.valve_state)
-        if meter.valve_state is not None
-        else None,
-        valuesAt=meter.status_at,
-    )
-
-
-def _reading_info(reading: Reading) -> ReadingInfo:
-    value = reading.scaled
-    return ReadingInfo(
-        ldn=reading.ldn,
-        obis=str(reading.obis),
-        attribute=reading.attribute,
-        value=_quantity(value, reading.unit),
-        raw=reading.raw.hex().upper() if value is None and reading.raw is not None else None,
-        captured=reading.captured,
-        received=reading.received,
-        source=reading.source,
-    )
-
-
-def _event_info(event: Event) -> EventInfo:
-    return EventInfo(
-        ldn=event.ldn,
-        logbook=str(event.logbook),
-        code=event.code,
-        occurred=event.occurred,
-        received=event.received,
-        source=event.source,
-        counter=event.counter,
-    )
-
-
-def _command_status(command: Command) -> CommandStatus:
-    return CommandStatus(
-        id=command.id,
-        ldn=command.ldn,
-        kind=command.kind,
-        state=command.state.value,
-        final=command.state.value not in ("pending", "sent"),
-        requestedBy=command.requested_by,
-        created=command.created,
-        sent=command.sent,
-        finished=command.finished,
-        attempts=command.attempts,
-        result=command.result,
-    )
-
-
-def _range(start: dt.datetime | None, end: dt.datetime | None) -> tuple[dt.datetime, dt.datetime]:
-    if start is None or end is None:
-        raise BadRangeFault("give both the start and the end of the range")
-    if start.tzinfo is None or end.tzinfo is None:
-        raise BadRangeFault("give times with their UTC offset, e.g. 2026-11-21T06:00:00Z")
-    if end <= start:
-        raise BadRangeFault("the range ends before it starts")
-    return start.astimezone(dt.UTC), end.astimezone(dt.UTC)
-
-
-def _span(start: dt.datetime | None, end: dt.datetime | None) -> str:
-    """A range as the audit trail shows it (as given: it may be refused)."""
-    return "/".join(t.isoformat() if t is not None else "?" for t in (start, end))
-
-
-def _limit(limit: int | None, default: int, most: int) -> int:
-    if limit is None:
-        return default
-    if not 1 <= limit <= most:
-        raise PageTooLargeFault(f"a page holds 1 to {most} items, not {limit}")
-    return limit
+__all__ = ["NS", "SoapApi", "soap_application"]
 
 
 # --- the calls ----------------------------------------------------------------------------
@@ -425,7 +152,7 @@ class _Call:
         return None
 
     async def _password(self, name: str, password: str) -> User:
-        known = self.web._soap_credentials
+        known = self.ctx.app.sac_credentials
         key = hashlib.sha256(f"{name}\0{password}".encode()).digest()
         now = self.web.now()
         held = known.get(key)
@@ -438,9 +165,7 @@ class _Call:
         try:
             user = await self.web.check_password(name, password, self.address)
         except SignInRefused as refused:
-            if refused.busy:
-                raise BusyFault(str(refused)) from None
-            raise AuthenticationFault(str(refused)) from None
+            raise _fault(refused) from None
         if user is None:  # a wrong password, an unknown name, a locked user: one answer
             raise AuthenticationFault("wrong user name or password")
         if len(known) > 10_000:
@@ -463,14 +188,10 @@ class _Call:
                 raise ForbiddenFault(f"this operation needs the {role.value} role")
             try:
                 result = await work(actor)
-            except UnknownMeter as exc:
-                raise UnknownMeterFault(f"no meter with LDN {exc.ldn}") from None
-            except UnknownCommand:
-                raise UnknownCommandFault(f"no command {target}") from None
-            except ValueError as exc:
-                if "cursor" in str(exc):
-                    raise BadCursorFault(str(exc)) from None
-                raise BadInputFault(str(exc)) from None
+            except Fault:
+                raise
+            except Exception as exc:  # the error map says which are the caller's faults
+                raise _fault(exc) from None
         except Fault as fault:  # a refused call is a line of the trail too
             why = f"refused: {fault.faultcode} {fault.faultstring}"
             await self.web.store.record(actor, f"soap {operation}", target, why)
@@ -508,7 +229,7 @@ class ErpService(ServiceBase):
                 raise BadRangeFault("give changedSince with its UTC offset")
             query = MeterQuery(changed_since=changedSince)
             page = await call.web.store.list_meters(after=after or None, limit=size, query=query)
-            bits = call.web._bits
+            bits = functools.partial(display.profile_bits, call.web.registry)
             return MeterPage(
                 meters=[_meter_info(m, bits(m.profile)) for m in page.meters],
                 next=page.next_after,
@@ -530,7 +251,7 @@ class ErpService(ServiceBase):
             meter = await call.web.store.get_meter(ldn)
             if meter is None:
                 raise UnknownMeter(ldn)
-            return _meter_info(meter, call.web._bits(meter.profile))
+            return _meter_info(meter, display.profile_bits(call.web.registry, meter.profile))
 
         return await call.run(Role.VIEWER, ldn, None, work)
 
@@ -700,24 +421,30 @@ def soap_application(web: Any) -> Application:
         out_protocol=Soap11(),
     )
     application.sac_web = web
+    application.sac_credentials = {}  # a hash of (name, password): (user, until)
     # spyne logs a request it cannot parse whole, at ERROR, through the standard logging:
     # that body may hold a WS-Security password.  Our resource reports faults itself.
     logging.getLogger("spyne").setLevel(logging.CRITICAL)
     return application
 
 
-class SoapRoutes:
-    """The ``/soap`` route of :class:`sac.web.app.Web`; ``self`` is the Web."""
+class SoapApi:
+    """The SOAP router (mounted at ``/soap``): the spyne application, made on first use;
+    ``web`` is the :class:`sac.web.app.Web` it shares with the pages."""
 
-    _soap: SoapResource | None = None
-    _soap_credentials: dict[bytes, tuple[User, dt.datetime]]
+    app = Klein()
 
-    @routes.route("/soap", branch=True, methods=["GET", "POST", "PUT", "DELETE", "HEAD"])
+    def __init__(self, web: Any) -> None:
+        self.web = web
+        self._soap: SoapResource | None = None
+
+    @app.route("/", branch=True, methods=["GET", "POST", "PUT", "DELETE", "HEAD"])
     def soap(self, request: Any) -> SoapResource:
         if self._soap is None:
-            self._soap_credentials = {}
-            public = self.settings.public_url
+            public = self.web.settings.public_url
             self._soap = SoapResource(
-                soap_application(self), location=f"{public}/soap" if public else None
+                soap_application(self.web), location=f"{public}/soap" if public else None
             )
         return self._soap
+
+    install_errors(app, lambda soap: soap.web.render, lambda request: False)

@@ -49,8 +49,7 @@ from twisted.internet.threads import deferToThread
 from twisted.web.client import Agent, HTTPConnectionPool
 
 from sac.keys import MasterKey, key_place, wrapped_by
-from sac.web.app import RANGES, SORTS, STATIC
-from sac.web.common import routes
+from sac.web.app import RANGES, SORTS, STATIC, route_rules
 from tests.acquisition.conftest import REGISTRY, make_fleet, push_once
 from tests.run.twistd import Twistd, port
 from tests.store.conftest import Backend, backend, postgres  # noqa: F401 -- fixtures
@@ -710,7 +709,7 @@ async def crawl(page: Http, ldns: list[str], commands: list[int]) -> int:
     }
     gets = {
         r.rule
-        for r in routes.url_map.iter_rules()
+        for r in route_rules()
         if "GET" in (r.methods or {"GET"}) and r.rule != "/soap/<path:__rest__>"
     }
     assert gets == set(paths), f"GET routes not crawled: {gets - set(paths)}"

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest_twisted
 
 from sac.store import Actor, NewMeter, Role
-from sac.web.common import routes
+from sac.web.app import route_rules
 from tests.web.conftest import PASSWORD, Backend, make_site
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -91,7 +91,7 @@ SOAP_POLICY = {
 
 def router_rules() -> set[tuple[str, str]]:
     found = set()
-    for rule in routes.url_map.iter_rules():
+    for rule in route_rules():
         if rule.rule in SAME_HANDLER:
             if SAME_HANDLER[rule.rule] is not None:
                 found |= {("GET", rule.rule), ("POST", rule.rule)}

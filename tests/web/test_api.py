@@ -17,7 +17,7 @@ from twisted.logger import globalLogPublisher
 from sac.dlms import Obis
 from sac.store import Ingest, MeterState, MeterStatus, NewMeter, Reading
 from sac.web.api import MAX_BODY, MAX_ITEMS
-from sac.web.common import routes
+from sac.web.app import route_rules
 from tests.web.conftest import Backend, Site, make_site
 
 INDEX = Obis("7.0.13.2.0.255")
@@ -635,7 +635,7 @@ def test_the_openapi_document_matches_the_router() -> None:
     from sac.web.api import openapi
 
     routed: set[tuple[str, str]] = set()
-    for rule in routes.url_map.iter_rules():
+    for rule in route_rules():
         if rule.rule.startswith("/api/"):
             path = re.sub(r"<(?:[^:>]+:)?([^>]+)>", r"{\1}", rule.rule)
             routed |= {
@@ -655,3 +655,25 @@ def test_the_openapi_document_matches_the_router() -> None:
                 assert op["security"] == []
             else:
                 assert {"401", "403"} <= set(op["responses"]), (path, method)
+
+
+def test_each_field_is_declared_once_for_the_api_the_form_and_the_document() -> None:
+    from sac.errors import FieldError
+    from sac.web.forms import parse_meter_form
+    from sac.web.openapi import openapi
+    from sac.web.schema import FIELDS, NEW_FIELDS
+
+    schemas = openapi(["fiorentini"])["components"]["schemas"]
+    assert list(schemas["NewMeter"]["properties"]) == list(NEW_FIELDS)
+    assert set(schemas["MeterChangeOne"]["properties"]) == set(FIELDS) - {"ldn"}
+    for name, field in FIELDS.items():
+        declared = schemas["MeterChange" if name != "ldn" else "NewMeter"]["properties"][name]
+        types = declared["type"] if isinstance(declared["type"], list) else [declared["type"]]
+        assert ("null" in types) == field.nullable, name
+        assert field.schema_type in types, name
+    # the same rule in the same words, next to the form's field and in the API's refusal
+    for name, typed in (("pdr", "123"), ("system_title", "2D4D"), ("address", "nowhere")):
+        form = parse_meter_form({name: typed}, ["fiorentini"])
+        with pytest.raises(FieldError) as refused:
+            FIELDS[name].parse(typed, ["fiorentini"])
+        assert form.errors[name] == str(refused.value), name

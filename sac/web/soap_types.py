@@ -1,0 +1,334 @@
+"""The SOAP API's types, faults and conversions (:mod:`sac.web.soap`): what the WSDL
+declares, and how the store's objects become it."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from typing import Any
+
+from spyne import (
+    Array,
+    Boolean,
+    ComplexModel,
+    DateTime,
+    Fault,
+    Integer,
+    Integer64,
+    Unicode,
+)
+from spyne import Decimal as XsDecimal
+
+from sac.store import Command, Event, Meter, Reading
+from sac.web import display
+from sac.web.errors import soap_fault
+
+NS = "urn:sac:erp:1"
+CREDENTIALS_TTL = dt.timedelta(seconds=60)
+WSSE = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd"
+MAX_METERS_PAGE = 1000
+ACTIONS = {"close": "valve-close", "enable-opening": "valve-enable-opening"}
+
+
+# --- types --------------------------------------------------------------------------------
+
+
+class _Type(ComplexModel):
+    __namespace__ = NS
+
+
+def _required(kind: Any, doc: str) -> Any:
+    return kind.customize(min_occurs=1, nillable=False, doc=doc)
+
+
+def _optional(kind: Any, doc: str) -> Any:
+    return kind.customize(min_occurs=0, doc=doc)
+
+
+class Quantity(_Type):
+    """A number with its unit: ``value`` is exact (scaler applied), ``unit`` the DLMS unit
+    code (13 m³, 14 Sm³ of converted volume, 4 days), ``unitName`` its name."""
+
+    _type_info = [
+        ("value", _required(XsDecimal, "the value, exact")),
+        ("unit", _optional(Integer, "DLMS unit code")),
+        ("unitName", _optional(Unicode, "the unit's name, e.g. Sm³")),
+    ]
+
+
+class MeterInfo(_Type):
+    _type_info = [
+        ("ldn", _required(Unicode, "logical device name (16 characters)")),
+        ("pdr", _optional(Unicode, "punto di riconsegna (14 digits)")),
+        ("systemTitle", _optional(Unicode, "8 bytes in hex")),
+        ("profile", _required(Unicode, "meter profile (plugin) name")),
+        ("state", _required(Unicode, "active or disabled")),
+        ("created", _required(DateTime, "when it was added")),
+        ("updated", _required(DateTime, "when its set-up last changed")),
+        ("lastConnection", _optional(DateTime, "when it was last heard from")),
+        ("index", _optional(Quantity, "converted-volume index, last known")),
+        ("indexCaptured", _optional(DateTime, "when the meter measured that index")),
+        ("diagnostic", _optional(Integer64, "diagnostic bitmask, last known")),
+        ("diagnosticFlags", _optional(Array(Unicode), "names of the diagnostic bits set")),
+        ("battery", _optional(Quantity, "battery autonomy, last known")),
+        ("valveState", _optional(Integer, "0 closed, 1 open, 2 closed with opening enabled")),
+        ("valveStateName", _optional(Unicode, "the valve state's name")),
+        ("valuesAt", _optional(DateTime, "when these last values were received")),
+    ]
+
+
+class MeterPage(_Type):
+    _type_info = [
+        ("meters", _required(Array(MeterInfo), "this page's meters, by LDN")),
+        ("next", _optional(Unicode, "pass as 'after' for the next page; absent on the last")),
+        ("total", _required(Integer, "meters matching, over all pages")),
+    ]
+
+
+class ReadingInfo(_Type):
+    _type_info = [
+        ("ldn", _required(Unicode, "the meter")),
+        ("obis", _required(Unicode, "the COSEM object's logical name, e.g. 7.0.13.2.0.255")),
+        ("attribute", _required(Integer, "the attribute read (2: value)")),
+        ("value", _optional(Quantity, "the number read, when it is one")),
+        ("raw", _optional(Unicode, "the value as received, hex, when it is not a number")),
+        ("captured", _required(DateTime, "when the meter measured it")),
+        ("received", _required(DateTime, "when the SAC received it")),
+        ("source", _required(Unicode, "how it came: a push template or a poll")),
+    ]
+
+
+class ReadingPage(_Type):
+    _type_info = [
+        ("readings", _required(Array(ReadingInfo), "per meter, then in time order")),
+        ("cursor", _optional(Unicode, "pass back to resume after this page; absent: done")),
+    ]
+
+
+class EventInfo(_Type):
+    _type_info = [
+        ("ldn", _required(Unicode, "the meter")),
+        ("logbook", _required(Unicode, "the logbook's logical name")),
+        ("code", _required(Integer, "the event code")),
+        ("occurred", _required(DateTime, "when it happened, by the meter's clock")),
+        ("received", _required(DateTime, "when the SAC received it")),
+        ("source", _required(Unicode, "a push template or a poll")),
+        ("counter", _optional(Integer64, "the meter's event counter, when it gives one")),
+    ]
+
+
+class EventPage(_Type):
+    _type_info = [
+        ("events", _required(Array(EventInfo), "in the order they occurred")),
+        ("cursor", _optional(Unicode, "pass back to resume after this page; absent: done")),
+    ]
+
+
+class ValveState(_Type):
+    _type_info = [
+        ("ldn", _required(Unicode, "the meter")),
+        ("state", _optional(Integer, "0 closed, 1 open, 2 closed with opening enabled")),
+        ("stateName", _required(Unicode, "the state's name")),
+        ("at", _optional(DateTime, "when the meter last reported it")),
+        ("pendingCommands", _required(Integer, "valve commands not finished yet")),
+    ]
+
+
+class CommandStatus(_Type):
+    _type_info = [
+        ("id", _required(Integer64, "the command's id")),
+        ("ldn", _required(Unicode, "the meter")),
+        ("kind", _required(Unicode, "e.g. valve-close, valve-enable-opening")),
+        ("state", _required(Unicode, "pending, sent, done, failed, expired or cancelled")),
+        ("final", _required(Boolean, "true once the state will not change again")),
+        ("requestedBy", _required(Unicode, "who asked for it")),
+        ("created", _required(DateTime, "when it was asked for")),
+        ("sent", _optional(DateTime, "when it was sent to the meter")),
+        ("finished", _optional(DateTime, "when it ended")),
+        ("attempts", _required(Integer, "sessions that tried it")),
+        ("result", _optional(Unicode, "what the meter answered, or why it failed")),
+    ]
+
+
+# --- faults -------------------------------------------------------------------------------
+
+
+class _Fault(Fault):
+    __namespace__ = NS
+    CODE = "Client"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(faultcode=self.CODE, faultstring=message)
+
+
+class AuthenticationFault(_Fault):
+    """No valid credentials: HTTP Basic, WS-Security UsernameToken or a bearer token."""
+
+    CODE = "Client.Authentication"
+
+
+class BusyFault(_Fault):
+    """The SAC is checking as many passwords as it may at once: try again in a moment."""
+
+    CODE = "Server.Busy"
+
+
+class ForbiddenFault(_Fault):
+    """The user's role does not allow this operation."""
+
+    CODE = "Client.Forbidden"
+
+
+class UnknownMeterFault(_Fault):
+    """No meter has this LDN."""
+
+    CODE = "Client.UnknownMeter"
+
+
+class UnknownCommandFault(_Fault):
+    """No command has this id."""
+
+    CODE = "Client.UnknownCommand"
+
+
+class BadRangeFault(_Fault):
+    """A time without its UTC offset, or a range that ends before it starts."""
+
+    CODE = "Client.BadRange"
+
+
+class PageTooLargeFault(_Fault):
+    """A page size outside the allowed bounds."""
+
+    CODE = "Client.PageTooLarge"
+
+
+class BadCursorFault(_Fault):
+    """A cursor that is not one this query gave."""
+
+    CODE = "Client.BadCursor"
+
+
+class BadInputFault(_Fault):
+    """Any other value that is not acceptable (an OBIS code, an action)."""
+
+    CODE = "Client.BadInput"
+
+
+_FAULTS = {kind.CODE: kind for kind in _Fault.__subclasses__()}
+
+
+def _fault(exc: Exception) -> Exception:
+    """The fault of the error map (:data:`sac.web.errors.ERRORS`) for ``exc``; ``exc``
+    itself when it is none of the caller's (a server error, an incident)."""
+    found = soap_fault(exc)
+    if found is None:
+        return exc
+    code, message = found
+    return _FAULTS[code](message)
+
+
+_COMMON = [AuthenticationFault, ForbiddenFault, BusyFault]
+_PAGED = [*_COMMON, BadRangeFault, PageTooLargeFault, BadCursorFault]
+
+
+# --- conversions --------------------------------------------------------------------------
+
+
+def _quantity(value: Decimal | None, unit: int | None) -> Quantity | None:
+    if value is None:
+        return None
+    return Quantity(value=value, unit=unit, unitName=display.unit_name(unit) or None)
+
+
+def _meter_info(meter: Meter, bits: Any) -> MeterInfo:
+    battery = None
+    if meter.battery_value is not None:
+        battery = _quantity(Decimal(meter.battery_value), meter.battery_unit)
+    return MeterInfo(
+        ldn=meter.ldn,
+        pdr=meter.pdr,
+        systemTitle=meter.system_title.hex().upper() if meter.system_title else None,
+        profile=meter.profile,
+        state=meter.state.value,
+        created=meter.created,
+        updated=meter.updated,
+        lastConnection=meter.last_connection,
+        index=_quantity(meter.index, meter.index_unit),
+        indexCaptured=meter.index_captured,
+        diagnostic=meter.diagnostic,
+        diagnosticFlags=display.diagnostic_flags(meter.diagnostic, bits)
+        if meter.diagnostic is not None
+        else None,
+        battery=battery,
+        valveState=meter.valve_state,
+        valveStateName=display.valve_name(meter.valve_state)
+        if meter.valve_state is not None
+        else None,
+        valuesAt=meter.status_at,
+    )
+
+
+def _reading_info(reading: Reading) -> ReadingInfo:
+    value = reading.scaled
+    return ReadingInfo(
+        ldn=reading.ldn,
+        obis=str(reading.obis),
+        attribute=reading.attribute,
+        value=_quantity(value, reading.unit),
+        raw=reading.raw.hex().upper() if value is None and reading.raw is not None else None,
+        captured=reading.captured,
+        received=reading.received,
+        source=reading.source,
+    )
+
+
+def _event_info(event: Event) -> EventInfo:
+    return EventInfo(
+        ldn=event.ldn,
+        logbook=str(event.logbook),
+        code=event.code,
+        occurred=event.occurred,
+        received=event.received,
+        source=event.source,
+        counter=event.counter,
+    )
+
+
+def _command_status(command: Command) -> CommandStatus:
+    return CommandStatus(
+        id=command.id,
+        ldn=command.ldn,
+        kind=command.kind,
+        state=command.state.value,
+        final=command.state.value not in ("pending", "sent"),
+        requestedBy=command.requested_by,
+        created=command.created,
+        sent=command.sent,
+        finished=command.finished,
+        attempts=command.attempts,
+        result=command.result,
+    )
+
+
+def _range(start: dt.datetime | None, end: dt.datetime | None) -> tuple[dt.datetime, dt.datetime]:
+    if start is None or end is None:
+        raise BadRangeFault("give both the start and the end of the range")
+    if start.tzinfo is None or end.tzinfo is None:
+        raise BadRangeFault("give times with their UTC offset, e.g. 2026-11-21T06:00:00Z")
+    if end <= start:
+        raise BadRangeFault("the range ends before it starts")
+    return start.astimezone(dt.UTC), end.astimezone(dt.UTC)
+
+
+def _span(start: dt.datetime | None, end: dt.datetime | None) -> str:
+    """A range as the audit trail shows it (as given: it may be refused)."""
+    return "/".join(t.isoformat() if t is not None else "?" for t in (start, end))
+
+
+def _limit(limit: int | None, default: int, most: int) -> int:
+    if limit is None:
+        return default
+    if not 1 <= limit <= most:
+        raise PageTooLargeFault(f"a page holds 1 to {most} items, not {limit}")
+    return limit
