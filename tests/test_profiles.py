@@ -37,8 +37,9 @@ from sac.profiles import (
     uni_ts_system_title,
     valve_steps,
 )
-from sac.protocols.push import ListenerSettings, PushFactory
+from sac.protocols.push import ListenerSettings
 from sac.services.acquisition import Acquisition
+from sac.services.push import PushFactory
 from sac.services.session import SessionSettings
 from sac.simulator.fleet import Fleet
 from tests.acquisition.conftest import REGISTRY, provision
