@@ -16,18 +16,22 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any
 
+from zope.interface import Interface, implementer
+
 from sac.dlms import Obis
 from sac.store.model import Event, EventPage, ReadingPage
-from sac.store.transactions import (
-    _READING_VALUES,
-    Query,
-    Transaction,
-    _meter_id,
-    _reading,
-    when,
-)
+from sac.store.rows import READING_VALUES, reading_row
+from sac.store.sql import Component, Query, Transaction, id_of, when
 
-__all__ = ["decode_cursor", "encode_cursor", "events_page", "readings_page"]
+__all__ = [
+    "MAX_PAGE",
+    "ExportsComponent",
+    "IExports",
+    "decode_cursor",
+    "encode_cursor",
+    "events_page",
+    "readings_page",
+]
 
 MAX_PAGE = 10_000
 
@@ -99,7 +103,7 @@ def readings_page(
     params: list[Any] = [start, end]
     if ldn is not None:
         where.append("r.meter_id = ?")
-        params.append((yield from _meter_id(ldn)))
+        params.append((yield from id_of(ldn)))
     if obis is not None:
         where.append("r.obis = ?")
         params.append(str(obis))
@@ -122,7 +126,7 @@ def readings_page(
         )
         params += [meter_id, meter_id, captured, captured, row_id]
     rows = yield Query(
-        f"SELECT r.id, r.meter_id, m.ldn, r.obis, r.attribute, {_READING_VALUES}"
+        f"SELECT r.id, r.meter_id, m.ldn, r.obis, r.attribute, {READING_VALUES}"
         " FROM readings r JOIN meters m ON m.id = r.meter_id"
         f" WHERE {' AND '.join(where)} ORDER BY r.meter_id, r.captured, r.id LIMIT ?",
         [*params, limit + 1],
@@ -130,7 +134,7 @@ def readings_page(
     more = len(rows) > limit
     rows = rows[:limit]
     objects = {text: Obis(text) for text in {row[3] for row in rows}}  # once each
-    readings = tuple(_reading(row[2], objects[row[3]], row[4], row[5:]) for row in rows)
+    readings = tuple(reading_row(row[2], objects[row[3]], row[4], row[5:]) for row in rows)
     next_cursor = None
     if more:
         last = rows[-1]
@@ -154,7 +158,7 @@ def events_page(
     params: list[Any] = [start, end]
     if ldn is not None:
         where.append("e.meter_id = ?")
-        params.append((yield from _meter_id(ldn)))
+        params.append((yield from id_of(ldn)))
     if cursor is not None:
         occurred_text, id_text = decode_cursor(cursor, "e", fingerprint, 2)
         try:
@@ -182,3 +186,58 @@ def events_page(
 def _event(row: Sequence[Any]) -> Event:
     _, ldn, logbook, code, occurred, received, source, counter = row
     return Event(ldn, Obis(logbook), code, when(occurred), when(received), source, counter)  # type: ignore[arg-type]
+
+
+class IExports(Interface):
+    async def readings(
+        start: dt.datetime,
+        end: dt.datetime,
+        *,
+        ldn: str | None = None,
+        obis: Obis | None = None,
+        attribute: int | None = None,
+        cursor: str | None = None,
+        limit: int = 1000,
+    ) -> ReadingPage:
+        """Readings captured in [start, end), per meter then in time, resumable from the
+        page's cursor; ValueError for a bad range, page size or cursor."""
+
+    async def events(
+        start: dt.datetime,
+        end: dt.datetime,
+        *,
+        ldn: str | None = None,
+        cursor: str | None = None,
+        limit: int = 1000,
+    ) -> EventPage:
+        """Events that occurred in [start, end), in time order, resumable from a cursor."""
+
+
+@implementer(IExports)
+class ExportsComponent(Component):
+    async def readings(
+        self,
+        start: dt.datetime,
+        end: dt.datetime,
+        *,
+        ldn: str | None = None,
+        obis: Obis | None = None,
+        attribute: int | None = None,
+        cursor: str | None = None,
+        limit: int = 1000,
+    ) -> ReadingPage:
+        page = readings_page(
+            start, end, ldn=ldn, obis=obis, attribute=attribute, cursor=cursor, limit=limit
+        )
+        return await self.db.run(page)
+
+    async def events(
+        self,
+        start: dt.datetime,
+        end: dt.datetime,
+        *,
+        ldn: str | None = None,
+        cursor: str | None = None,
+        limit: int = 1000,
+    ) -> EventPage:
+        return await self.db.run(events_page(start, end, ldn=ldn, cursor=cursor, limit=limit))

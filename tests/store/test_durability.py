@@ -17,7 +17,7 @@ from twisted.logger import globalLogPublisher
 
 from sac.dlms import Obis
 from sac.errors import StorageError
-from sac.store.transactions import Exec
+from sac.store.sql import Exec
 from tests.conftest import ROOT
 from tests.store.conftest import Backend
 from tests.store.writer import BATCH, LDN
@@ -76,7 +76,7 @@ async def test_a_connection_killed_mid_transaction_fails_it_quietly_and_comes_ba
         def sleeping():
             yield Exec("SELECT pg_sleep(5)", ())
 
-        running = Deferred.fromCoroutine(store._run(sleeping()))
+        running = Deferred.fromCoroutine(store.run(sleeping()))
         await deferLater(reactor, 0.3, lambda: None)
         admin = psycopg2.connect(backend.postgres.admin_dsn)
         admin.autocommit = True

@@ -22,8 +22,18 @@ from sac.store import (
     Reading,
     UnknownMeter,
 )
+from sac.store.audit import IAudit
+from sac.store.commands import ICommands
+from sac.store.counters import ICounters
+from sac.store.events import IEvents
+from sac.store.exports import IExports
 from sac.store.keycsv import SAMPLE, KeyRow, parse_key_csv
+from sac.store.keys import IKeys
+from sac.store.meters import IMeters
+from sac.store.readings import IReadings
 from sac.store.schema import load_migrations
+from sac.store.tokens import ITokens
+from sac.store.users import ISessions, IUsers
 from tests.store.conftest import MASTER, Backend
 
 LDN = "FIO0000012345678"
@@ -31,6 +41,21 @@ LATEST = len(load_migrations("sqlite"))
 TITLE = bytes.fromhex("2f19229199164103")
 KEYC = bytes.fromhex("4d5944554d4d59474c4f42414c4b4559")
 AK = bytes(range(16))
+
+
+COMPONENTS = {
+    "meters": IMeters,
+    "keys": IKeys,
+    "counters": ICounters,
+    "readings": IReadings,
+    "events": IEvents,
+    "commands": ICommands,
+    "users": IUsers,
+    "sessions": ISessions,
+    "tokens": ITokens,
+    "audit": IAudit,
+    "exports": IExports,
+}
 
 
 def fixed_clock() -> dt.datetime:
@@ -41,6 +66,8 @@ def fixed_clock() -> dt.datetime:
 async def test_schema_is_created_then_kept_and_a_newer_one_refused(backend: Backend) -> None:
     store = backend.make()
     verifyObject(IStore, store)
+    for component, interface in COMPONENTS.items():
+        verifyObject(interface, getattr(store, component))
     assert await store.open() == (0, LATEST)
     await store.close()
     again = backend.make()

@@ -29,9 +29,9 @@ from sac.store import (
     UnknownMeter,
     UnknownUser,
 )
-from sac.store import interface as store_interface
-from sac.store.operations import LOCKOUT, LOCKOUT_FAILURES
+from sac.store import users as store_users
 from sac.store.schema import load_migrations
+from sac.store.users import LOCKOUT, LOCKOUT_FAILURES
 from tests.store.conftest import Backend
 from tests.store.test_operations import ALICE, FAST, T0, Clock, ldn
 
@@ -445,7 +445,7 @@ async def test_reading_buckets_are_the_last_reading_of_each(backend: Backend) ->
 
 
 def test_utc_offsets_find_each_change_to_the_minute() -> None:
-    from sac.store.transactions import utc_offsets
+    from sac.store.readings import utc_offsets
 
     year = utc_offsets(
         dt.datetime(2026, 1, 1, tzinfo=dt.UTC), dt.datetime(2027, 1, 1, tzinfo=dt.UTC), ROME
@@ -546,14 +546,14 @@ async def test_a_lock_that_began_during_the_password_check_holds(
     store = await opened(backend, clock=clock)
     await store.add_user("root", PASSWORD, Role.ADMIN)
     until = T0 + LOCKOUT
-    verify = store_interface.passwords.verify_password
+    verify = store_users.passwords.verify_password
 
     def locked_meanwhile(password: str, hashed: str) -> bool:
         stamp = until.isoformat(timespec="microseconds")
         backend.raw(f"UPDATE users SET locked_until = '{stamp}'")
         return verify(password, hashed)
 
-    monkeypatch.setattr(store_interface.passwords, "verify_password", locked_meanwhile)
+    monkeypatch.setattr(store_users.passwords, "verify_password", locked_meanwhile)
     assert await store.authenticate("root", PASSWORD) is None
     [entry] = await store.audit_log()
     assert (entry.action, entry.detail) == (
@@ -570,10 +570,10 @@ async def test_attempts_under_way_count_before_their_check(backend: Backend) -> 
     clock = Clock()
     store = await opened(backend, clock=clock)
     root = await store.add_user("root", PASSWORD, Role.ADMIN)
-    reserve = store_interface.ops.reserve_sign_in
-    counts = [await store._run(reserve(root, ALICE, clock.now)) for _ in range(LOCKOUT_FAILURES)]
+    reserve = store_users.reserve_sign_in
+    counts = [await store.run(reserve(root, ALICE, clock.now)) for _ in range(LOCKOUT_FAILURES)]
     assert counts == [1, 2, 3, 4, 5]
-    assert await store._run(reserve(root, ALICE, clock.now)) is None  # the sixth: locked now
+    assert await store.run(reserve(root, ALICE, clock.now)) is None  # the sixth: locked now
     assert (await store.users())[0].locked_until == clock.now + LOCKOUT
     assert await store.authenticate("root", PASSWORD) is None
     assert [e.action for e in reversed(await store.audit_log())] == [
