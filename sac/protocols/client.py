@@ -24,7 +24,7 @@ from sac.errors import ProtocolError, SacError
 from sac.profiles import ProfileRegistry
 from sac.protocols.link import Link
 from sac.services.session import MeterSession, SessionSettings, merge, requeue
-from sac.store.interface import IStore
+from sac.store.connector import IStore
 from sac.store.model import Ingest
 
 __all__ = ["PollFailed", "PollProtocol", "PollResult", "poll_meter"]
@@ -109,7 +109,7 @@ async def poll_meter(
 ) -> PollResult:
     """Dial ``address`` (host:port), poll the meter ``ldn`` there, store what it says and
     run its queued commands.  PollFailed says why a poll did not complete."""
-    meter = await store.get_meter(ldn)
+    meter = await store.meters.get(ldn)
     if meter is None:
         raise PollFailed(f"no meter {ldn}")
     profile = registry.match(assigned=meter.profile)
@@ -135,13 +135,13 @@ async def poll_meter(
             raise PollFailed(f"meter {ldn}: {address} answers as {found!r}")
         await session.open_management(fc)  # the Public client's FC: a hint
         batches.append(await session.poll())
-        await store.ingest(batches[-1])  # what was read, even when some of it was not
+        await store.readings.ingest(batches[-1])  # what was read, even when some of it was not
         if session.broken is not None:
             raise session.broken
-        claimed = await store.claim_commands(ldn, by=settings.name)
+        claimed = await store.commands.claim(ldn, by=settings.name)
         if claimed:
             batches.append(await session.run_commands(claimed, deadline, reactor))
-            await store.ingest(batches[-1])
+            await store.readings.ingest(batches[-1])
         await session.close()
     except (ProtocolError, SacError) as exc:
         protocol.abort(str(exc))

@@ -42,7 +42,7 @@ from sac.runtime import wait_at_most
 from sac.services.acquisition import Accepted, Acquisition, PushRejected, StoreUnavailable
 from sac.services.metrics import Metrics
 from sac.services.session import MeterSession, SessionSettings, merge, requeue
-from sac.store.interface import IStore
+from sac.store.connector import IStore
 from sac.store.model import Ingest
 
 __all__ = ["ListenerSettings", "PushDatagramProtocol", "PushFactory", "PushProtocol"]
@@ -318,7 +318,7 @@ class PushProtocol(Protocol):
             self._close("stored")
             return
         try:
-            claimed = await self.f.store.claim_commands(self.ldn, by=self.f.session.name)
+            claimed = await self.f.store.commands.claim(self.ldn, by=self.f.session.name)
         except SacError as exc:
             self.log.warn("meter {ldn}: commands not claimed: {e}", ldn=self.ldn, e=exc)
             claimed = []
@@ -372,7 +372,7 @@ class PushProtocol(Protocol):
         if not (batch.readings or batch.events or batch.statuses):
             return
         try:
-            await self.f.store.ingest(batch)
+            await self.f.store.readings.ingest(batch)
         except SacError as exc:
             self.log.warn("meter {ldn}: session values not stored: {e}", ldn=self.ldn, e=exc)
 

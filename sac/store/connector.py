@@ -272,7 +272,7 @@ def _forward(component: str, name: str) -> Callable[..., Any]:
 
 
 for _old, (_component, _new) in FLAT.items():
-    if _old != _component:  # store.keys(...), store.events(...): the component is called
+    if _old != _component:  # store.keys.get(...), store.events.latest(...): the component is called
         setattr(Store, _old, _forward(_component, _new))
 for _cls, _new in (
     (KeysComponent, "get"),

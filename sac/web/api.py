@@ -257,7 +257,7 @@ class ApiRoutes:
                 "the Authorization header is not Bearer <token>",
                 headers={"WWW-Authenticate": f'{CHALLENGE}, error="invalid_request"'},
             )
-        token = await self.store.api_token(secret) if len(secret) <= MAX_TOKEN else None
+        token = await self.store.tokens.get(secret) if len(secret) <= MAX_TOKEN else None
         if token is None:
             raise ApiError(
                 401,
@@ -410,7 +410,7 @@ class ApiRoutes:
         """A meter with whether its Management keys are set (one look-up; they stay
         wrapped)."""
         try:
-            keys = await self.store.has_keys(m.ldn, self._management_sap(m.profile))
+            keys = await self.store.keys.has(m.ldn, self._management_sap(m.profile))
         except SacError:  # a profile gone, the meter deleted meanwhile
             keys = False
         return self._meter_json(m, keys)
@@ -524,7 +524,7 @@ class ApiRoutes:
         saps = {self._management_sap(p) for p in self.registry.profiles}
         if len(saps) == 1:  # every profile agrees: no need to read the meter
             return saps.pop()
-        meter = await self.store.get_meter(ldn)
+        meter = await self.store.meters.get(ldn)
         return self._management_sap(meter.profile if meter else self.registry.default)
 
     # --- routes ---------------------------------------------------------------------------
@@ -564,7 +564,7 @@ class ApiRoutes:
                 raise ApiError(400, "bad_parameter", "state is active or disabled") from None
         after = query.get("after") or None
         try:
-            found = await self.store.list_meters(
+            found = await self.store.meters.page(
                 after=after,
                 limit=limit,
                 query=MeterQuery(state=state, changed_since=since),
@@ -584,7 +584,7 @@ class ApiRoutes:
     @routes.route(f"{API}/meters/<ldn>", methods=["GET"])
     @api(Role.VIEWER)
     async def api_meter(self, request: Any, token: ApiToken, ldn: str) -> bytes:
-        meter = await self.store.get_meter(ldn)
+        meter = await self.store.meters.get(ldn)
         if meter is None:
             raise ApiError(404, "not_found", f"no meter {ldn!r}")
         return self._json(request, 200, await self._one_meter_json(meter))
@@ -626,7 +626,7 @@ class ApiRoutes:
         by = self._api_actor(request, token)
         if not problems:
             try:
-                added = await self.store.add_meters(batch, by)
+                added = await self.store.meters.add_many(batch, by)
             except BulkError as exc:
                 raise _invalid(self._bulk_problems(exc, positions)) from None
             except ConfigurationError as exc:
@@ -638,7 +638,7 @@ class ApiRoutes:
         if batch:
             # the store's refusals of the others too, checked only: nothing written
             try:
-                await self.store.add_meters(batch, check_only=True)
+                await self.store.meters.add_many(batch, check_only=True)
             except BulkError as exc:
                 problems += self._bulk_problems(exc, positions)
         raise _invalid(problems)
@@ -663,7 +663,7 @@ class ApiRoutes:
         by = self._api_actor(request, token)
         if not problems:
             try:
-                changed = await self.store.update_meters(batch, by)
+                changed = await self.store.meters.update_many(batch, by)
             except BulkError as exc:
                 raise _invalid(self._bulk_problems(exc, positions)) from None
             except ConfigurationError as exc:
@@ -674,7 +674,7 @@ class ApiRoutes:
             # keys were checked with the fields)
             trial = [(ldn, {k: v for k, v in c.items() if k != "keys"}) for ldn, c in batch]
             try:
-                await self.store.update_meters(trial, check_only=True)
+                await self.store.meters.update_many(trial, check_only=True)
             except BulkError as exc:
                 problems += self._bulk_problems(exc, positions)
         raise _invalid(problems)
@@ -706,7 +706,7 @@ class ApiRoutes:
         values, problems = self._fields(body, CHANGE_FIELDS[1:])
         if problems:
             raise _invalid(problems, "fields")
-        meter = await self.store.get_meter(ldn)
+        meter = await self.store.meters.get(ldn)
         if meter is None:
             raise ApiError(404, "not_found", f"no meter {ldn!r}")
         sap = self._management_sap(values.get("profile", meter.profile))
@@ -714,9 +714,9 @@ class ApiRoutes:
         by = self._api_actor(request, token)
         try:
             if "keys" in changes:
-                (meter,) = await self.store.update_meters([(ldn, changes)], by)
+                (meter,) = await self.store.meters.update_many([(ldn, changes)], by)
             else:
-                meter = await self.store.update_meter(ldn, changes, by)
+                meter = await self.store.meters.update(ldn, changes, by)
         except UnknownMeter:
             raise ApiError(404, "not_found", f"no meter {ldn!r}") from None
         except (Conflict, BulkError) as exc:
@@ -730,10 +730,10 @@ class ApiRoutes:
 
     async def _set_state(self, request: Any, token: ApiToken, ldn: str, state: MeterState) -> bytes:
         try:
-            await self.store.set_meter_state(ldn, state, self._api_actor(request, token))
+            await self.store.meters.set_state(ldn, state, self._api_actor(request, token))
         except UnknownMeter:
             raise ApiError(404, "not_found", f"no meter {ldn!r}") from None
-        meter = await self.store.get_meter(ldn)
+        meter = await self.store.meters.get(ldn)
         if meter is None:  # deleted meanwhile
             raise ApiError(404, "not_found", f"no meter {ldn!r}")
         return self._json(request, 200, await self._one_meter_json(meter))
@@ -758,7 +758,7 @@ class ApiRoutes:
         if purge is None:
             raise ApiError(400, "bad_parameter", "purge is true or false")
         try:
-            await self.store.delete_meter(ldn, self._api_actor(request, token), purge=purge)
+            await self.store.meters.delete(ldn, self._api_actor(request, token), purge=purge)
         except UnknownMeter:
             raise ApiError(404, "not_found", f"no meter {ldn!r}") from None
         except Conflict as exc:
@@ -788,14 +788,14 @@ class ApiRoutes:
         by = self._api_actor(request, token)
         if not problems:
             try:
-                await self.store.delete_meters(batch, by, purge=purge)
+                await self.store.meters.delete_many(batch, by, purge=purge)
             except BulkError as exc:
                 raise _invalid(self._bulk_problems(exc, positions)) from None
             return self._json(request, 200, {"deleted": len(batch), "purged": purge})
         if batch:
             # the store's refusals of the others too, checked only: nothing deleted
             try:
-                await self.store.delete_meters(batch, purge=purge, check_only=True)
+                await self.store.meters.delete_many(batch, purge=purge, check_only=True)
             except BulkError as exc:
                 problems += self._bulk_problems(exc, positions)
         raise _invalid(problems)

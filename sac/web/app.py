@@ -32,7 +32,7 @@ from twisted.web.pages import notFound
 from twisted.web.resource import Resource
 from werkzeug.exceptions import HTTPException, NotFound
 
-from sac.errors import SacError
+from sac.errors import Conflict, KeyImportError, SacError
 from sac.profiles import ProfileRegistry
 from sac.services import commands as command_service
 from sac.services.metrics import Metrics
@@ -47,9 +47,8 @@ from sac.store import (
     User,
     WebSession,
 )
-from sac.store.interface import IStore
+from sac.store.connector import IStore
 from sac.store.keycsv import SAMPLE, parse_key_csv
-from sac.store.transactions import Conflict, KeyImportError
 from sac.web import chart, display
 from sac.web.admin import AdminPages
 from sac.web.api import MAX_BODY as API_MAX_BODY
@@ -251,7 +250,7 @@ class Web(AdminPages, ApiRoutes, SoapRoutes):
             text = token.decode("ascii")
         except UnicodeDecodeError:
             return None
-        return await self.store.web_session(
+        return await self.store.sessions.get(
             text, ttl=self.settings.session_ttl, lifetime=self.settings.session_lifetime
         )
 
@@ -390,7 +389,7 @@ class Web(AdminPages, ApiRoutes, SoapRoutes):
             return self._login_page(request, target, error, name, 429)
         if user is None:  # a wrong password, an unknown name, a locked user: one answer
             return self._login_page(request, target, "Wrong user name or password.", name, 403)
-        token, _session = await self.store.create_web_session(
+        token, _session = await self.store.sessions.create(
             user.name, self.settings.session_ttl, address, self.settings.session_lifetime
         )
         cookie_life = min(self.settings.session_ttl, self.settings.session_lifetime)
@@ -418,7 +417,7 @@ class Web(AdminPages, ApiRoutes, SoapRoutes):
         self.checks_running += 1
         failed = False
         try:
-            user = await self.store.authenticate(name, password, address)
+            user = await self.store.users.authenticate(name, password, address)
             self.metrics.count("sac_password_checks_total")
             failed = user is None
         finally:
@@ -431,8 +430,8 @@ class Web(AdminPages, ApiRoutes, SoapRoutes):
     async def logout(self, request: Any, session: WebSession) -> Page:
         token = request.getCookie(COOKIE)
         if token:
-            await self.store.end_web_session(token.decode("ascii"))
-        await self.store.record(self._actor(request, session), "sign-out")
+            await self.store.sessions.end(token.decode("ascii"))
+        await self.store.audit.record(self._actor(request, session), "sign-out")
         self._cookie(request, COOKIE, b"", 0)
         return Page(redirect="/login")
 
@@ -472,7 +471,7 @@ class Web(AdminPages, ApiRoutes, SoapRoutes):
         )
         after = arg(request, "after") or None
         try:
-            page = await self.store.list_meters(after=after, limit=size, query=query)
+            page = await self.store.meters.page(after=after, limit=size, query=query)
         except ValueError:
             raise BadRequest(
                 "that page link is not valid any more; start from the first page"
@@ -583,7 +582,7 @@ class Web(AdminPages, ApiRoutes, SoapRoutes):
         profile = self.registry.match(assigned=form.meter.profile)
         sap = int(profile.clients["management"])
         try:
-            await self.store.add_meter(
+            await self.store.meters.add(
                 form.meter, self._actor(request, session), keys={sap: form.keys}
             )
         except Conflict as exc:
@@ -631,7 +630,7 @@ class Web(AdminPages, ApiRoutes, SoapRoutes):
                 raise BadRequest("this upload is not waiting any more; upload the file again")
             del self._uploads[key]
             try:
-                count = await self.store.import_keys(
+                count = await self.store.keys.import_rows(
                     upload.rows, replace=replace, by=self._actor(request, session)
                 )
             except KeyImportError as exc:
@@ -712,7 +711,7 @@ class Web(AdminPages, ApiRoutes, SoapRoutes):
     @app.route("/meters/<string(length=16):ldn>", methods=["GET"])
     @page(Role.VIEWER)
     async def meter(self, request: Any, session: WebSession, ldn: str) -> Page:
-        meter = await self.store.get_meter(ldn)
+        meter = await self.store.meters.get(ldn)
         if meter is None:
             raise NotFound()
         now = self.now()
@@ -725,18 +724,18 @@ class Web(AdminPages, ApiRoutes, SoapRoutes):
         # rises, so that draws the same line as every reading) and of each local day
         width = max(60, -(-(end - start) // dt.timedelta(seconds=1) // chart.COLUMNS))
         try:
-            line = await self.store.reading_buckets(ldn, INDEX, 2, start, end, width)
-            days = await self.store.reading_buckets(ldn, INDEX, 2, start, end, 86400, chart.ROME)
-            history = await self.store.readings_between(ldn, INDEX, 2, start, end, 200)
-            alarm_index = await self.store.last_readings(ldn, INDEX_UNDER_ALARM, 2, 1)
+            line = await self.store.readings.buckets(ldn, INDEX, 2, start, end, width)
+            days = await self.store.readings.buckets(ldn, INDEX, 2, start, end, 86400, chart.ROME)
+            history = await self.store.readings.between(ldn, INDEX, 2, start, end, 200)
+            alarm_index = await self.store.readings.last(ldn, INDEX_UNDER_ALARM, 2, 1)
         except UnknownMeter:
             raise NotFound() from None
-        events = await self.store.events(ldn, 50)
-        commands = await self.store.commands(ldn, None, 30)
+        events = await self.store.events.latest(ldn, 50)
+        commands = await self.store.commands.recent(ldn, None, 30)
         counters = None
         if session.user.role.may(Role.ADMIN):
             sap = int(self.registry.match(assigned=meter.profile).clients["management"])
-            counters = await self.store.counter_state(ldn, sap)
+            counters = await self.store.counters.state(ldn, sap)
         bits = self._bits(meter.profile)
         unit = display.unit_name(meter.index_unit)
         points = chart.points(line.readings)
@@ -775,7 +774,7 @@ class Web(AdminPages, ApiRoutes, SoapRoutes):
         if arg(request, "confirm") != ldn:
             raise BadRequest("the confirmation does not name this meter")
         try:
-            await self.store.reset_invocation_counters(ldn, self._actor(request, session))
+            await self.store.counters.reset(ldn, self._actor(request, session))
         except UnknownMeter:
             raise NotFound() from None
         return Page(redirect=f"/meters/{quote(ldn)}?counters=reset#counters")
@@ -792,7 +791,7 @@ class Web(AdminPages, ApiRoutes, SoapRoutes):
         action = arg(request, "action")
         if action not in self._VALVE_ACTIONS:
             raise BadRequest("the valve action is close or enable-opening")
-        meter = await self.store.get_meter(ldn)
+        meter = await self.store.meters.get(ldn)
         if meter is None:
             raise NotFound()
         return action, meter
@@ -834,12 +833,12 @@ class Web(AdminPages, ApiRoutes, SoapRoutes):
     @page(Role.VIEWER)
     async def command_state(self, request: Any, session: WebSession, command_id: int) -> bytes:
         try:
-            command = await self.store.get_command(command_id)
+            command = await self.store.commands.get(command_id)
         except UnknownCommand:
             raise NotFound() from None
         valve = valve_state = None
         if command.kind.startswith("valve-"):
-            meter = await self.store.get_meter(command.ldn)
+            meter = await self.store.meters.get(command.ldn)
             if meter is not None:
                 valve, valve_state = display.valve_name(meter.valve_state), meter.valve_state
         self._headers(request)
@@ -900,10 +899,10 @@ class Web(AdminPages, ApiRoutes, SoapRoutes):
             dict(
                 title="Status",
                 components=components,
-                hour=await self.store.connections_since(now - dt.timedelta(hours=1)),
-                day=await self.store.connections_since(now - dt.timedelta(days=1)),
-                meters=await self.store.count_meters(),
-                pending=len(await self.store.commands(None, [CommandState.PENDING], 1000)),
+                hour=await self.store.meters.heard_since(now - dt.timedelta(hours=1)),
+                day=await self.store.meters.heard_since(now - dt.timedelta(days=1)),
+                meters=await self.store.meters.count(),
+                pending=len(await self.store.commands.recent(None, [CommandState.PENDING], 1000)),
                 reasons=sorted(reasons.items(), key=lambda kv: -kv[1]),
                 stored=self.metrics.total("sac_push_stored_total"),
                 spooled=self.metrics.total("sac_push_spooled_total"),
