@@ -96,6 +96,24 @@ class StorageError(SacError):
     """The store failed or refused an operation."""
 
 
+class StoreUnavailable(StorageError):
+    """The store failed or did not answer in time (the push path then spools what came)."""
+
+
+class InvalidRequest(StorageError, ValueError):
+    """A request the store's rules refuse: a key that is not 16 bytes, a deadline already
+    past, a name too long, a page size or a time range out of bounds, a field no meter has.
+    A ValueError too, as callers have always caught it."""
+
+
+class BadCursor(InvalidRequest):
+    """A page cursor that is not one of this list or export (damaged, or of another query)."""
+
+
+class UnknownToken(StorageError, KeyError):
+    """No API token has this id (a KeyError too, as callers have always caught it)."""
+
+
 class UnknownMeter(StorageError):
     """No meter has this LDN."""
 

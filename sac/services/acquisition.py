@@ -54,7 +54,14 @@ from sac.dlms import decode_apdu
 from sac.dlms.compact import compact_buffer_of, decode_compact
 from sac.dlms.security import GENERAL_GLO_CIPHERING, CipheredApdu, SecurityContext, Suite0Cipher
 from sac.dlms.xdlms import DataNotification
-from sac.errors import DecodeError, DecryptionError, ReplayError, SacError, SecurityError
+from sac.errors import (
+    DecodeError,
+    DecryptionError,
+    ReplayError,
+    SacError,
+    SecurityError,
+    StoreUnavailable,
+)
 from sac.profiles import IMeterProfile, ProfileRegistry
 from sac.services.metrics import Metrics
 from sac.services.readings import frame_readings
@@ -72,10 +79,6 @@ class PushRejected(SacError):
         super().__init__(message)
         self.reason = reason
         self.ldn = ldn
-
-
-class StoreUnavailable(SacError):
-    """The store failed or did not answer in time."""
 
 
 @dataclass(frozen=True, slots=True)

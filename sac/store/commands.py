@@ -10,7 +10,7 @@ from typing import Any
 
 from zope.interface import Interface, implementer
 
-from sac.errors import CommandStateError, UnknownCommand
+from sac.errors import CommandStateError, InvalidRequest, UnknownCommand
 from sac.store.audit import audited
 from sac.store.model import Actor, Command, CommandState, CommandTransition
 from sac.store.sql import Component, Exec, Query, Transaction, id_of, when
@@ -74,7 +74,7 @@ def queue_command(
 ) -> Transaction:
     """A new pending command for a meter; a higher ``priority`` runs first."""
     if expires is not None and expires <= now:
-        raise ValueError("a command's deadline must be in the future")
+        raise InvalidRequest("a command's deadline must be in the future")
     meter_id = yield from id_of(ldn)
     rows = yield Query(
         "INSERT INTO commands (meter_id, kind, params, requested_by, created, expires, priority)"

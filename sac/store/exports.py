@@ -19,6 +19,7 @@ from typing import Any
 from zope.interface import Interface, implementer
 
 from sac.dlms import Obis
+from sac.errors import BadCursor, InvalidRequest
 from sac.store.model import Event, EventPage, ReadingPage
 from sac.store.rows import READING_VALUES, reading_row
 from sac.store.sql import Component, Query, Transaction, id_of, when
@@ -48,16 +49,16 @@ def encode_cursor(kind: str, fingerprint: str, *position: Any) -> str:
 
 def decode_cursor(cursor: str, kind: str, fingerprint: str, size: int) -> list[str]:
     """The ``size`` position fields of a cursor made by :func:`encode_cursor` for this kind
-    of export and this query; ValueError for anything else."""
+    of export and this query; BadCursor for anything else."""
     try:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
     except (ValueError, UnicodeDecodeError):
-        raise ValueError("not a cursor of this export") from None
+        raise BadCursor("not a cursor of this export") from None
     fields = text.split("|")
     if len(fields) != size + 2 or fields[0] != kind:
-        raise ValueError("not a cursor of this export")
+        raise BadCursor("not a cursor of this export")
     if fields[1] != fingerprint:
-        raise ValueError("the cursor belongs to another query (other times, meter or object)")
+        raise BadCursor("the cursor belongs to another query (other times, meter or object)")
     return fields[2:]
 
 
@@ -65,24 +66,24 @@ def _row_id(text: str) -> int:
     """A row id of a cursor: what a 64-bit column holds (SQLite overflows on more)."""
     number = int(text)
     if not 0 <= number < 2**63:
-        raise ValueError("not a cursor of this export")
+        raise BadCursor("not a cursor of this export")
     return number
 
 
 def _instant(text: str) -> dt.datetime:
     value = dt.datetime.fromisoformat(text)
     if value.tzinfo is None:
-        raise ValueError("not a cursor of this export")
+        raise BadCursor("not a cursor of this export")
     return value
 
 
 def _check(start: dt.datetime, end: dt.datetime, limit: int) -> None:
     if start.tzinfo is None or end.tzinfo is None:
-        raise ValueError("times need their UTC offset")
+        raise InvalidRequest("times need their UTC offset")
     if end <= start:
-        raise ValueError("the range ends before it starts")
+        raise InvalidRequest("the range ends before it starts")
     if not 1 <= limit <= MAX_PAGE:
-        raise ValueError(f"a page holds 1 to {MAX_PAGE} rows")
+        raise InvalidRequest(f"a page holds 1 to {MAX_PAGE} rows")
 
 
 def readings_page(
@@ -119,7 +120,7 @@ def readings_page(
                 _row_id(id_text),
             )
         except ValueError:
-            raise ValueError("not a cursor of this export") from None
+            raise BadCursor("not a cursor of this export") from None
         where.append(
             "r.meter_id >= ? AND (r.meter_id > ? OR r.captured > ?"
             " OR (r.captured = ? AND r.id > ?))"
@@ -164,7 +165,7 @@ def events_page(
         try:
             occurred, row_id = _instant(occurred_text), _row_id(id_text)
         except ValueError:
-            raise ValueError("not a cursor of this export") from None
+            raise BadCursor("not a cursor of this export") from None
         where.append("(e.occurred > ? OR (e.occurred = ? AND e.id > ?))")
         params += [occurred, occurred, row_id]
     rows = yield Query(
@@ -200,7 +201,7 @@ class IExports(Interface):
         limit: int = 1000,
     ) -> ReadingPage:
         """Readings captured in [start, end), per meter then in time, resumable from the
-        page's cursor; ValueError for a bad range, page size or cursor."""
+        page's cursor; InvalidRequest for a bad range or page size, BadCursor for a cursor."""
 
     async def events(
         start: dt.datetime,

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from zope.interface import Interface, implementer
 
-from sac.errors import ConfigurationError, KeyImportError
+from sac.errors import ConfigurationError, InvalidRequest, KeyImportError
 from sac.keys import MasterKey, key_place, wrapped_by
 from sac.store.audit import audited
 from sac.store.keycsv import KeyRow, RowError
@@ -61,7 +61,7 @@ def rotate_master_key(old: MasterKey, new: MasterKey) -> Transaction:
 def check_keys(ek: bytes, ak: bytes | None) -> None:
     for name, key in (("EK", ek), ("AK", ak)):
         if key is not None and len(key) != 16:
-            raise ValueError(f"the {name} must be 16 bytes")
+            raise InvalidRequest(f"the {name} must be 16 bytes")
 
 
 def set_keys(

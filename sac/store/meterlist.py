@@ -7,6 +7,7 @@ import json
 import math
 from typing import Any
 
+from sac.errors import BadCursor, InvalidRequest
 from sac.store.model import METER_SORTS, Meter, MeterPage, MeterQuery
 from sac.store.rows import METER_COLUMNS, meter_row
 from sac.store.sql import Query, Transaction
@@ -95,7 +96,7 @@ def _after(query: MeterQuery, cursor: str) -> tuple[Any, str]:
                 if value.tzinfo is None:
                     raise ValueError(value)
     except (ValueError, TypeError):
-        raise ValueError(f"not a cursor of the meter list sorted by {query.sort}") from None
+        raise BadCursor(f"not a cursor of the meter list sorted by {query.sort}") from None
     return value, ldn
 
 
@@ -110,7 +111,7 @@ def list_meters(
     except that NULLs stay last.  Each part is one range of the (column, ldn) index, and the
     page takes from both at once (UNION ALL) when it may straddle them."""
     if not 1 <= limit <= 1000:
-        raise ValueError("a page holds 1 to 1000 meters")
+        raise InvalidRequest("a page holds 1 to 1000 meters")
     column = METER_SORTS[query.sort]
     desc, past = (" DESC", "<") if query.descending else ("", ">")
     order = f"{column}{desc}, ldn{desc}" if column != "ldn" else f"ldn{desc}"
@@ -123,7 +124,7 @@ def list_meters(
         value, ldn = _after(query, after) if after is not None else (None, None)
         among_nulls = after is not None and value is None
         if among_nulls and not _keeps_nulls(query):
-            raise ValueError(f"not a cursor of this meter list: it keeps no {column} NULL")
+            raise BadCursor(f"not a cursor of this meter list: it keeps no {column} NULL")
         if after is None:
             parts.append((False, [f"{column} IS NOT NULL"], []))
         elif not among_nulls:

@@ -213,7 +213,7 @@ class IMeters(Interface):
         query: MeterQuery | None = None,
     ) -> MeterPage:
         """A page of the meter list after the cursor ``after`` (a page's ``next_after``; in
-        LDN order, an LDN); ValueError for a cursor that is not one.  ``query`` filters and
+        LDN order, an LDN); BadCursor for a cursor that is not one.  ``query`` filters and
         sorts (it supersedes ``state`` and ``search``: a prefix of the LDN or of the PDR);
         without it, LDN order."""
 

@@ -11,7 +11,14 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sac.errors import BulkError, ConfigurationError, Conflict, StorageError, UnknownMeter
+from sac.errors import (
+    BulkError,
+    ConfigurationError,
+    Conflict,
+    InvalidRequest,
+    StorageError,
+    UnknownMeter,
+)
 from sac.keys import MasterKey, key_place
 from sac.store.keys import check_keys, write_keys
 from sac.store.model import METER_FIELDS, MeterState, NewMeter
@@ -138,7 +145,7 @@ def update_meter(ldn: str, changes: Mapping[str, Any], now: dt.datetime) -> Tran
     now.  Conflict when the new system title is another meter's."""
     unknown = set(changes) - {*METER_FIELDS, "state"}
     if unknown:
-        raise ValueError(f"no meter field {', '.join(sorted(unknown))}")
+        raise InvalidRequest(f"no meter field {', '.join(sorted(unknown))}")
     current = yield Query(f"SELECT {METER_COLUMNS} FROM meters WHERE ldn = ?", (ldn,))
     if not current:
         raise UnknownMeter(ldn)

@@ -10,7 +10,7 @@ from typing import Any
 from zope.interface import Interface, implementer
 
 from sac.dlms import Obis
-from sac.errors import UnknownMeter
+from sac.errors import InvalidRequest, UnknownMeter
 from sac.store.counters import accept_counters
 from sac.store.model import Ingest, IngestResult, MeterStatus, Reading, ReadingBuckets
 from sac.store.rows import READING_VALUES, reading_row
@@ -221,7 +221,7 @@ def readings_between(
     first; the newest ``limit`` when there are more.  A reading without a capture time has
     no place on a time axis and is left out."""
     if limit < 1:
-        raise ValueError("ask for at least one reading")
+        raise InvalidRequest("ask for at least one reading")
     meter_id = yield from id_of(ldn)
     where = ["r.meter_id = ?", "r.obis = ?", "r.attribute = ?", "r.captured IS NOT NULL"]
     params: list[Any] = [meter_id, str(obis), attribute]
@@ -253,9 +253,9 @@ def reading_buckets(
     day, on either side of a daylight-saving change): the last reading of each, found by
     the database, so a year of hourly readings costs a few hundred rows, not 8,760."""
     if width < 1:
-        raise ValueError("a bucket lasts at least one second")
+        raise InvalidRequest("a bucket lasts at least one second")
     if end <= start:
-        raise ValueError("the range ends before it starts")
+        raise InvalidRequest("the range ends before it starts")
     meter_id = yield from id_of(ldn)
     # seconds to add to a UTC time to get the zone's wall-clock time, for each stretch of
     # the range with one offset (the CASE picks it per reading)

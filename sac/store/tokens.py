@@ -9,7 +9,7 @@ from typing import Any
 
 from zope.interface import Interface, implementer
 
-from sac.errors import UnknownUser
+from sac.errors import InvalidRequest, UnknownToken, UnknownUser
 from sac.store.audit import audited
 from sac.store.model import Actor, ApiToken, User
 from sac.store.rows import USER_COLUMNS, user_row
@@ -32,7 +32,7 @@ def _token(row: Sequence[Any]) -> ApiToken:
 
 def create_api_token(user_name: str, name: str, token: str, now: dt.datetime) -> Transaction:
     if not (1 <= len(name) <= 100) or not name.isprintable():
-        raise ValueError("a token's name is 1 to 100 printable characters")
+        raise InvalidRequest("a token's name is 1 to 100 printable characters")
     users = yield Query(f"SELECT {USER_COLUMNS} FROM users WHERE name = ?", (user_name,))
     if not users:
         raise UnknownUser(user_name)
@@ -76,7 +76,7 @@ def revoke_api_token(token_id: int, now: dt.datetime) -> Transaction:
     if not rows:
         exists = yield Query("SELECT 1 FROM api_tokens WHERE id = ?", (token_id,))
         if not exists:
-            raise KeyError(f"no API token #{token_id}")
+            raise UnknownToken(f"no API token #{token_id}")
     return rows[0][0] if rows else None
 
 
@@ -92,7 +92,7 @@ class ITokens(Interface):
         """Every token, revoked ones too, oldest first."""
 
     async def revoke(token_id: int, by: Actor | None = None) -> None:
-        """Revoke a token for good; KeyError for an unknown id."""
+        """Revoke a token for good; UnknownToken for an unknown id."""
 
 
 @implementer(ITokens)

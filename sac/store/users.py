@@ -12,7 +12,7 @@ from typing import Any
 from zope.interface import Interface, implementer
 
 from sac import passwords
-from sac.errors import Conflict, UnknownUser
+from sac.errors import Conflict, InvalidRequest, UnknownUser
 from sac.passwords import ScryptParams
 from sac.store.audit import audit, audited
 from sac.store.model import Actor, Role, User, WebSession
@@ -37,7 +37,7 @@ MAX_USER_NAME = 64
 
 def _check_name(name: str) -> None:
     if not (1 <= len(name) <= MAX_USER_NAME) or not name.isprintable() or name != name.strip():
-        raise ValueError("a user name is 1 to 64 printable characters, no outer spaces")
+        raise InvalidRequest("a user name is 1 to 64 printable characters, no outer spaces")
 
 
 def add_user(name: str, password_hash: str, role: Role, now: dt.datetime) -> Transaction:
@@ -197,7 +197,7 @@ def create_web_session(
     """A signed-in browser of the active user ``name`` until ``now + ttl`` (at most ``now +
     lifetime``); sessions already over are deleted on the way."""
     if ttl <= dt.timedelta(0) or (lifetime is not None and lifetime <= dt.timedelta(0)):
-        raise ValueError("a session lasts some time")
+        raise InvalidRequest("a session lasts some time")
     yield Exec("DELETE FROM web_sessions WHERE expires < ?", (now,))
     rows = yield Query(
         f"SELECT {USER_COLUMNS} FROM users WHERE name = ? AND active = ?", (name, True)

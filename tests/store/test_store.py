@@ -11,12 +11,20 @@ from twisted.internet.defer import Deferred, gatherResults
 from zope.interface.verify import verifyObject
 
 from sac.dlms import Obis
-from sac.errors import ConfigurationError, StorageError
+from sac.errors import (
+    BadCursor,
+    ConfigurationError,
+    InvalidRequest,
+    SacError,
+    StorageError,
+    UnknownToken,
+)
 from sac.keys import MasterKey, new_master_key
 from sac.store import (
     Conflict,
     IStore,
     KeyImportError,
+    MeterQuery,
     MeterState,
     NewMeter,
     Reading,
@@ -272,3 +280,30 @@ async def test_key_import_is_all_or_nothing(backend: Backend) -> None:
     with pytest.raises(KeyImportError, match="line 3: no meter FIO0000099999999"):
         await store.keys.import_rows(more)
     assert await store.keys.get("FIO0000012345678", 16) is None  # the good line was not written
+
+
+@pytest_twisted.ensureDeferred
+async def test_refusals_are_named_in_the_one_exception_tree(backend: Backend) -> None:
+    """What the store's rules refuse is a SacError a caller catches by meaning, and still
+    the ValueError or KeyError callers caught before."""
+    store = backend.make()
+    await store.open()
+    try:
+        with pytest.raises(InvalidRequest) as small:
+            await store.meters.page(limit=0)
+        assert isinstance(small.value, SacError) and isinstance(small.value, ValueError)
+        with pytest.raises(BadCursor):
+            await store.meters.page(after="not a cursor", query=MeterQuery(sort="pdr"))
+        with pytest.raises(BadCursor):
+            await store.exports.readings(
+                dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+                dt.datetime(2026, 1, 2, tzinfo=dt.UTC),
+                cursor="nonsense",
+            )
+        with pytest.raises(InvalidRequest):
+            await store.meters.add(NewMeter(LDN), keys={1: (b"short", None)})
+        with pytest.raises(UnknownToken) as gone:
+            await store.tokens.revoke(12345)
+        assert isinstance(gone.value, KeyError)
+    finally:
+        await store.close()
