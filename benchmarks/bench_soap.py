@@ -91,18 +91,18 @@ async def main(reactor: Any, args: argparse.Namespace) -> None:
         meters = 1000
         hours = args.readings // meters
         for i in range(meters):
-            await store.add_meter(NewMeter(f"BEN{i:013d}"))
+            await store.meters.add(NewMeter(f"BEN{i:013d}"))
         batch: list[Reading] = []
         for i in range(meters):
             for h in range(hours):
                 at = T0 + dt.timedelta(hours=h)
                 batch.append(Reading(f"BEN{i:013d}", INDEX, 2, 1000 * h, at, "poll", at, -3, 14))
                 if len(batch) == 20_000:
-                    await store.ingest(Ingest(readings=batch))
+                    await store.readings.ingest(Ingest(readings=batch))
                     batch = []
         if batch:
-            await store.ingest(Ingest(readings=batch))
-        await store.add_user("erp", PASSWORD, Role.VIEWER)
+            await store.readings.ingest(Ingest(readings=batch))
+        await store.users.add("erp", PASSWORD, Role.VIEWER)
         conn = pg.connect()  # statistics, as autovacuum would have made them by now
         conn.autocommit = True
         conn.cursor().execute("ANALYZE")
@@ -116,7 +116,7 @@ async def main(reactor: Any, args: argparse.Namespace) -> None:
         # the peer: the store alone, page after page
         started, count, cursor = time.perf_counter(), 0, None
         while True:
-            page = await store.readings_page(
+            page = await store.exports.readings(
                 T0, end, obis=INDEX, attribute=2, cursor=cursor, limit=args.page
             )
             count += len(page.readings)
@@ -141,7 +141,7 @@ async def main(reactor: Any, args: argparse.Namespace) -> None:
         soap_rate = result["readings"] / result["seconds"]
         assert result["readings"] == count, (result, count)
         print(f"  {'':34}{'readings/s':>12}{'ratio':>8}")
-        print(f"  {'peer: store.readings_page':34}{store_rate:12,.0f}{1:8.2f}")
+        print(f"  {'peer: store.exports.readings':34}{store_rate:12,.0f}{1:8.2f}")
         print(
             f"  {'sac: SOAP ExportIndexReadings':34}{soap_rate:12,.0f}{soap_rate / store_rate:8.2f}"
             f"   ({result['pages']} pages, {result['seconds']:.1f} s, every reading once)"

@@ -1,12 +1,12 @@
 """Store benchmark: readings ingested per second, and the meter-list query on 100k meters.
 
-    ingest   readings/s through ``IStore.add_readings`` (a whole Twisted round trip: the
+    ingest   readings/s through ``IReadings.add`` (a whole Twisted round trip: the
              transaction, the meter lookup, the inserts, the commit) in batches of 1, 100
              and 1000 readings of many meters; the peer is the database driver alone writing
              the same rows into the same table in the same run: ``executemany`` in one
              transaction a batch for SQLite, ``COPY`` for PostgreSQL (the fastest way in).
     list     one page (50 meters) of the meter list among 100 000 meters, at random places,
-             through ``IStore.list_meters``; the peer is the same SQL run by the driver alone.
+             through ``IMeters.page``; the peer is the same SQL run by the driver alone.
     sync     SQLite one-row commits with synchronous=FULL (the store's setting) against NORMAL
     layout   PostgreSQL only, ``--layout``: the readings table with a BRIN index on time
              against one partitioned by month -- COPY rate, the "all meters between t1 and
@@ -169,7 +169,7 @@ async def rate_in_flight(
     done, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
         batches = [source.batch(size) for _ in range(flight)]
-        await gatherResults([ensureDeferred(store.add_readings(b)) for b in batches])
+        await gatherResults([ensureDeferred(store.readings.add(b)) for b in batches])
         done += size * flight
     return done / (time.perf_counter() - start)
 
@@ -178,7 +178,7 @@ async def ingest(store: Store, peer: Callable[[list[tuple[Any, ...]]], None], se
     source, peer_source = Readings(), Readings(10**8)
     results = {}
     for size in (1, 100, 1000):
-        ours = await rate(seconds, size, source, store.add_readings)
+        ours = await rate(seconds, size, source, store.readings.add)
         theirs = await rate(seconds, size, peer_source, lambda b: peer(rows_of(b)))
         results[size] = (ours, theirs)
     return results
@@ -186,7 +186,7 @@ async def ingest(store: Store, peer: Callable[[list[tuple[Any, ...]]], None], se
 
 async def add_meters(store: Store, count: int) -> None:
     for i in range(count):
-        await store.add_meter(NewMeter(ldn(i), pdr=f"{i:014d}"))
+        await store.meters.add(NewMeter(ldn(i), pdr=f"{i:014d}"))
 
 
 def bulk_meters(cursor: Any, count: int, start: int, placeholder: str) -> None:
@@ -210,7 +210,7 @@ async def list_page(
     while time.perf_counter() < deadline:
         after = ldn(rng.randrange(LIST_METERS - PAGE))
         start = time.perf_counter()
-        page = await store.list_meters(after=after, limit=PAGE)
+        page = await store.meters.page(after=after, limit=PAGE)
         ours.append(time.perf_counter() - start)
         assert len(page.meters) == PAGE
         start = time.perf_counter()

@@ -1,7 +1,7 @@
 """The processes of ``benchmarks/bench_push.py``, one subcommand each.
 
     provision DSN   the benchmark fleet's meters (one bulk INSERT) and keys
-                    (``IStore.import_keys`` in batches) in a fresh store, then exits
+                    (``IKeys.import_rows`` in batches) in a fresh store, then exits
     sac DSN         the SAC: the service of ``twistd sac`` (push only, on a free port of
                     127.0.0.1), logging at info to a text file as in production
     peer            the bare Twisted server: accepts, reads one wrapper frame, closes
@@ -96,7 +96,7 @@ def provision(args: argparse.Namespace) -> None:
         if errors:
             raise SystemExit(f"key CSV: {errors[:3]}")
         for i in range(0, len(rows), 2000):
-            await store.import_keys(rows[i : i + 2000])
+            await store.keys.import_rows(rows[i : i + 2000])
         await store.close()
         reply({"meters": len(fleet.meters), "seconds": time.perf_counter() - start})
 

@@ -4,7 +4,7 @@ READY_FILE --meters N``.
 Starts the SAC's service as ``twistd sac`` does (web only) on the store (``sqlite:PATH`` or
 a PostgreSQL DSN), fills it -- N meters with their list
 values in one bulk insert, one meter with a year of hourly and daily index readings through
-``IStore.ingest``, an operator -- then serves the SAC's web application on a loopback port,
+``IReadings.ingest``, an operator -- then serves the SAC's web application on a loopback port,
 and on another port the peer: a bare Klein route answering the same bytes as the SAC's list
 page, the framework's floor for a page of that size.  Writes ``{"web": port, "peer": port,
 "ldn": the meter with history}`` to READY_FILE.
@@ -130,8 +130,8 @@ async def main(args: argparse.Namespace) -> None:
         if t.hour == 5
     ]
     for i in range(0, len(readings), 2000):
-        await store.ingest(Ingest(readings=readings[i : i + 2000]))
-    await store.add_user("bench", PASSWORD, Role.OPERATOR)
+        await store.readings.ingest(Ingest(readings=readings[i : i + 2000]))
+    await store.users.add("bench", PASSWORD, Role.OPERATOR)
     port = sac.web_ports[0]
 
     peer = Klein()

@@ -114,20 +114,20 @@ async def _run(reactor: Any, args: argparse.Namespace) -> int:
             )
             if new is None:
                 raise SacError(f"set {ENV_NEW_MASTER_KEY} to the new master key")
-            count = await store.rotate_master_key(new, by=_actor())
+            count = await store.keys.rotate_master(new, by=_actor())
             print(f"{count} wrapped keys (EK, AK) re-wrapped under master key {new.id_hex}")
             print(f"set {ENV_MASTER_KEY} to the new key before the next start")
         elif args.command == "import-keys":
             rows, errors = parse_key_csv(args.file.read_text(encoding="utf-8-sig"))
             if errors:
                 raise KeyImportError(errors)
-            count = await store.import_keys(rows, replace=args.replace, by=_actor())
+            count = await store.keys.import_rows(rows, replace=args.replace, by=_actor())
             print(f"{count} keys imported from {args.file}")
         elif args.command in ("add-user", "create-user"):
-            user = await store.add_user(args.name, _read_password(), Role(args.role), _actor())
+            user = await store.users.add(args.name, _read_password(), Role(args.role), _actor())
             print(f"user {user.name} ({user.role.value}) added")
         elif args.command == "create-token":
-            secret, token = await store.create_api_token(args.user, args.name, _actor())
+            secret, token = await store.tokens.create(args.user, args.name, _actor())
             # the secret alone on stdout (for a script to capture), what it is on stderr
             print(secret)
             print(
@@ -137,12 +137,12 @@ async def _run(reactor: Any, args: argparse.Namespace) -> int:
             )
         elif args.command == "revoke-token":
             try:
-                await store.revoke_api_token(args.id, _actor())
+                await store.tokens.revoke(args.id, _actor())
             except KeyError:
                 raise SacError(f"no API token #{args.id}") from None
             print(f"API token #{args.id} revoked")
         elif args.command == "reset-counters":
-            count = await store.reset_invocation_counters(args.ldn, _actor())
+            count = await store.counters.reset(args.ldn, _actor())
             print(f"meter {args.ldn}: the invocation counters of {count} clients reset")
     finally:
         await store.close()

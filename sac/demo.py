@@ -103,9 +103,9 @@ def _history(fleet: Fleet, start: dt.datetime) -> list[Reading]:
 async def _prepare(service: SacService, fleet: Fleet, start: dt.datetime) -> str:
     store = service.store
     password = secrets.token_urlsafe(12)
-    await store.add_user("admin", password, Role.ADMIN)
+    await store.users.add("admin", password, Role.ADMIN)
     profile = fleet.profile.name
-    await store.add_meters(  # with the Management client's key (AK = EK)
+    await store.meters.add_many(  # with the Management client's key (AK = EK)
         [
             (
                 NewMeter(m.ldn, pdr=m.pdr, system_title=m.system_title, profile=profile),
@@ -116,7 +116,7 @@ async def _prepare(service: SacService, fleet: Fleet, start: dt.datetime) -> str
     )
     history = _history(fleet, start)
     for i in range(0, len(history), 5000):
-        await store.ingest(Ingest(readings=history[i : i + 5000]))
+        await store.readings.ingest(Ingest(readings=history[i : i + 5000]))
     return password
 
 

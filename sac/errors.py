@@ -8,6 +8,8 @@ the package.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 
 class SacError(Exception):
     """Root of every error sac raises on purpose."""
@@ -92,6 +94,76 @@ class RemoteProtocolError(ProtocolError):
 
 class StorageError(SacError):
     """The store failed or refused an operation."""
+
+
+class StoreUnavailable(StorageError):
+    """The store failed or did not answer in time (the push path then spools what came)."""
+
+
+class InvalidRequest(StorageError, ValueError):
+    """A request the store's rules refuse: a key that is not 16 bytes, a deadline already
+    past, a name too long, a page size or a time range out of bounds, a field no meter has.
+    A ValueError too, as callers have always caught it."""
+
+
+class BadCursor(InvalidRequest):
+    """A page cursor that is not one of this list or export (damaged, or of another query)."""
+
+
+class UnknownToken(StorageError, KeyError):
+    """No API token has this id (a KeyError too, as callers have always caught it)."""
+
+
+class UnknownMeter(StorageError):
+    """No meter has this LDN."""
+
+    def __init__(self, ldn: str) -> None:
+        super().__init__(f"no meter {ldn!r}")
+        self.ldn = ldn
+
+
+class Conflict(StorageError):
+    """A write that breaks a uniqueness rule (an LDN or system title already present)."""
+
+
+class KeyImportError(StorageError):
+    """A key import refused as a whole; ``errors`` lists every bad line (each a
+    :class:`sac.store.keycsv.RowError`)."""
+
+    def __init__(self, errors: Sequence[object]) -> None:
+        shown = "; ".join(map(str, errors[:5])) + ("; ..." if len(errors) > 5 else "")
+        super().__init__(f"{len(errors)} bad lines, nothing imported: {shown}")
+        self.errors = tuple(errors)
+
+
+class BulkError(StorageError):
+    """A bulk change refused as a whole: ``errors`` {position in the list: reason}."""
+
+    def __init__(self, errors: Mapping[int, str]) -> None:
+        self.errors = dict(sorted(errors.items()))
+        first = ", ".join(f"#{i}: {why}" for i, why in list(self.errors.items())[:3])
+        more = f" and {len(self.errors) - 3} more" if len(self.errors) > 3 else ""
+        super().__init__(f"{len(self.errors)} of the items are refused ({first}{more})")
+
+
+class UnknownCommand(StorageError):
+    """No command has this id."""
+
+    def __init__(self, command_id: int) -> None:
+        super().__init__(f"no command {command_id}")
+        self.command_id = command_id
+
+
+class CommandStateError(StorageError):
+    """A command moved where its state does not allow (cancel a command already sent...)."""
+
+
+class UnknownUser(StorageError):
+    """No (active) user has this name."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no user {name!r}")
+        self.name = name
 
 
 class ConfigurationError(SacError):

@@ -193,7 +193,7 @@ class Soak:
         while time.monotonic() < until:
             m = self.rng.choice(self.fleet.meters)
             try:
-                await store.queue_command(m.ldn, self.rng.choice(kinds), {}, Actor("soak"))
+                await store.commands.queue(m.ldn, self.rng.choice(kinds), {}, Actor("soak"))
                 self.report.commands_queued += 1
             except Exception:
                 pass

@@ -392,11 +392,11 @@ async def test_the_acme_wheel_of_docs_profiles_md_is_simulated_and_its_pushes_st
         assert b"failed connections: 0, failed pushes: 0" in out, out
         assert int(out.split(b"pushes: ")[1].split(b",")[0]) >= 3
         for m in fleet.meters:
-            [index] = await store.last_readings(m.ldn, INDEX)
-            [battery] = await store.last_readings(m.ldn, BATTERY)
+            [index] = await store.readings.last(m.ldn, INDEX)
+            [battery] = await store.readings.last(m.ldn, BATTERY)
             assert index.value > 0 and (index.scaler, index.unit) == (-3, 14)
             assert (battery.value, battery.unit) == (3650, 5)  # hours, as ACME counts
-            meter = await store.get_meter(m.ldn)
+            meter = await store.meters.get(m.ldn)
             assert meter is not None and meter.last_connection is not None
     finally:
         await port.stopListening()

@@ -54,12 +54,19 @@ from sac.dlms import decode_apdu
 from sac.dlms.compact import compact_buffer_of, decode_compact
 from sac.dlms.security import GENERAL_GLO_CIPHERING, CipheredApdu, SecurityContext, Suite0Cipher
 from sac.dlms.xdlms import DataNotification
-from sac.errors import DecodeError, DecryptionError, ReplayError, SacError, SecurityError
+from sac.errors import (
+    DecodeError,
+    DecryptionError,
+    ReplayError,
+    SacError,
+    SecurityError,
+    StoreUnavailable,
+)
 from sac.profiles import IMeterProfile, ProfileRegistry
 from sac.services.metrics import Metrics
 from sac.services.readings import frame_readings
 from sac.services.spool import SpoolError
-from sac.store.interface import IStore
+from sac.store.connector import IStore
 from sac.store.model import Ingest, IngestResult, Meter, MeterKeys, MeterState, PeerCounter
 
 __all__ = ["Accepted", "Acquisition", "IngestWriter", "PushRejected", "StoreUnavailable"]
@@ -72,10 +79,6 @@ class PushRejected(SacError):
         super().__init__(message)
         self.reason = reason
         self.ldn = ldn
-
-
-class StoreUnavailable(SacError):
-    """The store failed or did not answer in time."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +156,7 @@ class IngestWriter:
                 )
                 self.transactions += 1
                 try:
-                    result = await self.store.ingest(merged)
+                    result = await self.store.readings.ingest(merged)
                 except ReplayError:
                     for batch, d in group:  # find the stale one(s): each alone
                         await self._one(batch, d)
@@ -173,7 +176,7 @@ class IngestWriter:
     async def _one(self, batch: Ingest, d: Deferred[IngestResult]) -> None:
         self.transactions += 1
         try:
-            result = await self.store.ingest(batch)
+            result = await self.store.readings.ingest(batch)
         except Exception as exc:
             if not d.called:
                 d.errback(exc)
@@ -321,7 +324,9 @@ class Acquisition:
             self._known.move_to_end(title)
             return known.meter, known.keys, True
         changes = self._changes
-        meter = await self._store("find the meter", lambda: self.store.meter_by_system_title(title))
+        meter = await self._store(
+            "find the meter", lambda: self.store.meters.by_system_title(title)
+        )
         if meter is None:
             raise PushRejected("unknown-meter", f"no meter has system title {title.hex()}")
         keys = await self._keys_of(meter)
@@ -337,7 +342,7 @@ class Acquisition:
     async def _keys_of(self, meter: Meter) -> MeterKeys | None:
         profile = self._profile(meter)
         sap = int(profile.clients["management"])
-        return await self._store("load the key", lambda: self.store.keys(meter.ldn, sap))
+        return await self._store("load the key", lambda: self.store.keys.get(meter.ldn, sap))
 
     async def _candidates_of(self, peer: str) -> tuple[list[tuple[Meter, MeterKeys]], bool]:
         """The meters (with their keys) a push without system title from ``peer`` may come
@@ -348,7 +353,7 @@ class Acquisition:
             return cached.found, True
         changes = self._changes
         meters = await self._store(
-            "find the meter", lambda: self.store.push_candidates(peer, self.max_candidates)
+            "find the meter", lambda: self.store.meters.push_candidates(peer, self.max_candidates)
         )
         found = []
         for meter in meters:
@@ -381,7 +386,7 @@ class Acquisition:
         known from the start: the store answers at the start (the SAC does not start
         without it), so a push of any of them may be spooled if it goes away later."""
         try:
-            found = await self.store.known_meters(self.cache_size)
+            found = await self.store.meters.known(self.cache_size)
         except SacError as exc:
             self.log.warn("meters not loaded for the spool: {e}", e=exc)
             return 0

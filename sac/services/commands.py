@@ -45,7 +45,7 @@ from sac.services.readings import CLOCK, ROME, UNIX_TIME, Capture, text_of
 from sac.store.model import Actor, Command, Ingest, MeterStatus, Reading
 
 if TYPE_CHECKING:
-    from sac.store.interface import IStore
+    from sac.store.connector import IStore
 
 __all__ = [
     "HANDLERS",
@@ -291,7 +291,7 @@ async def queue(
 ) -> Command:
     """Check a command's parameters and queue it with its kind's priority."""
     checked = validate(kind, params, profile, now)
-    return await store.queue_command(
+    return await store.commands.queue(
         ldn, kind, checked, by, expires=expires, priority=PRIORITY[Kind(kind)]
     )
 
@@ -326,8 +326,8 @@ class Housekeeping(Service):
 
     async def run(self) -> tuple[int, int]:
         try:
-            expired = await self.store.expire_commands()
-            requeued = await self.store.requeue_stale_commands(self.stale_after)
+            expired = await self.store.commands.expire()
+            requeued = await self.store.commands.requeue_stale(self.stale_after)
         except SacError as exc:
             self.log.warn("command housekeeping failed: {e}", e=exc)
             return 0, 0

@@ -18,7 +18,7 @@ from sac.errors import ProtocolError, SacError
 from sac.profiles import ProfileRegistry
 from sac.protocols.client import PollProtocol, dial
 from sac.services.session import MeterSession, SessionSettings, merge, requeue
-from sac.store.interface import IStore
+from sac.store.connector import IStore
 from sac.store.model import Command, Ingest
 
 __all__ = ["PollFailed", "PollResult", "poll_meter"]
@@ -62,7 +62,7 @@ async def poll_meter(
 ) -> PollResult:
     """Dial ``address`` (host:port), poll the meter ``ldn`` there, store what it says and
     run its queued commands.  PollFailed says why a poll did not complete."""
-    meter = await store.get_meter(ldn)
+    meter = await store.meters.get(ldn)
     if meter is None:
         raise PollFailed(f"no meter {ldn}")
     profile = registry.match(assigned=meter.profile)
@@ -125,12 +125,12 @@ async def _session(
         raise PollFailed(f"meter {ldn}: {address} answers as {found!r}")
     await session.open_management(fc)  # the Public client's FC: a hint
     batches: list[Ingest] = [await session.poll()]
-    await store.ingest(batches[-1])  # what was read, even when some of it was not
+    await store.readings.ingest(batches[-1])  # what was read, even when some of it was not
     if session.broken is not None:
         raise session.broken
-    claimed.extend(await store.claim_commands(ldn, by=session.settings.name))
+    claimed.extend(await store.commands.claim(ldn, by=session.settings.name))
     if claimed:
         batches.append(await session.run_commands(claimed, deadline, clock))
-        await store.ingest(batches[-1])
+        await store.readings.ingest(batches[-1])
     await session.close()
     return merge(batches)

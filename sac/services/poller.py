@@ -24,7 +24,7 @@ from sac.runtime import wait_at_most
 from sac.services.metrics import Metrics
 from sac.services.poll import PollFailed, PollResult, poll_meter
 from sac.services.session import SessionSettings
-from sac.store.interface import IStore
+from sac.store.connector import IStore
 from sac.store.model import PollJob
 
 __all__ = ["PollSettings", "Poller"]
@@ -109,7 +109,7 @@ class Poller(Service):
             seconds=self.settings.connect_timeout + self.settings.session_budget + 60
         )
         try:
-            jobs = await self.store.claim_polls(room, lease)
+            jobs = await self.store.meters.claim_polls(room, lease)
         except SacError as exc:
             self.log.warn("polls not claimed: {e}", e=exc)
             return
@@ -177,6 +177,8 @@ class Poller(Service):
 
     async def _reschedule(self, ldn: str, delay: float, failures: int) -> None:
         try:
-            await self.store.finish_poll(ldn, self.now() + dt.timedelta(seconds=delay), failures)
+            await self.store.meters.finish_poll(
+                ldn, self.now() + dt.timedelta(seconds=delay), failures
+            )
         except SacError as exc:
             self.log.warn("poll of {ldn}: next one not recorded: {e}", ldn=ldn, e=exc)

@@ -34,7 +34,7 @@ from sac.protocols.push import DEFAULT_LISTENER, ListenerSettings, PushListener,
 from sac.services.acquisition import Accepted, Acquisition, PushRejected, StoreUnavailable
 from sac.services.metrics import Metrics
 from sac.services.session import MeterSession, SessionSettings, merge, requeue
-from sac.store.interface import IStore
+from sac.store.connector import IStore
 from sac.store.model import Command, Ingest
 
 __all__ = ["PushDatagramProtocol", "PushFactory", "PushSession", "State"]
@@ -161,7 +161,7 @@ class PushSession:
     async def _claim(self, accepted: Accepted) -> list[Command]:
         assert accepted.meter is not None
         try:
-            claimed = await self.f.store.claim_commands(accepted.meter.ldn, by=self.f.session.name)
+            claimed = await self.f.store.commands.claim(accepted.meter.ldn, by=self.f.session.name)
         except SacError as exc:
             self.log.warn("meter {ldn}: commands not claimed: {e}", ldn=self.conn.ldn, e=exc)
             claimed = []
@@ -230,7 +230,7 @@ class PushSession:
         if not (batch.readings or batch.events or batch.statuses):
             return
         try:
-            await self.f.store.ingest(batch)
+            await self.f.store.readings.ingest(batch)
         except SacError as exc:
             self.log.warn("meter {ldn}: session values not stored: {e}", ldn=self.conn.ldn, e=exc)
 

@@ -35,7 +35,7 @@ from sac.dlms import Obis
 from sac.dlms.association import ClientAssociation
 from sac.dlms.security import SecurityContext, Suite0Cipher
 from sac.dlms.xdlms import SelectiveAccess
-from sac.errors import CodecError, ProtocolError, RemoteProtocolError, SacError
+from sac.errors import CodecError, CommandStateError, ProtocolError, RemoteProtocolError, SacError
 from sac.profiles import CosemRef, IMeterProfile
 from sac.protocols.interface import AccessError, ILink, LinkClosed, ResponseTimeout
 from sac.services import commands as cmd
@@ -47,9 +47,8 @@ from sac.services.readings import (
     rows_to_readings,
     status_of,
 )
-from sac.store.interface import IStore
+from sac.store.connector import IStore
 from sac.store.model import Command, Ingest, Meter, MeterStatus, Reading
-from sac.store.operations import CommandStateError
 
 __all__ = ["SAC_SYSTEM_TITLE", "MeterSession", "SessionSettings"]
 
@@ -161,20 +160,18 @@ class MeterSession:
         assert meter is not None
         if meter.system_title is None:
             raise SacError(f"meter {meter.ldn} has no system title: cannot cipher to it")
-        keys = await self.store.keys(meter.ldn, self.sap)
+        keys = await self.store.keys.get(meter.ldn, self.sap)
         if keys is None:
             raise SacError(f"meter {meter.ldn} has no key for client {self.sap}")
-        state = await self.store.counter_state(meter.ldn, self.sap)
+        state = await self.store.counters.state(meter.ldn, self.sap)
         self._proven = state.proven
         if frame_counter is not None and proven:
-            await self.store.prove_invocation_counter(meter.ldn, self.sap, frame_counter)
+            await self.store.counters.prove(meter.ldn, self.sap, frame_counter)
             self._proven = max(self._proven, frame_counter)
         elif frame_counter is not None and frame_counter > state.ours:
             with contextlib.suppress(CounterHintRefused):  # then start from our own counter
                 await self._follow_hint(frame_counter, "the Public client's frame counter")
-        first = await self.store.reserve_invocation_counters(
-            meter.ldn, self.sap, self.settings.counter_block
-        )
+        first = await self.store.counters.reserve(meter.ldn, self.sap, self.settings.counter_block)
         self._reserved_last = first + self.settings.counter_block - 1
         security = SecurityContext(
             Suite0Cipher(keys.ek, keys.ak),
@@ -221,17 +218,17 @@ class MeterSession:
             source=source,
             used=used,
         )
-        await self.store.raise_invocation_counter(self.ldn, self.sap, used)
+        await self.store.counters.raise_ours(self.ldn, self.sap, used)
 
     async def _counters(self) -> None:
         """Reserve more counters when the block is nearly used (a block GET uses one a block)."""
         assert self.management is not None and self.management.security is not None
         security = self.management.security
         if security.invocation_counter + self.settings.counter_block // 2 > self._reserved_last:
-            await self.store.raise_invocation_counter(
+            await self.store.counters.raise_ours(
                 self.ldn, self.sap, security.invocation_counter - 1
             )
-            first = await self.store.reserve_invocation_counters(
+            first = await self.store.counters.reserve(
                 self.ldn, self.sap, self.settings.counter_block
             )
             security.invocation_counter = first
@@ -259,7 +256,7 @@ class MeterSession:
                     ldn=self.ldn,
                     expected=expected,
                 )
-                await self.store.prove_invocation_counter(self.ldn, self.sap, expected - 1)
+                await self.store.counters.prove(self.ldn, self.sap, expected - 1)
                 self._proven = max(self._proven, expected - 1)
             else:
                 await self._follow_hint(max(expected - 1, 0), "an unciphered exception-response")
@@ -301,10 +298,10 @@ class MeterSession:
         self.link.detach(association)
         security = association.security
         if self._accepted > self._proven:
-            await self.store.prove_invocation_counter(self.ldn, self.sap, self._accepted)
+            await self.store.counters.prove(self.ldn, self.sap, self._accepted)
             self._proven = self._accepted
         if security is not None and security.peer_invocation_counter is not None:
-            await self.store.accept_peer_counter(
+            await self.store.counters.accept_theirs(
                 self.ldn, self.sap, security.peer_invocation_counter
             )
 
@@ -486,7 +483,7 @@ class MeterSession:
         for i, command in enumerate(claimed):
             if clock.seconds() >= deadline:
                 for rest in claimed[i:]:
-                    await self.store.retry_command(rest.id, "the session's time budget ran out")
+                    await self.store.commands.retry(rest.id, "the session's time budget ran out")
                 break
             try:
                 outcome = await cmd.execute(self, command)
@@ -506,9 +503,9 @@ class MeterSession:
                 raise
             batches.append(outcome.ingest)
             if outcome.ok is None:
-                await self.store.retry_command(command.id, outcome.result)
+                await self.store.commands.retry(command.id, outcome.result)
             else:
-                await self.store.finish_command(command.id, outcome.ok, outcome.result)
+                await self.store.commands.finish(command.id, outcome.ok, outcome.result)
             self.log.info(
                 "meter {ldn}: command {id} {kind}: {state} ({result})",
                 ldn=self.ldn,
@@ -532,11 +529,11 @@ async def requeue(
     for command in commands:
         try:
             if attempts is not None and command.attempts >= attempts:
-                await store.finish_command(
+                await store.commands.finish(
                     command.id, False, f"{why} (given up after {command.attempts} attempts)"
                 )
             else:
-                await store.retry_command(command.id, why)
+                await store.commands.retry(command.id, why)
         except CommandStateError:
             pass  # done or failed in this session before it broke
         except SacError as exc:

@@ -1,6 +1,16 @@
-"""sac.store: the SAC's memory behind one asynchronous interface, on SQLite or PostgreSQL."""
+"""sac.store: the SAC's memory, on SQLite or PostgreSQL: a connector (:class:`Store`) holding
+one component per entity (``store.meters``, ``store.commands``...), each asynchronous."""
 
-from sac.store.interface import IStore, Store
+from sac.errors import (
+    BulkError,
+    CommandStateError,
+    Conflict,
+    KeyImportError,
+    UnknownCommand,
+    UnknownMeter,
+    UnknownUser,
+)
+from sac.store.connector import IStore, Store
 from sac.store.model import (
     METER_FIELDS,
     Actor,
@@ -29,9 +39,6 @@ from sac.store.model import (
     User,
     WebSession,
 )
-from sac.store.operations import CommandStateError, UnknownCommand, UnknownUser
-from sac.store.provisioning import BulkError
-from sac.store.transactions import Conflict, KeyImportError, UnknownMeter
 
 __all__ = [
     "METER_FIELDS",

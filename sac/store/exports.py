@@ -16,18 +16,23 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any
 
-from sac.dlms import Obis
-from sac.store.model import Event, EventPage, ReadingPage
-from sac.store.transactions import (
-    _READING_VALUES,
-    Query,
-    Transaction,
-    _meter_id,
-    _reading,
-    when,
-)
+from zope.interface import Interface, implementer
 
-__all__ = ["decode_cursor", "encode_cursor", "events_page", "readings_page"]
+from sac.dlms import Obis
+from sac.errors import BadCursor, InvalidRequest
+from sac.store.model import Event, EventPage, ReadingPage
+from sac.store.rows import READING_VALUES, reading_row
+from sac.store.sql import Component, Query, Transaction, id_of, when
+
+__all__ = [
+    "MAX_PAGE",
+    "ExportsComponent",
+    "IExports",
+    "decode_cursor",
+    "encode_cursor",
+    "events_page",
+    "readings_page",
+]
 
 MAX_PAGE = 10_000
 
@@ -44,16 +49,16 @@ def encode_cursor(kind: str, fingerprint: str, *position: Any) -> str:
 
 def decode_cursor(cursor: str, kind: str, fingerprint: str, size: int) -> list[str]:
     """The ``size`` position fields of a cursor made by :func:`encode_cursor` for this kind
-    of export and this query; ValueError for anything else."""
+    of export and this query; BadCursor for anything else."""
     try:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
     except (ValueError, UnicodeDecodeError):
-        raise ValueError("not a cursor of this export") from None
+        raise BadCursor("not a cursor of this export") from None
     fields = text.split("|")
     if len(fields) != size + 2 or fields[0] != kind:
-        raise ValueError("not a cursor of this export")
+        raise BadCursor("not a cursor of this export")
     if fields[1] != fingerprint:
-        raise ValueError("the cursor belongs to another query (other times, meter or object)")
+        raise BadCursor("the cursor belongs to another query (other times, meter or object)")
     return fields[2:]
 
 
@@ -61,24 +66,24 @@ def _row_id(text: str) -> int:
     """A row id of a cursor: what a 64-bit column holds (SQLite overflows on more)."""
     number = int(text)
     if not 0 <= number < 2**63:
-        raise ValueError("not a cursor of this export")
+        raise BadCursor("not a cursor of this export")
     return number
 
 
 def _instant(text: str) -> dt.datetime:
     value = dt.datetime.fromisoformat(text)
     if value.tzinfo is None:
-        raise ValueError("not a cursor of this export")
+        raise BadCursor("not a cursor of this export")
     return value
 
 
 def _check(start: dt.datetime, end: dt.datetime, limit: int) -> None:
     if start.tzinfo is None or end.tzinfo is None:
-        raise ValueError("times need their UTC offset")
+        raise InvalidRequest("times need their UTC offset")
     if end <= start:
-        raise ValueError("the range ends before it starts")
+        raise InvalidRequest("the range ends before it starts")
     if not 1 <= limit <= MAX_PAGE:
-        raise ValueError(f"a page holds 1 to {MAX_PAGE} rows")
+        raise InvalidRequest(f"a page holds 1 to {MAX_PAGE} rows")
 
 
 def readings_page(
@@ -99,7 +104,7 @@ def readings_page(
     params: list[Any] = [start, end]
     if ldn is not None:
         where.append("r.meter_id = ?")
-        params.append((yield from _meter_id(ldn)))
+        params.append((yield from id_of(ldn)))
     if obis is not None:
         where.append("r.obis = ?")
         params.append(str(obis))
@@ -115,14 +120,14 @@ def readings_page(
                 _row_id(id_text),
             )
         except ValueError:
-            raise ValueError("not a cursor of this export") from None
+            raise BadCursor("not a cursor of this export") from None
         where.append(
             "r.meter_id >= ? AND (r.meter_id > ? OR r.captured > ?"
             " OR (r.captured = ? AND r.id > ?))"
         )
         params += [meter_id, meter_id, captured, captured, row_id]
     rows = yield Query(
-        f"SELECT r.id, r.meter_id, m.ldn, r.obis, r.attribute, {_READING_VALUES}"
+        f"SELECT r.id, r.meter_id, m.ldn, r.obis, r.attribute, {READING_VALUES}"
         " FROM readings r JOIN meters m ON m.id = r.meter_id"
         f" WHERE {' AND '.join(where)} ORDER BY r.meter_id, r.captured, r.id LIMIT ?",
         [*params, limit + 1],
@@ -130,7 +135,7 @@ def readings_page(
     more = len(rows) > limit
     rows = rows[:limit]
     objects = {text: Obis(text) for text in {row[3] for row in rows}}  # once each
-    readings = tuple(_reading(row[2], objects[row[3]], row[4], row[5:]) for row in rows)
+    readings = tuple(reading_row(row[2], objects[row[3]], row[4], row[5:]) for row in rows)
     next_cursor = None
     if more:
         last = rows[-1]
@@ -154,13 +159,13 @@ def events_page(
     params: list[Any] = [start, end]
     if ldn is not None:
         where.append("e.meter_id = ?")
-        params.append((yield from _meter_id(ldn)))
+        params.append((yield from id_of(ldn)))
     if cursor is not None:
         occurred_text, id_text = decode_cursor(cursor, "e", fingerprint, 2)
         try:
             occurred, row_id = _instant(occurred_text), _row_id(id_text)
         except ValueError:
-            raise ValueError("not a cursor of this export") from None
+            raise BadCursor("not a cursor of this export") from None
         where.append("(e.occurred > ? OR (e.occurred = ? AND e.id > ?))")
         params += [occurred, occurred, row_id]
     rows = yield Query(
@@ -182,3 +187,58 @@ def events_page(
 def _event(row: Sequence[Any]) -> Event:
     _, ldn, logbook, code, occurred, received, source, counter = row
     return Event(ldn, Obis(logbook), code, when(occurred), when(received), source, counter)  # type: ignore[arg-type]
+
+
+class IExports(Interface):
+    async def readings(
+        start: dt.datetime,
+        end: dt.datetime,
+        *,
+        ldn: str | None = None,
+        obis: Obis | None = None,
+        attribute: int | None = None,
+        cursor: str | None = None,
+        limit: int = 1000,
+    ) -> ReadingPage:
+        """Readings captured in [start, end), per meter then in time, resumable from the
+        page's cursor; InvalidRequest for a bad range or page size, BadCursor for a cursor."""
+
+    async def events(
+        start: dt.datetime,
+        end: dt.datetime,
+        *,
+        ldn: str | None = None,
+        cursor: str | None = None,
+        limit: int = 1000,
+    ) -> EventPage:
+        """Events that occurred in [start, end), in time order, resumable from a cursor."""
+
+
+@implementer(IExports)
+class ExportsComponent(Component):
+    async def readings(
+        self,
+        start: dt.datetime,
+        end: dt.datetime,
+        *,
+        ldn: str | None = None,
+        obis: Obis | None = None,
+        attribute: int | None = None,
+        cursor: str | None = None,
+        limit: int = 1000,
+    ) -> ReadingPage:
+        page = readings_page(
+            start, end, ldn=ldn, obis=obis, attribute=attribute, cursor=cursor, limit=limit
+        )
+        return await self.db.run(page)
+
+    async def events(
+        self,
+        start: dt.datetime,
+        end: dt.datetime,
+        *,
+        ldn: str | None = None,
+        cursor: str | None = None,
+        limit: int = 1000,
+    ) -> EventPage:
+        return await self.db.run(events_page(start, end, ldn=ldn, cursor=cursor, limit=limit))

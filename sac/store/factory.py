@@ -6,7 +6,7 @@ from typing import Any
 
 from sac.errors import ConfigurationError
 from sac.keys import MasterKey
-from sac.store.interface import Store
+from sac.store.connector import Store
 
 __all__ = ["is_postgres", "store_at"]
 

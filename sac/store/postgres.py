@@ -14,12 +14,11 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from txpostgres import reconnection, retrying, txpostgres
 
-from sac.errors import StorageError
+from sac.errors import Conflict, StorageError
 from sac.keys import MasterKey
 from sac.passwords import DEFAULT, ScryptParams
-from sac.store.interface import Store, _utc_now
-from sac.store.transactions import (
-    Conflict,
+from sac.store.connector import Store, utc_now
+from sac.store.sql import (
     Exec,
     InsertRows,
     Query,
@@ -312,7 +311,7 @@ class PostgresStore(Store):
         dsn: str,
         master_key: MasterKey | None,
         *,
-        clock: Callable[[], dt.datetime] = _utc_now,
+        clock: Callable[[], dt.datetime] = utc_now,
         connections: int = 4,
         reactor: Any = None,
         password_params: ScryptParams = DEFAULT,
@@ -332,7 +331,7 @@ class PostgresStore(Store):
             self._started = True
         return await super().open(upto)
 
-    async def _run(self, transaction: Transaction) -> Any:
+    async def run(self, transaction: Transaction) -> Any:
         try:
             return await self._pool.runInteraction(
                 lambda cursor: Deferred.fromCoroutine(_drive(cursor, transaction))

@@ -1,5 +1,5 @@
-"""Provisioning and machine clients: meters added in bulk (all or none), changed, deleted;
-API tokens.  Transactions as generators, like :mod:`sac.store.transactions`.
+"""Provisioning: meters added in bulk (all or none), changed, deleted.  Transactions as
+generators (:mod:`sac.store.sql`); :class:`sac.store.meters.MetersComponent` runs them.
 
 A bulk add checks every meter before it writes any and reports each problem by the
 meter's position in the list, so a provisioning system fixes its whole file in one go.
@@ -11,26 +11,21 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sac.errors import ConfigurationError, StorageError
-from sac.keys import MasterKey, key_place
-from sac.store.model import METER_FIELDS, ApiToken, MeterState, NewMeter, User
-from sac.store.operations import _USER_COLUMNS, UnknownUser, _user, token_hash
-from sac.store.transactions import (
-    _METER_COLUMNS,
+from sac.errors import (
+    BulkError,
+    ConfigurationError,
     Conflict,
-    Exec,
-    InsertRows,
-    Query,
-    Transaction,
+    InvalidRequest,
+    StorageError,
     UnknownMeter,
-    _check_keys,
-    _meter,
-    _meter_id,
-    _write_keys,
-    when,
 )
+from sac.keys import MasterKey, key_place
+from sac.store.keys import check_keys, write_keys
+from sac.store.model import METER_FIELDS, MeterState, NewMeter
+from sac.store.rows import METER_COLUMNS, meter_row
+from sac.store.sql import Exec, InsertRows, Query, Transaction, id_of
 
-__all__ = ["BulkError", "CheckedOnly", "MeterKeysSpec"]
+__all__ = ["CheckedOnly", "MeterKeysSpec"]
 
 _NEW_METER_COLUMNS = (
     ("ldn", "text"),
@@ -53,23 +48,10 @@ _KEY_COLUMNS = (
 
 MeterKeysSpec = Mapping[int, tuple[bytes, bytes | None]]  # {client SAP: (EK, AK or None)}
 
-# a token used again within this long is not written again (no write per API call)
-_LAST_USED_STEP = dt.timedelta(minutes=1)
-
 
 class CheckedOnly(Exception):
     """Raised at the end of a bulk change asked ``check_only`` that found nothing wrong: the
     backend rolls back what the checks wrote, and the store answers "no problem"."""
-
-
-class BulkError(StorageError):
-    """A bulk change refused as a whole: ``errors`` {position in the list: reason}."""
-
-    def __init__(self, errors: Mapping[int, str]) -> None:
-        self.errors = dict(sorted(errors.items()))
-        first = ", ".join(f"#{i}: {why}" for i, why in list(self.errors.items())[:3])
-        more = f" and {len(self.errors) - 3} more" if len(self.errors) > 3 else ""
-        super().__init__(f"{len(self.errors)} of the items are refused ({first}{more})")
 
 
 def add_meters(
@@ -87,7 +69,7 @@ def add_meters(
     for i, (meter, keys) in enumerate(meters):
         try:
             for ek, ak in keys.values():
-                _check_keys(ek, ak)
+                check_keys(ek, ak)
         except ValueError as exc:
             errors[i] = str(exc)
         if keys and master is None and not check_only:
@@ -141,9 +123,9 @@ def add_meters(
             )
             for m, _ in meters
         ],
-        returning=_METER_COLUMNS,
+        returning=METER_COLUMNS,
     )
-    added = {meter.ldn: meter for meter in map(_meter, inserted)}
+    added = {meter.ldn: meter for meter in map(meter_row, inserted)}
     missing = [m.ldn for m, _ in meters if m.ldn not in added]
     if missing:  # added by another transaction since the checks
         raise Conflict(f"a meter with LDN {missing[0]} is already present")
@@ -163,11 +145,11 @@ def update_meter(ldn: str, changes: Mapping[str, Any], now: dt.datetime) -> Tran
     now.  Conflict when the new system title is another meter's."""
     unknown = set(changes) - {*METER_FIELDS, "state"}
     if unknown:
-        raise ValueError(f"no meter field {', '.join(sorted(unknown))}")
-    current = yield Query(f"SELECT {_METER_COLUMNS} FROM meters WHERE ldn = ?", (ldn,))
+        raise InvalidRequest(f"no meter field {', '.join(sorted(unknown))}")
+    current = yield Query(f"SELECT {METER_COLUMNS} FROM meters WHERE ldn = ?", (ldn,))
     if not current:
         raise UnknownMeter(ldn)
-    meter = _meter(current[0])
+    meter = meter_row(current[0])
     # the same rules as a new meter's: build one with the changes applied
     merged = {f: getattr(meter, f) for f in METER_FIELDS}
     merged.update({k: v for k, v in changes.items() if k != "state"})
@@ -189,10 +171,10 @@ def update_meter(ldn: str, changes: Mapping[str, Any], now: dt.datetime) -> Tran
     if "address" in changes or "poll_interval" in changes:
         sets.append("next_poll = NULL")  # a new address or interval: poll it soon
     rows = yield Query(
-        f"UPDATE meters SET {', '.join(sets)} WHERE ldn = ? RETURNING {_METER_COLUMNS}",
+        f"UPDATE meters SET {', '.join(sets)} WHERE ldn = ? RETURNING {METER_COLUMNS}",
         [*params, ldn],
     )
-    return _meter(rows[0])
+    return meter_row(rows[0])
 
 
 def update_meters(
@@ -216,12 +198,12 @@ def update_meters(
         keys: MeterKeysSpec = changes.get("keys") or {}
         try:
             for ek, ak in keys.values():
-                _check_keys(ek, ak)
+                check_keys(ek, ak)
             if keys and master is None:
                 raise ConfigurationError("meter keys need a master key (SAC_MASTER_KEY)")
             meter = yield from update_meter(ldn, fields, now)
             for sap, (ek, ak) in sorted(keys.items()):
-                yield from _write_keys(master, meter.id, ldn, sap, ek, ak, now)  # type: ignore[arg-type]
+                yield from write_keys(master, meter.id, ldn, sap, ek, ak, now)  # type: ignore[arg-type]
             done.append(meter)
         except (ValueError, StorageError) as exc:
             errors[i] = str(exc)
@@ -247,20 +229,10 @@ def delete_meters(ldns: Sequence[str], purge: bool, check_only: bool = False) ->
         raise CheckedOnly()
 
 
-def has_keys(ldn: str, client_sap: int) -> Transaction:
-    """Whether the meter's keys for a client are set (without unwrapping them)."""
-    meter_id = yield from _meter_id(ldn)
-    rows = yield Query(
-        "SELECT 1 FROM meter_keys WHERE meter_id = ? AND client_sap = ? LIMIT 1",
-        (meter_id, client_sap),
-    )
-    return bool(rows)
-
-
 def delete_meter(ldn: str, purge: bool) -> Transaction:
     """Remove a meter with its keys and counters.  One with readings or events is kept
     (Conflict) unless ``purge``: then its whole history goes too."""
-    meter_id = yield from _meter_id(ldn)
+    meter_id = yield from id_of(ldn)
     if not purge:
         held = yield Query(
             "SELECT (SELECT count(*) FROM (SELECT 1 FROM readings WHERE meter_id = ? LIMIT 1) r)"
@@ -272,64 +244,3 @@ def delete_meter(ldn: str, purge: bool) -> Transaction:
     for table in ("readings", "events", "commands", "meter_keys", "invocation_counters"):
         yield Exec(f"DELETE FROM {table} WHERE meter_id = ?", (meter_id,))
     yield Exec("DELETE FROM meters WHERE id = ?", (meter_id,))
-
-
-# --- API tokens ---------------------------------------------------------------------------
-
-_TOKEN_COLUMNS = "t.id, t.name, t.created, t.last_used, t.revoked, " + ", ".join(
-    f"u.{column}" for column in _USER_COLUMNS.split(", ")
-)
-
-
-def _token(row: Sequence[Any]) -> ApiToken:
-    return ApiToken(row[0], row[1], _user(row[5:]), when(row[2]), when(row[3]), when(row[4]))  # type: ignore[arg-type]
-
-
-def create_api_token(user_name: str, name: str, token: str, now: dt.datetime) -> Transaction:
-    if not (1 <= len(name) <= 100) or not name.isprintable():
-        raise ValueError("a token's name is 1 to 100 printable characters")
-    users = yield Query(f"SELECT {_USER_COLUMNS} FROM users WHERE name = ?", (user_name,))
-    if not users:
-        raise UnknownUser(user_name)
-    user: User = _user(users[0])
-    rows = yield Query(
-        "INSERT INTO api_tokens (token_hash, user_id, name, created) VALUES (?, ?, ?, ?)"
-        " RETURNING id",
-        (token_hash(token), user.id, name, now),
-    )
-    return ApiToken(rows[0][0], name, user, now, None, None)
-
-
-def api_token(token: str, now: dt.datetime) -> Transaction:
-    """The live token (not revoked, its user active) whose secret is ``token``, else None;
-    its last use is written at most once a minute."""
-    rows = yield Query(
-        f"SELECT {_TOKEN_COLUMNS} FROM api_tokens t JOIN users u ON u.id = t.user_id"
-        " WHERE t.token_hash = ? AND t.revoked IS NULL AND u.active = ?",
-        (token_hash(token), True),
-    )
-    if not rows:
-        return None
-    found = _token(rows[0])
-    if found.last_used is None or now - found.last_used >= _LAST_USED_STEP:
-        yield Exec("UPDATE api_tokens SET last_used = ? WHERE id = ?", (now, found.id))
-    return found
-
-
-def api_tokens() -> Transaction:
-    rows = yield Query(
-        f"SELECT {_TOKEN_COLUMNS} FROM api_tokens t JOIN users u ON u.id = t.user_id ORDER BY t.id"
-    )
-    return [_token(row) for row in rows]
-
-
-def revoke_api_token(token_id: int, now: dt.datetime) -> Transaction:
-    rows = yield Query(
-        "UPDATE api_tokens SET revoked = ? WHERE id = ? AND revoked IS NULL RETURNING name",
-        (now, token_id),
-    )
-    if not rows:
-        exists = yield Query("SELECT 1 FROM api_tokens WHERE id = ?", (token_id,))
-        if not exists:
-            raise KeyError(f"no API token #{token_id}")
-    return rows[0][0] if rows else None

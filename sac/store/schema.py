@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from importlib import resources
 
 from sac.errors import StorageError
-from sac.store.transactions import Exec, Query, Transaction
+from sac.store.sql import Exec, Query, Transaction
 
 __all__ = ["Migration", "load_migrations", "migrate"]
 

@@ -19,11 +19,11 @@ from typing import Any
 
 from twisted.enterprise import adbapi
 
-from sac.errors import StorageError
+from sac.errors import Conflict, StorageError
 from sac.keys import MasterKey
 from sac.passwords import DEFAULT, ScryptParams
-from sac.store.interface import Store, _utc_now
-from sac.store.transactions import Conflict, Exec, InsertRows, Transaction, UpdateRows
+from sac.store.connector import Store, utc_now
+from sac.store.sql import Exec, InsertRows, Transaction, UpdateRows
 
 __all__ = ["SQLiteStore"]
 
@@ -137,7 +137,7 @@ class SQLiteStore(Store):
         path: str | Path,
         master_key: MasterKey | None,
         *,
-        clock: Callable[[], dt.datetime] = _utc_now,
+        clock: Callable[[], dt.datetime] = utc_now,
         reactor: Any = None,
         password_params: ScryptParams = DEFAULT,
     ) -> None:
@@ -162,7 +162,7 @@ class SQLiteStore(Store):
             )
         return await super().open(upto)
 
-    async def _run(self, transaction: Transaction) -> Any:
+    async def run(self, transaction: Transaction) -> Any:
         try:
             return await self._pool.runWithConnection(thd_run, transaction)
         except sqlite3.Error as exc:  # opening the connection (thd_run translates the rest)

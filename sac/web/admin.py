@@ -19,8 +19,8 @@ from urllib.parse import urlencode
 from klein import Klein
 from werkzeug.exceptions import NotFound
 
+from sac.errors import Conflict
 from sac.store import Role, UnknownUser, WebSession
-from sac.store.transactions import Conflict
 from sac.web.common import BadRequest, Page, arg, page
 from sac.web.errors import install as install_errors
 from sac.web.forms import UserForm, parse_user_form
@@ -63,7 +63,7 @@ class AdminPages:
             "admin_users.html",
             dict(
                 title="Users",
-                users=await self.store.users(),
+                users=await self.store.users.all(),
                 roles=[r.value for r in Role],
                 form=form or UserForm({"role": Role.VIEWER.value}),
                 problem=problem,
@@ -91,7 +91,7 @@ class AdminPages:
         assert form.role is not None and form.password is not None
         name = form.values["name"]
         try:
-            await self.store.add_user(
+            await self.store.users.add(
                 name,
                 form.password,
                 form.role,
@@ -134,7 +134,7 @@ class AdminPages:
         else:
             raise BadRequest(f"no action {action!r}")
         try:
-            await self.store.update_user(name, by, **change)
+            await self.store.users.update(name, by, **change)
         except Conflict:
             return await self._users_page(
                 request,
@@ -159,8 +159,8 @@ class AdminPages:
             "admin_tokens.html",
             dict(
                 title="API tokens",
-                tokens=await self.store.api_tokens(),
-                users=[u for u in await self.store.users() if u.active],
+                tokens=await self.store.tokens.all(),
+                users=[u for u in await self.store.users.all() if u.active],
                 values=values or {},
                 errors=errors or {},
                 made=made,
@@ -185,14 +185,14 @@ class AdminPages:
             errors["name"] = "Name the token after the system that will use it."
         elif len(name) > 100 or not name.isprintable():
             errors["name"] = "A token's name is 1 to 100 printable characters."
-        active = {u.name for u in await self.store.users() if u.active}
+        active = {u.name for u in await self.store.users.all() if u.active}
         if values["user"] not in active:
             errors["user"] = "Choose an active user: the token acts as them, with their role."
         if errors:
             return await self._tokens_page(request, values, errors, 400)
         by = self.web.actor(request, session)
         try:
-            secret, token = await self.store.create_api_token(values["user"], name, by)
+            secret, token = await self.store.tokens.create(values["user"], name, by)
         except UnknownUser:  # gone meanwhile
             errors["user"] = "Choose an active user: the token acts as them, with their role."
             return await self._tokens_page(request, values, errors, 400)
@@ -206,7 +206,7 @@ class AdminPages:
         if not text.isdigit():
             raise BadRequest("no token id")
         try:
-            await self.store.revoke_api_token(
+            await self.store.tokens.revoke(
                 int(text),
                 self.web.actor(request, session),
             )
@@ -219,7 +219,7 @@ class AdminPages:
     async def audit(self, request: Any, session: WebSession) -> Page:
         before_text = arg(request, "before")
         before = int(before_text) if before_text.isdigit() else None
-        entries = await self.store.audit_log(AUDIT_PAGE + 1, before)
+        entries = await self.store.audit.log(AUDIT_PAGE + 1, before)
         more = len(entries) > AUDIT_PAGE
         entries = entries[:AUDIT_PAGE]
         return Page(

@@ -133,7 +133,7 @@ class JsonApi:
                 "the Authorization header is not Bearer <token>",
                 headers={"WWW-Authenticate": f'{CHALLENGE}, error="invalid_request"'},
             )
-        token = await self.store.api_token(secret) if len(secret) <= MAX_TOKEN else None
+        token = await self.store.tokens.get(secret) if len(secret) <= MAX_TOKEN else None
         if token is None:
             raise ApiError(
                 401,
@@ -205,7 +205,7 @@ class JsonApi:
         """A meter with whether its Management keys are set (one look-up; they stay
         wrapped)."""
         try:
-            keys = await self.store.has_keys(m.ldn, self._management_sap(m.profile))
+            keys = await self.store.keys.has(m.ldn, self._management_sap(m.profile))
         except SacError:  # a profile gone, the meter deleted meanwhile
             keys = False
         return self._meter_json(m, keys)
@@ -237,7 +237,7 @@ class JsonApi:
         saps = {self._management_sap(p) for p in self.registry.profiles}
         if len(saps) == 1:  # every profile agrees: no need to read the meter
             return saps.pop()
-        meter = await self.store.get_meter(ldn)
+        meter = await self.store.meters.get(ldn)
         return self._management_sap(meter.profile if meter else self.registry.default)
 
     # --- routes ---------------------------------------------------------------------------
@@ -277,7 +277,7 @@ class JsonApi:
                 raise ApiError(400, "bad_parameter", "state is active or disabled") from None
         after = query.get("after") or None
         try:
-            found = await self.store.list_meters(
+            found = await self.store.meters.page(
                 after=after,
                 limit=limit,
                 query=MeterQuery(state=state, changed_since=since),
@@ -297,7 +297,7 @@ class JsonApi:
     @app.route("/meters/<ldn>", methods=["GET"])
     @api(Role.VIEWER)
     async def api_meter(self, request: Any, token: ApiToken, ldn: str) -> bytes:
-        meter = await self.store.get_meter(ldn)
+        meter = await self.store.meters.get(ldn)
         if meter is None:
             raise UnknownMeter(ldn)
         return json_answer(request, 200, await self._one_meter_json(meter))
@@ -341,7 +341,7 @@ class JsonApi:
         by = self._api_actor(request, token)
         if not problems:
             try:
-                added = await self.store.add_meters(batch, by)
+                added = await self.store.meters.add_many(batch, by)
             except BulkError as exc:
                 raise invalid(self._bulk_problems(exc, positions)) from None
             body = [
@@ -351,7 +351,7 @@ class JsonApi:
         if batch:
             # the store's refusals of the others too, checked only: nothing written
             try:
-                await self.store.add_meters(batch, check_only=True)
+                await self.store.meters.add_many(batch, check_only=True)
             except BulkError as exc:
                 problems += self._bulk_problems(exc, positions)
         raise invalid(problems)
@@ -376,7 +376,7 @@ class JsonApi:
         by = self._api_actor(request, token)
         if not problems:
             try:
-                changed = await self.store.update_meters(batch, by)
+                changed = await self.store.meters.update_many(batch, by)
             except BulkError as exc:
                 raise invalid(self._bulk_problems(exc, positions)) from None
             return json_answer(request, 200, {"meters": [self._meter_json(m) for m in changed]})
@@ -385,7 +385,7 @@ class JsonApi:
             # keys were checked with the fields)
             trial = [(ldn, {k: v for k, v in c.items() if k != "keys"}) for ldn, c in batch]
             try:
-                await self.store.update_meters(trial, check_only=True)
+                await self.store.meters.update_many(trial, check_only=True)
             except BulkError as exc:
                 problems += self._bulk_problems(exc, positions)
         raise invalid(problems)
@@ -415,7 +415,7 @@ class JsonApi:
         values, problems = check_fields(body, self.registry.profiles, CHANGE_FIELDS[1:])
         if problems:
             raise invalid(problems, "fields")
-        meter = await self.store.get_meter(ldn)
+        meter = await self.store.meters.get(ldn)
         if meter is None:
             raise UnknownMeter(ldn)
         sap = self._management_sap(values.get("profile", meter.profile))
@@ -423,9 +423,9 @@ class JsonApi:
         by = self._api_actor(request, token)
         try:
             if "keys" in changes:
-                (meter,) = await self.store.update_meters([(ldn, changes)], by)
+                (meter,) = await self.store.meters.update_many([(ldn, changes)], by)
             else:
-                meter = await self.store.update_meter(ldn, changes, by)
+                meter = await self.store.meters.update(ldn, changes, by)
         except (Conflict, BulkError) as exc:
             why = next(iter(exc.errors.values())) if isinstance(exc, BulkError) else str(exc)
             raise ApiError(
@@ -434,8 +434,8 @@ class JsonApi:
         return json_answer(request, 200, await self._one_meter_json(meter))
 
     async def _set_state(self, request: Any, token: ApiToken, ldn: str, state: MeterState) -> bytes:
-        await self.store.set_meter_state(ldn, state, self._api_actor(request, token))
-        meter = await self.store.get_meter(ldn)
+        await self.store.meters.set_state(ldn, state, self._api_actor(request, token))
+        meter = await self.store.meters.get(ldn)
         if meter is None:  # deleted meanwhile
             raise UnknownMeter(ldn)
         return json_answer(request, 200, await self._one_meter_json(meter))
@@ -459,7 +459,7 @@ class JsonApi:
         )
         if purge is None:
             raise ApiError(400, "bad_parameter", "purge is true or false")
-        await self.store.delete_meter(ldn, self._api_actor(request, token), purge=purge)
+        await self.store.meters.delete(ldn, self._api_actor(request, token), purge=purge)
         return json_answer(request, 204, None)
 
     @app.route("/meters/delete", methods=["POST"])
@@ -485,14 +485,14 @@ class JsonApi:
         by = self._api_actor(request, token)
         if not problems:
             try:
-                await self.store.delete_meters(batch, by, purge=purge)
+                await self.store.meters.delete_many(batch, by, purge=purge)
             except BulkError as exc:
                 raise invalid(self._bulk_problems(exc, positions)) from None
             return json_answer(request, 200, {"deleted": len(batch), "purged": purge})
         if batch:
             # the store's refusals of the others too, checked only: nothing deleted
             try:
-                await self.store.delete_meters(batch, purge=purge, check_only=True)
+                await self.store.meters.delete_many(batch, purge=purge, check_only=True)
             except BulkError as exc:
                 problems += self._bulk_problems(exc, positions)
         raise invalid(problems)

@@ -29,7 +29,7 @@ from klein import Klein
 from sac.profiles import ProfileRegistry
 from sac.services.metrics import Metrics
 from sac.store import Actor, Role, User, WebSession
-from sac.store.interface import IStore
+from sac.store.connector import IStore
 from sac.web import display
 from sac.web.admin import AdminPages
 from sac.web.api import MAX_BODY as API_MAX_BODY
@@ -210,7 +210,7 @@ class Web:
             text = token.decode("ascii")
         except UnicodeDecodeError:
             return None
-        return await self.store.web_session(
+        return await self.store.sessions.get(
             text, ttl=self.settings.session_ttl, lifetime=self.settings.session_lifetime
         )
 
@@ -234,7 +234,7 @@ class Web:
         self.checks_running += 1
         failed = False
         try:
-            user = await self.store.authenticate(name, password, address)
+            user = await self.store.users.authenticate(name, password, address)
             self.metrics.count("sac_password_checks_total")
             failed = user is None
         finally:

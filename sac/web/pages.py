@@ -24,10 +24,10 @@ from urllib.parse import quote, unquote, urlencode
 from klein import Klein
 from werkzeug.exceptions import NotFound
 
+from sac.errors import Conflict, KeyImportError
 from sac.services import commands as command_service
 from sac.store import CommandState, MeterQuery, Role, WebSession
 from sac.store.keycsv import SAMPLE
-from sac.store.transactions import Conflict, KeyImportError
 from sac.web import chart, display
 from sac.web.common import (
     COOKIE,
@@ -138,7 +138,7 @@ class Pages:
             return self._login_page(request, target, error, name, 429)
         if user is None:  # a wrong password, an unknown name, a locked user: one answer
             return self._login_page(request, target, "Wrong user name or password.", name, 403)
-        token, _session = await self.store.create_web_session(
+        token, _session = await self.store.sessions.create(
             user.name, self.settings.session_ttl, address, self.settings.session_lifetime
         )
         cookie_life = min(self.settings.session_ttl, self.settings.session_lifetime)
@@ -151,8 +151,8 @@ class Pages:
     async def logout(self, request: Any, session: WebSession) -> Page:
         token = request.getCookie(COOKIE)
         if token:
-            await self.store.end_web_session(token.decode("ascii"))
-        await self.store.record(self.web.actor(request, session), "sign-out")
+            await self.store.sessions.end(token.decode("ascii"))
+        await self.store.audit.record(self.web.actor(request, session), "sign-out")
         self.web.cookie(request, COOKIE, b"", 0)
         return Page(redirect="/login")
 
@@ -192,7 +192,7 @@ class Pages:
         )
         after = arg(request, "after") or None
         try:
-            page = await self.store.list_meters(after=after, limit=size, query=query)
+            page = await self.store.meters.page(after=after, limit=size, query=query)
         except ValueError:
             raise BadRequest(
                 "that page link is not valid any more; start from the first page"
@@ -280,7 +280,7 @@ class Pages:
         profile = self.registry.match(assigned=form.meter.profile)
         sap = int(profile.clients["management"])
         try:
-            await self.store.add_meter(
+            await self.store.meters.add(
                 form.meter, self.web.actor(request, session), keys={sap: form.keys}
             )
         except Conflict as exc:
@@ -318,7 +318,7 @@ class Pages:
         upload = self.uploads.take(arg(request, "upload"), session.csrf)
         replace = arg(request, "replace") == "1"
         try:
-            count = await self.store.import_keys(
+            count = await self.store.keys.import_rows(
                 upload.rows, replace=replace, by=self.web.actor(request, session)
             )
         except KeyImportError as exc:
@@ -342,7 +342,7 @@ class Pages:
     @app.route("/meters/<string(length=16):ldn>", methods=["GET"])
     @page(Role.VIEWER)
     async def meter(self, request: Any, session: WebSession, ldn: str) -> Page:
-        meter = await self.store.get_meter(ldn)
+        meter = await self.store.meters.get(ldn)
         if meter is None:
             raise NotFound()
         now = self.web.now()
@@ -357,16 +357,16 @@ class Pages:
         objects = self.registry.objects_of(meter.profile)  # the meter's profile's index
         index = objects["converted_volume_index"].obis
         alarm = objects["converted_volume_index_under_alarm"].obis
-        line = await self.store.reading_buckets(ldn, index, 2, start, end, width)
-        days = await self.store.reading_buckets(ldn, index, 2, start, end, 86400, chart.ROME)
-        history = await self.store.readings_between(ldn, index, 2, start, end, 200)
-        alarm_index = await self.store.last_readings(ldn, alarm, 2, 1)
-        events = await self.store.events(ldn, 50)
-        commands = await self.store.commands(ldn, None, 30)
+        line = await self.store.readings.buckets(ldn, index, 2, start, end, width)
+        days = await self.store.readings.buckets(ldn, index, 2, start, end, 86400, chart.ROME)
+        history = await self.store.readings.between(ldn, index, 2, start, end, 200)
+        alarm_index = await self.store.readings.last(ldn, alarm, 2, 1)
+        events = await self.store.events.latest(ldn, 50)
+        commands = await self.store.commands.recent(ldn, None, 30)
         counters = None
         if session.user.role.may(Role.ADMIN):
             sap = int(self.registry.match(assigned=meter.profile).clients["management"])
-            counters = await self.store.counter_state(ldn, sap)
+            counters = await self.store.counters.state(ldn, sap)
         bits = display.profile_bits(self.registry, meter.profile)
         unit = display.unit_name(meter.index_unit)
         points = chart.points(line.readings)
@@ -404,7 +404,7 @@ class Pages:
         SAC's counters for it start again from 0.  Audited."""
         if arg(request, "confirm") != ldn:
             raise BadRequest("the confirmation does not name this meter")
-        await self.store.reset_invocation_counters(ldn, self.web.actor(request, session))
+        await self.store.counters.reset(ldn, self.web.actor(request, session))
         return Page(redirect=f"/meters/{quote(ldn)}?counters=reset#counters")
 
     # --- the valve -------------------------------------------------------------------------
@@ -419,7 +419,7 @@ class Pages:
         action = arg(request, "action")
         if action not in self._VALVE_ACTIONS:
             raise BadRequest("the valve action is close or enable-opening")
-        meter = await self.store.get_meter(ldn)
+        meter = await self.store.meters.get(ldn)
         if meter is None:
             raise NotFound()
         return action, meter
@@ -460,10 +460,10 @@ class Pages:
     @app.route("/commands/<int:command_id>.json", methods=["GET"])
     @page(Role.VIEWER)
     async def command_state(self, request: Any, session: WebSession, command_id: int) -> bytes:
-        command = await self.store.get_command(command_id)
+        command = await self.store.commands.get(command_id)
         valve = valve_state = None
         if command.kind.startswith("valve-"):
-            meter = await self.store.get_meter(command.ldn)
+            meter = await self.store.meters.get(command.ldn)
             if meter is not None:
                 valve, valve_state = display.valve_name(meter.valve_state), meter.valve_state
         secure(request)
@@ -524,10 +524,10 @@ class Pages:
             dict(
                 title="Status",
                 components=components,
-                hour=await self.store.connections_since(now - dt.timedelta(hours=1)),
-                day=await self.store.connections_since(now - dt.timedelta(days=1)),
-                meters=await self.store.count_meters(),
-                pending=len(await self.store.commands(None, [CommandState.PENDING], 1000)),
+                hour=await self.store.meters.heard_since(now - dt.timedelta(hours=1)),
+                day=await self.store.meters.heard_since(now - dt.timedelta(days=1)),
+                meters=await self.store.meters.count(),
+                pending=len(await self.store.commands.recent(None, [CommandState.PENDING], 1000)),
                 reasons=sorted(reasons.items(), key=lambda kv: -kv[1]),
                 stored=self.web.metrics.total("sac_push_stored_total"),
                 spooled=self.web.metrics.total("sac_push_spooled_total"),

@@ -131,7 +131,7 @@ class _Call:
                 if sep:
                     return await self._password(name, password)
             elif scheme.lower() == "bearer":
-                token = await self.web.store.api_token(value.strip())
+                token = await self.web.store.tokens.get(value.strip())
                 if token is not None:
                     return token.user
             raise AuthenticationFault("these credentials are not valid")
@@ -158,7 +158,7 @@ class _Call:
         held = known.get(key)
         if held is not None and held[1] > now:
             # the password was right a moment ago; who the user is now, the store says
-            user = await self.web.store.user(name)
+            user = await self.web.store.users.get(name)
             if user is not None and user.active and user.updated == held[0].updated:
                 return user
             del known[key]  # changed since (role, password, disabled): checked again
@@ -194,9 +194,9 @@ class _Call:
                 raise _fault(exc) from None
         except Fault as fault:  # a refused call is a line of the trail too
             why = f"refused: {fault.faultcode} {fault.faultstring}"
-            await self.web.store.record(actor, f"soap {operation}", target, why)
+            await self.web.store.audit.record(actor, f"soap {operation}", target, why)
             raise
-        await self.web.store.record(actor, f"soap {operation}", target, detail)
+        await self.web.store.audit.record(actor, f"soap {operation}", target, detail)
         return result
 
 
@@ -228,7 +228,7 @@ class ErpService(ServiceBase):
             if changedSince is not None and changedSince.tzinfo is None:
                 raise BadRangeFault("give changedSince with its UTC offset")
             query = MeterQuery(changed_since=changedSince)
-            page = await call.web.store.list_meters(after=after or None, limit=size, query=query)
+            page = await call.web.store.meters.page(after=after or None, limit=size, query=query)
             bits = functools.partial(display.profile_bits, call.web.registry)
             return MeterPage(
                 meters=[_meter_info(m, bits(m.profile)) for m in page.meters],
@@ -248,7 +248,7 @@ class ErpService(ServiceBase):
         call = _Call(ctx)
 
         async def work(actor: Actor) -> MeterInfo:
-            meter = await call.web.store.get_meter(ldn)
+            meter = await call.web.store.meters.get(ldn)
             if meter is None:
                 raise UnknownMeter(ldn)
             return _meter_info(meter, display.profile_bits(call.web.registry, meter.profile))
@@ -274,7 +274,7 @@ class ErpService(ServiceBase):
         async def work(actor: Actor) -> ReadingPage:
             lo, hi = _range(start, end)
             size, only = _limit(limit, 1000, MAX_PAGE), _obis(obis)
-            page = await call.web.store.readings_page(
+            page = await call.web.store.exports.readings(
                 lo, hi, ldn=ldn, obis=only, cursor=cursor or None, limit=size
             )
             return ReadingPage(
@@ -302,7 +302,7 @@ class ErpService(ServiceBase):
         async def work(actor: Actor) -> ReadingPage:
             lo, hi = _range(start, end)
             size = _limit(limit, 1000, MAX_PAGE)
-            page = await call.web.store.readings_page(
+            page = await call.web.store.exports.readings(
                 lo, hi, obis=INDEX, attribute=2, cursor=cursor or None, limit=size
             )
             return ReadingPage(
@@ -330,7 +330,7 @@ class ErpService(ServiceBase):
         async def work(actor: Actor) -> EventPage:
             lo, hi = _range(start, end)
             size = _limit(limit, 1000, MAX_PAGE)
-            page = await call.web.store.events_page(
+            page = await call.web.store.exports.events(
                 lo, hi, ldn=ldn or None, cursor=cursor or None, limit=size
             )
             return EventPage(events=[_event_info(e) for e in page.events], cursor=page.cursor)
@@ -347,10 +347,10 @@ class ErpService(ServiceBase):
         call = _Call(ctx)
 
         async def work(actor: Actor) -> ValveState:
-            meter = await call.web.store.get_meter(ldn)
+            meter = await call.web.store.meters.get(ldn)
             if meter is None:
                 raise UnknownMeter(ldn)
-            open_commands = await call.web.store.commands(ldn, None, 100)
+            open_commands = await call.web.store.commands.recent(ldn, None, 100)
             pending = [
                 c
                 for c in open_commands
@@ -382,7 +382,7 @@ class ErpService(ServiceBase):
         async def work(actor: Actor) -> CommandStatus:
             if action not in ACTIONS:
                 raise BadInputFault("the action is close or enable-opening")
-            meter = await call.web.store.get_meter(ldn)
+            meter = await call.web.store.meters.get(ldn)
             if meter is None:
                 raise UnknownMeter(ldn)
             profile = call.web.registry.match(assigned=meter.profile)
@@ -403,7 +403,7 @@ class ErpService(ServiceBase):
         call = _Call(ctx)
 
         async def work(actor: Actor) -> CommandStatus:
-            command = await call.web.store.get_command(id)
+            command = await call.web.store.commands.get(id)
             if command is None:
                 raise UnknownCommand(id)
             return _command_status(command)

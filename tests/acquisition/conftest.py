@@ -23,7 +23,7 @@ from sac.services.session import SessionSettings
 from sac.simulator.fleet import Fleet
 from sac.simulator.session import MeterProtocol
 from sac.store import NewMeter
-from sac.store.interface import Store
+from sac.store.connector import Store
 from sac.store.keycsv import parse_key_csv
 from tests.store.conftest import Backend, backend, postgres  # noqa: F401 -- fixtures
 
@@ -59,14 +59,14 @@ class Sac:
 
 async def provision(store: Store, fleet: Fleet, **meter: Any) -> None:
     for m in fleet.meters:
-        await store.add_meter(
+        await store.meters.add(
             NewMeter(
                 m.ldn, pdr=m.pdr, system_title=m.system_title, profile=fleet.profile.name, **meter
             )
         )
     rows, errors = parse_key_csv(fleet.keys_csv())
     assert not errors
-    await store.import_keys(rows)
+    await store.keys.import_rows(rows)
 
 
 def make_fleet(count: int = 1, profile: str = "uni-ts-11291-12-2", **kw: Any) -> Fleet:

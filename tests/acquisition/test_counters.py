@@ -73,21 +73,21 @@ async def test_a_forged_unciphered_answer_neither_burns_counters_nor_fails_the_v
 ) -> None:
     store, fleet, sac, port = await started(backend, sacs)
     [m] = fleet.meters
-    command = await store.queue_command(m.ldn, "valve-close", {}, OPERATOR, priority=20)
+    command = await store.commands.queue(m.ldn, "valve-close", {}, OPERATOR, priority=20)
     await forged_session(sac, port, m, FORGED[forged])
-    back = await store.get_command(command.id)
+    back = await store.commands.get(command.id)
     # back in the queue, its attempt counted, the reason shown: not failed for good
     assert back.state is CommandState.PENDING, back.result
     assert back.attempts == 1 and back.result
-    ours, _ = await store.invocation_counters(m.ldn, 1)
+    ours, _ = await store.counters.last(m.ldn, 1)
     assert ours < FAR  # no jump towards 2^32
     assert m.valve_state != 0  # the forger kept the command from the meter
     # the genuine meter's next session runs the close
     await push_once(port, m)
-    done = await store.get_command(command.id)
+    done = await store.commands.get(command.id)
     assert done.state is CommandState.DONE, done.result
     assert m.valve_state == 0
-    after = await store.counter_state(m.ldn, 1)
+    after = await store.counters.state(m.ldn, 1)
     assert after.proven == m.sac_counter  # what the meter answered, authenticated
 
 
@@ -120,14 +120,14 @@ async def test_a_forged_public_frame_counter_is_a_hint_the_genuine_meter_outlive
             settings=SETTINGS,
         )  # fmt: skip
         assert forger.forged == 1
-        assert (await store.invocation_counters(m.ldn, 1))[0] < FAR
+        assert (await store.counters.last(m.ldn, 1))[0] < FAR
         # the genuine meter, dialled directly, runs a valve close in its next poll
-        command = await store.queue_command(m.ldn, "valve-close", {}, OPERATOR, priority=20)
+        command = await store.commands.queue(m.ldn, "valve-close", {}, OPERATOR, priority=20)
         await poll_meter(
             m.ldn, f"127.0.0.1:{ports[0]}", store=store, registry=REGISTRY, reactor=reactor,
             settings=SETTINGS,
         )  # fmt: skip
-        done = await store.get_command(command.id)
+        done = await store.commands.get(command.id)
         assert done.state is CommandState.DONE, done.result
         assert m.valve_state == 0
     finally:
@@ -152,7 +152,7 @@ async def test_a_genuine_meter_ahead_of_us_within_the_window_is_followed(
     forger = Forger(ports[0], _forge_public_frame_counter(0), near="sac")
     if via == "exception-response":
         target = await forger.listen()
-    command = await store.queue_command(m.ldn, "valve-close", {}, OPERATOR, priority=20)
+    command = await store.commands.queue(m.ldn, "valve-close", {}, OPERATOR, priority=20)
     try:
         await poll_meter(
             m.ldn, f"127.0.0.1:{target}", store=store, registry=REGISTRY, reactor=reactor,
@@ -162,10 +162,10 @@ async def test_a_genuine_meter_ahead_of_us_within_the_window_is_followed(
         await forger.stop()
         await fleet.stop()
     assert forger.forged == (via == "exception-response")
-    done = await store.get_command(command.id)
+    done = await store.commands.get(command.id)
     assert done.state is CommandState.DONE, done.result
     assert m.valve_state == 0
-    assert (await store.counter_state(m.ldn, 1)).proven == m.sac_counter > 5_000
+    assert (await store.counters.state(m.ldn, 1)).proven == m.sac_counter > 5_000
 
 
 @pytest_twisted.ensureDeferred
@@ -173,11 +173,11 @@ async def test_a_hint_beyond_the_window_is_refused_and_nothing_moves(backend: Ba
     store, fleet, ports = await _listening(backend)
     [m] = fleet.meters
     m.sac_counter = SETTINGS.counter_window + 10_000  # far beyond anything proven
-    command = await store.queue_command(m.ldn, "valve-close", {}, OPERATOR, priority=20)
+    command = await store.commands.queue(m.ldn, "valve-close", {}, OPERATOR, priority=20)
     with pytest.raises(PollFailed, match=r"not followed.*window"):
         await poll_then_stop(store, fleet, m.ldn, ports[0])
-    assert (await store.counter_state(m.ldn, 1)).ours < SETTINGS.counter_window
-    assert (await store.get_command(command.id)).state is CommandState.PENDING
+    assert (await store.counters.state(m.ldn, 1)).ours < SETTINGS.counter_window
+    assert (await store.commands.get(command.id)).state is CommandState.PENDING
 
 
 @pytest_twisted.ensureDeferred
@@ -186,11 +186,11 @@ async def test_a_command_given_up_after_its_attempts_says_why(
 ) -> None:
     store, fleet, sac, port = await started(backend, sacs)
     [m] = fleet.meters
-    command = await store.queue_command(m.ldn, "valve-close", {}, OPERATOR, priority=20)
+    command = await store.commands.queue(m.ldn, "valve-close", {}, OPERATOR, priority=20)
     limit = sac.factory.session.command_attempts
     for _ in range(limit):
         await forged_session(sac, port, m, FORGED["service-not-allowed"])
-    failed = await store.get_command(command.id)
+    failed = await store.commands.get(command.id)
     assert failed.state is CommandState.FAILED
     assert f"given up after {limit} attempts" in (failed.result or "")
 
@@ -204,33 +204,33 @@ async def test_new_keys_restart_the_counters_and_the_same_keys_keep_them(
 ) -> None:
     store, fleet, _sac, port = await started(backend, sacs)
     [m] = fleet.meters
-    await store.queue_command(m.ldn, "valve-close", {}, OPERATOR, priority=20)
+    await store.commands.queue(m.ldn, "valve-close", {}, OPERATOR, priority=20)
     await push_once(port, m)
-    used = await store.counter_state(m.ldn, 1)
+    used = await store.counters.state(m.ldn, 1)
     assert used.ours > 0 and used.theirs is not None
-    keys = await store.keys(m.ldn, 1)
+    keys = await store.keys.get(m.ldn, 1)
     assert keys is not None
-    await store.set_keys(m.ldn, 1, keys.ek, keys.ak, by=OPERATOR)  # the same keys again
-    assert await store.counter_state(m.ldn, 1) == used
+    await store.keys.set(m.ldn, 1, keys.ek, keys.ak, by=OPERATOR)  # the same keys again
+    assert await store.counters.state(m.ldn, 1) == used
     rows, errors = parse_key_csv(fleet.keys_csv())  # the same keys by CSV, replacing
     assert not errors
-    await store.import_keys(rows, replace=True)
-    assert await store.counter_state(m.ldn, 1) == used
-    await store.set_keys(m.ldn, 1, bytes(16), bytes(range(16)), by=OPERATOR)  # new keys
-    fresh = await store.counter_state(m.ldn, 1)
+    await store.keys.import_rows(rows, replace=True)
+    assert await store.counters.state(m.ldn, 1) == used
+    await store.keys.set(m.ldn, 1, bytes(16), bytes(range(16)), by=OPERATOR)  # new keys
+    fresh = await store.counters.state(m.ldn, 1)
     assert (fresh.ours, fresh.proven, fresh.theirs) == (0, 0, None)
-    await store.import_keys(rows, replace=True)  # the meter's keys back: new again
-    assert (await store.counter_state(m.ldn, 1)).ours == 0
+    await store.keys.import_rows(rows, replace=True)  # the meter's keys back: new again
+    assert (await store.counters.state(m.ldn, 1)).ours == 0
 
 
 @pytest_twisted.ensureDeferred
 async def test_resetting_a_meters_counters_is_audited(backend: Backend, sacs: list[Sac]) -> None:
     store, fleet, _sac, port = await started(backend, sacs)
     [m] = fleet.meters
-    await store.queue_command(m.ldn, "valve-close", {}, OPERATOR, priority=20)
+    await store.commands.queue(m.ldn, "valve-close", {}, OPERATOR, priority=20)
     await push_once(port, m)
-    assert (await store.counter_state(m.ldn, 1)).ours > 0
-    assert await store.reset_invocation_counters(m.ldn, by=OPERATOR) == 1
-    assert (await store.counter_state(m.ldn, 1)).ours == 0
-    [line, *_] = await store.audit_log(5)
+    assert (await store.counters.state(m.ldn, 1)).ours > 0
+    assert await store.counters.reset(m.ldn, by=OPERATOR) == 1
+    assert (await store.counters.state(m.ldn, 1)).ours == 0
+    [line, *_] = await store.audit.log(5)
     assert (line.actor, line.action, line.target) == ("olivia", "reset counters", m.ldn)

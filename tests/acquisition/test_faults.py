@@ -81,7 +81,7 @@ async def test_an_unknown_meter_is_refused(backend: Backend, sacs: list[Sac]) ->
     reason = await send_raw(port, push_bytes(stranger))
     assert not reason.check(ConnectionDone)  # aborted, not acknowledged
     assert rejected(sac, "unknown-meter") == 1
-    assert await store.count_readings() == 0
+    assert await store.readings.count() == 0
 
 
 @pytest_twisted.ensureDeferred
@@ -90,12 +90,12 @@ async def test_a_wrong_key_is_refused_and_nothing_is_stored(
 ) -> None:
     store, fleet, sac, port = await started(backend, sacs)
     [m] = fleet.meters
-    await store.set_keys(m.ldn, 1, bytes(16))  # not the meter's key
+    await store.keys.set(m.ldn, 1, bytes(16))  # not the meter's key
     reason = await send_raw(port, push_bytes(m))
     assert not reason.check(ConnectionDone)
     assert rejected(sac, "bad-tag") == 1
-    assert await store.count_readings() == 0
-    assert await store.invocation_counters(m.ldn, 1) == (0, None)  # its counter not learnt
+    assert await store.readings.count() == 0
+    assert await store.counters.last(m.ldn, 1) == (0, None)  # its counter not learnt
 
 
 @pytest_twisted.ensureDeferred
@@ -104,10 +104,10 @@ async def test_a_replayed_push_is_refused(backend: Backend, sacs: list[Sac]) -> 
     [m] = fleet.meters
     frame = push_bytes(m)
     assert (await send_raw(port, frame)).check(ConnectionDone)
-    stored = await store.count_readings()
+    stored = await store.readings.count()
     assert not (await send_raw(port, frame)).check(ConnectionDone)
     assert rejected(sac, "replay") == 1
-    assert await store.count_readings() == stored
+    assert await store.readings.count() == stored
     # the same replay with the meter's entry cached and a second SAC process (no cache):
     # the check in the store's transaction refuses it too
     other = Sac(store, cache_seconds=0)
@@ -133,10 +133,10 @@ async def test_truncated_and_oversized_frames_close_only_their_connection(
     reason = await send_raw(port, struct.pack(">HHHH", 1, 1, 1, 60_000) + bytes(100))
     assert not reason.check(ConnectionDone)
     assert sac.acquisition.metrics.value("sac_push_closed_total", reason="malformed") == 2
-    assert await store.count_readings() == 0
+    assert await store.readings.count() == 0
     # and the meter's real push still goes through
     assert (await send_raw(port, frame)).check(ConnectionDone)
-    assert await store.count_readings() > 0
+    assert await store.readings.count() > 0
 
 
 class Mute(MeterProtocol):
@@ -156,7 +156,7 @@ async def test_a_meter_that_stops_answering_gets_its_command_back_in_the_queue(
         backend, sacs, listener=ListenerSettings(response_timeout=0.5)
     )
     [m] = fleet.meters
-    command = await store.queue_command(m.ldn, "valve-close", {}, Actor("olivia"))
+    command = await store.commands.queue(m.ldn, "valve-close", {}, Actor("olivia"))
     protocol = Mute(m, push_template=m.profile.push_templates[0], reactor=reactor)
     ended: Deferred[Any] = Deferred()
     protocol.connectionLost = lambda reason=None: ended.callback([reason])  # type: ignore[method-assign]
@@ -164,12 +164,12 @@ async def test_a_meter_that_stops_answering_gets_its_command_back_in_the_queue(
     [reason] = await ended
     assert not reason.check(ConnectionDone)
     assert sac.acquisition.metrics.value("sac_push_closed_total", reason="response-timeout") == 1
-    again = await store.get_command(command.id)
+    again = await store.commands.get(command.id)
     assert again.state is CommandState.PENDING and "no answer" in (again.result or "")
-    assert await store.count_readings() > 0  # the push itself was stored first
+    assert await store.readings.count() > 0  # the push itself was stored first
     # the next session runs it
     await push_once(port, m)
-    assert (await store.get_command(command.id)).state is CommandState.DONE
+    assert (await store.commands.get(command.id)).state is CommandState.DONE
 
 
 # --- the store goes away ---------------------------------------------------------------------
@@ -263,11 +263,11 @@ async def test_the_store_down_for_30_s_during_a_push_burst_loses_nothing(
     assert spool.depth == 0
     for m in fleet.meters:
         assert acknowledged[m.ldn] == 7
-        readings = await setup.last_readings(m.ldn, INDEX, limit=100)
+        readings = await setup.readings.last(m.ldn, INDEX, limit=100)
         # one index a push (each push's frame has its own UNIX time), none lost, none twice
         pushes = [r for r in readings if r.source == "cf47"]
         assert len({r.captured for r in pushes}) == len(pushes) == 7
-        assert await setup.invocation_counters(m.ldn, 1) == (0, m.our_counter - 1)
+        assert await setup.counters.last(m.ldn, 1) == (0, m.our_counter - 1)
 
 
 @pytest_twisted.ensureDeferred
@@ -325,11 +325,11 @@ async def test_a_push_after_a_spooled_one_of_the_same_meter_waits_behind_it(
     assert await sac.acquisition.replay_spool() == 2
     assert rejected(sac, "replay") == 0
     # each acknowledged push stored (an hour apart on its clock: readings of their own)
-    assert len(await setup.last_readings(m.ldn, INDEX, limit=10)) == 3
-    assert await setup.invocation_counters(m.ldn, 1) == (0, m.our_counter - 1)
+    assert len(await setup.readings.last(m.ldn, INDEX, limit=10)) == 3
+    assert await setup.counters.last(m.ldn, 1) == (0, m.our_counter - 1)
     # the spool empty, the meter's pushes are stored at once again
     assert (await send_raw(port, later(m))).check(ConnectionDone)
-    assert spool.depth == 0 and len(await setup.last_readings(m.ldn, INDEX, limit=10)) == 4
+    assert spool.depth == 0 and len(await setup.readings.last(m.ldn, INDEX, limit=10)) == 4
     await spool.close()
 
 
@@ -362,10 +362,10 @@ async def test_pushes_wait_behind_the_spool_left_by_the_process_before(
     assert spool.depth == 2
     assert await sac.acquisition.replay_spool() == 2
     assert sac.acquisition.metrics.total("sac_push_rejected_total") == 0
-    assert len(await store.last_readings(m.ldn, INDEX, limit=10)) == 2
-    assert await store.invocation_counters(m.ldn, 1) == (0, m.our_counter - 1)
+    assert len(await store.readings.last(m.ldn, INDEX, limit=10)) == 2
+    assert await store.counters.last(m.ldn, 1) == (0, m.our_counter - 1)
     assert (await send_raw(port, later(m))).check(ConnectionDone)  # at once again
-    assert spool.depth == 0 and len(await store.last_readings(m.ldn, INDEX, limit=10)) == 3
+    assert spool.depth == 0 and len(await store.readings.last(m.ldn, INDEX, limit=10)) == 3
     await spool.close()
 
 
@@ -394,7 +394,7 @@ async def test_pushes_over_udp_are_stored_and_bad_datagrams_counted(
         await sender.stopListening()
     assert sac.acquisition.metrics.value("sac_push_stored_total") == 1
     assert rejected(sac, "malformed") == 1
-    assert await store.last_readings(m.ldn, INDEX)
+    assert await store.readings.last(m.ldn, INDEX)
 
 
 @pytest_twisted.ensureDeferred
@@ -436,7 +436,7 @@ async def test_a_meter_that_hangs_up_right_after_its_push_crashes_nothing(
         await deferLater(reactor, 0.05, lambda: None)  # the sessions' ends, after the store
     assert not failures, failures[0].getTraceback()
     assert sac.acquisition.metrics.value("sac_push_stored_total") == 5
-    assert await store.invocation_counters(m.ldn, 1) == (0, m.our_counter - 1)
+    assert await store.counters.last(m.ldn, 1) == (0, m.our_counter - 1)
 
 
 class HangsUp(Protocol):
@@ -499,7 +499,7 @@ async def test_a_meter_that_hangs_up_is_named_with_the_real_reason(
         assert f"meter {m.ldn}: stored in" in stored, stored
         assert stored.endswith("the meter hung up before the acknowledgement"), stored
         # a command waits: the SAC asks, the meter hangs up instead of answering
-        command = await store.queue_command(m.ldn, "valve-close", {}, Actor("otto"))
+        command = await store.commands.queue(m.ldn, "valve-close", {}, Actor("otto"))
         meter = HangsUp(push_bytes(m))
         await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), meter)
         await meter.ended
@@ -509,7 +509,7 @@ async def test_a_meter_that_hangs_up_is_named_with_the_real_reason(
     cut = lines[1]
     assert f"meter {m.ldn}: session-failed in" in cut, cut
     assert cut.endswith("connection closed: the meter hung up"), cut
-    again = await store.get_command(command.id)
+    again = await store.commands.get(command.id)
     assert again.state is CommandState.PENDING
     assert again.result == "connection closed: the meter hung up"
 

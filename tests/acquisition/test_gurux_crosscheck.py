@@ -35,7 +35,7 @@ from sac.dlms import Obis
 from sac.dlms.layouts import CF47
 from sac.profiles import uni_ts_system_title
 from sac.store import Actor, CommandState, NewMeter
-from sac.store.interface import Store
+from sac.store.connector import Store
 from tests.acquisition.conftest import Backend, Sac
 from tests.interop.gurux_peer import (
     Cipher,
@@ -151,7 +151,7 @@ async def open_sac(
     """A store with one meter provisioned by hand (its key known), and a SAC listening."""
     store = backend.make()
     await store.open()
-    await store.add_meter(
+    await store.meters.add(
         NewMeter(
             LDN,
             pdr="01234567890123",
@@ -160,7 +160,7 @@ async def open_sac(
             allowed_ips=("127.0.0.1",) if by_ip else (),
         )
     )
-    await store.set_keys(LDN, MANAGEMENT, KEY)
+    await store.keys.set(LDN, MANAGEMENT, KEY)
     sac = Sac(store)
     sacs.append(sac)
     return store, sac, await sac.listen()
@@ -180,12 +180,12 @@ async def test_a_gurux_push_is_stored(
     meter, reason = await push_and_wait(port, frame)
     assert reason.check(ConnectionDone), reason  # a clean close: the push is acknowledged
     assert meter.received == []  # no command waits: the SAC says nothing
-    [reading] = await store.last_readings(LDN, INDEX)
+    [reading] = await store.readings.last(LDN, INDEX)
     assert reading.value == LITRES and (reading.scaler, reading.unit) == (-3, 14)
-    row = await store.get_meter(LDN)
+    row = await store.meters.get(LDN)
     assert row is not None and row.last_connection is not None
     assert row.index_value == LITRES and row.valve_state == 1
-    assert (await store.invocation_counters(LDN, MANAGEMENT))[1] == PUSH_IC
+    assert (await store.counters.last(LDN, MANAGEMENT))[1] == PUSH_IC
     assert sac.acquisition.metrics.value("sac_push_stored_total") == 1
     assert sac.acquisition.metrics.total("sac_push_rejected_total") == 0
 
@@ -199,8 +199,8 @@ async def test_a_replayed_gurux_push_is_refused(
     frame = gurux_push(compact(LITRES), title_on_wire=title_on_wire)
     _, first = await push_and_wait(port, frame)
     assert first.check(ConnectionDone), first
-    stored = await store.count_readings()
-    before = await store.get_meter(LDN)
+    stored = await store.readings.count()
+    before = await store.meters.get(LDN)
     assert before is not None and before.last_connection is not None
 
     meter, again = await push_and_wait(port, frame)  # the very same bytes
@@ -209,11 +209,11 @@ async def test_a_replayed_gurux_push_is_refused(
     metrics = sac.acquisition.metrics
     assert metrics.value("sac_push_rejected_total", reason="replay") == 1
     assert metrics.value("sac_push_stored_total") == 1
-    assert await store.count_readings() == stored
-    assert len(await store.last_readings(LDN, INDEX, limit=10)) == 1
-    after = await store.get_meter(LDN)
+    assert await store.readings.count() == stored
+    assert len(await store.readings.last(LDN, INDEX, limit=10)) == 1
+    after = await store.meters.get(LDN)
     assert after is not None and after.last_connection == before.last_connection
-    assert (await store.invocation_counters(LDN, MANAGEMENT))[1] == PUSH_IC
+    assert (await store.counters.last(LDN, MANAGEMENT))[1] == PUSH_IC
 
 
 @pytest.mark.parametrize(
@@ -225,7 +225,7 @@ async def test_the_sacs_valve_close_decodes_in_gurux(
     backend: Backend, sacs: list[Sac], profile: str, omit_title: bool
 ) -> None:
     store, _sac, port = await open_sac(backend, sacs, profile, by_ip=False)
-    command = await store.queue_command(LDN, "valve-close", {}, Actor("t"), priority=20)
+    command = await store.commands.queue(LDN, "valve-close", {}, Actor("t"), priority=20)
     meter = await connect(port)
     # the frame says the meter's Management frame counter is 41: no Public association,
     # the SAC's first Management request carries 42
@@ -268,10 +268,10 @@ async def test_the_sacs_valve_close_decodes_in_gurux(
     await meter.ended  # the SAC ends the session cleanly (FIN), having asked nothing else
     assert meter.reason is not None and meter.reason.check(ConnectionDone), meter.reason
     assert len(meter.received) == 2  # nothing else was asked (no RLRQ: pre-established)
-    done = await store.get_command(command.id)
+    done = await store.commands.get(command.id)
     assert done.state is CommandState.DONE, done.result
     assert "control_state 0" in (done.result or "")
-    row = await store.get_meter(LDN)
+    row = await store.meters.get(LDN)
     assert row is not None and row.valve_state == 0 and row.index_value == LITRES
-    ours, theirs = await store.invocation_counters(LDN, MANAGEMENT)
+    ours, theirs = await store.counters.last(LDN, MANAGEMENT)
     assert ours >= 43 and theirs == PUSH_IC + 2  # the meter's last answer is recorded

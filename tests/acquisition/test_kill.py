@@ -101,7 +101,7 @@ async def test_sigkill_mid_burst_loses_no_acknowledged_reading(
     fleet = make_fleet(40)
     await provision(store, fleet)
     for m in fleet.meters[::4]:  # commands: our counters are in play
-        await store.queue_command(m.ldn, "valve-close", {}, Actor("olivia"), priority=20)
+        await store.commands.queue(m.ldn, "valve-close", {}, Actor("olivia"), priority=20)
     address = backend.dsn if backend.kind == "postgresql" else f"sqlite:{backend.path}"
     acknowledged: list[tuple[str, int]] = []
     Watched.seen = {}
@@ -136,7 +136,7 @@ async def test_sigkill_mid_burst_loses_no_acknowledged_reading(
     await check.open()
     assert len(acknowledged) >= 60
     for ldn, unix_time in acknowledged:
-        readings = await check.last_readings(ldn, INDEX, limit=50)
+        readings = await check.readings.last(ldn, INDEX, limit=50)
         assert utc(unix_time) in {r.captured for r in readings}, (
             ldn,
             unix_time,
@@ -150,10 +150,10 @@ async def test_sigkill_mid_burst_loses_no_acknowledged_reading(
     for m in fleet.meters:
         counters = Watched.seen.get(m.ldn, [])
         assert counters == sorted(set(counters)), f"{m.ldn}: a counter sent twice: {counters}"
-        ours, _ = await check.invocation_counters(m.ldn, 1)
+        ours, _ = await check.counters.last(m.ldn, 1)
         assert not counters or ours >= counters[-1]  # every counter sent was reserved first
     # a command the killed process had claimed stays "sent" until housekeeping gives it back
-    states = [c.state for c in await check.commands()]
+    states = [c.state for c in await check.commands.recent()]
     assert set(states) <= {CommandState.DONE, CommandState.SENT} and len(states) == 10
-    requeued = await check.requeue_stale_commands(dt.timedelta(0))
+    requeued = await check.commands.requeue_stale(dt.timedelta(0))
     assert requeued == states.count(CommandState.SENT)

@@ -88,14 +88,14 @@ async def test_push_sessions_over_tls_store_and_run_commands(
         number = port.getHost().port
         # a meter speaking plain TCP to the TLS port: its connection ends, nothing is stored
         await push_once(number, m)
-        assert await store.last_readings(m.ldn, INDEX) == []
+        assert await store.readings.last(m.ldn, INDEX) == []
         # over TLS: stored, and a queued valve close runs in the same session
-        command = await store.queue_command(m.ldn, "valve-close", {}, OPERATOR)
+        command = await store.commands.queue(m.ldn, "valve-close", {}, OPERATOR)
         protocol = await push_once(number, m, endpoint=tls_to(number, pem))
         assert protocol.end_reason.check(ConnectionDone)
-        [reading] = await store.last_readings(m.ldn, INDEX)
+        [reading] = await store.readings.last(m.ldn, INDEX)
         assert reading.value == m.index_litres
-        done = await store.get_command(command.id)
+        done = await store.commands.get(command.id)
         assert done is not None and done.state is CommandState.DONE
         assert m.valve_state == 0
     finally:
@@ -119,7 +119,7 @@ async def test_a_tls_client_that_does_not_trust_the_sac_stores_nothing(
         number = port.getHost().port
         refused = await push_once(number, m, endpoint=tls_to(number, stranger))
         assert not refused.end_reason.check(ConnectionDone)
-        assert await store.last_readings(m.ldn, INDEX) == []
+        assert await store.readings.last(m.ldn, INDEX) == []
     finally:
         await port.stopListening()
 
@@ -137,10 +137,10 @@ async def test_datagrams_arrive_on_the_described_udp_port(
     try:
         sender.write(push_bytes(m), ("127.0.0.1", listener.getHost().port))
         for _ in range(200):
-            if await store.last_readings(m.ldn, INDEX):
+            if await store.readings.last(m.ldn, INDEX):
                 break
             await deferLater(reactor, 0.02, lambda: None)
-        assert await store.last_readings(m.ldn, INDEX)
+        assert await store.readings.last(m.ldn, INDEX)
     finally:
         await listener.stopListening()
         await sender.stopListening()

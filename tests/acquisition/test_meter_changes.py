@@ -17,7 +17,7 @@ from twisted.internet.error import ConnectionDone
 
 from sac.services.metrics import Metrics
 from sac.store import Actor, CommandState, MeterState
-from sac.store.interface import Store
+from sac.store.connector import Store
 from sac.web.app import Web, WebSettings
 from tests.acquisition.conftest import (
     REGISTRY,
@@ -47,8 +47,8 @@ class Api:
     async def sign_up(self) -> Api:
         from sac.store import Role
 
-        await self.store.add_user("otto", "correct horse battery", Role.OPERATOR)
-        self.token, _ = await self.store.create_api_token("otto", "provisioning")
+        await self.store.users.add("otto", "correct horse battery", Role.OPERATOR)
+        self.token, _ = await self.store.tokens.create("otto", "provisioning")
         return self
 
     async def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
@@ -69,18 +69,18 @@ async def test_a_meter_disabled_through_the_api_is_refused_at_its_very_next_push
     [m] = fleet.meters
     api = await Api(store).sign_up()
     assert (await send_raw(port, push_bytes(m))).check(ConnectionDone)  # cached now
-    close = await store.queue_command(m.ldn, "valve-close", {}, OPERATOR)
+    close = await store.commands.queue(m.ldn, "valve-close", {}, OPERATOR)
     code, meter = await api.call("POST", f"/api/v1/meters/{m.ldn}/disable")
     assert code == 200 and meter["state"] == "disabled"
     assert not (await send_raw(port, push_bytes(m))).check(ConnectionDone)
     assert rejected(sac, "disabled") == 1
-    assert (await store.get_command(close.id)).state is CommandState.PENDING  # the valve
+    assert (await store.commands.get(close.id)).state is CommandState.PENDING  # the valve
     assert m.valve_open
     # enabled again: its next push is taken (and the close runs)
     code, _ = await api.call("POST", f"/api/v1/meters/{m.ldn}/enable")
     assert code == 200
     assert (await push_once(port, m)).end_reason.check(ConnectionDone)  # the meter answers
-    assert (await store.get_command(close.id)).state is CommandState.DONE
+    assert (await store.commands.get(close.id)).state is CommandState.DONE
     assert not m.valve_open
 
 
@@ -92,12 +92,12 @@ async def test_after_a_rekey_through_the_api_the_old_key_is_refused_at_once(
     [m] = fleet.meters
     api = await Api(store).sign_up()
     assert (await send_raw(port, push_bytes(m))).check(ConnectionDone)  # cached now
-    stored = await store.count_readings()
+    stored = await store.readings.count()
     code, _ = await api.call("PATCH", f"/api/v1/meters/{m.ldn}", {"ek": NEW_KEY.hex()})
     assert code == 200
     assert not (await send_raw(port, push_bytes(m))).check(ConnectionDone)  # the old key
     assert rejected(sac, "bad-tag") == 1
-    assert await store.count_readings() == stored
+    assert await store.readings.count() == stored
     m.key = NEW_KEY  # the meter has its new key too
     assert (await send_raw(port, push_bytes(m))).check(ConnectionDone)
 
@@ -112,20 +112,20 @@ async def test_a_change_through_the_store_reaches_its_own_push_path_at_once(
     a, b = fleet.meters
     for m in (a, b):
         assert (await send_raw(port, push_bytes(m))).check(ConnectionDone)
-    await store.set_meter_state(a.ldn, MeterState.DISABLED)
-    await store.update_meter(b.ldn, {"allowed_ips": ("127.0.0.9",)})
+    await store.meters.set_state(a.ldn, MeterState.DISABLED)
+    await store.meters.update(b.ldn, {"allowed_ips": ("127.0.0.9",)})
     assert not (await send_raw(port, push_bytes(a))).check(ConnectionDone)
     assert not (await send_raw(port, push_bytes(b))).check(ConnectionDone)
     assert rejected(sac, "disabled") == 1 and rejected(sac, "ip-not-allowed") == 1
-    await store.set_meter_state(a.ldn, MeterState.ACTIVE)
+    await store.meters.set_state(a.ldn, MeterState.ACTIVE)
     # a re-key by a key CSV import (sac-admin import-keys, the import page)
     from sac.store.keycsv import KeyRow
 
-    await store.import_keys([KeyRow(2, a.ldn, 1, NEW_KEY, None)], replace=True)
+    await store.keys.import_rows([KeyRow(2, a.ldn, 1, NEW_KEY, None)], replace=True)
     assert not (await send_raw(port, push_bytes(a))).check(ConnectionDone)
     assert rejected(sac, "bad-tag") == 1
     # a new profile (here one this SAC does not have) applies to the next push
-    await store.update_meter(a.ldn, {"profile": "a-vendor-not-installed"})
+    await store.meters.update(a.ldn, {"profile": "a-vendor-not-installed"})
     a.key = NEW_KEY
     assert not (await send_raw(port, push_bytes(a))).check(ConnectionDone)
     assert rejected(sac, "no-profile") == 1
@@ -229,7 +229,7 @@ async def test_changes_reach_a_process_again_after_its_connection_was_cut(
         await everything  # listening again (and told so once more)
         await answering(other)
         changed = heard.of(a.ldn)
-        await one.set_meter_state(a.ldn, MeterState.DISABLED)
+        await one.meters.set_state(a.ldn, MeterState.DISABLED)
         await changed
         assert not (await send_raw(port, push_bytes(a))).check(ConnectionDone)
         assert rejected(sac, "disabled") == 1
@@ -275,8 +275,8 @@ async def test_two_sac_services_on_one_postgresql_over_http(
     fleet = make_fleet(1)
     await provision(setup, fleet)
     [m] = fleet.meters
-    await setup.add_user("otto", "correct horse battery", Role.OPERATOR)
-    token, _ = await setup.create_api_token("otto", "provisioning")
+    await setup.users.add("otto", "correct horse battery", Role.OPERATOR)
+    token, _ = await setup.tokens.create("otto", "provisioning")
     services = []
     try:
         for name in ("one", "two"):
@@ -286,7 +286,7 @@ async def test_two_sac_services_on_one_postgresql_over_http(
         heard = Heard(two.store)
         await two.store.watching()
         assert (await push_once(port_of(two.push_ports), m)).end_reason.check(ConnectionDone)
-        close = await setup.queue_command(m.ldn, "valve-close", {}, OPERATOR)
+        close = await setup.commands.queue(m.ldn, "valve-close", {}, OPERATOR)
         changed = heard.of(m.ldn)
         answer = await treq.post(
             f"http://127.0.0.1:{port_of(one.web_ports)}/api/v1/meters/{m.ldn}/disable",
@@ -297,7 +297,7 @@ async def test_two_sac_services_on_one_postgresql_over_http(
         pushed = await push_once(port_of(two.push_ports), m)
         assert not pushed.end_reason.check(ConnectionDone)
         assert two.metrics.value("sac_push_rejected_total", reason="disabled") == 1
-        assert (await setup.get_command(close.id)).state is CommandState.PENDING
+        assert (await setup.commands.get(close.id)).state is CommandState.PENDING
         assert m.valve_open
     finally:
         for service in services:

@@ -38,7 +38,7 @@ async def _listening(backend: Backend, count: int = 1, profile: str = "uni-ts-11
         m.advance()
     ports = await fleet.listen(0)
     for m, port in zip(fleet.meters, ports, strict=True):
-        await store.add_meter(
+        await store.meters.add(
             NewMeter(
                 m.ldn,
                 pdr=m.pdr,
@@ -50,7 +50,7 @@ async def _listening(backend: Backend, count: int = 1, profile: str = "uni-ts-11
         )
     rows, errors = parse_key_csv(fleet.keys_csv())
     assert not errors
-    await store.import_keys(rows)
+    await store.keys.import_rows(rows)
     return store, fleet, ports
 
 
@@ -71,21 +71,21 @@ async def test_a_poll_reads_every_list_and_detail_object(backend: Backend) -> No
     assert m.operate_valve(ValveAction.CLOSE)  # an event in its logbook
     result = await poll_then_stop(store, fleet, m.ldn, ports[0])
     assert result.readings > 10 and result.events > 0
-    meter = await store.get_meter(m.ldn)
+    meter = await store.meters.get(m.ldn)
     assert meter is not None
     assert meter.index_value == m.index_litres and meter.index_unit == 14
     assert meter.valve_state == 0 and meter.diagnostic == m.current_diagnostic
     assert meter.battery_value == m.battery and meter.last_connection is not None
     # the daily profile (selective access by range) stored at the entries' own times
-    daily = await store.last_readings(m.ldn, INDEX, limit=10)
+    daily = await store.readings.last(m.ldn, INDEX, limit=10)
     times = {r.captured for r in daily}
     assert len(times) >= 5
     assert {int(u) for u, *_ in m.daily} >= {
         int(t.timestamp()) for t in times if t != daily[0].captured
     }
-    [event] = await store.events(m.ldn)
+    [event] = await store.events.latest(m.ldn)
     assert event.code == 30 and event.source == "poll"  # valve closed (docs/uni-ts-11291.md §1.9)
-    pdr = await store.last_readings(m.ldn, Obis("0.0.96.1.10.255"))
+    pdr = await store.readings.last(m.ldn, Obis("0.0.96.1.10.255"))
     assert pdr[0].raw is not None and m.pdr.encode() in pdr[0].raw
 
 
@@ -93,10 +93,10 @@ async def test_a_poll_reads_every_list_and_detail_object(backend: Backend) -> No
 async def test_a_poll_runs_the_queued_commands(backend: Backend) -> None:
     store, fleet, ports = await _listening(backend)
     [m] = fleet.meters
-    close = await store.queue_command(m.ldn, "valve-close", {}, OPERATOR, priority=20)
+    close = await store.commands.queue(m.ldn, "valve-close", {}, OPERATOR, priority=20)
     result = await poll_then_stop(store, fleet, m.ldn, ports[0])
     assert result.commands == 1
-    done = await store.get_command(close.id)
+    done = await store.commands.get(close.id)
     assert done.state is CommandState.DONE, done.result
     assert m.valve_state == 0
 
@@ -126,7 +126,7 @@ async def test_a_poll_of_a_meter_that_answers_as_another_fails(backend: Backend)
 @pytest_twisted.ensureDeferred
 async def test_the_scheduler_polls_due_meters_and_backs_off_on_failure(backend: Backend) -> None:
     store, fleet, _ports = await _listening(backend, count=3, poll_interval=3600)
-    await store.add_meter(NewMeter("SIM9999999999999", address="127.0.0.1:1"))  # nobody there
+    await store.meters.add(NewMeter("SIM9999999999999", address="127.0.0.1:1"))  # nobody there
     poller = Poller(
         store,
         REGISTRY,
@@ -147,12 +147,12 @@ async def test_the_scheduler_polls_due_meters_and_backs_off_on_failure(backend: 
     assert poller.metrics.value("sac_polls_total", outcome="done") == 3
     assert poller.metrics.value("sac_polls_total", outcome="failed") == 1
     for m in fleet.meters:
-        meter = await store.get_meter(m.ldn)
+        meter = await store.meters.get(m.ldn)
         assert meter is not None and meter.index_value == m.index_litres
     rows = backend.raw("SELECT ldn, next_poll, poll_failures FROM meters ORDER BY ldn")
     due = {ldn: (next_poll, failures) for ldn, next_poll, failures in rows}
     assert due["SIM9999999999999"][1] == 1
-    assert await store.claim_polls(10, dt.timedelta(minutes=5)) == []  # nothing due now
+    assert await store.meters.claim_polls(10, dt.timedelta(minutes=5)) == []  # nothing due now
 
 
 # --- polls that meet a meter's refusals and quirks (issue 18, item 5) ----------------------------
@@ -166,21 +166,21 @@ async def test_a_poll_keeps_what_it_read_when_one_logbook_cannot_be_read(
     [m] = fleet.meters
     assert m.operate_valve(ValveAction.CLOSE)  # events in both logbooks... one is refused
     m.missing = frozenset({EVENT_LOG})  # its firmware lacks the event logbook
-    close = await store.queue_command(m.ldn, "valve-enable-opening", {}, OPERATOR, priority=20)
+    close = await store.commands.queue(m.ldn, "valve-enable-opening", {}, OPERATOR, priority=20)
     poller = Poller(store, REGISTRY, reactor=reactor, session=SETTINGS)
     try:
-        [job] = await store.claim_polls(1, dt.timedelta(minutes=5))
+        [job] = await store.meters.claim_polls(1, dt.timedelta(minutes=5))
         result = await poller.run(job)
     finally:
         await fleet.stop()
     assert result is not None
     [skipped] = result.skipped
     assert skipped.startswith("event_logbook:") and "object-undefined" in skipped
-    meter = await store.get_meter(m.ldn)
+    meter = await store.meters.get(m.ldn)
     assert meter is not None and meter.last_connection is not None
     assert meter.index_value == m.index_litres and meter.battery_value == m.battery
-    assert len(await store.last_readings(m.ldn, INDEX, limit=10)) >= 5  # the daily profile
-    assert (await store.get_command(close.id)).state is CommandState.DONE  # and it went on
+    assert len(await store.readings.last(m.ldn, INDEX, limit=10)) >= 5  # the daily profile
+    assert (await store.commands.get(close.id)).state is CommandState.DONE  # and it went on
     assert poller.metrics.value("sac_polls_total", outcome="partial") == 1
     [(failures,)] = backend.raw("SELECT poll_failures FROM meters")
     assert failures == 0  # not retried as a failure: the next poll is at the interval
@@ -225,6 +225,6 @@ async def test_a_malformed_release_answer_is_a_quirk_not_a_failed_poll(
         await forger.stop()
         await fleet.stop()
     assert forger.forged == 1 and result.readings > 10 and not result.skipped
-    meter = await store.get_meter(m.ldn)
+    meter = await store.meters.get(m.ldn)
     assert meter is not None and meter.index_value == m.index_litres
     assert any("quirk" in line and m.ldn in line for line in logged), logged

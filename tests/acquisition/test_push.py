@@ -19,12 +19,12 @@ async def test_a_push_is_stored_with_the_list_values(backend: Backend, sacs: lis
     [m] = fleet.meters
     protocol = await push_once(port, m)
     assert protocol.end_reason.check(ConnectionDone)  # a clean close: the push is acknowledged
-    [reading] = await store.last_readings(m.ldn, INDEX)
+    [reading] = await store.readings.last(m.ldn, INDEX)
     assert reading.value == m.index_litres and (reading.scaler, reading.unit) == (-3, 14)
-    meter = await store.get_meter(m.ldn)
+    meter = await store.meters.get(m.ldn)
     assert meter is not None and meter.last_connection is not None
     assert meter.index_value == m.index_litres and meter.valve_state == 1
-    assert await store.invocation_counters(m.ldn, 1) == (0, m.our_counter - 1)
+    assert await store.counters.last(m.ldn, 1) == (0, m.our_counter - 1)
     assert sac.acquisition.metrics.value("sac_push_stored_total") == 1
 
 
@@ -34,8 +34,8 @@ async def test_a_queued_valve_close_runs_in_the_push_session(
 ) -> None:
     store, fleet, _sac, port = await started(backend, sacs)
     [m] = fleet.meters
-    command = await store.queue_command(m.ldn, "valve-close", {}, OPERATOR, priority=20)
-    read = await store.queue_command(
+    command = await store.commands.queue(m.ldn, "valve-close", {}, OPERATOR, priority=20)
+    read = await store.commands.queue(
         m.ldn,
         "read-attribute",
         {"class_id": 1, "obis": "0.0.96.1.10.255", "attribute": 2},
@@ -43,13 +43,13 @@ async def test_a_queued_valve_close_runs_in_the_push_session(
     )
     protocol = await push_once(port, m)
     assert protocol.end_reason.check(ConnectionDone)
-    done = await store.get_command(command.id)
+    done = await store.commands.get(command.id)
     assert done.state is CommandState.DONE, done.result
     assert "control_state 0" in (done.result or "")
     assert m.valve_state == 0
-    pdr = await store.get_command(read.id)
+    pdr = await store.commands.get(read.id)
     assert pdr.state is CommandState.DONE and pdr.result == m.pdr
-    meter = await store.get_meter(m.ldn)
+    meter = await store.meters.get(m.ldn)
     assert meter is not None and meter.valve_state == 0
-    ours, _ = await store.invocation_counters(m.ldn, 1)
+    ours, _ = await store.counters.last(m.ldn, 1)
     assert ours >= m.sac_counter  # every counter the meter saw was reserved first

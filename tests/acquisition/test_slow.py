@@ -128,7 +128,7 @@ async def in_session(backend: Backend, sacs: list[Sac], count: int, **listener: 
         backend, sacs, count, listener=ListenerSettings(response_timeout=30.0, **listener)
     )
     first = fleet.meters[0]
-    command = await store.queue_command(first.ldn, "valve-close", {}, OPERATOR)
+    command = await store.commands.queue(first.ldn, "valve-close", {}, OPERATOR)
     held = Held(first, push_template=first.profile.push_templates[0], reactor=reactor)
     await connect(port, held)
     await held.asked  # its push is stored and the SAC is running the command
@@ -140,7 +140,7 @@ async def finishes(store: Any, held: Held, command: Any) -> None:
     held.release()
     await held.ended
     assert held.reason.check(ConnectionDone)
-    done = await store.get_command(command.id)
+    done = await store.commands.get(command.id)
     assert done.state is CommandState.DONE, done.result
 
 
@@ -167,11 +167,11 @@ async def test_a_slowloris_push_is_cut_by_push_within(backend: Backend, sacs: li
     assert 0 < loris.sent < len(frame)
     assert closed(sac, "push-timeout") == 1
     assert closed(sac, "idle-timeout") == 0  # the dribble did keep the idle timeout away
-    assert await store.count_readings() == 0
+    assert await store.readings.count() == 0
     # the same push sent at once, as a meter does, is stored
     protocol = await push_once(port, m)
     assert protocol.end_reason.check(ConnectionDone)
-    assert await store.last_readings(m.ldn, INDEX)
+    assert await store.readings.last(m.ldn, INDEX)
     assert closed(sac, "push-timeout") == 1
 
 
@@ -212,7 +212,7 @@ async def test_at_max_sessions_new_meters_evict_the_oldest_idle_connections(
         assert len(sac.factory.active) == 50
         protocol = await push_once(port, m)
         assert protocol.end_reason.check(ConnectionDone), m.ldn  # acknowledged...
-        assert await store.last_readings(m.ldn, INDEX), m.ldn  # ...and stored
+        assert await store.readings.last(m.ldn, INDEX), m.ldn  # ...and stored
     assert closed(sac, "evicted") == 10
     assert sac.acquisition.metrics.value("sac_push_refused_total", reason="max-sessions") == 0
     # the oldest idle ones went, reset; the later ones are still open
@@ -234,11 +234,11 @@ async def test_when_every_connection_is_a_session_a_new_one_is_refused(
     assert not refused.end_reason.check(ConnectionDone)  # a reset: not acknowledged
     assert sac.acquisition.metrics.value("sac_push_refused_total", reason="max-sessions") == 1
     assert closed(sac, "evicted") == 0
-    assert not await store.last_readings(other.ldn, INDEX)
+    assert not await store.readings.last(other.ldn, INDEX)
     await finishes(store, held, command)
     # the slot free again, its next push goes through
     assert (await push_once(port, other)).end_reason.check(ConnectionDone)
-    assert await store.last_readings(other.ldn, INDEX)
+    assert await store.readings.last(other.ldn, INDEX)
 
 
 # --- 10,000 idle connections against twistd sac ----------------------------------------------
@@ -423,7 +423,7 @@ async def test_ten_thousand_idle_connections_and_slowloris_clients_against_twist
             outcomes[event["outcome"]] = outcomes.get(event["outcome"], 0) + 1
     assert outcomes == {"stored": METERS, **{r: int(n) for r, n in counted.items()}}
     for m in fleet.meters:
-        assert await store.last_readings(m.ldn, INDEX), m.ldn
+        assert await store.readings.last(m.ldn, INDEX), m.ldn
 
 
 @pytest_twisted.ensureDeferred
@@ -444,4 +444,4 @@ async def test_a_push_the_store_takes_long_to_write_is_not_cut_for_idleness(
     protocol = await pushing
     assert protocol.end_reason.check(ConnectionDone)  # acknowledged
     assert closed(sac, "idle-timeout") == 0
-    assert await store.count_readings() > 0
+    assert await store.readings.count() > 0

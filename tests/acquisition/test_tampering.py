@@ -35,9 +35,9 @@ def later(meter: Any) -> bytes:
 
 
 async def nothing_stored(store: Any, ldn: str) -> None:
-    assert await store.count_readings() == 0
-    assert (await store.get_meter(ldn)).last_connection is None
-    assert await store.invocation_counters(ldn, 1) == (0, None)
+    assert await store.readings.count() == 0
+    assert (await store.meters.get(ldn)).last_connection is None
+    assert await store.counters.last(ldn, 1) == (0, None)
 
 
 @pytest_twisted.ensureDeferred
@@ -64,7 +64,7 @@ async def test_a_push_reciphered_with_another_meters_key_is_refused(
         await nothing_stored(store, m.ldn)
     # A's own push still goes through: nothing was learnt from the forgeries
     assert (await send_raw_to(port, push_bytes(a))).check(ConnectionDone)
-    assert await store.count_readings() > 0
+    assert await store.readings.count() > 0
 
 
 @pytest_twisted.ensureDeferred
@@ -78,16 +78,16 @@ async def test_a_fresh_push_with_an_old_invocation_counter_is_refused(
     for _ in range(3):
         assert (await send_raw_to(port, push_bytes(m))).check(ConnectionDone)
     last = m.our_counter - 1
-    assert await store.invocation_counters(m.ldn, 1) == (0, last)
-    stored = await store.count_readings()
-    connected = (await store.get_meter(m.ldn)).last_connection
+    assert await store.counters.last(m.ldn, 1) == (0, last)
+    stored = await store.readings.count()
+    connected = (await store.meters.get(m.ldn)).last_connection
     for old in (last, last - 1, 0):
         m.our_counter = old
         assert not (await send_raw_to(port, later(m))).check(ConnectionDone)
     assert rejected(sac, "replay") == 3
-    assert await store.count_readings() == stored
-    assert (await store.get_meter(m.ldn)).last_connection == connected
-    assert await store.invocation_counters(m.ldn, 1) == (0, last)
+    assert await store.readings.count() == stored
+    assert (await store.meters.get(m.ldn)).last_connection == connected
+    assert await store.counters.last(m.ldn, 1) == (0, last)
     # a second process without the cache is refused by the store's transaction as well
     other = Sac(store, cache_seconds=0)
     sacs.append(other)
@@ -97,8 +97,8 @@ async def test_a_fresh_push_with_an_old_invocation_counter_is_refused(
     # the meter's next counter is fine
     m.our_counter = last + 1
     assert (await send_raw_to(port, later(m))).check(ConnectionDone)
-    assert await store.count_readings() > stored
-    assert await store.invocation_counters(m.ldn, 1) == (0, last + 1)
+    assert await store.readings.count() > stored
+    assert await store.counters.last(m.ldn, 1) == (0, last + 1)
 
 
 @pytest_twisted.ensureDeferred
@@ -113,7 +113,7 @@ async def test_a_known_system_title_from_a_new_address_is_refused_by_the_allowli
     fleet = make_fleet(2)
     await provision(store, fleet)
     m, free = fleet.meters
-    await store.update_meter(m.ldn, {"allowed_ips": ("127.0.0.2",)})
+    await store.meters.update(m.ldn, {"allowed_ips": ("127.0.0.2",)})
     sac = Sac(store)
     sacs.append(sac)
     port = await sac.listen()
@@ -122,12 +122,12 @@ async def test_a_known_system_title_from_a_new_address_is_refused_by_the_allowli
     assert rejected(sac, "ip-not-allowed") == 1
     await nothing_stored(store, m.ldn)
     assert (await send_from("127.0.0.2", port, frame)).check(ConnectionDone)
-    stored = await store.count_readings()
+    stored = await store.readings.count()
     assert stored > 0
     # known and cached now: the next one from a new address is refused the same
     assert not (await send_from("127.0.0.3", port, later(m))).check(ConnectionDone)
     assert rejected(sac, "ip-not-allowed") == 2
-    assert await store.count_readings() == stored
+    assert await store.readings.count() == stored
     # a meter without an allowlist may call from anywhere
     assert (await send_from("127.0.0.3", port, push_bytes(free))).check(ConnectionDone)
 
@@ -154,7 +154,7 @@ async def test_an_unciphered_push_in_a_known_meters_name_is_refused(
 async def test_a_push_for_a_disabled_meter_is_refused(backend: Backend, sacs: list[Sac]) -> None:
     store, fleet, sac, port = await started(backend, sacs)
     [m] = fleet.meters
-    await store.set_meter_state(m.ldn, MeterState.DISABLED)
+    await store.meters.set_state(m.ldn, MeterState.DISABLED)
     assert not (await send_raw_to(port, push_bytes(m))).check(ConnectionDone)
     assert rejected(sac, "disabled") == 1
     await nothing_stored(store, m.ldn)

@@ -61,8 +61,8 @@ async def test_while_the_store_is_away_only_known_meters_are_spooled(
     sac.acquisition.start(replay_every=0.2)
     assert await sac.acquisition.loaded == 3  # the store's meters, known from the start
     assert (await send_from("127.0.0.1", port, push_bytes(heard))).check(ConnectionDone)
-    stored = len(await setup.last_readings(heard.ldn, INDEX, limit=100))
-    await store.set_meter_state(disabled.ldn, MeterState.DISABLED)  # withdrawn
+    stored = len(await setup.readings.last(heard.ldn, INDEX, limit=100))
+    await store.meters.set_state(disabled.ldn, MeterState.DISABLED)  # withdrawn
 
     if backend.kind == "postgresql":
         await proxy.down()
@@ -94,12 +94,12 @@ async def test_while_the_store_is_away_only_known_meters_are_spooled(
     await until(lambda: spool.depth == 0, "the spool replayed")
     sac.acquisition.stop()
     await spool.close()
-    readings = await setup.last_readings(heard.ldn, INDEX, limit=100)
+    readings = await setup.readings.last(heard.ldn, INDEX, limit=100)
     assert len(readings) == stored + 2  # both spooled pushes stored
     # the last push acknowledged is the last stored (the one refused after it is not)
-    assert await setup.invocation_counters(heard.ldn, 1) == (0, heard.our_counter - 2)
-    assert await setup.invocation_counters(unheard.ldn, 1) == (0, unheard.our_counter - 1)
-    assert not await setup.last_readings(disabled.ldn, INDEX)
+    assert await setup.counters.last(heard.ldn, 1) == (0, heard.our_counter - 2)
+    assert await setup.counters.last(unheard.ldn, 1) == (0, unheard.our_counter - 1)
+    assert not await setup.readings.last(disabled.ldn, INDEX)
 
 
 def untitled(meter: Any) -> bytes:
@@ -126,7 +126,7 @@ async def test_pushes_without_system_title_are_matched_by_key_among_their_candid
     await provision(store, fleet)
     a, b, roamer, other = fleet.meters
     for m in (a, b):  # two meters allowed to call from one address (one APN gateway, say)
-        await store.update_meter(m.ldn, {"allowed_ips": ("127.0.0.2",)})
+        await store.meters.update(m.ldn, {"allowed_ips": ("127.0.0.2",)})
     sac = Sac(store)
     sacs.append(sac)
     port = await sac.listen()
@@ -134,17 +134,17 @@ async def test_pushes_without_system_title_are_matched_by_key_among_their_candid
         for m in (a, b, b, a):  # each one's push is its own, whichever comes first
             assert (await send_from("127.0.0.2", port, untitled(m))).check(ConnectionDone)
         for m in (a, b):
-            assert len(await store.last_readings(m.ldn, INDEX, limit=10)) == 2
+            assert len(await store.readings.last(m.ldn, INDEX, limit=10)) == 2
         # no allowlist: found as the meter last heard from the address (with its title)
         assert (await send_from("127.0.0.4", port, later(roamer))).check(ConnectionDone)
         assert (await send_from("127.0.0.4", port, untitled(roamer))).check(ConnectionDone)
-        assert len(await store.last_readings(roamer.ldn, INDEX, limit=10)) == 2
+        assert len(await store.readings.last(roamer.ldn, INDEX, limit=10)) == 2
         # another meter's push from the shared address: none of the candidates' keys opens
         # it, and neither of them is blamed (nor its counter touched)
-        counters = [await store.invocation_counters(m.ldn, 1) for m in (a, b)]
+        counters = [await store.counters.last(m.ldn, 1) for m in (a, b)]
         assert not (await send_from("127.0.0.2", port, untitled(other))).check(ConnectionDone)
         assert rejected(sac, "unidentified") == 1 and rejected(sac, "bad-tag") == 0
-        assert [await store.invocation_counters(m.ldn, 1) for m in (a, b)] == counters
+        assert [await store.counters.last(m.ldn, 1) for m in (a, b)] == counters
         # without title from an address no meter knows: refused, cleanly
         assert not (await send_from("127.0.0.3", port, untitled(other))).check(ConnectionDone)
         assert rejected(sac, "unknown-meter") == 1

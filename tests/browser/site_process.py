@@ -45,12 +45,12 @@ async def main(path: str, ready: str) -> None:
     sac.startService()
     await sac.ready
     store = sac.store
-    await store.add_user("otto", os.environ["SAC_TEST_PASSWORD"], Role.OPERATOR)
-    await store.add_user("ada", os.environ["SAC_TEST_PASSWORD"], Role.ADMIN)
+    await store.users.add("otto", os.environ["SAC_TEST_PASSWORD"], Role.OPERATOR)
+    await store.users.add("ada", os.environ["SAC_TEST_PASSWORD"], Role.ADMIN)
     profile = sac.registry["uni-ts-11291-12-2"]
     fleet = Fleet(3, profile, clock=SimClock(reactor), reactor=reactor, seed=11)
     for m in fleet.meters:
-        await store.add_meter(
+        await store.meters.add(
             NewMeter(m.ldn, pdr=m.pdr, system_title=m.system_title, profile=profile.name),
             keys={1: (m.key, None)},
         )
@@ -61,7 +61,7 @@ async def main(path: str, ready: str) -> None:
         for d in range(40, 0, -1)
         for t in [now - dt.timedelta(days=d)]
     ]
-    await store.ingest(Ingest(readings=history))
+    await store.readings.ingest(Ingest(readings=history))
     fleet.start_pushing("127.0.0.1", sac.push_ports[0].getHost().port, interval=2.0)
     answer = {"web": sac.web_ports[0].getHost().port, "meters": [m.ldn for m in fleet.meters]}
     Path(ready + ".tmp").write_text(json.dumps(answer))

@@ -14,7 +14,7 @@ from typing import Any
 
 import treq
 
-from sac.store.interface import Store
+from sac.store.connector import Store
 from tests.fuzz.direct import DirectRun, fuzz_direct
 from tests.fuzz.wire import WireFuzz, WireRun, rss_kib
 from tests.run.test_twistd import write_config
@@ -152,7 +152,7 @@ async def fuzz_run(
         )  # fmt: skip
         answer = await treq.get(f"{web}/metrics")
         report.sac_metrics = parse_metrics(await answer.text())
-        _, report.canary_stored_counter = await store.invocation_counters(fuzz.canary_push.ldn, 1)
+        _, report.canary_stored_counter = await store.counters.last(fuzz.canary_push.ldn, 1)
         code = await sac.stop()
         if sac.process.returncode not in (0, -15):
             report.sac_crashes.append(f"twistd ended with status {code}")

@@ -42,7 +42,7 @@ from sac.simulator.fleet import Fleet
 from sac.simulator.meter import SimulatedMeter
 from sac.simulator.session import MeterProtocol
 from sac.store import NewMeter
-from sac.store.interface import IStore
+from sac.store.connector import IStore
 from sac.store.keycsv import parse_key_csv
 from tests.fuzz.mutate import Mutator
 
@@ -192,7 +192,7 @@ class WireFuzz:
             self.ports.append(listening)
             self.servers[m.ldn] = server
             address = f"127.0.0.1:{listening.getHost().port}"
-            await self.store.add_meter(
+            await self.store.meters.add(
                 NewMeter(
                     m.ldn,
                     pdr=m.pdr,
@@ -204,7 +204,7 @@ class WireFuzz:
         self.servers[self.canary_poll.ldn].clean = True
         rows, errors = parse_key_csv(self.fleet.keys_csv())
         assert not errors
-        await self.store.import_keys(rows)
+        await self.store.keys.import_rows(rows)
 
     async def stop(self) -> None:
         for listening in self.ports:

@@ -92,7 +92,7 @@ async def test_the_system_page_shows_no_password(sqlite: Backend) -> None:  # no
     config = load_config(None, {**ENV, "SAC_STORE": address})  # (the older variable)
     store = sqlite.make(password_params=FAST)
     await store.open()
-    await store.add_user("ada", "correct horse battery", Role.ADMIN)
+    await store.users.add("ada", "correct horse battery", Role.ADMIN)
     web = Web(
         store,
         REGISTRY,

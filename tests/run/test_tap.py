@@ -93,7 +93,7 @@ async def test_one_service_serves_web_and_pushes_then_stops_cleanly(
             await provision(service.store, fleet)
             for m in fleet.meters:
                 await push_once(port_of(service.push_ports), m)
-            stored = await service.store.get_meter(fleet.meters[0].ldn)
+            stored = await service.store.meters.get(fleet.meters[0].ldn)
             assert stored is not None and stored.last_connection is not None
             # no error logged so far; then one, and /metrics says so
             metrics = await (await treq.get(f"{web}/metrics")).text()
@@ -217,13 +217,13 @@ async def test_a_stop_hands_back_the_commands_of_a_session_it_cuts(
     fleet = make_fleet(1)
     [m] = fleet.meters
     await provision(service.store, fleet)
-    command = await service.store.queue_command(m.ldn, "valve-close", {}, Actor("olivia"))
+    command = await service.store.commands.queue(m.ldn, "valve-close", {}, Actor("olivia"))
     mute = Mute(m, push_template=m.profile.push_templates[0], reactor=reactor)
     lost: Deferred[Any] = Deferred()
     mute.connectionLost = lambda reason=None: lost.callback([reason])  # type: ignore[method-assign]
     endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port_of(service.push_ports))
     await connectProtocol(endpoint, mute)
-    while (await service.store.get_command(command.id)).state is not CommandState.SENT:
+    while (await service.store.commands.get(command.id)).state is not CommandState.SENT:
         await deferLater(0.02)
     with Events() as log:
         await service.stopService()
@@ -235,9 +235,9 @@ async def test_a_stop_hands_back_the_commands_of_a_session_it_cuts(
     again.startService()
     await again.ready
     try:
-        assert (await again.store.get_command(command.id)).state is CommandState.PENDING
-        assert await again.store.count_readings() > 0  # the push itself was stored first
+        assert (await again.store.commands.get(command.id)).state is CommandState.PENDING
+        assert await again.store.readings.count() > 0  # the push itself was stored first
         await push_once(port_of(again.push_ports), m)
-        assert (await again.store.get_command(command.id)).state is CommandState.DONE
+        assert (await again.store.commands.get(command.id)).state is CommandState.DONE
     finally:
         await again.stopService()

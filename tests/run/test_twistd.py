@@ -118,9 +118,9 @@ async def test_from_the_source_tree_on_postgresql(
     config = write_config(tmp_path, dsn)
     await run_once(VENV_BIN, config, tmp_path, fleet)
     for m in fleet.meters:
-        meter = await store.get_meter(m.ldn)
+        meter = await store.meters.get(m.ldn)
         assert meter is not None and meter.last_connection is not None
-    first = {m.ldn: (await store.get_meter(m.ldn)).last_connection for m in fleet.meters}
+    first = {m.ldn: (await store.meters.get(m.ldn)).last_connection for m in fleet.meters}
     # a restart goes on from there: no migration, the meters' next pushes (counters further
     # on) are stored
     again = await run_once(VENV_BIN, config, tmp_path, fleet)
@@ -128,7 +128,7 @@ async def test_from_the_source_tree_on_postgresql(
     assert store_ready is not None
     assert store_ready["version"] >= 7 and store_ready["migrated"] == ""
     for m in fleet.meters:
-        meter = await store.get_meter(m.ldn)
+        meter = await store.meters.get(m.ldn)
         assert meter is not None and meter.last_connection > first[m.ldn]
     await store.close()
 

@@ -80,7 +80,7 @@ async def test_queue_checks_and_sets_the_priority_and_housekeeping_expires(
     ldn = "FIO0000000000000"
     with pytest.raises(CommandError):
         await queue(store, GENERIC, ldn, "set-pdr", {"pdr": "x"}, Actor("a"), now=NOW)
-    assert await store.commands() == []
+    assert await store.commands.recent() == []
     soon = dt.datetime.now(dt.UTC) + dt.timedelta(milliseconds=50)
     close = await queue(store, GENERIC, ldn, "valve-close", {}, Actor("a"), now=NOW, expires=soon)
     read = await queue(
@@ -93,8 +93,8 @@ async def test_queue_checks_and_sets_the_priority_and_housekeeping_expires(
     await deferLater(reactor, 0.1, lambda: None)
     expired, requeued = await Housekeeping(store, reactor=reactor).run()
     assert (expired, requeued) == (1, 0)
-    assert (await store.get_command(close.id)).state is CommandState.EXPIRED
-    history = await store.command_history(close.id)
+    assert (await store.commands.get(close.id)).state is CommandState.EXPIRED
+    history = await store.commands.history(close.id)
     assert [h.state for h in history] == [CommandState.PENDING, CommandState.EXPIRED]
 
 

@@ -20,7 +20,7 @@ import pytest_twisted
 from twisted.internet.defer import Deferred
 
 from sac.keys import MasterKey
-from sac.store.interface import Store
+from sac.store.connector import Store
 from sac.store.postgres import PostgresStore
 from sac.store.sqlite import SQLiteStore
 

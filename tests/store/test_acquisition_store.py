@@ -16,7 +16,7 @@ async def _opened(backend: Backend, meters: int, **kw: object):
     store = backend.make(password_params=FAST, **kw)
     await store.open()
     for i in range(meters):
-        await store.add_meter(
+        await store.meters.add(
             NewMeter(ldn(i), allowed_ips=("192.0.2.1", f"198.51.100.{i}") if i < 2 else ())
         )
     return store
@@ -30,20 +30,20 @@ async def test_an_ingest_with_a_stale_counter_stores_nothing(backend: Backend) -
         statuses=[MeterStatus(ldn(0), connected=T0)],
         counters=[PeerCounter(ldn(0), 1, 500)],
     )
-    assert (await store.ingest(first)).readings == 1
+    assert (await store.readings.ingest(first)).readings == 1
     replay = Ingest(
         readings=[index(ldn(0), 11, at(11))],
         statuses=[MeterStatus(ldn(0), connected=T0, index=index(ldn(0), 11, at(11)))],
         counters=[PeerCounter(ldn(0), 1, 500)],
     )
     with pytest.raises(ReplayError, match="500 is not newer than 500"):
-        await store.ingest(replay)
-    assert await store.count_readings() == 1
-    meter = await store.get_meter(ldn(0))
+        await store.readings.ingest(replay)
+    assert await store.readings.count() == 1
+    meter = await store.meters.get(ldn(0))
     assert meter is not None and meter.index_value is None  # the status was rolled back too
-    assert await store.invocation_counters(ldn(0), 1) == (0, 500)
+    assert await store.counters.last(ldn(0), 1) == (0, 500)
     newer = Ingest(readings=[index(ldn(0), 11, at(11))], counters=[PeerCounter(ldn(0), 1, 501)])
-    assert (await store.ingest(newer)).readings == 1
+    assert (await store.readings.ingest(newer)).readings == 1
     await store.close()
 
 
@@ -54,7 +54,7 @@ async def test_a_batch_of_pushes_is_stored_with_all_its_counters_or_not_at_all(
     """One ingest carrying many meters' pushes (the acquisition's group commit): counters and
     list values are written for all at once; one stale counter anywhere stores nothing."""
     store = await _opened(backend, 4)
-    await store.ingest(Ingest(counters=[PeerCounter(ldn(2), 1, 900)]))
+    await store.readings.ingest(Ingest(counters=[PeerCounter(ldn(2), 1, 900)]))
 
     def push(i: int, counter: int, hour: int, **status: object) -> Ingest:
         reading = index(ldn(i), 100 * i + hour, at(hour))
@@ -73,9 +73,9 @@ async def test_a_batch_of_pushes_is_stored_with_all_its_counters_or_not_at_all(
 
     stale = merged(push(0, 5, 10), push(1, 7, 10), push(2, 900, 10), push(3, 1, 10))
     with pytest.raises(ReplayError, match="900 is not newer than 900"):
-        await store.ingest(stale)
-    assert await store.count_readings() == 0
-    assert [await store.invocation_counters(ldn(i), 1) for i in range(4)] == [
+        await store.readings.ingest(stale)
+    assert await store.readings.count() == 0
+    assert [await store.counters.last(ldn(i), 1) for i in range(4)] == [
         (0, None),
         (0, None),
         (0, 900),
@@ -83,9 +83,9 @@ async def test_a_batch_of_pushes_is_stored_with_all_its_counters_or_not_at_all(
     ]
 
     ok = merged(push(0, 5, 10, diagnostic=4), push(1, 7, 11, valve_state=0), push(2, 901, 12))
-    result = await store.ingest(ok)
+    result = await store.readings.ingest(ok)
     assert (result.readings, result.pending) == (3, frozenset())
-    meters = [await store.get_meter(ldn(i)) for i in range(4)]
+    meters = [await store.meters.get(ldn(i)) for i in range(4)]
     assert [(m.index_value, m.last_connection) for m in meters] == [
         (10, at(10)),
         (111, at(11)),
@@ -97,22 +97,22 @@ async def test_a_batch_of_pushes_is_stored_with_all_its_counters_or_not_at_all(
 
     # an older push of meter 0 (a spool replay) with a newer counter: stored as history, but
     # the list keeps the newer values; meter 1 twice in one batch: both counters taken in order
-    await store.queue_command(ldn(1), "read", {}, ALICE)
+    await store.commands.queue(ldn(1), "read", {}, ALICE)
     late = merged(push(0, 6, 9, diagnostic=8), push(1, 8, 12), push(1, 9, 13))
-    result = await store.ingest(late)
+    result = await store.readings.ingest(late)
     assert (result.readings, result.pending) == (3, frozenset({ldn(1)}))
-    meters = [await store.get_meter(ldn(i)) for i in range(2)]
+    meters = [await store.meters.get(ldn(i)) for i in range(2)]
     assert (meters[0].index_value, meters[0].diagnostic, meters[0].last_connection) == (
         10,
         4,
         at(10),
     )
     assert (meters[1].index_value, meters[1].last_connection) == (113, at(13))
-    assert await store.invocation_counters(ldn(1), 1) == (0, 9)
+    assert await store.counters.last(ldn(1), 1) == (0, 9)
     twice = merged(push(1, 10, 14), push(1, 10, 15))
     with pytest.raises(ReplayError, match="10 is not newer than 10"):
-        await store.ingest(twice)
-    assert await store.invocation_counters(ldn(1), 1) == (0, 9)
+        await store.readings.ingest(twice)
+    assert await store.counters.last(ldn(1), 1) == (0, 9)
     await store.close()
 
 
@@ -120,20 +120,20 @@ async def test_a_batch_of_pushes_is_stored_with_all_its_counters_or_not_at_all(
 async def test_commands_run_by_priority_and_keep_every_transition(backend: Backend) -> None:
     clock = Clock()
     store = await _opened(backend, 1, clock=clock)
-    read = await store.queue_command(ldn(0), "read", {}, ALICE)
-    close = await store.queue_command(ldn(0), "valve-close", {}, ALICE, priority=10)
-    later = await store.queue_command(ldn(0), "read", {}, ALICE)
+    read = await store.commands.queue(ldn(0), "read", {}, ALICE)
+    close = await store.commands.queue(ldn(0), "valve-close", {}, ALICE, priority=10)
+    later = await store.commands.queue(ldn(0), "read", {}, ALICE)
     clock.advance(minutes=1)
-    claimed = await store.claim_commands(ldn(0), by="sac-1")
+    claimed = await store.commands.claim(ldn(0), by="sac-1")
     assert [c.id for c in claimed] == [close.id, read.id, later.id]
     assert claimed[0].priority == 10
     clock.advance(seconds=3)
-    await store.retry_command(close.id, "connection lost")
+    await store.commands.retry(close.id, "connection lost")
     clock.advance(minutes=1)
-    await store.claim_commands(ldn(0), by="sac-2")
+    await store.commands.claim(ldn(0), by="sac-2")
     clock.advance(seconds=2)
-    await store.finish_command(close.id, True, "control_state=0")
-    history = await store.command_history(close.id)
+    await store.commands.finish(close.id, True, "control_state=0")
+    history = await store.commands.history(close.id)
     assert [(h.state, h.detail) for h in history] == [
         (CommandState.PENDING, "queued by alice"),
         (CommandState.SENT, "claimed by sac-1"),
@@ -149,11 +149,11 @@ async def test_commands_run_by_priority_and_keep_every_transition(backend: Backe
 @pytest_twisted.ensureDeferred
 async def test_meters_are_found_by_an_exact_allowed_address(backend: Backend) -> None:
     store = await _opened(backend, 3)
-    assert [m.ldn for m in await store.meters_by_ip("198.51.100.1")] == [ldn(1)]
-    assert sorted(m.ldn for m in await store.meters_by_ip("192.0.2.1")) == [ldn(0), ldn(1)]
-    assert await store.meters_by_ip("198.51.100.") == []  # no prefix match
-    assert await store.meters_by_ip("98.51.100.1") == []  # no suffix match
-    assert await store.meters_by_ip("%") == []
+    assert [m.ldn for m in await store.meters.by_ip("198.51.100.1")] == [ldn(1)]
+    assert sorted(m.ldn for m in await store.meters.by_ip("192.0.2.1")) == [ldn(0), ldn(1)]
+    assert await store.meters.by_ip("198.51.100.") == []  # no prefix match
+    assert await store.meters.by_ip("98.51.100.1") == []  # no suffix match
+    assert await store.meters.by_ip("%") == []
     await store.close()
 
 
@@ -165,12 +165,12 @@ async def test_a_push_of_a_meter_disabled_meanwhile_reports_no_commands(backend:
     from sac.store import MeterState
 
     store = await _opened(backend, 1)
-    await store.queue_command(ldn(0), "valve-close", {}, ALICE)
-    await store.set_meter_state(ldn(0), MeterState.DISABLED)
-    result = await store.ingest(Ingest(counters=[PeerCounter(ldn(0), 1, 5)]))
+    await store.commands.queue(ldn(0), "valve-close", {}, ALICE)
+    await store.meters.set_state(ldn(0), MeterState.DISABLED)
+    result = await store.readings.ingest(Ingest(counters=[PeerCounter(ldn(0), 1, 5)]))
     assert result.pending == frozenset()
-    await store.set_meter_state(ldn(0), MeterState.ACTIVE)
-    result = await store.ingest(Ingest(counters=[PeerCounter(ldn(0), 1, 6)]))
+    await store.meters.set_state(ldn(0), MeterState.ACTIVE)
+    result = await store.readings.ingest(Ingest(counters=[PeerCounter(ldn(0), 1, 6)]))
     assert result.pending == frozenset({ldn(0)})
 
 
@@ -182,17 +182,19 @@ async def test_push_candidates_are_allowlisted_meters_then_those_last_heard_ther
     await store.open()
     for i in range(4):
         allowed = ("192.0.2.1",) if i < 2 else ()
-        await store.add_meter(
+        await store.meters.add(
             NewMeter(ldn(i), system_title=bytes([0x10, i, 0, 0, 0, 0, 0, 1]), allowed_ips=allowed)
         )
     for i, address in ((2, "192.0.2.1"), (3, "192.0.2.9")):  # heard from these addresses
         status = MeterStatus(ldn(i), connected=at(i), address=address)
-        await store.ingest(Ingest(statuses=[status]))
-    found = await store.push_candidates("192.0.2.1", 8)
+        await store.readings.ingest(Ingest(statuses=[status]))
+    found = await store.meters.push_candidates("192.0.2.1", 8)
     assert [m.ldn for m in found] == [ldn(0), ldn(1), ldn(2)]
-    assert [m.ldn for m in await store.push_candidates("192.0.2.1", 2)] == [ldn(0), ldn(1)]
-    assert [m.ldn for m in await store.push_candidates("192.0.2.9", 8)] == [ldn(3)]
-    assert await store.push_candidates("192.0.2.77", 8) == []
+    assert [m.ldn for m in await store.meters.push_candidates("192.0.2.1", 2)] == [ldn(0), ldn(1)]
+    assert [m.ldn for m in await store.meters.push_candidates("192.0.2.9", 8)] == [ldn(3)]
+    assert await store.meters.push_candidates("192.0.2.77", 8) == []
     # an older connection does not move the address back
-    await store.ingest(Ingest(statuses=[MeterStatus(ldn(3), connected=at(0), address="x")]))
-    assert [m.ldn for m in await store.push_candidates("192.0.2.9", 8)] == [ldn(3)]
+    await store.readings.ingest(
+        Ingest(statuses=[MeterStatus(ldn(3), connected=at(0), address="x")])
+    )
+    assert [m.ldn for m in await store.meters.push_candidates("192.0.2.9", 8)] == [ldn(3)]

@@ -48,7 +48,7 @@ async def test_sac_admin_imports_keys_rotates_the_master_key_and_adds_users(
     store = backend.make()
     await store.open()
     for ldn in ("FIO0000012345678", "FIO0000012345679"):
-        await store.add_meter(NewMeter(ldn))
+        await store.meters.add(NewMeter(ldn))
     await store.close()
 
     bad = tmp_path / "bad.csv"
@@ -87,12 +87,12 @@ async def test_sac_admin_imports_keys_rotates_the_master_key_and_adds_users(
         await old.open()
     store = backend.make(NEW)
     await store.open()
-    assert (await store.keys("FIO0000012345678", 1)).ek == bytes.fromhex(
+    assert (await store.keys.get("FIO0000012345678", 1)).ek == bytes.fromhex(
         "4D5944554D4D59474C4F42414C4B4559"
     )
-    user = await store.authenticate("root", "a long password")
+    user = await store.users.authenticate("root", "a long password")
     assert user is not None and user.role is Role.ADMIN
-    actions = [(e.action, e.actor.startswith("sac-admin (")) for e in await store.audit_log()]
+    actions = [(e.action, e.actor.startswith("sac-admin (")) for e in await store.audit.log()]
     assert actions == [
         ("sign-in", False),
         ("add user", True),
@@ -108,7 +108,7 @@ async def test_sac_admin_imports_keys_rotates_the_master_key_and_adds_users(
 async def test_sac_admin_makes_and_revokes_api_tokens(backend: Backend) -> None:
     store = backend.make()
     await store.open()
-    await store.add_user("erp", "a long password", Role.OPERATOR)
+    await store.users.add("erp", "a long password", Role.OPERATOR)
     await store.close()
 
     made = admin(backend, "create-token", "erp", "ERP provisioning")
@@ -123,7 +123,7 @@ async def test_sac_admin_makes_and_revokes_api_tokens(backend: Backend) -> None:
 
     store = backend.make()
     await store.open()
-    token = await store.api_token(secret)
+    token = await store.tokens.get(secret)
     assert token is not None and (token.id, token.user.name) == (1, "erp")
     await store.close()
 
@@ -133,9 +133,9 @@ async def test_sac_admin_makes_and_revokes_api_tokens(backend: Backend) -> None:
     assert unknown.returncode == 1 and "sac-admin: no API token #7" in unknown.stderr
     store = backend.make()
     await store.open()
-    assert await store.api_token(secret) is None
+    assert await store.tokens.get(secret) is None
     actions = [
-        (e.action, e.target, e.actor.startswith("sac-admin (")) for e in await store.audit_log()
+        (e.action, e.target, e.actor.startswith("sac-admin (")) for e in await store.audit.log()
     ]
     assert actions[:2] == [("revoke API token", "#1", True), ("create API token", "erp", True)]
 
@@ -178,10 +178,10 @@ async def test_sac_admin_resets_a_meters_counters_after_a_key_change_in_the_fiel
 ) -> None:
     store = backend.make()
     await store.open()
-    await store.add_meter(NewMeter("RESET00000000001", system_title=bytes(8)))
-    await store.set_keys("RESET00000000001", 1, bytes(16))
-    await store.reserve_invocation_counters("RESET00000000001", 1, 64)
-    await store.accept_peer_counter("RESET00000000001", 1, 900)
+    await store.meters.add(NewMeter("RESET00000000001", system_title=bytes(8)))
+    await store.keys.set("RESET00000000001", 1, bytes(16))
+    await store.counters.reserve("RESET00000000001", 1, 64)
+    await store.counters.accept_theirs("RESET00000000001", 1, 900)
     await store.close()
 
     reset = admin(backend, "reset-counters", "RESET00000000001")
@@ -193,8 +193,8 @@ async def test_sac_admin_resets_a_meters_counters_after_a_key_change_in_the_fiel
 
     store = backend.make()
     await store.open()
-    assert await store.invocation_counters("RESET00000000001", 1) == (0, None)
-    [line, *_] = await store.audit_log()
+    assert await store.counters.last("RESET00000000001", 1) == (0, None)
+    [line, *_] = await store.audit.log()
     assert (line.action, line.target) == ("reset counters", "RESET00000000001")
     assert line.actor.startswith("sac-admin (")
     await store.close()

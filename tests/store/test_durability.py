@@ -17,7 +17,7 @@ from twisted.logger import globalLogPublisher
 
 from sac.dlms import Obis
 from sac.errors import StorageError
-from sac.store.transactions import Exec
+from sac.store.sql import Exec
 from tests.conftest import ROOT
 from tests.store.conftest import Backend
 from tests.store.writer import BATCH, LDN
@@ -50,10 +50,10 @@ async def test_acknowledged_readings_survive_sigkill(backend: Backend) -> None:
 
     store = backend.make()
     await store.open()
-    count = await store.count_readings()
+    count = await store.readings.count()
     assert count >= (acked + 1) * BATCH  # every acknowledged batch, maybe one more
     assert count % BATCH == 0  # and no batch in part
-    values = {r.value for r in await store.last_readings(LDN, Obis("7.0.13.2.0.255"), limit=count)}
+    values = {r.value for r in await store.readings.last(LDN, Obis("7.0.13.2.0.255"), limit=count)}
     assert set(range((acked + 1) * BATCH)) <= values
 
 
@@ -76,7 +76,7 @@ async def test_a_connection_killed_mid_transaction_fails_it_quietly_and_comes_ba
         def sleeping():
             yield Exec("SELECT pg_sleep(5)", ())
 
-        running = Deferred.fromCoroutine(store._run(sleeping()))
+        running = Deferred.fromCoroutine(store.run(sleeping()))
         await deferLater(reactor, 0.3, lambda: None)
         admin = psycopg2.connect(backend.postgres.admin_dsn)
         admin.autocommit = True
@@ -142,7 +142,7 @@ async def back_again(store) -> bool:
     working = 0
     for _ in range(100):
         try:
-            working = working + 1 if await store.count_readings() == 0 else 0
+            working = working + 1 if await store.readings.count() == 0 else 0
         except StorageError:
             working = 0
         if working == 4:

@@ -66,7 +66,7 @@ async def opened(backend: Backend, meters: int = 0, **kw: object):
     store = backend.make(password_params=FAST, **kw)
     await store.open()
     for i in range(meters):
-        await store.add_meter(NewMeter(ldn(i), pdr=f"0{i:013d}"))
+        await store.meters.add(NewMeter(ldn(i), pdr=f"0{i:013d}"))
     return store
 
 
@@ -91,31 +91,31 @@ async def test_ingest_stores_readings_events_and_the_list_values_together(
             )
         ],
     )
-    assert await store.ingest(batch) == IngestResult(2, 1)
-    meter = await store.get_meter(ldn(0))
+    assert await store.readings.ingest(batch) == IngestResult(2, 1)
+    meter = await store.meters.get(ldn(0))
     assert meter.index == Decimal("123.456") and meter.index_unit == 14
     assert meter.index_captured == at(10) and meter.last_connection == T0
     assert (meter.diagnostic, meter.battery_value, meter.valve_state) == (4, 3650, 1)
-    assert await store.events(ldn(0)) == [event]
+    assert await store.events.latest(ldn(0)) == [event]
     # the same session again (a spooled frame replayed): nothing is stored twice
-    assert await store.ingest(batch) == IngestResult(0, 0)
-    assert await store.count_readings() == 2
+    assert await store.readings.ingest(batch) == IngestResult(0, 0)
+    assert await store.readings.count() == 2
     # a batch naming an unknown meter is refused whole
     with pytest.raises(UnknownMeter, match="FIO9999999999999"):
-        await store.ingest(
+        await store.readings.ingest(
             Ingest(
                 readings=[index(ldn(1), 6, at(11))],
                 statuses=[MeterStatus("FIO9999999999999", connected=T0)],
             )
         )
-    assert await store.count_readings() == 2
+    assert await store.readings.count() == 2
 
 
 @pytest_twisted.ensureDeferred
 async def test_list_values_only_move_forward(backend: Backend) -> None:
     store = await opened(backend, meters=1)
     late = T0 + dt.timedelta(hours=1)
-    await store.ingest(
+    await store.readings.ingest(
         Ingest(
             statuses=[
                 MeterStatus(
@@ -132,7 +132,7 @@ async def test_list_values_only_move_forward(backend: Backend) -> None:
     )
     # an older session arrives after (a replay from the spool): it changes nothing it is
     # older for, and fills what was never known (the valve)
-    await store.ingest(
+    await store.readings.ingest(
         Ingest(
             statuses=[
                 MeterStatus(ldn(0), connected=T0, at=at(11), index=index(ldn(0), 1000, at(11)))
@@ -140,24 +140,24 @@ async def test_list_values_only_move_forward(backend: Backend) -> None:
         )
     )
     later = late + dt.timedelta(minutes=1)
-    await store.ingest(
+    await store.readings.ingest(
         Ingest(statuses=[MeterStatus(ldn(0), connected=later, at=at(13), valve_state=0)])
     )
-    meter = await store.get_meter(ldn(0))
+    meter = await store.meters.get(ldn(0))
     assert meter.last_connection == later and meter.index_value == 2000
     assert (meter.battery_value, meter.battery_unit) == (80, UNIT_PERCENT)
     assert (meter.diagnostic, meter.valve_state, meter.status_at) == (1, 0, at(13))
     # a newer index moves it; a status with values and no time is a caller's bug
-    await store.ingest(
+    await store.readings.ingest(
         Ingest(
             statuses=[
                 MeterStatus(ldn(0), connected=later, index=index(ldn(0), 2500, at(14))),
             ]
         )
     )
-    assert (await store.get_meter(ldn(0))).index == Decimal("2.5")
+    assert (await store.meters.get(ldn(0))).index == Decimal("2.5")
     with pytest.raises(ValueError, match="needs a time"):
-        await store.ingest(Ingest(statuses=[MeterStatus(ldn(0), diagnostic=3)]))
+        await store.readings.ingest(Ingest(statuses=[MeterStatus(ldn(0), diagnostic=3)]))
 
 
 @pytest_twisted.ensureDeferred
@@ -169,13 +169,13 @@ async def test_which_list_value_is_newer_is_decided_by_the_sacs_receipt_time(
     store = await opened(backend, meters=1)
     # a valve close confirmed by a read-back at 10:00 (the SAC's clock)
     read_back = T0 + dt.timedelta(hours=2)
-    await store.ingest(
+    await store.readings.ingest(
         Ingest(statuses=[MeterStatus(ldn(0), connected=read_back, at=read_back, valve_state=0)])
     )
     # an hour later a poll; the meter's clock is a day behind
     behind = read_back - dt.timedelta(days=1)
     polled = read_back + dt.timedelta(hours=1)
-    await store.ingest(
+    await store.readings.ingest(
         Ingest(
             statuses=[
                 MeterStatus(
@@ -189,12 +189,12 @@ async def test_which_list_value_is_newer_is_decided_by_the_sacs_receipt_time(
             ]
         )
     )
-    meter = await store.get_meter(ldn(0))
+    meter = await store.meters.get(ldn(0))
     assert (meter.battery_value, meter.valve_state, meter.index_value) == (400, 1, 3000)
     assert meter.status_at == behind and meter.index_captured == behind  # shown as captured
     # a push spooled before the read-back, replayed after it: its receipt time is older
     spooled = read_back - dt.timedelta(minutes=5)
-    await store.ingest(
+    await store.readings.ingest(
         Ingest(
             statuses=[
                 MeterStatus(
@@ -207,80 +207,80 @@ async def test_which_list_value_is_newer_is_decided_by_the_sacs_receipt_time(
             ]
         )
     )
-    meter = await store.get_meter(ldn(0))
+    meter = await store.meters.get(ldn(0))
     assert (meter.valve_state, meter.index_value, meter.last_connection) == (1, 3000, polled)
 
 
 @pytest_twisted.ensureDeferred
 async def test_the_meter_list_pages_filters_and_searches(backend: Backend) -> None:
     store = await opened(backend, meters=25)
-    await store.set_meter_state(ldn(3), MeterState.DISABLED)
+    await store.meters.set_state(ldn(3), MeterState.DISABLED)
     seen, after = [], None
     while True:
-        page = await store.list_meters(after=after, limit=10)
+        page = await store.meters.page(after=after, limit=10)
         seen += [m.ldn for m in page.meters]
         if page.next_after is None:
             break
         after = page.next_after
     assert seen == sorted(ldn(i) for i in range(25))
-    assert len((await store.list_meters(limit=25)).meters) == 25
-    assert (await store.list_meters(limit=25)).next_after is None
-    disabled = await store.list_meters(state=MeterState.DISABLED)
+    assert len((await store.meters.page(limit=25)).meters) == 25
+    assert (await store.meters.page(limit=25)).next_after is None
+    disabled = await store.meters.page(state=MeterState.DISABLED)
     assert [m.ldn for m in disabled.meters] == [ldn(3)]
-    assert await store.count_meters() == 25
-    assert await store.count_meters(MeterState.ACTIVE) == 24
+    assert await store.meters.count() == 25
+    assert await store.meters.count(MeterState.ACTIVE) == 24
     # a prefix of the LDN, or of the PDR
-    assert [m.ldn for m in (await store.list_meters(search="FIO000000000001")).meters] == [
+    assert [m.ldn for m in (await store.meters.page(search="FIO000000000001")).meters] == [
         ldn(i) for i in range(10, 20)
     ]
-    assert [m.ldn for m in (await store.list_meters(search="00000000000022")).meters] == [ldn(22)]
-    assert (await store.list_meters(search="nothing like it")).meters == ()
+    assert [m.ldn for m in (await store.meters.page(search="00000000000022")).meters] == [ldn(22)]
+    assert (await store.meters.page(search="nothing like it")).meters == ()
     with pytest.raises(ValueError):
-        await store.list_meters(limit=0)
+        await store.meters.page(limit=0)
 
 
 @pytest_twisted.ensureDeferred
 async def test_a_command_goes_from_the_queue_to_the_meter_and_back(backend: Backend) -> None:
     clock = Clock()
     store = await opened(backend, meters=2, clock=clock)
-    close = await store.queue_command(ldn(0), "valve-close", {"reason": "arrears"}, ALICE)
+    close = await store.commands.queue(ldn(0), "valve-close", {"reason": "arrears"}, ALICE)
     assert close.state is CommandState.PENDING and close.requested_by == "alice"
     assert close.params == {"reason": "arrears"} and close.attempts == 0
-    enable = await store.queue_command(ldn(0), "valve-enable", {}, ALICE)
-    other = await store.queue_command(ldn(1), "valve-close", {}, ALICE)
+    enable = await store.commands.queue(ldn(0), "valve-enable", {}, ALICE)
+    other = await store.commands.queue(ldn(1), "valve-close", {}, ALICE)
 
     clock.advance(minutes=5)
-    claimed = await store.claim_commands(ldn(0))
+    claimed = await store.commands.claim(ldn(0))
     assert [c.id for c in claimed] == [close.id, enable.id]  # oldest first, this meter's only
     assert all(c.state is CommandState.SENT and c.sent == clock.now for c in claimed)
-    assert await store.claim_commands(ldn(0)) == []  # claimed once
-    done = await store.finish_command(close.id, True, "control_state=0")
+    assert await store.commands.claim(ldn(0)) == []  # claimed once
+    done = await store.commands.finish(close.id, True, "control_state=0")
     assert done.state is CommandState.DONE and done.result == "control_state=0"
     assert done.finished == clock.now
     # the connection dropped before the answer: back in the queue, then failed for good
-    retried = await store.retry_command(enable.id, "connection lost")
+    retried = await store.commands.retry(enable.id, "connection lost")
     assert retried.state is CommandState.PENDING and retried.sent is None
-    [again] = await store.claim_commands(ldn(0))
+    [again] = await store.commands.claim(ldn(0))
     assert again.attempts == 2
-    failed = await store.finish_command(enable.id, False, "hardware-fault")
+    failed = await store.commands.finish(enable.id, False, "hardware-fault")
     assert failed.state is CommandState.FAILED
 
     # no move out of a final state; cancel only while pending
     with pytest.raises(CommandStateError, match="is done: not failed"):
-        await store.finish_command(close.id, False)
-    cancelled = await store.cancel_command(other.id, ALICE)
+        await store.commands.finish(close.id, False)
+    cancelled = await store.commands.cancel(other.id, ALICE)
     assert cancelled.state is CommandState.CANCELLED
     with pytest.raises(CommandStateError, match="is cancelled"):
-        await store.finish_command(other.id, True)
+        await store.commands.finish(other.id, True)
     with pytest.raises(UnknownCommand):
-        await store.get_command(10_000)
+        await store.commands.get(10_000)
     with pytest.raises(UnknownMeter):
-        await store.queue_command("FIO9999999999999", "valve-close", {}, ALICE)
+        await store.commands.queue("FIO9999999999999", "valve-close", {}, ALICE)
 
-    assert [c.id for c in await store.commands(ldn=ldn(0))] == [enable.id, close.id]
-    finished = await store.commands(states=[CommandState.CANCELLED, CommandState.FAILED])
+    assert [c.id for c in await store.commands.recent(ldn=ldn(0))] == [enable.id, close.id]
+    finished = await store.commands.recent(states=[CommandState.CANCELLED, CommandState.FAILED])
     assert {c.id for c in finished} == {enable.id, other.id}
-    log = await store.audit_log()
+    log = await store.audit.log()
     assert [(e.action, e.target) for e in log] == [
         ("cancel command", str(other.id)),
         ("queue valve-close", ldn(1)),
@@ -294,24 +294,26 @@ async def test_a_command_goes_from_the_queue_to_the_meter_and_back(backend: Back
 async def test_commands_expire_and_stale_claims_come_back(backend: Backend) -> None:
     clock = Clock()
     store = await opened(backend, meters=1, clock=clock)
-    soon = await store.queue_command(ldn(0), "valve-close", {}, ALICE, clock.now.replace(hour=9))
-    later = await store.queue_command(ldn(0), "read-logbook", {}, ALICE, clock.now.replace(hour=20))
-    never = await store.queue_command(ldn(0), "set-clock", {}, ALICE)
+    soon = await store.commands.queue(ldn(0), "valve-close", {}, ALICE, clock.now.replace(hour=9))
+    later = await store.commands.queue(
+        ldn(0), "read-logbook", {}, ALICE, clock.now.replace(hour=20)
+    )
+    never = await store.commands.queue(ldn(0), "set-clock", {}, ALICE)
     with pytest.raises(ValueError, match="future"):
-        await store.queue_command(ldn(0), "valve-close", {}, ALICE, clock.now)
+        await store.commands.queue(ldn(0), "valve-close", {}, ALICE, clock.now)
     clock.advance(hours=2)  # 10:00
-    claimed = await store.claim_commands(ldn(0))
+    claimed = await store.commands.claim(ldn(0))
     assert [c.id for c in claimed] == [later.id, never.id]
-    assert (await store.get_command(soon.id)).state is CommandState.EXPIRED
+    assert (await store.commands.get(soon.id)).state is CommandState.EXPIRED
     # the process running them died: after a while they go back to the queue
     clock.advance(minutes=10)
-    assert await store.requeue_stale_commands(dt.timedelta(minutes=15)) == 0
+    assert await store.commands.requeue_stale(dt.timedelta(minutes=15)) == 0
     clock.advance(minutes=10)
-    assert await store.requeue_stale_commands(dt.timedelta(minutes=15)) == 2
+    assert await store.commands.requeue_stale(dt.timedelta(minutes=15)) == 2
     clock.advance(hours=12)  # 22:00: the logbook read is past its deadline
-    assert await store.expire_commands() == 1
-    assert (await store.get_command(later.id)).state is CommandState.EXPIRED
-    assert (await store.get_command(never.id)).state is CommandState.PENDING
+    assert await store.commands.expire() == 1
+    assert (await store.commands.get(later.id)).state is CommandState.EXPIRED
+    assert (await store.commands.get(never.id)).state is CommandState.PENDING
 
 
 @pytest_twisted.ensureDeferred
@@ -319,9 +321,9 @@ async def test_two_processes_never_claim_one_command(backend: Backend) -> None:
     first = await opened(backend, meters=1)
     second = backend.make()
     await second.open()
-    queued = [await first.queue_command(ldn(0), f"k{i}", {}, ALICE) for i in range(20)]
+    queued = [await first.commands.queue(ldn(0), f"k{i}", {}, ALICE) for i in range(20)]
     claims = await gatherResults(
-        [Deferred.fromCoroutine(s.claim_commands(ldn(0))) for s in (first, second) * 5]
+        [Deferred.fromCoroutine(s.commands.claim(ldn(0))) for s in (first, second) * 5]
     )
     ids = [c.id for claim in claims for c in claim]
     assert sorted(ids) == [c.id for c in queued]  # each once, none lost
@@ -330,38 +332,38 @@ async def test_two_processes_never_claim_one_command(backend: Backend) -> None:
 @pytest_twisted.ensureDeferred
 async def test_users_log_in_with_a_hashed_password(backend: Backend) -> None:
     store = await opened(backend)
-    admin = await store.add_user("root", "correct horse battery", Role.ADMIN)
+    admin = await store.users.add("root", "correct horse battery", Role.ADMIN)
     assert admin.role is Role.ADMIN and admin.active
-    await store.add_user("bob", "bob's long password", Role.VIEWER, by=Actor("root"))
-    assert (await store.authenticate("root", "correct horse battery")) == admin
-    assert await store.authenticate("root", "wrong horse battery") is None
-    assert await store.authenticate("nobody", "correct horse battery") is None
+    await store.users.add("bob", "bob's long password", Role.VIEWER, by=Actor("root"))
+    assert (await store.users.authenticate("root", "correct horse battery")) == admin
+    assert await store.users.authenticate("root", "wrong horse battery") is None
+    assert await store.users.authenticate("nobody", "correct horse battery") is None
     [(stored,)] = backend.raw("SELECT password FROM users WHERE name = 'root'")
     assert stored.startswith("scrypt$8$8$1$") and "horse" not in stored
     with pytest.raises(Conflict):
-        await store.add_user("root", "another password", Role.VIEWER)
+        await store.users.add("root", "another password", Role.VIEWER)
     with pytest.raises(ValueError, match="at least 8"):
-        await store.add_user("carol", "short", Role.VIEWER)
+        await store.users.add("carol", "short", Role.VIEWER)
     with pytest.raises(ValueError, match="user name"):
-        await store.add_user(" carol", "long enough password", Role.VIEWER)
+        await store.users.add(" carol", "long enough password", Role.VIEWER)
 
     # roles, disabling, a new password
-    bob = await store.update_user("bob", Actor("root"), role=Role.OPERATOR)
+    bob = await store.users.update("bob", Actor("root"), role=Role.OPERATOR)
     assert bob.role is Role.OPERATOR and Role.OPERATOR.may(Role.VIEWER)
     assert not Role.OPERATOR.may(Role.ADMIN)
-    await store.update_user("bob", Actor("root"), active=False)
-    assert await store.authenticate("bob", "bob's long password") is None
-    await store.update_user("bob", Actor("root"), active=True, password="bob's new password")
-    assert await store.authenticate("bob", "bob's new password") is not None
+    await store.users.update("bob", Actor("root"), active=False)
+    assert await store.users.authenticate("bob", "bob's long password") is None
+    await store.users.update("bob", Actor("root"), active=True, password="bob's new password")
+    assert await store.users.authenticate("bob", "bob's new password") is not None
     # the last active admin stays one
     with pytest.raises(Conflict, match="last active admin"):
-        await store.update_user("root", role=Role.OPERATOR)
+        await store.users.update("root", role=Role.OPERATOR)
     with pytest.raises(Conflict, match="last active admin"):
-        await store.update_user("root", active=False)
+        await store.users.update("root", active=False)
     with pytest.raises(UnknownUser):
-        await store.update_user("nobody", role=Role.VIEWER)
-    assert [u.name for u in await store.users()] == ["bob", "root"]
-    changes = [e for e in await store.audit_log() if not e.action.startswith("sign-in")]
+        await store.users.update("nobody", role=Role.VIEWER)
+    assert [u.name for u in await store.users.all()] == ["bob", "root"]
+    changes = [e for e in await store.audit.log() if not e.action.startswith("sign-in")]
     log = [(e.actor, e.action, e.target, e.detail) for e in changes]
     assert log == [
         ("root", "update user", "bob", "enabled, password"),
@@ -374,27 +376,27 @@ async def test_users_log_in_with_a_hashed_password(backend: Backend) -> None:
 @pytest_twisted.ensureDeferred
 async def test_stronger_password_parameters_rehash_at_login(backend: Backend) -> None:
     store = await opened(backend)
-    await store.add_user("root", "correct horse battery", Role.ADMIN)
+    await store.users.add("root", "correct horse battery", Role.ADMIN)
     await store.close()
     stronger = ScryptParams(log2_n=9)
     store = backend.make(password_params=stronger)
     await store.open()
-    assert await store.authenticate("root", "correct horse battery") is not None
+    assert await store.users.authenticate("root", "correct horse battery") is not None
     [(stored,)] = backend.raw("SELECT password FROM users WHERE name = 'root'")
     assert not needs_rehash(stored, stronger)
-    assert await store.authenticate("root", "correct horse battery") is not None
+    assert await store.users.authenticate("root", "correct horse battery") is not None
 
 
 @pytest_twisted.ensureDeferred
 async def test_an_audit_line_and_its_change_are_one(backend: Backend) -> None:
     store = await opened(backend, meters=1)
     with pytest.raises(Conflict):
-        await store.add_meter(NewMeter(ldn(0)), by=ALICE)  # refused: no audit line
-    await store.add_meter(NewMeter(ldn(1)), by=ALICE)
-    await store.set_meter_state(ldn(1), MeterState.DISABLED, by=ALICE)
-    await store.set_keys(ldn(1), 1, bytes(16), by=ALICE)
-    await store.record(Actor("bob", "198.51.100.1"), "login")
-    log = await store.audit_log()
+        await store.meters.add(NewMeter(ldn(0)), by=ALICE)  # refused: no audit line
+    await store.meters.add(NewMeter(ldn(1)), by=ALICE)
+    await store.meters.set_state(ldn(1), MeterState.DISABLED, by=ALICE)
+    await store.keys.set(ldn(1), 1, bytes(16), by=ALICE)
+    await store.audit.record(Actor("bob", "198.51.100.1"), "login")
+    log = await store.audit.log()
     assert [(e.actor, e.action, e.target) for e in log] == [
         ("bob", "login", None),
         ("alice", "set keys", ldn(1)),
@@ -402,7 +404,7 @@ async def test_an_audit_line_and_its_change_are_one(backend: Backend) -> None:
         ("alice", "add meter", ldn(1)),
     ]
     assert log[1].detail == "client 1" and bytes(16).hex() not in str(log)  # no key in clear
-    assert [e.id for e in await store.audit_log(limit=2, before=log[1].id)] == [
+    assert [e.id for e in await store.audit.log(limit=2, before=log[1].id)] == [
         log[2].id,
         log[3].id,
     ]
@@ -426,8 +428,8 @@ async def test_awkward_values_survive_the_bulk_path(backend: Backend) -> None:
         for h, v in enumerate(values)
     ]
     event = Event(ldn(0), EVENTS, 65535, at(1), T0, awkward, counter=2**32 - 1)
-    assert await store.ingest(Ingest(readings=batch, events=[event])) == IngestResult(6, 1)
-    back = await store.last_readings(ldn(0), INDEX, limit=10)
+    assert await store.readings.ingest(Ingest(readings=batch, events=[event])) == IngestResult(6, 1)
+    back = await store.readings.last(ldn(0), INDEX, limit=10)
     assert [r.value for r in reversed(back)] == values
     assert all(r.raw == bytes(range(256)) and r.source == awkward for r in back)
-    assert await store.events(ldn(0)) == [event]
+    assert await store.events.latest(ldn(0)) == [event]

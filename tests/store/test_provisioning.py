@@ -48,7 +48,7 @@ def title(i: int) -> bytes:
 @pytest_twisted.ensureDeferred
 async def test_a_bulk_add_names_every_bad_item_and_adds_none(backend: Backend) -> None:
     store = await opened(backend)
-    await store.add_meter(NewMeter(ldn(0), system_title=title(0)))
+    await store.meters.add(NewMeter(ldn(0), system_title=title(0)))
     batch = [
         (NewMeter(ldn(1), system_title=title(1)), {1: (EK, AK)}),  # good
         (NewMeter(ldn(0)), {}),  # #1: LDN held already
@@ -59,7 +59,7 @@ async def test_a_bulk_add_names_every_bad_item_and_adds_none(backend: Backend) -
         (NewMeter(ldn(5)), {1: (EK, None)}),  # good
     ]
     with pytest.raises(BulkError) as refused:
-        await store.add_meters(batch, ALICE)
+        await store.meters.add_many(batch, ALICE)
     assert refused.value.errors == {
         1: f"a meter with LDN {ldn(0)} is already present",
         2: f"meter {ldn(0)} already has this system title",
@@ -68,21 +68,21 @@ async def test_a_bulk_add_names_every_bad_item_and_adds_none(backend: Backend) -
         5: "the EK must be 16 bytes",
     }
     assert "5 of the items are refused (#1: a meter with LDN" in str(refused.value)
-    assert (await store.count_meters()) == 1
-    assert await store.keys(ldn(1), 1) is None
+    assert (await store.meters.count()) == 1
+    assert await store.keys.get(ldn(1), 1) is None
     with pytest.raises(BulkError):  # checking only refuses the same way
-        await store.add_meters(batch, ALICE, check_only=True)
+        await store.meters.add_many(batch, ALICE, check_only=True)
     good = [batch[0], batch[6]]
-    assert await store.add_meters(good, ALICE, check_only=True) == []
-    assert await store.count_meters() == 1  # checked, not added, not audited
-    assert "add meters" not in [e.action for e in await store.audit_log()]
-    added = await store.add_meters(good, ALICE)
+    assert await store.meters.add_many(good, ALICE, check_only=True) == []
+    assert await store.meters.count() == 1  # checked, not added, not audited
+    assert "add meters" not in [e.action for e in await store.audit.log()]
+    added = await store.meters.add_many(good, ALICE)
     assert [m.ldn for m in added] == [ldn(1), ldn(5)]
-    assert (await store.keys(ldn(1), 1)).ak == AK
-    assert (await store.keys(ldn(5), 1)).ak == EK  # AK = EK
-    assert await store.has_keys(ldn(1), 1) and not await store.has_keys(ldn(0), 1)
+    assert (await store.keys.get(ldn(1), 1)).ak == AK
+    assert (await store.keys.get(ldn(5), 1)).ak == EK  # AK = EK
+    assert await store.keys.has(ldn(1), 1) and not await store.keys.has(ldn(0), 1)
     assert backend.raw("SELECT count(*) FROM meter_keys") == [(4,)]  # EK and AK of two meters
-    [line] = [e for e in await store.audit_log() if e.action == "add meters"]
+    [line] = [e for e in await store.audit.log() if e.action == "add meters"]
     assert (line.actor, line.detail) == ("alice", "2 meters")
 
 
@@ -91,11 +91,11 @@ async def test_a_large_bulk_add_is_one_transaction(backend: Backend) -> None:
     store = await opened(backend)
     batch = [(NewMeter(ldn(i), system_title=title(i % 250)), {}) for i in range(600)]
     with pytest.raises(BulkError) as refused:
-        await store.add_meters(batch)
+        await store.meters.add_many(batch)
     assert sorted(refused.value.errors) == list(range(250, 600))  # titles repeat from #250
-    assert await store.count_meters() == 0
-    await store.add_meters([(NewMeter(ldn(i)), {}) for i in range(600)])
-    assert await store.count_meters() == 600
+    assert await store.meters.count() == 0
+    await store.meters.add_many([(NewMeter(ldn(i)), {}) for i in range(600)])
+    assert await store.meters.count() == 600
 
 
 # --- change and delete --------------------------------------------------------------------
@@ -105,22 +105,22 @@ async def test_a_large_bulk_add_is_one_transaction(backend: Backend) -> None:
 async def test_a_meter_is_changed_field_by_field(backend: Backend) -> None:
     clock = Clock()
     store = await opened(backend, clock=clock)
-    await store.add_meter(NewMeter(ldn(0), pdr="01234567890123", system_title=title(0)))
-    await store.add_meter(NewMeter(ldn(1), system_title=title(1)))
+    await store.meters.add(NewMeter(ldn(0), pdr="01234567890123", system_title=title(0)))
+    await store.meters.add(NewMeter(ldn(1), system_title=title(1)))
     clock.advance(hours=1)
-    changed = await store.update_meter(
+    changed = await store.meters.update(
         ldn(0),
         {"pdr": "99999999999999", "allowed_ips": ["10.0.0.1", "10.0.0.2"], "address": None},
         ALICE,
     )
     assert changed.pdr == "99999999999999" and changed.allowed_ips == ("10.0.0.1", "10.0.0.2")
     assert changed.system_title == title(0) and changed.updated == clock.now
-    assert (await store.get_meter(ldn(0))) == changed
-    disabled = await store.update_meter(ldn(0), {"state": "disabled"})
+    assert (await store.meters.get(ldn(0))) == changed
+    disabled = await store.meters.update(ldn(0), {"state": "disabled"})
     assert disabled.state is MeterState.DISABLED
     with pytest.raises(Conflict, match=f"meter {ldn(1)} already has this system title"):
-        await store.update_meter(ldn(0), {"system_title": title(1)})
-    assert (await store.update_meter(ldn(0), {"system_title": title(0)})).system_title == title(0)
+        await store.meters.update(ldn(0), {"system_title": title(1)})
+    assert (await store.meters.update(ldn(0), {"system_title": title(0)})).system_title == title(0)
     for changes, message in (
         ({"ldn": "X"}, "no meter field ldn"),
         ({"poll_interval": 5}, "poll interval"),
@@ -128,10 +128,10 @@ async def test_a_meter_is_changed_field_by_field(backend: Backend) -> None:
         ({"state": "broken"}, "broken"),
     ):
         with pytest.raises(ValueError, match=message):
-            await store.update_meter(ldn(0), changes)
+            await store.meters.update(ldn(0), changes)
     with pytest.raises(UnknownMeter):
-        await store.update_meter(ldn(9), {"pdr": "1"})
-    [line] = [e for e in await store.audit_log() if e.action == "update meter"][-1:]
+        await store.meters.update(ldn(9), {"pdr": "1"})
+    [line] = [e for e in await store.audit.log() if e.action == "update meter"][-1:]
     assert (line.actor, line.target, line.detail) == ("alice", ldn(0), "address, allowed_ips, pdr")
 
 
@@ -139,28 +139,28 @@ async def test_a_meter_is_changed_field_by_field(backend: Backend) -> None:
 async def test_a_meter_with_history_is_deleted_only_with_purge(backend: Backend) -> None:
     store = await opened(backend)
     for i in range(2):
-        await store.add_meter(NewMeter(ldn(i)), keys={1: (EK, AK)})
-    await store.add_readings([Reading(ldn(0), INDEX, 2, 5, T0, "poll", T0)])
+        await store.meters.add(NewMeter(ldn(i)), keys={1: (EK, AK)})
+    await store.readings.add([Reading(ldn(0), INDEX, 2, 5, T0, "poll", T0)])
     with pytest.raises(Conflict, match="has readings or events"):
-        await store.delete_meter(ldn(0), ALICE)
-    assert await store.get_meter(ldn(0)) is not None
-    await store.delete_meter(ldn(1), ALICE)  # no history: goes
-    await store.delete_meter(ldn(0), ALICE, purge=True)
-    assert await store.count_meters() == 0 and await store.count_readings() == 0
+        await store.meters.delete(ldn(0), ALICE)
+    assert await store.meters.get(ldn(0)) is not None
+    await store.meters.delete(ldn(1), ALICE)  # no history: goes
+    await store.meters.delete(ldn(0), ALICE, purge=True)
+    assert await store.meters.count() == 0 and await store.readings.count() == 0
     assert backend.raw("SELECT count(*) FROM meter_keys") == [(0,)]
     with pytest.raises(UnknownMeter):
-        await store.delete_meter(ldn(0))
-    deleted = [(e.target, e.detail) for e in await store.audit_log() if e.action == "delete meter"]
+        await store.meters.delete(ldn(0))
+    deleted = [(e.target, e.detail) for e in await store.audit.log() if e.action == "delete meter"]
     assert deleted == [(ldn(0), "with its history"), (ldn(1), None)]
-    await store.add_meter(NewMeter(ldn(0)))  # the LDN is free again
+    await store.meters.add(NewMeter(ldn(0)))  # the LDN is free again
 
 
 @pytest_twisted.ensureDeferred
 async def test_bulk_changes_and_deletes_are_all_or_nothing(backend: Backend) -> None:
     store = await opened(backend)
     for i in range(4):
-        await store.add_meter(NewMeter(ldn(i), system_title=title(i)), keys={1: (EK, None)})
-    await store.add_readings([Reading(ldn(3), INDEX, 2, 5, T0, "poll", T0)])
+        await store.meters.add(NewMeter(ldn(i), system_title=title(i)), keys={1: (EK, None)})
+    await store.readings.add([Reading(ldn(3), INDEX, 2, 5, T0, "poll", T0)])
     items = [
         (ldn(0), {"pdr": "11", "keys": {1: (AK, None)}}),
         (ldn(1), {"system_title": title(2)}),  # #1: taken
@@ -170,7 +170,7 @@ async def test_bulk_changes_and_deletes_are_all_or_nothing(backend: Backend) -> 
         (ldn(2), {"state": "disabled"}),  # #5: twice (after a refused one)
     ]
     with pytest.raises(BulkError) as refused:
-        await store.update_meters(items, ALICE)
+        await store.meters.update_many(items, ALICE)
     assert refused.value.errors == {
         1: f"meter {ldn(2)} already has this system title",
         2: f"no meter '{ldn(9)}'",
@@ -178,21 +178,21 @@ async def test_bulk_changes_and_deletes_are_all_or_nothing(backend: Backend) -> 
         4: "the EK must be 16 bytes",
         5: f"meter {ldn(2)} is also item #4",
     }
-    assert (await store.get_meter(ldn(0))).pdr is None  # #0 was rolled back
-    assert await store.update_meters([items[0]], check_only=True) == []
-    assert (await store.get_meter(ldn(0))).pdr is None  # checked only
-    await store.delete_meters([ldn(0)], check_only=True)
-    assert await store.get_meter(ldn(0)) is not None
-    assert (await store.keys(ldn(0), 1)).ek == EK
-    changed = await store.update_meters([items[0], (ldn(2), {"state": "disabled"})], ALICE)
+    assert (await store.meters.get(ldn(0))).pdr is None  # #0 was rolled back
+    assert await store.meters.update_many([items[0]], check_only=True) == []
+    assert (await store.meters.get(ldn(0))).pdr is None  # checked only
+    await store.meters.delete_many([ldn(0)], check_only=True)
+    assert await store.meters.get(ldn(0)) is not None
+    assert (await store.keys.get(ldn(0), 1)).ek == EK
+    changed = await store.meters.update_many([items[0], (ldn(2), {"state": "disabled"})], ALICE)
     assert [m.pdr for m in changed] == ["11", None]
-    assert (await store.keys(ldn(0), 1)).ek == AK
-    assert (await store.get_meter(ldn(2))).state is MeterState.DISABLED
+    assert (await store.keys.get(ldn(0), 1)).ek == AK
+    assert (await store.meters.get(ldn(2))).state is MeterState.DISABLED
     with pytest.raises(BulkError) as refused:
-        await store.delete_meters([ldn(0), ldn(3), ldn(9)], ALICE)
-    assert sorted(refused.value.errors) == [1, 2] and await store.count_meters() == 4
-    await store.delete_meters([ldn(0), ldn(3)], ALICE, purge=True)
-    assert await store.count_meters() == 2 and await store.count_readings() == 0
+        await store.meters.delete_many([ldn(0), ldn(3), ldn(9)], ALICE)
+    assert sorted(refused.value.errors) == [1, 2] and await store.meters.count() == 4
+    await store.meters.delete_many([ldn(0), ldn(3)], ALICE, purge=True)
+    assert await store.meters.count() == 2 and await store.readings.count() == 0
 
 
 @pytest_twisted.ensureDeferred
@@ -200,14 +200,14 @@ async def test_the_list_keeps_meters_changed_since(backend: Backend) -> None:
     clock = Clock()
     store = await opened(backend, clock=clock)
     for i in range(3):
-        await store.add_meter(NewMeter(ldn(i)))
+        await store.meters.add(NewMeter(ldn(i)))
     clock.advance(hours=1)
     since = clock.now
-    await store.update_meter(ldn(1), {"pdr": "1"})
+    await store.meters.update(ldn(1), {"pdr": "1"})
     # meter 2 is heard from with new list values
     status = MeterStatus(ldn(2), connected=since, at=since, diagnostic=0, battery_value=300)
-    await store.ingest(Ingest(statuses=[status]))
-    page = await store.list_meters(query=MeterQuery(changed_since=since))
+    await store.readings.ingest(Ingest(statuses=[status]))
+    page = await store.meters.page(query=MeterQuery(changed_since=since))
     assert [m.ldn for m in page.meters] == [ldn(1), ldn(2)] and page.total == 2
 
 
@@ -218,7 +218,7 @@ async def test_the_list_keeps_meters_changed_since(backend: Backend) -> None:
 async def test_readings_export_in_pages_every_reading_once(backend: Backend) -> None:
     store = await opened(backend)
     for i in range(4):
-        await store.add_meter(NewMeter(ldn(i)))
+        await store.meters.add(NewMeter(ldn(i)))
     rng = random.Random(7)
     readings = []
     for i in (2, 0, 3):  # meter 1 has none
@@ -228,13 +228,13 @@ async def test_readings_export_in_pages_every_reading_once(backend: Backend) -> 
             readings.append(Reading(ldn(i), OTHER, 2, h, at, "poll", at))
     # two readings captured at the same time (an index read twice, with other attributes)
     readings.append(Reading(ldn(0), INDEX, 3, 7, T0, "poll", T0))
-    await store.add_readings(readings)
+    await store.readings.add(readings)
     start, end = T0, T0 + dt.timedelta(hours=150)
 
     async def export(**kw: object) -> tuple[list[Reading], int]:
         got, cursor, pages = [], None, 0
         while True:
-            page = await store.readings_page(start, end, cursor=cursor, **kw)
+            page = await store.exports.readings(start, end, cursor=cursor, **kw)
             got += page.readings
             pages += 1
             if page.cursor is None:
@@ -263,29 +263,29 @@ async def test_readings_export_in_pages_every_reading_once(backend: Backend) -> 
     assert index == expected(obis=INDEX, attribute=2)
     one, _ = await export(ldn=ldn(3), obis=INDEX, attribute=2, limit=1000)
     assert one == expected(ldn=ldn(3), obis=INDEX, attribute=2)
-    assert (await store.readings_page(start, end, ldn=ldn(1))).readings == ()
+    assert (await store.exports.readings(start, end, ldn=ldn(1))).readings == ()
     with pytest.raises(UnknownMeter):
-        await store.readings_page(start, end, ldn=ldn(9))
+        await store.exports.readings(start, end, ldn=ldn(9))
     # a cursor resumes the same query only; and bad ranges and sizes are refused
-    first = await store.readings_page(start, end, obis=INDEX, attribute=2, limit=5)
+    first = await store.exports.readings(start, end, obis=INDEX, attribute=2, limit=5)
     with pytest.raises(ValueError, match="another query"):
-        await store.readings_page(start, end + dt.timedelta(hours=1), cursor=first.cursor)
+        await store.exports.readings(start, end + dt.timedelta(hours=1), cursor=first.cursor)
     for bad in ("", "nonsense", first.cursor[:-3] + "AAA", "ZXw"):
         with pytest.raises(ValueError):
-            await store.readings_page(start, end, obis=INDEX, attribute=2, cursor=bad)
+            await store.exports.readings(start, end, obis=INDEX, attribute=2, cursor=bad)
     for kw in ({"limit": 0}, {"limit": 10_001}):
         with pytest.raises(ValueError):
-            await store.readings_page(start, end, **kw)
+            await store.exports.readings(start, end, **kw)
     with pytest.raises(ValueError, match="ends before"):
-        await store.readings_page(end, start)
+        await store.exports.readings(end, start)
     with pytest.raises(ValueError, match="UTC offset"):
-        await store.readings_page(start.replace(tzinfo=None), end)
+        await store.exports.readings(start.replace(tzinfo=None), end)
     # readings stored meanwhile after the cursor's place are in the next pages, not before
     later = T0 + dt.timedelta(hours=149, minutes=30)
-    await store.add_readings([Reading(ldn(3), INDEX, 2, 1, later, "poll", later)])
+    await store.readings.add([Reading(ldn(3), INDEX, 2, 1, later, "poll", later)])
     rest, cursor = [], first.cursor
     while cursor is not None:
-        page = await store.readings_page(start, end, obis=INDEX, attribute=2, cursor=cursor)
+        page = await store.exports.readings(start, end, obis=INDEX, attribute=2, cursor=cursor)
         rest += page.readings
         cursor = page.cursor
     assert rest[-1].captured == later and len(first.readings) + len(rest) == len(index) + 1
@@ -295,16 +295,16 @@ async def test_readings_export_in_pages_every_reading_once(backend: Backend) -> 
 async def test_events_export_in_time_order(backend: Backend) -> None:
     store = await opened(backend)
     for i in range(3):
-        await store.add_meter(NewMeter(ldn(i)))
+        await store.meters.add(NewMeter(ldn(i)))
     events = [
         Event(ldn(i % 3), LOGBOOK, 10 + i % 5, T0 + dt.timedelta(minutes=i // 2), T0, "poll", i)
         for i in range(60)
     ]
-    await store.ingest(Ingest(events=events))
+    await store.readings.ingest(Ingest(events=events))
     start, end = T0, T0 + dt.timedelta(minutes=25)
     got, cursor = [], None
     while True:
-        page = await store.events_page(start, end, cursor=cursor, limit=4)
+        page = await store.exports.events(start, end, cursor=cursor, limit=4)
         got += page.events
         if page.cursor is None:
             break
@@ -312,10 +312,10 @@ async def test_events_export_in_time_order(backend: Backend) -> None:
     kept = [e for e in events if e.occurred < end]
     assert sorted(got, key=lambda e: e.counter) == kept
     assert [e.occurred for e in got] == sorted(e.occurred for e in kept)
-    one = await store.events_page(start, end, ldn=ldn(1), limit=1000)
+    one = await store.exports.events(start, end, ldn=ldn(1), limit=1000)
     assert sorted(e.counter for e in one.events) == [e.counter for e in kept if e.ldn == ldn(1)]
     with pytest.raises(ValueError, match="another query"):
-        await store.events_page(start, end, ldn=ldn(1), cursor=cursor or page.cursor or "x")
+        await store.exports.events(start, end, ldn=ldn(1), cursor=cursor or page.cursor or "x")
 
 
 # --- API tokens ---------------------------------------------------------------------------
@@ -325,34 +325,34 @@ async def test_events_export_in_time_order(backend: Backend) -> None:
 async def test_an_api_token_acts_as_its_user_until_revoked(backend: Backend) -> None:
     clock = Clock()
     store = await opened(backend, clock=clock)
-    await store.add_user("erp", "a long password", Role.VIEWER)
-    secret, token = await store.create_api_token("erp", "billing export", ALICE)
+    await store.users.add("erp", "a long password", Role.VIEWER)
+    secret, token = await store.tokens.create("erp", "billing export", ALICE)
     assert secret.startswith("sac_") and len(secret) > 40
     assert (token.name, token.user.name, token.user.role) == ("billing export", "erp", Role.VIEWER)
     stored = backend.raw("SELECT token_hash FROM api_tokens")
     assert secret.encode() not in bytes(stored[0][0]) and len(bytes(stored[0][0])) == 32
-    found = await store.api_token(secret)
+    found = await store.tokens.get(secret)
     assert found is not None and found.id == token.id and found.user.name == "erp"
-    assert (await store.api_tokens())[0].last_used == clock.now
+    assert (await store.tokens.all())[0].last_used == clock.now
     clock.advance(seconds=30)
-    await store.api_token(secret)
-    assert (await store.api_tokens())[0].last_used == T0  # not written at every call
+    await store.tokens.get(secret)
+    assert (await store.tokens.all())[0].last_used == T0  # not written at every call
     clock.advance(seconds=30)
-    await store.api_token(secret)
-    assert (await store.api_tokens())[0].last_used == clock.now
-    assert await store.api_token(secret + "x") is None
-    assert await store.api_token("") is None
-    await store.update_user("erp", active=False)
-    assert await store.api_token(secret) is None  # a disabled user's tokens stop
-    await store.update_user("erp", active=True)
-    assert await store.api_token(secret) is not None
-    await store.revoke_api_token(token.id, ALICE)
-    assert await store.api_token(secret) is None
-    assert (await store.api_tokens())[0].revoked == clock.now
-    await store.revoke_api_token(token.id)  # twice: still revoked, no error
+    await store.tokens.get(secret)
+    assert (await store.tokens.all())[0].last_used == clock.now
+    assert await store.tokens.get(secret + "x") is None
+    assert await store.tokens.get("") is None
+    await store.users.update("erp", active=False)
+    assert await store.tokens.get(secret) is None  # a disabled user's tokens stop
+    await store.users.update("erp", active=True)
+    assert await store.tokens.get(secret) is not None
+    await store.tokens.revoke(token.id, ALICE)
+    assert await store.tokens.get(secret) is None
+    assert (await store.tokens.all())[0].revoked == clock.now
+    await store.tokens.revoke(token.id)  # twice: still revoked, no error
     with pytest.raises(KeyError):
-        await store.revoke_api_token(999)
+        await store.tokens.revoke(999)
     with pytest.raises(ValueError):
-        await store.create_api_token("erp", "")
-    actions = [(e.action, e.target) for e in await store.audit_log() if e.actor == "alice"]
+        await store.tokens.create("erp", "")
+    actions = [(e.action, e.target) for e in await store.audit.log() if e.actor == "alice"]
     assert actions == [("revoke API token", f"#{token.id}"), ("create API token", "erp")]

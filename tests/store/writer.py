@@ -25,8 +25,8 @@ BATCH = 50
 async def write(reactor: object, kind: str, where: str) -> None:
     store = SQLiteStore(where, MASTER) if kind == "sqlite" else PostgresStore(where, MASTER)
     await store.open()
-    if await store.get_meter(LDN) is None:
-        await store.add_meter(NewMeter(LDN))
+    if await store.meters.get(LDN) is None:
+        await store.meters.add(NewMeter(LDN))
     now = dt.datetime.now(dt.UTC)
     n = 0
     while True:
@@ -34,7 +34,7 @@ async def write(reactor: object, kind: str, where: str) -> None:
             Reading(LDN, Obis("7.0.13.2.0.255"), 2, n * BATCH + j, now, "test")
             for j in range(BATCH)
         ]
-        await store.add_readings(batch)
+        await store.readings.add(batch)
         print(f"acked {n}", flush=True)
         n += 1
 

@@ -20,7 +20,7 @@ from sac.passwords import ScryptParams
 from sac.profiles import discover_profiles
 from sac.services.metrics import Metrics
 from sac.store import Role
-from sac.store.interface import Store
+from sac.store.connector import Store
 from sac.web.app import Web, WebSettings
 from tests.store.conftest import Backend, backend, postgres  # noqa: F401 -- fixtures
 
@@ -107,7 +107,7 @@ async def make_site(backend: Backend, **settings: Any) -> Site:  # noqa: F811
     store = backend.make(password_params=FAST)
     await store.open()
     for name, role in (("vera", Role.VIEWER), ("otto", Role.OPERATOR), ("ada", Role.ADMIN)):
-        await store.add_user(name, PASSWORD, role)
+        await store.users.add(name, PASSWORD, role)
     web = Web(
         store,
         REGISTRY,

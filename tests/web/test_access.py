@@ -151,12 +151,12 @@ async def test_every_route_and_operation_by_role(backend: Backend) -> None:
     assert router_rules() == set(POLICY), "routes without a policy, or policies without a route"
     assert set(SOAP_POLICY) == set(SOAP_ARGS)
     site = await make_site(backend)
-    await site.store.add_meter(
+    await site.store.meters.add(
         NewMeter(LDN, pdr="12345678901234", system_title=bytes.fromhex("2D4D010000000001")),
         Actor("test"),
     )
     tokens = {
-        role: (await site.store.create_api_token(USERS[role], f"access {role.value}"))[0]
+        role: (await site.store.tokens.create(USERS[role], f"access {role.value}"))[0]
         for role in ROLES
     }
     rows: list[tuple[str, str, str, str, str]] = []

@@ -23,11 +23,11 @@ def site(backend: Backend) -> Site:
 
 
 async def roles(site: Site) -> dict[str, tuple[Role, bool]]:
-    return {u.name: (u.role, u.active) for u in await site.store.users()}
+    return {u.name: (u.role, u.active) for u in await site.store.users.all()}
 
 
 async def audited(site: Site) -> list[tuple[str, str, str | None]]:
-    return [(e.actor, e.action, e.target) for e in await site.store.audit_log(500)]
+    return [(e.actor, e.action, e.target) for e in await site.store.audit.log(500)]
 
 
 @pytest_twisted.ensureDeferred
@@ -168,7 +168,7 @@ async def test_an_admin_keeps_their_own_access(site: Site) -> None:
         assert code == 409 and message in page
     assert (await roles(site))["ada"] == (Role.ADMIN, True)
     # another admin may (and the demoted admin's session ends)
-    await site.store.add_user("bob", PASSWORD, Role.ADMIN)
+    await site.store.users.add("bob", PASSWORD, Role.ADMIN)
     bob = await site.signed_in("bob")
     await bob.get("/admin/users")
     code, _, _ = await bob.post(
@@ -232,7 +232,9 @@ async def test_bad_changes_are_refused_plainly(site: Site) -> None:
 @pytest_twisted.ensureDeferred
 async def test_the_audit_trail_pages_back_through_every_line(site: Site) -> None:
     for i in range(130):
-        await site.store.record(Actor("poller", "10.0.0.9"), "export", f"batch {i}", "<b>x</b>")
+        await site.store.audit.record(
+            Actor("poller", "10.0.0.9"), "export", f"batch {i}", "<b>x</b>"
+        )
     admin = await site.signed_in("ada")
     _, _, first = await admin.get("/admin/audit")
     targets = re.findall(r"<td>(batch \d+)</td>", first)
@@ -278,7 +280,7 @@ async def test_an_admin_makes_a_token_sees_it_once_and_revokes_it(site: Site) ->
         assert code == 403
         code, _, _ = await browser.post("/admin/tokens", {"user": name, "name": "mine"})
         assert code == 403
-    assert await site.store.api_tokens() == []
+    assert await site.store.tokens.all() == []
     admin = await site.signed_in("ada")
     code, _, page = await admin.get("/admin/tokens")
     assert code == 200 and 'href="/admin/tokens"' in page and "No token yet." in page
@@ -289,7 +291,7 @@ async def test_an_admin_makes_a_token_sees_it_once_and_revokes_it(site: Site) ->
     secret_text = html.unescape(secret.group(1))
     assert "Copy it now: it is shown this once." in page and "Ctrl+C" in page
     assert "ERP &lt;prod&gt;" in page and "ERP <prod>" not in page
-    (token,) = await site.store.api_tokens()
+    (token,) = await site.store.tokens.all()
     assert (token.name, token.user.name, token.revoked) == ("ERP <prod>", "otto", None)
     assert await api_status(site, secret_text) == 200
     # the list shows the token, never its secret again
@@ -311,7 +313,7 @@ async def test_an_admin_makes_a_token_sees_it_once_and_revokes_it(site: Site) ->
 
 @pytest_twisted.ensureDeferred
 async def test_a_bad_token_request_is_refused_plainly(site: Site) -> None:
-    await site.store.update_user("vera", None, active=False)
+    await site.store.users.update("vera", None, active=False)
     admin = await site.signed_in("ada")
     await admin.get("/admin/tokens")
     for data, field, message in (
@@ -325,7 +327,7 @@ async def test_a_bad_token_request_is_refused_plainly(site: Site) -> None:
         assert 'id="secret"' not in page
     code, _, page = await admin.post("/admin/tokens", {"user": "otto", "name": "erp"}, csrf=False)
     assert code == 403 and "Form expired" in page
-    assert await site.store.api_tokens() == []
+    assert await site.store.tokens.all() == []
     code, _, _ = await admin.post("/admin/tokens/revoke", {"id": "99"})
     assert code == 404
     code, _, page = await admin.post("/admin/tokens/revoke", {"id": "one"})

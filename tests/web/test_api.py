@@ -89,7 +89,7 @@ def tokens(site: Site) -> Tokens:
     async def make() -> Tokens:
         secrets, ids = {}, {}
         for user in ("vera", "otto", "ada"):
-            secret, token = await site.store.create_api_token(user, f"{user}-ci")
+            secret, token = await site.store.tokens.create(user, f"{user}-ci")
             secrets[user], ids[user] = secret, token.id
         return Tokens(site, secrets, ids)
 
@@ -106,11 +106,11 @@ def refused(body: Any) -> list[tuple[int | None, str | None]]:
 
 async def seed(site: Site, count: int, history: tuple[int, ...] = ()) -> None:
     for i in range(count):
-        await site.store.add_meter(NewMeter(ldn(i), system_title=bytes.fromhex(title(i))))
+        await site.store.meters.add(NewMeter(ldn(i), system_title=bytes.fromhex(title(i))))
     now = dt.datetime.now(dt.UTC)
     for i in history:
         reading = Reading(ldn(i), INDEX, 2, 1234567, now, "cf47", now, -3, 14)
-        await site.store.ingest(
+        await site.store.readings.ingest(
             Ingest(
                 readings=[reading],
                 statuses=[
@@ -130,7 +130,7 @@ async def seed(site: Site, count: int, history: tuple[int, ...] = ()) -> None:
 
 async def seed_history(site: Site, i: int) -> None:
     now = dt.datetime.now(dt.UTC)
-    await site.store.add_readings([Reading(ldn(i), INDEX, 2, 1, now, "cf47", now, 0, 14)])
+    await site.store.readings.add([Reading(ldn(i), INDEX, 2, 1, now, "cf47", now, 0, 14)])
 
 
 # --- authentication and roles -------------------------------------------------------------
@@ -178,14 +178,14 @@ async def test_only_a_live_bearer_token_opens_the_api_with_its_users_role(
         assert code == 403 and body["error"]["code"] == "forbidden", (method, path)
         assert "operator" in body["error"]["message"]
     # a revoked token and a disabled user's token stop at once
-    await site.store.revoke_api_token(tokens.ids["otto"])
+    await site.store.tokens.revoke(tokens.ids["otto"])
     code, _, _ = await tokens.client("otto").call("GET", "/api/v1/meters")
     assert code == 401
-    await site.store.update_user("vera", None, active=False)
+    await site.store.users.update("vera", None, active=False)
     code, _, _ = await viewer.call("GET", "/api/v1/meters")
     assert code == 401
-    meter = await site.store.get_meter(ldn(0))
-    assert meter is not None and meter.pdr is None and await site.store.count_meters() == 1
+    meter = await site.store.meters.get(ldn(0))
+    assert meter is not None and meter.pdr is None and await site.store.meters.count() == 1
     # the document needs no token
     code, _, doc = await anonymous.call("GET", "/api/v1/openapi.json")
     assert code == 200 and doc["openapi"].startswith("3.1")
@@ -198,7 +198,7 @@ async def test_only_a_live_bearer_token_opens_the_api_with_its_users_role(
 async def test_every_route_does_its_change_and_each_is_audited(site: Site, tokens: Tokens) -> None:
     await seed(site, 1, history=(0,))
     api = tokens.client("otto")
-    before = len(await site.store.audit_log(500))
+    before = len(await site.store.audit.log(500))
     code, _, body = await api.call(
         "POST",
         "/api/v1/meters",
@@ -228,9 +228,9 @@ async def test_every_route_does_its_change_and_each_is_audited(site: Site, token
     assert first["keys"] == {"management": "set"} and third["keys"] == {"management": "missing"}
     assert third["system_title"] is None and third["profile"] == site.web.registry.default
     assert first["created"].endswith("+00:00") and first["index"] is None
-    keys = await site.store.keys(ldn(1), 1)
+    keys = await site.store.keys.get(ldn(1), 1)
     assert keys is not None and (keys.ek, keys.ak) == (bytes.fromhex(EK), bytes.fromhex(AK))
-    keys = await site.store.keys(ldn(2), 1)
+    keys = await site.store.keys.get(ldn(2), 1)
     assert keys is not None and keys.ek == keys.ak == bytes.fromhex(EK2)
     assert second["keys"] == {"management": "set"}
 
@@ -255,7 +255,7 @@ async def test_every_route_does_its_change_and_each_is_audited(site: Site, token
     assert code == 200, meter
     assert meter["pdr"] is None and meter["address"] is None and meter["poll_interval_s"] is None
     assert meter["keys"] == {"management": "set"}
-    keys = await site.store.keys(ldn(1), 1)
+    keys = await site.store.keys.get(ldn(1), 1)
     assert keys is not None and keys.ek == keys.ak == bytes.fromhex(EK2)
     code, _, meter = await api.call("PATCH", f"/api/v1/meters/{ldn(3)}", {"pdr": "00000000000003"})
     assert code == 200 and meter["pdr"] == "00000000000003"
@@ -281,7 +281,7 @@ async def test_every_route_does_its_change_and_each_is_audited(site: Site, token
         (ldn(2), "disabled", site.web.registry.default),
         (ldn(3), "active", "honeywell-ei7"),
     ]
-    assert (await site.store.keys(ldn(3), 1)).ek == bytes.fromhex(EK)
+    assert (await site.store.keys.get(ldn(3), 1)).ek == bytes.fromhex(EK)
 
     # disable and enable
     code, _, meter = await api.call("POST", f"/api/v1/meters/{ldn(1)}/disable")
@@ -298,9 +298,9 @@ async def test_every_route_does_its_change_and_each_is_audited(site: Site, token
     assert code == 404
     code, _, body = await api.call("POST", "/api/v1/meters/delete", {"ldns": [ldn(1), ldn(2)]})
     assert code == 200 and body == {"deleted": 2, "purged": False}
-    assert [m.ldn for m in (await site.store.list_meters()).meters] == [ldn(0)]
+    assert [m.ldn for m in (await site.store.meters.page()).meters] == [ldn(0)]
 
-    trail = (await site.store.audit_log(500))[: len(await site.store.audit_log(500)) - before]
+    trail = (await site.store.audit.log(500))[: len(await site.store.audit.log(500)) - before]
     actor = f"otto (API token #{tokens.ids['otto']} otto-ci)"
     assert {e.actor for e in trail} == {actor}
     assert all(e.address == "127.0.0.1" for e in trail)
@@ -323,7 +323,7 @@ async def test_every_route_does_its_change_and_each_is_audited(site: Site, token
 async def test_a_bulk_add_names_every_bad_item_and_stores_none(site: Site, tokens: Tokens) -> None:
     await seed(site, 1)
     api = tokens.client("otto")
-    before = len(await site.store.audit_log(500))
+    before = len(await site.store.audit.log(500))
     batch = [
         new(10, ek=EK),  # 0: good
         new(11, pdr="12ab", ek=EK[:-2]),  # 1: two bad fields
@@ -368,9 +368,9 @@ async def test_a_bulk_add_names_every_bad_item_and_stores_none(site: Site, token
     assert messages[(5, "colour")] == "unknown field 'colour'"
     assert messages[(5, "pdr")] == "pdr must be a string, not a number"
     assert messages[(9, "profile")] == "profile must not be null"
-    assert await site.store.count_meters() == 1
-    assert await site.store.keys(ldn(10), 1) is None
-    assert len(await site.store.audit_log(500)) == before  # nothing done, nothing recorded
+    assert await site.store.meters.count() == 1
+    assert await site.store.keys.get(ldn(10), 1) is None
+    assert len(await site.store.audit.log(500)) == before  # nothing done, nothing recorded
 
     # the store's refusals alone (every field fine): a conflict with what is stored
     code, _, body = await api.call("POST", "/api/v1/meters", {"meters": [new(10), new(0)]})
@@ -379,11 +379,11 @@ async def test_a_bulk_add_names_every_bad_item_and_stores_none(site: Site, token
     fixed = [new(10, ek=EK), new(11, pdr="12345678901234", ek=EK2, ak=AK), new(12)]
     code, _, body = await api.call("POST", "/api/v1/meters", {"meters": fixed})
     assert code == 201 and [m["ldn"] for m in body["meters"]] == [ldn(10), ldn(11), ldn(12)]
-    assert (await site.store.keys(ldn(10), 1)).ek == bytes.fromhex(EK)
-    keys = await site.store.keys(ldn(11), 1)
+    assert (await site.store.keys.get(ldn(10), 1)).ek == bytes.fromhex(EK)
+    keys = await site.store.keys.get(ldn(11), 1)
     assert (keys.ek, keys.ak) == (bytes.fromhex(EK2), bytes.fromhex(AK))
-    assert await site.store.keys(ldn(12), 1) is None
-    assert await site.store.count_meters() == 4
+    assert await site.store.keys.get(ldn(12), 1) is None
+    assert await site.store.meters.count() == 4
 
 
 @pytest_twisted.ensureDeferred
@@ -410,14 +410,14 @@ async def test_a_bulk_change_or_delete_is_all_or_nothing(site: Site, tokens: Tok
         (4, "ldn"),
         (5, "ldn"),
     }
-    meter = await site.store.get_meter(ldn(0))
+    meter = await site.store.meters.get(ldn(0))
     assert meter is not None and meter.pdr is None  # item 0 was fine, and is not applied
-    assert await site.store.keys(ldn(0), 1) is None
+    assert await site.store.keys.get(ldn(0), 1) is None
     code, _, body = await api.call(
         "PATCH", "/api/v1/meters", {"meters": [change["meters"][0], {"ldn": ldn(1)}]}
     )
     assert code == 200 and body["meters"][0]["pdr"] == "00000000000000"
-    assert (await site.store.keys(ldn(0), 1)).ek == bytes.fromhex(EK)
+    assert (await site.store.keys.get(ldn(0), 1)).ek == bytes.fromhex(EK)
 
     # delete: meter 3 has history, one is unknown, one twice -- none goes
     code, _, body = await api.call(
@@ -427,17 +427,17 @@ async def test_a_bulk_change_or_delete_is_all_or_nothing(site: Site, tokens: Tok
     )
     assert code == 422 and set(refused(body)) == {(1, "ldn"), (2, "ldn"), (3, "ldn"), (4, "ldn")}
     assert "purge" in body["error"]["items"][0]["message"]
-    assert await site.store.count_meters() == 4
+    assert await site.store.meters.count() == 4
     code, _, body = await api.call("POST", "/api/v1/meters/delete", {"ldns": [ldn(0), ldn(3)]})
     assert code == 422 and refused(body) == [(1, "ldn")]
-    assert await site.store.count_meters() == 4
+    assert await site.store.meters.count() == 4
     # one by one: history needs purge
     code, _, body = await api.call("DELETE", f"/api/v1/meters/{ldn(3)}?purge=false")
     assert code == 409 and body["error"]["code"] == "conflict"
     code, _, body = await api.call("DELETE", f"/api/v1/meters/{ldn(3)}?purge=maybe")
     assert code == 400 and body["error"]["code"] == "bad_parameter"
     code, _, _ = await api.call("DELETE", f"/api/v1/meters/{ldn(3)}?purge=true")
-    assert code == 204 and await site.store.get_meter(ldn(3)) is None
+    assert code == 204 and await site.store.meters.get(ldn(3)) is None
     await seed_history(site, 2)
     code, _, body = await api.call(
         "POST", "/api/v1/meters/delete", {"ldns": [ldn(1), ldn(2)], "purge": True}
@@ -445,8 +445,8 @@ async def test_a_bulk_change_or_delete_is_all_or_nothing(site: Site, tokens: Tok
     assert code == 200 and body == {"deleted": 2, "purged": True}
     code, _, body = await api.call("POST", "/api/v1/meters/delete", {"ldns": [ldn(0)], "purge": 1})
     assert code == 400 and body["error"]["code"] == "invalid_body"
-    assert [m.ldn for m in (await site.store.list_meters()).meters] == [ldn(0)]
-    purged = [e for e in await site.store.audit_log(50) if e.action.startswith("delete")]
+    assert [m.ldn for m in (await site.store.meters.page()).meters] == [ldn(0)]
+    purged = [e for e in await site.store.audit.log(50) if e.action.startswith("delete")]
     assert [(e.action, e.detail) for e in purged] == [
         ("delete meters", "2 meters with their history"),
         ("delete meter", "with its history"),
@@ -479,8 +479,8 @@ async def test_the_list_pages_through_every_meter_once_and_filters(
     assert code == 200 and len(body["meters"]) == 7 and body["next"] is None
 
     since = dt.datetime.now(dt.UTC)
-    await site.store.update_meter(ldn(5), {"pdr": "55555555555555"})
-    await site.store.set_meter_state(ldn(2), MeterState.DISABLED)
+    await site.store.meters.update(ldn(5), {"pdr": "55555555555555"})
+    await site.store.meters.set_state(ldn(2), MeterState.DISABLED)
     stamp = since.isoformat().replace("+00:00", "Z")
     code, _, body = await api.call("GET", f"/api/v1/meters?changed_since={stamp}")
     assert code == 200 and [m["ldn"] for m in body["meters"]] == [ldn(2), ldn(5)]
@@ -567,7 +567,7 @@ async def test_bad_bodies_are_clear_json_errors_never_500(site: Site, tokens: To
     assert code == 405 and body["error"]["code"] == "method_not_allowed"
     code, _, body = await api.call("GET", "/api/v1/readings")
     assert code == 404 and body["error"]["code"] == "not_found"
-    meter = await site.store.get_meter(ldn(0))
+    meter = await site.store.meters.get(ldn(0))
     assert meter is not None and meter.pdr is None
 
 
@@ -578,7 +578,7 @@ async def test_a_crash_is_a_json_500_without_a_traceback(
     async def broken(*args: Any, **kw: Any) -> Any:
         raise RuntimeError("boom in the store")
 
-    monkeypatch.setattr(site.store, "list_meters", broken)
+    monkeypatch.setattr(site.store.meters, "page", broken)
     events: list[dict[str, Any]] = []
     globalLogPublisher.addObserver(events.append)
     try:
@@ -620,9 +620,9 @@ async def test_keys_never_come_back(site: Site, tokens: Tokens) -> None:
             await api.call(method, path, body)
     finally:
         globalLogPublisher.removeObserver(events.append)
-    assert (await site.store.keys(ldn(2), 1)).ak == bytes.fromhex(AK)
+    assert (await site.store.keys.get(ldn(2), 1)).ak == bytes.fromhex(AK)
     said = "\n".join(api.seen) + "\n" + "\n".join(map(repr, events))
-    said += "\n".join(map(repr, await site.store.audit_log(500)))
+    said += "\n".join(map(repr, await site.store.audit.log(500)))
     for key in SECRETS:
         for form in (key, key.lower(), key[:16], key[:16].lower()):
             assert form not in said, form

@@ -131,7 +131,7 @@ async def test_a_30_mb_user_name_is_refused_and_never_audited(site: Site) -> Non
         )
         assert answer.code == 413, answer.code
         await answer.text()
-        assert not [e for e in await site.store.audit_log() if e.action.startswith("sign-in")]
+        assert not [e for e in await site.store.audit.log() if e.action.startswith("sign-in")]
     finally:
         await listening.close()
 
@@ -236,7 +236,7 @@ async def test_audit_lines_are_bounded(site: Site, backend: Backend) -> None:
             "SELECT max(length(actor)), max(length(target)), max(length(detail)) FROM audit"
         )
         assert actor <= 100 and (target or 0) <= 200 and (detail or 0) <= 2000
-        entries = await site.store.audit_log()
+        entries = await site.store.audit.log()
         assert any(e.actor == "u" * 99 + "\u2026" for e in entries)
         assert any(e.target == "L" * 199 + "\u2026" for e in entries)
     finally:

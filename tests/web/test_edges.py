@@ -65,7 +65,7 @@ async def test_a_key_typed_into_allowed_ips_is_not_repeated(site: Any, tokens: T
     )
     assert code == 422
     assert all(KEY not in text and KEY.lower() not in text for text in api.seen)
-    assert await site.store.count_meters() == 0
+    assert await site.store.meters.count() == 0
 
 
 BAD_LDNS = ["FIO/000000000001", "FIO?000000000001", "FIO 000000000001", "FIO%00000000001", "É" * 16]
@@ -91,8 +91,8 @@ async def test_an_ldn_is_letters_digits_and_three_marks_whichever_way_it_comes(
         _, errors = parse_key_csv(csv)
         assert [e.line for e in errors] == [3] and "each a letter, a digit" in errors[0].reason
         with pytest.raises(ValueError, match="each a letter, a digit"):
-            await site.store.add_meter(NewMeter(bad))
-    assert await site.store.count_meters() == 0
+            await site.store.meters.add(NewMeter(bad))
+    assert await site.store.meters.count() == 0
     good = "Ab-_.0123456789z"
     code, _, body = await api.call("POST", "/api/v1/meters", {"meters": [{"ldn": good}]})
     assert code == 201, body
@@ -115,13 +115,13 @@ async def test_cursors_with_numbers_no_column_holds_are_refused(site: Any, token
     ):
         text = json.dumps(cursor)
         with pytest.raises(ValueError, match="not a cursor"):
-            await site.store.list_meters(after=text, limit=10, query=MeterQuery(sort=cursor[0]))
+            await site.store.meters.page(after=text, limit=10, query=MeterQuery(sort=cursor[0]))
         viewer = await site.signed_in("vera")
         code, _, _ = await viewer.get(f"/meters?sort={cursor[0]}&after={text}")
         assert code == 400, cursor
     for text in ('["index", Infinity, "A"]', '["index", NaN, "A"]'):
         with pytest.raises(ValueError, match="not a cursor"):
-            await site.store.list_meters(after=text, limit=10, query=MeterQuery(sort="index"))
+            await site.store.meters.page(after=text, limit=10, query=MeterQuery(sort="index"))
     api = tokens.client("vera")
     code, _, _ = await api.call("GET", f"/api/v1/meters?after={json.dumps(cursor)}")
     assert code == 200  # the API pages by LDN: any text is a place in that order
@@ -132,10 +132,10 @@ async def test_cursors_with_numbers_no_column_holds_are_refused(site: Any, token
     for position in ((2**63, start.isoformat(), 1), (1, start.isoformat(), 2**64)):
         cursor_text = encode_cursor("r", fingerprint, *position)
         with pytest.raises(ValueError, match="not a cursor"):
-            await site.store.readings_page(start, end, cursor=cursor_text)
+            await site.store.exports.readings(start, end, cursor=cursor_text)
     fingerprint = _fingerprint("e", start.isoformat(), end.isoformat(), None)
     with pytest.raises(ValueError, match="not a cursor"):
-        await site.store.events_page(
+        await site.store.exports.events(
             start, end, cursor=encode_cursor("e", fingerprint, start.isoformat(), 2**63)
         )
 

@@ -28,14 +28,14 @@ async def seed(site: Site, count: int = 6) -> dt.datetime:
     open except meter 2 (closed), an alarm on meter 3, meter 5 never seen."""
     now = dt.datetime.now(dt.UTC)
     for i in range(count):
-        await site.store.add_meter(
+        await site.store.meters.add(
             NewMeter(ldn(i), pdr=f"{i:014d}", system_title=bytes([0x2F, 0x19, 0, 0, 0, 0, 0, i]))
         )
         if i == 5:
             continue
         seen = now - dt.timedelta(days=i * 3)
         reading = Reading(ldn(i), INDEX, 2, 1000 * i, seen, "cf47", seen, -3, 14)
-        await site.store.ingest(
+        await site.store.readings.ingest(
             Ingest(
                 readings=[reading],
                 statuses=[
@@ -113,7 +113,7 @@ async def test_repeated_failures_lock_the_account(site: Site) -> None:
     code, _, page = await browser.sign_in("otto")
     # the right password of a locked user: the answer of a wrong one (no user enumeration)
     assert code == 403 and "Wrong user name or password." in page and "too many" not in page
-    entries = [(e.action, e.detail) for e in await site.store.audit_log()]
+    entries = [(e.action, e.detail) for e in await site.store.audit.log()]
     assert ("sign-in failed", "locked out: password not checked") in entries
     actions = [action for action, _ in entries]
     assert "locked out" in actions and actions.count("sign-in failed") == 6
@@ -147,7 +147,7 @@ async def test_viewers_read_but_do_not_change(site: Site) -> None:
         f"/meters/{ldn(0)}/valve", {"action": "close", "confirm": ldn(0)}
     )
     assert code == 403
-    assert await site.store.commands(ldn(0)) == []
+    assert await site.store.commands.recent(ldn(0)) == []
     code, _, page = await viewer.get(f"/meters/{ldn(0)}")
     assert "Close the valve" not in page  # the valve section is for operators
 
@@ -163,7 +163,7 @@ async def test_a_post_without_the_sessions_csrf_token_is_refused(site: Site) -> 
             data["csrf"] = token
         code, _, page = await operator.post(f"/meters/{ldn(0)}/valve", data, csrf=False)
         assert code == 403 and "Form expired" in page
-    assert await site.store.commands(ldn(0)) == []
+    assert await site.store.commands.recent(ldn(0)) == []
 
 
 # --- the meter list -------------------------------------------------------------------------
@@ -213,7 +213,7 @@ async def test_the_list_sorts_and_filters(site: Site, query: str, expected: list
 async def test_the_list_pages_through_every_meter_once(site: Site) -> None:
     await seed(site)
     for i in range(6, 60):
-        await site.store.add_meter(NewMeter(ldn(i)))
+        await site.store.meters.add(NewMeter(ldn(i)))
     viewer = await site.signed_in("vera")
     seen: list[str] = []
     path = "/meters?size=25&sort=pdr&dir=desc"
@@ -231,7 +231,7 @@ async def test_the_list_pages_through_every_meter_once(site: Site) -> None:
 @pytest_twisted.ensureDeferred
 async def test_values_are_escaped_everywhere(site: Site) -> None:
     # (an LDN cannot hold markup any more: the PDR, which the store takes as given, does)
-    await site.store.add_meter(NewMeter("FIO0000000000666", pdr="<script>alert(1)"))
+    await site.store.meters.add(NewMeter("FIO0000000000666", pdr="<script>alert(1)"))
     viewer = await site.signed_in("vera")
     _, _, page = await viewer.get("/meters")
     assert "<script>alert(1)" not in page and "&lt;script&gt;alert(1)" in page
@@ -258,15 +258,15 @@ async def test_adding_a_meter_stores_it_with_its_keys(site: Site) -> None:
         },
     )
     assert code == 303 and heads["location"] == "/meters/FIO0000099999999?added=1"
-    meter = await site.store.get_meter("FIO0000099999999")
+    meter = await site.store.meters.get("FIO0000099999999")
     assert meter is not None and meter.profile == "fiorentini"
     assert meter.system_title == bytes.fromhex("2F190000 0005F5E0".replace(" ", ""))
     assert meter.allowed_ips == ("192.0.2.7", "2001:db8::1")
-    keys = await site.store.keys("FIO0000099999999", 1)
+    keys = await site.store.keys.get("FIO0000099999999", 1)
     assert keys is not None and keys.ek == bytes.fromhex(EK) and keys.ak == keys.ek
     code, _, page = await operator.get("/meters/FIO0000099999999?added=1")
     assert "added with its keys" in page and EK not in page and EK.lower() not in page
-    audit = await site.store.audit_log()
+    audit = await site.store.audit.log()
     assert any(e.actor == "otto" and e.target == "FIO0000099999999" for e in audit)
 
 
@@ -303,7 +303,7 @@ async def test_every_bad_field_is_shown_next_to_it_and_nothing_is_stored(site: S
         assert f'id="e-{field}"' in page, field
     assert 'value="SHORT"' in page and 'value="12ab"' in page  # what was typed stays
     assert "1234" not in page.split('id="f-ek"')[1].split(">")[0]  # but never a key
-    assert await site.store.count_meters() == 0
+    assert await site.store.meters.count() == 0
 
 
 @pytest_twisted.ensureDeferred
@@ -317,7 +317,7 @@ async def test_a_taken_ldn_or_system_title_is_named(site: Site) -> None:
     form = {"ldn": ldn(7), "system_title": "2F19000000000000", "profile": "fiorentini", "ek": EK}
     code, _, page = await operator.post("/meters/new", form)
     assert code == 409 and "Another meter has this system title." in page
-    assert await site.store.keys(ldn(7), 1) is None
+    assert await site.store.keys.get(ldn(7), 1) is None
 
 
 # --- import keys ----------------------------------------------------------------------------
@@ -353,7 +353,7 @@ async def test_a_csv_with_bad_lines_lists_them_and_imports_nothing(site: Site) -
     # each refused line with its reason (the reason column was empty until issue 9's review)
     assert '<td class="num">3</td><td>EK has 4 bytes, not 16 (32 hex digits)</td>' in page
     assert '<td class="num">4</td><td>client is not a number</td>' in page
-    assert await site.store.keys(ldn(0), 1) is None
+    assert await site.store.keys.get(ldn(0), 1) is None
 
 
 @pytest_twisted.ensureDeferred
@@ -367,7 +367,7 @@ async def test_a_good_csv_is_previewed_then_imported_all_at_once(site: Site) -> 
     )
     assert code == 200 and "<strong>3</strong> keys" in page and EK not in page
     upload = re.search(r'name="upload" value="([^"]+)"', page).group(1)
-    assert await site.store.keys(ldn(0), 1) is None  # nothing before the go
+    assert await site.store.keys.get(ldn(0), 1) is None  # nothing before the go
     other = await site.signed_in("ada")  # another session cannot import it
     await other.get("/meters/import")
     code, _, _ = await other.post("/meters/import", {"step": "confirm", "upload": upload})
@@ -375,7 +375,7 @@ async def test_a_good_csv_is_previewed_then_imported_all_at_once(site: Site) -> 
     code, _, page = await operator.post("/meters/import", {"step": "confirm", "upload": upload})
     assert code == 200 and "3 keys imported" in page
     for i in range(3):
-        assert (await site.store.keys(ldn(i), 1)).ek == bytes.fromhex(EK)
+        assert (await site.store.keys.get(ldn(i), 1)).ek == bytes.fromhex(EK)
     code, _, _ = await operator.post("/meters/import", {"step": "confirm", "upload": upload})
     assert code == 400  # used once
 
@@ -391,7 +391,7 @@ async def test_keys_for_unknown_meters_are_refused_by_line(site: Site) -> None:
     code, _, page = await operator.post("/meters/import", {"step": "confirm", "upload": upload})
     assert code == 409 and "Nothing was imported" in page
     assert re.search(r'<td class="num">3</td><td>[^<]*\S[^<]*</td>', page)  # with its reason
-    assert await site.store.keys(ldn(0), 1) is None
+    assert await site.store.keys.get(ldn(0), 1) is None
 
 
 # --- a meter and its valve ------------------------------------------------------------------
@@ -399,14 +399,14 @@ async def test_keys_for_unknown_meters_are_refused_by_line(site: Site) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_the_detail_page_draws_the_history(site: Site) -> None:
-    await site.store.add_meter(NewMeter(ldn(0), pdr="00000000000000"))
+    await site.store.meters.add(NewMeter(ldn(0), pdr="00000000000000"))
     now = dt.datetime.now(dt.UTC).replace(hour=10, minute=0, second=0, microsecond=0)
     days = [now - dt.timedelta(days=d) for d in range(10, 0, -1)]
     readings = [
         Reading(ldn(0), INDEX, 2, 1_000_000 + 1500 * k, t, "cf47", t, -3, 14)
         for k, t in enumerate(days)
     ]
-    await site.store.ingest(
+    await site.store.readings.ingest(
         Ingest(
             readings=readings,
             events=[Event(ldn(0), LOGBOOK, 114, days[3], days[3], "poll", 7)],
@@ -436,14 +436,14 @@ async def test_a_valve_command_is_confirmed_then_queued_and_followed(site: Site)
     code, heads, _ = await operator.post(
         f"/meters/{ldn(0)}/valve", {"action": "close", "confirm": ldn(0)}
     )
-    [command] = await site.store.commands(ldn(0))
+    [command] = await site.store.commands.recent(ldn(0))
     assert code == 303 and heads["location"] == f"/meters/{ldn(0)}?queued={command.id}#commands"
     assert command.kind == "valve-close" and command.requested_by == "otto"
     code, heads, body = await operator.get(f"/commands/{command.id}.json")
     assert code == 200 and heads["content-type"] == "application/json"
     assert '"state": "pending"' in body and '"final": false' in body
-    await site.store.claim_commands(ldn(0))
-    await site.store.finish_command(command.id, True, "control_state=0")
+    await site.store.commands.claim(ldn(0))
+    await site.store.commands.finish(command.id, True, "control_state=0")
     _, _, body = await operator.get(f"/commands/{command.id}.json")
     assert '"state": "done"' in body and '"final": true' in body
     _, _, page = await operator.get(f"/meters/{ldn(0)}")
@@ -455,9 +455,9 @@ async def test_an_admin_resets_a_meters_counters_after_a_key_change_in_the_field
     site: Site,
 ) -> None:
     await seed(site, 1)
-    await site.store.set_keys(ldn(0), 1, bytes(16))
-    await site.store.reserve_invocation_counters(ldn(0), 1, 64)
-    await site.store.prove_invocation_counter(ldn(0), 1, 40)
+    await site.store.keys.set(ldn(0), 1, bytes(16))
+    await site.store.counters.reserve(ldn(0), 1, 64)
+    await site.store.counters.prove(ldn(0), 1, 40)
     operator = await site.signed_in("otto")
     _, _, page = await operator.get(f"/meters/{ldn(0)}")
     assert "Ciphering counters" not in page  # for admins only
@@ -466,13 +466,13 @@ async def test_an_admin_resets_a_meters_counters_after_a_key_change_in_the_field
     assert 'id="counters"' in page and ">64<" in page and ">40<" in page
     code, _, _ = await admin.post(f"/meters/{ldn(0)}/counters/reset", {"confirm": ldn(1)})
     assert code == 400  # the confirmation names another meter
-    assert (await site.store.counter_state(ldn(0), 1)).ours == 64
+    assert (await site.store.counters.state(ldn(0), 1)).ours == 64
     code, heads, _ = await admin.post(f"/meters/{ldn(0)}/counters/reset", {"confirm": ldn(0)})
     assert code == 303 and heads["location"] == f"/meters/{ldn(0)}?counters=reset#counters"
-    assert (await site.store.counter_state(ldn(0), 1)).ours == 0
+    assert (await site.store.counters.state(ldn(0), 1)).ours == 0
     _, _, page = await admin.get(heads["location"])
     assert "The counters were reset" in page
-    [line, *_] = await site.store.audit_log()
+    [line, *_] = await site.store.audit.log()
     assert (line.actor, line.action, line.target) == ("ada", "reset counters", ldn(0))
 
 
@@ -503,7 +503,7 @@ async def test_an_unexpected_error_is_a_plain_page_with_an_incident(site: Site) 
         raise RuntimeError("the disk is on fire")
 
     viewer = await site.signed_in("vera")
-    site.store.list_meters = broken  # type: ignore[method-assign]
+    site.store.meters.page = broken  # type: ignore[method-assign]
     code, _, page = await viewer.get("/meters")
     assert code == 500 and "incident" in page
     assert "Traceback" not in page and "on fire" not in page and "RuntimeError" not in page

@@ -115,7 +115,7 @@ async def real_scrypt_site(backend: Backend, **settings: Any) -> Site:
     store = backend.make(password_params=DEFAULT)
     await store.open()
     for name, role in zip(USERS, (Role.VIEWER, Role.OPERATOR, Role.ADMIN), strict=True):
-        await store.add_user(name, PASSWORD, role)
+        await store.users.add(name, PASSWORD, role)
     web = Web(store, REGISTRY, settings=WebSettings(secure_cookies=False, **settings))
     return Site(store, web)
 
@@ -179,7 +179,7 @@ async def test_a_parallel_burst_gets_no_more_checks_than_the_limits(
         answers = await defer.gatherResults(
             [defer.Deferred.fromCoroutine(guess(name, password)) for name, password, _ in guesses]
         )
-        audit = await site.store.audit_log(limit=10_000)
+        audit = await site.store.audit.log(limit=10_000)
         checks = [e for e in audit if e.action in CHECKS]
         real = Counter(e.actor for e in checks if e.detail not in DECOYS)
         assert all(count <= 5 for count in real.values()), real
@@ -219,15 +219,15 @@ async def test_a_wrong_password_an_unknown_name_and_a_locked_user_get_one_answer
     """No user enumeration: the same status, the same page or fault, and one password check
     each (the product's count; the decoy hash for the unknown, the locked and the disabled
     user), whatever the reason."""
-    await site.store.add_user("dora", "dora's long password", Role.VIEWER)
-    await site.store.update_user("dora", active=False)
+    await site.store.users.add("dora", "dora's long password", Role.VIEWER)
+    await site.store.users.update("dora", active=False)
     listening = Listening(site.web)
     try:
         locker = Client("127.0.0.4", listening.base)
         for i in range(5):
             code, _, _ = await locker.sign_in("vera", f"wrong {i}")
             assert code == 403
-        assert (await site.store.user("vera")).locked_until is not None
+        assert (await site.store.users.get("vera")).locked_until is not None
         client = Client("127.0.0.2", listening.base)
         observer = Client("127.0.0.3", listening.base)
         cases = [
@@ -270,16 +270,16 @@ async def test_soap_reads_the_role_and_activity_on_every_call(site: Site) -> Non
         assert fault(await erp.soap("otto", PASSWORD, "RequestValve")).startswith(
             "Client.UnknownMeter"
         )
-        await site.store.update_user("otto", role=Role.VIEWER)
+        await site.store.users.update("otto", role=Role.VIEWER)
         assert fault(await erp.soap("otto", PASSWORD, "RequestValve")) == (
             "Client.Forbidden: this operation needs the operator role"
         )
         assert fault(await erp.soap("otto", PASSWORD)) == "answer"  # a viewer still reads
-        await site.store.update_user("otto", active=False)
+        await site.store.users.update("otto", active=False)
         assert fault(await erp.soap("otto", PASSWORD)) == (
             "Client.Authentication: wrong user name or password"
         )
-        await site.store.update_user("otto", active=True, password="a new long password")
+        await site.store.users.update("otto", active=True, password="a new long password")
         assert fault(await erp.soap("otto", PASSWORD)) == (
             "Client.Authentication: wrong user name or password"
         )
@@ -353,7 +353,7 @@ async def test_a_session_ends_at_its_lifetime_however_much_it_is_used(backend: B
     clock = Clock()
     store = backend.make(password_params=FAST, clock=clock)
     await store.open()
-    await store.add_user("vera", PASSWORD, Role.VIEWER)
+    await store.users.add("vera", PASSWORD, Role.VIEWER)
     web = Web(store, REGISTRY, settings=WebSettings(secure_cookies=False), now=clock)
     assert web.settings.session_lifetime == dt.timedelta(hours=12)
     listening = Listening(web)
@@ -372,6 +372,6 @@ async def test_a_session_ends_at_its_lifetime_however_much_it_is_used(backend: B
         clock.advance(minutes=1)  # 12 hours since the sign-in
         code, heads, _ = await browser.get("/meters", cookie)
         assert code == 303 and heads["location"].startswith("/login"), code
-        assert await store.web_session(cookie.partition("=")[2]) is None
+        assert await store.sessions.get(cookie.partition("=")[2]) is None
     finally:
         await listening.close()

@@ -75,8 +75,8 @@ async def erp_sac(
     pushing: int = 3,
 ) -> Erp:
     store, fleet, sac, push_port = await started(backend, sacs, count)
-    await store.add_user("erp", PASSWORD, Role.OPERATOR)
-    await store.add_user("auditor", PASSWORD, Role.VIEWER)
+    await store.users.add("erp", PASSWORD, Role.OPERATOR)
+    await store.users.add("auditor", PASSWORD, Role.VIEWER)
     web = Web(store, REGISTRY, settings=WebSettings(secure_cookies=False))
     port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(Site(web.resource()))
     sac.web_port = port  # stopped with the listener
@@ -147,7 +147,7 @@ async def test_readings_and_events_by_meter_and_by_time(
     simulated = erp.fleet.meters[1]
     t0 = dt.datetime(2026, 10, 1, tzinfo=dt.UTC)
     hours = [t0 + dt.timedelta(hours=h) for h in range(48)]
-    await erp.store.add_readings(
+    await erp.store.readings.add(
         [
             Reading(simulated.ldn, INDEX, 2, 1000 + h, t, "poll", t, -3, 14)
             for h, t in enumerate(hours)
@@ -157,7 +157,7 @@ async def test_readings_and_events_by_meter_and_by_time(
         Event(m.ldn, Obis(LOGBOOK), 20 + i, t0 + dt.timedelta(hours=i), t0, "poll", i)
         for i, m in enumerate(erp.fleet.meters * 3)
     ]
-    await erp.store.ingest(Ingest(events=events))
+    await erp.store.readings.ingest(Ingest(events=events))
     client = await erp.call(erp.client)
     page = await erp.call(
         lambda: client.service.GetReadings(
@@ -230,7 +230,7 @@ async def test_a_valve_closed_through_soap_reaches_the_meter(
     fault = await erp.fault(lambda: viewer.service.RequestValve(simulated.ldn, "enable-opening"))
     assert fault[0] == "Client.Forbidden"
     assert (await erp.call(lambda: viewer.service.GetValveState(simulated.ldn))).state == 0
-    assert len(await erp.store.commands(simulated.ldn)) == 1
+    assert len(await erp.store.commands.recent(simulated.ldn)) == 1
 
 
 @pytest_twisted.ensureDeferred
@@ -256,7 +256,7 @@ async def test_three_ways_to_sign_in_and_every_call_audited(
     bad_wsse = await erp.call(lambda: erp.client(None, wsse=UsernameToken("auditor", "nope")))
     assert (await erp.fault(lambda: bad_wsse.service.GetMeter(ldn)))[0] == "Client.Authentication"
     # an API token as a bearer
-    secret, token = await erp.store.create_api_token("auditor", "billing", Actor("test"))
+    secret, token = await erp.store.tokens.create("auditor", "billing", Actor("test"))
 
     def bearer(value: str) -> Any:
         session = requests.Session()
@@ -265,16 +265,16 @@ async def test_three_ways_to_sign_in_and_every_call_audited(
 
     tokened = await erp.call(lambda: bearer(secret))
     assert (await erp.call(lambda: tokened.service.GetMeter(ldn))).ldn == ldn
-    await erp.store.revoke_api_token(token.id)
+    await erp.store.tokens.revoke(token.id)
     fault = await erp.fault(lambda: tokened.service.GetMeter(ldn))
     assert fault[0] == "Client.Authentication"
     viewer = await erp.call(lambda: erp.client("auditor"))
     await erp.fault(lambda: viewer.service.RequestValve(ldn, "close"))
     await erp.fault(lambda: viewer.service.ExportIndexReadings(t, t))
-    audit = [(e.actor, e.action, e.target) for e in await erp.store.audit_log(50)]
+    audit = [(e.actor, e.action, e.target) for e in await erp.store.audit.log(50)]
     assert audit.count(("auditor", "soap GetMeter", ldn)) == 2
     refused = [
-        (e.action, e.detail) for e in await erp.store.audit_log(50) if "refused" in (e.detail or "")
+        (e.action, e.detail) for e in await erp.store.audit.log(50) if "refused" in (e.detail or "")
     ]
     assert refused[:2] == [
         ("soap ExportIndexReadings", "refused: Client.BadRange the range ends before it starts"),
@@ -302,7 +302,7 @@ async def test_a_billing_export_of_100k_readings_resumes_from_its_cursor(
             at = t0 + dt.timedelta(hours=h)
             batch.append(Reading(m.ldn, INDEX, 2, 10_000 * h, at, "poll", at, -3, 14))
     for i in range(0, len(batch), 20_000):
-        await erp.store.add_readings(batch[i : i + 20_000])
+        await erp.store.readings.add(batch[i : i + 20_000])
     end = t0 + dt.timedelta(hours=hours)
     size = total // 10
 
@@ -326,5 +326,5 @@ async def test_a_billing_export_of_100k_readings_resumes_from_its_cursor(
     everything = first + rest
     assert len(everything) == total == len(set(everything))  # each reading exactly once
     assert everything == sorted(everything)  # per meter, then in time
-    resumed = [e for e in await erp.store.audit_log(20) if e.action == "soap ExportIndexReadings"]
+    resumed = [e for e in await erp.store.audit.log(20) if e.action == "soap ExportIndexReadings"]
     assert sum((e.detail or "").endswith("resumed") for e in resumed) >= 7

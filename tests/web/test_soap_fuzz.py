@@ -105,7 +105,7 @@ async def test_malformed_calls_are_client_faults_and_log_no_traceback(
     sqlite: Backend, logged: list[dict[str, Any]]
 ) -> None:
     site = await make_site(sqlite)
-    await site.store.add_user("erp", PASSWORD, Role.OPERATOR)
+    await site.store.users.add("erp", PASSWORD, Role.OPERATOR)
     port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(
         Site(site.web.resource())
     )

@@ -70,7 +70,7 @@ async def test_an_address_guessing_passwords_is_refused_and_others_are_not(site:
             name = ["vera", "otto", "ada"][i % 3] if i < 9 else f"someone{i}"
             code, _, page = await guesser.sign_in(name, f"guess {i}")
             assert code == 403 and "Wrong user name or password" in page, page[-900:]
-        failed = [e for e in await site.store.audit_log() if e.action == "sign-in failed"]
+        failed = [e for e in await site.store.audit.log() if e.action == "sign-in failed"]
         assert len(failed) == 20
         # the 21st, even with the right password, is refused before the password is checked
         code, heads, page = await guesser.sign_in("vera", PASSWORD)
@@ -78,7 +78,7 @@ async def test_an_address_guessing_passwords_is_refused_and_others_are_not(site:
         assert 500 < int(heads["retry-after"]) <= 600
         assert "does not exist" not in await guesser.soap("vera", PASSWORD)
         assert "too many failed sign-ins from this address" in await guesser.soap("vera", PASSWORD)
-        audited = await site.store.audit_log()
+        audited = await site.store.audit.log()
         assert len([e for e in audited if e.action == "sign-in failed"]) == 20
         assert not [e for e in audited if e.action == "sign-in"]
         assert site.web.metrics.value("sac_sign_in_refused_total") == 3

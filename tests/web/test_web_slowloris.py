@@ -148,7 +148,7 @@ async def test_a_web_slowloris_does_not_starve_the_meters(backend: Backend, tmp_
         assert loris.running and loris.thread.is_alive()  # the attack went on meanwhile
         assert all(s.end_reason.check(ConnectionDone) for s in sessions)  # acknowledged
         for m in fleet.meters:
-            assert await store.last_readings(m.ldn, INDEX), m.ldn  # and stored
+            assert await store.readings.last(m.ldn, INDEX), m.ldn  # and stored
         loris.stop()
         assert loris.answered == 0  # no dribbled request was ever answered
 

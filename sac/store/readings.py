@@ -1,0 +1,392 @@
+"""Readings, and the ingest path: what sessions bring (readings, events, each meter's list
+values and last connection, the meters' counters) stored in one transaction."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any
+
+from zope.interface import Interface, implementer
+
+from sac.dlms import Obis
+from sac.errors import InvalidRequest, UnknownMeter
+from sac.store.counters import accept_counters
+from sac.store.model import Ingest, IngestResult, MeterStatus, Reading, ReadingBuckets
+from sac.store.rows import READING_VALUES, reading_row
+from sac.store.sql import Component, InsertRows, Query, Transaction, UpdateRows, id_of, ids_of
+
+__all__ = ["IReadings", "ReadingsComponent", "utc_offsets"]
+
+_METER_ID_CACHE = 1_000_000  # LDNs remembered, some 100 MB at most
+
+
+_READING_COLUMNS = (
+    ("meter_id", "int"),
+    ("obis", "text"),
+    ("attribute", "int"),
+    ("value", "num"),
+    ("raw", "bytes"),
+    ("scaler", "int"),
+    ("unit", "int"),
+    ("captured", "time"),
+    ("received", "time"),
+    ("source", "text"),
+)
+_EVENT_COLUMNS = (
+    ("meter_id", "int"),
+    ("logbook", "text"),
+    ("code", "int"),
+    ("occurred", "time"),
+    ("counter", "int"),
+    ("received", "time"),
+    ("source", "text"),
+)
+
+
+def ingest(batch: Ingest, ids: dict[str, int]) -> Transaction:
+    """Store what sessions brought, all or none: readings (history), events, and the meters'
+    list values and last connection.  A reading or event already held is not stored again.
+
+    ``ids`` is the caller's {LDN: meter id} cache (an LDN never changes meter): only the
+    LDNs missing from it are looked up, and it learns them."""
+    ldns = {r.ldn for r in batch.readings} | {e.ldn for e in batch.events}
+    ldns |= {s.ldn for s in batch.statuses} | {c.ldn for c in batch.counters}
+    unknown = ldns - ids.keys()
+    if unknown:
+        found = yield from ids_of(unknown)
+        missing = sorted(unknown - found.keys())
+        if missing:
+            raise UnknownMeter(missing[0])
+        ids.update(found)
+    yield from accept_counters(batch.counters, ids)
+    readings = yield InsertRows(
+        "readings",
+        _READING_COLUMNS,
+        [
+            (
+                ids[r.ldn],
+                str(r.obis),
+                r.attribute,
+                r.value,
+                r.raw,
+                r.scaler,
+                r.unit,
+                r.captured,
+                r.received,
+                r.source,
+            )
+            for r in batch.readings
+        ],
+    )
+    events = yield InsertRows(
+        "events",
+        _EVENT_COLUMNS,
+        [
+            (ids[e.ldn], str(e.logbook), e.code, e.occurred, e.counter, e.received, e.source)
+            for e in batch.events
+        ],
+    )
+    yield from _update_statuses(batch.statuses, ids)
+    pending: frozenset[str] = frozenset()
+    if batch.counters:  # pushes: which of these meters have commands waiting?
+        pushed = sorted({ids[c.ldn] for c in batch.counters})
+        rows = yield Query(
+            "SELECT DISTINCT m.ldn FROM commands c JOIN meters m ON m.id = c.meter_id"
+            " WHERE c.state = 'pending' AND m.state = 'active'"  # (disabled meanwhile: none)
+            f" AND c.meter_id IN ({', '.join('?' * len(pushed))})",
+            pushed,
+        )
+        pending = frozenset(ldn for (ldn,) in rows)
+    return IngestResult(readings, events, pending)
+
+
+# the list values of a meter: (column, kind) in the order _status_row gives them
+_STATUS_COLUMNS = (
+    ("id", "int"),
+    ("connected", "time"),
+    ("values_at", "time"),
+    ("values_recv", "time"),
+    ("diagnostic", "int"),
+    ("battery_value", "int"),
+    ("battery_unit", "int"),
+    ("valve_state", "int"),
+    ("index_at", "time"),
+    ("index_recv", "time"),
+    ("index_value", "num"),
+    ("index_scaler", "int"),
+    ("index_unit", "int"),
+    ("address", "text"),
+)
+
+
+def _newer(stamp: str, new: str, targets: Sequence[str]) -> list[str]:
+    """SET items: each target takes its new value (when it has one) if ``new`` is not older
+    than the stored ``stamp``; else it stays as it is."""
+    fresh = f"v.{new} IS NOT NULL AND (meters.{stamp} IS NULL OR meters.{stamp} <= v.{new})"
+    return [
+        f"{target} = CASE WHEN {fresh} AND v.{source} IS NOT NULL THEN v.{source}"
+        f" ELSE meters.{target} END"
+        for target, source in ((t.split(":")[0], t.split(":")[-1]) for t in targets)
+    ]
+
+
+_STATUS_SETS = ", ".join(
+    [
+        # the address goes with the connection it was heard on
+        *_newer("last_connection", "connected", ["last_address:address"]),
+        *_newer("last_connection", "connected", ["last_connection:connected"]),
+        # newer by the SAC's receipt time; the meter's capture time goes along, to be shown
+        *_newer(
+            "values_received",
+            "values_recv",
+            [
+                "diagnostic",
+                "battery_value",
+                "battery_unit",
+                "valve_state",
+                "status_at:values_at",
+                "values_received:values_recv",
+            ],
+        ),
+        *_newer(
+            "index_received",
+            "index_recv",
+            [
+                "index_value",
+                "index_scaler",
+                "index_unit",
+                "index_captured:index_at",
+                "index_received:index_recv",
+            ],
+        ),
+    ]
+)
+
+
+def _status_row(meter_id: int, status: MeterStatus) -> tuple[Any, ...]:
+    """The row of :data:`_STATUS_COLUMNS` for one meter status (None: leave as it is)."""
+    values = (
+        status.diagnostic,
+        status.battery_value,
+        status.battery_unit if status.battery_value is not None else None,
+        status.valve_state,
+    )
+    at = received = None
+    if any(v is not None for v in values):
+        at = status.at or status.connected
+        received = status.connected or status.at
+        if at is None:
+            raise ValueError("a meter status with values needs a time (at or connected)")
+    index, index_row = status.index, (None, None, None, None, None)
+    if index is not None:
+        stamp = index.captured or status.at or status.connected
+        if stamp is None or index.value is None:
+            raise ValueError("the index of a meter status needs a value and a time")
+        index_recv = status.connected or index.received or stamp
+        index_row = (stamp, index_recv, index.value, index.scaler, index.unit)
+    return (meter_id, status.connected, at, received, *values, *index_row, status.address)
+
+
+def _update_statuses(statuses: Sequence[MeterStatus], ids: dict[str, int]) -> Transaction:
+    """Move meters' list values forward, never back to an older value: one statement for
+    all, when no meter appears twice (one a statement otherwise, in order)."""
+    rows = [_status_row(ids[s.ldn], s) for s in statuses]
+    unique = len({r[0] for r in rows}) == len(rows)
+    for group in [sorted(rows)] if unique else [[r] for r in rows]:  # sorted: one lock order
+        if group:
+            yield UpdateRows("meters", "id", _STATUS_COLUMNS, group, _STATUS_SETS)
+
+
+def last_readings(ldn: str, obis: Obis, attribute: int, limit: int) -> Transaction:
+    """The ``limit`` latest readings of one attribute of one meter, newest first."""
+    rows = yield Query(
+        f"SELECT {READING_VALUES} FROM readings r JOIN meters m ON m.id = r.meter_id"
+        " WHERE m.ldn = ? AND r.obis = ? AND r.attribute = ?"
+        " ORDER BY r.captured DESC, r.id DESC LIMIT ?",
+        (ldn, str(obis), attribute, limit),
+    )
+    return [reading_row(ldn, obis, attribute, row) for row in rows]
+
+
+def readings_between(
+    ldn: str,
+    obis: Obis,
+    attribute: int,
+    start: dt.datetime | None,
+    end: dt.datetime | None,
+    limit: int,
+) -> Transaction:
+    """One attribute of one meter captured in [start, end) (a bound None: open), oldest
+    first; the newest ``limit`` when there are more.  A reading without a capture time has
+    no place on a time axis and is left out."""
+    if limit < 1:
+        raise InvalidRequest("ask for at least one reading")
+    meter_id = yield from id_of(ldn)
+    where = ["r.meter_id = ?", "r.obis = ?", "r.attribute = ?", "r.captured IS NOT NULL"]
+    params: list[Any] = [meter_id, str(obis), attribute]
+    if start is not None:
+        where.append("r.captured >= ?")
+        params.append(start)
+    if end is not None:
+        where.append("r.captured < ?")
+        params.append(end)
+    rows = yield Query(
+        f"SELECT {READING_VALUES} FROM readings r WHERE {' AND '.join(where)}"
+        " ORDER BY r.captured DESC LIMIT ?",
+        [*params, limit],
+    )
+    return [reading_row(ldn, obis, attribute, row) for row in reversed(rows)]
+
+
+def reading_buckets(
+    ldn: str,
+    obis: Obis,
+    attribute: int,
+    start: dt.datetime,
+    end: dt.datetime,
+    width: int,
+    zone: dt.tzinfo = dt.UTC,
+) -> Transaction:
+    """One attribute of one meter captured in [start, end), cut into buckets of ``width``
+    seconds that start at midnight in ``zone`` (so a day's bucket is that zone's calendar
+    day, on either side of a daylight-saving change): the last reading of each, found by
+    the database, so a year of hourly readings costs a few hundred rows, not 8,760."""
+    if width < 1:
+        raise InvalidRequest("a bucket lasts at least one second")
+    if end <= start:
+        raise InvalidRequest("the range ends before it starts")
+    meter_id = yield from id_of(ldn)
+    # seconds to add to a UTC time to get the zone's wall-clock time, for each stretch of
+    # the range with one offset (the CASE picks it per reading)
+    shifts = utc_offsets(start, end, zone)
+    whens = " ".join(f"WHEN captured < ? THEN {offset}" for _, offset in shifts[:-1])
+    case = f"CASE {whens} ELSE {shifts[-1][1]} END" if whens else str(shifts[0][1])
+    where = (
+        "meter_id = ? AND obis = ? AND attribute = ? AND captured >= ? AND captured < ?",
+        [meter_id, str(obis), attribute, start, end],
+    )
+    # the window sorts narrow rows (ids), then the few chosen are read whole
+    rows = yield Query(
+        f"SELECT {READING_VALUES} FROM readings r WHERE r.id IN (SELECT id FROM ("
+        f"SELECT id, row_number() OVER (PARTITION BY (unixepoch(captured) + {case})"
+        f" / {int(width)} ORDER BY captured DESC, id DESC) AS k"
+        f" FROM readings WHERE {where[0]}) b WHERE b.k = 1) ORDER BY r.captured",
+        [*(since for since, _ in shifts[1:]), *where[1]],
+    )
+    total = yield Query(f"SELECT count(*) FROM readings WHERE {where[0]}", where[1])
+    return ReadingBuckets(
+        tuple(reading_row(ldn, obis, attribute, row) for row in rows), total[0][0]
+    )
+
+
+def utc_offsets(
+    start: dt.datetime, end: dt.datetime, zone: dt.tzinfo
+) -> list[tuple[dt.datetime, int]]:
+    """The stretches of [start, end) with one UTC offset in ``zone``: (from when, offset in
+    seconds), the first from ``start``.  Days are stepped, then a change found to the minute."""
+
+    def offset(at: dt.datetime) -> int:
+        return int(at.astimezone(zone).utcoffset().total_seconds())  # type: ignore[union-attr]
+
+    out = [(start, offset(start))]
+    day = dt.timedelta(days=1)
+    at = start
+    while at < end:
+        following = min(at + day, end)
+        if offset(following) != out[-1][1]:
+            lo, hi = at, following  # offset(lo) is the old one, offset(hi) the new
+            while hi - lo > dt.timedelta(minutes=1):
+                mid = lo + (hi - lo) / 2
+                lo, hi = (mid, hi) if offset(mid) == out[-1][1] else (lo, mid)
+            out.append((hi.replace(second=0, microsecond=0), offset(hi)))
+        at = following
+    return out
+
+
+def count_readings() -> Transaction:
+    rows = yield Query("SELECT count(*) FROM readings")
+    return rows[0][0]
+
+
+class IReadings(Interface):
+    async def add(readings: Sequence[Reading]) -> int:
+        """Store a batch of readings of many meters in one transaction (all or none); the
+        number of new ones (a reading already held is not stored twice)."""
+
+    async def ingest(batch: Ingest) -> IngestResult:
+        """Store what sessions brought in one transaction: readings, events, and each meter's
+        list values and last connection (moved forward only)."""
+
+    async def last(ldn: str, obis: Obis, attribute: int = 2, limit: int = 1) -> list[Reading]:
+        """The latest readings of one attribute of one meter, newest first."""
+
+    async def between(
+        ldn: str,
+        obis: Obis,
+        attribute: int = 2,
+        start: dt.datetime | None = None,
+        end: dt.datetime | None = None,
+        limit: int = 100_000,
+    ) -> list[Reading]:
+        """One attribute of one meter captured in [start, end) (a bound None: open), oldest
+        first; the newest ``limit`` when there are more.  UnknownMeter for an unknown LDN."""
+
+    async def buckets(
+        ldn: str,
+        obis: Obis,
+        attribute: int,
+        start: dt.datetime,
+        end: dt.datetime,
+        width: int,
+        zone: dt.tzinfo = dt.UTC,
+    ) -> ReadingBuckets:
+        """[start, end) of one attribute of one meter cut into buckets of ``width`` seconds
+        from midnight in ``zone``: the last reading of each, and how many the range holds.
+        For charts: the database does the thinning.  UnknownMeter for an unknown LDN."""
+
+    async def count() -> int:
+        """How many readings the store holds."""
+
+
+@implementer(IReadings)
+class ReadingsComponent(Component):
+    async def add(self, readings: Sequence[Reading]) -> int:
+        return (await self.ingest(Ingest(readings=readings))).readings
+
+    async def ingest(self, batch: Ingest) -> IngestResult:
+        if not (batch.readings or batch.events or batch.statuses or batch.counters):
+            return IngestResult(0, 0)
+        if len(self.db.meter_ids) > _METER_ID_CACHE:
+            self.db.meter_ids.clear()
+        return await self.db.run(ingest(batch, self.db.meter_ids))
+
+    async def last(self, ldn: str, obis: Obis, attribute: int = 2, limit: int = 1) -> list[Reading]:
+        return await self.db.run(last_readings(ldn, obis, attribute, limit))
+
+    async def between(
+        self,
+        ldn: str,
+        obis: Obis,
+        attribute: int = 2,
+        start: dt.datetime | None = None,
+        end: dt.datetime | None = None,
+        limit: int = 100_000,
+    ) -> list[Reading]:
+        return await self.db.run(readings_between(ldn, obis, attribute, start, end, limit))
+
+    async def buckets(
+        self,
+        ldn: str,
+        obis: Obis,
+        attribute: int,
+        start: dt.datetime,
+        end: dt.datetime,
+        width: int,
+        zone: dt.tzinfo = dt.UTC,
+    ) -> ReadingBuckets:
+        change = reading_buckets(ldn, obis, attribute, start, end, width, zone)
+        return await self.db.run(change)
+
+    async def count(self) -> int:
+        return await self.db.run(count_readings())
