@@ -26,7 +26,11 @@ from typing import Any
 
 from setuptools import build_meta
 from setuptools.build_meta import *  # noqa: F403 (every other hook, as setuptools has it)
-from setuptools.warnings import InformationOnly
+
+try:
+    from setuptools.warnings import InformationOnly
+except ImportError:  # setuptools < 67 (a venv's bundled one) has neither the module nor the note
+    InformationOnly = UserWarning  # type: ignore[misc,assignment]
 
 ROOT = Path(__file__).resolve().parents[1]
 PATH_ENTRY = "sac-source-tree.pth"
