@@ -26,7 +26,7 @@ replay and is dropped: no reading twice.
 
 Meters and keys are cached for ``cache_seconds``; a change of a meter or of its keys made
 through the store (pages, JSON API, CSV import, ``sac-admin``) withdraws its entry at once
-in this process and, on PostgreSQL, within moments in the others (``IStore.watch_meters``).
+in this process and, on PostgreSQL, within moments in the others (``Store.watch_meters``).
 
 Writes of concurrent sessions are grouped: one transaction carries the pushes that arrived
 while the previous one ran (a batch that fails is retried one push at a time, so one
@@ -43,7 +43,7 @@ import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.defer import TimeoutError as DeferTimeout
@@ -66,10 +66,44 @@ from sac.profiles import IMeterProfile, ProfileRegistry
 from sac.services.metrics import Metrics
 from sac.services.readings import frame_readings
 from sac.services.spool import SpoolError
-from sac.store.connector import IStore
 from sac.store.model import Ingest, IngestResult, Meter, MeterKeys, MeterState, PeerCounter
 
-__all__ = ["Accepted", "Acquisition", "IngestWriter", "PushRejected", "StoreUnavailable"]
+if TYPE_CHECKING:
+    from sac.store.keys import IKeys
+    from sac.store.meters import IMeters
+    from sac.store.readings import IReadings
+
+__all__ = [
+    "Accepted",
+    "Acquisition",
+    "AcquisitionStore",
+    "IngestStore",
+    "IngestWriter",
+    "PushRejected",
+    "StoreUnavailable",
+]
+
+
+class IngestStore(Protocol):
+    """The part of the store that takes what meters say: its readings."""
+
+    @property
+    def readings(self) -> IReadings: ...
+
+
+class AcquisitionStore(IngestStore, Protocol):
+    """The parts of the store a push reaches: the meters (found by system title or
+    address) and their keys, the readings, and word of changes to meters."""
+
+    @property
+    def meters(self) -> IMeters: ...
+
+    @property
+    def keys(self) -> IKeys: ...
+
+    def watch_meters(
+        self, watcher: Callable[[frozenset[str] | None], None]
+    ) -> Callable[[], None]: ...
 
 
 class PushRejected(SacError):
@@ -122,7 +156,7 @@ class IngestWriter:
 
     log = Logger()
 
-    def __init__(self, store: IStore, max_batch: int = 256, concurrency: int = 2) -> None:
+    def __init__(self, store: IngestStore, max_batch: int = 256, concurrency: int = 2) -> None:
         self.store = store
         self.max_batch = max_batch
         self.concurrency = concurrency
@@ -227,7 +261,7 @@ class Acquisition:
 
     def __init__(
         self,
-        store: IStore,
+        store: AcquisitionStore,
         registry: ProfileRegistry,
         *,
         reactor: Any,

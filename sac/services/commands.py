@@ -45,13 +45,14 @@ from sac.services.readings import CLOCK, ROME, UNIX_TIME, Capture, text_of
 from sac.store.model import Actor, Command, Ingest, MeterStatus, Reading
 
 if TYPE_CHECKING:
-    from sac.store.connector import IStore
+    from sac.store.commands import ICommands
 
 __all__ = [
     "HANDLERS",
     "PROGRAMMED",
     "CommandContext",
     "CommandError",
+    "CommandStore",
     "Kind",
     "Outcome",
     "execute",
@@ -278,8 +279,16 @@ def _typed(params: Mapping[str, Any]) -> Any:
     return VALUE_TYPES[kind](value)
 
 
+class CommandStore(Protocol):
+    """The part of the store the queue's users reach: its commands (a
+    :class:`~sac.store.connector.Store` is one)."""
+
+    @property
+    def commands(self) -> ICommands: ...
+
+
 async def queue(
-    store: IStore,
+    store: CommandStore,
     profile: IMeterProfile,
     ldn: str,
     kind: str,
@@ -305,7 +314,7 @@ class Housekeeping(Service):
     log = Logger()
 
     def __init__(
-        self, store: IStore, *, reactor: Any, every: float = 60.0, stale_after: float = 600.0
+        self, store: CommandStore, *, reactor: Any, every: float = 60.0, stale_after: float = 600.0
     ) -> None:
         self.store = store
         self.reactor = reactor

@@ -12,16 +12,27 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sac.errors import ProtocolError, SacError
 from sac.profiles import ProfileRegistry
 from sac.protocols.client import PollProtocol, dial
-from sac.services.session import MeterSession, SessionSettings, merge, requeue
-from sac.store.connector import IStore
+from sac.services.acquisition import IngestStore
+from sac.services.session import MeterSession, SessionSettings, SessionStore, merge, requeue
 from sac.store.model import Command, Ingest
 
-__all__ = ["PollFailed", "PollResult", "poll_meter"]
+if TYPE_CHECKING:
+    from sac.store.meters import IMeters
+
+__all__ = ["PollFailed", "PollResult", "PollStore", "poll_meter"]
+
+
+class PollStore(SessionStore, IngestStore, Protocol):
+    """The parts of the store a poll reaches: the meter and its schedule, what a session
+    reaches, and the readings."""
+
+    @property
+    def meters(self) -> IMeters: ...
 
 
 class PollFailed(SacError):
@@ -51,7 +62,7 @@ async def poll_meter(
     ldn: str,
     address: str,
     *,
-    store: IStore,
+    store: PollStore,
     registry: ProfileRegistry,
     reactor: Any,
     settings: SessionSettings,
@@ -112,7 +123,7 @@ async def _dial(
 async def _session(
     ldn: str,
     session: MeterSession,
-    store: IStore,
+    store: PollStore,
     address: str,
     claimed: list[Command],
     clock: Any,

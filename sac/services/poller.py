@@ -22,9 +22,8 @@ from sac.errors import SacError
 from sac.profiles import ProfileRegistry
 from sac.runtime import wait_at_most
 from sac.services.metrics import Metrics
-from sac.services.poll import PollFailed, PollResult, poll_meter
+from sac.services.poll import PollFailed, PollResult, PollStore, poll_meter
 from sac.services.session import SessionSettings
-from sac.store.connector import IStore
 from sac.store.model import PollJob
 
 __all__ = ["PollSettings", "Poller"]
@@ -46,7 +45,7 @@ class Poller(Service):
 
     def __init__(
         self,
-        store: IStore,
+        store: PollStore,
         registry: ProfileRegistry,
         *,
         reactor: Any,

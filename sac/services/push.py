@@ -22,7 +22,7 @@ import datetime as dt
 import time
 from collections.abc import Callable
 from enum import Enum, auto
-from typing import Any
+from typing import Any, Protocol
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import Logger
@@ -31,15 +31,25 @@ from sac.dlms.wrapper import WrapperPdu
 from sac.errors import SacError
 from sac.protocols.interface import IPushConnection, ResponseTimeout
 from sac.protocols.push import DEFAULT_LISTENER, ListenerSettings, PushListener, WrapperDatagrams
-from sac.services.acquisition import Accepted, Acquisition, PushRejected, StoreUnavailable
+from sac.services.acquisition import (
+    Accepted,
+    Acquisition,
+    IngestStore,
+    PushRejected,
+    StoreUnavailable,
+)
 from sac.services.metrics import Metrics
-from sac.services.session import MeterSession, SessionSettings, merge, requeue
-from sac.store.connector import IStore
+from sac.services.session import MeterSession, SessionSettings, SessionStore, merge, requeue
 from sac.store.model import Command, Ingest
 
-__all__ = ["PushDatagramProtocol", "PushFactory", "PushSession", "State"]
+__all__ = ["PushDatagramProtocol", "PushFactory", "PushSession", "PushSessionStore", "State"]
 
 DEFAULT_SESSION = SessionSettings()
+
+
+class PushSessionStore(SessionStore, IngestStore, Protocol):
+    """The parts of the store a push session reaches after its push: the meter's commands,
+    keys and counters (its session), and the readings the commands read."""
 
 
 class State(Enum):
@@ -244,7 +254,7 @@ class PushFactory(PushListener):
     def __init__(
         self,
         acquisition: Acquisition,
-        store: IStore,
+        store: PushSessionStore,
         *,
         reactor: Any,
         settings: ListenerSettings = DEFAULT_LISTENER,

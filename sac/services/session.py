@@ -27,7 +27,7 @@ import contextlib
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.logger import Logger
 
@@ -47,10 +47,13 @@ from sac.services.readings import (
     rows_to_readings,
     status_of,
 )
-from sac.store.connector import IStore
 from sac.store.model import Command, Ingest, Meter, MeterStatus, Reading
 
-__all__ = ["SAC_SYSTEM_TITLE", "MeterSession", "SessionSettings"]
+if TYPE_CHECKING:
+    from sac.store.counters import ICounters
+    from sac.store.keys import IKeys
+
+__all__ = ["SAC_SYSTEM_TITLE", "MeterSession", "SessionSettings", "SessionStore"]
 
 SAC_SYSTEM_TITLE = b"SACSACSA"  # docs/uni-ts-11291.md §3 (configurable)
 SERVICE_ERROR_INVOCATION_COUNTER = 6
@@ -61,6 +64,17 @@ class CounterHintRefused(RemoteProtocolError):
     """An unauthenticated answer asked for a counter the session will not move to (beyond
     the window above the proven counter, too near 2^32, or a second hint): nothing more can
     be sent in this session.  Not the meter's word, so no command fails for good on it."""
+
+
+class SessionStore(cmd.CommandStore, Protocol):
+    """The parts of the store a session reaches: the meter's keys, its invocation counters
+    and its commands."""
+
+    @property
+    def keys(self) -> IKeys: ...
+
+    @property
+    def counters(self) -> ICounters: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +99,7 @@ class MeterSession:
     def __init__(
         self,
         link: ILink,
-        store: IStore,
+        store: SessionStore,
         profile: IMeterProfile,
         *,
         settings: SessionSettings,
@@ -521,7 +535,7 @@ class MeterSession:
 
 
 async def requeue(
-    store: IStore, commands: list[Command], why: str, *, attempts: int | None = None
+    store: cmd.CommandStore, commands: list[Command], why: str, *, attempts: int | None = None
 ) -> None:
     """Claimed commands a session did not finish go back to the queue (one conditional
     update each: a command already finished stays as it is) -- or, once a command has
