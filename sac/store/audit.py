@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import TypeVar
 
 from zope.interface import Interface, implementer
 
 from sac.store.model import Actor, AuditEntry
-from sac.store.sql import Component, Exec, Query, Transaction, when
+from sac.store.sql import Component, Exec, Query, Transaction, stamp
 
 __all__ = ["AUDIT_LIMITS", "AuditComponent", "IAudit", "audit", "audited"]
 
 # the most characters of each field of an audit line: what comes from outside (a user name
 # tried at sign-in, an LDN in a SOAP call) may be any length, the trail's lines are not
+T = TypeVar("T")
+
 AUDIT_LIMITS = {"actor": 100, "address": 64, "action": 100, "target": 200, "detail": 2000}
 
 
@@ -23,7 +26,9 @@ def clip(text: str | None, limit: int) -> str | None:
     return text[: limit - 1] + "\u2026"
 
 
-def audit(by: Actor, action: str, target: str | None, detail: str | None, now: dt.datetime):
+def audit(
+    by: Actor, action: str, target: str | None, detail: str | None, now: dt.datetime
+) -> Transaction[None]:
     """One line of the audit trail, in the transaction of the change it records; each field
     cut to its :data:`AUDIT_LIMITS` (every line is written here)."""
     fields = {
@@ -40,13 +45,13 @@ def audit(by: Actor, action: str, target: str | None, detail: str | None, now: d
 
 
 def audited(
-    transaction: Transaction,
+    transaction: Transaction[T],
     by: Actor | None,
     action: str,
     target: str | None,
     now: dt.datetime,
     detail: str | None = None,
-) -> Transaction:
+) -> Transaction[T]:
     """``transaction``, then its audit line: both or neither."""
     result = yield from transaction
     if by is not None:
@@ -54,7 +59,7 @@ def audited(
     return result
 
 
-def audit_log(limit: int, before: int | None) -> Transaction:
+def audit_log(limit: int, before: int | None) -> Transaction[list[AuditEntry]]:
     """The latest audit lines, newest first; ``before``: ids below it (the next page)."""
     where, params = ("WHERE id < ? ", [before]) if before is not None else ("", [])
     rows = yield Query(
@@ -63,7 +68,7 @@ def audit_log(limit: int, before: int | None) -> Transaction:
         [*params, limit],
     )
     return [
-        AuditEntry(i, when(at), actor, address, action, target, detail)  # type: ignore[arg-type]
+        AuditEntry(i, stamp(at), actor, address, action, target, detail)
         for i, at, actor, address, action, target, detail in rows
     ]
 

@@ -13,7 +13,7 @@ from zope.interface import Interface, implementer
 from sac.errors import CommandStateError, InvalidRequest, UnknownCommand
 from sac.store.audit import audited
 from sac.store.model import Actor, Command, CommandState, CommandTransition
-from sac.store.sql import Component, Exec, Query, Transaction, id_of, when
+from sac.store.sql import Component, Exec, Query, Transaction, id_of, stamp, when
 
 __all__ = ["CommandsComponent", "ICommands"]
 
@@ -33,7 +33,7 @@ def _command(row: Sequence[Any]) -> Command:
         params=json.loads(row[3]),
         state=CommandState(row[4]),
         requested_by=row[5],
-        created=when(row[6]),  # type: ignore[arg-type]
+        created=stamp(row[6]),
         expires=when(row[7]),
         sent=when(row[8]),
         finished=when(row[9]),
@@ -43,7 +43,9 @@ def _command(row: Sequence[Any]) -> Command:
     )
 
 
-def _log(ids: Sequence[int], state: CommandState, now: dt.datetime, detail: str | None):
+def _log(
+    ids: Sequence[int], state: CommandState, now: dt.datetime, detail: str | None
+) -> Transaction[None]:
     """The transition of commands ``ids`` to ``state``, in the command log."""
     for i in range(0, len(ids), 500):
         part = ids[i : i + 500]
@@ -54,13 +56,13 @@ def _log(ids: Sequence[int], state: CommandState, now: dt.datetime, detail: str 
         )
 
 
-def command_history(command_id: int) -> Transaction:
+def command_history(command_id: int) -> Transaction[list[CommandTransition]]:
     """Every transition of a command, oldest first."""
     rows = yield Query(
         "SELECT at, state, detail FROM command_log WHERE command_id = ? ORDER BY id",
         (command_id,),
     )
-    return [CommandTransition(when(at), CommandState(state), detail) for at, state, detail in rows]  # type: ignore[arg-type]
+    return [CommandTransition(stamp(at), CommandState(state), detail) for at, state, detail in rows]
 
 
 def queue_command(
@@ -71,7 +73,7 @@ def queue_command(
     expires: dt.datetime | None,
     now: dt.datetime,
     priority: int = 0,
-) -> Transaction:
+) -> Transaction[Command]:
     """A new pending command for a meter; a higher ``priority`` runs first."""
     if expires is not None and expires <= now:
         raise InvalidRequest("a command's deadline must be in the future")
@@ -85,14 +87,16 @@ def queue_command(
     return (yield from get_command(rows[0][0]))
 
 
-def get_command(command_id: int) -> Transaction:
+def get_command(command_id: int) -> Transaction[Command]:
     rows = yield Query(f"SELECT {_COMMAND_COLUMNS} {_FROM_COMMANDS} WHERE c.id = ?", (command_id,))
     if not rows:
         raise UnknownCommand(command_id)
     return _command(rows[0])
 
 
-def commands(ldn: str | None, states: Collection[CommandState] | None, limit: int) -> Transaction:
+def commands(
+    ldn: str | None, states: Collection[CommandState] | None, limit: int
+) -> Transaction[list[Command]]:
     """Commands, newest first, of one meter and/or in some states."""
     where: list[str] = []
     params: list[Any] = []
@@ -110,7 +114,7 @@ def commands(ldn: str | None, states: Collection[CommandState] | None, limit: in
     return [_command(row) for row in rows]
 
 
-def claim_commands(ldn: str, now: dt.datetime, by: str | None = None) -> Transaction:
+def claim_commands(ldn: str, now: dt.datetime, by: str | None = None) -> Transaction[list[Command]]:
     """The meter's pending commands, highest priority then oldest first, now ``sent``
     (claimed by this session, ``by``: which process);
     those past their deadline become ``expired`` instead.  Rows another process is claiming
@@ -122,7 +126,7 @@ def claim_commands(ldn: str, now: dt.datetime, by: str | None = None) -> Transac
         (meter_id,),
         lock=True,
     )
-    late = [i for i, expires in rows if expires is not None and when(expires) <= now]
+    late = [i for i, expires in rows if expires is not None and stamp(expires) <= now]
     due = [i for i, expires in rows if i not in late]
     if late:
         yield from _move(late, CommandState.EXPIRED, now, "finished")
@@ -143,7 +147,9 @@ def claim_commands(ldn: str, now: dt.datetime, by: str | None = None) -> Transac
     return [_command(row) for row in claimed]
 
 
-def _move(ids: Sequence[int], state: CommandState, now: dt.datetime, stamp: str) -> Transaction:
+def _move(
+    ids: Sequence[int], state: CommandState, now: dt.datetime, stamp: str
+) -> Transaction[None]:
     yield Exec(
         f"UPDATE commands SET state = ?, {stamp} = ? WHERE id IN ({', '.join('?' * len(ids))})",
         [state.value, now, *ids],
@@ -161,7 +167,7 @@ _MOVES = {
 
 def move_command(
     command_id: int, to: CommandState, result: str | None, now: dt.datetime
-) -> Transaction:
+) -> Transaction[Command]:
     """Move a command on: sent -> done/failed, sent -> pending (retry at the next session),
     pending -> cancelled (or failed, e.g. the meter was removed).  Any other move is refused
     with the state the command is in; the check and the write are one statement."""
@@ -182,7 +188,7 @@ def move_command(
     return command
 
 
-def expire_commands(now: dt.datetime) -> Transaction:
+def expire_commands(now: dt.datetime) -> Transaction[int]:
     """Pending commands past their deadline become expired; how many."""
     yield Exec(
         "INSERT INTO command_log (command_id, at, state, detail) SELECT id, ?, 'expired',"
@@ -195,10 +201,10 @@ def expire_commands(now: dt.datetime) -> Transaction:
         " WHERE state = 'pending' AND expires IS NOT NULL AND expires <= ?",
         (now, now),
     )
-    return count
+    return int(count)
 
 
-def requeue_stale_commands(sent_before: dt.datetime, now: dt.datetime) -> Transaction:
+def requeue_stale_commands(sent_before: dt.datetime, now: dt.datetime) -> Transaction[int]:
     """Commands claimed before ``sent_before`` and never finished (their process died) go
     back to pending; how many."""
     yield Exec(
@@ -211,7 +217,7 @@ def requeue_stale_commands(sent_before: dt.datetime, now: dt.datetime) -> Transa
         "UPDATE commands SET state = 'pending', sent = NULL WHERE state = 'sent' AND sent < ?",
         (sent_before,),
     )
-    return count
+    return int(count)
 
 
 class ICommands(Interface):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Collection
-from typing import Any
+from typing import Any, TypeVar, TypeVarTuple
 
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
@@ -33,6 +33,9 @@ from sac.store.tokens import TokensComponent
 from sac.store.users import SessionsComponent, UsersComponent
 
 __all__ = ["IStore", "Store", "utc_now"]
+
+T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
 
 _log = Logger()
 
@@ -114,13 +117,13 @@ class Store:
         self.audit = AuditComponent(self)
         self.exports = ExportsComponent(self)
 
-    async def run(self, transaction: Transaction) -> Any:
+    async def run(self, transaction: Transaction[T]) -> T:
         raise NotImplementedError("a backend runs transactions")
 
     def now(self) -> dt.datetime:
         return self._clock()
 
-    def in_thread(self, f: Callable[..., Any], *args: Any) -> Deferred[Any]:
+    def in_thread(self, f: Callable[[*Ts], T], *args: *Ts) -> Deferred[T]:
         """CPU-bound work (scrypt) off the reactor thread."""
         return deferToThreadPool(self._reactor, self._reactor.getThreadPool(), f, *args)
 
@@ -173,18 +176,18 @@ class Store:
             except Exception:
                 _log.failure("a watcher of meter changes failed")
 
-    def _announce(self, ldns: frozenset[str] | None) -> Transaction:
+    def _announce(self, ldns: frozenset[str] | None) -> Transaction[None]:
         """Statements that tell the other processes, run in the changing transaction (so
         they hear of it only if it commits).  SQLite: one process, nothing to tell."""
         return
         yield  # a generator
 
-    def _announced(self, change: Transaction, ldns: frozenset[str] | None) -> Transaction:
+    def _announced(self, change: Transaction[T], ldns: frozenset[str] | None) -> Transaction[T]:
         result = yield from change
         yield from self._announce(ldns)
         return result
 
-    async def change(self, change: Transaction, ldns: Collection[str] | None) -> Any:
+    async def change(self, change: Transaction[T], ldns: Collection[str] | None) -> T:
         """Run a transaction that changes meters or their keys: the other processes are
         told in it, this one's watchers once it has returned (or failed: a commit whose
         answer was lost is a change too; forgetting once too often costs one lookup)."""

@@ -15,7 +15,7 @@ from sac.store.sql import Component, Exec, InsertRows, Query, Transaction, id_of
 __all__ = ["CountersComponent", "ICounters", "accept_counters"]
 
 
-def reserve_invocation_counters(ldn: str, client_sap: int, count: int) -> Transaction:
+def reserve_invocation_counters(ldn: str, client_sap: int, count: int) -> Transaction[int]:
     """Reserve the next ``count`` counters of ours: the first one.  Stored before it is used,
     in one statement, so a restart never sends a counter twice."""
     if count < 1:
@@ -27,7 +27,7 @@ def reserve_invocation_counters(ldn: str, client_sap: int, count: int) -> Transa
         " DO UPDATE SET ours = invocation_counters.ours + excluded.ours RETURNING ours",
         (meter_id, client_sap, count),
     )
-    last = rows[0][0]
+    last = int(rows[0][0])
     if last > 0xFFFFFFFF:
         raise StorageError(f"the invocation counters of {ldn} are exhausted: renew the key")
     return last - count + 1
@@ -38,7 +38,7 @@ def _check_counter(value: int) -> None:
         raise ValueError(f"an invocation counter is 0..2^32-1, not {value}")
 
 
-def raise_invocation_counter(ldn: str, client_sap: int, used: int) -> Transaction:
+def raise_invocation_counter(ldn: str, client_sap: int, used: int) -> Transaction[None]:
     """Reserve above ``used``: our next counter is sent above it (reserved before it is sent,
     as every counter).  Callers bound ``used`` (see MeterSession): a counter an
     unauthenticated answer asked for is not proven by this."""
@@ -52,7 +52,7 @@ def raise_invocation_counter(ldn: str, client_sap: int, used: int) -> Transactio
     )
 
 
-def prove_invocation_counter(ldn: str, client_sap: int, accepted: int) -> Transaction:
+def prove_invocation_counter(ldn: str, client_sap: int, accepted: int) -> Transaction[None]:
     """The meter has proven, by authenticated data, that it accepted our counter
     ``accepted``: the proven mark moves up to it (and the reservation with it)."""
     _check_counter(accepted)
@@ -68,21 +68,22 @@ def prove_invocation_counter(ldn: str, client_sap: int, accepted: int) -> Transa
     )
 
 
-def reset_invocation_counters(ldn: str) -> Transaction:
+def reset_invocation_counters(ldn: str) -> Transaction[int]:
     """Forget every counter of a meter (all its clients), after its keys were changed in
     the field; how many clients had counters."""
     meter_id = yield from id_of(ldn)
-    return (yield Exec("DELETE FROM invocation_counters WHERE meter_id = ?", (meter_id,)))
+    count = yield Exec("DELETE FROM invocation_counters WHERE meter_id = ?", (meter_id,))
+    return int(count)
 
 
-def accept_peer_counter(ldn: str, client_sap: int, counter: int) -> Transaction:
+def accept_peer_counter(ldn: str, client_sap: int, counter: int) -> Transaction[bool]:
     """Record the meter's counter if it is newer than the last one: True, else False
     (a replay).  The check and the write are one statement."""
     meter_id = yield from id_of(ldn)
     return (yield from _accept_counter(meter_id, client_sap, counter))
 
 
-def _accept_counter(meter_id: int, client_sap: int, counter: int) -> Transaction:
+def _accept_counter(meter_id: int, client_sap: int, counter: int) -> Transaction[bool]:
     rows = yield Query(
         "INSERT INTO invocation_counters (meter_id, client_sap, theirs) VALUES (?, ?, ?)"
         " ON CONFLICT (meter_id, client_sap) DO UPDATE SET theirs = excluded.theirs"
@@ -93,13 +94,13 @@ def _accept_counter(meter_id: int, client_sap: int, counter: int) -> Transaction
     return bool(rows)
 
 
-def invocation_counters(ldn: str, client_sap: int) -> Transaction:
+def invocation_counters(ldn: str, client_sap: int) -> Transaction[tuple[int, int | None]]:
     """(ours: the last reserved, theirs: the last accepted or None)."""
     state = yield from counter_state(ldn, client_sap)
     return state.ours, state.theirs
 
 
-def counter_state(ldn: str, client_sap: int) -> Transaction:
+def counter_state(ldn: str, client_sap: int) -> Transaction[InvocationCounters]:
     """A meter's InvocationCounters for a client (zeros before any)."""
     rows = yield Query(
         "SELECT c.ours, c.proven, c.theirs FROM invocation_counters c"
@@ -112,7 +113,7 @@ def counter_state(ldn: str, client_sap: int) -> Transaction:
 _COUNTER_COLUMNS = (("meter_id", "int"), ("client_sap", "int"), ("theirs", "int"))
 
 
-def accept_counters(counters: Sequence[PeerCounter], ids: dict[str, int]) -> Transaction:
+def accept_counters(counters: Sequence[PeerCounter], ids: dict[str, int]) -> Transaction[None]:
     """Accept every counter (each newer than its meter's last) or raise ReplayError: one
     statement for all, when no meter and client appear twice (one at a time otherwise)."""
     if not counters:

@@ -6,12 +6,12 @@ from zope.interface import Interface, implementer
 
 from sac.dlms import Obis
 from sac.store.model import Event
-from sac.store.sql import Component, Query, Transaction, when
+from sac.store.sql import Component, Query, Transaction, stamp
 
 __all__ = ["EventsComponent", "IEvents"]
 
 
-def events(ldn: str, limit: int) -> Transaction:
+def events(ldn: str, limit: int) -> Transaction[list[Event]]:
     """A meter's latest events, newest first."""
     rows = yield Query(
         "SELECT e.logbook, e.code, e.occurred, e.received, e.source, e.counter"
@@ -20,7 +20,7 @@ def events(ldn: str, limit: int) -> Transaction:
         (ldn, limit),
     )
     return [
-        Event(ldn, Obis(logbook), code, when(occurred), when(received), source, counter)  # type: ignore[arg-type]
+        Event(ldn, Obis(logbook), code, stamp(occurred), stamp(received), source, counter)
         for logbook, code, occurred, received, source, counter in rows
     ]
 

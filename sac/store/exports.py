@@ -22,7 +22,7 @@ from sac.dlms import Obis
 from sac.errors import BadCursor, InvalidRequest
 from sac.store.model import Event, EventPage, ReadingPage
 from sac.store.rows import READING_VALUES, reading_row
-from sac.store.sql import Component, Query, Transaction, id_of, when
+from sac.store.sql import Component, Query, Transaction, id_of, stamp
 
 __all__ = [
     "MAX_PAGE",
@@ -95,7 +95,7 @@ def readings_page(
     attribute: int | None = None,
     cursor: str | None = None,
     limit: int = 1000,
-) -> Transaction:
+) -> Transaction[ReadingPage]:
     """Readings captured in [start, end), of one meter (``ldn``) or all, of one object
     (``obis``, ``attribute``) or all; UnknownMeter for an unknown LDN."""
     _check(start, end, limit)
@@ -139,7 +139,7 @@ def readings_page(
     next_cursor = None
     if more:
         last = rows[-1]
-        next_cursor = encode_cursor("r", fingerprint, last[1], when(last[9]).isoformat(), last[0])  # type: ignore[union-attr]
+        next_cursor = encode_cursor("r", fingerprint, last[1], stamp(last[9]).isoformat(), last[0])
     return ReadingPage(readings, next_cursor)
 
 
@@ -150,7 +150,7 @@ def events_page(
     ldn: str | None = None,
     cursor: str | None = None,
     limit: int = 1000,
-) -> Transaction:
+) -> Transaction[EventPage]:
     """Events that occurred in [start, end), of one meter or all, in the order they
     occurred; UnknownMeter for an unknown LDN."""
     _check(start, end, limit)
@@ -180,13 +180,13 @@ def events_page(
     next_cursor = None
     if more:
         last = rows[-1]
-        next_cursor = encode_cursor("e", fingerprint, when(last[4]).isoformat(), last[0])  # type: ignore[union-attr]
+        next_cursor = encode_cursor("e", fingerprint, stamp(last[4]).isoformat(), last[0])
     return EventPage(events, next_cursor)
 
 
 def _event(row: Sequence[Any]) -> Event:
     _, ldn, logbook, code, occurred, received, source, counter = row
-    return Event(ldn, Obis(logbook), code, when(occurred), when(received), source, counter)  # type: ignore[arg-type]
+    return Event(ldn, Obis(logbook), code, stamp(occurred), stamp(received), source, counter)
 
 
 class IExports(Interface):

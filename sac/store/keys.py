@@ -18,7 +18,7 @@ from sac.store.sql import BATCH_ROWS, Component, Exec, Query, Transaction, id_of
 __all__ = ["IKeys", "KeysComponent", "check_keys", "check_master_key", "write_keys"]
 
 
-def check_master_key(master: MasterKey | None) -> Transaction:
+def check_master_key(master: MasterKey | None) -> Transaction[None]:
     """Refuse a store that holds keys with no master key or another one; remember the id."""
     rows = yield Query("SELECT wrapped FROM meter_keys LIMIT 1")
     held = wrapped_by(bytes(rows[0][0])) if rows else None
@@ -41,7 +41,7 @@ def check_master_key(master: MasterKey | None) -> Transaction:
         )
 
 
-def rotate_master_key(old: MasterKey, new: MasterKey) -> Transaction:
+def rotate_master_key(old: MasterKey, new: MasterKey) -> Transaction[int]:
     """Re-wrap every key under ``new`` in one transaction; the number of keys."""
     rows = yield Query(
         "SELECT k.meter_id, k.client_sap, k.role, k.wrapped, m.ldn"
@@ -66,7 +66,7 @@ def check_keys(ek: bytes, ak: bytes | None) -> None:
 
 def set_keys(
     master: MasterKey, ldn: str, client_sap: int, ek: bytes, ak: bytes | None, now: dt.datetime
-) -> Transaction:
+) -> Transaction[None]:
     check_keys(ek, ak)
     meter_id = yield from id_of(ldn)
     yield from write_keys(master, meter_id, ldn, client_sap, ek, ak, now)
@@ -81,7 +81,7 @@ def write_keys(
     ak: bytes | None,
     now: dt.datetime,
     held: dict[str, bytes] | None = None,
-) -> Transaction:
+) -> Transaction[bool]:
     """Write a meter's keys for a client; ``held``: the wrapped keys it has now by role (None:
     look them up).  New keys start a new invocation-counter space (the GCM IV is the system
     title and the counter, per key), so the client's counters restart from 0; the same keys
@@ -116,7 +116,7 @@ def write_keys(
     return True
 
 
-def _held_keys(meter_ids: Sequence[int]) -> Transaction:
+def _held_keys(meter_ids: Sequence[int]) -> Transaction[dict[tuple[int, int], dict[str, bytes]]]:
     """{(meter id, client): {role: wrapped key}} of ``meter_ids``, a few hundred a query."""
     wanted = sorted(set(meter_ids))
     held: dict[tuple[int, int], dict[str, bytes]] = {}
@@ -132,7 +132,7 @@ def _held_keys(meter_ids: Sequence[int]) -> Transaction:
     return held
 
 
-def get_keys(master: MasterKey, ldn: str, client_sap: int) -> Transaction:
+def get_keys(master: MasterKey, ldn: str, client_sap: int) -> Transaction[MeterKeys | None]:
     rows = yield Query(
         "SELECT k.role, k.wrapped FROM meter_keys k JOIN meters m ON m.id = k.meter_id"
         " WHERE m.ldn = ? AND k.client_sap = ?",
@@ -148,7 +148,7 @@ def get_keys(master: MasterKey, ldn: str, client_sap: int) -> Transaction:
 
 def import_keys(
     master: MasterKey, rows: Sequence[KeyRow], replace: bool, now: dt.datetime
-) -> Transaction:
+) -> Transaction[int]:
     """Set the keys of ``rows`` (KeyRow), all or none; KeyImportError lists every bad line."""
     ids = yield from ids_of({r.ldn for r in rows})
     held = yield from _held_keys(list(ids.values()))
@@ -170,7 +170,7 @@ def import_keys(
     return len(rows)
 
 
-def has_keys(ldn: str, client_sap: int) -> Transaction:
+def has_keys(ldn: str, client_sap: int) -> Transaction[bool]:
     """Whether the meter's keys for a client are set (without unwrapping them)."""
     meter_id = yield from id_of(ldn)
     rows = yield Query(

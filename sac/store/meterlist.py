@@ -102,7 +102,7 @@ def _after(query: MeterQuery, cursor: str) -> tuple[Any, str]:
 
 def list_meters(
     after: str | None, limit: int, query: MeterQuery, total: bool = False
-) -> Transaction:
+) -> Transaction[MeterPage]:
     """One page of the meters ``query`` matches, in its order, after the cursor ``after``:
     one indexed query, keyset-paginated (``total``: count them too).
 
@@ -155,15 +155,15 @@ def list_meters(
     return MeterPage(meters, next_after, count)
 
 
-def count_meters(query: MeterQuery) -> Transaction:
+def count_meters(query: MeterQuery) -> Transaction[int]:
     """How many meters ``query``'s filters keep."""
     where, params = _meter_filters(query)
     clause = f" WHERE {' AND '.join(where)}" if where else ""
     rows = yield Query(f"SELECT count(*) FROM meters{clause}", params)
-    return rows[0][0]
+    return int(rows[0][0])
 
 
-def connections_since(since: dt.datetime) -> Transaction:
+def connections_since(since: dt.datetime) -> Transaction[int]:
     """How many meters were heard at ``since`` or later."""
     rows = yield Query("SELECT count(*) FROM meters WHERE last_connection >= ?", (since,))
-    return rows[0][0]
+    return int(rows[0][0])

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Collection, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from zope.interface import Interface, implementer
 
@@ -29,13 +29,15 @@ from sac.store.sql import Component, Exec, Query, Transaction
 
 __all__ = ["IMeters", "MetersComponent"]
 
+T = TypeVar("T")
+
 
 def add_meter(
     meter: NewMeter,
     now: dt.datetime,
     master: MasterKey | None = None,
     keys: Mapping[int, tuple[bytes, bytes | None]] = {},
-) -> Transaction:
+) -> Transaction[Meter]:
     """A new meter, with its keys ({client SAP: (EK, AK or None: the EK)}) wrapped under
     ``master``: the row and the keys together or neither."""
     for ek, ak in keys.values():
@@ -72,7 +74,9 @@ def add_meter(
     return added
 
 
-def claim_polls(now: dt.datetime, limit: int, lease_until: dt.datetime) -> Transaction:
+def claim_polls(
+    now: dt.datetime, limit: int, lease_until: dt.datetime
+) -> Transaction[list[PollJob]]:
     """Up to ``limit`` active meters with an address whose poll is due, leased to this
     process until ``lease_until`` (another process's claims are skipped; a poll never
     finished is due again when its lease ends)."""
@@ -96,7 +100,7 @@ def claim_polls(now: dt.datetime, limit: int, lease_until: dt.datetime) -> Trans
     ]
 
 
-def finish_poll(ldn: str, next_poll: dt.datetime, failures: int) -> Transaction:
+def finish_poll(ldn: str, next_poll: dt.datetime, failures: int) -> Transaction[None]:
     """A poll ended: the next one is due at ``next_poll``; ``failures`` in a row so far."""
     yield Exec(
         "UPDATE meters SET next_poll = ?, poll_failures = ? WHERE ldn = ?",
@@ -104,17 +108,17 @@ def finish_poll(ldn: str, next_poll: dt.datetime, failures: int) -> Transaction:
     )
 
 
-def get_meter(ldn: str) -> Transaction:
+def get_meter(ldn: str) -> Transaction[Meter | None]:
     rows = yield Query(f"SELECT {METER_COLUMNS} FROM meters WHERE ldn = ?", (ldn,))
     return meter_row(rows[0]) if rows else None
 
 
-def meter_by_system_title(title: bytes) -> Transaction:
+def meter_by_system_title(title: bytes) -> Transaction[Meter | None]:
     rows = yield Query(f"SELECT {METER_COLUMNS} FROM meters WHERE system_title = ?", (title,))
     return meter_row(rows[0]) if rows else None
 
 
-def meters_by_ip(ip: str) -> Transaction:
+def meters_by_ip(ip: str) -> Transaction[list[Meter]]:
     """The meters whose allowlist holds the address ``ip`` (how a push with an empty system
     title is identified)."""
     if not ip or "," in ip or "%" in ip or "_" in ip:
@@ -126,7 +130,7 @@ def meters_by_ip(ip: str) -> Transaction:
     return [meter_row(row) for row in rows]
 
 
-def push_candidates(ip: str, limit: int) -> Transaction:
+def push_candidates(ip: str, limit: int) -> Transaction[list[Meter]]:
     """The meters (with a system title) a push without one from ``ip`` may come from, at
     most ``limit``: those whose allowlist holds ``ip``, then those with no allowlist that
     were last heard from ``ip``, the latest first."""
@@ -142,7 +146,7 @@ def push_candidates(ip: str, limit: int) -> Transaction:
     return [meter_row(row) for row in rows]
 
 
-def known_meters(limit: int) -> Transaction:
+def known_meters(limit: int) -> Transaction[list[tuple[str, bytes, tuple[str, ...]]]]:
     """(LDN, system title, allowlist) of up to ``limit`` active meters with a system title,
     the latest heard first: what the push path may spool pushes of while the store is away."""
     rows = yield Query(
@@ -156,7 +160,7 @@ def known_meters(limit: int) -> Transaction:
     ]
 
 
-def set_meter_state(ldn: str, state: MeterState, now: dt.datetime) -> Transaction:
+def set_meter_state(ldn: str, state: MeterState, now: dt.datetime) -> Transaction[None]:
     count = yield Exec(
         "UPDATE meters SET state = ?, updated = ? WHERE ldn = ?", (state.value, now, ldn)
     )
@@ -346,7 +350,8 @@ class MetersComponent(Component):
         keyed = any(keys for _, keys in meters) and not check_only
         change = prov.add_meters(meters, now, self.db.master_key() if keyed else None, check_only)
         audited_change = audited(change, by, "add meters", None, now, f"{len(meters)} meters")
-        return await self._trial(audited_change, None if check_only else [m.ldn for m, _ in meters])
+        ldns = None if check_only else [m.ldn for m, _ in meters]
+        return await self._trial(audited_change, ldns, checked=[])
 
     async def update_many(
         self,
@@ -359,7 +364,8 @@ class MetersComponent(Component):
         master = self.db.master_key() if any(c.get("keys") for _, c in items) else None
         change = prov.update_meters(items, now, master, check_only)
         audited_change = audited(change, by, "update meters", None, now, f"{len(items)} meters")
-        return await self._trial(audited_change, None if check_only else [ldn for ldn, _ in items])
+        ldns = None if check_only else [ldn for ldn, _ in items]
+        return await self._trial(audited_change, ldns, checked=[])
 
     async def delete_many(
         self,
@@ -373,14 +379,16 @@ class MetersComponent(Component):
         change = prov.delete_meters(ldns, purge, check_only)
         detail = f"{len(ldns)} meters" + (" with their history" if purge else "")
         audited_change = audited(change, by, "delete meters", None, now, detail)
-        await self._trial(audited_change, None if check_only else ldns)
+        await self._trial(audited_change, None if check_only else ldns, checked=None)
 
-    async def _trial(self, transaction: Transaction, ldns: Collection[str] | None) -> Any:
+    async def _trial(
+        self, transaction: Transaction[T], ldns: Collection[str] | None, *, checked: T
+    ) -> T:
         """Run a bulk change of the meters ``ldns`` (None: only checked); one that was only
-        checked (CheckedOnly, rolled back) gives []."""
+        checked (CheckedOnly, rolled back) gives ``checked``."""
         try:
             if ldns is None:
                 return await self.db.run(transaction)
             return await self.db.change(transaction, ldns)
         except prov.CheckedOnly:
-            return []
+            return checked

@@ -6,7 +6,7 @@ import contextlib
 import datetime as dt
 import math
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg2
 from twisted.internet.defer import Deferred
@@ -28,6 +28,8 @@ from sac.store.sql import (
 
 __all__ = ["PostgresStore"]
 
+T = TypeVar("T")
+
 # the NOTIFY channel of meter changes; the payload: LDNs separated by commas, or "*"
 METERS_CHANNEL = "sac_meters"
 _NOTIFY_LDNS = 400  # LDNs in one payload (under PostgreSQL's 8000 bytes); more: "*"
@@ -40,7 +42,7 @@ def _reconnection_delays() -> Any:
     )
 
 
-class _Pool(txpostgres.ConnectionPool):  # type: ignore[misc]
+class _Pool(txpostgres.ConnectionPool):  # type: ignore[misc]  # txpostgres has no types
     """txpostgres' pool with the reactor given, not imported, and connections that reconnect
     by themselves when the server goes away (a restart, a fail-over): while one is dead its
     transactions fail at once (StorageError), and it comes back when the server does."""
@@ -56,7 +58,7 @@ class _Pool(txpostgres.ConnectionPool):  # type: ignore[misc]
         return _Connection(reactor, cooperator, detector=detector)
 
 
-class _Connection(txpostgres.Connection):  # type: ignore[misc]
+class _Connection(txpostgres.Connection):  # type: ignore[misc]  # txpostgres has no types
     """A connection that loses its server quietly: one warning, then the dead-connection
     detector reconnects it.  txpostgres' own logs an "Unhandled Error" traceback each time
     the server goes away (a restart): from the reactor, when an idle connection's socket
@@ -199,13 +201,14 @@ def _update_rows(op: UpdateRows) -> tuple[str, Iterator[list[str]]]:
     return sql, _chunks(op)
 
 
-async def _drive(cursor: Any, transaction: Transaction) -> Any:
+async def _drive(cursor: Any, transaction: Transaction[T]) -> T:
     result: Any = None
     while True:
         try:
             op = transaction.send(result)
         except StopIteration as done:
-            return done.value
+            value: T = done.value
+            return value
         if isinstance(op, InsertRows | UpdateRows):
             returning = isinstance(op, InsertRows) and op.returning
             sql, chunks = _insert_rows(op) if isinstance(op, InsertRows) else _update_rows(op)
@@ -286,7 +289,7 @@ class _Watcher:
                 self.connection.close()
 
 
-class _WatchDetector(reconnection.DeadConnectionDetector):  # type: ignore[misc]
+class _WatchDetector(reconnection.DeadConnectionDetector):  # type: ignore[misc]  # txpostgres has no types
     def __init__(self, watcher: _Watcher, **kw: Any) -> None:
         super().__init__(**kw)
         self.watcher = watcher
@@ -331,11 +334,12 @@ class PostgresStore(Store):
             self._started = True
         return await super().open(upto)
 
-    async def run(self, transaction: Transaction) -> Any:
+    async def run(self, transaction: Transaction[T]) -> T:
         try:
-            return await self._pool.runInteraction(
+            value: T = await self._pool.runInteraction(
                 lambda cursor: Deferred.fromCoroutine(_drive(cursor, transaction))
             )
+            return value
         except psycopg2.IntegrityError as exc:
             raise Conflict(f"the store refused a write: {exc}".strip()) from None
         except psycopg2.Error as exc:
@@ -353,9 +357,9 @@ class PostgresStore(Store):
 
     # --- meter changes through NOTIFY
 
-    def _announce(self, ldns: frozenset[str] | None) -> Transaction:
+    def _announce(self, ldns: frozenset[str] | None) -> Transaction[None]:
         many = ldns is None or len(ldns) > _NOTIFY_LDNS or any("," in ldn for ldn in ldns)
-        payload = "*" if many else ",".join(sorted(ldns))  # type: ignore[arg-type]
+        payload = "*" if ldns is None or many else ",".join(sorted(ldns))
         yield Query("SELECT pg_notify(?, ?)", (METERS_CHANNEL, payload))
 
     def watch_meters(self, watcher: Callable[[frozenset[str] | None], None]) -> Callable[[], None]:

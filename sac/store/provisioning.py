@@ -21,7 +21,7 @@ from sac.errors import (
 )
 from sac.keys import MasterKey, key_place
 from sac.store.keys import check_keys, write_keys
-from sac.store.model import METER_FIELDS, MeterState, NewMeter
+from sac.store.model import METER_FIELDS, Meter, MeterState, NewMeter
 from sac.store.rows import METER_COLUMNS, meter_row
 from sac.store.sql import Exec, InsertRows, Query, Transaction, id_of
 
@@ -59,7 +59,7 @@ def add_meters(
     now: dt.datetime,
     master: MasterKey | None,
     check_only: bool = False,
-) -> Transaction:
+) -> Transaction[list[Meter]]:
     """Every meter with its keys, or none: BulkError names each one refused (an LDN or a
     system title already held, or twice in the list; bad keys).  ``check_only``: refuse
     the same way, but add nothing (CheckedOnly when all would be added)."""
@@ -91,11 +91,11 @@ def add_meters(
             errors.setdefault(seen_ldn[ldn], f"a meter with LDN {ldn} is already present")
     titles = list(seen_title)
     for start in range(0, len(titles), 500):
-        part = titles[start : start + 500]
+        some = titles[start : start + 500]
         rows = yield Query(
             "SELECT ldn, system_title FROM meters"
-            f" WHERE system_title IN ({', '.join('?' * len(part))})",
-            part,
+            f" WHERE system_title IN ({', '.join('?' * len(some))})",
+            some,
         )
         for ldn, title in rows:
             errors.setdefault(
@@ -140,7 +140,7 @@ def add_meters(
     return [added[m.ldn] for m, _ in meters]
 
 
-def update_meter(ldn: str, changes: Mapping[str, Any], now: dt.datetime) -> Transaction:
+def update_meter(ldn: str, changes: Mapping[str, Any], now: dt.datetime) -> Transaction[Meter]:
     """Change some of a meter's :data:`METER_FIELDS` and its ``state``; the meter as it is
     now.  Conflict when the new system title is another meter's."""
     unknown = set(changes) - {*METER_FIELDS, "state"}
@@ -154,13 +154,15 @@ def update_meter(ldn: str, changes: Mapping[str, Any], now: dt.datetime) -> Tran
     merged = {f: getattr(meter, f) for f in METER_FIELDS}
     merged.update({k: v for k, v in changes.items() if k != "state"})
     # (the LDN does not change: a meter added before today's LDN rule keeps its own)
-    NewMeter("0" * 16, **{k: (tuple(v) if k == "allowed_ips" else v) for k, v in merged.items()})
+    checked: dict[str, Any] = {k: tuple(v) if k == "allowed_ips" else v for k, v in merged.items()}
+    NewMeter("0" * 16, **checked)
     title = changes.get("system_title")
     if title is not None and title != meter.system_title:
         taken = yield Query("SELECT ldn FROM meters WHERE system_title = ?", (title,))
         if taken:
             raise Conflict(f"meter {taken[0][0]} already has this system title")
-    sets, params = ["updated = ?"], [now]
+    sets: list[str] = ["updated = ?"]
+    params: list[Any] = [now]
     for field, value in changes.items():
         if field == "allowed_ips":
             value = ",".join(value)
@@ -182,7 +184,7 @@ def update_meters(
     now: dt.datetime,
     master: MasterKey | None,
     check_only: bool = False,
-) -> Transaction:
+) -> Transaction[list[Meter]]:
     """Each (LDN, changes) of :func:`update_meter`, where ``changes`` may also hold
     ``keys`` ({client SAP: (EK, AK or None)}), or none: BulkError names each item refused.
     The meters as they are now, in the list's order."""
@@ -203,7 +205,8 @@ def update_meters(
                 raise ConfigurationError("meter keys need a master key (SAC_MASTER_KEY)")
             meter = yield from update_meter(ldn, fields, now)
             for sap, (ek, ak) in sorted(keys.items()):
-                yield from write_keys(master, meter.id, ldn, sap, ek, ak, now)  # type: ignore[arg-type]
+                assert master is not None  # (keys without one are refused above)
+                yield from write_keys(master, meter.id, ldn, sap, ek, ak, now)
             done.append(meter)
         except (ValueError, StorageError) as exc:
             errors[i] = str(exc)
@@ -214,7 +217,7 @@ def update_meters(
     return done
 
 
-def delete_meters(ldns: Sequence[str], purge: bool, check_only: bool = False) -> Transaction:
+def delete_meters(ldns: Sequence[str], purge: bool, check_only: bool = False) -> Transaction[None]:
     """Each meter of :func:`delete_meter`, or none: BulkError names each refused;
     ``check_only``: the deletes are rolled back (CheckedOnly) even when all succeed."""
     errors: dict[int, str] = {}
@@ -229,7 +232,7 @@ def delete_meters(ldns: Sequence[str], purge: bool, check_only: bool = False) ->
         raise CheckedOnly()
 
 
-def delete_meter(ldn: str, purge: bool) -> Transaction:
+def delete_meter(ldn: str, purge: bool) -> Transaction[None]:
     """Remove a meter with its keys and counters.  One with readings or events is kept
     (Conflict) unless ``purge``: then its whole history goes too."""
     meter_id = yield from id_of(ldn)

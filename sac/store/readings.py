@@ -44,7 +44,7 @@ _EVENT_COLUMNS = (
 )
 
 
-def ingest(batch: Ingest, ids: dict[str, int]) -> Transaction:
+def ingest(batch: Ingest, ids: dict[str, int]) -> Transaction[IngestResult]:
     """Store what sessions brought, all or none: readings (history), events, and the meters'
     list values and last connection.  A reading or event already held is not stored again.
 
@@ -178,7 +178,8 @@ def _status_row(meter_id: int, status: MeterStatus) -> tuple[Any, ...]:
         received = status.connected or status.at
         if at is None:
             raise ValueError("a meter status with values needs a time (at or connected)")
-    index, index_row = status.index, (None, None, None, None, None)
+    index = status.index
+    index_row: tuple[Any, ...] = (None, None, None, None, None)
     if index is not None:
         stamp = index.captured or status.at or status.connected
         if stamp is None or index.value is None:
@@ -188,7 +189,7 @@ def _status_row(meter_id: int, status: MeterStatus) -> tuple[Any, ...]:
     return (meter_id, status.connected, at, received, *values, *index_row, status.address)
 
 
-def _update_statuses(statuses: Sequence[MeterStatus], ids: dict[str, int]) -> Transaction:
+def _update_statuses(statuses: Sequence[MeterStatus], ids: dict[str, int]) -> Transaction[None]:
     """Move meters' list values forward, never back to an older value: one statement for
     all, when no meter appears twice (one a statement otherwise, in order)."""
     rows = [_status_row(ids[s.ldn], s) for s in statuses]
@@ -198,7 +199,7 @@ def _update_statuses(statuses: Sequence[MeterStatus], ids: dict[str, int]) -> Tr
             yield UpdateRows("meters", "id", _STATUS_COLUMNS, group, _STATUS_SETS)
 
 
-def last_readings(ldn: str, obis: Obis, attribute: int, limit: int) -> Transaction:
+def last_readings(ldn: str, obis: Obis, attribute: int, limit: int) -> Transaction[list[Reading]]:
     """The ``limit`` latest readings of one attribute of one meter, newest first."""
     rows = yield Query(
         f"SELECT {READING_VALUES} FROM readings r JOIN meters m ON m.id = r.meter_id"
@@ -216,7 +217,7 @@ def readings_between(
     start: dt.datetime | None,
     end: dt.datetime | None,
     limit: int,
-) -> Transaction:
+) -> Transaction[list[Reading]]:
     """One attribute of one meter captured in [start, end) (a bound None: open), oldest
     first; the newest ``limit`` when there are more.  A reading without a capture time has
     no place on a time axis and is left out."""
@@ -247,7 +248,7 @@ def reading_buckets(
     end: dt.datetime,
     width: int,
     zone: dt.tzinfo = dt.UTC,
-) -> Transaction:
+) -> Transaction[ReadingBuckets]:
     """One attribute of one meter captured in [start, end), cut into buckets of ``width``
     seconds that start at midnight in ``zone`` (so a day's bucket is that zone's calendar
     day, on either side of a daylight-saving change): the last reading of each, found by
@@ -287,7 +288,7 @@ def utc_offsets(
     seconds), the first from ``start``.  Days are stepped, then a change found to the minute."""
 
     def offset(at: dt.datetime) -> int:
-        return int(at.astimezone(zone).utcoffset().total_seconds())  # type: ignore[union-attr]
+        return int((at.astimezone(zone).utcoffset() or dt.timedelta()).total_seconds())
 
     out = [(start, offset(start))]
     day = dt.timedelta(days=1)
@@ -304,9 +305,9 @@ def utc_offsets(
     return out
 
 
-def count_readings() -> Transaction:
+def count_readings() -> Transaction[int]:
     rows = yield Query("SELECT count(*) FROM readings")
-    return rows[0][0]
+    return int(rows[0][0])
 
 
 class IReadings(Interface):

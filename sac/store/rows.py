@@ -9,7 +9,7 @@ from typing import Any
 
 from sac.dlms import Obis
 from sac.store.model import Meter, MeterState, Reading, Role, User
-from sac.store.sql import number, when
+from sac.store.sql import number, stamp, when
 
 __all__ = [
     "METER_COLUMNS",
@@ -38,8 +38,8 @@ def meter_row(row: Sequence[Any]) -> Meter:
         address=row[5],
         allowed_ips=tuple(ip for ip in row[6].split(",") if ip),
         state=MeterState(row[7]),
-        created=when(row[8]),  # type: ignore[arg-type]
-        updated=when(row[9]),  # type: ignore[arg-type]
+        created=stamp(row[8]),
+        updated=stamp(row[9]),
         last_connection=when(row[10]),
         index_value=number(row[11]),
         index_scaler=row[12],
@@ -65,7 +65,7 @@ def reading_row(ldn: str, obis: Obis, attribute: int, row: Sequence[Any]) -> Rea
         obis,
         attribute,
         number(value),
-        when(received),  # type: ignore[arg-type]
+        stamp(received),
         source,
         when(captured),
         scaler,
@@ -83,7 +83,7 @@ def user_row(row: Sequence[Any]) -> User:
         row[1],
         Role(row[2]),
         bool(row[3]),
-        when(row[4]),  # type: ignore[arg-type]
-        when(row[5]),  # type: ignore[arg-type]
+        stamp(row[4]),
+        stamp(row[5]),
         when(row[6]),
     )

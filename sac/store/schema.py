@@ -45,7 +45,9 @@ def load_migrations(dialect: str) -> list[Migration]:
 _MIGRATION_LOCK = 0x53414301
 
 
-def migrate(migrations: list[Migration], now: dt.datetime, dialect: str) -> Transaction:
+def migrate(
+    migrations: list[Migration], now: dt.datetime, dialect: str
+) -> Transaction[tuple[int, int]]:
     """Bring the schema up to date; (version found, version now).  A database made by a newer
     sac is refused.  Several processes starting at once on one PostgreSQL database take turns
     (a transaction-scoped advisory lock); SQLite's BEGIN IMMEDIATE does the same."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Awaitable, Callable, Collection, Generator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar, TypeVarTuple
 
 from sac.errors import UnknownMeter
 from sac.keys import MasterKey
@@ -28,12 +28,14 @@ __all__ = [
     "Exec",
     "InsertRows",
     "Query",
+    "Statement",
     "Transaction",
     "UpdateRows",
     "id_of",
     "ids_of",
     "number",
     "ping",
+    "stamp",
     "when",
 ]
 
@@ -84,7 +86,14 @@ class UpdateRows:
     sets: str
 
 
-Transaction = Generator[Query | Exec | InsertRows | UpdateRows, Any, Any]
+T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
+
+Statement = Query | Exec | InsertRows | UpdateRows
+
+#: a transaction whose result is a ``T``: what its ``return`` gives, and what running it gives
+#: (the rows or row counts sent back into it are the backend's, untyped)
+Transaction = Generator[Statement, Any, T]
 
 
 # rows (or LDNs) per statement: 10 parameters a reading, well under SQLite's 32766 and
@@ -99,6 +108,11 @@ def when(value: Any) -> dt.datetime | None:
     return dt.datetime.fromisoformat(value)
 
 
+def stamp(value: Any) -> dt.datetime:
+    """A timestamp of a NOT NULL column, as either backend returns it."""
+    return value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(value)
+
+
 def number(value: Any) -> int | float | None:
     """A stored number the same on every backend: an int when whole, else a float
     (SQLite may give a float for a whole number, PostgreSQL a Decimal for anything)."""
@@ -109,7 +123,7 @@ def number(value: Any) -> int | float | None:
     return float(value)
 
 
-def ids_of(ldns: set[str]) -> Transaction:
+def ids_of(ldns: set[str]) -> Transaction[dict[str, int]]:
     """{LDN: id} of the meters present among ``ldns``, a few hundred a query."""
     wanted = sorted(ldns)
     ids: dict[str, int] = {}
@@ -122,17 +136,17 @@ def ids_of(ldns: set[str]) -> Transaction:
     return ids
 
 
-def id_of(ldn: str) -> Transaction:
+def id_of(ldn: str) -> Transaction[int]:
     rows = yield Query("SELECT id FROM meters WHERE ldn = ?", (ldn,))
     if not rows:
         raise UnknownMeter(ldn)
-    return rows[0][0]
+    return int(rows[0][0])
 
 
-def ping() -> Transaction:
+def ping() -> Transaction[bool]:
     """A round trip to the database, for health checks."""
     rows = yield Query("SELECT 1", [])
-    return rows[0][0] == 1
+    return bool(rows[0][0] == 1)
 
 
 # --- components ---------------------------------------------------------------------------
@@ -145,10 +159,10 @@ class Connection(Protocol):
     #: {LDN: meter id}, the ingest path's cache (forgotten with each change of meters)
     meter_ids: dict[str, int]
 
-    def run(self, transaction: Transaction) -> Awaitable[Any]:
+    def run(self, transaction: Transaction[T]) -> Awaitable[T]:
         """Run ``transaction`` in one database transaction; its result."""
 
-    def change(self, transaction: Transaction, ldns: Collection[str] | None) -> Awaitable[Any]:
+    def change(self, transaction: Transaction[T], ldns: Collection[str] | None) -> Awaitable[T]:
         """Run a transaction that changes the meters ``ldns`` (None: any) or their keys;
         whoever caches them is told."""
 
@@ -161,7 +175,7 @@ class Connection(Protocol):
     def set_master_key(self, new: MasterKey) -> None:
         """The key that wraps meter keys from now on."""
 
-    def in_thread(self, f: Callable[..., Any], *args: Any) -> Awaitable[Any]:
+    def in_thread(self, f: Callable[[*Ts], T], *args: *Ts) -> Awaitable[T]:
         """CPU-bound work off the reactor thread."""
 
 

@@ -15,7 +15,7 @@ import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from twisted.enterprise import adbapi
 
@@ -26,6 +26,8 @@ from sac.store.connector import Store, utc_now
 from sac.store.sql import Exec, InsertRows, Transaction, UpdateRows
 
 __all__ = ["SQLiteStore"]
+
+T = TypeVar("T")
 
 
 def _configure(connection: sqlite3.Connection) -> None:
@@ -64,7 +66,7 @@ def _text_time(value: dt.datetime) -> str:
     return value.astimezone(dt.UTC).isoformat(timespec="microseconds")
 
 
-def thd_run(connection: Any, transaction: Transaction) -> Any:
+def thd_run(connection: Any, transaction: Transaction[T]) -> T:
     """Run a transaction generator in the pool's thread, in one SQLite transaction."""
     cursor = connection.cursor()
     cursor.execute("BEGIN IMMEDIATE")
@@ -75,7 +77,8 @@ def thd_run(connection: Any, transaction: Transaction) -> Any:
                 op = transaction.send(result)
             except StopIteration as done:
                 cursor.execute("COMMIT")
-                return done.value
+                value: T = done.value
+                return value
             if isinstance(op, InsertRows):
                 result = _insert_rows(cursor, op)
                 continue
@@ -162,9 +165,10 @@ class SQLiteStore(Store):
             )
         return await super().open(upto)
 
-    async def run(self, transaction: Transaction) -> Any:
+    async def run(self, transaction: Transaction[T]) -> T:
         try:
-            return await self._pool.runWithConnection(thd_run, transaction)
+            value: T = await self._pool.runWithConnection(thd_run, transaction)
+            return value
         except sqlite3.Error as exc:  # opening the connection (thd_run translates the rest)
             raise StorageError(f"SQLite store {self.path}: {exc}") from None
 

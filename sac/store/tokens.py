@@ -13,7 +13,7 @@ from sac.errors import InvalidRequest, UnknownToken, UnknownUser
 from sac.store.audit import audited
 from sac.store.model import Actor, ApiToken, User
 from sac.store.rows import USER_COLUMNS, user_row
-from sac.store.sql import Component, Exec, Query, Transaction, when
+from sac.store.sql import Component, Exec, Query, Transaction, stamp, when
 from sac.store.users import token_hash
 
 __all__ = ["ITokens", "TokensComponent"]
@@ -27,10 +27,12 @@ _TOKEN_COLUMNS = "t.id, t.name, t.created, t.last_used, t.revoked, " + ", ".join
 
 
 def _token(row: Sequence[Any]) -> ApiToken:
-    return ApiToken(row[0], row[1], user_row(row[5:]), when(row[2]), when(row[3]), when(row[4]))  # type: ignore[arg-type]
+    return ApiToken(row[0], row[1], user_row(row[5:]), stamp(row[2]), when(row[3]), when(row[4]))
 
 
-def create_api_token(user_name: str, name: str, token: str, now: dt.datetime) -> Transaction:
+def create_api_token(
+    user_name: str, name: str, token: str, now: dt.datetime
+) -> Transaction[ApiToken]:
     if not (1 <= len(name) <= 100) or not name.isprintable():
         raise InvalidRequest("a token's name is 1 to 100 printable characters")
     users = yield Query(f"SELECT {USER_COLUMNS} FROM users WHERE name = ?", (user_name,))
@@ -45,7 +47,7 @@ def create_api_token(user_name: str, name: str, token: str, now: dt.datetime) ->
     return ApiToken(rows[0][0], name, user, now, None, None)
 
 
-def api_token(token: str, now: dt.datetime) -> Transaction:
+def api_token(token: str, now: dt.datetime) -> Transaction[ApiToken | None]:
     """The live token (not revoked, its user active) whose secret is ``token``, else None;
     its last use is written at most once a minute."""
     rows = yield Query(
@@ -61,14 +63,14 @@ def api_token(token: str, now: dt.datetime) -> Transaction:
     return found
 
 
-def api_tokens() -> Transaction:
+def api_tokens() -> Transaction[list[ApiToken]]:
     rows = yield Query(
         f"SELECT {_TOKEN_COLUMNS} FROM api_tokens t JOIN users u ON u.id = t.user_id ORDER BY t.id"
     )
     return [_token(row) for row in rows]
 
 
-def revoke_api_token(token_id: int, now: dt.datetime) -> Transaction:
+def revoke_api_token(token_id: int, now: dt.datetime) -> Transaction[str | None]:
     rows = yield Query(
         "UPDATE api_tokens SET revoked = ? WHERE id = ? AND revoked IS NULL RETURNING name",
         (now, token_id),

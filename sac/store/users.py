@@ -17,7 +17,7 @@ from sac.passwords import ScryptParams
 from sac.store.audit import audit, audited
 from sac.store.model import Actor, Role, User, WebSession
 from sac.store.rows import USER_COLUMNS, user_row
-from sac.store.sql import Component, Connection, Exec, Query, Transaction, when
+from sac.store.sql import Component, Connection, Exec, Query, Transaction, stamp
 
 __all__ = [
     "LOCKOUT",
@@ -40,7 +40,7 @@ def _check_name(name: str) -> None:
         raise InvalidRequest("a user name is 1 to 64 printable characters, no outer spaces")
 
 
-def add_user(name: str, password_hash: str, role: Role, now: dt.datetime) -> Transaction:
+def add_user(name: str, password_hash: str, role: Role, now: dt.datetime) -> Transaction[User]:
     _check_name(name)
     taken = yield Query("SELECT 1 FROM users WHERE name = ?", (name,))
     if taken:
@@ -53,7 +53,7 @@ def add_user(name: str, password_hash: str, role: Role, now: dt.datetime) -> Tra
     return user_row(rows[0])
 
 
-def login_record(name: str) -> Transaction:
+def login_record(name: str) -> Transaction[tuple[User, str, dt.datetime | None] | None]:
     """(user, password hash, end of a lock-out or None) of an active user, or None."""
     rows = yield Query(
         f"SELECT {USER_COLUMNS}, password FROM users WHERE name = ? AND active = ?",
@@ -65,7 +65,7 @@ def login_record(name: str) -> Transaction:
     return user, rows[0][7], user.locked_until
 
 
-def reserve_sign_in(user: User, by: Actor, now: dt.datetime) -> Transaction:
+def reserve_sign_in(user: User, by: Actor, now: dt.datetime) -> Transaction[int | None]:
     """Before ``user``'s password is checked: count the attempt as a failure in a row in
     advance, in one statement, so that attempts sent in parallel (all arriving before any
     has failed) see each other.  The failures in a row (the new one included), or None
@@ -79,12 +79,12 @@ def reserve_sign_in(user: User, by: Actor, now: dt.datetime) -> Transaction:
         (user.id, True, now, LOCKOUT_FAILURES),
     )
     if rows:
-        return rows[0][0]
+        return int(rows[0][0])
     yield from _lock_out(user, by, now, "active = ?", True)
     return None
 
 
-def _lock_out(user: User, by: Actor, now: dt.datetime, where: str, value: Any) -> Transaction:
+def _lock_out(user: User, by: Actor, now: dt.datetime, where: str, value: Any) -> Transaction[None]:
     """Lock ``user`` out for :data:`LOCKOUT` when ``where`` holds and no lock-out runs,
     and start the failures in a row again; audited."""
     until = now + LOCKOUT
@@ -97,7 +97,7 @@ def _lock_out(user: User, by: Actor, now: dt.datetime, where: str, value: Any) -
         yield from audit(by, "locked out", user.name, f"until {until.isoformat()}", now)
 
 
-def sign_in_failed(user: User, by: Actor, now: dt.datetime, failures: int) -> Transaction:
+def sign_in_failed(user: User, by: Actor, now: dt.datetime, failures: int) -> Transaction[None]:
     """A wrong password for ``user``, whose attempt :func:`reserve_sign_in` counted as the
     ``failures``-th in a row: audited; when :data:`LOCKOUT_FAILURES` are counted (some may
     still be under way) the user is locked out for :data:`LOCKOUT`, and the count starts
@@ -108,7 +108,7 @@ def sign_in_failed(user: User, by: Actor, now: dt.datetime, failures: int) -> Tr
 
 def signed_in(
     user: User, by: Actor, now: dt.datetime, password_hash: str | None = None
-) -> Transaction:
+) -> Transaction[bool]:
     """A right password for ``user``: the failures in a row are forgotten (and a stronger
     hash of the password replaces the old one), audited; True.  False when a lock-out began
     while the password was checked (guesses sent in parallel): then nothing changes but the
@@ -127,12 +127,12 @@ def signed_in(
     return True
 
 
-def get_user(name: str) -> Transaction:
+def get_user(name: str) -> Transaction[User | None]:
     rows = yield Query(f"SELECT {USER_COLUMNS} FROM users WHERE name = ?", (name,))
     return user_row(rows[0]) if rows else None
 
 
-def users() -> Transaction:
+def users() -> Transaction[list[User]]:
     rows = yield Query(f"SELECT {USER_COLUMNS} FROM users ORDER BY name")
     return [user_row(row) for row in rows]
 
@@ -144,7 +144,7 @@ def update_user(
     role: Role | None = None,
     active: bool | None = None,
     password_hash: str | None = None,
-) -> Transaction:
+) -> Transaction[User]:
     """Change a user's role, activity or password; the last active admin stays one."""
     user = yield from get_user(name)
     if user is None:
@@ -161,7 +161,8 @@ def update_user(
         )
         if not rows[0][0]:
             raise Conflict(f"{name!r} is the last active admin")
-    sets, params = ["updated = ?"], [now]
+    sets: list[str] = ["updated = ?"]
+    params: list[Any] = [now]
     for column, value in (("role", role), ("active", active), ("password", password_hash)):
         if value is not None:
             sets.append(f"{column} = ?")
@@ -173,7 +174,9 @@ def update_user(
     if active is False or (role is not None and role is not user.role) or password_hash:
         # what a signed-in browser was let in for has changed: it signs in again
         yield Exec("DELETE FROM web_sessions WHERE user_id = ?", (user.id,))
-    return (yield from get_user(name))
+    changed = yield from get_user(name)
+    assert changed is not None  # (found above, in this transaction)
+    return changed
 
 
 # --- web sessions -------------------------------------------------------------------------
@@ -193,7 +196,7 @@ def create_web_session(
     ttl: dt.timedelta,
     address: str | None,
     lifetime: dt.timedelta | None = None,
-) -> Transaction:
+) -> Transaction[WebSession]:
     """A signed-in browser of the active user ``name`` until ``now + ttl`` (at most ``now +
     lifetime``); sessions already over are deleted on the way."""
     if ttl <= dt.timedelta(0) or (lifetime is not None and lifetime <= dt.timedelta(0)):
@@ -222,7 +225,7 @@ def web_session(
     now: dt.datetime,
     ttl: dt.timedelta | None,
     lifetime: dt.timedelta | None = None,
-) -> Transaction:
+) -> Transaction[WebSession | None]:
     """The session of ``token`` if it is not over and its user is active, else None.  With
     ``ttl``, a session with less than half of it left is extended to ``now + ttl`` (a
     browser in use stays signed in; one left alone is not, for long) -- but never beyond
@@ -237,8 +240,8 @@ def web_session(
     if not rows:
         return None
     csrf, address = rows[0][0], rows[0][2]
-    expires: dt.datetime = when(rows[0][1])  # type: ignore[assignment]
-    created: dt.datetime = when(rows[0][3])  # type: ignore[assignment]
+    expires = stamp(rows[0][1])
+    created = stamp(rows[0][3])
     end = created + lifetime if lifetime is not None else None
     if end is not None and end <= now:
         yield Exec("DELETE FROM web_sessions WHERE token_hash = ?", (hashed,))
@@ -249,7 +252,7 @@ def web_session(
     return WebSession(user_row(rows[0][4:]), csrf, expires, address)
 
 
-def end_web_session(token: str) -> Transaction:
+def end_web_session(token: str) -> Transaction[None]:
     yield Exec("DELETE FROM web_sessions WHERE token_hash = ?", (token_hash(token),))
 
 
