@@ -24,13 +24,11 @@ and at most ``spool_per_address`` pushes from one source address at a time.
 store is back; one that was stored after all (a slow write that ended) comes back as a
 replay and is dropped: no reading twice.
 
-Meters and keys are cached for ``cache_seconds``; a change of a meter or of its keys made
-through the store (pages, JSON API, CSV import, ``sac-admin``) withdraws its entry at once
-in this process and, on PostgreSQL, within moments in the others (``Store.watch_meters``).
-
-Writes of concurrent sessions are grouped: one transaction carries the pushes that arrived
-while the previous one ran (a batch that fails is retried one push at a time, so one
-replayed counter does not sink the others).
+Finding the meter (step 2), with its cache, is :class:`~sac.services.directory.
+MeterDirectory`'s; the writes of concurrent sessions are grouped by :class:`~sac.services.
+ingest.IngestWriter` (one transaction carries the pushes that arrived while the previous one
+ran; a batch that fails is retried one push at a time, so one replayed counter does not sink
+the others).
 """
 
 from __future__ import annotations
@@ -39,11 +37,10 @@ import contextlib
 import dataclasses
 import datetime as dt
 import struct
-import time
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.defer import TimeoutError as DeferTimeout
@@ -51,68 +48,37 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from sac.dlms import decode_apdu
-from sac.dlms.compact import compact_buffer_of, decode_compact
+from sac.dlms.compact import CompactFrame, compact_buffer_of, decode_compact
 from sac.dlms.security import GENERAL_GLO_CIPHERING, CipheredApdu, SecurityContext, Suite0Cipher
 from sac.dlms.xdlms import DataNotification
 from sac.errors import (
     DecodeError,
     DecryptionError,
     ReplayError,
-    SacError,
     SecurityError,
     StoreUnavailable,
 )
 from sac.profiles import IMeterProfile, ProfileRegistry
+from sac.services.directory import DirectoryStore, MeterDirectory, PushRejected
+from sac.services.ingest import IngestStore, IngestWriter
 from sac.services.metrics import Metrics
 from sac.services.readings import frame_readings
 from sac.services.spool import SpoolError
-from sac.store.model import Ingest, IngestResult, Meter, MeterKeys, MeterState, PeerCounter
-
-if TYPE_CHECKING:
-    from sac.store.keys import IKeys
-    from sac.store.meters import IMeters
-    from sac.store.readings import IReadings
+from sac.store.model import Ingest, Meter, MeterKeys, MeterState, PeerCounter
 
 __all__ = [
     "Accepted",
     "Acquisition",
     "AcquisitionStore",
-    "IngestStore",
     "IngestWriter",
     "PushRejected",
     "StoreUnavailable",
 ]
 
 
-class IngestStore(Protocol):
-    """The part of the store that takes what meters say: its readings."""
-
-    @property
-    def readings(self) -> IReadings: ...
-
-
-class AcquisitionStore(IngestStore, Protocol):
+class AcquisitionStore(DirectoryStore, IngestStore, Protocol):
     """The parts of the store a push reaches: the meters (found by system title or
-    address) and their keys, the readings, and word of changes to meters."""
-
-    @property
-    def meters(self) -> IMeters: ...
-
-    @property
-    def keys(self) -> IKeys: ...
-
-    def watch_meters(
-        self, watcher: Callable[[frozenset[str] | None], None]
-    ) -> Callable[[], None]: ...
-
-
-class PushRejected(SacError):
-    """A push that is refused; ``reason`` is one word for metrics."""
-
-    def __init__(self, reason: str, message: str, ldn: str | None = None) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.ldn = ldn
+    address) and their keys, word of changes to them, and the readings."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,96 +93,6 @@ class Accepted:
     readings: int = 0
     invocation_counter: int | None = None
     commands_waiting: bool = False  # pending commands for the meter, seen when it was stored
-
-
-@dataclass(slots=True)
-class _Known:
-    meter: Meter
-    keys: MeterKeys
-    until: float
-
-
-@dataclass(slots=True)
-class _Candidates:
-    """The meters a push without system title from one address may come from."""
-
-    found: list[tuple[Meter, MeterKeys]]
-    until: float
-
-
-# --- grouped writes -----------------------------------------------------------------------
-
-
-class IngestWriter:
-    """Group commit: ingests queued while a transaction runs go together in the next.
-
-    Up to ``concurrency`` transactions run at once (the store's pool has the connections):
-    while one waits for its commit, the next batch is already on its way.  Each takes its
-    rows in one order (by meter), so two of them never deadlock."""
-
-    log = Logger()
-
-    def __init__(self, store: IngestStore, max_batch: int = 256, concurrency: int = 2) -> None:
-        self.store = store
-        self.max_batch = max_batch
-        self.concurrency = concurrency
-        self._queue: list[tuple[Ingest, Deferred[IngestResult]]] = []
-        self._running = 0
-        self.transactions = 0
-
-    def write(self, batch: Ingest) -> Deferred[IngestResult]:
-        d: Deferred[IngestResult] = Deferred()
-        self._queue.append((batch, d))
-        if self._running < self.concurrency:
-            self._running += 1
-            Deferred.fromCoroutine(self._drain())
-        return d
-
-    async def _drain(self) -> None:
-        try:
-            while self._queue:
-                group, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
-                group = [(b, d) for b, d in group if not d.called]  # timed out meanwhile
-                if not group:
-                    continue
-                if len(group) == 1:
-                    await self._one(*group[0])
-                    continue
-                merged = Ingest(
-                    readings=[r for b, _ in group for r in b.readings],
-                    events=[e for b, _ in group for e in b.events],
-                    statuses=[s for b, _ in group for s in b.statuses],
-                    counters=[c for b, _ in group for c in b.counters],
-                )
-                self.transactions += 1
-                try:
-                    result = await self.store.readings.ingest(merged)
-                except ReplayError:
-                    for batch, d in group:  # find the stale one(s): each alone
-                        await self._one(batch, d)
-                    continue
-                except Exception as exc:
-                    for _, d in group:
-                        if not d.called:
-                            d.errback(exc)
-                    continue
-                share = IngestResult(result.readings, result.events, result.pending)
-                for _, d in group:
-                    if not d.called:
-                        d.callback(share)
-        finally:
-            self._running -= 1
-
-    async def _one(self, batch: Ingest, d: Deferred[IngestResult]) -> None:
-        self.transactions += 1
-        try:
-            result = await self.store.readings.ingest(batch)
-        except Exception as exc:
-            if not d.called:
-                d.errback(exc)
-            return
-        if not d.called:
-            d.callback(result)
 
 
 # --- spool records ------------------------------------------------------------------------
@@ -235,6 +111,43 @@ def _less(counts: Counter[Any], key: Any) -> None:
         counts.pop(key, None)
 
 
+class _OnSpool:
+    """What waits on the spool: pushes by source address (so many an address at most), and
+    by meter (title, else address: :func:`_spool_key`): a newer push of one of them is
+    spooled after it, not stored before it.  The ``before`` records left by the process
+    before are not counted: while they last, every push is spooled."""
+
+    def __init__(self, before: int) -> None:
+        self.by_peer: Counter[str] = Counter()
+        self.by_meter: Counter[bytes] = Counter()
+        self.before = before
+
+    def waits(self, key: bytes) -> bool:
+        """Whether pushes of this meter may wait on the spool: counted since the start, or
+        any while records of before are left (their meters are not known until read)."""
+        return key in self.by_meter or self.before > 0
+
+    def added(self, peer: str, key: bytes) -> None:
+        self.by_peer[peer] += 1
+        self.by_meter[key] += 1
+
+    def replayed(self, peer: str, key: bytes | None) -> None:
+        """One record handled (``key``: its meter's, None if it does not decode)."""
+        if self.before > 0:  # the records of before come first
+            self.before -= 1
+            return
+        _less(self.by_peer, peer)
+        if key is not None:
+            _less(self.by_meter, key)
+
+    def clear(self) -> None:
+        """Nothing waits: whatever the counts say (a damaged segment skipped is not
+        counted down)."""
+        self.by_peer.clear()
+        self.by_meter.clear()
+        self.before = 0
+
+
 _RECORD = struct.Struct(">BdB")  # version, received (UNIX seconds), address length
 _VERSION = 1
 
@@ -251,6 +164,17 @@ def decode_record(record: bytes) -> tuple[bytes, str, dt.datetime]:
     start = _RECORD.size
     peer = record[start : start + size].decode()
     return record[start + size :], peer, dt.datetime.fromtimestamp(stamp, dt.UTC)
+
+
+def _frame(plain: bytes, profile: IMeterProfile, ldn: str) -> CompactFrame:
+    """The compact frame of an opened push, decoded through the meter's profile."""
+    try:
+        notification = decode_apdu(plain)
+        if not isinstance(notification, DataNotification):
+            raise DecodeError(f"a {type(notification).__name__}, not a DATA-NOTIFICATION")
+        return decode_compact(compact_buffer_of(notification.body), profile.layouts)
+    except DecodeError as exc:
+        raise PushRejected("malformed", f"meter {ldn}: {exc}", ldn) from None
 
 
 # --- the intake ---------------------------------------------------------------------------
@@ -275,37 +199,23 @@ class Acquisition:
         spool_per_address: int = 1000,
         now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
     ) -> None:
-        self.store = store
-        self.registry = registry
         self.reactor = reactor
         self.metrics = metrics if metrics is not None else Metrics()
         self.spool = spool
         self.store_timeout = store_timeout
         self.system_title = system_title
-        self.cache_seconds = cache_seconds
-        self.cache_size = cache_size
         self.now = now
-        self.max_candidates = max_candidates
         self.spool_per_address = spool_per_address
         self.writer = IngestWriter(store)
-        # meters and keys by system title, for cache_seconds
-        self._known: OrderedDict[bytes, _Known] = OrderedDict()
-        # the candidates of pushes without system title, by source address
-        self._by_ip: OrderedDict[str, _Candidates] = OrderedDict()
-        # every meter identified from the store since the start, {system title: LDN}, until
-        # a change of it is announced; with the addresses pushes without title came from:
-        # what a push must be of to be spooled while the store is away
-        self._seen: OrderedDict[bytes, str] = OrderedDict()
-        self._title_of: dict[str, bytes] = {}
-        self._seen_ips: OrderedDict[str, None] = OrderedDict()
-        self._spooled: Counter[str] = Counter()  # pushes on the spool by source address
-        # ... and by meter (title, else address): a newer push of one of them is spooled
-        # after it, not stored before it; records left by the process before are not counted,
-        # so while they last every push is spooled
-        self._on_spool: Counter[bytes] = Counter()
-        self._from_before = spool.depth if spool is not None else 0
-        self._changes = 0  # changes heard of
-        self._unwatch = store.watch_meters(self._changed)
+        self.directory = MeterDirectory(
+            store,
+            registry,
+            self._store,
+            cache_seconds=cache_seconds,
+            cache_size=cache_size,
+            max_candidates=max_candidates,
+        )
+        self._on_spool = _OnSpool(spool.depth if spool is not None else 0)
         self.loaded: Deferred[int] | None = None
         self._replaying = False
         self._replay_loop: LoopingCall | None = None
@@ -319,7 +229,7 @@ class Acquisition:
         now and every ``replay_every`` seconds while it holds pushes."""
         if self.spool is None or self._replay_loop is not None:
             return
-        self.loaded = Deferred.fromCoroutine(self._load_known())
+        self.loaded = Deferred.fromCoroutine(self.directory.load())
         self._replay_loop = LoopingCall(lambda: Deferred.fromCoroutine(self.replay_spool()))
         self._replay_loop.clock = self.reactor
         self._replay_loop.start(replay_every, now=True).addErrback(
@@ -330,7 +240,7 @@ class Acquisition:
         if self._replay_loop is not None and self._replay_loop.running:
             self._replay_loop.stop()
         self._replay_loop = None
-        self._unwatch()
+        self.directory.stop()
 
     # --- the store, with a deadline
 
@@ -349,147 +259,6 @@ class Acquisition:
         except Exception as exc:
             raise StoreUnavailable(f"the store could not {what}: {exc}") from None
 
-    # --- identification
-
-    async def _meter_of(self, title: bytes, peer: str) -> tuple[Meter, MeterKeys, bool]:
-        """(meter, keys, from the cache)."""
-        known = self._known.get(title)
-        if known is not None and known.until > time.monotonic():
-            self._known.move_to_end(title)
-            return known.meter, known.keys, True
-        changes = self._changes
-        meter = await self._store(
-            "find the meter", lambda: self.store.meters.by_system_title(title)
-        )
-        if meter is None:
-            raise PushRejected("unknown-meter", f"no meter has system title {title.hex()}")
-        keys = await self._keys_of(meter)
-        if keys is None:
-            raise PushRejected("no-key", f"meter {meter.ldn} has no key", meter.ldn)
-        self._learn(meter)
-        if self.cache_seconds > 0 and changes == self._changes:  # (else maybe read before)
-            self._known[title] = _Known(meter, keys, time.monotonic() + self.cache_seconds)
-            if len(self._known) > self.cache_size:
-                self._known.popitem(last=False)
-        return meter, keys, False
-
-    async def _keys_of(self, meter: Meter) -> MeterKeys | None:
-        profile = self._profile(meter)
-        sap = int(profile.clients["management"])
-        return await self._store("load the key", lambda: self.store.keys.get(meter.ldn, sap))
-
-    async def _candidates_of(self, peer: str) -> tuple[list[tuple[Meter, MeterKeys]], bool]:
-        """The meters (with their keys) a push without system title from ``peer`` may come
-        from; (them, from the cache)."""
-        cached = self._by_ip.get(peer)
-        if cached is not None and cached.until > time.monotonic():
-            self._by_ip.move_to_end(peer)
-            return cached.found, True
-        changes = self._changes
-        meters = await self._store(
-            "find the meter", lambda: self.store.meters.push_candidates(peer, self.max_candidates)
-        )
-        found = []
-        for meter in meters:
-            try:
-                keys = await self._keys_of(meter)
-            except PushRejected:  # its profile is not installed: not this one
-                continue
-            if keys is not None:
-                found.append((meter, keys))
-        if not found:
-            raise PushRejected(
-                "unknown-meter",
-                f"a push without system title from {peer}: no meter (with a key) may call"
-                " from this address",
-            )
-        for meter, _ in found:
-            self._learn(meter)
-        self._seen_ips[peer] = None
-        self._seen_ips.move_to_end(peer)
-        if len(self._seen_ips) > self.cache_size:
-            self._seen_ips.popitem(last=False)
-        if self.cache_seconds > 0 and changes == self._changes:
-            self._by_ip[peer] = _Candidates(found, time.monotonic() + self.cache_seconds)
-            if len(self._by_ip) > self.cache_size:
-                self._by_ip.popitem(last=False)
-        return found, False
-
-    async def _load_known(self) -> int:
-        """The active meters of the store (up to ``cache_size``, the latest heard first),
-        known from the start: the store answers at the start (the SAC does not start
-        without it), so a push of any of them may be spooled if it goes away later."""
-        try:
-            found = await self.store.meters.known(self.cache_size)
-        except SacError as exc:
-            self.log.warn("meters not loaded for the spool: {e}", e=exc)
-            return 0
-        for ldn, title, allowed in reversed(found):  # the latest heard evicted last
-            if ldn not in self._title_of:  # (changed since: learnt anew, or withdrawn)
-                self._learn_title(ldn, title)
-            for ip in allowed:
-                self._seen_ips[ip] = None
-        while len(self._seen_ips) > self.cache_size:
-            self._seen_ips.popitem(last=False)
-        return len(found)
-
-    def _learn(self, meter: Meter) -> None:
-        """A meter found in the store: known to this process (its pushes may be spooled)."""
-        if meter.system_title is not None:
-            self._learn_title(meter.ldn, meter.system_title)
-
-    def _learn_title(self, ldn: str, title: bytes) -> None:
-        old = self._title_of.get(ldn)
-        if old is not None and old != title:
-            self._seen.pop(old, None)
-        self._seen[title] = ldn
-        self._seen.move_to_end(title)
-        self._title_of[ldn] = title
-        if len(self._seen) > self.cache_size:
-            dropped, gone = self._seen.popitem(last=False)
-            self._title_of.pop(gone, None)
-            self._known.pop(dropped, None)
-
-    def _changed(self, ldns: frozenset[str] | None) -> None:
-        """Meters changed (their row or keys; None: any of them may have): their cache
-        entries go, at once.  On an unknown change (None: another process's change may have
-        been missed) every entry goes, but the meters stay known for the spool (the store
-        cannot be asked then); a change of one meter withdraws that too: it may be a
-        deletion, a new title, a disabling."""
-        self._changes += 1  # a lookup in flight meanwhile may have read the meter before
-        self._by_ip.clear()  # a candidate list may have gained or lost a meter
-        if ldns is None:
-            self._known.clear()
-            return
-        for ldn in ldns:
-            title = self._title_of.pop(ldn, None)
-            if title is not None:
-                self._known.pop(title, None)
-                self._seen.pop(title, None)
-
-    def forget(self, title: bytes | None = None) -> None:
-        """Drop cached meters (one, or all)."""
-        if title is None:
-            self._known.clear()
-            self._by_ip.clear()
-        else:
-            self._known.pop(title, None)
-
-    def known(self, title: bytes | None, peer: str) -> bool:
-        """Whether a push with this system title (or, without one, from this address) is of
-        a meter this process has identified from the store, and not since seen changed."""
-        return title in self._seen if title else peer in self._seen_ips
-
-    def _profile(self, meter: Meter) -> IMeterProfile:
-        try:
-            return self.registry.match(assigned=meter.profile)
-        except SacError:
-            raise PushRejected(
-                "no-profile",
-                f"meter {meter.ldn} has profile {meter.profile!r}, not installed",
-                meter.ldn,
-            ) from None
-
     # --- one push
 
     async def push(
@@ -498,7 +267,7 @@ class Acquisition:
         try:
             envelope = self._envelope(apdu)
             waiting = _spool_key(envelope, peer)
-            if spool and self.spool is not None and self._waits_on_spool(waiting):
+            if spool and self.spool is not None and self._on_spool.waits(waiting):
                 # an older push of this meter waits on the spool: this one goes after it,
                 # else its counter, stored first, would make the older one a replay
                 raise StoreUnavailable("an older push of this meter waits on the spool")
@@ -519,20 +288,13 @@ class Acquisition:
             except SpoolError as full:  # full, or the disk failed: the meter will push again
                 self.metrics.count("sac_push_store_failures_total")
                 raise StoreUnavailable(f"{exc}; and the spool refused it: {full}") from None
-            self._spooled[peer] += 1
-            self._on_spool[waiting] += 1
+            self._on_spool.added(peer, waiting)
             self.log.warn("push from {peer} spooled: {why}", peer=peer, why=exc)
             self.metrics.count("sac_push_spooled_total")
             return Accepted(spooled=True)
         self.metrics.count("sac_push_stored_total")
         self.metrics.count("sac_readings_stored_total", result.readings)
         return result
-
-    def _waits_on_spool(self, key: bytes) -> bool:
-        """Whether pushes of this meter (by title, or by address without one) may wait on
-        the spool: counted since the start, or any while records of before are left (their
-        meters are not known until they are read)."""
-        return key in self._on_spool or self._from_before > 0
 
     def _not_spooled(
         self, envelope: CipheredApdu, peer: str, why: StoreUnavailable
@@ -541,10 +303,10 @@ class Acquisition:
         the spool acknowledges it, so only a meter this process knows, and only so many
         from one address (the push has not been authenticated: the store has its key)."""
         title = envelope.system_title or None
-        if not self.known(title, peer):
+        if not self.directory.known(title, peer):
             who = f"system title {title.hex()}" if title else f"a push without title from {peer}"
             return PushRejected("not-spooled", f"{why}; {who}: no meter this process knows")
-        held = self._spooled[peer]
+        held = self._on_spool.by_peer[peer]
         if self.spool_per_address and held >= self.spool_per_address:
             return PushRejected(
                 "not-spooled", f"{why}; {held} pushes from {peer} on the spool already"
@@ -569,26 +331,26 @@ class Acquisition:
         title = envelope.system_title or None
         if title is None:
             return await self._push_untitled(envelope, peer, received)
-        meter, keys, cached = await self._meter_of(title, peer)
+        meter, keys, cached = await self.directory.meter_of(title, peer)
         try:
             return await self._open(envelope, meter, keys, peer, received)
         except PushRejected as exc:
             if cached and exc.reason in ("bad-tag", "disabled", "ip-not-allowed"):
-                self.forget(title)  # maybe stale: ask the store once
-                meter, keys, _ = await self._meter_of(title, peer)
+                self.directory.forget(title)  # maybe stale: ask the store once
+                meter, keys, _ = await self.directory.meter_of(title, peer)
                 return await self._open(envelope, meter, keys, peer, received)
             raise
 
     async def _push_untitled(
         self, envelope: CipheredApdu, peer: str, received: dt.datetime
     ) -> Accepted:
-        found, cached = await self._candidates_of(peer)
+        found, cached = await self.directory.candidates_of(peer)
         try:
             return await self._open_untitled(envelope, found, peer, received)
         except PushRejected as exc:
             if cached and exc.reason in ("bad-tag", "unidentified", "disabled"):
-                self._by_ip.pop(peer, None)  # maybe stale: ask the store once
-                found, _ = await self._candidates_of(peer)
+                self.directory.forget_address(peer)  # maybe stale: ask the store once
+                found, _ = await self.directory.candidates_of(peer)
                 return await self._open_untitled(envelope, found, peer, received)
             raise
 
@@ -663,15 +425,9 @@ class Acquisition:
     ) -> Accepted:
         """An authenticated push: decoded through the meter's profile and stored."""
         ldn = meter.ldn
-        profile = self._profile(meter)
+        profile = self.directory.profile(meter)
         sap = int(profile.clients["management"])
-        try:
-            notification = decode_apdu(plain)
-            if not isinstance(notification, DataNotification):
-                raise DecodeError(f"a {type(notification).__name__}, not a DATA-NOTIFICATION")
-            frame = decode_compact(compact_buffer_of(notification.body), profile.layouts)
-        except DecodeError as exc:
-            raise PushRejected("malformed", f"meter {ldn}: {exc}", ldn) from None
+        frame = _frame(plain, profile, ldn)
         readings, status = frame_readings(
             ldn, profile, frame, received=received, source=f"cf{frame.template_id}"
         )
@@ -710,12 +466,10 @@ class Acquisition:
                 await self.push(apdu, peer, received, spool=False)
             except PushRejected as exc:
                 self.log.warn("spooled push from {peer} dropped: {e}", peer=peer, e=exc)
-            if self._from_before > 0:  # the records of before come first
-                self._from_before -= 1
-                return
-            _less(self._spooled, peer)
+            key = None
             with contextlib.suppress(PushRejected):  # (it decoded when it was spooled)
-                _less(self._on_spool, _spool_key(self._envelope(apdu), peer))
+                key = _spool_key(self._envelope(apdu), peer)
+            self._on_spool.replayed(peer, key)
 
         try:
             done = await self.spool.replay(handle)
@@ -723,10 +477,8 @@ class Acquisition:
             return 0
         finally:
             self._replaying = False
-        if not self.spool.depth:  # nothing waits: whatever the counts say (a damaged segment
-            self._on_spool.clear()  # skipped is not counted down)
-            self._spooled.clear()
-            self._from_before = 0
+        if not self.spool.depth:
+            self._on_spool.clear()
         if done:
             self.log.info("{n} spooled pushes replayed", n=done)
         return done

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from sac.errors import ProtocolError, SacError
 from sac.profiles import ProfileRegistry
 from sac.protocols.client import PollProtocol, dial
-from sac.services.acquisition import IngestStore
+from sac.services.ingest import IngestStore
 from sac.services.session import MeterSession, SessionSettings, SessionStore, merge, requeue
 from sac.store.model import Command, Ingest
 

@@ -31,13 +31,8 @@ from sac.dlms.wrapper import WrapperPdu
 from sac.errors import SacError
 from sac.protocols.interface import IPushConnection, ResponseTimeout
 from sac.protocols.push import DEFAULT_LISTENER, ListenerSettings, PushListener, WrapperDatagrams
-from sac.services.acquisition import (
-    Accepted,
-    Acquisition,
-    IngestStore,
-    PushRejected,
-    StoreUnavailable,
-)
+from sac.services.acquisition import Accepted, Acquisition, PushRejected, StoreUnavailable
+from sac.services.ingest import IngestStore
 from sac.services.metrics import Metrics
 from sac.services.session import MeterSession, SessionSettings, SessionStore, merge, requeue
 from sac.store.model import Command, Ingest

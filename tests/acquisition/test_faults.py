@@ -357,7 +357,7 @@ async def test_pushes_wait_behind_the_spool_left_by_the_process_before(
     sac = Sac(store, spool=spool)
     sacs.append(sac)
     port = await sac.listen()
-    assert await sac.acquisition._load_known() == 1  # as start() does, without the replay
+    assert await sac.acquisition.directory.load() == 1  # as start() does, without the replay
     assert (await send_raw(port, later(m))).check(ConnectionDone)
     assert spool.depth == 2
     assert await sac.acquisition.replay_spool() == 2

@@ -1,0 +1,96 @@
+"""Grouped writes of what meters say: the pushes of concurrent sessions go to the store
+together (see :class:`IngestWriter`)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+
+from sac.errors import ReplayError
+from sac.store.model import Ingest, IngestResult
+
+if TYPE_CHECKING:
+    from sac.store.readings import IReadings
+
+__all__ = ["IngestStore", "IngestWriter"]
+
+
+class IngestStore(Protocol):
+    """The part of the store that takes what meters say: its readings."""
+
+    @property
+    def readings(self) -> IReadings: ...
+
+
+class IngestWriter:
+    """Group commit: ingests queued while a transaction runs go together in the next.
+
+    Up to ``concurrency`` transactions run at once (the store's pool has the connections):
+    while one waits for its commit, the next batch is already on its way.  Each takes its
+    rows in one order (by meter), so two of them never deadlock."""
+
+    log = Logger()
+
+    def __init__(self, store: IngestStore, max_batch: int = 256, concurrency: int = 2) -> None:
+        self.store = store
+        self.max_batch = max_batch
+        self.concurrency = concurrency
+        self._queue: list[tuple[Ingest, Deferred[IngestResult]]] = []
+        self._running = 0
+        self.transactions = 0
+
+    def write(self, batch: Ingest) -> Deferred[IngestResult]:
+        d: Deferred[IngestResult] = Deferred()
+        self._queue.append((batch, d))
+        if self._running < self.concurrency:
+            self._running += 1
+            Deferred.fromCoroutine(self._drain())
+        return d
+
+    async def _drain(self) -> None:
+        try:
+            while self._queue:
+                group, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
+                group = [(b, d) for b, d in group if not d.called]  # timed out meanwhile
+                if not group:
+                    continue
+                if len(group) == 1:
+                    await self._one(*group[0])
+                    continue
+                merged = Ingest(
+                    readings=[r for b, _ in group for r in b.readings],
+                    events=[e for b, _ in group for e in b.events],
+                    statuses=[s for b, _ in group for s in b.statuses],
+                    counters=[c for b, _ in group for c in b.counters],
+                )
+                self.transactions += 1
+                try:
+                    result = await self.store.readings.ingest(merged)
+                except ReplayError:
+                    for batch, d in group:  # find the stale one(s): each alone
+                        await self._one(batch, d)
+                    continue
+                except Exception as exc:
+                    for _, d in group:
+                        if not d.called:
+                            d.errback(exc)
+                    continue
+                share = IngestResult(result.readings, result.events, result.pending)
+                for _, d in group:
+                    if not d.called:
+                        d.callback(share)
+        finally:
+            self._running -= 1
+
+    async def _one(self, batch: Ingest, d: Deferred[IngestResult]) -> None:
+        self.transactions += 1
+        try:
+            result = await self.store.readings.ingest(batch)
+        except Exception as exc:
+            if not d.called:
+                d.errback(exc)
+            return
+        if not d.called:
+            d.callback(result)
