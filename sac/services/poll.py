@@ -87,10 +87,7 @@ async def poll_meter(
     try:
         total = await _session(ldn, session, store, address, claimed, reactor, deadline)
     except (ProtocolError, SacError) as exc:
-        protocol.abort(str(exc))
-        await protocol.closed
-        await session.abandon()
-        await requeue(store, claimed, f"poll failed: {exc}", attempts=settings.command_attempts)
+        await _abandon(protocol, session, store, claimed, str(exc))
         if isinstance(exc, PollFailed):
             raise
         raise PollFailed(f"meter {ldn}: {exc}") from None
@@ -100,6 +97,22 @@ async def poll_meter(
     return PollResult(
         ldn, len(total.readings), len(total.events), len(claimed), tuple(session.skipped)
     )
+
+
+async def _abandon(
+    protocol: PollProtocol,
+    session: MeterSession,
+    store: PollStore,
+    claimed: list[Command],
+    why: str,
+) -> None:
+    """After a failed poll: the connection cut, what the session proved recorded all the
+    same, the commands it claimed back in the queue."""
+    protocol.abort(why)
+    await protocol.closed
+    await session.abandon()
+    attempts = session.settings.command_attempts
+    await requeue(store, claimed, f"poll failed: {why}", attempts=attempts)
 
 
 async def _dial(

@@ -127,18 +127,7 @@ class Poller(Service):
         interval = job.interval or self.settings.interval
         started = self.reactor.seconds()
         try:
-            result = await poll_meter(
-                job.ldn,
-                job.address,
-                store=self.store,
-                registry=self.registry,
-                reactor=self.reactor,
-                settings=self.session,
-                connect_timeout=self.settings.connect_timeout,
-                response_timeout=self.settings.response_timeout,
-                session_budget=self.settings.session_budget,
-                now=self.now,
-            )
+            result = await self._poll(job)
         except CancelledError:
             self.log.info("poll of {ldn}: cut by a stop, due again", ldn=job.ldn)
             await self._reschedule(job.ldn, 0, job.failures)
@@ -158,6 +147,26 @@ class Poller(Service):
             )
             await self._reschedule(job.ldn, delay, failures)
             return None
+        self._polled(job, result, started)
+        await self._reschedule(job.ldn, interval, 0)
+        return result
+
+    async def _poll(self, job: PollJob) -> PollResult:
+        return await poll_meter(
+            job.ldn,
+            job.address,
+            store=self.store,
+            registry=self.registry,
+            reactor=self.reactor,
+            settings=self.session,
+            connect_timeout=self.settings.connect_timeout,
+            response_timeout=self.settings.response_timeout,
+            session_budget=self.settings.session_budget,
+            now=self.now,
+        )
+
+    def _polled(self, job: PollJob, result: PollResult, started: float) -> None:
+        """A poll that completed: counted and logged."""
         outcome = "partial" if result.skipped else "done"
         self.metrics.count("sac_polls_total", outcome=outcome)
         self.log.info(
@@ -171,8 +180,6 @@ class Poller(Service):
             c=result.commands,
             not_read=f"; not read: {'; '.join(result.skipped)}" if result.skipped else "",
         )
-        await self._reschedule(job.ldn, interval, 0)
-        return result
 
     async def _reschedule(self, ldn: str, delay: float, failures: int) -> None:
         try:

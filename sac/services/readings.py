@@ -8,7 +8,7 @@ the same wherever it came from.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -170,71 +170,91 @@ def frame_readings(
     take the profile's ``volume_scaler_unit``.
     """
     values = frame.values
-    inverted = bool(profile.inverted_deviation)
-    volume = (
-        (int(values["volume_scaler"]), int(values["volume_unit"]))
-        if "volume_scaler" in values and "volume_unit" in values
-        else tuple(profile.volume_scaler_unit)
-    )
-    battery = (0, int(profile.battery_unit))
-    objects = profile.objects
-    index_obis, battery_obis = (
-        objects["converted_volume_index"].obis,
-        objects["battery_autonomy"].obis,
-    )
-    under_alarm = objects.get("converted_volume_index_under_alarm")
-    volumes = (index_obis,) if under_alarm is None else (index_obis, under_alarm.obis)
-    times: dict[Any, dt.datetime | None] = {}
-
-    def time_of(value: Any) -> dt.datetime | None:
-        try:
-            return times[value]
-        except KeyError:
-            t = times[value] = meter_time(value, inverted_deviation=inverted)
-            return t
-        except TypeError:  # not hashable: not a time either
-            return None
-
+    time_of = _Times(bool(profile.inverted_deviation)).of
+    scaled = _frame_scalers(profile, values)
     readings: dict[tuple[Obis, int, dt.datetime | None], Reading] = {}
-
-    def add(obis: Obis, attribute: int, value: Any, captured: dt.datetime | None) -> None:
-        scaler = unit = None
-        if attribute == 2:
-            if obis in volumes:
-                scaler, unit = volume
-            elif obis == battery_obis:
-                scaler, unit = battery
+    unix_time = profile.objects.get("unix_time", STANDARD_OBJECTS["unix_time"]).obis
+    for obis, attribute, value, captured in _frame_fields(frame, unix_time, time_of):
+        su = scaled.get(obis) if attribute == 2 else None
         if type(value) is int or type(value) is float:  # most fields: no A-XDR to keep
+            scaler, unit = su if su is not None else (None, None)
             reading = Reading(ldn, obis, attribute, value, received, source, captured, scaler, unit)
         else:
+            ref = CosemRef(0, obis, attribute)
             reading = reading_of(
-                ldn,
-                CosemRef(0, obis, attribute),
-                value,
-                received=received,
-                source=source,
-                captured=captured,
-                scaler_unit=None if scaler is None else (scaler, unit),  # type: ignore[arg-type]
+                ldn, ref, value, received=received, source=source, captured=captured, scaler_unit=su
             )
         readings[(obis, attribute, captured)] = reading
+    frame_time = time_of(values.get("unix_time"))
+    index = readings.get((profile.objects["converted_volume_index"].obis, 2, frame_time))
+    return list(readings.values()), _frame_status(ldn, profile, values, received, frame_time, index)
 
-    unix_time = objects.get("unix_time", STANDARD_OBJECTS["unix_time"]).obis
+
+def _frame_fields(
+    frame: CompactFrame, unix_time: Obis, time_of: Callable[[Any], dt.datetime | None]
+) -> Iterator[tuple[Obis, int, Any, dt.datetime | None]]:
+    """Each value a frame carries for an object: (OBIS, attribute, value, captured at)."""
+    values = frame.values
     for step in _plan(frame.layout, unix_time):
         value = values[step.name]
         if step.entries is None:
-            add(step.obis, step.attribute, value, time_of(values.get(step.at)))
+            yield step.obis, step.attribute, value, time_of(values.get(step.at))
             continue
         for entry in value:
             at = time_of(entry.get("unix_time"))
             for name, obis, attribute in step.entries:
-                add(obis, attribute, entry[name], at)
+                yield obis, attribute, entry[name], at
 
-    frame_time = time_of(values.get("unix_time"))
-    index = readings.get((index_obis, 2, frame_time))
+
+class _Times:
+    """The meter times of one frame (date-time octet strings), each decoded once."""
+
+    def __init__(self, inverted_deviation: bool) -> None:
+        self.inverted = inverted_deviation
+        self.seen: dict[Any, dt.datetime | None] = {}
+
+    def of(self, value: Any) -> dt.datetime | None:
+        try:
+            return self.seen[value]
+        except KeyError:
+            t = self.seen[value] = meter_time(value, inverted_deviation=self.inverted)
+            return t
+        except TypeError:  # not hashable: not a time either
+            return None
+
+
+def _frame_scalers(
+    profile: IMeterProfile, values: Mapping[str, Any]
+) -> dict[Obis, tuple[int, int]]:
+    """The scaler_unit of attribute 2 of the objects a frame's values need one for: the
+    volumes (the frame's own ``volume_scaler``/``volume_unit``, else the profile's) and the
+    battery."""
+    objects = profile.objects
+    if "volume_scaler" in values and "volume_unit" in values:
+        volume = (int(values["volume_scaler"]), int(values["volume_unit"]))
+    else:
+        volume = (int(profile.volume_scaler_unit[0]), int(profile.volume_scaler_unit[1]))
+    scaled = {objects["battery_autonomy"].obis: (0, int(profile.battery_unit))}
+    alarm = objects.get("converted_volume_index_under_alarm")
+    for ref in (objects["converted_volume_index"], alarm):
+        if ref is not None:
+            scaled[ref.obis] = volume  # (a volume before the battery, should they share one)
+    return scaled
+
+
+def _frame_status(
+    ldn: str,
+    profile: IMeterProfile,
+    values: Mapping[str, Any],
+    received: dt.datetime,
+    frame_time: dt.datetime | None,
+    index: Reading | None,
+) -> MeterStatus:
+    """The meter's list values a frame carries, and its last connection."""
     diagnostic = values.get("current_diagnostic", values.get("daily_diagnostic"))
     battery_value = values.get("primary_battery_residual_pct")
     valve = values.get("valve_control_state")
-    status = MeterStatus(
+    return MeterStatus(
         ldn,
         connected=received,
         at=frame_time or received,
@@ -244,7 +264,6 @@ def frame_readings(
         battery_unit=int(profile.battery_unit),
         valve_state=int(valve) if valve is not None else None,
     )
-    return list(readings.values()), status
 
 
 # --- profiles and logbooks ----------------------------------------------------------------

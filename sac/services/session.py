@@ -60,6 +60,17 @@ SERVICE_ERROR_INVOCATION_COUNTER = 6
 LAST_COUNTER = 0xFFFFFFFF
 
 
+# the objects of the meter list a poll reads (the valve's besides), when the profile has them
+_LIST_OBJECTS = (
+    "ldn",
+    "pdr",
+    "converted_volume_index",
+    "converted_volume_index_under_alarm",
+    "current_diagnostic",
+    "battery_autonomy",
+)
+
+
 class CounterHintRefused(RemoteProtocolError):
     """An unauthenticated answer asked for a counter the session will not move to (beyond
     the window above the proven counter, too near 2^32, or a second hint): nothing more can
@@ -405,51 +416,14 @@ class MeterSession:
         the poll goes on.  When the link itself breaks, or the meter answers unciphered
         (a key it does not share, or a forgery), what was read before is returned all the
         same and ``broken`` says why."""
-        objects = self.profile.objects
-        inverted = bool(self.profile.inverted_deviation)
         self.skipped: list[str] = []
         self.broken: SacError | None = None
         readings: list[Reading] = []
         values: dict[str, Any] = {}
-        at: dt.datetime | None = None
-
-        async def clock() -> None:
-            nonlocal at
-            raw = await self.get(objects["clock"])
-            at = (
-                meter_time(bytes(raw), inverted_deviation=inverted)
-                if isinstance(raw, bytes)
-                else None
-            )
-            readings.append(self.reading(objects["clock"], raw, at))
-
-        async def value(name: str, ref: CosemRef) -> None:
-            got = await self.get(ref)
-            scaler = await self.scaler_unit(ref)
-            readings.append(self.reading(ref, got, at, scaler))
-            values[name] = got
-
-        await self._part("clock", clock())
-        for quantity in (
-            "ldn",
-            "pdr",
-            "converted_volume_index",
-            "converted_volume_index_under_alarm",
-            "current_diagnostic",
-            "battery_autonomy",
-        ):
-            ref = objects.get(quantity)
-            if ref is not None:
-                await self._part(quantity, value(quantity, ref))
-        valve = objects["valve"]
-        for attribute, name in ((2, "valve_output"), (3, "valve_state")):
-            await self._part(name, value(name, valve.at(attribute)))
-        index_obis, battery = objects["converted_volume_index"].obis, objects["battery_autonomy"]
-        index = next((r for r in readings if r.obis == index_obis and r.attribute == 2), None)
-        battery_unit = self._scalers.get(battery.obis, (0, int(self.profile.battery_unit)))[1]
-        status = status_of(
-            self.ldn, values, connected=self.now(), at=at, index=index, battery_unit=battery_unit
-        )
+        at = await self._part("clock", self._read_clock(readings))
+        for name, ref in self._list_objects():
+            await self._part(name, self._read_value(name, ref, at, readings, values))
+        status = self._polled_status(readings, values, at)
         # the meter's status (its last connection) once anything was read from it
         parts = [Ingest(readings=readings, statuses=[status] if readings else [])]
         end = self.now()
@@ -459,6 +433,48 @@ class MeterSession:
             if part is not None:
                 parts.append(part)
         return merge(parts)
+
+    async def _read_clock(self, readings: list[Reading]) -> dt.datetime | None:
+        """The meter's clock, a reading; the time the values read after it are captured at."""
+        ref = self.profile.objects["clock"]
+        raw = await self.get(ref)
+        inverted = bool(self.profile.inverted_deviation)
+        at = meter_time(bytes(raw), inverted_deviation=inverted) if isinstance(raw, bytes) else None
+        readings.append(self.reading(ref, raw, at))
+        return at
+
+    def _list_objects(self) -> list[tuple[str, CosemRef]]:
+        """The objects of the meter list a poll reads, by name: those the profile has, then
+        the valve's output and state."""
+        objects = self.profile.objects
+        found = [(name, objects[name]) for name in _LIST_OBJECTS if objects.get(name) is not None]
+        valve = objects["valve"]
+        return [*found, ("valve_output", valve.at(2)), ("valve_state", valve.at(3))]
+
+    async def _read_value(
+        self,
+        name: str,
+        ref: CosemRef,
+        at: dt.datetime | None,
+        readings: list[Reading],
+        values: dict[str, Any],
+    ) -> None:
+        got = await self.get(ref)
+        scaler = await self.scaler_unit(ref)
+        readings.append(self.reading(ref, got, at, scaler))
+        values[name] = got
+
+    def _polled_status(
+        self, readings: list[Reading], values: dict[str, Any], at: dt.datetime | None
+    ) -> MeterStatus:
+        """The meter's list values from what a poll read."""
+        index_obis = self.profile.objects["converted_volume_index"].obis
+        battery = self.profile.objects["battery_autonomy"]
+        index = next((r for r in readings if r.obis == index_obis and r.attribute == 2), None)
+        battery_unit = self._scalers.get(battery.obis, (0, int(self.profile.battery_unit)))[1]
+        return status_of(
+            self.ldn, values, connected=self.now(), at=at, index=index, battery_unit=battery_unit
+        )
 
     async def _part(self, what: str, read: Any) -> Any:
         """Await one part of a poll (a coroutine): its result, or None when the meter refused
