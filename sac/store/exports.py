@@ -100,6 +100,30 @@ def readings_page(
     (``obis``, ``attribute``) or all; UnknownMeter for an unknown LDN."""
     _check(start, end, limit)
     fingerprint = _fingerprint("r", start.isoformat(), end.isoformat(), ldn, obis, attribute)
+    where, params = yield from _reading_filters(start, end, ldn, obis, attribute)
+    if cursor is not None:
+        where.append(
+            "r.meter_id >= ? AND (r.meter_id > ? OR r.captured > ?"
+            " OR (r.captured = ? AND r.id > ?))"
+        )
+        params += _reading_after(cursor, fingerprint)
+    rows = yield Query(
+        f"SELECT r.id, r.meter_id, m.ldn, r.obis, r.attribute, {READING_VALUES}"
+        " FROM readings r JOIN meters m ON m.id = r.meter_id"
+        f" WHERE {' AND '.join(where)} ORDER BY r.meter_id, r.captured, r.id LIMIT ?",
+        [*params, limit + 1],
+    )
+    return _reading_page(rows[:limit], fingerprint if len(rows) > limit else None)
+
+
+def _reading_filters(
+    start: dt.datetime,
+    end: dt.datetime,
+    ldn: str | None,
+    obis: Obis | None,
+    attribute: int | None,
+) -> Transaction[tuple[list[str], list[Any]]]:
+    """The conditions of :func:`readings_page`'s rows and their parameters."""
     where = ["r.captured >= ?", "r.captured < ?"]
     params: list[Any] = [start, end]
     if ldn is not None:
@@ -111,36 +135,32 @@ def readings_page(
     if attribute is not None:
         where.append("r.attribute = ?")
         params.append(attribute)
-    if cursor is not None:
-        meter_text, captured_text, id_text = decode_cursor(cursor, "r", fingerprint, 3)
-        try:
-            meter_id, captured, row_id = (
-                _row_id(meter_text),
-                _instant(captured_text),
-                _row_id(id_text),
-            )
-        except ValueError:
-            raise BadCursor("not a cursor of this export") from None
-        where.append(
-            "r.meter_id >= ? AND (r.meter_id > ? OR r.captured > ?"
-            " OR (r.captured = ? AND r.id > ?))"
-        )
-        params += [meter_id, meter_id, captured, captured, row_id]
-    rows = yield Query(
-        f"SELECT r.id, r.meter_id, m.ldn, r.obis, r.attribute, {READING_VALUES}"
-        " FROM readings r JOIN meters m ON m.id = r.meter_id"
-        f" WHERE {' AND '.join(where)} ORDER BY r.meter_id, r.captured, r.id LIMIT ?",
-        [*params, limit + 1],
-    )
-    more = len(rows) > limit
-    rows = rows[:limit]
+    return where, params
+
+
+def _reading_page(rows: Sequence[Any], fingerprint: str | None) -> ReadingPage:
+    """The page of ``rows``; with ``fingerprint`` (more rows follow), the cursor that
+    resumes after the last."""
     objects = {text: Obis(text) for text in {row[3] for row in rows}}  # once each
     readings = tuple(reading_row(row[2], objects[row[3]], row[4], row[5:]) for row in rows)
-    next_cursor = None
-    if more:
-        last = rows[-1]
-        next_cursor = encode_cursor("r", fingerprint, last[1], stamp(last[9]).isoformat(), last[0])
-    return ReadingPage(readings, next_cursor)
+    if fingerprint is None:
+        return ReadingPage(readings, None)
+    last = rows[-1]
+    return ReadingPage(
+        readings, encode_cursor("r", fingerprint, last[1], stamp(last[9]).isoformat(), last[0])
+    )
+
+
+def _reading_after(cursor: str, fingerprint: str) -> list[Any]:
+    """The position a readings page's ``cursor`` resumes after: (meter id, meter id,
+    captured, captured, row id), as the condition of :func:`readings_page` takes them."""
+    meter_text, captured_text, id_text = decode_cursor(cursor, "r", fingerprint, 3)
+    try:
+        meter_id, captured = _row_id(meter_text), _instant(captured_text)
+        row_id = _row_id(id_text)
+    except ValueError:
+        raise BadCursor("not a cursor of this export") from None
+    return [meter_id, meter_id, captured, captured, row_id]
 
 
 def events_page(

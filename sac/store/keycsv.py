@@ -91,22 +91,30 @@ def parse_key_csv(text: str) -> tuple[list[KeyRow], list[RowError]]:
             continue
         record = dict(zip(header, (f.strip() for f in fields), strict=False))
         try:
-            ldn = record.get("ldn", "")
-            problem = ldn_problem(ldn)
-            if problem is not None:
-                raise ValueError(f"LDN {_shown(ldn)}: {problem}")
-            client = int(record.get("client") or 1)
-            if not 0 < client < 0x10000:
-                raise ValueError(f"client {client} is not a SAP (1..65535)")
-            ek = _key(record.get("ek", ""), "EK")
-            ak = _key(record["ak"], "AK") if record.get("ak") else None
+            row = _row(line, record)
         except ValueError as exc:
             reason = str(exc) if "invalid literal" not in str(exc) else "client is not a number"
             errors.append(RowError(line, reason))
             continue
-        first = seen.setdefault((ldn, client), line)
+        first = seen.setdefault((row.ldn, row.client_sap), line)
         if first != line:
-            errors.append(RowError(line, f"{ldn} client {client} already on line {first}"))
+            errors.append(
+                RowError(line, f"{row.ldn} client {row.client_sap} already on line {first}")
+            )
             continue
-        rows.append(KeyRow(line, ldn, client, ek, ak))
+        rows.append(row)
     return rows, errors
+
+
+def _row(line: int, record: dict[str, str]) -> KeyRow:
+    """One line's fields by column; ValueError says what is wrong."""
+    ldn = record.get("ldn", "")
+    problem = ldn_problem(ldn)
+    if problem is not None:
+        raise ValueError(f"LDN {_shown(ldn)}: {problem}")
+    client = int(record.get("client") or 1)
+    if not 0 < client < 0x10000:
+        raise ValueError(f"client {client} is not a SAP (1..65535)")
+    ek = _key(record.get("ek", ""), "EK")
+    ak = _key(record["ak"], "AK") if record.get("ak") else None
+    return KeyRow(line, ldn, client, ek, ak)

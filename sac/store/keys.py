@@ -4,6 +4,7 @@ key checked at start and rotated; keys imported from CSV, all or none."""
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Sequence
 
 from zope.interface import Interface, implementer
@@ -94,13 +95,8 @@ def write_keys(
             (meter_id, client_sap),
         )
         held = {role: bytes(blob) for role, blob in rows}
-    if held and held.keys() == new.keys():
-        old = {
-            role: master.unwrap(blob, key_place(ldn, client_sap, role))
-            for role, blob in held.items()
-        }
-        if old == new:
-            return False
+    if _same_keys(master, ldn, client_sap, held, new):
+        return False
     for role, key in new.items():
         yield Exec(
             "INSERT INTO meter_keys (meter_id, client_sap, role, wrapped, updated)"
@@ -114,6 +110,16 @@ def write_keys(
             (meter_id, client_sap),
         )
     return True
+
+
+def _same_keys(
+    master: MasterKey, ldn: str, client_sap: int, held: dict[str, bytes], new: dict[str, bytes]
+) -> bool:
+    """Whether the wrapped keys ``held`` (by role) are the keys ``new``."""
+    if not held or held.keys() != new.keys():
+        return False
+    place = functools.partial(key_place, ldn, client_sap)
+    return all(master.unwrap(blob, place(role)) == new[role] for role, blob in held.items())
 
 
 def _held_keys(meter_ids: Sequence[int]) -> Transaction[dict[tuple[int, int], dict[str, bytes]]]:

@@ -115,26 +115,8 @@ def list_meters(
     column = METER_SORTS[query.sort]
     desc, past = (" DESC", "<") if query.descending else ("", ">")
     order = f"{column}{desc}, ldn{desc}" if column != "ldn" else f"ldn{desc}"
-    # the parts of the order the page may take from: (the sort column is NULL in it: True,
-    # never: False, either: None; its conditions; their parameters)
-    parts: list[tuple[bool | None, list[str], list[Any]]] = []
-    if column == "ldn":
-        parts.append((None, [f"ldn {past} ?"], [after]) if after is not None else (None, [], []))
-    else:
-        value, ldn = _after(query, after) if after is not None else (None, None)
-        among_nulls = after is not None and value is None
-        if among_nulls and not _keeps_nulls(query):
-            raise BadCursor(f"not a cursor of this meter list: it keeps no {column} NULL")
-        if after is None:
-            parts.append((False, [f"{column} IS NOT NULL"], []))
-        elif not among_nulls:
-            parts.append((False, [f"({column}, ldn) {past} (?, ?)"], [value, ldn]))
-        if among_nulls:
-            parts.append((True, [f"{column} IS NULL", f"ldn {past} ?"], [ldn]))
-        elif _keeps_nulls(query):
-            parts.append((True, [f"{column} IS NULL"], []))
     selects, values = [], []
-    for i, (nulls, where, extra) in enumerate(parts):
+    for i, (nulls, where, extra) in enumerate(_parts(query, after, column, past)):
         filters, params = _meter_filters(query, nulls)
         clause = " AND ".join([*filters, *where])
         selects.append(
@@ -153,6 +135,29 @@ def list_meters(
     next_after = _cursor(query, meters[-1]) if len(rows) > limit else None
     count = (yield from count_meters(query)) if total else None
     return MeterPage(meters, next_after, count)
+
+
+def _parts(
+    query: MeterQuery, after: str | None, column: str, past: str
+) -> list[tuple[bool | None, list[str], list[Any]]]:
+    """The parts of the order a page after ``after`` may take from: (the sort column is
+    NULL in it: True, never: False, either: None; its conditions; their parameters)."""
+    if column == "ldn":
+        return [(None, [f"ldn {past} ?"], [after]) if after is not None else (None, [], [])]
+    parts: list[tuple[bool | None, list[str], list[Any]]] = []
+    value, ldn = _after(query, after) if after is not None else (None, None)
+    among_nulls = after is not None and value is None
+    if among_nulls and not _keeps_nulls(query):
+        raise BadCursor(f"not a cursor of this meter list: it keeps no {column} NULL")
+    if after is None:
+        parts.append((False, [f"{column} IS NOT NULL"], []))
+    elif not among_nulls:
+        parts.append((False, [f"({column}, ldn) {past} (?, ?)"], [value, ldn]))
+    if among_nulls:
+        parts.append((True, [f"{column} IS NULL", f"ldn {past} ?"], [ldn]))
+    elif _keeps_nulls(query):
+        parts.append((True, [f"{column} IS NULL"], []))
+    return parts
 
 
 def count_meters(query: MeterQuery) -> Transaction[int]:

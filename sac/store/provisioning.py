@@ -63,6 +63,32 @@ def add_meters(
     """Every meter with its keys, or none: BulkError names each one refused (an LDN or a
     system title already held, or twice in the list; bad keys).  ``check_only``: refuse
     the same way, but add nothing (CheckedOnly when all would be added)."""
+    if master is None and not check_only and any(keys for _, keys in meters):
+        raise ConfigurationError("meter keys need a master key (SAC_MASTER_KEY)")
+    errors, seen_ldn, seen_title = _check_list(meters)
+    yield from _check_held(seen_ldn, seen_title, errors)
+    if errors:
+        raise BulkError(errors)
+    if check_only:
+        raise CheckedOnly()
+    # set-based: one statement for the meters, one for their keys, whatever the count
+    rows = [_new_row(m, now) for m, _ in meters]
+    inserted = yield InsertRows("meters", _NEW_METER_COLUMNS, rows, returning=METER_COLUMNS)
+    added = {meter.ldn: meter for meter in map(meter_row, inserted)}
+    missing = [m.ldn for m, _ in meters if m.ldn not in added]
+    if missing:  # added by another transaction since the checks
+        raise Conflict(f"a meter with LDN {missing[0]} is already present")
+    key_rows = _key_rows(meters, added, master, now) if master is not None else []
+    if key_rows:
+        yield InsertRows("meter_keys", _KEY_COLUMNS, key_rows)
+    return [added[m.ldn] for m, _ in meters]
+
+
+def _check_list(
+    meters: Sequence[tuple[NewMeter, MeterKeysSpec]],
+) -> tuple[dict[int, str], dict[str, int], dict[bytes, int]]:
+    """The problems of a list of new meters on its own (bad keys, an LDN or a system title
+    twice), by position; the position of each LDN and system title."""
     errors: dict[int, str] = {}
     seen_ldn: dict[str, int] = {}
     seen_title: dict[bytes, int] = {}
@@ -72,8 +98,6 @@ def add_meters(
                 check_keys(ek, ak)
         except ValueError as exc:
             errors[i] = str(exc)
-        if keys and master is None and not check_only:
-            raise ConfigurationError("meter keys need a master key (SAC_MASTER_KEY)")
         if meter.ldn in seen_ldn:
             errors[i] = f"LDN {meter.ldn} is also item #{seen_ldn[meter.ldn]}"
         seen_ldn.setdefault(meter.ldn, i)
@@ -81,6 +105,13 @@ def add_meters(
             if meter.system_title in seen_title:
                 errors[i] = f"the system title is also item #{seen_title[meter.system_title]}"
             seen_title.setdefault(meter.system_title, i)
+    return errors, seen_ldn, seen_title
+
+
+def _check_held(
+    seen_ldn: dict[str, int], seen_title: dict[bytes, int], errors: dict[int, str]
+) -> Transaction[None]:
+    """Add to ``errors`` the new meters whose LDN or system title a meter has already."""
     ldns = list(seen_ldn)
     for start in range(0, len(ldns), 500):
         part = ldns[start : start + 500]
@@ -101,43 +132,27 @@ def add_meters(
             errors.setdefault(
                 seen_title[bytes(title)], f"meter {ldn} already has this system title"
             )
-    if errors:
-        raise BulkError(errors)
-    if check_only:
-        raise CheckedOnly()
-    # set-based: one statement for the meters, one for their keys, whatever the count
-    inserted = yield InsertRows(
-        "meters",
-        _NEW_METER_COLUMNS,
-        [
-            (
-                m.ldn,
-                m.pdr,
-                m.system_title,
-                m.profile,
-                m.address,
-                ",".join(m.allowed_ips),
-                now,
-                now,
-                m.poll_interval,
-            )
-            for m, _ in meters
-        ],
-        returning=METER_COLUMNS,
-    )
-    added = {meter.ldn: meter for meter in map(meter_row, inserted)}
-    missing = [m.ldn for m, _ in meters if m.ldn not in added]
-    if missing:  # added by another transaction since the checks
-        raise Conflict(f"a meter with LDN {missing[0]} is already present")
-    key_rows = [
-        (added[m.ldn].id, sap, role, master.wrap(key, key_place(m.ldn, sap, role)), now)  # type: ignore[union-attr]
+
+
+def _new_row(m: NewMeter, now: dt.datetime) -> tuple[Any, ...]:
+    """The row of :data:`_NEW_METER_COLUMNS` of a new meter."""
+    allowed = ",".join(m.allowed_ips)
+    return (m.ldn, m.pdr, m.system_title, m.profile, m.address, allowed, now, now, m.poll_interval)
+
+
+def _key_rows(
+    meters: Sequence[tuple[NewMeter, MeterKeysSpec]],
+    added: Mapping[str, Meter],
+    master: MasterKey,
+    now: dt.datetime,
+) -> list[tuple[Any, ...]]:
+    """The rows of :data:`_KEY_COLUMNS` of the new meters' keys, wrapped under ``master``."""
+    return [
+        (added[m.ldn].id, sap, role, master.wrap(key, key_place(m.ldn, sap, role)), now)
         for m, keys in meters
         for sap, (ek, ak) in sorted(keys.items())
         for role, key in (("ek", ek), ("ak", ak if ak is not None else ek))
     ]
-    if key_rows:
-        yield InsertRows("meter_keys", _KEY_COLUMNS, key_rows)
-    return [added[m.ldn] for m, _ in meters]
 
 
 def update_meter(ldn: str, changes: Mapping[str, Any], now: dt.datetime) -> Transaction[Meter]:

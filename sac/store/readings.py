@@ -50,15 +50,7 @@ def ingest(batch: Ingest, ids: dict[str, int]) -> Transaction[IngestResult]:
 
     ``ids`` is the caller's {LDN: meter id} cache (an LDN never changes meter): only the
     LDNs missing from it are looked up, and it learns them."""
-    ldns = {r.ldn for r in batch.readings} | {e.ldn for e in batch.events}
-    ldns |= {s.ldn for s in batch.statuses} | {c.ldn for c in batch.counters}
-    unknown = ldns - ids.keys()
-    if unknown:
-        found = yield from ids_of(unknown)
-        missing = sorted(unknown - found.keys())
-        if missing:
-            raise UnknownMeter(missing[0])
-        ids.update(found)
+    yield from _learn_ids(batch, ids)
     yield from accept_counters(batch.counters, ids)
     readings = yield InsertRows(
         "readings",
@@ -88,17 +80,37 @@ def ingest(batch: Ingest, ids: dict[str, int]) -> Transaction[IngestResult]:
         ],
     )
     yield from _update_statuses(batch.statuses, ids)
-    pending: frozenset[str] = frozenset()
+    pending: list[str] = []
     if batch.counters:  # pushes: which of these meters have commands waiting?
-        pushed = sorted({ids[c.ldn] for c in batch.counters})
-        rows = yield Query(
-            "SELECT DISTINCT m.ldn FROM commands c JOIN meters m ON m.id = c.meter_id"
-            " WHERE c.state = 'pending' AND m.state = 'active'"  # (disabled meanwhile: none)
-            f" AND c.meter_id IN ({', '.join('?' * len(pushed))})",
-            pushed,
-        )
-        pending = frozenset(ldn for (ldn,) in rows)
-    return IngestResult(readings, events, pending)
+        pending = yield from _pending({ids[c.ldn] for c in batch.counters})
+    return IngestResult(readings, events, frozenset(pending))
+
+
+def _learn_ids(batch: Ingest, ids: dict[str, int]) -> Transaction[None]:
+    """Teach ``ids`` the meters of ``batch`` it does not know; UnknownMeter for one that
+    is not in the store."""
+    ldns = {r.ldn for r in batch.readings} | {e.ldn for e in batch.events}
+    ldns |= {s.ldn for s in batch.statuses} | {c.ldn for c in batch.counters}
+    unknown = ldns - ids.keys()
+    if unknown:
+        found = yield from ids_of(unknown)
+        missing = sorted(unknown - found.keys())
+        if missing:
+            raise UnknownMeter(missing[0])
+        ids.update(found)
+
+
+def _pending(meter_ids: set[int]) -> Transaction[list[str]]:
+    """The LDNs of the active meters among ``meter_ids`` that have commands waiting (the
+    pushes of a batch: their sessions claim them)."""
+    pushed = sorted(meter_ids)
+    rows = yield Query(
+        "SELECT DISTINCT m.ldn FROM commands c JOIN meters m ON m.id = c.meter_id"
+        " WHERE c.state = 'pending' AND m.state = 'active'"  # (disabled meanwhile: none)
+        f" AND c.meter_id IN ({', '.join('?' * len(pushed))})",
+        pushed,
+    )
+    return [ldn for (ldn,) in rows]
 
 
 # the list values of a meter: (column, kind) in the order _status_row gives them
