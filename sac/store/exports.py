@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from zope.interface import Interface, implementer
@@ -93,14 +93,20 @@ def readings_page(
     ldn: str | None = None,
     obis: Obis | None = None,
     attribute: int | None = None,
+    by_profile: Mapping[str, Obis] | None = None,
     cursor: str | None = None,
     limit: int = 1000,
 ) -> Transaction[ReadingPage]:
     """Readings captured in [start, end), of one meter (``ldn``) or all, of one object
-    (``obis``, ``attribute``) or all; UnknownMeter for an unknown LDN."""
+    (``obis``, ``attribute``) or all; UnknownMeter for an unknown LDN.  ``by_profile``:
+    for the meters of these profiles (by name), the object is theirs, not ``obis`` (a
+    quantity some profiles keep in another object, such as the converted-volume index)."""
     _check(start, end, limit)
-    fingerprint = _fingerprint("r", start.isoformat(), end.isoformat(), ldn, obis, attribute)
-    where, params = yield from _reading_filters(start, end, ldn, obis, attribute)
+    odd = _odd_objects(obis, by_profile)
+    fingerprint = _fingerprint(
+        "r", start.isoformat(), end.isoformat(), ldn, obis, attribute, *(p for o in odd for p in o)
+    )
+    where, params = yield from _reading_filters(start, end, ldn, obis, attribute, odd)
     if cursor is not None:
         where.append(
             "r.meter_id >= ? AND (r.meter_id > ? OR r.captured > ?"
@@ -122,20 +128,36 @@ def _reading_filters(
     ldn: str | None,
     obis: Obis | None,
     attribute: int | None,
+    odd: Sequence[tuple[str, Obis]] = (),
 ) -> Transaction[tuple[list[str], list[Any]]]:
-    """The conditions of :func:`readings_page`'s rows and their parameters."""
+    """The conditions of :func:`readings_page`'s rows and their parameters; ``odd``: the
+    profiles whose meters' object is another than ``obis`` (:func:`_odd_objects`)."""
     where = ["r.captured >= ?", "r.captured < ?"]
     params: list[Any] = [start, end]
     if ldn is not None:
         where.append("r.meter_id = ?")
         params.append((yield from id_of(ldn)))
-    if obis is not None:
+    if odd:  # the meter's profile says which object
+        where.append(f"r.obis = CASE m.profile {' '.join(['WHEN ? THEN ?'] * len(odd))} ELSE ? END")
+        params += [*(str(p) for pair in odd for p in pair), str(obis)]
+    elif obis is not None:
         where.append("r.obis = ?")
         params.append(str(obis))
     if attribute is not None:
         where.append("r.attribute = ?")
         params.append(attribute)
     return where, params
+
+
+def _odd_objects(
+    obis: Obis | None, by_profile: Mapping[str, Obis] | None
+) -> list[tuple[str, Obis]]:
+    """(profile, object) of the profiles whose object is another than ``obis``, by name."""
+    if not by_profile:
+        return []
+    if obis is None:
+        raise InvalidRequest("an object by profile needs the object of the other meters")
+    return sorted((name, other) for name, other in by_profile.items() if other != obis)
 
 
 def _reading_page(rows: Sequence[Any], fingerprint: str | None) -> ReadingPage:
@@ -217,11 +239,13 @@ class IExports(Interface):
         ldn: str | None = None,
         obis: Obis | None = None,
         attribute: int | None = None,
+        by_profile: Mapping[str, Obis] | None = None,
         cursor: str | None = None,
         limit: int = 1000,
     ) -> ReadingPage:
         """Readings captured in [start, end), per meter then in time, resumable from the
-        page's cursor; InvalidRequest for a bad range or page size, BadCursor for a cursor."""
+        page's cursor; InvalidRequest for a bad range or page size, BadCursor for a cursor.
+        ``by_profile``: the object of the meters of these profiles, when not ``obis``."""
 
     async def events(
         start: dt.datetime,
@@ -244,11 +268,19 @@ class ExportsComponent(Component):
         ldn: str | None = None,
         obis: Obis | None = None,
         attribute: int | None = None,
+        by_profile: Mapping[str, Obis] | None = None,
         cursor: str | None = None,
         limit: int = 1000,
     ) -> ReadingPage:
         page = readings_page(
-            start, end, ldn=ldn, obis=obis, attribute=attribute, cursor=cursor, limit=limit
+            start,
+            end,
+            ldn=ldn,
+            obis=obis,
+            attribute=attribute,
+            by_profile=by_profile,
+            cursor=cursor,
+            limit=limit,
         )
         return await self.db.run(page)
 

@@ -25,6 +25,7 @@ from twisted.logger import Logger
 from werkzeug.exceptions import HTTPException, NotFound
 
 from sac.errors import (
+    BadCursor,
     BadRequest,
     ConfigurationError,
     CsrfError,
@@ -106,17 +107,23 @@ ERRORS: Mapping[type[BaseException], Answer] = {
     ),
     Conflict: Answer(409, "conflict", "Conflict"),
     ConfigurationError: Answer(503, "unavailable", "Unavailable"),
-    # a value a SOAP caller gave that the store refuses (a cursor not of this query...)
+    # a cursor a SOAP caller gave back that is not one of this query's pages
+    BadCursor: Answer(
+        400,
+        "bad_request",
+        "Bad request",
+        page=None,
+        api=None,
+        fault=lambda exc: ("Client.BadCursor", str(exc)),
+    ),
+    # a value a SOAP caller gave that the store refuses
     ValueError: Answer(
         400,
         "bad_request",
         "Bad request",
         page=None,
         api=None,
-        fault=lambda exc: (
-            "Client.BadCursor" if "cursor" in str(exc) else "Client.BadInput",
-            str(exc),
-        ),
+        fault=lambda exc: ("Client.BadInput", str(exc)),
     ),
 }
 

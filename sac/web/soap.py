@@ -55,8 +55,8 @@ from spyne.protocol.soap import Soap11
 
 from sac.dlms import Obis
 from sac.errors import SacError
+from sac.profiles import ProfileRegistry
 from sac.services import commands as command_service
-from sac.services.readings import INDEX
 from sac.store import (
     Actor,
     MeterQuery,
@@ -209,6 +209,14 @@ def _obis(text: str | None) -> Obis | None:
         raise BadInputFault(f"{text!r} is not an OBIS code such as 7.0.13.2.0.255") from None
 
 
+def _index_objects(registry: ProfileRegistry) -> tuple[Obis, dict[str, Obis]]:
+    """The converted-volume index: the generic catalogue's object (a meter of no profile,
+    or of one not installed), and each installed profile's (sac.web.pages charts the same)."""
+    name = "converted_volume_index"
+    by_profile = {profile: registry.objects_of(profile)[name].obis for profile in registry.profiles}
+    return registry.objects_of(None)[name].obis, by_profile
+
+
 class ErpService(ServiceBase):
     """The SAC's data for ERP, billing and maintenance systems."""
 
@@ -295,15 +303,22 @@ class ErpService(ServiceBase):
         ctx: Any, start: Any, end: Any, cursor: Any, limit: Any
     ) -> ReadingPage:
         """For billing: every converted-volume index reading of every meter captured in
-        [start, end), per meter then in time; resume an interrupted export from the last
-        page's cursor."""
+        [start, end) (each meter's index object, as its profile names it), per meter then
+        in time; resume an interrupted export from the last page's cursor."""
         call = _Call(ctx)
 
         async def work(actor: Actor) -> ReadingPage:
             lo, hi = _range(start, end)
             size = _limit(limit, 1000, MAX_PAGE)
+            index, by_profile = _index_objects(call.web.registry)
             page = await call.web.store.exports.readings(
-                lo, hi, obis=INDEX, attribute=2, cursor=cursor or None, limit=size
+                lo,
+                hi,
+                obis=index,
+                attribute=2,
+                by_profile=by_profile,
+                cursor=cursor or None,
+                limit=size,
             )
             return ReadingPage(
                 readings=[_reading_info(r) for r in page.readings], cursor=page.cursor

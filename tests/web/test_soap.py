@@ -21,9 +21,12 @@ from zeep.transports import Transport
 from zeep.wsse.username import UsernameToken
 
 from sac.dlms import Obis
+from sac.errors import BadCursor, InvalidRequest
+from sac.profiles import STANDARD_OBJECTS, CosemRef, MeterProfile, ProfileRegistry
 from sac.services.readings import INDEX
-from sac.store import Actor, Event, Ingest, Reading, Role
+from sac.store import Actor, Event, Ingest, NewMeter, Reading, Role
 from sac.web.app import Web, WebSettings
+from sac.web.errors import soap_fault
 from sac.web.soap import NS
 from tests.acquisition.conftest import REGISTRY, Sac, push_once, sacs, started  # noqa: F401
 from tests.store.conftest import Backend
@@ -328,3 +331,71 @@ async def test_a_billing_export_of_100k_readings_resumes_from_its_cursor(
     assert everything == sorted(everything)  # per meter, then in time
     resumed = [e for e in await erp.store.audit.log(20) if e.action == "soap ExportIndexReadings"]
     assert sum((e.detail or "").endswith("resumed") for e in resumed) >= 7
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_index_export_takes_each_meters_index_from_its_profile(
+    backend: Backend,
+) -> None:
+    """A profile may keep the converted-volume index in another object than the generic
+    catalogue's: the billing export gives each meter's own index, and not the object that
+    is the index of other meters."""
+    elsewhere = Obis("7.0.13.0.0.255")
+    odd = MeterProfile(
+        name="odd-index",
+        description="its index in another object",
+        objects={**STANDARD_OBJECTS, "converted_volume_index": CosemRef(3, elsewhere, 2)},
+    )
+    registry = ProfileRegistry([*REGISTRY.profiles.values(), odd], REGISTRY.default)
+    store = backend.make()
+    await store.open()
+    await store.users.add("erp", PASSWORD, Role.VIEWER)
+    plain, other = "SAC0000000000001", "SAC0000000000002"
+    await store.meters.add(NewMeter(plain, profile="uni-ts-11291-12-2"))
+    await store.meters.add(NewMeter(other, profile="odd-index"))
+    t0 = dt.datetime(2026, 9, 1, tzinfo=dt.UTC)
+    await store.readings.add(
+        [
+            Reading(ldn, obis, 2, 1000 * h + n, at, "poll", at, -3, 14)
+            for n, ldn in enumerate((plain, other))
+            for obis in (INDEX, elsewhere)
+            for h in range(3)
+            for at in [t0 + dt.timedelta(hours=h)]
+        ]
+    )
+    web = Web(store, registry, settings=WebSettings(secure_cookies=False))
+    port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(Site(web.resource()))
+    wsdl = f"http://127.0.0.1:{port.getHost().port}/soap?wsdl"
+
+    def export(size: int) -> list[tuple[str, str, Any]]:
+        session = requests.Session()
+        session.auth = ("erp", PASSWORD)
+        client = zeep.Client(wsdl, transport=Transport(session=session, timeout=30))
+        got, cursor = [], None
+        while True:  # in pages of ``size``: the cursor carries the per-profile choice
+            page = client.service.ExportIndexReadings(t0, t0 + dt.timedelta(days=1), cursor, size)
+            got += [(r.ldn, r.obis, r.captured) for r in page.readings.ReadingInfo]
+            if (cursor := page.cursor) is None:
+                return got
+
+    try:
+        for size in (1000, 2):
+            got = await threads.deferToThread(export, size)
+            assert [(ldn, obis) for ldn, obis, _ in got] == [(plain, str(INDEX))] * 3 + [
+                (other, str(elsewhere))
+            ] * 3
+    finally:
+        await port.stopListening()
+
+
+def test_a_bad_cursor_is_told_by_its_class_not_by_its_words() -> None:
+    """The fault of a cursor the store refuses is Client.BadCursor whatever its message
+    says; another refused value is Client.BadInput even when its message names a cursor."""
+    assert soap_fault(BadCursor("damaged beyond reading")) == (
+        "Client.BadCursor",
+        "damaged beyond reading",
+    )
+    assert soap_fault(InvalidRequest("the cursor field is 40 characters at most")) == (
+        "Client.BadInput",
+        "the cursor field is 40 characters at most",
+    )
