@@ -445,24 +445,24 @@ async def _valve(session: CommandContext, command: Command, action: ValveAction)
         for step in valve_steps(profile, action):
             await _step(session, step)
     state = await session.get(valve)
-    reading = session.reading(valve, state)
-    if int(state) in CONFIRMS[action]:
+    reading, code = session.reading(valve, state), int(state)
+    if code in CONFIRMS[action]:
         return Outcome(
             True,
-            f"valve control_state {int(state)} confirms {action.value}",
-            _valve_ingest(session, reading),
+            f"valve control_state {code} confirms {action.value}",
+            _valve_ingest(session, reading, code),
         )
     if at is not None and now < at + LATE_CONFIRMATION:
         return Outcome(None, command.result or f"{PROGRAMMED}{at.isoformat()}")
     return Outcome(
         False,
-        f"valve control_state {int(state)} after {action.value}: not confirmed",
-        _valve_ingest(session, reading),
+        f"valve control_state {code} after {action.value}: not confirmed",
+        _valve_ingest(session, reading, code),
     )
 
 
-def _valve_ingest(session: CommandContext, reading: Reading) -> Ingest:
-    return Ingest(readings=[reading], statuses=[session.status(valve_state=int(reading.value))])
+def _valve_ingest(session: CommandContext, reading: Reading, state: int) -> Ingest:
+    return Ingest(readings=[reading], statuses=[session.status(valve_state=state)])
 
 
 async def _step(session: CommandContext, step: Any) -> None:

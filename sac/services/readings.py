@@ -113,12 +113,13 @@ def _capture_field(name: str, fields: Iterable[str]) -> str:
 @dataclass(frozen=True, slots=True)
 class _Step:
     """What one field of a layout gives: ``obis``/``attribute`` read from ``name``, at the
-    time in field ``at`` (or, for ``entries``, each record's own ``unix_time``)."""
+    time in field ``at`` (or, for ``entries``, each record's own ``unix_time``: ``at`` is
+    empty)."""
 
     name: str
     obis: Obis
     attribute: int
-    at: str | None
+    at: str
     entries: tuple[tuple[str, Obis, int], ...] | None = None
 
 
@@ -143,7 +144,7 @@ def _plan(layout: Any, unix_time: Obis) -> tuple[_Step, ...]:
                 for sub in f.entries
                 if sub.obis is not None and sub.obis != unix_time
             )
-            steps.append(_Step(f.name, f.obis, f.attribute, None, subs))
+            steps.append(_Step(f.name, f.obis, f.attribute, "", subs))
         elif f.obis == unix_time:
             if f.name == "unix_time":
                 steps.append(_Step(f.name, f.obis, f.attribute, "unix_time"))
