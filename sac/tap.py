@@ -205,6 +205,9 @@ class SacService(MultiService):
         address: str = c.store.address
         extra = {"connections": c.store.connections} if is_postgres(address) else {}
         self.store = store_at(c.store_dsn, c.master_key, reactor=self.reactor, **extra)
+        self.store.observe = lambda transaction, seconds: self.metrics.observe(
+            "sac_store_seconds", seconds, transaction=transaction
+        )
         before, after = await self.store.open()
         self.store_health = (True, f"{type(self.store).__name__}, schema version {after}")
         self._probe = LoopingCall(lambda: Deferred.fromCoroutine(self._check_store()))

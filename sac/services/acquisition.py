@@ -276,9 +276,7 @@ class Acquisition:
         self._replaying = False
         self._replay_loop: LoopingCall | None = None
         if spool is not None:
-            self.metrics.gauge(
-                "sac_spool_depth", lambda: spool.depth, "pushes on disk waiting for the store"
-            )
+            self.metrics.gauge("sac_spool_depth", lambda: spool.depth)
 
     def start(self, replay_every: float = 2.0) -> None:
         """Learn the store's meters (``loaded`` fires with how many), and replay the spool

@@ -331,7 +331,7 @@ class PostgresStore(Store):
             self._started = True
         return await super().open(upto)
 
-    async def run(self, transaction: Transaction) -> Any:
+    async def execute(self, transaction: Transaction) -> Any:
         try:
             return await self._pool.runInteraction(
                 lambda cursor: Deferred.fromCoroutine(_drive(cursor, transaction))

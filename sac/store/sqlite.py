@@ -162,7 +162,7 @@ class SQLiteStore(Store):
             )
         return await super().open(upto)
 
-    async def run(self, transaction: Transaction) -> Any:
+    async def execute(self, transaction: Transaction) -> Any:
         try:
             return await self._pool.runWithConnection(thd_run, transaction)
         except sqlite3.Error as exc:  # opening the connection (thd_run translates the rest)
