@@ -3,7 +3,8 @@
 No I/O, no Twisted, no database, no clock: bytes in, typed values out, and back.
 
 * :mod:`~sac.dlms.obis` -- :class:`Obis`
-* :mod:`~sac.dlms.axdr` -- A-XDR ``Data`` and BER lengths
+* :mod:`~sac.dlms.axdr` -- A-XDR ``Data`` and BER lengths; the typed values
+  (:mod:`~sac.dlms.datatypes`, re-exported there)
 * :mod:`~sac.dlms.cosemtime` -- COSEM date/time values
 * :mod:`~sac.dlms.wrapper` -- the TCP-UDP wrapper framer
 * :mod:`~sac.dlms.xdlms`, :mod:`~sac.dlms.acse` -- APDUs; :func:`decode_apdu` for any
