@@ -3,13 +3,16 @@ the size limit, group commit, and acknowledged records surviving kill -9."""
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -18,8 +21,24 @@ from twisted.internet.defer import Deferred, gatherResults
 from twisted.logger import Logger, formatEvent
 
 from sac.errors import SacError
-from sac.services.spool import ACK_EVERY, SLOT_SIZE, Spool, SpoolBusy, SpoolError, SpoolFull
+from sac.services import spool as segmented
+from sac.services import spool_sqlite
+from sac.services.spool import SLOT_SIZE, Spool
 from tests.conftest import ROOT
+
+KINDS: dict[str, ModuleType] = {"segments": segmented, "sqlite": spool_sqlite}
+
+
+@pytest.fixture(params=sorted(KINDS))
+def kind(request: pytest.FixtureRequest) -> ModuleType:
+    """Each test of the interface runs against both spools."""
+    return KINDS[request.param]
+
+
+def make(kind: ModuleType, directory: Path, **kw: Any) -> Any:
+    if kind is not segmented:
+        kw.pop("segment_bytes", None)
+    return kind.Spool(directory, **kw)
 
 
 def payload(n: int) -> bytes:
@@ -35,25 +54,32 @@ def segments(directory: Path) -> list[Path]:
     return sorted(directory.glob("*.seg"))
 
 
+def rows_on_disk(directory: Path) -> int:
+    """The records in a closed SQLite spool's database."""
+    with contextlib.closing(sqlite3.connect(directory / "spool.db")) as db:
+        count: int = db.execute("SELECT count(*) FROM record").fetchone()[0]
+        return count
+
+
 class Logged:
     """A spool's log lines, as text."""
 
-    def __init__(self, spool: Spool) -> None:
+    def __init__(self, spool: Any) -> None:
         self.lines: list[str] = []
         spool.log = Logger(observer=lambda event: self.lines.append(formatEvent(event)))
 
 
-async def opened(directory: Path, **kw: Any) -> Spool:
-    spool = Spool(directory, **kw)
+async def opened(kind: ModuleType, directory: Path, **kw: Any) -> Any:
+    spool = make(kind, directory, **kw)
     await spool.open()
     return spool
 
 
-async def fill(spool: Spool, numbers: range) -> None:
+async def fill(spool: Any, numbers: range) -> None:
     await gatherResults([spool.append(payload(n)) for n in numbers])
 
 
-async def drain(spool: Spool, **kw: Any) -> list[int]:
+async def drain(spool: Any, **kw: Any) -> list[int]:
     seen: list[int] = []
 
     async def handler(record: bytes) -> None:
@@ -65,21 +91,23 @@ async def drain(spool: Spool, **kw: Any) -> list[int]:
 
 
 @pytest_twisted.ensureDeferred
-async def test_records_replay_in_order_across_segments_and_consumed_segments_go(
-    tmp_path: Path,
+async def test_records_replay_in_order_and_consumed_ones_go(
+    kind: ModuleType, tmp_path: Path
 ) -> None:
-    spool = await opened(tmp_path, segment_bytes=2048)
+    spool = await opened(kind, tmp_path, segment_bytes=2048)
     await fill(spool, range(60))
     assert spool.depth == 60
     assert spool.bytes_held == sum(8 + len(payload(n)) for n in range(60))
-    assert len(segments(tmp_path)) > 5
+    assert len(segments(tmp_path)) > 5 or kind is not segmented
     assert await drain(spool) == list(range(60))
     assert (spool.depth, spool.bytes_held) == (0, 0)
-    assert len(segments(tmp_path)) == 1  # the newest, still written to
+    assert len(segments(tmp_path)) == (1 if kind is segmented else 0)  # the newest
     await fill(spool, range(60, 70))
     assert await drain(spool) == list(range(60, 70))
     await spool.close()
-    again = await opened(tmp_path, segment_bytes=2048)
+    if kind is spool_sqlite:
+        assert rows_on_disk(tmp_path) == 0
+    again = await opened(kind, tmp_path, segment_bytes=2048)
     assert (again.depth, segments(tmp_path)) == (0, [])  # all consumed, and not written again
     await fill(again, range(70, 75))
     assert await drain(again) == list(range(70, 75))
@@ -88,7 +116,7 @@ async def test_records_replay_in_order_across_segments_and_consumed_segments_go(
 
 @pytest_twisted.ensureDeferred
 async def test_a_record_larger_than_a_segment_gets_one_of_its_own(tmp_path: Path) -> None:
-    spool = await opened(tmp_path, segment_bytes=64)
+    spool = await opened(segmented, tmp_path, segment_bytes=64)
     await fill(spool, range(5))
     assert len(segments(tmp_path)) == 5
     assert await drain(spool, limit=3) == [0, 1, 2]
@@ -97,8 +125,10 @@ async def test_a_record_larger_than_a_segment_gets_one_of_its_own(tmp_path: Path
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_failing_handler_keeps_its_record_and_the_rest(tmp_path: Path) -> None:
-    spool = await opened(tmp_path, segment_bytes=4096)
+async def test_a_failing_handler_keeps_its_record_and_the_rest(
+    kind: ModuleType, tmp_path: Path
+) -> None:
+    spool = await opened(kind, tmp_path, segment_bytes=4096)
     await fill(spool, range(30))
     seen: list[int] = []
 
@@ -112,47 +142,49 @@ async def test_a_failing_handler_keeps_its_record_and_the_rest(tmp_path: Path) -
     assert seen == list(range(12))
     assert spool.depth == 18
     await spool.close()
-    again = await opened(tmp_path, segment_bytes=4096)
+    again = await opened(kind, tmp_path, segment_bytes=4096)
     assert again.depth == 18
     assert await drain(again) == list(range(12, 30))
     await again.close()
 
 
 @pytest_twisted.ensureDeferred
-async def test_unconsumed_records_survive_close_and_reopen_in_order(tmp_path: Path) -> None:
-    spool = await opened(tmp_path, segment_bytes=4096)
+async def test_unconsumed_records_survive_close_and_reopen_in_order(
+    kind: ModuleType, tmp_path: Path
+) -> None:
+    spool = await opened(kind, tmp_path, segment_bytes=4096)
     await fill(spool, range(200))
-    assert await drain(spool, limit=ACK_EVERY + 7) == list(range(ACK_EVERY + 7))
+    assert await drain(spool, limit=kind.ACK_EVERY + 7) == list(range(kind.ACK_EVERY + 7))
     await spool.close()
-    again = await opened(tmp_path, segment_bytes=4096)
-    assert again.depth == 200 - ACK_EVERY - 7
-    assert again.bytes_held == sum(8 + len(payload(n)) for n in range(ACK_EVERY + 7, 200))
+    again = await opened(kind, tmp_path, segment_bytes=4096)
+    assert again.depth == 200 - kind.ACK_EVERY - 7
+    assert again.bytes_held == sum(8 + len(payload(n)) for n in range(kind.ACK_EVERY + 7, 200))
     await fill(again, range(200, 210))
-    assert await drain(again) == list(range(ACK_EVERY + 7, 210))
+    assert await drain(again) == list(range(kind.ACK_EVERY + 7, 210))
     await again.close()
 
 
 @pytest_twisted.ensureDeferred
-async def test_close_waits_for_the_writes_under_way(tmp_path: Path) -> None:
-    spool = await opened(tmp_path)
+async def test_close_waits_for_the_writes_under_way(kind: ModuleType, tmp_path: Path) -> None:
+    spool = await opened(kind, tmp_path)
     appended = [spool.append(payload(n)) for n in range(100)]
     await spool.close()
     assert all(d.called for d in appended)
     await gatherResults(appended)
-    with pytest.raises(SpoolError, match="not open"):
+    with pytest.raises(kind.SpoolError, match="not open"):
         await spool.append(b"late")
-    again = await opened(tmp_path)
+    again = await opened(kind, tmp_path)
     assert await drain(again) == list(range(100))
     await again.close()
 
 
 @pytest_twisted.ensureDeferred
-async def test_one_process_at_a_time(tmp_path: Path) -> None:
-    spool = await opened(tmp_path)
-    with pytest.raises(SpoolError, match="open in another process"):
-        await opened(tmp_path)
+async def test_one_process_at_a_time(kind: ModuleType, tmp_path: Path) -> None:
+    spool = await opened(kind, tmp_path)
+    with pytest.raises(kind.SpoolError, match="open in another process"):
+        await opened(kind, tmp_path)
     await spool.close()
-    await (await opened(tmp_path)).close()
+    await (await opened(kind, tmp_path)).close()
 
 
 @pytest.mark.parametrize(
@@ -167,7 +199,7 @@ async def test_one_process_at_a_time(tmp_path: Path) -> None:
 async def test_a_torn_tail_is_dropped_and_the_records_before_it_kept(
     tmp_path: Path, tear: Callable[[bytes], bytes], kept: int
 ) -> None:
-    spool = await opened(tmp_path)
+    spool = await opened(segmented, tmp_path)
     await fill(spool, range(10))
     await spool.close()
     last = segments(tmp_path)[-1]
@@ -193,7 +225,7 @@ async def test_a_torn_tail_is_dropped_and_the_records_before_it_kept(
 
 @pytest_twisted.ensureDeferred
 async def test_a_segment_torn_before_its_first_record_is_removed(tmp_path: Path) -> None:
-    spool = await opened(tmp_path)
+    spool = await opened(segmented, tmp_path)
     await fill(spool, range(3))
     await spool.close()
     (tmp_path / f"{99:020d}.seg").write_bytes(b"SACS")  # created, header cut short
@@ -213,7 +245,7 @@ async def test_a_bad_record_in_an_older_segment_ends_that_segment_with_an_error(
 ) -> None:
     """Damage, not a crash: the older segment was fsync'd in full.  Its records up to the
     bad one replay, the rest of that segment is skipped and logged, later segments replay."""
-    spool = await opened(tmp_path, segment_bytes=2048)
+    spool = await opened(segmented, tmp_path, segment_bytes=2048)
     await fill(spool, range(40))
     await spool.close()
     first = segments(tmp_path)[0]
@@ -241,7 +273,7 @@ async def test_a_bad_record_in_an_older_segment_ends_that_segment_with_an_error(
 
 @pytest_twisted.ensureDeferred
 async def test_a_torn_cursor_save_replays_again_but_loses_nothing(tmp_path: Path) -> None:
-    spool = await opened(tmp_path)
+    spool = await opened(segmented, tmp_path)
     await fill(spool, range(10))
     assert await drain(spool, limit=3) == [0, 1, 2]  # saved as generation 1
     assert await drain(spool, limit=3) == [3, 4, 5]  # saved as generation 2, slot 0
@@ -251,21 +283,21 @@ async def test_a_torn_cursor_save_replays_again_but_loses_nothing(tmp_path: Path
     assert len(data) == 2 * SLOT_SIZE
     data[20] ^= 0xFF  # slot 0: the newer save, as if cut short
     cursor.write_bytes(bytes(data))
-    again = await opened(tmp_path)
+    again = await opened(segmented, tmp_path)
     assert again.depth == 7
     assert await drain(again) == list(range(3, 10))
     await again.close()
 
 
 @pytest_twisted.ensureDeferred
-async def test_spool_full_at_max_bytes(tmp_path: Path) -> None:
+async def test_spool_full_at_max_bytes(kind: ModuleType, tmp_path: Path) -> None:
     record = bytes(100)
-    spool = await opened(tmp_path, max_bytes=3 * (8 + 100))
+    spool = await opened(kind, tmp_path, max_bytes=3 * (8 + 100))
     await gatherResults([spool.append(record) for _ in range(3)])
     assert spool.bytes_held == 3 * 108
-    with pytest.raises(SpoolFull):
+    with pytest.raises(kind.SpoolFull):
         await spool.append(record)
-    with pytest.raises(SpoolFull):
+    with pytest.raises(kind.SpoolFull):
         await spool.append(b"")
     assert spool.depth == 3
 
@@ -276,12 +308,14 @@ async def test_spool_full_at_max_bytes(tmp_path: Path) -> None:
     await spool.append(record)
     assert (spool.depth, spool.bytes_held) == (3, 3 * 108)
     await spool.close()
-    assert issubclass(SpoolFull, SacError)
+    assert issubclass(kind.SpoolFull, SacError)
 
 
 @pytest_twisted.ensureDeferred
-async def test_records_are_bytes_and_no_larger_than_max_record(tmp_path: Path) -> None:
-    spool = await opened(tmp_path, max_record=100)
+async def test_records_are_bytes_and_no_larger_than_max_record(
+    kind: ModuleType, tmp_path: Path
+) -> None:
+    spool = await opened(kind, tmp_path, max_record=100)
     for bad in ["text", bytearray(10), memoryview(b"x"), bytes(101)]:
         with pytest.raises(ValueError):
             await spool.append(bad)  # type: ignore[arg-type]
@@ -299,8 +333,8 @@ async def test_records_are_bytes_and_no_larger_than_max_record(tmp_path: Path) -
 
 
 @pytest_twisted.ensureDeferred
-async def test_appends_during_a_replay_come_after(tmp_path: Path) -> None:
-    spool = await opened(tmp_path, segment_bytes=1024)
+async def test_appends_during_a_replay_come_after(kind: ModuleType, tmp_path: Path) -> None:
+    spool = await opened(kind, tmp_path, segment_bytes=1024)
     await fill(spool, range(20))
     seen: list[int] = []
     late: list[Deferred[None]] = []
@@ -318,8 +352,8 @@ async def test_appends_during_a_replay_come_after(tmp_path: Path) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_second_replay_while_one_runs_is_refused(tmp_path: Path) -> None:
-    spool = await opened(tmp_path)
+async def test_a_second_replay_while_one_runs_is_refused(kind: ModuleType, tmp_path: Path) -> None:
+    spool = await opened(kind, tmp_path)
     await fill(spool, range(3))
     entered: Deferred[None] = Deferred()
     gate: Deferred[None] = Deferred()
@@ -331,61 +365,84 @@ async def test_a_second_replay_while_one_runs_is_refused(tmp_path: Path) -> None
 
     running = Deferred.fromCoroutine(spool.replay(slow))
     await entered
-    with pytest.raises(SpoolBusy):
+    with pytest.raises(kind.SpoolBusy):
         await spool.replay(slow)
     closing = Deferred.fromCoroutine(spool.close())
     assert not closing.called  # waits for the record in hand
     gate.callback(None)
     assert await running == 1  # the spool closed after that record
     await closing
-    again = await opened(tmp_path)
+    again = await opened(kind, tmp_path)
     assert await drain(again) == [1, 2]
     await again.close()
 
 
+def count_commits(kind: ModuleType, monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """Count the segments' fsyncs, or the SQLite spool's transactions of appends."""
+    calls: list[object] = []
+    module, name = (os, "fsync") if kind is segmented else (spool_sqlite, "thd_insert")
+    real = getattr(module, name)
+
+    def counting(*args: Any) -> Any:
+        calls.append(args)
+        return real(*args)
+
+    monkeypatch.setattr(module, name, counting)
+    return calls
+
+
 @pytest_twisted.ensureDeferred
-async def test_group_commit_1000_concurrent_appends_take_few_fsyncs(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+async def test_group_commit_1000_concurrent_appends_take_few_commits(
+    kind: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    spool = await opened(tmp_path)
-    fsyncs: list[int] = []
-    real_fsync = os.fsync
-
-    def counting_fsync(fd: int) -> None:
-        fsyncs.append(fd)
-        real_fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", counting_fsync)
+    spool = await opened(kind, tmp_path)
+    commits = count_commits(kind, monkeypatch)
     await fill(spool, range(1000))
-    assert len(fsyncs) <= 10  # 3 today: the first record alone, then the 999 that waited
+    assert len(commits) <= 10  # 3 or 2: the first record alone, then the 999 that waited
     monkeypatch.undo()
     assert await drain(spool) == list(range(1000))
     await spool.close()
 
 
+async def break_writes(kind: ModuleType, spool: Any, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Make the spool's next writes fail; the error they fail with."""
+    if kind is segmented:
+
+        def failing_fsync(fd: int) -> None:
+            raise OSError(5, "Input/output error")
+
+        monkeypatch.setattr(os, "fsync", failing_fsync)
+        return "Input/output error"
+    await spool._db_call(lambda db: db.execute("PRAGMA query_only = ON"))
+    return "readonly database"
+
+
+async def mend_writes(kind: ModuleType, spool: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.undo()
+    if kind is not segmented:
+        await spool._db_call(lambda db: db.execute("PRAGMA query_only = OFF"))
+
+
 @pytest_twisted.ensureDeferred
 async def test_a_failed_write_fails_its_appends_and_the_spool_goes_on(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    kind: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    spool = await opened(tmp_path)
+    spool = await opened(kind, tmp_path)
     log = Logged(spool)
     await fill(spool, range(5))
-
-    def failing_fsync(fd: int) -> None:
-        raise OSError(5, "Input/output error")
-
-    monkeypatch.setattr(os, "fsync", failing_fsync)
+    error = await break_writes(kind, spool, monkeypatch)
     failed = [spool.append(payload(n)) for n in range(5, 8)]  # 5 alone, then 6 and 7
     for appended in failed:
-        with pytest.raises(SpoolError, match="Input/output error"):
+        with pytest.raises(kind.SpoolError, match=error):
             await appended
-    monkeypatch.undo()
+    await mend_writes(kind, spool, monkeypatch)
     assert len(log.lines) == 2
     assert (spool.depth, spool.bytes_held) == (5, sum(8 + len(payload(n)) for n in range(5)))
     await fill(spool, range(8, 10))
-    assert len(segments(tmp_path)) == 2  # the failed write cut off; a new segment after it
+    if kind is segmented:
+        assert len(segments(tmp_path)) == 2  # the failed write cut off; a new segment after it
     await spool.close()
-    again = await opened(tmp_path)
+    again = await opened(kind, tmp_path)
     assert await drain(again) == [*range(5), 8, 9]
     await again.close()
 
@@ -399,12 +456,12 @@ from collections import deque
 from twisted.internet import task
 from twisted.internet.defer import Deferred
 
-from sac.services.spool import Spool
+from {module} import Spool
 
 {payload}
 
 async def main(reactor, directory, replaying):
-    spool = Spool(directory, segment_bytes=1 << 16)
+    spool = Spool(directory{options})
     await spool.open()
     if replaying:
         Deferred.fromCoroutine(replay(reactor, spool))
@@ -429,10 +486,16 @@ task.react(lambda reactor: Deferred.fromCoroutine(main(reactor, sys.argv[1], sys
 """
 
 
-def run_and_kill(directory: Path, *, replaying: bool, acked_before_kill: int) -> dict[str, int]:
+def run_and_kill(
+    kind: ModuleType, directory: Path, *, replaying: bool, acked_before_kill: int
+) -> dict[str, int]:
     """Run the appender, kill -9 it once enough records were acknowledged: the highest
     record number acknowledged, and handled."""
-    script = APPENDER.format(payload=inspect.getsource(payload))
+    script = APPENDER.format(
+        module=kind.__name__,
+        options=", segment_bytes=1 << 16" if kind is segmented else "",
+        payload=inspect.getsource(payload),
+    )
     child = subprocess.Popen(
         [sys.executable, "-c", script, str(directory), "1" if replaying else "0"],
         cwd=ROOT,
@@ -465,9 +528,11 @@ def run_and_kill(directory: Path, *, replaying: bool, acked_before_kill: int) ->
 
 @pytest.mark.parametrize("acked_before_kill", [700, 4000])
 @pytest_twisted.ensureDeferred
-async def test_acknowledged_appends_survive_sigkill(tmp_path: Path, acked_before_kill: int) -> None:
-    last = run_and_kill(tmp_path, replaying=False, acked_before_kill=acked_before_kill)
-    spool = await opened(tmp_path)
+async def test_acknowledged_appends_survive_sigkill(
+    kind: ModuleType, tmp_path: Path, acked_before_kill: int
+) -> None:
+    last = run_and_kill(kind, tmp_path, replaying=False, acked_before_kill=acked_before_kill)
+    spool = await opened(kind, tmp_path)
     found = await drain(spool)
     # every acknowledged record, in order, once; maybe some written but not yet acknowledged
     assert found == list(range(len(found)))
@@ -476,9 +541,11 @@ async def test_acknowledged_appends_survive_sigkill(tmp_path: Path, acked_before
 
 
 @pytest_twisted.ensureDeferred
-async def test_acknowledged_appends_survive_sigkill_during_a_replay(tmp_path: Path) -> None:
-    last = run_and_kill(tmp_path, replaying=True, acked_before_kill=3000)
-    spool = await opened(tmp_path)
+async def test_acknowledged_appends_survive_sigkill_during_a_replay(
+    kind: ModuleType, tmp_path: Path
+) -> None:
+    last = run_and_kill(kind, tmp_path, replaying=True, acked_before_kill=3000)
+    spool = await opened(kind, tmp_path)
     found = await drain(spool)
     first = found[0] if found else last["acked"] + 1
     # a record whose handler was never called is still there; a handled one may be again
@@ -486,3 +553,49 @@ async def test_acknowledged_appends_survive_sigkill_during_a_replay(tmp_path: Pa
     assert found == list(range(first, first + len(found)))
     assert first + len(found) > last["acked"]
     await spool.close()
+
+
+@pytest.mark.parametrize(
+    "tail", [b"\x00\x00\x01\x00garbage", bytes(4096)], ids=["garbage", "zeros"]
+)
+@pytest_twisted.ensureDeferred
+async def test_sqlite_garbage_after_the_last_commit_of_the_wal_is_ignored(
+    tmp_path: Path, tail: bytes
+) -> None:
+    """The SQLite spool's torn tail: what a write cut short leaves after the WAL's last
+    commit.  Every acknowledged record is still there, and the spool goes on."""
+    last = run_and_kill(spool_sqlite, tmp_path, replaying=False, acked_before_kill=700)
+    wal = tmp_path / "spool.db-wal"
+    assert wal.stat().st_size > 0  # the crash left it: the records are in it
+    with wal.open("ab") as file:
+        file.write(tail)
+    spool = await opened(spool_sqlite, tmp_path)
+    await spool.append(payload(10**6))
+    found = await drain(spool)
+    assert found[:-1] == list(range(len(found) - 1)) and found[-1] == 10**6
+    assert len(found) - 1 > last["acked"]
+    await spool.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_sqlite_a_damaged_database_is_moved_aside_with_an_error(tmp_path: Path) -> None:
+    """Damage, not a crash: the spool says so, keeps the file for ``.recover`` and starts
+    a new one, so that the SAC still starts."""
+    spool = await opened(spool_sqlite, tmp_path)
+    await fill(spool, range(40))
+    await spool.close()
+    database = tmp_path / "spool.db"
+    data = bytearray(database.read_bytes())
+    page = int.from_bytes(data[16:18], "big")
+    data[2 * page : 3 * page] = b"\xff" * page  # the table's first page (after the ptrmap)
+    database.write_bytes(bytes(data))
+    again = make(spool_sqlite, tmp_path)
+    log = Logged(again)
+    await again.open()
+    (damaged,) = tmp_path.glob("spool-damaged-*.db")
+    assert damaged.read_bytes()[page:] == data[page:]  # (SQLite may have touched its header)
+    assert len(log.lines) == 1 and f"moved to {damaged.name}" in log.lines[0]
+    assert again.depth == 0
+    await fill(again, range(40, 45))
+    assert await drain(again) == list(range(40, 45))
+    await again.close()
