@@ -1,5 +1,6 @@
-"""The spool: order across segments and restarts, handler failures, torn tails and damage,
-the size limit, group commit, and acknowledged records surviving kill -9."""
+"""The spool: order across restarts, handler failures, the size limit, group commit, a
+failed write, acknowledged records surviving kill -9 (and garbage after the WAL's last
+commit), a damaged database moved aside."""
 
 from __future__ import annotations
 
@@ -10,9 +11,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -21,24 +20,9 @@ from twisted.internet.defer import Deferred, gatherResults
 from twisted.logger import Logger, formatEvent
 
 from sac.errors import SacError
-from sac.services import spool as segmented
-from sac.services import spool_sqlite
-from sac.services.spool import SLOT_SIZE, Spool
+from sac.services import spool as spool_module
+from sac.services.spool import ACK_EVERY, Spool, SpoolBusy, SpoolError, SpoolFull
 from tests.conftest import ROOT
-
-KINDS: dict[str, ModuleType] = {"segments": segmented, "sqlite": spool_sqlite}
-
-
-@pytest.fixture(params=sorted(KINDS))
-def kind(request: pytest.FixtureRequest) -> ModuleType:
-    """Each test of the interface runs against both spools."""
-    return KINDS[request.param]
-
-
-def make(kind: ModuleType, directory: Path, **kw: Any) -> Any:
-    if kind is not segmented:
-        kw.pop("segment_bytes", None)
-    return kind.Spool(directory, **kw)
 
 
 def payload(n: int) -> bytes:
@@ -50,12 +34,8 @@ def number(record: bytes) -> int:
     return int(record[:8])
 
 
-def segments(directory: Path) -> list[Path]:
-    return sorted(directory.glob("*.seg"))
-
-
 def rows_on_disk(directory: Path) -> int:
-    """The records in a closed SQLite spool's database."""
+    """The records in a closed spool's database."""
     with contextlib.closing(sqlite3.connect(directory / "spool.db")) as db:
         count: int = db.execute("SELECT count(*) FROM record").fetchone()[0]
         return count
@@ -64,22 +44,22 @@ def rows_on_disk(directory: Path) -> int:
 class Logged:
     """A spool's log lines, as text."""
 
-    def __init__(self, spool: Any) -> None:
+    def __init__(self, spool: Spool) -> None:
         self.lines: list[str] = []
         spool.log = Logger(observer=lambda event: self.lines.append(formatEvent(event)))
 
 
-async def opened(kind: ModuleType, directory: Path, **kw: Any) -> Any:
-    spool = make(kind, directory, **kw)
+async def opened(directory: Path, **kw: Any) -> Spool:
+    spool = Spool(directory, **kw)
     await spool.open()
     return spool
 
 
-async def fill(spool: Any, numbers: range) -> None:
+async def fill(spool: Spool, numbers: range) -> None:
     await gatherResults([spool.append(payload(n)) for n in numbers])
 
 
-async def drain(spool: Any, **kw: Any) -> list[int]:
+async def drain(spool: Spool, **kw: Any) -> list[int]:
     seen: list[int] = []
 
     async def handler(record: bytes) -> None:
@@ -91,44 +71,27 @@ async def drain(spool: Any, **kw: Any) -> list[int]:
 
 
 @pytest_twisted.ensureDeferred
-async def test_records_replay_in_order_and_consumed_ones_go(
-    kind: ModuleType, tmp_path: Path
-) -> None:
-    spool = await opened(kind, tmp_path, segment_bytes=2048)
+async def test_records_replay_in_order_and_consumed_ones_go(tmp_path: Path) -> None:
+    spool = await opened(tmp_path)
     await fill(spool, range(60))
     assert spool.depth == 60
     assert spool.bytes_held == sum(8 + len(payload(n)) for n in range(60))
-    assert len(segments(tmp_path)) > 5 or kind is not segmented
     assert await drain(spool) == list(range(60))
     assert (spool.depth, spool.bytes_held) == (0, 0)
-    assert len(segments(tmp_path)) == (1 if kind is segmented else 0)  # the newest
     await fill(spool, range(60, 70))
     assert await drain(spool) == list(range(60, 70))
     await spool.close()
-    if kind is spool_sqlite:
-        assert rows_on_disk(tmp_path) == 0
-    again = await opened(kind, tmp_path, segment_bytes=2048)
-    assert (again.depth, segments(tmp_path)) == (0, [])  # all consumed, and not written again
+    assert rows_on_disk(tmp_path) == 0
+    again = await opened(tmp_path)
+    assert again.depth == 0
     await fill(again, range(70, 75))
     assert await drain(again) == list(range(70, 75))
     await again.close()
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_record_larger_than_a_segment_gets_one_of_its_own(tmp_path: Path) -> None:
-    spool = await opened(segmented, tmp_path, segment_bytes=64)
-    await fill(spool, range(5))
-    assert len(segments(tmp_path)) == 5
-    assert await drain(spool, limit=3) == [0, 1, 2]
-    assert await drain(spool) == [3, 4]
-    await spool.close()
-
-
-@pytest_twisted.ensureDeferred
-async def test_a_failing_handler_keeps_its_record_and_the_rest(
-    kind: ModuleType, tmp_path: Path
-) -> None:
-    spool = await opened(kind, tmp_path, segment_bytes=4096)
+async def test_a_failing_handler_keeps_its_record_and_the_rest(tmp_path: Path) -> None:
+    spool = await opened(tmp_path)
     await fill(spool, range(30))
     seen: list[int] = []
 
@@ -142,162 +105,58 @@ async def test_a_failing_handler_keeps_its_record_and_the_rest(
     assert seen == list(range(12))
     assert spool.depth == 18
     await spool.close()
-    again = await opened(kind, tmp_path, segment_bytes=4096)
+    again = await opened(tmp_path)
     assert again.depth == 18
     assert await drain(again) == list(range(12, 30))
     await again.close()
 
 
 @pytest_twisted.ensureDeferred
-async def test_unconsumed_records_survive_close_and_reopen_in_order(
-    kind: ModuleType, tmp_path: Path
-) -> None:
-    spool = await opened(kind, tmp_path, segment_bytes=4096)
+async def test_unconsumed_records_survive_close_and_reopen_in_order(tmp_path: Path) -> None:
+    spool = await opened(tmp_path)
     await fill(spool, range(200))
-    assert await drain(spool, limit=kind.ACK_EVERY + 7) == list(range(kind.ACK_EVERY + 7))
+    assert await drain(spool, limit=ACK_EVERY + 7) == list(range(ACK_EVERY + 7))
     await spool.close()
-    again = await opened(kind, tmp_path, segment_bytes=4096)
-    assert again.depth == 200 - kind.ACK_EVERY - 7
-    assert again.bytes_held == sum(8 + len(payload(n)) for n in range(kind.ACK_EVERY + 7, 200))
+    again = await opened(tmp_path)
+    assert again.depth == 200 - ACK_EVERY - 7
+    assert again.bytes_held == sum(8 + len(payload(n)) for n in range(ACK_EVERY + 7, 200))
     await fill(again, range(200, 210))
-    assert await drain(again) == list(range(kind.ACK_EVERY + 7, 210))
+    assert await drain(again) == list(range(ACK_EVERY + 7, 210))
     await again.close()
 
 
 @pytest_twisted.ensureDeferred
-async def test_close_waits_for_the_writes_under_way(kind: ModuleType, tmp_path: Path) -> None:
-    spool = await opened(kind, tmp_path)
+async def test_close_waits_for_the_writes_under_way(tmp_path: Path) -> None:
+    spool = await opened(tmp_path)
     appended = [spool.append(payload(n)) for n in range(100)]
     await spool.close()
     assert all(d.called for d in appended)
     await gatherResults(appended)
-    with pytest.raises(kind.SpoolError, match="not open"):
+    with pytest.raises(SpoolError, match="not open"):
         await spool.append(b"late")
-    again = await opened(kind, tmp_path)
+    again = await opened(tmp_path)
     assert await drain(again) == list(range(100))
     await again.close()
 
 
 @pytest_twisted.ensureDeferred
-async def test_one_process_at_a_time(kind: ModuleType, tmp_path: Path) -> None:
-    spool = await opened(kind, tmp_path)
-    with pytest.raises(kind.SpoolError, match="open in another process"):
-        await opened(kind, tmp_path)
+async def test_one_process_at_a_time(tmp_path: Path) -> None:
+    spool = await opened(tmp_path)
+    with pytest.raises(SpoolError, match="open in another process"):
+        await opened(tmp_path)
     await spool.close()
-    await (await opened(kind, tmp_path)).close()
-
-
-@pytest.mark.parametrize(
-    ("tear", "kept"),
-    [
-        pytest.param(lambda data: data[:-3], 9, id="cut-short"),
-        pytest.param(lambda data: data + b"\x00\x00\x01\x00garbage", 10, id="garbage"),
-        pytest.param(lambda data: data + bytes(4096), 10, id="zeros"),
-    ],
-)
-@pytest_twisted.ensureDeferred
-async def test_a_torn_tail_is_dropped_and_the_records_before_it_kept(
-    tmp_path: Path, tear: Callable[[bytes], bytes], kept: int
-) -> None:
-    spool = await opened(segmented, tmp_path)
-    await fill(spool, range(10))
-    await spool.close()
-    last = segments(tmp_path)[-1]
-    last.write_bytes(tear(last.read_bytes()))
-
-    again = Spool(tmp_path)
-    log = Logged(again)
-    await again.open()
-    assert again.depth == kept
-    assert len(log.lines) == 1
-    assert "dropped a torn tail" in log.lines[0]
-    assert last.stat().st_size == 8 + sum(8 + len(payload(n)) for n in range(kept))
-    await again.append(payload(10))
-    assert await drain(again) == [*range(kept), 10]
-    await again.close()
-
-    quiet = Spool(tmp_path)
-    log = Logged(quiet)
-    await quiet.open()
-    assert log.lines == []
-    await quiet.close()
+    await (await opened(tmp_path)).close()
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_segment_torn_before_its_first_record_is_removed(tmp_path: Path) -> None:
-    spool = await opened(segmented, tmp_path)
-    await fill(spool, range(3))
-    await spool.close()
-    (tmp_path / f"{99:020d}.seg").write_bytes(b"SACS")  # created, header cut short
-    again = Spool(tmp_path)
-    log = Logged(again)
-    await again.open()
-    assert "dropped a torn tail of 4 bytes" in log.lines[0]
-    assert not (tmp_path / f"{99:020d}.seg").exists()
-    await fill(again, range(3, 5))
-    assert await drain(again) == list(range(5))
-    await again.close()
-
-
-@pytest_twisted.ensureDeferred
-async def test_a_bad_record_in_an_older_segment_ends_that_segment_with_an_error(
-    tmp_path: Path,
-) -> None:
-    """Damage, not a crash: the older segment was fsync'd in full.  Its records up to the
-    bad one replay, the rest of that segment is skipped and logged, later segments replay."""
-    spool = await opened(segmented, tmp_path, segment_bytes=2048)
-    await fill(spool, range(40))
-    await spool.close()
-    first = segments(tmp_path)[0]
-    in_first = 0
-    offset = 8
-    while offset < first.stat().st_size:
-        offset += 8 + len(payload(in_first))
-        in_first += 1
-    assert in_first >= 3
-    data = bytearray(first.read_bytes())
-    data[8 + 8 + len(payload(0)) + 8 + 2] ^= 0x40  # a bit of record 1's payload
-    first.write_bytes(bytes(data))
-
-    again = Spool(tmp_path, segment_bytes=2048)
-    log = Logged(again)
-    await again.open()
-    assert len(log.lines) == 1
-    assert f"bad record at offset {8 + 8 + len(payload(0))} of {first.name}" in log.lines[0]
-    assert again.depth == 40 - (in_first - 1)
-    assert await drain(again) == [0, *range(in_first, 40)]
-    assert (again.depth, again.bytes_held) == (0, 0)
-    assert first not in segments(tmp_path)
-    await again.close()
-
-
-@pytest_twisted.ensureDeferred
-async def test_a_torn_cursor_save_replays_again_but_loses_nothing(tmp_path: Path) -> None:
-    spool = await opened(segmented, tmp_path)
-    await fill(spool, range(10))
-    assert await drain(spool, limit=3) == [0, 1, 2]  # saved as generation 1
-    assert await drain(spool, limit=3) == [3, 4, 5]  # saved as generation 2, slot 0
-    await spool.close()
-    cursor = tmp_path / "cursor"
-    data = bytearray(cursor.read_bytes())
-    assert len(data) == 2 * SLOT_SIZE
-    data[20] ^= 0xFF  # slot 0: the newer save, as if cut short
-    cursor.write_bytes(bytes(data))
-    again = await opened(segmented, tmp_path)
-    assert again.depth == 7
-    assert await drain(again) == list(range(3, 10))
-    await again.close()
-
-
-@pytest_twisted.ensureDeferred
-async def test_spool_full_at_max_bytes(kind: ModuleType, tmp_path: Path) -> None:
+async def test_spool_full_at_max_bytes(tmp_path: Path) -> None:
     record = bytes(100)
-    spool = await opened(kind, tmp_path, max_bytes=3 * (8 + 100))
+    spool = await opened(tmp_path, max_bytes=3 * (8 + 100))
     await gatherResults([spool.append(record) for _ in range(3)])
     assert spool.bytes_held == 3 * 108
-    with pytest.raises(kind.SpoolFull):
+    with pytest.raises(SpoolFull):
         await spool.append(record)
-    with pytest.raises(kind.SpoolFull):
+    with pytest.raises(SpoolFull):
         await spool.append(b"")
     assert spool.depth == 3
 
@@ -308,14 +167,12 @@ async def test_spool_full_at_max_bytes(kind: ModuleType, tmp_path: Path) -> None
     await spool.append(record)
     assert (spool.depth, spool.bytes_held) == (3, 3 * 108)
     await spool.close()
-    assert issubclass(kind.SpoolFull, SacError)
+    assert issubclass(SpoolFull, SacError)
 
 
 @pytest_twisted.ensureDeferred
-async def test_records_are_bytes_and_no_larger_than_max_record(
-    kind: ModuleType, tmp_path: Path
-) -> None:
-    spool = await opened(kind, tmp_path, max_record=100)
+async def test_records_are_bytes_and_no_larger_than_max_record(tmp_path: Path) -> None:
+    spool = await opened(tmp_path, max_record=100)
     for bad in ["text", bytearray(10), memoryview(b"x"), bytes(101)]:
         with pytest.raises(ValueError):
             await spool.append(bad)  # type: ignore[arg-type]
@@ -333,8 +190,26 @@ async def test_records_are_bytes_and_no_larger_than_max_record(
 
 
 @pytest_twisted.ensureDeferred
-async def test_appends_during_a_replay_come_after(kind: ModuleType, tmp_path: Path) -> None:
-    spool = await opened(kind, tmp_path, segment_bytes=1024)
+async def test_a_record_of_max_record_bytes_survives_a_restart_whole(tmp_path: Path) -> None:
+    spool = await opened(tmp_path)
+    large = bytes(range(256)) * (spool.max_record // 256)
+    await gatherResults([spool.append(large), spool.append(payload(1))])
+    await spool.close()
+    again = await opened(tmp_path)
+    assert again.bytes_held == 8 + len(large) + 8 + len(payload(1))
+    seen: list[bytes] = []
+
+    async def keep(record: bytes) -> None:
+        seen.append(record)
+
+    assert await again.replay(keep) == 2
+    assert seen == [large, payload(1)]
+    await again.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_appends_during_a_replay_come_after(tmp_path: Path) -> None:
+    spool = await opened(tmp_path)
     await fill(spool, range(20))
     seen: list[int] = []
     late: list[Deferred[None]] = []
@@ -352,8 +227,8 @@ async def test_appends_during_a_replay_come_after(kind: ModuleType, tmp_path: Pa
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_second_replay_while_one_runs_is_refused(kind: ModuleType, tmp_path: Path) -> None:
-    spool = await opened(kind, tmp_path)
+async def test_a_second_replay_while_one_runs_is_refused(tmp_path: Path) -> None:
+    spool = await opened(tmp_path)
     await fill(spool, range(3))
     entered: Deferred[None] = Deferred()
     gate: Deferred[None] = Deferred()
@@ -365,84 +240,59 @@ async def test_a_second_replay_while_one_runs_is_refused(kind: ModuleType, tmp_p
 
     running = Deferred.fromCoroutine(spool.replay(slow))
     await entered
-    with pytest.raises(kind.SpoolBusy):
+    with pytest.raises(SpoolBusy):
         await spool.replay(slow)
     closing = Deferred.fromCoroutine(spool.close())
     assert not closing.called  # waits for the record in hand
     gate.callback(None)
     assert await running == 1  # the spool closed after that record
     await closing
-    again = await opened(kind, tmp_path)
+    again = await opened(tmp_path)
     assert await drain(again) == [1, 2]
     await again.close()
 
 
-def count_commits(kind: ModuleType, monkeypatch: pytest.MonkeyPatch) -> list[object]:
-    """Count the segments' fsyncs, or the SQLite spool's transactions of appends."""
-    calls: list[object] = []
-    module, name = (os, "fsync") if kind is segmented else (spool_sqlite, "thd_insert")
-    real = getattr(module, name)
-
-    def counting(*args: Any) -> Any:
-        calls.append(args)
-        return real(*args)
-
-    monkeypatch.setattr(module, name, counting)
-    return calls
-
-
 @pytest_twisted.ensureDeferred
-async def test_group_commit_1000_concurrent_appends_take_few_commits(
-    kind: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+async def test_group_commit_1000_concurrent_appends_take_few_transactions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    spool = await opened(kind, tmp_path)
-    commits = count_commits(kind, monkeypatch)
+    spool = await opened(tmp_path)
+    transactions: list[int] = []
+    real_insert = spool_module.thd_insert
+
+    def counting_insert(db: sqlite3.Connection, first: int, records: list[bytes]) -> None:
+        transactions.append(len(records))
+        real_insert(db, first, records)
+
+    monkeypatch.setattr(spool_module, "thd_insert", counting_insert)
     await fill(spool, range(1000))
-    assert len(commits) <= 10  # 3 or 2: the first record alone, then the 999 that waited
+    assert transactions == [1, 999]  # the first record alone, then the 999 that waited
     monkeypatch.undo()
     assert await drain(spool) == list(range(1000))
     await spool.close()
 
 
-async def break_writes(kind: ModuleType, spool: Any, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Make the spool's next writes fail; the error they fail with."""
-    if kind is segmented:
-
-        def failing_fsync(fd: int) -> None:
-            raise OSError(5, "Input/output error")
-
-        monkeypatch.setattr(os, "fsync", failing_fsync)
-        return "Input/output error"
-    await spool._db_call(lambda db: db.execute("PRAGMA query_only = ON"))
-    return "readonly database"
-
-
-async def mend_writes(kind: ModuleType, spool: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.undo()
-    if kind is not segmented:
-        await spool._db_call(lambda db: db.execute("PRAGMA query_only = OFF"))
+async def query_only(spool: Spool, on: bool) -> None:
+    """Make SQLite refuse the spool's writes, or take them again."""
+    await spool._db_call(lambda db: db.execute(f"PRAGMA query_only = {int(on)}"))
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_failed_write_fails_its_appends_and_the_spool_goes_on(
-    kind: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    spool = await opened(kind, tmp_path)
+async def test_a_failed_write_fails_its_appends_and_the_spool_goes_on(tmp_path: Path) -> None:
+    spool = await opened(tmp_path)
     log = Logged(spool)
     await fill(spool, range(5))
-    error = await break_writes(kind, spool, monkeypatch)
+    await query_only(spool, True)
     failed = [spool.append(payload(n)) for n in range(5, 8)]  # 5 alone, then 6 and 7
     for appended in failed:
-        with pytest.raises(kind.SpoolError, match=error):
+        with pytest.raises(SpoolError, match="readonly database"):
             await appended
-    await mend_writes(kind, spool, monkeypatch)
+    await query_only(spool, False)
     assert len(log.lines) == 2
     assert (spool.depth, spool.bytes_held) == (5, sum(8 + len(payload(n)) for n in range(5)))
     await fill(spool, range(8, 10))
-    if kind is segmented:
-        assert len(segments(tmp_path)) == 2  # the failed write cut off; a new segment after it
     await spool.close()
-    again = await opened(kind, tmp_path)
+    again = await opened(tmp_path)
     assert await drain(again) == [*range(5), 8, 9]
     await again.close()
 
@@ -456,12 +306,12 @@ from collections import deque
 from twisted.internet import task
 from twisted.internet.defer import Deferred
 
-from {module} import Spool
+from sac.services.spool import Spool
 
 {payload}
 
 async def main(reactor, directory, replaying):
-    spool = Spool(directory{options})
+    spool = Spool(directory)
     await spool.open()
     if replaying:
         Deferred.fromCoroutine(replay(reactor, spool))
@@ -486,16 +336,10 @@ task.react(lambda reactor: Deferred.fromCoroutine(main(reactor, sys.argv[1], sys
 """
 
 
-def run_and_kill(
-    kind: ModuleType, directory: Path, *, replaying: bool, acked_before_kill: int
-) -> dict[str, int]:
+def run_and_kill(directory: Path, *, replaying: bool, acked_before_kill: int) -> dict[str, int]:
     """Run the appender, kill -9 it once enough records were acknowledged: the highest
     record number acknowledged, and handled."""
-    script = APPENDER.format(
-        module=kind.__name__,
-        options=", segment_bytes=1 << 16" if kind is segmented else "",
-        payload=inspect.getsource(payload),
-    )
+    script = APPENDER.format(payload=inspect.getsource(payload))
     child = subprocess.Popen(
         [sys.executable, "-c", script, str(directory), "1" if replaying else "0"],
         cwd=ROOT,
@@ -528,11 +372,9 @@ def run_and_kill(
 
 @pytest.mark.parametrize("acked_before_kill", [700, 4000])
 @pytest_twisted.ensureDeferred
-async def test_acknowledged_appends_survive_sigkill(
-    kind: ModuleType, tmp_path: Path, acked_before_kill: int
-) -> None:
-    last = run_and_kill(kind, tmp_path, replaying=False, acked_before_kill=acked_before_kill)
-    spool = await opened(kind, tmp_path)
+async def test_acknowledged_appends_survive_sigkill(tmp_path: Path, acked_before_kill: int) -> None:
+    last = run_and_kill(tmp_path, replaying=False, acked_before_kill=acked_before_kill)
+    spool = await opened(tmp_path)
     found = await drain(spool)
     # every acknowledged record, in order, once; maybe some written but not yet acknowledged
     assert found == list(range(len(found)))
@@ -541,11 +383,9 @@ async def test_acknowledged_appends_survive_sigkill(
 
 
 @pytest_twisted.ensureDeferred
-async def test_acknowledged_appends_survive_sigkill_during_a_replay(
-    kind: ModuleType, tmp_path: Path
-) -> None:
-    last = run_and_kill(kind, tmp_path, replaying=True, acked_before_kill=3000)
-    spool = await opened(kind, tmp_path)
+async def test_acknowledged_appends_survive_sigkill_during_a_replay(tmp_path: Path) -> None:
+    last = run_and_kill(tmp_path, replaying=True, acked_before_kill=3000)
+    spool = await opened(tmp_path)
     found = await drain(spool)
     first = found[0] if found else last["acked"] + 1
     # a record whose handler was never called is still there; a handled one may be again
@@ -559,17 +399,17 @@ async def test_acknowledged_appends_survive_sigkill_during_a_replay(
     "tail", [b"\x00\x00\x01\x00garbage", bytes(4096)], ids=["garbage", "zeros"]
 )
 @pytest_twisted.ensureDeferred
-async def test_sqlite_garbage_after_the_last_commit_of_the_wal_is_ignored(
+async def test_garbage_after_the_last_commit_of_the_wal_is_ignored(
     tmp_path: Path, tail: bytes
 ) -> None:
-    """The SQLite spool's torn tail: what a write cut short leaves after the WAL's last
-    commit.  Every acknowledged record is still there, and the spool goes on."""
-    last = run_and_kill(spool_sqlite, tmp_path, replaying=False, acked_before_kill=700)
+    """A torn tail: what a write cut short leaves after the WAL's last commit.  Every
+    acknowledged record is still there, and the spool goes on."""
+    last = run_and_kill(tmp_path, replaying=False, acked_before_kill=700)
     wal = tmp_path / "spool.db-wal"
     assert wal.stat().st_size > 0  # the crash left it: the records are in it
     with wal.open("ab") as file:
         file.write(tail)
-    spool = await opened(spool_sqlite, tmp_path)
+    spool = await opened(tmp_path)
     await spool.append(payload(10**6))
     found = await drain(spool)
     assert found[:-1] == list(range(len(found) - 1)) and found[-1] == 10**6
@@ -578,10 +418,10 @@ async def test_sqlite_garbage_after_the_last_commit_of_the_wal_is_ignored(
 
 
 @pytest_twisted.ensureDeferred
-async def test_sqlite_a_damaged_database_is_moved_aside_with_an_error(tmp_path: Path) -> None:
+async def test_a_damaged_database_is_moved_aside_with_an_error(tmp_path: Path) -> None:
     """Damage, not a crash: the spool says so, keeps the file for ``.recover`` and starts
     a new one, so that the SAC still starts."""
-    spool = await opened(spool_sqlite, tmp_path)
+    spool = await opened(tmp_path)
     await fill(spool, range(40))
     await spool.close()
     database = tmp_path / "spool.db"
@@ -589,7 +429,7 @@ async def test_sqlite_a_damaged_database_is_moved_aside_with_an_error(tmp_path: 
     page = int.from_bytes(data[16:18], "big")
     data[2 * page : 3 * page] = b"\xff" * page  # the table's first page (after the ptrmap)
     database.write_bytes(bytes(data))
-    again = make(spool_sqlite, tmp_path)
+    again = Spool(tmp_path)
     log = Logged(again)
     await again.open()
     (damaged,) = tmp_path.glob("spool-damaged-*.db")
