@@ -687,8 +687,8 @@ class Acquisition:
             return 0
         finally:
             self._replaying = False
-        if not self.spool.depth:  # nothing waits: whatever the counts say (a damaged segment
-            self._on_spool.clear()  # skipped is not counted down)
+        if not self.spool.depth:  # nothing waits: whatever the counts say
+            self._on_spool.clear()
             self._spooled.clear()
             self._from_before = 0
         if done:
