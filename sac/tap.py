@@ -374,16 +374,21 @@ class SacService(MultiService):
             checks["push listener"] = lambda: (True, where)
         if self.spool is not None:
             limit = self.spool.max_bytes
-            checks["spool"] = lambda: (
-                self.spool.bytes_held < 0.9 * limit,
-                f"{self.spool.depth} pushes waiting, {self.spool.bytes_held:,} bytes",
-            )
+            checks["spool"] = lambda: self._spool_health(limit)
         if self.poller is not None:
             checks["poll scheduler"] = lambda: (
                 True,
                 f"{len(self.poller.running_polls)} polls running",
             )
         return checks
+
+    def _spool_health(self, limit: int) -> tuple[bool, str]:
+        """Well below 90 % of its limit, and its last replay did not fail (the disk)."""
+        problem = getattr(self.acquisition, "replay_problem", None)
+        detail = f"{self.spool.depth} pushes waiting, {self.spool.bytes_held:,} bytes"
+        if problem:
+            detail += f"; replay failed: {problem}"
+        return self.spool.bytes_held < 0.9 * limit and not problem, detail
 
     def _start_failed(self, failure: Any) -> None:
         error = failure.value

@@ -275,6 +275,7 @@ class Acquisition:
         self.loaded: Deferred[int] | None = None
         self._replaying = False
         self._replay_loop: LoopingCall | None = None
+        self.replay_problem: str | None = None  # why the last replay failed (the disk)
         if spool is not None:
             self.metrics.gauge("sac_spool_depth", lambda: spool.depth)
 
@@ -685,8 +686,14 @@ class Acquisition:
             done = await self.spool.replay(handle)
         except StoreUnavailable:
             return 0
+        except SpoolError as exc:  # the disk: said (log, /health), tried again next time
+            if str(exc) != self.replay_problem:
+                self.log.error("spool replay failed: {e}", e=exc)
+            self.replay_problem = str(exc)
+            return 0
         finally:
             self._replaying = False
+        self.replay_problem = None
         if not self.spool.depth:  # nothing waits: whatever the counts say
             self._on_spool.clear()
             self._spooled.clear()
