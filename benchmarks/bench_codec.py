@@ -25,9 +25,9 @@ import peers
 
 from sac.dlms.apdu import decode_apdu
 from sac.dlms.compact import compact_buffer_of, decode_compact
-from sac.dlms.layouts import STANDARD_LAYOUTS
 from sac.dlms.security import SecurityContext, Suite0Cipher
 from sac.dlms.wrapper import decode_wrapper
+from sac.profiles.layouts import STANDARD_LAYOUTS
 
 # one cipher per meter key, kept while the meter's sessions need it (as the listener will)
 _METER_CIPHER = Suite0Cipher(peers.KEY)

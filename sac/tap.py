@@ -205,6 +205,9 @@ class SacService(MultiService):
         address: str = c.store.address
         extra = {"connections": c.store.connections} if is_postgres(address) else {}
         self.store = store_at(c.store_dsn, c.master_key, reactor=self.reactor, **extra)
+        self.store.observe = lambda transaction, seconds: self.metrics.observe(
+            "sac_store_seconds", seconds, transaction=transaction
+        )
         before, after = await self.store.open()
         self.store_health = (True, f"{type(self.store).__name__}, schema version {after}")
         self._probe = LoopingCall(lambda: Deferred.fromCoroutine(self._check_store()))
@@ -371,16 +374,21 @@ class SacService(MultiService):
             checks["push listener"] = lambda: (True, where)
         if self.spool is not None:
             limit = self.spool.max_bytes
-            checks["spool"] = lambda: (
-                self.spool.bytes_held < 0.9 * limit,
-                f"{self.spool.depth} pushes waiting, {self.spool.bytes_held:,} bytes",
-            )
+            checks["spool"] = lambda: self._spool_health(limit)
         if self.poller is not None:
             checks["poll scheduler"] = lambda: (
                 True,
                 f"{len(self.poller.running_polls)} polls running",
             )
         return checks
+
+    def _spool_health(self, limit: int) -> tuple[bool, str]:
+        """Well below 90 % of its limit, and its last replay did not fail (the disk)."""
+        problem = getattr(self.acquisition, "replay_problem", None)
+        detail = f"{self.spool.depth} pushes waiting, {self.spool.bytes_held:,} bytes"
+        if problem:
+            detail += f"; replay failed: {problem}"
+        return self.spool.bytes_held < 0.9 * limit and not problem, detail
 
     def _start_failed(self, failure: Any) -> None:
         error = failure.value

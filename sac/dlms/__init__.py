@@ -3,13 +3,15 @@
 No I/O, no Twisted, no database, no clock: bytes in, typed values out, and back.
 
 * :mod:`~sac.dlms.obis` -- :class:`Obis`
-* :mod:`~sac.dlms.axdr` -- A-XDR ``Data`` and BER lengths
+* :mod:`~sac.dlms.axdr` -- A-XDR ``Data`` and BER lengths; the typed values
+  (:mod:`~sac.dlms.datatypes`, re-exported there)
 * :mod:`~sac.dlms.cosemtime` -- COSEM date/time values
 * :mod:`~sac.dlms.wrapper` -- the TCP-UDP wrapper framer
-* :mod:`~sac.dlms.xdlms`, :mod:`~sac.dlms.acse` -- APDUs; :func:`decode_apdu` for any
+* :mod:`~sac.dlms.xdlms`, :mod:`~sac.dlms.acse` -- APDUs; :func:`decode_apdu` for any (xdlms
+  re-exports :mod:`~sac.dlms.descriptors` and :mod:`~sac.dlms.notification`)
 * :mod:`~sac.dlms.security` -- suite 0 AES-GCM, ciphered envelopes, counters
-* :mod:`~sac.dlms.compact`, :mod:`~sac.dlms.layouts` -- compact frames (the layouts are
-  UNI/TS data on the profiles' catalogue of objects, :mod:`sac.profiles`)
+* :mod:`~sac.dlms.compact` -- compact frames from declared layouts (the UNI/TS layouts
+  themselves are data beside the profiles: :mod:`sac.profiles.layouts`)
 * :mod:`~sac.dlms.association` -- client and server association machines
 """
 

@@ -395,6 +395,16 @@ _KIND_OF_TAG = {
 }
 
 
+def _captured(i: int, capture: tuple[Any, ...] | None) -> tuple[str, Obis | None, int]:
+    """The name, OBIS and attribute of the ``i``-th member of a template description, from its
+    capture object (class id, OBIS, attribute[, data index]) when the meter gave one."""
+    if capture is None:
+        return f"field{i}", None, 2
+    class_id, obis, attr, *rest = capture
+    name = f"{class_id}/{Obis(obis)}/{attr}" + (f"/{rest[0]}" if rest and rest[0] else "")
+    return name, Obis(obis), attr
+
+
 def layout_from_description(
     template_id: int,
     description: TypeDescription,
@@ -420,12 +430,7 @@ def layout_from_description(
     fields = []
     names: set[str] = set()
     for i, member in enumerate(description.elements):
-        if capture_objects:
-            class_id, obis, attr, *rest = capture_objects[i]
-            name = f"{class_id}/{Obis(obis)}/{attr}" + (f"/{rest[0]}" if rest and rest[0] else "")
-            obis_v, attr_v = Obis(obis), attr
-        else:
-            name, obis_v, attr_v = f"field{i}", None, 2
+        name, obis_v, attr_v = _captured(i, capture_objects[i] if capture_objects else None)
         if name in names:  # the same object captured twice: keep both, apart
             name = f"{name}#{i}"
         names.add(name)

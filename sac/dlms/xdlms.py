@@ -3,34 +3,57 @@
 Each APDU is a frozen value with ``to_bytes()``; :func:`decode_xdlms` turns bytes back into
 one.  A result that may be data or an error (GET-Response, ACTION return parameters) holds
 either the decoded ``Data`` or a :class:`~sac.dlms.cosem.DataAccessResult`.
+
+The GET, SET and ACTION APDUs are here; the descriptors and selective access are in
+:mod:`sac.dlms.descriptors`, DATA-NOTIFICATION and the error APDUs in
+:mod:`sac.dlms.notification`.  This module re-exports them: callers import them from here.
 """
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass
 from typing import Any
 
 from sac.dlms.axdr import (
     DEFAULT_LIMITS,
     MALFORMED,
-    Array,
-    DoubleLongUnsigned,
-    Integer,
     Limits,
-    LongUnsigned,
-    OctetString,
-    Structure,
     decode_ber_length,
     decode_data_at,
     encode_ber_length,
     encode_data,
     encoder,
 )
-from sac.dlms.cosem import ActionResult, DataAccessResult, ServiceError, StateError, code
-from sac.dlms.cosemtime import CosemDate, CosemDateTime, CosemTime
-from sac.dlms.obis import Obis
-from sac.errors import DecodeError, EncodeError
+from sac.dlms.cosem import ActionResult, DataAccessResult, code
+from sac.dlms.descriptors import (
+    NO_VALUE,
+    U32,
+    AttributeDescriptor,
+    MethodDescriptor,
+    SelectiveAccess,
+    access_at,
+    access_bytes,
+    entry_descriptor,
+    iip,
+    need,
+    octets,
+    octets_at,
+    range_descriptor,
+    u32,
+    u32_at,
+)
+from sac.dlms.notification import (
+    CONFIRMED_SERVICE_ERROR,
+    DATA_NOTIFICATION,
+    EXCEPTION_RESPONSE,
+    ConfirmedServiceError,
+    DataNotification,
+    ExceptionResponse,
+    decode_confirmed_service_error,
+    decode_data_notification,
+    decode_exception_response,
+)
+from sac.errors import DecodeError
 
 __all__ = [
     "NO_VALUE",
@@ -65,182 +88,6 @@ ACTION_REQUEST = 0xC3
 GET_RESPONSE = 0xC4
 SET_RESPONSE = 0xC5
 ACTION_RESPONSE = 0xC7
-DATA_NOTIFICATION = 0x0F
-EXCEPTION_RESPONSE = 0xD8
-CONFIRMED_SERVICE_ERROR = 0x0E
-
-_DESC = struct.Struct(">H6sb")
-_U32 = struct.Struct(">I")
-
-
-class _NoValue:
-    """The absence of an optional Data (distinct from null-data, which is ``None``)."""
-
-    _instance: _NoValue | None = None
-
-    def __new__(cls) -> _NoValue:
-        if cls._instance is None:
-            cls._instance = object.__new__(cls)
-        return cls._instance
-
-    def __repr__(self) -> str:
-        return "NO_VALUE"
-
-    def __bool__(self) -> bool:
-        return False
-
-
-NO_VALUE: Any = _NoValue()
-
-
-# --- descriptors ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class AttributeDescriptor:
-    class_id: int
-    instance: Obis
-    attribute: int
-
-    @encoder
-    def to_bytes(self) -> bytes:
-        try:
-            return _DESC.pack(self.class_id, bytes(self.instance), self.attribute)
-        except struct.error as exc:
-            raise EncodeError(f"bad attribute descriptor {self}: {exc}") from None
-
-    @classmethod
-    def decode_at(cls, buf: bytes, pos: int) -> tuple[AttributeDescriptor, int]:
-        if pos + 9 > len(buf):
-            raise DecodeError("truncated: attribute descriptor")
-        class_id, ln, attr = _DESC.unpack_from(buf, pos)
-        return cls(class_id, Obis(ln), attr), pos + 9
-
-
-@dataclass(frozen=True, slots=True)
-class MethodDescriptor:
-    class_id: int
-    instance: Obis
-    method: int
-
-    @encoder
-    def to_bytes(self) -> bytes:
-        try:
-            return _DESC.pack(self.class_id, bytes(self.instance), self.method)
-        except struct.error as exc:
-            raise EncodeError(f"bad method descriptor {self}: {exc}") from None
-
-    @classmethod
-    def decode_at(cls, buf: bytes, pos: int) -> tuple[MethodDescriptor, int]:
-        if pos + 9 > len(buf):
-            raise DecodeError("truncated: method descriptor")
-        class_id, ln, method = _DESC.unpack_from(buf, pos)
-        return cls(class_id, Obis(ln), method), pos + 9
-
-
-@dataclass(frozen=True, slots=True)
-class SelectiveAccess:
-    """Selective access: selector 1 = by range, 2 = by entry, and its parameters (Data)."""
-
-    selector: int
-    parameters: Any
-
-    @encoder
-    def to_bytes(self) -> bytes:
-        if not 0 <= self.selector <= 255:
-            raise EncodeError(f"access selector {self.selector} is not a byte")
-        return b"\x01" + bytes((self.selector,)) + encode_data(self.parameters)
-
-
-def range_descriptor(
-    restricting: tuple[int, Obis | str, int, int],
-    start: Any,
-    end: Any,
-    selected_values: tuple[tuple[int, Obis | str, int, int], ...] = (),
-) -> SelectiveAccess:
-    """Selector 1: capture-object definition {class, LN, attribute, data-index}, from, to."""
-
-    def capture_object(c: tuple[int, Obis | str, int, int]) -> Structure:
-        class_id, ln, attr, data_index = c
-        return Structure(
-            (
-                LongUnsigned(class_id),
-                OctetString(bytes(Obis(ln))),
-                Integer(attr),
-                LongUnsigned(data_index),
-            )
-        )
-
-    return SelectiveAccess(
-        1,
-        Structure(
-            (
-                capture_object(restricting),
-                start,
-                end,
-                Array(capture_object(c) for c in selected_values),
-            )
-        ),
-    )
-
-
-def entry_descriptor(
-    from_entry: int, to_entry: int = 0, from_value: int = 1, to_value: int = 0
-) -> SelectiveAccess:
-    """Selector 2: entries from..to (to 0 = the last), columns from..to (to 0 = the last)."""
-    return SelectiveAccess(
-        2,
-        Structure(
-            (
-                DoubleLongUnsigned(from_entry),
-                DoubleLongUnsigned(to_entry),
-                LongUnsigned(from_value),
-                LongUnsigned(to_value),
-            )
-        ),
-    )
-
-
-def _access_at(buf: bytes, pos: int, limits: Limits) -> tuple[SelectiveAccess | None, int]:
-    if pos >= len(buf):
-        raise DecodeError("truncated: access-selection flag missing")
-    flag = buf[pos]
-    if flag == 0:
-        return None, pos + 1
-    if flag != 1 or pos + 2 > len(buf):
-        raise DecodeError(f"bad access-selection flag 0x{flag:02x}")
-    selector = buf[pos + 1]
-    params, pos = decode_data_at(buf, pos + 2, limits)
-    return SelectiveAccess(selector, params), pos
-
-
-def _access_bytes(access: SelectiveAccess | None) -> bytes:
-    return b"\x00" if access is None else access.to_bytes()
-
-
-def _iip(value: int) -> bytes:
-    if not 0 <= value <= 255:
-        raise EncodeError(f"invoke-id-and-priority {value} is not a byte")
-    return bytes((value,))
-
-
-def _octets(raw: bytes) -> bytes:
-    return encode_ber_length(len(raw)) + raw
-
-
-def _octets_at(buf: bytes, pos: int) -> tuple[bytes, int]:
-    n, start = decode_ber_length(buf, pos)
-    end = start + n
-    if end > len(buf):
-        raise DecodeError(f"truncated: raw data of {n} bytes, {len(buf) - start} left")
-    return bytes(buf[start:end]), end
-
-
-def _u32_at(buf: bytes, pos: int) -> int:
-    if pos + 4 > len(buf):
-        raise DecodeError("truncated: u32 missing")
-    value: int = _U32.unpack_from(buf, pos)[0]
-    return value
 
 
 # --- GET ------------------------------------------------------------------------------------
@@ -256,9 +103,9 @@ class GetRequestNormal:
     def to_bytes(self) -> bytes:
         return (
             b"\xc0\x01"
-            + _iip(self.invoke_id_and_priority)
+            + iip(self.invoke_id_and_priority)
             + self.attribute.to_bytes()
-            + _access_bytes(self.access)
+            + access_bytes(self.access)
         )
 
 
@@ -269,7 +116,7 @@ class GetRequestNext:
 
     @encoder
     def to_bytes(self) -> bytes:
-        return b"\xc0\x02" + _iip(self.invoke_id_and_priority) + _u32(self.block_number)
+        return b"\xc0\x02" + iip(self.invoke_id_and_priority) + u32(self.block_number)
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,9 +128,9 @@ class GetRequestWithList:
     def to_bytes(self) -> bytes:
         return (
             b"\xc0\x03"
-            + _iip(self.invoke_id_and_priority)
+            + iip(self.invoke_id_and_priority)
             + encode_ber_length(len(self.items))
-            + b"".join(d.to_bytes() + _access_bytes(a) for d, a in self.items)
+            + b"".join(d.to_bytes() + access_bytes(a) for d, a in self.items)
         )
 
 
@@ -315,7 +162,7 @@ class GetResponseNormal:
 
     @encoder
     def to_bytes(self) -> bytes:
-        return b"\xc4\x01" + _iip(self.invoke_id_and_priority) + _result_bytes(self.result)
+        return b"\xc4\x01" + iip(self.invoke_id_and_priority) + _result_bytes(self.result)
 
 
 @dataclass(frozen=True, slots=True)
@@ -332,13 +179,13 @@ class GetResponseWithDatablock:
     def to_bytes(self) -> bytes:
         head = (
             b"\xc4\x02"
-            + _iip(self.invoke_id_and_priority)
+            + iip(self.invoke_id_and_priority)
             + (b"\x01" if self.last_block else b"\x00")
-            + _u32(self.block_number)
+            + u32(self.block_number)
         )
         if self.error is not None:
             return head + b"\x01" + bytes((int(self.error),))
-        return head + b"\x00" + _octets(self.raw)
+        return head + b"\x00" + octets(self.raw)
 
 
 @dataclass(frozen=True, slots=True)
@@ -350,7 +197,7 @@ class GetResponseWithList:
     def to_bytes(self) -> bytes:
         return (
             b"\xc4\x03"
-            + _iip(self.invoke_id_and_priority)
+            + iip(self.invoke_id_and_priority)
             + encode_ber_length(len(self.results))
             + b"".join(map(_result_bytes, self.results))
         )
@@ -370,9 +217,9 @@ class SetRequestNormal:
     def to_bytes(self) -> bytes:
         return (
             b"\xc1\x01"
-            + _iip(self.invoke_id_and_priority)
+            + iip(self.invoke_id_and_priority)
             + self.attribute.to_bytes()
-            + _access_bytes(self.access)
+            + access_bytes(self.access)
             + encode_data(self.value)
         )
 
@@ -390,12 +237,12 @@ class SetRequestWithFirstDatablock:
     def to_bytes(self) -> bytes:
         return (
             b"\xc1\x02"
-            + _iip(self.invoke_id_and_priority)
+            + iip(self.invoke_id_and_priority)
             + self.attribute.to_bytes()
-            + _access_bytes(self.access)
+            + access_bytes(self.access)
             + (b"\x01" if self.last_block else b"\x00")
-            + _u32(self.block_number)
-            + _octets(self.raw)
+            + u32(self.block_number)
+            + octets(self.raw)
         )
 
 
@@ -410,10 +257,10 @@ class SetRequestWithDatablock:
     def to_bytes(self) -> bytes:
         return (
             b"\xc1\x03"
-            + _iip(self.invoke_id_and_priority)
+            + iip(self.invoke_id_and_priority)
             + (b"\x01" if self.last_block else b"\x00")
-            + _u32(self.block_number)
-            + _octets(self.raw)
+            + u32(self.block_number)
+            + octets(self.raw)
         )
 
 
@@ -424,7 +271,7 @@ class SetResponseNormal:
 
     @encoder
     def to_bytes(self) -> bytes:
-        return b"\xc5\x01" + _iip(self.invoke_id_and_priority) + bytes((int(self.result),))
+        return b"\xc5\x01" + iip(self.invoke_id_and_priority) + bytes((int(self.result),))
 
 
 @dataclass(frozen=True, slots=True)
@@ -434,7 +281,7 @@ class SetResponseDatablock:
 
     @encoder
     def to_bytes(self) -> bytes:
-        return b"\xc5\x02" + _iip(self.invoke_id_and_priority) + _u32(self.block_number)
+        return b"\xc5\x02" + iip(self.invoke_id_and_priority) + u32(self.block_number)
 
 
 @dataclass(frozen=True, slots=True)
@@ -447,9 +294,9 @@ class SetResponseLastDatablock:
     def to_bytes(self) -> bytes:
         return (
             b"\xc5\x03"
-            + _iip(self.invoke_id_and_priority)
+            + iip(self.invoke_id_and_priority)
             + bytes((int(self.result),))
-            + _u32(self.block_number)
+            + u32(self.block_number)
         )
 
 
@@ -467,7 +314,7 @@ class ActionRequestNormal:
     @encoder
     def to_bytes(self) -> bytes:
         params = b"\x00" if self.parameters is NO_VALUE else b"\x01" + encode_data(self.parameters)
-        return b"\xc3\x01" + _iip(self.invoke_id_and_priority) + self.method.to_bytes() + params
+        return b"\xc3\x01" + iip(self.invoke_id_and_priority) + self.method.to_bytes() + params
 
 
 @dataclass(frozen=True, slots=True)
@@ -485,88 +332,21 @@ class ActionResponseNormal:
             if self.return_parameters is NO_VALUE
             else b"\x01" + _result_bytes(self.return_parameters)
         )
-        return b"\xc7\x01" + _iip(self.invoke_id_and_priority) + bytes((int(self.result),)) + ret
-
-
-# --- notifications and errors ---------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class DataNotification:
-    """DATA-NOTIFICATION: long invoke id and priority (u32), optional time, body (Data).
-
-    On the wire the time is an octet-string: ``00`` when absent, ``0C`` + a date-time (a
-    5-byte date or a 4-byte time is also accepted).
-    """
-
-    long_invoke_id_and_priority: int
-    date_time: CosemDateTime | CosemDate | CosemTime | None
-    body: Any
-
-    @encoder
-    def to_bytes(self) -> bytes:
-        dt = b"\x00" if self.date_time is None else _octets(self.date_time.to_bytes())
-        return b"\x0f" + _u32(self.long_invoke_id_and_priority) + dt + encode_data(self.body)
-
-    @property
-    def invoke_id(self) -> int:
-        return self.long_invoke_id_and_priority & 0xFFFFFF
-
-
-@dataclass(frozen=True, slots=True)
-class ExceptionResponse:
-    state_error: StateError | int
-    service_error: ServiceError | int
-    invocation_counter: int | None = None
-
-    @encoder
-    def to_bytes(self) -> bytes:
-        out = b"\xd8" + bytes((int(self.state_error), int(self.service_error)))
-        if self.service_error == ServiceError.INVOCATION_COUNTER_ERROR:
-            out += _u32(self.invocation_counter or 0)
-        return out
-
-
-@dataclass(frozen=True, slots=True)
-class ConfirmedServiceError:
-    """``0E <service> <error type> <value>``, e.g. initiateError / initiate / too-low."""
-
-    service: int
-    error_type: int
-    value: int
-
-    @encoder
-    def to_bytes(self) -> bytes:
-        try:
-            return bytes((CONFIRMED_SERVICE_ERROR, self.service, self.error_type, self.value))
-        except ValueError as exc:
-            raise EncodeError(f"bad confirmed-service-error {self}") from exc
-
-
-def _u32(value: int) -> bytes:
-    try:
-        return _U32.pack(value)
-    except struct.error:
-        raise EncodeError(f"{value} is not a u32") from None
+        return b"\xc7\x01" + iip(self.invoke_id_and_priority) + bytes((int(self.result),)) + ret
 
 
 # --- decoding -------------------------------------------------------------------------------
 
 
-def _need(buf: bytes, n: int, what: str) -> None:
-    if len(buf) < n:
-        raise DecodeError(f"truncated: {what}")
-
-
 def _decode_get_request(buf: bytes, limits: Limits) -> tuple[Any, int]:
-    _need(buf, 3, "get-request header")
+    need(buf, 3, "get-request header")
     kind, iip = buf[1], buf[2]
     if kind == 1:
         desc, pos = AttributeDescriptor.decode_at(buf, 3)
-        access, pos = _access_at(buf, pos, limits)
+        access, pos = access_at(buf, pos, limits)
         return GetRequestNormal(iip, desc, access), pos
     if kind == 2:
-        return GetRequestNext(iip, _u32_at(buf, 3)), 7
+        return GetRequestNext(iip, u32_at(buf, 3)), 7
     if kind == 3:
         count, pos = decode_ber_length(buf, 3)
         if count * 10 > len(buf) - pos:
@@ -574,30 +354,30 @@ def _decode_get_request(buf: bytes, limits: Limits) -> tuple[Any, int]:
         items = []
         for _ in range(count):
             desc, pos = AttributeDescriptor.decode_at(buf, pos)
-            access, pos = _access_at(buf, pos, limits)
+            access, pos = access_at(buf, pos, limits)
             items.append((desc, access))
         return GetRequestWithList(iip, tuple(items)), pos
     raise DecodeError(f"unknown get-request choice {kind}")
 
 
 def _decode_get_response(buf: bytes, limits: Limits) -> tuple[Any, int]:
-    _need(buf, 3, "get-response header")
+    need(buf, 3, "get-response header")
     kind, iip = buf[1], buf[2]
     if kind == 1:
         result, pos = _result_at(buf, 3, limits)
         return GetResponseNormal(iip, result), pos
     if kind == 2:
-        _need(buf, 9, "get-response-with-datablock header")
+        need(buf, 9, "get-response-with-datablock header")
         last = buf[3]
         if last > 1:
             raise DecodeError(f"bad last-block flag {last}")
-        block = _U32.unpack_from(buf, 4)[0]
+        block = U32.unpack_from(buf, 4)[0]
         choice = buf[8]
         if choice == 0:
-            raw, pos = _octets_at(buf, 9)
+            raw, pos = octets_at(buf, 9)
             return GetResponseWithDatablock(iip, bool(last), block, raw), pos
         if choice == 1:
-            _need(buf, 10, "data-access-result")
+            need(buf, 10, "data-access-result")
             err = code(DataAccessResult, buf[9])
             return GetResponseWithDatablock(iip, bool(last), block, b"", err), 10
         raise DecodeError(f"bad datablock result choice {choice}")
@@ -614,26 +394,26 @@ def _decode_get_response(buf: bytes, limits: Limits) -> tuple[Any, int]:
 
 
 def _block_at(buf: bytes, pos: int) -> tuple[bool, int, bytes, int]:
-    _need(buf, pos + 5, "datablock header")
+    need(buf, pos + 5, "datablock header")
     last = buf[pos]
     if last > 1:
         raise DecodeError(f"bad last-block flag {last}")
-    block = _U32.unpack_from(buf, pos + 1)[0]
-    raw, end = _octets_at(buf, pos + 5)
+    block = U32.unpack_from(buf, pos + 1)[0]
+    raw, end = octets_at(buf, pos + 5)
     return bool(last), block, raw, end
 
 
 def _decode_set_request(buf: bytes, limits: Limits) -> tuple[Any, int]:
-    _need(buf, 3, "set-request header")
+    need(buf, 3, "set-request header")
     kind, iip = buf[1], buf[2]
     if kind == 1:
         desc, pos = AttributeDescriptor.decode_at(buf, 3)
-        access, pos = _access_at(buf, pos, limits)
+        access, pos = access_at(buf, pos, limits)
         value, pos = decode_data_at(buf, pos, limits)
         return SetRequestNormal(iip, desc, value, access), pos
     if kind == 2:
         desc, pos = AttributeDescriptor.decode_at(buf, 3)
-        access, pos = _access_at(buf, pos, limits)
+        access, pos = access_at(buf, pos, limits)
         last, block, raw, pos = _block_at(buf, pos)
         return SetRequestWithFirstDatablock(iip, desc, last, block, raw, access), pos
     if kind == 3:
@@ -643,24 +423,24 @@ def _decode_set_request(buf: bytes, limits: Limits) -> tuple[Any, int]:
 
 
 def _decode_set_response(buf: bytes, limits: Limits) -> tuple[Any, int]:
-    _need(buf, 4, "set-response")
+    need(buf, 4, "set-response")
     kind, iip = buf[1], buf[2]
     if kind == 1:
         return SetResponseNormal(iip, code(DataAccessResult, buf[3])), 4
     if kind == 2:
-        return SetResponseDatablock(iip, _u32_at(buf, 3)), 7
+        return SetResponseDatablock(iip, u32_at(buf, 3)), 7
     if kind == 3:
-        return SetResponseLastDatablock(iip, code(DataAccessResult, buf[3]), _u32_at(buf, 4)), 8
+        return SetResponseLastDatablock(iip, code(DataAccessResult, buf[3]), u32_at(buf, 4)), 8
     raise DecodeError(f"unsupported set-response choice {kind}")
 
 
 def _decode_action_request(buf: bytes, limits: Limits) -> tuple[Any, int]:
-    _need(buf, 3, "action-request header")
+    need(buf, 3, "action-request header")
     kind, iip = buf[1], buf[2]
     if kind != 1:
         raise DecodeError(f"unsupported action-request choice {kind}")
     desc, pos = MethodDescriptor.decode_at(buf, 3)
-    _need(buf, pos + 1, "action parameters flag")
+    need(buf, pos + 1, "action parameters flag")
     flag = buf[pos]
     if flag == 0:
         return ActionRequestNormal(iip, desc), pos + 1
@@ -671,7 +451,7 @@ def _decode_action_request(buf: bytes, limits: Limits) -> tuple[Any, int]:
 
 
 def _decode_action_response(buf: bytes, limits: Limits) -> tuple[Any, int]:
-    _need(buf, 5, "action-response")
+    need(buf, 5, "action-response")
     kind, iip = buf[1], buf[2]
     if kind != 1:
         raise DecodeError(f"unsupported action-response choice {kind}")
@@ -685,49 +465,6 @@ def _decode_action_response(buf: bytes, limits: Limits) -> tuple[Any, int]:
     return ActionResponseNormal(iip, result, ret), pos
 
 
-_DN_TIME: dict[int, type[CosemDateTime] | type[CosemDate] | type[CosemTime]] = {
-    12: CosemDateTime,
-    5: CosemDate,
-    4: CosemTime,
-}
-
-
-def _decode_data_notification(buf: bytes, limits: Limits) -> tuple[Any, int]:
-    _need(buf, 6, "data-notification header")
-    liip = _U32.unpack_from(buf, 1)[0]
-    n = buf[5]
-    if n == 0:
-        dt = None
-        pos = 6
-    else:
-        kind = _DN_TIME.get(n)
-        if kind is None:
-            raise DecodeError(f"data-notification time of {n} bytes (0, 4, 5 or 12 expected)")
-        pos = 6 + n
-        _need(buf, pos, "data-notification time")
-        dt = kind.from_bytes(bytes(buf[6:pos]))
-    end = len(buf)
-    if end - pos > 2 and buf[pos] == 0x09 and buf[pos + 1] == end - pos - 2 < 0x80:
-        # the common push: one short octet-string (a compact buffer)
-        return DataNotification(liip, dt, OctetString(buf[pos + 2 :])), end
-    body, pos = decode_data_at(buf, pos, limits)
-    return DataNotification(liip, dt, body), pos
-
-
-def _decode_exception(buf: bytes, limits: Limits) -> tuple[Any, int]:
-    _need(buf, 3, "exception-response")
-    state = code(StateError, buf[1])
-    service = code(ServiceError, buf[2])
-    if service == ServiceError.INVOCATION_COUNTER_ERROR and len(buf) >= 7:
-        return ExceptionResponse(state, service, _U32.unpack_from(buf, 3)[0]), 7
-    return ExceptionResponse(state, service), 3
-
-
-def _decode_cse(buf: bytes, limits: Limits) -> tuple[Any, int]:
-    _need(buf, 4, "confirmed-service-error")
-    return ConfirmedServiceError(buf[1], buf[2], buf[3]), 4
-
-
 _XDLMS_DECODERS = {
     GET_REQUEST: _decode_get_request,
     GET_RESPONSE: _decode_get_response,
@@ -735,9 +472,9 @@ _XDLMS_DECODERS = {
     SET_RESPONSE: _decode_set_response,
     ACTION_REQUEST: _decode_action_request,
     ACTION_RESPONSE: _decode_action_response,
-    DATA_NOTIFICATION: _decode_data_notification,
-    EXCEPTION_RESPONSE: _decode_exception,
-    CONFIRMED_SERVICE_ERROR: _decode_cse,
+    DATA_NOTIFICATION: decode_data_notification,
+    EXCEPTION_RESPONSE: decode_exception_response,
+    CONFIRMED_SERVICE_ERROR: decode_confirmed_service_error,
 }
 
 

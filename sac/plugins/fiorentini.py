@@ -12,8 +12,8 @@ Matched by the FLAG id "FIO".
 """
 
 from sac.dlms.compact import CompactLayout, fld
-from sac.dlms.layouts import CF47, CF48, CF49, CF51
 from sac.profiles import STANDARD_OBJECTS, MeterProfile
+from sac.profiles.layouts import CF47, CF48, CF49, CF51
 
 UNIX_TIME = STANDARD_OBJECTS["unix_time"].obis
 INDEX = STANDARD_OBJECTS["converted_volume_index"].obis

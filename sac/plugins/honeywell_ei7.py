@@ -10,8 +10,8 @@ How they differ from the generic profile (docs/uni-ts-11291.md §1.1, §1.6, §2
 Matched by the FLAG id "ELS" of their system titles.
 """
 
-from sac.dlms.layouts import CF30, CF47, CF48, CF49, CF51
 from sac.profiles import UNIT_PERCENT, MeterProfile, ValveMethod
+from sac.profiles.layouts import CF30, CF47, CF48, CF49, CF51
 
 honeywell_ei7 = MeterProfile(
     name="honeywell-ei7",

@@ -7,8 +7,8 @@ Max PDU 504 and 80 s sessions: oneGasMeter's defaults for NB-IoT
 [U: docs/uni-ts-11291.md §1.7, §3].
 """
 
-from sac.dlms.layouts import CF47, CF48, CF49, CF51
 from sac.profiles import GENERIC_PROFILE, MeterProfile
+from sac.profiles.layouts import CF47, CF48, CF49, CF51
 
 uni_ts_11291_12_2 = MeterProfile(
     name=GENERIC_PROFILE,

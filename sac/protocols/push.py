@@ -94,7 +94,7 @@ class PushListener(Factory):
         # the connections yet to deliver their push, oldest first: eviction candidates
         self.waiting: dict[PushProtocol, None] = {}
         self._drained: list[Deferred[None]] = []  # drain(), waiting for the last session to end
-        self.metrics.gauge("sac_push_sessions", lambda: len(self.active), "push connections open")
+        self.metrics.gauge("sac_push_connections", lambda: len(self.active))
 
     def buildProtocol(self, addr: Any) -> Protocol:
         if len(self.active) >= self.settings.max_sessions:
@@ -233,7 +233,9 @@ class PushProtocol(Protocol):
         self._ended(None)
 
     def _ended(self, result: Any) -> Any:
+        seconds = time.monotonic() - self.started
         self.f.metrics.count("sac_push_sessions_total", outcome=self.outcome)
+        self.f.metrics.observe("sac_push_session_seconds", seconds, outcome=self.outcome)
         # the session's one log line: meter, duration, outcome (and why, when it failed)
         why = self.problem or self.note
         self.log.emit(
@@ -242,7 +244,7 @@ class PushProtocol(Protocol):
             peer=self.peer,
             ldn=self.ldn or "unknown",
             outcome=self.outcome,
-            ms=round((time.monotonic() - self.started) * 1000),
+            ms=round(seconds * 1000),
             why=f": {why}" if why else "",
             problem=self.problem,
         )

@@ -141,8 +141,7 @@ class _OnSpool:
             _less(self.by_meter, key)
 
     def clear(self) -> None:
-        """Nothing waits: whatever the counts say (a damaged segment skipped is not
-        counted down)."""
+        """Nothing waits (whatever the counts say)."""
         self.by_peer.clear()
         self.by_meter.clear()
         self.before = 0
@@ -219,10 +218,9 @@ class Acquisition:
         self.loaded: Deferred[int] | None = None
         self._replaying = False
         self._replay_loop: LoopingCall | None = None
+        self.replay_problem: str | None = None  # why the last replay failed (the disk)
         if spool is not None:
-            self.metrics.gauge(
-                "sac_spool_depth", lambda: spool.depth, "pushes on disk waiting for the store"
-            )
+            self.metrics.gauge("sac_spool_depth", lambda: spool.depth)
 
     def start(self, replay_every: float = 2.0) -> None:
         """Learn the store's meters (``loaded`` fires with how many), and replay the spool
@@ -475,9 +473,15 @@ class Acquisition:
             done = await self.spool.replay(handle)
         except StoreUnavailable:
             return 0
+        except SpoolError as exc:  # the disk: said (log, /health), tried again next time
+            if str(exc) != self.replay_problem:
+                self.log.error("spool replay failed: {e}", e=exc)
+            self.replay_problem = str(exc)
+            return 0
         finally:
             self._replaying = False
-        if not self.spool.depth:
+        self.replay_problem = None
+        if not self.spool.depth:  # nothing waits: whatever the counts say
             self._on_spool.clear()
         if done:
             self.log.info("{n} spooled pushes replayed", n=done)

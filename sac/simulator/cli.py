@@ -102,16 +102,7 @@ async def _run(reactor: Any, args: argparse.Namespace) -> None:
     listen_base = args.listen_base if args.mode == "listen" else None
     if args.meters_csv:
         args.meters_csv.write_text(fleet.meters_csv(listen_base, args.interface))
-    if args.mode == "listen":
-        ports = await fleet.listen(args.listen_base, args.interface)
-        print(f"{len(ports)} meters listening on {args.interface}:{ports[0]}..{ports[-1]}")
-    else:
-        host, _, port = args.sac.rpartition(":")
-        if not host or not port.isdigit():
-            raise SacError(f"--sac wants HOST:PORT, not {args.sac!r}")
-        fleet.start_pushing(host, int(port), args.interval, max_sessions=args.max_sessions)
-        every = f"every {args.interval:g} simulated s, time x{args.speed:g}"
-        print(f"{len(fleet.meters)} meters pushing to {host}:{port} {every}")
+    await _start(fleet, args)
     sys.stdout.flush()
     finished: Deferred[None] = Deferred()
     if args.duration is not None:
@@ -123,6 +114,20 @@ async def _run(reactor: Any, args: argparse.Namespace) -> None:
             f"pushes: {fleet.pushes}, failed connections: {fleet.failures}, "
             f"failed pushes: {fleet.failed_pushes}"
         )
+
+
+async def _start(fleet: Fleet, args: argparse.Namespace) -> None:
+    """The meters listen, or start pushing to the SAC, as ``--mode`` says."""
+    if args.mode == "listen":
+        ports = await fleet.listen(args.listen_base, args.interface)
+        print(f"{len(ports)} meters listening on {args.interface}:{ports[0]}..{ports[-1]}")
+        return
+    host, _, port = args.sac.rpartition(":")
+    if not host or not port.isdigit():
+        raise SacError(f"--sac wants HOST:PORT, not {args.sac!r}")
+    fleet.start_pushing(host, int(port), args.interval, max_sessions=args.max_sessions)
+    every = f"every {args.interval:g} simulated s, time x{args.speed:g}"
+    print(f"{len(fleet.meters)} meters pushing to {host}:{port} {every}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

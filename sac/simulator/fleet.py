@@ -100,30 +100,34 @@ class Fleet:
         self.rng = random.Random(seed)
         self._secret = hashlib.sha256(f"sac-simulator:{seed}".encode()).digest()
         start_counter = max(1, int(time.time()) - _COUNTER_EPOCH)
-        self.meters: list[SimulatedMeter] = []
-        for serial in range(first_serial, first_serial + count):
-            ldn = f"{manufacturer}{serial:013d}"
-            self.meters.append(
-                SimulatedMeter(
-                    ldn=ldn,
-                    system_title=uni_ts_system_title(manufacturer, serial),
-                    key=self.key_of(ldn),
-                    profile=profile,
-                    clock=clock,
-                    rng=self.rng,
-                    pdr=f"{serial:014d}",
-                    serial=serial,
-                    litres_per_day=self.rng.uniform(800, 6000),
-                    index_litres=self.rng.randrange(0, 40_000_000),
-                    invocation_counter=start_counter,
-                    sac_system_title=sac_system_title,
-                )
-            )
+        self.meters = [
+            self._meter(manufacturer, serial, start_counter, sac_system_title)
+            for serial in range(first_serial, first_serial + count)
+        ]
         self.pushes = 0  # sessions that reached the SAC
         self.failures = 0  # pushes that could not connect
         self.failed_pushes = 0  # pushes the simulator itself failed (logged)
         self._calls: dict[str, Any] = {}  # LDN: its next push
         self._ports: list[Any] = []
+
+    def _meter(
+        self, manufacturer: str, serial: int, counter: int, sac_system_title: bytes
+    ) -> SimulatedMeter:
+        ldn = f"{manufacturer}{serial:013d}"
+        return SimulatedMeter(
+            ldn=ldn,
+            system_title=uni_ts_system_title(manufacturer, serial),
+            key=self.key_of(ldn),
+            profile=self.profile,
+            clock=self.clock,
+            rng=self.rng,
+            pdr=f"{serial:014d}",
+            serial=serial,
+            litres_per_day=self.rng.uniform(800, 6000),
+            index_litres=self.rng.randrange(0, 40_000_000),
+            invocation_counter=counter,
+            sac_system_title=sac_system_title,
+        )
 
     def key_of(self, ldn: str) -> bytes:
         return hmac.new(self._secret, ldn.encode("ascii"), hashlib.sha256).digest()[:16]

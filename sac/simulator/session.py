@@ -32,6 +32,19 @@ INACTIVITY = 30.0  # seconds (TV2's inactivity_timeout)
 MAX_APDU = 2048
 
 
+def _security_of(meter: SimulatedMeter) -> SecurityContext:
+    """The ciphering of the meter's Management client, from the counters the meter keeps."""
+    return SecurityContext(
+        Suite0Cipher(meter.key),
+        meter.system_title,
+        peer_system_title=meter.sac_system_title,
+        invocation_counter=meter.our_counter,
+        peer_invocation_counter=meter.sac_counter,
+        # the meter's own APDUs carry its title (as TV1's real pushes do); it accepts the
+        # SAC's with or without one (it knows the SAC's title in advance)
+    )
+
+
 class MeterProtocol(Protocol):
     log = Logger()
 
@@ -54,15 +67,7 @@ class MeterProtocol(Protocol):
         self.framer = WrapperFramer(MAX_APDU, sources={MANAGEMENT, PUBLIC}, destinations={1})
         self.public = ServerAssociation(meter, PUBLIC, 1, max_receive_pdu=MAX_APDU)
         profile = meter.profile
-        self.security = SecurityContext(
-            Suite0Cipher(meter.key),
-            meter.system_title,
-            peer_system_title=meter.sac_system_title,
-            invocation_counter=meter.our_counter,
-            peer_invocation_counter=meter.sac_counter,
-            # the meter's own APDUs carry its title (as TV1's real pushes do); it accepts the
-            # SAC's with or without one (it knows the SAC's title in advance)
-        )
+        self.security = _security_of(meter)
         self.management = ServerAssociation(
             meter,
             MANAGEMENT,

@@ -334,7 +334,7 @@ class PostgresStore(Store):
             self._started = True
         return await super().open(upto)
 
-    async def run(self, transaction: Transaction[T]) -> T:
+    async def execute(self, transaction: Transaction[T]) -> T:
         try:
             value: T = await self._pool.runInteraction(
                 lambda cursor: Deferred.fromCoroutine(_drive(cursor, transaction))

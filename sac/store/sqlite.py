@@ -165,7 +165,7 @@ class SQLiteStore(Store):
             )
         return await super().open(upto)
 
-    async def run(self, transaction: Transaction[T]) -> T:
+    async def execute(self, transaction: Transaction[T]) -> T:
         try:
             value: T = await self._pool.runWithConnection(thd_run, transaction)
             return value

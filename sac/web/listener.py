@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,7 +37,14 @@ class WebLimits:
 
 
 class QuietRequest(Request):
-    """A request whose answer names no server (nor its version)."""
+    """A request whose answer names no server (nor its version), timed from its complete
+    arrival to its answer's end (``sac_web_request_seconds``)."""
+
+    began: float | None = None
+
+    def process(self) -> None:
+        self.began = time.monotonic()
+        super().process()
 
     def write(self, data: bytes) -> None:
         if not self.startedWriting:  # the headers go out with the first write
@@ -123,6 +131,14 @@ class WebSite(Site):
             return None  # the port closes the socket at once
         return super().buildProtocol(addr)
 
+    def log(self, request: Any) -> None:
+        """A request answered (Twisted calls this from ``Request.finish``)."""
+        began = getattr(request, "began", None)
+        if began is not None:
+            part = _part(request.path)
+            self.metrics.observe("sac_web_request_seconds", time.monotonic() - began, part=part)
+        super().log(request)
+
     def opened(self, channel: _Channel) -> None:
         self.connections.add(channel)
 
@@ -138,3 +154,11 @@ class WebSite(Site):
             stage=f"{stage}s" if stage == "header" else stage,
             seconds=getattr(self.limits, f"{stage}_timeout"),
         )
+
+
+# the web's parts (sac.web.app's mounts), by the first segment of a request's path
+_PARTS = {b"api": "api", b"soap": "soap", b"admin": "admin", b"static": "static"}
+
+
+def _part(path: bytes) -> str:
+    return _PARTS.get(path.lstrip(b"/").split(b"/", 1)[0], "pages")

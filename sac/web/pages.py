@@ -26,6 +26,7 @@ from werkzeug.exceptions import NotFound
 
 from sac.errors import Conflict, KeyImportError
 from sac.services import commands as command_service
+from sac.services.metrics import CONTENT_TYPE
 from sac.store import CommandState, MeterQuery, Role, WebSession
 from sac.store.keycsv import SAMPLE
 from sac.web import chart, display
@@ -514,11 +515,10 @@ class Pages:
         now = self.web.now()
         components = self._components()
         reasons: dict[str, int] = {}
-        for (metric, labels), value in self.web.metrics.counters.items():
-            if metric in ("sac_push_rejected_total", "sac_push_closed_total") and value:
-                reason = dict(labels).get("reason", "?")
-                reasons[reason] = reasons.get(reason, 0) + value
-        spool = self.web.metrics.gauges.get("sac_spool_depth")
+        for metric in ("sac_push_rejected_total", "sac_push_closed_total"):
+            for labels, value in self.web.metrics.samples(metric):
+                if value:
+                    reasons[labels["reason"]] = reasons.get(labels["reason"], 0) + int(value)
         return Page(
             "status.html",
             dict(
@@ -529,9 +529,9 @@ class Pages:
                 meters=await self.store.meters.count(),
                 pending=len(await self.store.commands.recent(None, [CommandState.PENDING], 1000)),
                 reasons=sorted(reasons.items(), key=lambda kv: -kv[1]),
-                stored=self.web.metrics.total("sac_push_stored_total"),
-                spooled=self.web.metrics.total("sac_push_spooled_total"),
-                spool=spool() if spool is not None else None,
+                stored=int(self.web.metrics.total("sac_push_stored_total")),
+                spooled=int(self.web.metrics.total("sac_push_spooled_total")),
+                spool=self.web.metrics.reading("sac_spool_depth"),
                 up=display.ago(self.web.started, now).replace(" ago", ""),
                 started=display.local_time(self.web.started),
             ),
@@ -541,8 +541,8 @@ class Pages:
     async def prometheus(self, request: Any) -> bytes:
         if not self.settings.metrics_public and await self.web.session(request) is None:
             raise Forbidden("sign in to read the metrics")
-        request.setHeader(b"Content-Type", b"text/plain; version=0.0.4; charset=utf-8")
-        return self.web.metrics.render().encode()
+        request.setHeader(b"Content-Type", CONTENT_TYPE.encode())
+        return self.web.metrics.render()
 
     @app.route("/static/", branch=True)
     def static(self, request: Any) -> Any:

@@ -3,6 +3,7 @@ and nothing wrong is stored; the store going away loses nothing."""
 
 from __future__ import annotations
 
+import datetime as dt
 import struct
 from pathlib import Path
 from typing import Any
@@ -16,9 +17,11 @@ from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import deferLater
 from twisted.internet.testing import StringTransport
+from twisted.logger import globalLogPublisher
 from twisted.protocols.portforward import ProxyFactory
 
 from sac.dlms import Obis
+from sac.services.acquisition import encode_record
 from sac.services.spool import Spool
 from sac.simulator.session import MeterProtocol
 from sac.store import Actor, CommandState
@@ -523,3 +526,30 @@ async def test_a_store_too_slow_is_said_so(backend: Backend, sacs: list[Sac]) ->
     _store, _fleet, sac, _port = await started(backend, sacs, store_timeout=0.05)
     with pytest.raises(StoreUnavailable, match=r"^the store did not store the push within 0.05 s$"):
         await sac.acquisition._store("store the push", Deferred)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_spool_whose_disk_fails_is_said_and_tried_again_not_dropped(
+    backend: Backend, sacs: list[Sac], tmp_path: Path
+) -> None:
+    """The spool's database failing under a replay (here: its connection gone, as a disk
+    error leaves it) fails that replay only: one error line, ``replay_problem`` set for
+    /health, the pushes still on the spool, and the replay loop goes on."""
+    spool = Spool(tmp_path / "spool")
+    await spool.open()
+    _store, fleet, sac, _port = await started(backend, sacs, spool=spool)
+    received = dt.datetime.now(dt.UTC)
+    await spool.append(encode_record(push_bytes(fleet.meters[0])[8:], "127.0.0.1", received))
+    assert spool.depth == 1
+    spool._db.close()  # the database gone from under the spool
+    errors: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(errors.append)
+    try:
+        assert await sac.acquisition.replay_spool() == 0
+        assert await sac.acquisition.replay_spool() == 0
+    finally:
+        globalLogPublisher.removeObserver(errors.append)
+    said = [e for e in errors if e.get("log_format", "").startswith("spool replay failed")]
+    assert len(said) == 1  # once, not at every try
+    assert sac.acquisition.replay_problem and "spool" in sac.acquisition.replay_problem
+    assert spool.depth == 1  # nothing dropped

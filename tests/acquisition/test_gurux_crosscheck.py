@@ -32,8 +32,8 @@ from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 
 from sac.dlms import Obis
-from sac.dlms.layouts import CF47
 from sac.profiles import uni_ts_system_title
+from sac.profiles.layouts import CF47
 from sac.store import Actor, CommandState, NewMeter
 from sac.store.connector import Store
 from tests.acquisition.conftest import Backend, Sac

@@ -8,6 +8,7 @@ from twisted.internet.error import ConnectionDone
 from sac.dlms import Obis
 from sac.store import Actor, CommandState
 from tests.acquisition.conftest import Backend, Sac, push_once, started
+from tests.acquisition.test_slow import until
 
 INDEX = Obis("7.0.13.2.0.255")
 OPERATOR = Actor("olivia", "192.0.2.9")
@@ -25,7 +26,12 @@ async def test_a_push_is_stored_with_the_list_values(backend: Backend, sacs: lis
     assert meter is not None and meter.last_connection is not None
     assert meter.index_value == m.index_litres and meter.valve_state == 1
     assert await store.counters.last(m.ldn, 1) == (0, m.our_counter - 1)
-    assert sac.acquisition.metrics.value("sac_push_stored_total") == 1
+    metrics = sac.acquisition.metrics
+    assert metrics.value("sac_push_stored_total") == 1
+    # the session is timed once its connection is gone on the SAC's side too
+    timed = "sac_push_session_seconds_count"
+    await until(lambda: metrics.value(timed, outcome="stored") == 1, "the session timed")
+    assert 0 < metrics.value("sac_push_session_seconds_sum", outcome="stored") < 30
 
 
 @pytest_twisted.ensureDeferred

@@ -35,6 +35,7 @@ from sac.simulator.session import MeterProtocol
 from sac.store import Actor, CommandState
 from tests.acquisition.conftest import Backend, Sac, make_fleet, provision, push_once, started
 from tests.acquisition.test_faults import push_bytes
+from tests.promtext import metric
 from tests.run.twistd import Twistd, port
 from tests.store.conftest import MASTER
 
@@ -302,15 +303,6 @@ class IdleSockets:
         self.poller.close()
 
 
-def metric(text: str, name: str, **labels: str) -> float:
-    inside = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-    key = f"{name}{{{inside}}}" if inside else name
-    for line in text.splitlines():
-        if line.startswith(key + " "):
-            return float(line.rsplit(" ", 1)[1])
-    return 0
-
-
 def start_sac(address: str, tmp_path: Path, idle_timeout: float, push_within: float) -> Twistd:
     config = tmp_path / "sac.ini"
     config.write_text(
@@ -359,10 +351,10 @@ async def test_ten_thousand_idle_connections_and_slowloris_clients_against_twist
 
         assert await deferToThread(idle.open, push_port, IDLE) == IDLE
         for _ in range(200):  # full: every slot an idle connection, once the SAC has them all
-            if metric(await metrics(), "sac_push_sessions") >= IDLE:
+            if metric(await metrics(), "sac_push_connections") >= IDLE:
                 break
             await deferLater(reactor, 0.05, lambda: None)
-        assert metric(await metrics(), "sac_push_sessions") == IDLE
+        assert metric(await metrics(), "sac_push_connections") == IDLE
 
         for m in fleet.meters[:LORIS]:  # valid pushes (the meters' next ones count higher)
             loris.append(Slowloris(push_bytes(m), every=0.5))
@@ -403,7 +395,7 @@ async def test_ten_thousand_idle_connections_and_slowloris_clients_against_twist
         counted = {r: metric(text, "sac_push_closed_total", reason=r) for r in closing}
         assert counted["evicted"] + counted["idle-timeout"] == IDLE, counted
         assert counted["push-timeout"] == LORIS, counted  # the dribble kept idle_timeout away
-        assert metric(text, "sac_push_sessions") == 0
+        assert metric(text, "sac_push_connections") == 0
         await until(lambda: idle.check() == 0, "every idle socket sees its end")
         await until(lambda: all(s.reason is not None for s in loris), "the slowloris ends")
         assert not any(s.reason.check(ConnectionDone) for s in loris)

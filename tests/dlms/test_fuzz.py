@@ -21,11 +21,11 @@ from sac.dlms.association import ClientAssociation
 from sac.dlms.axdr import decode_data, decode_type_description
 from sac.dlms.compact import decode_compact
 from sac.dlms.cosemtime import CosemDateTime
-from sac.dlms.layouts import STANDARD_LAYOUTS
 from sac.dlms.security import SecurityContext, Suite0Cipher
 from sac.dlms.server import ServerAssociation
 from sac.dlms.wrapper import WrapperFramer, decode_wrapper
 from sac.errors import SacError
+from sac.profiles.layouts import STANDARD_LAYOUTS
 from tests.conftest import all_vectors
 from tests.dlms.meter_model import METER_TITLE, MeterModel
 

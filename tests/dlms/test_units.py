@@ -39,7 +39,6 @@ from sac.dlms.compact import (
     layout_from_description,
 )
 from sac.dlms.cosemtime import CosemDate, CosemDateTime, CosemTime
-from sac.dlms.layouts import CF30, CF47, CF48, CF49, CF51, STANDARD_LAYOUTS
 from sac.dlms.security import (
     CipheredApdu,
     SecurityContext,
@@ -57,6 +56,7 @@ from sac.errors import (
     SacError,
     SecurityError,
 )
+from sac.profiles.layouts import CF30, CF47, CF48, CF49, CF51, STANDARD_LAYOUTS
 
 KEY = bytes(range(16))
 TITLE = b"METER001"

@@ -38,7 +38,6 @@ from sac.dlms.axdr import (
 from sac.dlms.compact import decode_compact
 from sac.dlms.cosem import ActionResult, DataAccessResult, ServiceError, StateError
 from sac.dlms.cosemtime import CosemDateTime
-from sac.dlms.layouts import STANDARD_LAYOUTS
 from sac.dlms.security import (
     CipheredApdu,
     SecurityContext,
@@ -65,6 +64,7 @@ from sac.dlms.xdlms import (
     SetResponseNormal,
 )
 from sac.errors import DecodeError, DecryptionError, FramingError
+from sac.profiles.layouts import STANDARD_LAYOUTS
 from tests.conftest import all_vectors, vbytes, vector
 
 CHECKS: dict[str, Callable[[str], None]] = {}

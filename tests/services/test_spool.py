@@ -1,14 +1,16 @@
-"""The spool: order across segments and restarts, handler failures, torn tails and damage,
-the size limit, group commit, and acknowledged records surviving kill -9."""
+"""The spool: order across restarts, handler failures, the size limit, group commit, a
+failed write, acknowledged records surviving kill -9 (and garbage after the WAL's last
+commit), a damaged database moved aside."""
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,8 @@ from twisted.internet.defer import Deferred, gatherResults
 from twisted.logger import Logger, formatEvent
 
 from sac.errors import SacError
-from sac.services.spool import ACK_EVERY, SLOT_SIZE, Spool, SpoolBusy, SpoolError, SpoolFull
+from sac.services import spool as spool_module
+from sac.services.spool import ACK_EVERY, Spool, SpoolBusy, SpoolError, SpoolFull
 from tests.conftest import ROOT
 
 
@@ -31,8 +34,11 @@ def number(record: bytes) -> int:
     return int(record[:8])
 
 
-def segments(directory: Path) -> list[Path]:
-    return sorted(directory.glob("*.seg"))
+def rows_on_disk(directory: Path) -> int:
+    """The records in a closed spool's database."""
+    with contextlib.closing(sqlite3.connect(directory / "spool.db")) as db:
+        count: int = db.execute("SELECT count(*) FROM record").fetchone()[0]
+        return count
 
 
 class Logged:
@@ -65,40 +71,27 @@ async def drain(spool: Spool, **kw: Any) -> list[int]:
 
 
 @pytest_twisted.ensureDeferred
-async def test_records_replay_in_order_across_segments_and_consumed_segments_go(
-    tmp_path: Path,
-) -> None:
-    spool = await opened(tmp_path, segment_bytes=2048)
+async def test_records_replay_in_order_and_consumed_ones_go(tmp_path: Path) -> None:
+    spool = await opened(tmp_path)
     await fill(spool, range(60))
     assert spool.depth == 60
     assert spool.bytes_held == sum(8 + len(payload(n)) for n in range(60))
-    assert len(segments(tmp_path)) > 5
     assert await drain(spool) == list(range(60))
     assert (spool.depth, spool.bytes_held) == (0, 0)
-    assert len(segments(tmp_path)) == 1  # the newest, still written to
     await fill(spool, range(60, 70))
     assert await drain(spool) == list(range(60, 70))
     await spool.close()
-    again = await opened(tmp_path, segment_bytes=2048)
-    assert (again.depth, segments(tmp_path)) == (0, [])  # all consumed, and not written again
+    assert rows_on_disk(tmp_path) == 0
+    again = await opened(tmp_path)
+    assert again.depth == 0
     await fill(again, range(70, 75))
     assert await drain(again) == list(range(70, 75))
     await again.close()
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_record_larger_than_a_segment_gets_one_of_its_own(tmp_path: Path) -> None:
-    spool = await opened(tmp_path, segment_bytes=64)
-    await fill(spool, range(5))
-    assert len(segments(tmp_path)) == 5
-    assert await drain(spool, limit=3) == [0, 1, 2]
-    assert await drain(spool) == [3, 4]
-    await spool.close()
-
-
-@pytest_twisted.ensureDeferred
 async def test_a_failing_handler_keeps_its_record_and_the_rest(tmp_path: Path) -> None:
-    spool = await opened(tmp_path, segment_bytes=4096)
+    spool = await opened(tmp_path)
     await fill(spool, range(30))
     seen: list[int] = []
 
@@ -112,7 +105,7 @@ async def test_a_failing_handler_keeps_its_record_and_the_rest(tmp_path: Path) -
     assert seen == list(range(12))
     assert spool.depth == 18
     await spool.close()
-    again = await opened(tmp_path, segment_bytes=4096)
+    again = await opened(tmp_path)
     assert again.depth == 18
     assert await drain(again) == list(range(12, 30))
     await again.close()
@@ -120,11 +113,11 @@ async def test_a_failing_handler_keeps_its_record_and_the_rest(tmp_path: Path) -
 
 @pytest_twisted.ensureDeferred
 async def test_unconsumed_records_survive_close_and_reopen_in_order(tmp_path: Path) -> None:
-    spool = await opened(tmp_path, segment_bytes=4096)
+    spool = await opened(tmp_path)
     await fill(spool, range(200))
     assert await drain(spool, limit=ACK_EVERY + 7) == list(range(ACK_EVERY + 7))
     await spool.close()
-    again = await opened(tmp_path, segment_bytes=4096)
+    again = await opened(tmp_path)
     assert again.depth == 200 - ACK_EVERY - 7
     assert again.bytes_held == sum(8 + len(payload(n)) for n in range(ACK_EVERY + 7, 200))
     await fill(again, range(200, 210))
@@ -153,108 +146,6 @@ async def test_one_process_at_a_time(tmp_path: Path) -> None:
         await opened(tmp_path)
     await spool.close()
     await (await opened(tmp_path)).close()
-
-
-@pytest.mark.parametrize(
-    ("tear", "kept"),
-    [
-        pytest.param(lambda data: data[:-3], 9, id="cut-short"),
-        pytest.param(lambda data: data + b"\x00\x00\x01\x00garbage", 10, id="garbage"),
-        pytest.param(lambda data: data + bytes(4096), 10, id="zeros"),
-    ],
-)
-@pytest_twisted.ensureDeferred
-async def test_a_torn_tail_is_dropped_and_the_records_before_it_kept(
-    tmp_path: Path, tear: Callable[[bytes], bytes], kept: int
-) -> None:
-    spool = await opened(tmp_path)
-    await fill(spool, range(10))
-    await spool.close()
-    last = segments(tmp_path)[-1]
-    last.write_bytes(tear(last.read_bytes()))
-
-    again = Spool(tmp_path)
-    log = Logged(again)
-    await again.open()
-    assert again.depth == kept
-    assert len(log.lines) == 1
-    assert "dropped a torn tail" in log.lines[0]
-    assert last.stat().st_size == 8 + sum(8 + len(payload(n)) for n in range(kept))
-    await again.append(payload(10))
-    assert await drain(again) == [*range(kept), 10]
-    await again.close()
-
-    quiet = Spool(tmp_path)
-    log = Logged(quiet)
-    await quiet.open()
-    assert log.lines == []
-    await quiet.close()
-
-
-@pytest_twisted.ensureDeferred
-async def test_a_segment_torn_before_its_first_record_is_removed(tmp_path: Path) -> None:
-    spool = await opened(tmp_path)
-    await fill(spool, range(3))
-    await spool.close()
-    (tmp_path / f"{99:020d}.seg").write_bytes(b"SACS")  # created, header cut short
-    again = Spool(tmp_path)
-    log = Logged(again)
-    await again.open()
-    assert "dropped a torn tail of 4 bytes" in log.lines[0]
-    assert not (tmp_path / f"{99:020d}.seg").exists()
-    await fill(again, range(3, 5))
-    assert await drain(again) == list(range(5))
-    await again.close()
-
-
-@pytest_twisted.ensureDeferred
-async def test_a_bad_record_in_an_older_segment_ends_that_segment_with_an_error(
-    tmp_path: Path,
-) -> None:
-    """Damage, not a crash: the older segment was fsync'd in full.  Its records up to the
-    bad one replay, the rest of that segment is skipped and logged, later segments replay."""
-    spool = await opened(tmp_path, segment_bytes=2048)
-    await fill(spool, range(40))
-    await spool.close()
-    first = segments(tmp_path)[0]
-    in_first = 0
-    offset = 8
-    while offset < first.stat().st_size:
-        offset += 8 + len(payload(in_first))
-        in_first += 1
-    assert in_first >= 3
-    data = bytearray(first.read_bytes())
-    data[8 + 8 + len(payload(0)) + 8 + 2] ^= 0x40  # a bit of record 1's payload
-    first.write_bytes(bytes(data))
-
-    again = Spool(tmp_path, segment_bytes=2048)
-    log = Logged(again)
-    await again.open()
-    assert len(log.lines) == 1
-    assert f"bad record at offset {8 + 8 + len(payload(0))} of {first.name}" in log.lines[0]
-    assert again.depth == 40 - (in_first - 1)
-    assert await drain(again) == [0, *range(in_first, 40)]
-    assert (again.depth, again.bytes_held) == (0, 0)
-    assert first not in segments(tmp_path)
-    await again.close()
-
-
-@pytest_twisted.ensureDeferred
-async def test_a_torn_cursor_save_replays_again_but_loses_nothing(tmp_path: Path) -> None:
-    spool = await opened(tmp_path)
-    await fill(spool, range(10))
-    assert await drain(spool, limit=3) == [0, 1, 2]  # saved as generation 1
-    assert await drain(spool, limit=3) == [3, 4, 5]  # saved as generation 2, slot 0
-    await spool.close()
-    cursor = tmp_path / "cursor"
-    data = bytearray(cursor.read_bytes())
-    assert len(data) == 2 * SLOT_SIZE
-    data[20] ^= 0xFF  # slot 0: the newer save, as if cut short
-    cursor.write_bytes(bytes(data))
-    again = await opened(tmp_path)
-    assert again.depth == 7
-    assert await drain(again) == list(range(3, 10))
-    await again.close()
 
 
 @pytest_twisted.ensureDeferred
@@ -299,8 +190,26 @@ async def test_records_are_bytes_and_no_larger_than_max_record(tmp_path: Path) -
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_record_of_max_record_bytes_survives_a_restart_whole(tmp_path: Path) -> None:
+    spool = await opened(tmp_path)
+    large = bytes(range(256)) * (spool.max_record // 256)
+    await gatherResults([spool.append(large), spool.append(payload(1))])
+    await spool.close()
+    again = await opened(tmp_path)
+    assert again.bytes_held == 8 + len(large) + 8 + len(payload(1))
+    seen: list[bytes] = []
+
+    async def keep(record: bytes) -> None:
+        seen.append(record)
+
+    assert await again.replay(keep) == 2
+    assert seen == [large, payload(1)]
+    await again.close()
+
+
+@pytest_twisted.ensureDeferred
 async def test_appends_during_a_replay_come_after(tmp_path: Path) -> None:
-    spool = await opened(tmp_path, segment_bytes=1024)
+    spool = await opened(tmp_path)
     await fill(spool, range(20))
     seen: list[int] = []
     late: list[Deferred[None]] = []
@@ -344,46 +253,44 @@ async def test_a_second_replay_while_one_runs_is_refused(tmp_path: Path) -> None
 
 
 @pytest_twisted.ensureDeferred
-async def test_group_commit_1000_concurrent_appends_take_few_fsyncs(
+async def test_group_commit_1000_concurrent_appends_take_few_transactions(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     spool = await opened(tmp_path)
-    fsyncs: list[int] = []
-    real_fsync = os.fsync
+    transactions: list[int] = []
+    real_insert = spool_module.thd_insert
 
-    def counting_fsync(fd: int) -> None:
-        fsyncs.append(fd)
-        real_fsync(fd)
+    def counting_insert(db: sqlite3.Connection, first: int, records: list[bytes]) -> None:
+        transactions.append(len(records))
+        real_insert(db, first, records)
 
-    monkeypatch.setattr(os, "fsync", counting_fsync)
+    monkeypatch.setattr(spool_module, "thd_insert", counting_insert)
     await fill(spool, range(1000))
-    assert len(fsyncs) <= 10  # 3 today: the first record alone, then the 999 that waited
+    assert transactions == [1, 999]  # the first record alone, then the 999 that waited
     monkeypatch.undo()
     assert await drain(spool) == list(range(1000))
     await spool.close()
 
 
+async def query_only(spool: Spool, on: bool) -> None:
+    """Make SQLite refuse the spool's writes, or take them again."""
+    await spool._db_call(lambda db: db.execute(f"PRAGMA query_only = {int(on)}"))
+
+
 @pytest_twisted.ensureDeferred
-async def test_a_failed_write_fails_its_appends_and_the_spool_goes_on(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_a_failed_write_fails_its_appends_and_the_spool_goes_on(tmp_path: Path) -> None:
     spool = await opened(tmp_path)
     log = Logged(spool)
     await fill(spool, range(5))
-
-    def failing_fsync(fd: int) -> None:
-        raise OSError(5, "Input/output error")
-
-    monkeypatch.setattr(os, "fsync", failing_fsync)
+    await query_only(spool, True)
     failed = [spool.append(payload(n)) for n in range(5, 8)]  # 5 alone, then 6 and 7
     for appended in failed:
-        with pytest.raises(SpoolError, match="Input/output error"):
+        with pytest.raises(SpoolError, match="readonly database"):
             await appended
-    monkeypatch.undo()
+    await query_only(spool, False)
     assert len(log.lines) == 2
     assert (spool.depth, spool.bytes_held) == (5, sum(8 + len(payload(n)) for n in range(5)))
     await fill(spool, range(8, 10))
-    assert len(segments(tmp_path)) == 2  # the failed write cut off; a new segment after it
     await spool.close()
     again = await opened(tmp_path)
     assert await drain(again) == [*range(5), 8, 9]
@@ -404,7 +311,7 @@ from sac.services.spool import Spool
 {payload}
 
 async def main(reactor, directory, replaying):
-    spool = Spool(directory, segment_bytes=1 << 16)
+    spool = Spool(directory)
     await spool.open()
     if replaying:
         Deferred.fromCoroutine(replay(reactor, spool))
@@ -486,3 +393,49 @@ async def test_acknowledged_appends_survive_sigkill_during_a_replay(tmp_path: Pa
     assert found == list(range(first, first + len(found)))
     assert first + len(found) > last["acked"]
     await spool.close()
+
+
+@pytest.mark.parametrize(
+    "tail", [b"\x00\x00\x01\x00garbage", bytes(4096)], ids=["garbage", "zeros"]
+)
+@pytest_twisted.ensureDeferred
+async def test_garbage_after_the_last_commit_of_the_wal_is_ignored(
+    tmp_path: Path, tail: bytes
+) -> None:
+    """A torn tail: what a write cut short leaves after the WAL's last commit.  Every
+    acknowledged record is still there, and the spool goes on."""
+    last = run_and_kill(tmp_path, replaying=False, acked_before_kill=700)
+    wal = tmp_path / "spool.db-wal"
+    assert wal.stat().st_size > 0  # the crash left it: the records are in it
+    with wal.open("ab") as file:
+        file.write(tail)
+    spool = await opened(tmp_path)
+    await spool.append(payload(10**6))
+    found = await drain(spool)
+    assert found[:-1] == list(range(len(found) - 1)) and found[-1] == 10**6
+    assert len(found) - 1 > last["acked"]
+    await spool.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_damaged_database_is_moved_aside_with_an_error(tmp_path: Path) -> None:
+    """Damage, not a crash: the spool says so, keeps the file for ``.recover`` and starts
+    a new one, so that the SAC still starts."""
+    spool = await opened(tmp_path)
+    await fill(spool, range(40))
+    await spool.close()
+    database = tmp_path / "spool.db"
+    data = bytearray(database.read_bytes())
+    page = int.from_bytes(data[16:18], "big")
+    data[2 * page : 3 * page] = b"\xff" * page  # the table's first page (after the ptrmap)
+    database.write_bytes(bytes(data))
+    again = Spool(tmp_path)
+    log = Logged(again)
+    await again.open()
+    (damaged,) = tmp_path.glob("spool-damaged-*.db")
+    assert damaged.read_bytes()[page:] == data[page:]  # (SQLite may have touched its header)
+    assert len(log.lines) == 1 and f"moved to {damaged.name}" in log.lines[0]
+    assert again.depth == 0
+    await fill(again, range(40, 45))
+    assert await drain(again) == list(range(40, 45))
+    await again.close()

@@ -21,7 +21,8 @@ from twisted.internet.protocol import Factory, Protocol
 from sac.dlms.compact import decode_compact
 from sac.dlms.wrapper import WrapperFramer
 from sac.profiles import discover_profiles, uni_ts_system_title
-from sac.simulator.meter import SimulatedMeter, ValveState
+from sac.simulator.life import ValveState
+from sac.simulator.meter import SimulatedMeter
 from sac.simulator.session import MeterProtocol, MeterServerFactory
 from tests.interop.gurux_peer import (
     Cipher,

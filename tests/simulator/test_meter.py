@@ -14,15 +14,15 @@ from sac.dlms.cosemtime import CosemDateTime
 from sac.dlms.xdlms import AttributeDescriptor, MethodDescriptor, entry_descriptor, range_descriptor
 from sac.profiles import ValveAction, discover_profiles, uni_ts_system_title, valve_steps
 from sac.simulator.fleet import SimClock
-from sac.simulator.meter import (
+from sac.simulator.life import (
     EV_OPENING_END,
     EV_READY_COMMAND,
     EV_VALVE_CLOSED,
     EV_VALVE_FAILED,
     EV_VALVE_OPENED,
-    SimulatedMeter,
     ValveState,
 )
+from sac.simulator.meter import SimulatedMeter
 
 REGISTRY = discover_profiles().registry
 START = dt.datetime(2026, 1, 10, 5, 0, tzinfo=dt.UTC).timestamp()  # a gas day starts

@@ -113,6 +113,23 @@ async def test_meters(backend: Backend) -> None:
 
 
 @pytest_twisted.ensureDeferred
+async def test_each_transaction_is_timed_by_name_failures_included(backend: Backend) -> None:
+    """``Store.observe`` (the histogram ``sac_store_seconds``) is told every transaction's
+    name and duration, on each backend, a refused one too."""
+    store = backend.make(clock=fixed_clock)
+    timed: list[tuple[str, float]] = []
+    store.observe = lambda name, seconds: timed.append((name, seconds))
+    await store.open()
+    assert [name for name, _ in timed] == ["migrate", "check_master_key"]
+    await store.meters.add(NewMeter(LDN))
+    with pytest.raises(Conflict):
+        await store.meters.add(NewMeter(LDN))
+    names = [name for name, _ in timed[2:]]
+    assert len(names) == 2 and names[0] == names[1] and names[0] != "?"
+    assert all(0 <= seconds < 30 for _, seconds in timed)
+
+
+@pytest_twisted.ensureDeferred
 async def test_keys_are_wrapped_at_rest(backend: Backend) -> None:
     store = backend.make()
     await store.open()

@@ -21,6 +21,7 @@ from sac.services.metrics import Metrics
 from sac.tap import MIN_WEB_CONNECTIONS, RESERVED_FILES, WEB_CONNECTIONS
 from sac.web.listener import WebLimits, WebSite
 from tests.acquisition.test_slow import Silent, until
+from tests.promtext import metric
 from tests.run.test_tap import config_for, start
 from tests.store.conftest import Backend
 from tests.web.conftest import make_site
@@ -128,7 +129,7 @@ async def test_connections_beyond_max_connections_are_closed_at_once(sqlite: Bac
         for _ in range(5):
             held.append(Silent())
             await connect(port, held[-1])
-        await until(lambda: metrics.gauges["sac_web_connections"]() == 5, "5 connections")
+        await until(lambda: metrics.value("sac_web_connections") == 5, "5 connections")
         extra = Silent()
         await connect(port, extra)
         await extra.ended  # closed unserved, while the 5 are still held
@@ -136,7 +137,7 @@ async def test_connections_beyond_max_connections_are_closed_at_once(sqlite: Bac
         assert metrics.value("sac_web_refused_total", reason="max-connections") == 1
         for s in held:
             s.transport.loseConnection()
-        await until(lambda: metrics.gauges["sac_web_connections"]() == 0, "all closed")
+        await until(lambda: metrics.value("sac_web_connections") == 0, "all closed")
         answer = await treq.get(f"{url}/login", persistent=False)
         assert answer.code == 200
         await answer.content()
@@ -160,6 +161,28 @@ async def test_answers_name_no_server_version(sqlite: Backend) -> None:
         assert b"Twisted" not in raw.received
     finally:
         await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_each_answer_is_timed_by_part(sqlite: Backend) -> None:
+    """``sac_web_request_seconds``: one observation per request answered, labelled with the
+    part of the site it went to; the page reads as Prometheus reads it."""
+    port, metrics, url = await serve(sqlite, WebLimits())
+    try:
+        paths = ["/login", "/login", "/static/sac.css", "/soap?wsdl", "/api/v1/meters"]
+        for path in paths:
+            await (await treq.get(url + path, persistent=False)).content()
+        text = await (await treq.get(f"{url}/metrics", persistent=False)).text()
+    finally:
+        await port.stopListening()
+    count = "sac_web_request_seconds_count"
+    assert metric(text, count, part="pages") == 2  # /metrics itself is timed once answered
+    assert metric(text, count, part="static") == metric(text, count, part="soap") == 1
+    assert metric(text, count, part="api") == 1
+    assert metric(text, "sac_web_request_seconds_sum", part="pages") > 0
+    assert metrics.value(count, part="pages") == 3  # now /metrics too
+    # the process' own figures, as Prometheus' default exporter gives them
+    assert metric(text, "process_resident_memory_bytes") > 0
 
 
 @pytest_twisted.ensureDeferred

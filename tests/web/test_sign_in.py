@@ -24,6 +24,7 @@ from twisted.web.client import Agent
 from sac.passwords import DEFAULT
 from sac.store import Role
 from sac.web.app import Web, WebSettings
+from tests.promtext import metric
 from tests.store.conftest import Backend
 from tests.store.test_operations import Clock
 from tests.web.conftest import FAST, PASSWORD, REGISTRY, Site, make_site
@@ -118,11 +119,6 @@ async def real_scrypt_site(backend: Backend, **settings: Any) -> Site:
         await store.users.add(name, PASSWORD, role)
     web = Web(store, REGISTRY, settings=WebSettings(secure_cookies=False, **settings))
     return Site(store, web)
-
-
-def metric(text: str, name: str) -> int:
-    found = re.search(rf"^{name} (\d+)$", text, re.M)
-    return int(found.group(1)) if found else 0
 
 
 @pytest.mark.parametrize("at_once", [4, 1000], ids=["4-checks-at-once", "no-cap"])

@@ -24,7 +24,7 @@ from twisted.internet.task import deferLater
 
 from sac.dlms import Obis
 from tests.acquisition.conftest import Backend, make_fleet, provision, push_once
-from tests.acquisition.test_slow import metric
+from tests.promtext import metric
 from tests.run.twistd import Twistd, port
 from tests.store.conftest import MASTER
 

@@ -10,6 +10,9 @@ from their own wheel) that holds a :class:`MeterProfile` (see ``docs/profiles.md
 reason without stopping the others.  :class:`ProfileRegistry` picks a meter's profile: an
 explicit assignment, else the manufacturer (FLAG id of the UNI/TS system title), else an LDN
 prefix, else the generic UNI/TS 11291-12-2 profile.
+
+The UNI/TS compact-frame layouts the shipped profiles share (CF47, CF48, CF49, CF51, CF30) are
+in :mod:`sac.profiles.layouts`.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 
 Pure data: profiles (sac.plugins) pick the ones their meters send, and add their own.  The
 fields name the objects where the generic profile keeps them (``sac.profiles.STANDARD_OBJECTS``,
-the one catalogue of OBIS codes): the one module of sac.dlms that reads sac.profiles.
+the one catalogue of OBIS codes); the codec that reads and writes them is
+:mod:`sac.dlms.compact`.
 Sources and confidence: CF47/CF48 [C] (Honeywell EI7 production parser and oneGasMeter
 agree); CF49's snapshot block is kept raw (its 50 bytes are undecoded by every public
 source); CF51 [C-ish]; CF30 [S] (Honeywell EI7 only, checked on its test vector TV2).
