@@ -416,3 +416,7 @@ def test_a_meter_s_objects_are_its_profile_s_over_the_catalogue() -> None:
     assert objects["converted_volume_index"] == STANDARD_OBJECTS["converted_volume_index"]
     assert registry.objects_of("not-installed") is STANDARD_OBJECTS
     assert registry.objects_of(None) is STANDARD_OBJECTS
+    # its read plan leaves out the battery its frame carries, and is valid
+    acme.validate()
+    assert "battery_autonomy" not in [item.quantity for item in acme.read_plan]
+    assert len(acme.read_plan) == len(REGISTRY.profiles[GENERIC_PROFILE].read_plan) - 1

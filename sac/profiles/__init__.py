@@ -38,6 +38,7 @@ from sac.dlms.axdr import Array, Integer, LongUnsigned, OctetString, Structure
 from sac.dlms.compact import CompactLayout
 from sac.dlms.cosemtime import CosemDate, CosemTime
 from sac.errors import PluginError
+from sac.profiles.readplan import UNI_TS_PLAN, PlanItem, ReadKind
 
 __all__ = [
     "GENERIC_PROFILE",
@@ -114,6 +115,7 @@ STANDARD_OBJECTS: Mapping[str, CosemRef] = MappingProxyType(
         "daily_profile": ref(7, "7.0.99.99.3.255"),
         "event_logbook": ref(7, "7.0.99.98.0.255"),
         "metrological_logbook": ref(7, "7.0.99.98.1.255"),
+        "parameter_logbook": ref(7, "7.0.99.16.0.255"),
         # besides: what the compact frames, the logbooks' columns and the simulator name
         "event_code": ref(1, "0.0.96.11.2.255"),
         "metrological_event_code": ref(1, "0.0.96.11.1.255"),
@@ -191,6 +193,9 @@ class IMeterProfile(Interface):
     diagnostic_bits = Attribute(
         "{bit: name} of its diagnostic bitmasks, where known (pages show the others raw)"
     )
+    read_plan = Attribute(
+        "tuple of PlanItem (sac.profiles.readplan): what a session reads beyond the frame"
+    )
 
     def validate() -> None:
         """Raise PluginError naming what is inconsistent."""
@@ -225,6 +230,7 @@ class MeterProfile:
     session_budget: float = 80.0
     # no public definition of the diagnostic bits (docs/uni-ts-11291.md §1.9): none by default
     diagnostic_bits: Mapping[int, str] = field(default_factory=dict)
+    read_plan: tuple[PlanItem, ...] = UNI_TS_PLAN
 
     def validate(self) -> None:
         problems = []
@@ -276,8 +282,27 @@ class MeterProfile:
             problems.append(f"volume scaler/unit {scaler_unit!r} is not (int8, enum)")
         if self.battery_unit not in (4, 5, 6, UNIT_PERCENT):
             problems.append(f"battery unit {self.battery_unit} is not days, hours, minutes or %")
+        problems += _plan_problems(self.read_plan, self.objects)
         if problems:
             raise PluginError(f"profile {self.name!r}: {'; '.join(problems)}")
+
+
+def _plan_problems(plan: tuple[PlanItem, ...], objects: Mapping[str, CosemRef]) -> list[str]:
+    problems = []
+    for item in plan:
+        if not isinstance(item, PlanItem):
+            problems.append(f"read plan item {item!r} is not a PlanItem")
+            continue
+        target = objects.get(item.quantity)
+        if target is None:
+            problems.append(f"read plan: {item.quantity!r} is not in its objects")
+        elif item.kind is ReadKind.SINCE_LAST and target.class_id != 7:
+            problems.append(f"read plan: {item.quantity!r} is read by range but is not IC 7")
+        if item.when_moved is not None and item.when_moved not in objects:
+            problems.append(f"read plan: counter {item.when_moved!r} is not in its objects")
+        if item.every < dt.timedelta(0):
+            problems.append(f"read plan: {item.quantity!r} every {item.every} is negative")
+    return problems
 
 
 # --- the UNI/TS system title ------------------------------------------------------------------
