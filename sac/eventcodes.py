@@ -1,6 +1,9 @@
-"""The meters' events and diagnostic bits in words: the UNI/TS event codes logged in the event
-and metrological logbooks (0.0.96.11.2.255, 0.0.96.11.1.255), each with its name in Italian
-and English, its category and its severity; and the bits of the daily diagnostic.
+"""The meters' events in words: the UNI/TS event codes logged in the event and metrological
+logbooks (0.0.96.11.2.255, 0.0.96.11.1.255), each with its name in Italian and English, its
+category and its severity.
+
+(The diagnostic bits have no public definition, docs/uni-ts-11291.md §1.9: a profile names
+its own, ``MeterProfile.diagnostic_bits``, and the pages show the others as unknown bits.)
 
 Sources (docs/uni-ts-11291.md §1.9): the codes and their meanings are where two public
 implementations agree (HW-A2 ``A2MetrologicalEventLog.java``, OGM ``EventCode.java``).  Codes
@@ -16,19 +19,16 @@ profile that classes a code otherwise names it in its own table.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 __all__ = [
-    "DIAGNOSTIC_BITS",
     "MANUFACTURER_CODES",
     "UNI_TS_EVENTS",
     "Category",
-    "DiagnosticBit",
     "EventKind",
     "Severity",
     "describe",
-    "diagnostic_bits",
 ]
 
 
@@ -166,44 +166,3 @@ def describe(code: int, own: Mapping[int, EventKind] | None = None) -> EventKind
     return EventKind(
         code, f"unknown (code {code})", f"sconosciuto (codice {code})", Category.UNKNOWN, _I
     )
-
-
-@dataclass(frozen=True, slots=True)
-class DiagnosticBit:
-    bit: int
-    english: str
-    italian: str
-    severity: Severity
-
-    def name(self, language: str = "it") -> str:
-        return self.italian if language == "it" else self.english
-
-
-# The daily diagnostic's bits that a public source names (HW-A2 ``getEiServerStatus``: bits
-# 8-9 battery low, 5 overflow, 3, 4 and 6 device errors); a profile adds or corrects its own.
-DIAGNOSTIC_BITS: Mapping[int, DiagnosticBit] = {
-    b.bit: b
-    for b in (
-        DiagnosticBit(3, "device error", "errore del dispositivo", _A),
-        DiagnosticBit(4, "device error", "errore del dispositivo", _A),
-        DiagnosticBit(5, "index overflow", "superamento del totalizzatore", _W),
-        DiagnosticBit(6, "device error", "errore del dispositivo", _A),
-        DiagnosticBit(8, "battery low", "batteria scarica", _W),
-        DiagnosticBit(9, "battery low", "batteria scarica", _W),
-    )
-}
-
-
-def diagnostic_bits(
-    value: int, own: Mapping[int, DiagnosticBit] | None = None
-) -> Iterator[DiagnosticBit]:
-    """The bits set in a diagnostic word, lowest first, each named (the profile's ``own``
-    names first); a bit nobody names is "unknown bit N"."""
-    for bit in range(max(value.bit_length(), 0)):
-        if value >> bit & 1:
-            if own and bit in own:
-                yield own[bit]
-            elif bit in DIAGNOSTIC_BITS:
-                yield DIAGNOSTIC_BITS[bit]
-            else:
-                yield DiagnosticBit(bit, f"unknown bit {bit}", f"bit {bit} sconosciuto", _W)

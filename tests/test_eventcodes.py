@@ -1,17 +1,8 @@
-"""Events and diagnostic bits in words (docs/uni-ts-11291.md §1.9)."""
+"""Events in words (docs/uni-ts-11291.md §1.9)."""
 
 from __future__ import annotations
 
-from sac.eventcodes import (
-    DIAGNOSTIC_BITS,
-    UNI_TS_EVENTS,
-    Category,
-    DiagnosticBit,
-    EventKind,
-    Severity,
-    describe,
-    diagnostic_bits,
-)
+from sac.eventcodes import UNI_TS_EVENTS, Category, EventKind, Severity, describe
 
 
 def test_the_valve_events_a_close_and_an_enable_log_are_named() -> None:
@@ -47,16 +38,3 @@ def test_unknown_and_manufacturer_codes_are_said_so_and_a_profile_names_its_own(
     own = {200: EventKind(200, "door open", "sportello aperto", Category.TAMPER, Severity.ALARM)}
     assert describe(200, own).english == "door open"
     assert describe(30, own) == describe(30)
-
-
-def test_diagnostic_bits_named_where_known_unknown_ones_shown() -> None:
-    bits = list(diagnostic_bits(0b1_0010_0001))  # bits 0, 5 and 8
-    assert [(b.bit, b.english) for b in bits] == [
-        (0, "unknown bit 0"),
-        (5, "index overflow"),
-        (8, "battery low"),
-    ]
-    assert list(diagnostic_bits(0)) == []
-    own = {0: DiagnosticBit(0, "valve fault", "guasto valvola", Severity.ALARM)}
-    assert next(diagnostic_bits(1, own)).italian == "guasto valvola"
-    assert set(DIAGNOSTIC_BITS) == {3, 4, 5, 6, 8, 9}

@@ -38,6 +38,7 @@ from sac.dlms.axdr import Array, Integer, LongUnsigned, OctetString, Structure
 from sac.dlms.compact import CompactLayout
 from sac.dlms.cosemtime import CosemDate, CosemTime
 from sac.errors import PluginError
+from sac.eventcodes import EventKind
 from sac.profiles.readplan import UNI_TS_PLAN, PlanItem, ReadKind
 
 __all__ = [
@@ -193,6 +194,9 @@ class IMeterProfile(Interface):
     diagnostic_bits = Attribute(
         "{bit: name} of its diagnostic bitmasks, where known (pages show the others raw)"
     )
+    events = Attribute(
+        "{code: sac.eventcodes.EventKind}: its own event codes (the manufacturer's, from 193)"
+    )
     read_plan = Attribute(
         "tuple of PlanItem (sac.profiles.readplan): what a session reads beyond the frame"
     )
@@ -230,6 +234,8 @@ class MeterProfile:
     session_budget: float = 80.0
     # no public definition of the diagnostic bits (docs/uni-ts-11291.md §1.9): none by default
     diagnostic_bits: Mapping[int, str] = field(default_factory=dict)
+    # its own event codes, named over the UNI/TS ones (sac.eventcodes.describe)
+    events: Mapping[int, EventKind] = field(default_factory=dict)
     read_plan: tuple[PlanItem, ...] = UNI_TS_PLAN
 
     def validate(self) -> None:
@@ -283,6 +289,11 @@ class MeterProfile:
         if self.battery_unit not in (4, 5, 6, UNIT_PERCENT):
             problems.append(f"battery unit {self.battery_unit} is not days, hours, minutes or %")
         problems += _plan_problems(self.read_plan, self.objects)
+        problems += [
+            f"event {code} is not an EventKind of that code"
+            for code, kind in self.events.items()
+            if not isinstance(kind, EventKind) or kind.code != code
+        ]
         if problems:
             raise PluginError(f"profile {self.name!r}: {'; '.join(problems)}")
 

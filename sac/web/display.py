@@ -11,12 +11,16 @@ from decimal import Decimal
 from typing import Any
 
 from sac.errors import SacError
+from sac.eventcodes import describe
+from sac.profiles import STANDARD_OBJECTS
 from sac.services.readings import ROME
+from sac.store import Event
 
 __all__ = [
     "UNITS",
     "VALVE_STATES",
     "diagnostic_flags",
+    "event_row",
     "local_time",
     "meter_row",
     "profile_bits",
@@ -90,10 +94,12 @@ def battery(value: int | None, unit: int | None) -> str:
 
 def diagnostic_flags(value: int | None, bits: Mapping[int, str]) -> list[str]:
     """The names of the bits set in a diagnostic bitmask, where the profile knows them; the
-    bits it does not know as ``bit N``.  Empty when no bit is set."""
+    bits it does not know as ``unknown bit N``.  Empty when no bit is set."""
     if not value:
         return []
-    return [bits.get(bit, f"bit {bit}") for bit in range(value.bit_length()) if value >> bit & 1]
+    return [
+        bits.get(bit, f"unknown bit {bit}") for bit in range(value.bit_length()) if value >> bit & 1
+    ]
 
 
 def diagnostic(value: int | None, bits: Mapping[int, str]) -> str:
@@ -137,13 +143,46 @@ def ago(value: dt.datetime | None, now: dt.datetime) -> str:
     return f"{round(seconds / 86400)} days ago"
 
 
+def profile_of(registry: Any, profile_name: str) -> Any:
+    """A meter's profile; None when it is not installed."""
+    try:
+        return registry.match(assigned=profile_name)
+    except SacError:
+        return None
+
+
 def profile_bits(registry: Any, profile_name: str) -> Mapping[int, str]:
     """The names of the diagnostic bits of a meter's profile ({} when it is not installed)."""
-    try:
-        profile = registry.match(assigned=profile_name)
-    except SacError:
-        return {}
-    return getattr(profile, "diagnostic_bits", {}) or {}
+    return getattr(profile_of(registry, profile_name), "diagnostic_bits", {}) or {}
+
+
+# the logbooks by the quantity the profile's objects name them
+LOGBOOKS: Mapping[str, str] = {
+    "event_logbook": "event logbook",
+    "metrological_logbook": "metrological logbook",
+    "parameter_logbook": "parameter logbook",
+}
+
+
+def event_row(event: Event, profile: Any) -> dict[str, Any]:
+    """A logbook entry in words: its name and class (:mod:`sac.eventcodes`, the profile's own
+    codes first) and the logbook it came from."""
+    kind = describe(event.code, getattr(profile, "events", None))
+    objects = getattr(profile, "objects", None) or STANDARD_OBJECTS
+    logbook = next(
+        (LOGBOOKS.get(q, q) for q, target in objects.items() if target.obis == event.logbook),
+        str(event.logbook),
+    )
+    return dict(
+        occurred=event.occurred,
+        received=event.received,
+        logbook=logbook,
+        code=event.code,
+        name=kind.name("en"),
+        category=kind.category.value,
+        severity=kind.severity.value,
+        counter=event.counter,
+    )
 
 
 def meter_row(registry: Any, m: Any, now: dt.datetime) -> dict[str, Any]:

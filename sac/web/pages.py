@@ -368,7 +368,8 @@ class Pages:
         if session.user.role.may(Role.ADMIN):
             sap = int(self.registry.match(assigned=meter.profile).clients["management"])
             counters = await self.store.counters.state(ldn, sap)
-        bits = display.profile_bits(self.registry, meter.profile)
+        profile = display.profile_of(self.registry, meter.profile)
+        bits = getattr(profile, "diagnostic_bits", {}) or {}
         unit = display.unit_name(meter.index_unit)
         points = chart.points(line.readings)
         daily = chart.daily_consumption(chart.points(days.readings))
@@ -386,7 +387,7 @@ class Pages:
                 index_chart=chart.svg_line(points, f"Converted-volume index of {ldn}", unit),
                 daily_chart=chart.svg_bars(daily, f"Daily consumption of {ldn}", unit),
                 daily=daily[-14:],
-                events=events,
+                events=[display.event_row(e, profile) for e in events],
                 commands=commands,
                 span=span,
                 ranges=list(RANGES),

@@ -19,6 +19,7 @@ from spyne import (
 )
 from spyne import Decimal as XsDecimal
 
+from sac.eventcodes import describe
 from sac.store import Command, Event, Meter, Reading
 from sac.web import display
 from sac.web.errors import soap_fault
@@ -110,6 +111,18 @@ class EventInfo(_Type):
         ("ldn", _required(Unicode, "the meter")),
         ("logbook", _required(Unicode, "the logbook's logical name")),
         ("code", _required(Integer, "the event code")),
+        ("name_it", _required(Unicode, "what it is, in Italian ('sconosciuto (codice N)')")),
+        ("name_en", _required(Unicode, "what it is, in English ('unknown (code N)')")),
+        (
+            "category",
+            _required(
+                Unicode,
+                "valve, battery, tamper, clock, security, key, "
+                "firmware, billing, metrology, power, device, communication, "
+                "unknown",
+            ),
+        ),
+        ("severity", _required(Unicode, "alarm (an operator acknowledges it), warning, info")),
         ("occurred", _required(DateTime, "when it happened, by the meter's clock")),
         ("received", _required(DateTime, "when the SAC received it")),
         ("source", _required(Unicode, "a push template or a poll")),
@@ -284,10 +297,15 @@ def _reading_info(reading: Reading) -> ReadingInfo:
 
 
 def _event_info(event: Event) -> EventInfo:
+    kind = describe(event.code)
     return EventInfo(
         ldn=event.ldn,
         logbook=str(event.logbook),
         code=event.code,
+        name_it=kind.italian,
+        name_en=kind.english,
+        category=kind.category.value,
+        severity=kind.severity.value,
         occurred=event.occurred,
         received=event.received,
         source=event.source,

@@ -25,7 +25,7 @@ def test_diagnostics_battery_and_valve_read_as_words() -> None:
     assert display.diagnostic(0, bits) == "OK"
     assert display.diagnostic(0x120, bits) == "overflow, battery low (0x0120)"
     assert display.diagnostic(0x0080, {}) == "0x0080"
-    assert display.diagnostic_flags(0x81, bits) == ["bit 0", "bit 7"]
+    assert display.diagnostic_flags(0x81, bits) == ["unknown bit 0", "unknown bit 7"]
     assert display.battery(3650, 4) == "3\u202f650 days" and display.battery(93, 56) == "93 %"
     assert [display.valve_name(s) for s in (0, 1, 2, 7, None)] == [
         "closed",

@@ -409,7 +409,11 @@ async def test_the_detail_page_draws_the_history(site: Site) -> None:
     await site.store.readings.ingest(
         Ingest(
             readings=readings,
-            events=[Event(ldn(0), LOGBOOK, 114, days[3], days[3], "poll", 7)],
+            events=[
+                Event(ldn(0), LOGBOOK, 114, days[3], days[3], "poll", 7),
+                Event(ldn(0), LOGBOOK, 12, days[4], days[4], "poll", 8),
+                Event(ldn(0), LOGBOOK, 77, days[5], days[5], "poll", 9),
+            ],
         )
     )
     viewer = await site.signed_in("vera")
@@ -418,7 +422,12 @@ async def test_the_detail_page_draws_the_history(site: Site) -> None:
     assert '<svg class="chart"' in page and "<polyline" in page
     assert page.count('<rect class="bar"') == 9  # 10 days of index: 9 days of consumption
     assert "1.500" in page  # a day's consumption, in Sm³
-    assert ">114<" in page  # the event
+    # the events in words, classed; an unknown code said so, never dropped
+    events = page[page.index('id="events"') :]
+    assert ">114<" in events and ">valve cannot open or close<" in events
+    assert '<span class="severity alarm">alarm</span> valve' in events
+    assert ">clock synchronised<" in events and '<tr class="event-info">' in events
+    assert ">unknown (code 77)<" in events and ">event logbook<" in events
     code, _, page = await viewer.get("/meters/FIO9999999999999")
     assert code == 404 and "Traceback" not in page
 

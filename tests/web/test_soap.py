@@ -43,6 +43,7 @@ OPERATIONS = {
     "GetCommandStatus",
 }
 LOGBOOK = "7.0.99.98.0.255"
+CODES = (30, 74, 80, 20, 102, 12)  # logged by the test's meters, one an unknown code
 
 
 class Erp:
@@ -157,8 +158,8 @@ async def test_readings_and_events_by_meter_and_by_time(
         ]
     )
     events = [
-        Event(m.ldn, Obis(LOGBOOK), 20 + i, t0 + dt.timedelta(hours=i), t0, "poll", i)
-        for i, m in enumerate(erp.fleet.meters * 3)
+        Event(m.ldn, Obis(LOGBOOK), code, t0 + dt.timedelta(hours=i), t0, "poll", i)
+        for i, (m, code) in enumerate(zip(erp.fleet.meters * 3, CODES, strict=True))
     ]
     await erp.store.readings.ingest(Ingest(events=events))
     client = await erp.call(erp.client)
@@ -179,7 +180,12 @@ async def test_readings_and_events_by_meter_and_by_time(
     every = await erp.call(
         lambda: client.service.GetEvents(t0, t0 + dt.timedelta(days=1), None, None, 100)
     )
-    assert [e.code for e in every.events.EventInfo] == [20 + i for i in range(6)]
+    assert [e.code for e in every.events.EventInfo] == list(CODES)
+    # named and classed, an unknown code said so
+    named = {e.code: (e.name_en, e.name_it, e.category, e.severity) for e in every.events.EventInfo}
+    assert named[20] == ("unknown (code 20)", "sconosciuto (codice 20)", "unknown", "info")
+    assert named[102] == ("valve closed on a leak", "valvola chiusa per perdita", "valve", "alarm")
+    assert named[74][2:] == ("battery", "warning")
     one = await erp.call(
         lambda: client.service.GetEvents(t0, t0 + dt.timedelta(days=1), simulated.ldn)
     )
