@@ -51,6 +51,7 @@ EV_OPENING_START, EV_OPENING_END = 111, 112
 EV_VALVE_FAILED = 114
 EV_REMOTE_START = 171
 EV_PDR_CHANGED = 168
+EV_BILLING_CLOSED = 90  # periodically: at each gas month's start
 
 
 _SCRIPT_ACTIONS = {script: action for action, script in VALVE_SCRIPTS.items()}
@@ -205,6 +206,8 @@ class MeterLife:
         if low and not self.daily_diagnostic & 0x0100:
             self.daily_diagnostic |= 0x0100  # battery low (HW-A2: bits 8-9)
             self._event(t, EV_BATTERY_LOW)
+        if dt.datetime.fromtimestamp(t, ITALY).day == 1:
+            self._event(t, EV_BILLING_CLOSED)
         if self.rng.random() < 0.02:  # now and then someone tampers with it
             self.current_diagnostic |= 0x0008
             self.tamper_until = t + self.rng.uniform(600, 7200)

@@ -15,6 +15,7 @@ from sac.dlms.xdlms import AttributeDescriptor, MethodDescriptor, entry_descript
 from sac.profiles import ValveAction, discover_profiles, uni_ts_system_title, valve_steps
 from sac.simulator.fleet import SimClock
 from sac.simulator.life import (
+    EV_BILLING_CLOSED,
     EV_OPENING_END,
     EV_READY_COMMAND,
     EV_VALVE_CLOSED,
@@ -79,6 +80,15 @@ def test_gas_follows_a_daily_curve_and_stops_with_the_valve() -> None:
     m.advance()
     assert m.index_litres == frozen and len(m.daily) == 3
     assert get(m, 3, "7.0.13.2.0.255") == DoubleLongUnsigned(frozen)
+
+
+def test_each_gas_month_closes_a_billing_period_in_the_event_log() -> None:
+    m, clock = make()  # 10 January
+    clock.hours(24 * 22 + 1)  # past the gas month's start on 1 February, 06:00 Italian time
+    m.advance()
+    billing = [entry for entry in m.events if entry[2] == EV_BILLING_CLOSED]
+    assert len(billing) == 1
+    assert billing[0][0] == dt.datetime(2026, 2, 1, 5, tzinfo=dt.UTC).timestamp()
 
 
 def test_the_valve_state_machine_and_its_logbook() -> None:
