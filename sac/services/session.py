@@ -132,6 +132,10 @@ class MeterSession:
         self._hinted = False  # an unauthenticated counter hint was followed
         self._scalers: dict[Obis, tuple[int, int]] = {}
         self.requests = 0
+        # what the session read beyond the frame (quantities of the profile's objects) and
+        # what it could not read, each with why: the connection's record
+        self.read: list[str] = []
+        self.skipped: list[str] = []
 
     @property
     def ldn(self) -> str:
@@ -416,7 +420,6 @@ class MeterSession:
         the poll goes on.  When the link itself breaks, or the meter answers unciphered
         (a key it does not share, or a forgery), what was read before is returned all the
         same and ``broken`` says why."""
-        self.skipped: list[str] = []
         self.broken: SacError | None = None
         readings: list[Reading] = []
         values: dict[str, Any] = {}
