@@ -10,6 +10,9 @@ BIN    := $(VENV)/bin
 # pytest's arguments for `make test` (default: the whole suite), e.g.
 # make test PYTEST_ARGS="tests/dlms/test_vectors.py -q"
 PYTEST_ARGS ?=
+# pytest-xdist's workers for `make test`: the suite waits on sockets, timers and subprocesses
+# more than it computes, so a few more than the cores pay (TEST_WORKERS=0: one process)
+TEST_WORKERS ?= 3
 
 .PHONY: demo test lint fuzz bench interop bare-clone clean
 
@@ -27,8 +30,12 @@ $(BIN)/.sac-installed: setup.cfg setup.py pyproject.toml
 demo: $(BIN)/.sac-installed
 	$(BIN)/python -m sac.demo
 
+# Two runs of pytest, one command: the tests on TEST_WORKERS workers, then the `serial` ones
+# (they restart PostgreSQL or kill what uses it: pyproject.toml's markers) alone.  A run
+# PYTEST_ARGS leaves empty (status 5, "no tests ran") is no failure.
 test: lint
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup -m "not serial" $(PYTEST_ARGS) || [ $$? -eq 5 ]
+	$(BIN)/pytest -m serial $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 # ruff; sac's layers, an upward import fails (pyproject.toml [tool.importlinter]); its types
 # ([tool.mypy]: about a minute with an empty .mypy_cache, seconds after)

@@ -317,6 +317,7 @@ def start_sac(address: str, tmp_path: Path, idle_timeout: float, push_within: fl
     return Twistd(Path(sys.executable).parent, config, tmp_path, env)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
 @pytest_twisted.ensureDeferred
 async def test_ten_thousand_idle_connections_and_slowloris_clients_against_twistd_sac(
