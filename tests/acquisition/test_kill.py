@@ -26,8 +26,8 @@ from tests.acquisition.conftest import Backend, make_fleet, provision, utc
 from tests.run.twistd import Twistd, port
 from tests.store.conftest import MASTER
 
-# kill -9 of a twistd mid-burst: alone (make test's second run)
-pytestmark = [pytest.mark.slow, pytest.mark.serial]
+# kill -9 of this test's own twistd (PostgreSQL is not touched: not serial)
+pytestmark = pytest.mark.slow
 
 ENV = {"SAC_MASTER_KEY": MASTER.secret.hex()}
 
