@@ -15,8 +15,8 @@ PYTEST_ARGS ?=
 MARKS ?=
 WITH_MARKS = $(if $(MARKS), and ($(MARKS)))
 # pytest-xdist's workers for `make test`: the suite waits on sockets, timers and subprocesses
-# more than it computes, so a few more than the cores pay (TEST_WORKERS=0: one process)
-TEST_WORKERS ?= 3
+# more than it computes, so twice the cores (2 here) pay (TEST_WORKERS=0: one process)
+TEST_WORKERS ?= 4
 
 .PHONY: demo test lint fuzz bench interop bare-clone clean
 
