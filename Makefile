@@ -10,6 +10,13 @@ BIN    := $(VENV)/bin
 # pytest's arguments for `make test` (default: the whole suite), e.g.
 # make test PYTEST_ARGS="tests/dlms/test_vectors.py -q"
 PYTEST_ARGS ?=
+# a marker expression for `make test` (pyproject.toml's markers), e.g. the quick run:
+# make test MARKS="not slow"   (not through PYTEST_ARGS: each run below has its own -m)
+MARKS ?=
+WITH_MARKS = $(if $(MARKS), and ($(MARKS)))
+# pytest-xdist's workers for `make test`: the suite waits on sockets, timers and subprocesses
+# more than it computes, so twice the cores (2 here) pay (TEST_WORKERS=0: one process)
+TEST_WORKERS ?= 4
 
 .PHONY: demo test lint fuzz bench interop bare-clone clean
 
@@ -27,8 +34,13 @@ $(BIN)/.sac-installed: setup.cfg setup.py pyproject.toml
 demo: $(BIN)/.sac-installed
 	$(BIN)/python -m sac.demo
 
+# Two runs of pytest, one command: the tests on TEST_WORKERS workers, then the `serial` ones
+# (they restart PostgreSQL or end its connections: pyproject.toml's markers) alone.  A run
+# PYTEST_ARGS leaves empty (status 5, "no tests ran") is no failure.
 test: lint
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup -m "not serial$(WITH_MARKS)" $(PYTEST_ARGS) \
+	    || [ $$? -eq 5 ]
+	$(BIN)/pytest -m "serial$(WITH_MARKS)" $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 # ruff; sac's layers, an upward import fails (pyproject.toml [tool.importlinter]); its types
 # ([tool.mypy]: about a minute with an empty .mypy_cache, seconds after)

@@ -103,6 +103,7 @@ class SacService(MultiService):
             reactor = default_reactor
         self.config = config
         self.reactor = reactor
+        self.clock: Any = reactor  # the store's health probe: its period and its timeout
         self.exit_on_failure = exit_on_failure
         self.ready: Deferred[SacService] = Deferred()
         self.store: Any = None
@@ -211,7 +212,7 @@ class SacService(MultiService):
         before, after = await self.store.open()
         self.store_health = (True, f"{type(self.store).__name__}, schema version {after}")
         self._probe = LoopingCall(lambda: Deferred.fromCoroutine(self._check_store()))
-        self._probe.clock = self.reactor
+        self._probe.clock = self.clock
         self._probe.start(5.0, now=False)
         migrated = f" (migrated from {before})" if after != before else ""
         self.log.info(
@@ -224,7 +225,7 @@ class SacService(MultiService):
     async def _check_store(self) -> None:
         """Every 5 s, what /health says of the store: a round trip within 5 s."""
         probe = Deferred.fromCoroutine(self.store.ping())
-        probe.addTimeout(5.0, self.reactor)
+        probe.addTimeout(5.0, self.clock)
         kind = type(self.store).__name__
         try:
             await probe

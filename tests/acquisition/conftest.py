@@ -1,4 +1,5 @@
-"""A SAC (store, acquisition, push listener) and simulated meters, on real loopback TCP."""
+"""A SAC (store, acquisition, push listener) and simulated meters, on real loopback TCP; or
+in memory (:class:`Wire`), the listener's timers on a Clock."""
 
 from __future__ import annotations
 
@@ -11,9 +12,15 @@ from typing import Any
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint, connectProtocol
+from twisted.internet.error import ConnectionAborted, ConnectionDone
+from twisted.internet.protocol import Protocol
+from twisted.internet.task import Clock, deferLater
+from twisted.internet.testing import StringTransport
 from twisted.logger import globalLogPublisher
+from twisted.python.failure import Failure
 
 from sac.profiles import discover_profiles
 from sac.protocols.push import ListenerSettings
@@ -55,6 +62,76 @@ class Sac:
             await self.port.stopListening()
         for protocol in list(self.factory.active):
             protocol.transport.abortConnection()
+
+
+def on_clock(sac: Sac, settings: ListenerSettings) -> tuple[PushFactory, Clock]:
+    """A second push listener of ``sac`` (its acquisition, store and metrics) whose sessions'
+    timers run on a Clock; the store still answers through the reactor."""
+    clock = Clock()
+    factory = PushFactory(
+        sac.acquisition,
+        sac.store,
+        reactor=clock,
+        settings=settings,
+        session=SessionSettings(name="sac-test"),
+    )
+    return factory, clock
+
+
+class Wire:
+    """One connection to a push listener in memory: the SAC's protocol and, if given, the
+    meter's, each on a StringTransport, pumped by hand (:meth:`pump`).  Its end is delivered
+    to both as the reactor would: a reset if the SAC aborted it, else a clean close."""
+
+    def __init__(self, factory: PushFactory, meter: Protocol | None = None) -> None:
+        peer = IPv4Address("TCP", "192.0.2.9", 40001)
+        self.sac = factory.buildProtocol(peer)
+        self.sac_side = StringTransport(peerAddress=peer)
+        self.meter, self.meter_side = meter, StringTransport()
+        self.sac.makeConnection(self.sac_side)
+        if meter is not None:
+            meter.makeConnection(self.meter_side)
+        self.sent = 0  # bytes from the meter's side
+        self.reason: Failure | None = None
+
+    def send(self, data: bytes) -> None:
+        """Bytes from the meter's side (without a meter protocol)."""
+        self.sent += len(data)
+        self.sac.dataReceived(data)
+
+    @property
+    def cut(self) -> bool:
+        """The SAC reset the connection (abortConnection)."""
+        return self.sac_side.disconnected
+
+    def pump(self) -> None:
+        """Moves what each side wrote to the other; delivers the end once the SAC closed."""
+        while self.reason is None:
+            up, down = self.meter_side.value(), self.sac_side.value()
+            self.meter_side.clear()
+            self.sac_side.clear()
+            if up:
+                self.send(up)
+            if down and self.meter is not None:
+                self.meter.dataReceived(down)
+            if up or down:
+                continue
+            if self.sac_side.disconnecting or self.meter_side.disconnecting:
+                reason = ConnectionAborted() if self.cut else ConnectionDone()
+                self.reason = Failure(reason)
+                self.sac.connectionLost(self.reason)
+                if self.meter is not None:
+                    self.meter.connectionLost(self.reason)
+            return
+
+    async def until(self, condition: Any, what: str, timeout: float = 20.0) -> None:
+        """Pumps (the store answering through the reactor meanwhile) until ``condition()``."""
+        for _ in range(int(timeout / 0.005)):
+            self.pump()
+            if condition():
+                return
+            await deferLater(reactor, 0.005, lambda: None)
+        raise AssertionError(f"never happened: {what}")
 
 
 async def provision(store: Store, fleet: Fleet, **meter: Any) -> None:
@@ -142,8 +219,10 @@ __all__ = [
     "Backend",
     "Path",
     "Sac",
+    "Wire",
     "failures_logged",
     "make_fleet",
+    "on_clock",
     "provision",
     "push_once",
     "started",

@@ -223,6 +223,7 @@ async def behind_a_proxy(backend: Backend) -> tuple[Cuttable, PostgresStore]:
     return proxy, store
 
 
+@pytest.mark.slow
 @pytest_twisted.ensureDeferred
 async def test_the_store_down_for_30_s_during_a_push_burst_loses_nothing(
     backend: Backend, sacs: list[Sac], tmp_path: Path

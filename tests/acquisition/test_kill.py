@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
@@ -24,6 +25,9 @@ from sac.store import Actor, CommandState
 from tests.acquisition.conftest import Backend, make_fleet, provision, utc
 from tests.run.twistd import Twistd, port
 from tests.store.conftest import MASTER
+
+# kill -9 of this test's own twistd (PostgreSQL is not touched: not serial)
+pytestmark = pytest.mark.slow
 
 ENV = {"SAC_MASTER_KEY": MASTER.secret.hex()}
 

@@ -33,7 +33,16 @@ from sac.dlms import Obis
 from sac.protocols.push import ListenerSettings
 from sac.simulator.session import MeterProtocol
 from sac.store import Actor, CommandState
-from tests.acquisition.conftest import Backend, Sac, make_fleet, provision, push_once, started
+from tests.acquisition.conftest import (
+    Backend,
+    Sac,
+    Wire,
+    make_fleet,
+    on_clock,
+    provision,
+    push_once,
+    started,
+)
 from tests.acquisition.test_faults import push_bytes
 from tests.promtext import metric
 from tests.run.twistd import Twistd, port
@@ -155,21 +164,26 @@ def closed(sac: Sac, reason: str) -> int:
 @pytest_twisted.ensureDeferred
 async def test_a_slowloris_push_is_cut_by_push_within(backend: Backend, sacs: list[Sac]) -> None:
     # each byte resets idle_timeout (1 s); push_within (1.5 s) cuts it anyway.  Without
-    # push_within, the dribbled push would be complete and stored before session_timeout
-    store, fleet, sac, port = await started(
-        backend, sacs, listener=ListenerSettings(idle_timeout=1.0, push_within=1.5)
-    )
+    # push_within, the dribbled push would be complete and stored before session_timeout.
+    # The listener's timers on a Clock, the connection in memory
+    settings = ListenerSettings(idle_timeout=1.0, push_within=1.5)
+    store, fleet, sac, port = await started(backend, sacs, listener=settings)
+    factory, clock = on_clock(sac, settings)
     [m] = fleet.meters
     frame = push_bytes(m)
-    loris = Slowloris(frame, every=0.05)
-    await connect(port, loris)
-    await loris.ended
+    loris = Wire(factory)
+    while not loris.cut:
+        assert clock.seconds() < 1.5, "not cut at push_within"
+        loris.send(frame[loris.sent : loris.sent + 1])
+        clock.advance(0.125)  # a byte every 0.125 s
+    assert clock.seconds() == 1.5  # cut at push_within, not before
+    loris.pump()
     assert not loris.reason.check(ConnectionDone)  # reset: nothing acknowledged
     assert 0 < loris.sent < len(frame)
     assert closed(sac, "push-timeout") == 1
     assert closed(sac, "idle-timeout") == 0  # the dribble did keep the idle timeout away
     assert await store.readings.count() == 0
-    # the same push sent at once, as a meter does, is stored
+    # the same push sent at once, as a meter does, is stored (over loopback TCP)
     protocol = await push_once(port, m)
     assert protocol.end_reason.check(ConnectionDone)
     assert await store.readings.last(m.ldn, INDEX)
@@ -180,13 +194,23 @@ async def test_a_slowloris_push_is_cut_by_push_within(backend: Backend, sacs: li
 async def test_push_within_ends_with_the_push_not_with_the_session(
     backend: Backend, sacs: list[Sac]
 ) -> None:
-    """A session that runs commands for longer than push_within after its push is not cut."""
-    store, _fleet, sac, _port, held, command = await in_session(
-        backend, sacs, 1, push_within=1.0, idle_timeout=5.0
-    )
-    await deferLater(reactor, 1.5, lambda: None)  # push_within has passed, mid-session
-    assert closed(sac, "push-timeout") == 0
-    await finishes(store, held, command)
+    """A session that runs commands for longer than push_within after its push is not cut
+    (the listener's timers on a Clock, the connection in memory)."""
+    store, fleet, sac, _port = await started(backend, sacs)
+    [m] = fleet.meters
+    command = await store.commands.queue(m.ldn, "valve-close", {}, OPERATOR)
+    settings = ListenerSettings(response_timeout=30.0, push_within=1.0, idle_timeout=5.0)
+    factory, clock = on_clock(sac, settings)
+    held = Held(m, push_template=m.profile.push_templates[0], reactor=clock)
+    wire = Wire(factory, held)
+    await wire.until(lambda: held.asked.called, "its push stored, the SAC runs the command")
+    clock.advance(1.5)  # push_within has passed, mid-session
+    assert closed(sac, "push-timeout") == 0 and wire.reason is None
+    held.release()
+    await wire.until(lambda: wire.reason is not None, "the session's end")
+    assert held.reason.check(ConnectionDone)
+    done = await store.commands.get(command.id)
+    assert done.state is CommandState.DONE, done.result
     assert sac.acquisition.metrics.total("sac_push_closed_total") == 0
 
 
@@ -317,6 +341,7 @@ def start_sac(address: str, tmp_path: Path, idle_timeout: float, push_within: fl
     return Twistd(Path(sys.executable).parent, config, tmp_path, env)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
 @pytest_twisted.ensureDeferred
 async def test_ten_thousand_idle_connections_and_slowloris_clients_against_twistd_sac(
@@ -424,16 +449,22 @@ async def test_a_push_the_store_takes_long_to_write_is_not_cut_for_idleness(
 ) -> None:
     """Once its push is in, the meter waits for the SAC's answer: the time the store takes
     (up to store_timeout) is not the meter's silence.  Found by the long fuzz run, where a
-    slow moment of the store cut good pushes with idle_timeout (5 s there, as store_timeout)."""
-    store, fleet, sac, port = await started(
-        backend, sacs, listener=ListenerSettings(idle_timeout=0.5), store_timeout=5.0
-    )
+    slow moment of the store cut good pushes with idle_timeout (5 s there, as store_timeout).
+    The listener's timers on a Clock, the connection in memory."""
+    store, fleet, sac, _port = await started(backend, sacs, store_timeout=5.0)
+    factory, clock = on_clock(sac, ListenerSettings(idle_timeout=0.5))
     [m] = fleet.meters
     release = backend.lock()
-    pushing = Deferred.fromCoroutine(push_once(port, m))
-    await deferLater(reactor, 1.5, lambda: None)  # three idle timeouts while the store waits
-    release()
-    protocol = await pushing
-    assert protocol.end_reason.check(ConnectionDone)  # acknowledged
+    try:
+        meter = MeterProtocol(m, push_template=m.profile.push_templates[0], reactor=clock)
+        wire = Wire(factory, meter)
+        wire.pump()  # the push is in; the store holds its write
+        clock.advance(1.5)  # three idle timeouts while the store waits
+        wire.pump()
+        assert wire.reason is None
+    finally:
+        release()
+    await wire.until(lambda: wire.reason is not None, "the answer")
+    assert wire.reason.check(ConnectionDone)  # acknowledged
     assert closed(sac, "idle-timeout") == 0
     assert await store.readings.count() > 0

@@ -23,6 +23,9 @@ ROOT = Path(__file__).resolve().parents[2]
 SHOTS = ROOT / "build" / "screenshots"
 PASSWORD = "a long operator password"
 PAGES = ("document", "xhr")  # a page (or the upload's answer, a page) may answer 4xx
+# a real site process and Chromium; the tests share them (module fixtures), in order, on one
+# pytest-xdist worker
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("browser")]
 
 
 @pytest.fixture(scope="module")

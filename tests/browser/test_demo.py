@@ -20,6 +20,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 SHOTS = ROOT / "build" / "screenshots"
 
+pytestmark = pytest.mark.slow  # `make demo`'s process and Chromium
+
 
 def test_the_demo_from_its_printed_url_to_ctrl_c(chromium: Any, tmp_path: Path) -> None:
     demo = subprocess.Popen(

@@ -23,6 +23,7 @@ from tests.store.conftest import MASTER
 CORPUS = sorted((Path(__file__).parent / "corpus").glob("*.json"))
 
 
+@pytest.mark.slow
 @pytest_twisted.ensureDeferred
 async def test_mutated_frames_over_loopback_harm_nothing(tmp_path: Path) -> None:
     """3,000 mutated pushes into a real ``twistd sac`` and 300 mutated answers into the

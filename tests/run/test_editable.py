@@ -9,6 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+# pip builds in the source tree (build/, *.egg-info): one such test at a time
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("source-tree")]
+
 ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import pytest
 import pytest_twisted
 from treq.client import HTTPClient
 from twisted.internet import reactor
@@ -355,6 +356,7 @@ def spooled_records(held: dict[str, bytes], folder: Path) -> int:
         db.close()
 
 
+@pytest.mark.slow
 @pytest_twisted.ensureDeferred
 async def test_no_key_in_any_output_after_a_full_run(backend: Backend, tmp_path: Path) -> None:  # noqa: F811
     address = backend.dsn if backend.kind == "postgresql" else f"sqlite:{backend.path}"

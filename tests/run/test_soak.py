@@ -14,6 +14,9 @@ import pytest_twisted
 from tests.soak import can_restart_postgres, soak
 from tests.store.conftest import PostgresTestDatabase, postgres  # noqa: F401 -- the fixture
 
+# restarts PostgreSQL: alone (make test's second run), and 40 s long
+pytestmark = [pytest.mark.slow, pytest.mark.serial]
+
 
 @pytest_twisted.ensureDeferred
 async def test_soak_with_postgres_restarts_and_a_sigkill(

@@ -16,6 +16,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Protocol
+from twisted.internet.task import Clock
 from twisted.logger import Logger, globalLogPublisher
 
 from sac.config import load_config
@@ -186,8 +187,12 @@ async def test_health_says_503_when_the_store_does_not_answer(
         await service._check_store()
         assert (await treq.get(web)).code == 200
         await service.store.close()  # as good as the database gone
+        service.clock = clock = Clock()  # the probe's 5 s timeout, without waiting for it
         with Events() as log:
-            await service._check_store()
+            checking = Deferred.fromCoroutine(service._check_store())
+            clock.advance(5.0)
+            assert checking.called  # an answer, or none, within the probe's 5 s
+            await checking
         answer = await treq.get(web)
         assert answer.code == 503
         assert json.loads(await answer.content()) == {

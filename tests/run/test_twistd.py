@@ -160,6 +160,8 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return venv / "bin"
 
 
+@pytest.mark.slow
+@pytest.mark.xdist_group("source-tree")  # pip builds in the source tree, as test_editable
 @pytest_twisted.ensureDeferred
 async def test_from_the_wheel_in_a_fresh_venv_on_sqlite(installed: Path, tmp_path: Path) -> None:
     probe = "import sac, twisted.plugins.sac_dropin as d; print(sac.__file__); print(d.__file__)"

@@ -22,6 +22,10 @@ from tests.conftest import ROOT
 from tests.store.conftest import Backend
 from tests.store.writer import BATCH, LDN
 
+# kill -9 of a writer, PostgreSQL's backends terminated (one by its query, whatever its
+# database): alone (make test's second run)
+pytestmark = pytest.mark.serial
+
 ACKED_BEFORE_KILL = 25
 
 

@@ -1,7 +1,9 @@
-"""The web listener's limits (sac.web.listener), in process on a real port of 127.0.0.1 with
-the real application: a slowloris dribbling its headers or its body is cut at the deadline
-although every byte would reset Twisted's idle timeout; connections beyond max_connections
-are closed at once; answers name no server version."""
+"""The web listener's limits (sac.web.listener), in process with the real application: a
+slowloris dribbling its headers or its body is cut at the deadline although every byte would
+reset Twisted's idle timeout; connections beyond max_connections are closed at once; answers
+name no server version.  The deadlines' tests run the listener's timers on a Clock, over an
+in-memory transport (no time waited); the others on a real port of 127.0.0.1
+(tests/web/test_web_slowloris.py cuts real dribblers against a real twistd)."""
 
 from __future__ import annotations
 
@@ -12,10 +14,13 @@ from typing import Any
 import pytest_twisted
 import treq
 from twisted.internet import reactor
+from twisted.internet.address import IPv4Address
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint, connectProtocol
-from twisted.internet.error import ConnectionDone
+from twisted.internet.error import ConnectionAborted, ConnectionDone
 from twisted.internet.protocol import Protocol
-from twisted.internet.task import LoopingCall, deferLater
+from twisted.internet.task import Clock, LoopingCall
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 
 from sac.services.metrics import Metrics
 from sac.tap import MIN_WEB_CONNECTIONS, RESERVED_FILES, WEB_CONNECTIONS
@@ -64,6 +69,43 @@ async def serve(sqlite: Backend, limits: WebLimits) -> tuple[Any, Metrics, str]:
     return port, metrics, f"http://127.0.0.1:{port.getHost().port}"
 
 
+class Wire:
+    """One connection to a :class:`WebSite` on an in-memory transport: bytes in by hand, the
+    answer in :attr:`received`; cut (``abortConnection``) as the reactor would cut it."""
+
+    def __init__(self, web: WebSite) -> None:
+        peer = IPv4Address("TCP", "192.0.2.7", 40000)
+        self.transport = StringTransport(peerAddress=peer)
+        self.channel = web.buildProtocol(peer)
+        self.channel.makeConnection(self.transport)
+        self.sent = 0
+
+    def send(self, data: bytes) -> None:
+        self.channel.dataReceived(data)
+        self.sent += len(data)
+
+    @property
+    def received(self) -> bytes:
+        return self.transport.value()
+
+    @property
+    def cut(self) -> bool:
+        """Reset by the listener (abortConnection), not closed at the end of an answer."""
+        return self.transport.disconnected
+
+    def lost(self) -> None:
+        """The reactor's part once the transport is closed: the channel learns it."""
+        reason = ConnectionAborted() if self.cut else ConnectionDone()
+        self.channel.connectionLost(Failure(reason))
+
+
+def on_clock(site: Any, limits: WebLimits) -> tuple[WebSite, Clock]:
+    """The application behind a listener whose timers (deadlines, idle timeout) run on a
+    Clock; the store and the application answer through the real reactor."""
+    clock = Clock()
+    return WebSite(site.web.resource(), limits, site.web.metrics, reactor=clock), clock
+
+
 async def connect(port: Any, protocol: Protocol) -> Any:
     address = port.getHost()
     return await connectProtocol(TCP4ClientEndpoint(reactor, address.host, address.port), protocol)
@@ -74,50 +116,52 @@ HEADERS = b"GET /login HTTP/1.1\r\nHost: sac.test\r\nX-Padding: " + b"a" * 200 +
 
 @pytest_twisted.ensureDeferred
 async def test_a_slowloris_is_cut_at_the_header_and_body_deadlines(sqlite: Backend) -> None:
-    # idle timeout 2 s, a byte every 0.1 s: only the deadlines can cut these
+    # idle timeout 2 s, a byte every 0.125 s: only the deadlines can cut these, at 1 s
     limits = WebLimits(max_connections=50, header_timeout=1.0, body_timeout=1.0, idle_timeout=2)
-    port, metrics, _url = await serve(sqlite, limits)
-    try:
-        headers = Dribble(b"", HEADERS, every=0.1)
-        body = Dribble(
-            b"POST /login HTTP/1.1\r\nHost: sac.test\r\nContent-Length: 400\r\n"
-            b"Content-Type: application/x-www-form-urlencoded\r\n\r\n",
-            b"x" * 400,
-            every=0.1,
-        )
-        for loris in (headers, body):
-            await connect(port, loris)
-        for loris in (headers, body):
-            await loris.ended
-            assert not loris.reason.check(ConnectionDone)  # a reset
-            assert 0 < loris.sent < len(loris.rest)  # still dribbling when cut
-            assert loris.received == b""  # never answered
-        assert metrics.value("sac_web_closed_total", reason="header-timeout") == 1
-        assert metrics.value("sac_web_closed_total", reason="body-timeout") == 1
-    finally:
-        await port.stopListening()
+    web, clock = on_clock(await make_site(sqlite), limits)
+    head = (
+        b"POST /login HTTP/1.1\r\nHost: sac.test\r\nContent-Length: 400\r\n"
+        b"Content-Type: application/x-www-form-urlencoded\r\n\r\n"
+    )
+    headers, body = Wire(web), Wire(web)
+    body.send(head)
+    dribbles = [(headers, HEADERS), (body, head + b"x" * 400)]
+    while clock.seconds() < 1.0:
+        assert not headers.cut and not body.cut, clock.seconds()  # not before the deadline
+        clock.advance(0.125)
+        for wire, whole in dribbles:
+            if not wire.cut:
+                wire.send(whole[wire.sent : wire.sent + 1])
+    for wire, whole in dribbles:
+        assert wire.cut  # a reset, at the deadline
+        assert 0 < wire.sent < len(whole)  # still dribbling when cut
+        assert wire.received == b""  # never answered
+        wire.lost()
+    assert web.metrics.value("sac_web_closed_total", reason="header-timeout") == 1
+    assert web.metrics.value("sac_web_closed_total", reason="body-timeout") == 1
+    assert web.metrics.value("sac_web_connections") == 0
 
 
 @pytest_twisted.ensureDeferred
 async def test_the_deadline_starts_again_with_each_request(sqlite: Backend) -> None:
-    """Three requests on one connection, 1.2 s apart: the connection outlives the 2 s
-    header deadline, each request is well within it."""
+    """Three requests on one connection, 1.25 s apart: the connection outlives the 2 s
+    header deadline, each request is well within it; the next one's runs from the answer."""
     limits = WebLimits(header_timeout=2.0, body_timeout=2.0, idle_timeout=5)
-    port, metrics, _url = await serve(sqlite, limits)
-    try:
-        keep = Dribble(HEADERS, b"", every=10)
-        await connect(port, keep)
-        for answers in (1, 2, 3):
-            if answers > 1:
-                await deferLater(reactor, 1.2, lambda: None)
-                keep.transport.write(HEADERS)
-            await until(lambda n=answers: keep.received.count(b"HTTP/1.1 200") == n, "answer")
-        assert keep.reason is None
-        assert metrics.total("sac_web_closed_total") == 0
-        keep.transport.loseConnection()
-        await keep.ended
-    finally:
-        await port.stopListening()
+    web, clock = on_clock(await make_site(sqlite), limits)
+    keep = Wire(web)
+    for answers in (1, 2, 3):
+        if answers > 1:
+            clock.advance(1.25)
+        keep.send(HEADERS)
+        await until(lambda n=answers: keep.received.count(b"HTTP/1.1 200") == n, "answer")
+    assert not keep.transport.disconnecting
+    assert web.metrics.total("sac_web_closed_total") == 0
+    clock.advance(1.75)
+    assert not keep.cut
+    clock.advance(0.25)  # the fourth request's deadline: 2 s from the third answer
+    assert keep.cut
+    keep.lost()
+    assert web.metrics.value("sac_web_closed_total", reason="header-timeout") == 1
 
 
 @pytest_twisted.ensureDeferred
@@ -218,24 +262,18 @@ async def test_requests_are_not_cut_while_they_are_served(sqlite: Backend) -> No
     both are answered once the store is back."""
     limits = WebLimits(header_timeout=0.5, body_timeout=0.5, idle_timeout=5)
     site = await make_site(sqlite)
-    web = WebSite(site.web.resource(), limits, site.web.metrics, reactor=reactor)
-    port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(web)
+    web, clock = on_clock(site, limits)
+    browser = await site.signed_in("vera")
+    cookie = "; ".join(f"{k}={v}" for k, v in browser.cookies.items())
+    meters = f"GET /meters HTTP/1.1\r\nHost: t\r\nCookie: {cookie}\r\n\r\n".encode()
+    release = sqlite.lock()  # the store's transactions wait (SQLite: up to 5 s)
     try:
-        browser = await site.signed_in("vera")
-        cookie = "; ".join(f"{k}={v}" for k, v in browser.cookies.items())
-        meters = f"GET /meters HTTP/1.1\r\nHost: t\r\nCookie: {cookie}\r\n\r\n".encode()
-        release = sqlite.lock()  # the store's transactions wait (SQLite: up to 5 s)
-        try:
-            client = Dribble(meters + meters, b"", every=10)
-            await connect(port, client)
-            await deferLater(reactor, 1.0, lambda: None)  # twice the deadline
-            assert client.received == b"" and client.reason is None
-        finally:
-            release()
-        await until(lambda: client.received.count(b"HTTP/1.1 200") == 2, "both answers")
-        assert client.reason is None
-        assert site.web.metrics.total("sac_web_closed_total") == 0
-        client.transport.loseConnection()
-        await client.ended
+        client = Wire(web)
+        client.send(meters + meters)
+        clock.advance(1.0)  # twice the deadline
+        assert client.received == b"" and not client.transport.disconnecting
     finally:
-        await port.stopListening()
+        release()
+    await until(lambda: client.received.count(b"HTTP/1.1 200") == 2, "both answers")
+    assert not client.transport.disconnecting
+    assert web.metrics.total("sac_web_closed_total") == 0

@@ -294,6 +294,7 @@ async def test_three_ways_to_sign_in_and_every_call_audited(
     )
 
 
+@pytest.mark.slow
 @pytest_twisted.ensureDeferred
 async def test_a_billing_export_of_100k_readings_resumes_from_its_cursor(
     backend: Backend,

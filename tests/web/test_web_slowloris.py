@@ -28,6 +28,9 @@ from tests.promtext import metric
 from tests.run.twistd import Twistd, port
 from tests.store.conftest import MASTER
 
+# a real twistd and 1,200 real sockets, for seconds
+pytestmark = pytest.mark.slow
+
 INDEX = Obis("7.0.13.2.0.255")
 OPEN_FILES = 1200
 MAX_SESSIONS = 300
