@@ -162,10 +162,12 @@ def gc_pauses() -> dict[str, float]:
 
 
 def sac(args: argparse.Namespace) -> None:
+    from prometheus_client import Counter
     from twisted.logger import globalLogBeginner
 
     from sac.config import load_config
     from sac.logs import make_observer
+    from sac.services.metrics import DECLARED
     from sac.tap import SacService
 
     # the production log: one text line a session at info, to a file
@@ -209,8 +211,10 @@ def sac(args: argparse.Namespace) -> None:
                     "transactions": acquisition.writer.transactions,
                     "gc": pauses,
                     "counters": {
-                        f"{name}{dict(labels) if labels else ''}": value
-                        for (name, labels), value in sorted(metrics.counters.items())
+                        f"{name}{labels if labels else ''}": int(value)
+                        for name, declared in DECLARED.items()
+                        if declared.kind is Counter
+                        for labels, value in metrics.samples(name)
                     },
                 }
             if op == "profile-start":
