@@ -154,6 +154,18 @@ class UnknownCommand(StorageError):
         self.command_id = command_id
 
 
+class UnknownAlarm(StorageError):
+    """No alarm has this id (no event has it, or that event is no alarm)."""
+
+    def __init__(self, alarm_id: int) -> None:
+        super().__init__(f"no alarm {alarm_id}")
+        self.alarm_id = alarm_id
+
+
+class AlreadyAcknowledged(Conflict):
+    """An alarm an operator has acknowledged already: by whom and when, said."""
+
+
 class CommandStateError(StorageError):
     """A command moved where its state does not allow (cancel a command already sent...)."""
 

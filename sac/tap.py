@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import os
 import resource
 import sys
@@ -200,6 +201,7 @@ class SacService(MultiService):
             )
 
     async def _open_store(self) -> None:
+        from sac.services.ingest import count_alarms
         from sac.store.factory import is_postgres, store_at
 
         c = self.config
@@ -209,6 +211,7 @@ class SacService(MultiService):
         self.store.observe = lambda transaction, seconds: self.metrics.observe(
             "sac_store_seconds", seconds, transaction=transaction
         )
+        self.store.readings.observe_ingest = functools.partial(count_alarms, self.metrics)
         before, after = await self.store.open()
         self.store_health = (True, f"{type(self.store).__name__}, schema version {after}")
         self._probe = LoopingCall(lambda: Deferred.fromCoroutine(self._check_store()))

@@ -12,9 +12,23 @@ from sac.errors import ReplayError
 from sac.store.model import Ingest, IngestResult
 
 if TYPE_CHECKING:
+    from sac.services.metrics import Metrics
     from sac.store.readings import IReadings
 
-__all__ = ["IngestStore", "IngestWriter"]
+__all__ = ["IngestStore", "IngestWriter", "count_alarms"]
+
+
+def count_alarms(metrics: Metrics, result: IngestResult) -> None:
+    """Count the alarm events an ingest stored (``sac_alarms_total{category}``).
+
+    Called once per committed ingest transaction, whichever path made it (a push, a poll,
+    a push session's reads, the spool's replay, a group of pushes together): the store
+    calls it (``store.readings.observe_ingest``, set by sac.tap), so no path counts twice
+    and none is missed.  ``result.alarms`` holds only the events the transaction inserted:
+    an event already held (a logbook read twice) or a replayed frame (refused, nothing
+    stored) counts nothing."""
+    for category, count in result.alarms.items():
+        metrics.count("sac_alarms_total", count, category=category)
 
 
 class IngestStore(Protocol):

@@ -75,6 +75,8 @@ DECLARED: dict[str, Declared] = {
     "sac_push_spooled_total": _counter("Pushed frames spooled while the store was unavailable"),
     "sac_push_store_failures_total": _counter("Pushed frames the store failed to take"),
     "sac_readings_stored_total": _counter("Readings stored from pushed frames"),
+    # every ingest (pushes, polls, sessions, the spool): sac.services.ingest.count_alarms
+    "sac_alarms_total": _counter("Alarm events newly stored, by category", "category"),
     "sac_spool_depth": Declared(Gauge, "Frames in the spool, waiting for the store"),
     # polls (sac.services.poller)
     "sac_polls_running": Declared(Gauge, "Polls under way"),

@@ -18,6 +18,7 @@ from sac.dlms.axdr import OctetString, Structure, encode_data
 from sac.dlms.compact import CompactFrame
 from sac.dlms.cosemtime import CosemDateTime
 from sac.errors import DecodeError, EncodeError
+from sac.eventcodes import EventKind, describe
 from sac.profiles import STANDARD_OBJECTS, CosemRef, IMeterProfile
 from sac.store.model import Event, MeterStatus, Reading
 
@@ -354,9 +355,12 @@ def rows_to_events(
     inverted_deviation: bool,
     received: dt.datetime,
     source: str,
+    kinds: Mapping[int, EventKind] | None = None,
 ) -> list[Event]:
     """The events of a logbook's rows: time, code (0.0.96.11.x.255), counter
-    (0.0.96.15.x.255) when the logbook captures one."""
+    (0.0.96.15.x.255) when the logbook captures one; each classed (severity, category) by
+    :func:`sac.eventcodes.describe`, the meter's profile's own codes first (``kinds``: its
+    ``events``)."""
     t = _time_column(columns)
     code = next(
         (i for i, c in enumerate(columns) if (c.obis.c, c.obis.d) == (96, 11)),
@@ -373,15 +377,19 @@ def rows_to_events(
         at = meter_time(row[t], inverted_deviation=inverted_deviation)
         if at is None:
             continue  # an entry without a time cannot be placed; the meter's clock was unset
+        number = _small(row[code], "an event code")
+        kind = describe(number, kinds)
         events.append(
             Event(
                 ldn,
                 logbook,
-                _small(row[code], "an event code"),
+                number,
                 at,
                 received,
                 source,
                 _small(row[counter], "an event counter") if counter is not None else None,
+                kind.severity.value,
+                kind.category.value,
             )
         )
     return events

@@ -20,7 +20,8 @@ from zope.interface import Interface, implementer
 
 from sac.dlms import Obis
 from sac.errors import BadCursor, InvalidRequest
-from sac.store.model import Event, EventPage, ReadingPage
+from sac.store.events import EVENT_COLUMNS, event_row
+from sac.store.model import EventPage, ReadingPage
 from sac.store.rows import READING_VALUES, reading_row
 from sac.store.sql import Component, Query, Transaction, id_of, stamp
 
@@ -211,24 +212,18 @@ def events_page(
         where.append("(e.occurred > ? OR (e.occurred = ? AND e.id > ?))")
         params += [occurred, occurred, row_id]
     rows = yield Query(
-        "SELECT e.id, m.ldn, e.logbook, e.code, e.occurred, e.received, e.source, e.counter"
-        " FROM events e JOIN meters m ON m.id = e.meter_id"
+        f"SELECT {EVENT_COLUMNS} FROM events e JOIN meters m ON m.id = e.meter_id"
         f" WHERE {' AND '.join(where)} ORDER BY e.occurred, e.id LIMIT ?",
         [*params, limit + 1],
     )
     more = len(rows) > limit
     rows = rows[:limit]
-    events = tuple(_event(row) for row in rows)
+    events = tuple(event_row(row) for row in rows)
     next_cursor = None
     if more:
-        last = rows[-1]
-        next_cursor = encode_cursor("e", fingerprint, stamp(last[4]).isoformat(), last[0])
+        last = events[-1]
+        next_cursor = encode_cursor("e", fingerprint, last.occurred.isoformat(), last.id)
     return EventPage(events, next_cursor)
-
-
-def _event(row: Sequence[Any]) -> Event:
-    _, ldn, logbook, code, occurred, received, source, counter = row
-    return Event(ldn, Obis(logbook), code, stamp(occurred), stamp(received), source, counter)
 
 
 class IExports(Interface):

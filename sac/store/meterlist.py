@@ -14,6 +14,11 @@ from sac.store.sql import Query, Transaction
 
 __all__ = ["connections_since", "count_meters", "list_meters"]
 
+# a meter with an open alarm, or whose diagnostic is not zero (its own alarm state): the
+# predicate of the partial index meters_alarmed_ldn (0009), written as it is there so that
+# SQLite's planner, which matches the terms, takes it as PostgreSQL's does
+ALARMED = "(open_alarms > 0 OR (diagnostic IS NOT NULL AND diagnostic <> 0))"
+
 # LDNs and PDRs are printable ASCII: a prefix p matches [p, p + DEL)
 _AFTER_ASCII = "\x7f"
 
@@ -34,7 +39,7 @@ def _meter_filters(query: MeterQuery, nulls: bool | None = None) -> tuple[list[s
         where.append("valve_state = ?")
         params.append(query.valve)
     if query.alarms:
-        where.append("diagnostic IS NOT NULL AND diagnostic <> 0")
+        where.append(ALARMED)
     if query.unseen_since is not None:
         if query.sort != "last_connection" or nulls is None:
             where.append("(last_connection IS NULL OR last_connection < ?)")
@@ -50,9 +55,7 @@ def _meter_filters(query: MeterQuery, nulls: bool | None = None) -> tuple[list[s
 
 def _keeps_nulls(query: MeterQuery) -> bool:
     """Whether a meter with no value in the sort column may pass the query's filters."""
-    return not (query.sort == "valve" and query.valve is not None) and not (
-        query.sort == "diagnostic" and query.alarms
-    )
+    return not (query.sort == "valve" and query.valve is not None)
 
 
 def _cursor(query: MeterQuery, meter: Meter) -> str:

@@ -12,7 +12,10 @@ from typing import Any
 from sac.dlms import Obis
 
 __all__ = [
+    "Acknowledgement",
     "Actor",
+    "AlarmCount",
+    "AlarmPage",
     "AuditEntry",
     "Command",
     "CommandState",
@@ -144,8 +147,9 @@ METER_SORTS = {
 class MeterQuery:
     """What the meter list shows: filters (all must hold) and one sort order.
 
-    ``search`` is a prefix of the LDN or of the PDR; ``alarms`` keeps the meters whose
-    diagnostic is not zero; ``unseen_since`` those not heard since then (or never);
+    ``search`` is a prefix of the LDN or of the PDR; ``alarms`` keeps the meters with an
+    open alarm or whose diagnostic is not zero (the meter's own alarm state);
+    ``unseen_since`` those not heard since then (or never);
     ``changed_since`` those added, changed or with new list values since then.  A sort
     is one of :data:`METER_SORTS`, with the LDN breaking ties; meters without a value for it
     come last in either direction.
@@ -225,8 +229,24 @@ def _scaled(value: int | float | None, scaler: int | None) -> Decimal | None:
 
 
 @dataclass(frozen=True, slots=True)
+class Acknowledgement:
+    """An operator's word on an alarm: who, when, and what they noted."""
+
+    by: str
+    at: dt.datetime
+    note: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Event:
-    """One entry of a meter's logbook (or an alarm of a push)."""
+    """One entry of a meter's logbook (or an alarm of a push).
+
+    ``severity`` and ``category`` are its class (:mod:`sac.eventcodes`: ``alarm``,
+    ``warning``, ``info``; ``valve``, ``tamper``...), as the services layer set it from the
+    meter's profile; None when nobody did (the store then classes it by the UNI/TS table, and
+    an event stored before classes were kept reads None).  An event of severity ``alarm`` is
+    an open alarm until an operator acknowledges it.  ``id`` is the store's (None before).
+    """
 
     ldn: str
     logbook: Obis
@@ -235,6 +255,32 @@ class Event:
     received: dt.datetime
     source: str
     counter: int | None = None
+    severity: str | None = None
+    category: str | None = None
+    id: int | None = None
+    acknowledgement: Acknowledgement | None = None
+
+    @property
+    def open_alarm(self) -> bool:
+        """An alarm no operator has acknowledged yet."""
+        return self.severity == "alarm" and self.acknowledgement is None
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmPage:
+    """A page of open alarms, newest first; ``cursor`` continues it (None: the last)."""
+
+    alarms: tuple[Event, ...]
+    cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmCount:
+    """The open alarms of one category: how many, on how many meters."""
+
+    category: str
+    alarms: int
+    meters: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,6 +347,8 @@ class IngestResult:
     readings: int  # new readings stored (a reading already held is not stored twice)
     events: int  # new events stored
     pending: frozenset[str] = frozenset()  # LDNs of the pushing meters with commands waiting
+    # new alarm events stored, by category (an event already held is not counted again)
+    alarms: Mapping[str, int] = field(default_factory=dict)
 
 
 class CommandState(StrEnum):

@@ -4,20 +4,23 @@ values and last connection, the meters' counters) stored in one transaction."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from twisted.logger import Logger
 from zope.interface import Interface, implementer
 
 from sac.dlms import Obis
 from sac.errors import InvalidRequest, UnknownMeter
 from sac.store.counters import accept_counters
-from sac.store.model import Ingest, IngestResult, MeterStatus, Reading, ReadingBuckets
+from sac.store.events import classify
+from sac.store.model import Event, Ingest, IngestResult, MeterStatus, Reading, ReadingBuckets
 from sac.store.rows import READING_VALUES, reading_row
 from sac.store.sql import Component, InsertRows, Query, Transaction, UpdateRows, id_of, ids_of
 
 __all__ = ["IReadings", "ReadingsComponent", "utc_offsets"]
 
+_log = Logger()
 _METER_ID_CACHE = 1_000_000  # LDNs remembered, some 100 MB at most
 
 
@@ -41,6 +44,8 @@ _EVENT_COLUMNS = (
     ("counter", "int"),
     ("received", "time"),
     ("source", "text"),
+    ("severity", "text"),
+    ("category", "text"),
 )
 
 
@@ -71,19 +76,47 @@ def ingest(batch: Ingest, ids: dict[str, int]) -> Transaction[IngestResult]:
             for r in batch.readings
         ],
     )
-    events = yield InsertRows(
-        "events",
-        _EVENT_COLUMNS,
-        [
-            (ids[e.ldn], str(e.logbook), e.code, e.occurred, e.counter, e.received, e.source)
-            for e in batch.events
-        ],
-    )
-    yield from _update_statuses(batch.statuses, ids)
+    events, alarms = yield from _insert_events(batch.events, ids)
+    yield from _update_statuses(batch.statuses, ids, alarms)
     pending: list[str] = []
     if batch.counters:  # pushes: which of these meters have commands waiting?
         pending = yield from _pending({ids[c.ldn] for c in batch.counters})
-    return IngestResult(readings, events, frozenset(pending))
+    by_category: dict[str, int] = {}
+    for _, category in alarms:
+        by_category[category] = by_category.get(category, 0) + 1
+    return IngestResult(readings, events, frozenset(pending), by_category)
+
+
+def _insert_events(
+    events: Sequence[Event], ids: dict[str, int]
+) -> Transaction[tuple[int, list[tuple[int, str]]]]:
+    """Store the new events, each with its class (:func:`sac.store.events.classify`); (how
+    many are new, (meter id, category) of each new alarm).  The alarms go apart, returning
+    their rows: an event already held is skipped, and is no new alarm."""
+    rows: list[tuple[Any, ...]] = []
+    alarm_rows: list[tuple[Any, ...]] = []
+    for e in events:
+        severity, category = classify(e)
+        row = (
+            ids[e.ldn],
+            str(e.logbook),
+            e.code,
+            e.occurred,
+            e.counter,
+            e.received,
+            e.source,
+            severity,
+            category,
+        )
+        (alarm_rows if severity == "alarm" else rows).append(row)
+    count: int = (yield InsertRows("events", _EVENT_COLUMNS, rows)) if rows else 0
+    alarms: list[tuple[int, str]] = []
+    if alarm_rows:
+        returned = yield InsertRows(
+            "events", _EVENT_COLUMNS, alarm_rows, returning="meter_id, category"
+        )
+        alarms = [(int(meter_id), category) for meter_id, category in returned]
+    return count + len(alarms), alarms
 
 
 def _learn_ids(batch: Ingest, ids: dict[str, int]) -> Transaction[None]:
@@ -129,6 +162,7 @@ _STATUS_COLUMNS = (
     ("index_scaler", "int"),
     ("index_unit", "int"),
     ("address", "text"),
+    ("alarms", "int"),
 )
 
 
@@ -145,6 +179,8 @@ def _newer(stamp: str, new: str, targets: Sequence[str]) -> list[str]:
 
 _STATUS_SETS = ", ".join(
     [
+        # the new alarms stored with them (sac.store.events: the open alarms counted)
+        "open_alarms = meters.open_alarms + v.alarms",
         # the address goes with the connection it was heard on
         *_newer("last_connection", "connected", ["last_address:address"]),
         *_newer("last_connection", "connected", ["last_connection:connected"]),
@@ -201,10 +237,21 @@ def _status_row(meter_id: int, status: MeterStatus) -> tuple[Any, ...]:
     return (meter_id, status.connected, at, received, *values, *index_row, status.address)
 
 
-def _update_statuses(statuses: Sequence[MeterStatus], ids: dict[str, int]) -> Transaction[None]:
-    """Move meters' list values forward, never back to an older value: one statement for
-    all, when no meter appears twice (one a statement otherwise, in order)."""
-    rows = [_status_row(ids[s.ldn], s) for s in statuses]
+def _update_statuses(
+    statuses: Sequence[MeterStatus], ids: dict[str, int], alarms: Sequence[tuple[int, str]] = ()
+) -> Transaction[None]:
+    """Move meters' list values forward, never back to an older value, and count their new
+    ``alarms`` (meter id, category) open: one statement for all, when no meter appears
+    twice (one a statement otherwise, in order).  Sorted: every ingest locks the meters'
+    rows in one order, so two of them never deadlock."""
+    new_alarms: dict[int, int] = {}
+    for meter_id, _ in alarms:
+        new_alarms[meter_id] = new_alarms.get(meter_id, 0) + 1
+    rows = []
+    for s in statuses:
+        meter_id = ids[s.ldn]
+        rows.append((*_status_row(meter_id, s), new_alarms.pop(meter_id, 0)))
+    rows += [(*_status_row(m, MeterStatus("")), n) for m, n in new_alarms.items()]
     unique = len({r[0] for r in rows}) == len(rows)
     for group in [sorted(rows)] if unique else [[r] for r in rows]:  # sorted: one lock order
         if group:
@@ -364,6 +411,10 @@ class IReadings(Interface):
 
 @implementer(IReadings)
 class ReadingsComponent(Component):
+    # told what each committed ingest stored, when set (sac.tap: the alarms counted,
+    # sac.services.ingest.count_alarms); a failure there is not the ingest's
+    observe_ingest: Callable[[IngestResult], None] | None = None
+
     async def add(self, readings: Sequence[Reading]) -> int:
         return (await self.ingest(Ingest(readings=readings))).readings
 
@@ -372,7 +423,13 @@ class ReadingsComponent(Component):
             return IngestResult(0, 0)
         if len(self.db.meter_ids) > _METER_ID_CACHE:
             self.db.meter_ids.clear()
-        return await self.db.run(ingest(batch, self.db.meter_ids))
+        result = await self.db.run(ingest(batch, self.db.meter_ids))
+        if self.observe_ingest is not None and result.alarms:
+            try:
+                self.observe_ingest(result)
+            except Exception:
+                _log.failure("the observer of ingests failed")
+        return result
 
     async def last(self, ldn: str, obis: Obis, attribute: int = 2, limit: int = 1) -> list[Reading]:
         return await self.db.run(last_readings(ldn, obis, attribute, limit))

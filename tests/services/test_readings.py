@@ -13,6 +13,7 @@ import pytest
 from sac.dlms import Obis
 from sac.dlms.axdr import Array, Structure
 from sac.errors import DecodeError
+from sac.eventcodes import Category, EventKind, Severity
 from sac.services.readings import Capture, rows_to_events, rows_to_readings
 
 NOW = dt.datetime(2026, 11, 21, tzinfo=dt.UTC)
@@ -72,3 +73,20 @@ def test_an_event_code_the_store_cannot_keep_is_refused(code: Any) -> None:
         events(Array([Structure([T, code, 3])]))
     with pytest.raises(DecodeError):
         events(Array([Structure([T, 7, code])]))
+
+
+def test_events_are_classed_by_the_profile_first() -> None:
+    rows = Array([Structure([T, 80, 1]), Structure([T, 200, 2]), Structure([T, 12, 3])])
+    plain = {e.code: (e.severity, e.category) for e in events(rows)}
+    assert plain == {
+        80: ("alarm", "tamper"),
+        200: ("info", "unknown"),  # a manufacturer's code nobody named
+        12: ("info", "clock"),
+    }
+    own = {200: EventKind(200, "valve stuck", "valvola bloccata", Category.VALVE, Severity.ALARM)}
+    classed = rows_to_events(
+        "L", LOGBOOK, EVENT_COLUMNS, rows, inverted_deviation=False, received=NOW, source="poll",
+        kinds=own,
+    )  # fmt: skip
+    assert {e.code: e.severity for e in classed} == {80: "alarm", 200: "alarm", 12: "info"}
+    assert next(e for e in classed if e.code == 200).category == "valve"
