@@ -1,10 +1,11 @@
 """The web application: what its parts share, and the small root router that mounts them.
 
-Four routers, each a Klein app of its own module, mounted here with ``branch=True``:
+Five routers, each a Klein app of its own module, mounted here with ``branch=True``:
 
 * the operators' pages at ``/`` (:mod:`sac.web.pages`): sign-in, meters, keys, valve,
   status and metrics;
 * the admins' pages at ``/admin`` (:mod:`sac.web.admin`);
+* the alarms page at ``/alarms`` (:mod:`sac.web.alarms`);
 * the JSON API at ``/api/v1`` (:mod:`sac.web.api`), with bearer tokens;
 * SOAP at ``/soap`` (:mod:`sac.web.soap`).
 
@@ -32,6 +33,7 @@ from sac.store import Actor, Role, User, WebSession
 from sac.store.connector import IStore
 from sac.web import display
 from sac.web.admin import AdminPages
+from sac.web.alarms import AlarmPages
 from sac.web.api import MAX_BODY as API_MAX_BODY
 from sac.web.api import JsonApi
 from sac.web.bodies import FORM_BODY, BoundedRequest
@@ -58,6 +60,7 @@ MOUNTS: tuple[tuple[str, Any], ...] = (
     ("/api/v1", JsonApi),
     ("/soap", SoapApi),
     ("/admin", AdminPages),
+    ("/alarms", AlarmPages),
     ("", Pages),
 )
 
@@ -79,7 +82,7 @@ def route_rules() -> Iterator[RouteRule]:
 
 
 class Web:
-    """The application's shared parts, and the root router mounting its four routers."""
+    """The application's shared parts, and the root router mounting its five routers."""
 
     app = Klein()
 
@@ -139,6 +142,10 @@ class Web:
     @app.route("/admin", branch=True)
     def admin(self, request: Any) -> Any:
         return _branch(request, self.mounted["/admin"])
+
+    @app.route("/alarms", branch=True)
+    def alarms(self, request: Any) -> Any:
+        return _branch(request, self.mounted["/alarms"])
 
     @app.route("/", branch=True)
     def pages(self, request: Any) -> Any:

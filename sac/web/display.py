@@ -166,7 +166,8 @@ LOGBOOKS: Mapping[str, str] = {
 
 def event_row(event: Event, profile: Any) -> dict[str, Any]:
     """A logbook entry in words: its name and class (:mod:`sac.eventcodes`, the profile's own
-    codes first) and the logbook it came from."""
+    codes first), the logbook it came from, and for an alarm whether it is open or who
+    acknowledged it."""
     kind = describe(event.code, getattr(profile, "events", None))
     objects = getattr(profile, "objects", None) or STANDARD_OBJECTS
     logbook = next(
@@ -174,14 +175,19 @@ def event_row(event: Event, profile: Any) -> dict[str, Any]:
         str(event.logbook),
     )
     return dict(
+        id=event.id,
+        ldn=event.ldn,
         occurred=event.occurred,
         received=event.received,
         logbook=logbook,
         code=event.code,
         name=kind.name("en"),
-        category=kind.category.value,
-        severity=kind.severity.value,
+        # as classed when stored; an event stored before classes were kept, classed now
+        category=event.category or kind.category.value,
+        severity=event.severity or kind.severity.value,
         counter=event.counter,
+        open_alarm=event.open_alarm,
+        acknowledgement=event.acknowledgement,
     )
 
 

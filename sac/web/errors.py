@@ -25,6 +25,7 @@ from twisted.logger import Logger
 from werkzeug.exceptions import HTTPException, NotFound
 
 from sac.errors import (
+    AlreadyAcknowledged,
     BadCursor,
     BadRequest,
     ConfigurationError,
@@ -32,6 +33,7 @@ from sac.errors import (
     Forbidden,
     SacError,
     SignInRefused,
+    UnknownAlarm,
 )
 from sac.store import Conflict, UnknownCommand, UnknownMeter, UnknownUser
 
@@ -78,6 +80,19 @@ ERRORS: Mapping[type[BaseException], Answer] = {
         "Not found",
         _fixed(_NO_PAGE),
         fault=lambda exc: ("Client.UnknownCommand", str(exc)),
+    ),
+    UnknownAlarm: Answer(
+        404,
+        "not_found",
+        "Not found",
+        _fixed("There is no such alarm."),
+        fault=lambda exc: ("Client.UnknownAlarm", str(exc)),
+    ),
+    AlreadyAcknowledged: Answer(
+        409,
+        "conflict",
+        "Acknowledged already",
+        fault=lambda exc: ("Client.AlreadyAcknowledged", str(exc)),
     ),
     UnknownUser: Answer(404, "not_found", "Not found", _fixed(_NO_PAGE)),
     Forbidden: Answer(

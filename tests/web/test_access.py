@@ -41,6 +41,12 @@ POLICY: dict[tuple[str, str], tuple[str | Role, str]] = {
     ("GET", "/meters/<string(length=16):ldn>"): (Role.VIEWER, f"/meters/{LDN}"),
     ("GET", "/commands/<int:command_id>.json"): (Role.VIEWER, "/commands/999999.json"),
     ("GET", "/status"): (Role.VIEWER, "/status"),
+    ("GET", "/alarms"): (Role.VIEWER, "/alarms"),
+    ("POST", "/alarms/<int:alarm_id>/acknowledge"): (Role.OPERATOR, "/alarms/999999/acknowledge"),
+    ("POST", "/alarms/meters/<string(length=16):ldn>/acknowledge"): (
+        Role.OPERATOR,
+        f"/alarms/meters/{LDN}/acknowledge",
+    ),
     ("GET", "/meters/import/sample.csv"): (Role.VIEWER, "/meters/import/sample.csv"),
     ("GET", "/meters/new"): (Role.OPERATOR, "/meters/new"),
     ("POST", "/meters/new"): (Role.OPERATOR, "/meters/new"),
