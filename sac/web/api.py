@@ -23,7 +23,7 @@ from typing import Any
 
 from klein import Klein
 
-from sac.errors import SacError
+from sac.errors import BadCursor, SacError
 from sac.store import (
     Actor,
     ApiToken,
@@ -37,6 +37,7 @@ from sac.store import (
     UnknownMeter,
 )
 from sac.web import display
+from sac.web.api_events import acknowledgement, alarm_query, events_answer, events_query
 from sac.web.api_input import (
     API,
     CHANGE_FIELDS,
@@ -496,5 +497,40 @@ class JsonApi:
             except BulkError as exc:
                 problems += self._bulk_problems(exc, positions)
         raise invalid(problems)
+
+    # --- events and alarms (sac.web.api_events) ------------------------------------------
+
+    @app.route("/meters/<ldn>/events", methods=["GET"])
+    @api(Role.VIEWER)
+    async def api_meter_events(self, request: Any, token: ApiToken, ldn: str) -> bytes:
+        query = read_query(request, ("start", "end", "cursor", "limit"))
+        start, end, cursor, limit = events_query(query)
+        try:
+            page = await self.store.exports.events(start, end, ldn=ldn, cursor=cursor, limit=limit)
+        except BadCursor:
+            raise ApiError(400, "bad_parameter", "cursor is not one of this query's") from None
+        body = await events_answer(page.events, page.cursor, self.store, self.registry)
+        return json_answer(request, 200, body)
+
+    @app.route("/alarms", methods=["GET"])
+    @api(Role.VIEWER)
+    async def api_alarms(self, request: Any, token: ApiToken) -> bytes:
+        query = read_query(request, ("category", "ldn", "cursor", "limit"))
+        category, ldn, cursor, limit = alarm_query(query)
+        try:
+            page = await self.store.events.open_alarms(ldn, category, cursor, limit)
+        except BadCursor:
+            raise ApiError(400, "bad_parameter", "cursor is not one of this list's") from None
+        body = await events_answer(page.alarms, page.cursor, self.store, self.registry)
+        return json_answer(request, 200, body)
+
+    @app.route("/alarms/<int:alarm_id>/acknowledge", methods=["POST"])
+    @api(Role.OPERATOR)
+    async def api_acknowledge(self, request: Any, token: ApiToken, alarm_id: int) -> bytes:
+        note = acknowledgement(request)
+        by = self._api_actor(request, token)
+        event = await self.store.events.acknowledge(alarm_id, by, note)
+        body = await events_answer((event,), None, self.store, self.registry)
+        return json_answer(request, 200, body["events"][0])
 
     install_errors(app, lambda api: api.web.render, lambda request: True)

@@ -10,8 +10,9 @@ import copy
 from collections.abc import Iterable
 from typing import Any
 
+from sac.web.api_events import CATEGORIES
 from sac.web.api_input import API, DEFAULT_LIMIT, MAX_BODY, MAX_ITEMS, MAX_LIMIT
-from sac.web.schema import write_schemas
+from sac.web.schema import event_schemas, write_schemas
 
 __all__ = ["openapi"]
 
@@ -57,8 +58,11 @@ RESPONSES = {
         "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}},
     },
     "Forbidden": _answer("the token's user's role does not allow this", "Error"),
-    "NotFound": _answer("no such meter", "Error"),
-    "Conflict": _answer("refused by what is stored (a system title taken, history)", "Error"),
+    "NotFound": _answer("no such meter (or alarm)", "Error"),
+    "Conflict": _answer(
+        "refused by what is stored (a system title taken, history, an alarm acknowledged already)",
+        "Error",
+    ),
     "TooLarge": _answer(f"a body over {MAX_BODY // 2**20} MiB", "Error"),
     "Unsupported": _answer("a body not sent as application/json", "Error"),
     "Invalid": _answer("items or fields refused, each listed; nothing is changed", "Error"),
@@ -149,6 +153,7 @@ def _schemas(profiles: list[str]) -> dict[str, Any]:
             },
         },
         **write_schemas(profiles),
+        **event_schemas(),
         "NewMeters": {
             "type": "object",
             "required": ["meters"],
@@ -395,6 +400,97 @@ def _paths() -> dict[str, Any]:
     }
 
 
+def _limit_param() -> dict[str, Any]:
+    return {
+        "name": "limit",
+        "in": "query",
+        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
+    }
+
+
+CURSOR_PARAM = {
+    "name": "cursor",
+    "in": "query",
+    "schema": {"type": "string"},
+    "description": "the cursor of the previous page",
+}
+
+
+def _event_paths() -> dict[str, Any]:
+    """A meter's events, the open alarms, an alarm acknowledged."""
+    time = {"type": "string", "format": "date-time"}
+    return {
+        f"{API}/meters/{{ldn}}/events": {
+            "get": _op(
+                "A meter's events in [start, end), in the order they occurred, in pages",
+                {"200": _answer("a page of events, in words", "EventsOut")},
+                errors=("400", "404"),
+                params=[
+                    LDN_PARAM,
+                    {
+                        "name": "start",
+                        "in": "query",
+                        "schema": time,
+                        "description": "from (included), ISO-8601 with offset; default: all",
+                    },
+                    {
+                        "name": "end",
+                        "in": "query",
+                        "schema": time,
+                        "description": "to (excluded), ISO-8601 with offset; default: all",
+                    },
+                    CURSOR_PARAM,
+                    _limit_param(),
+                ],
+            )
+        },
+        f"{API}/alarms": {
+            "get": _op(
+                "The open alarms (not acknowledged), newest first, in pages",
+                {"200": _answer("a page of open alarms", "EventsOut")},
+                errors=("400", "404"),
+                params=[
+                    {
+                        "name": "category",
+                        "in": "query",
+                        "schema": {"type": "string", "enum": sorted(CATEGORIES)},
+                    },
+                    {
+                        "name": "ldn",
+                        "in": "query",
+                        "schema": {"type": "string"},
+                        "description": "only this meter's",
+                    },
+                    CURSOR_PARAM,
+                    _limit_param(),
+                ],
+            )
+        },
+        f"{API}/alarms/{{alarm_id}}/acknowledge": {
+            "post": {
+                **_op(
+                    "Acknowledge an open alarm, with a note (operators; audited)",
+                    {"200": _answer("the alarm, acknowledged", "EventOut")},
+                    errors=("400", "404", "409", "415", "422"),
+                    params=[
+                        {
+                            "name": "id",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "integer"},
+                            "description": "the alarm's id",
+                        },
+                    ],
+                ),
+                "requestBody": {
+                    "required": False,
+                    "content": {"application/json": {"schema": _ref("AcknowledgeIn")}},
+                },
+            }
+        },
+    }
+
+
 def openapi(profiles: Iterable[str] = ()) -> dict[str, Any]:
     """The OpenAPI 3.1 document of the API's routes (:mod:`sac.web.api`)."""
     return {
@@ -409,7 +505,7 @@ def openapi(profiles: Iterable[str] = ()) -> dict[str, Any]:
         },
         "servers": [{"url": "/"}],
         "security": [{"bearer": []}],
-        "paths": _paths(),
+        "paths": {**_paths(), **_event_paths()},
         "components": {
             "securitySchemes": {
                 "bearer": {

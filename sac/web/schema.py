@@ -21,6 +21,8 @@ from typing import Annotated, Any
 import msgspec
 
 from sac.errors import FieldError
+from sac.eventcodes import Category
+from sac.store.events import MAX_NOTE
 from sac.store.model import ldn_problem
 
 __all__ = [
@@ -30,6 +32,9 @@ __all__ = [
     "NEW_FIELDS",
     "POLL_MAX_S",
     "POLL_MIN_S",
+    "AcknowledgeIn",
+    "EventOut",
+    "EventsOut",
     "Field",
     "FieldError",
     "check_address",
@@ -41,6 +46,7 @@ __all__ = [
     "check_poll_interval",
     "check_profile",
     "check_system_title",
+    "event_schemas",
     "kind",
     "parse_field",
     "write_schemas",
@@ -360,3 +366,65 @@ def write_schemas(profiles: Collection[str]) -> dict[str, Any]:
             "properties": change,
         },
     }
+
+
+# --- events and alarms ----------------------------------------------------------------------
+# what the API answers about events, and what a client sends to acknowledge an alarm: msgspec
+# structs, whose JSON Schema is the OpenAPI document's (event_schemas)
+
+_TIME = msgspec.Meta(extra_json_schema={"format": "date-time"}, description="UTC, ISO-8601")
+_CATEGORIES = [c.value for c in Category]
+
+
+class AcknowledgementOut(msgspec.Struct):
+    """Who acknowledged an alarm, when, and their note."""
+
+    by: str
+    at: Annotated[str, _TIME]
+    note: str | None
+
+
+class EventOut(msgspec.Struct):
+    """One event of a meter's logbook, in words."""
+
+    id: Annotated[int, msgspec.Meta(description="the store's id (an alarm's, to acknowledge)")]
+    ldn: str
+    logbook: Annotated[str, msgspec.Meta(description="the logbook's logical name")]
+    code: Annotated[int, msgspec.Meta(description="the UNI/TS event code")]
+    name_it: Annotated[str, msgspec.Meta(description="what it is, in Italian")]
+    name_en: Annotated[str, msgspec.Meta(description="what it is, in English")]
+    category: Annotated[str, msgspec.Meta(extra_json_schema={"enum": _CATEGORIES})]
+    severity: Annotated[
+        str,
+        msgspec.Meta(
+            description="alarm (open until an operator acknowledges it), warning, info",
+            extra_json_schema={"enum": ["alarm", "warning", "info"]},
+        ),
+    ]
+    occurred: Annotated[str, _TIME]
+    received: Annotated[str, _TIME]
+    source: Annotated[str, msgspec.Meta(description="a push template or a poll")]
+    counter: Annotated[int | None, msgspec.Meta(description="the meter's event counter")]
+    open: Annotated[bool, msgspec.Meta(description="an alarm not acknowledged yet")]
+    acknowledged: AcknowledgementOut | None
+
+
+class EventsOut(msgspec.Struct):
+    """A page of events or alarms; ``cursor`` continues it (null: the last page)."""
+
+    events: list[EventOut]
+    cursor: str | None
+
+
+class AcknowledgeIn(msgspec.Struct, forbid_unknown_fields=True):
+    """An operator's acknowledgement of an alarm: a note, optional."""
+
+    note: Annotated[str, msgspec.Meta(max_length=MAX_NOTE)] | None = None
+
+
+def event_schemas() -> dict[str, Any]:
+    """The OpenAPI schemas of the events' answers and of an acknowledgement."""
+    _, components = msgspec.json.schema_components(
+        [EventsOut, AcknowledgeIn], ref_template="#/components/schemas/{name}"
+    )
+    return components

@@ -77,6 +77,12 @@ POLICY: dict[tuple[str, str], tuple[str | Role, str]] = {
     ("POST", "/api/v1/meters/<ldn>/disable"): (Role.OPERATOR, "/api/v1/meters/NOSUCH/disable"),
     ("POST", "/api/v1/meters/<ldn>/enable"): (Role.OPERATOR, "/api/v1/meters/NOSUCH/enable"),
     ("POST", "/api/v1/meters/delete"): (Role.OPERATOR, "/api/v1/meters/delete"),
+    ("GET", "/api/v1/meters/<ldn>/events"): (Role.VIEWER, f"/api/v1/meters/{LDN}/events"),
+    ("GET", "/api/v1/alarms"): (Role.VIEWER, "/api/v1/alarms"),
+    ("POST", "/api/v1/alarms/<int:alarm_id>/acknowledge"): (
+        Role.OPERATOR,
+        "/api/v1/alarms/999999/acknowledge",
+    ),
     # SOAP: the WSDL is public, each operation checks its caller (SOAP_POLICY)
     ("GET", "/soap"): (PUBLIC, "/soap?wsdl"),
     ("POST", "/soap"): (PUBLIC, "/soap"),
