@@ -17,6 +17,7 @@ from urllib.parse import urlencode
 from klein import Klein
 from werkzeug.exceptions import NotFound
 
+from sac.errors import InvalidRequest
 from sac.eventcodes import Category
 from sac.store import Role, WebSession
 from sac.web import display
@@ -29,6 +30,10 @@ __all__ = ["AlarmPages"]
 
 PAGE_SIZE = 50
 CATEGORIES = tuple(c.value for c in Category)
+
+
+def _note(request: Any) -> str | None:
+    return arg(request, "note") or None
 
 
 def _back(request: Any, fallback: str, count: int) -> str:
@@ -103,7 +108,10 @@ class AlarmPages:
     @page(Role.OPERATOR)
     async def acknowledge(self, request: Any, session: WebSession, alarm_id: int) -> Page:
         actor = self.web.actor(request, session)
-        await self.store.events.acknowledge(alarm_id, actor, arg(request, "note") or None)
+        try:
+            await self.store.events.acknowledge(alarm_id, actor, _note(request))
+        except InvalidRequest as exc:
+            raise BadRequest(str(exc)) from None
         return Page(redirect=_back(request, "/alarms", 1))
 
     @app.route("/meters/<string(length=16):ldn>/acknowledge", methods=["POST"])

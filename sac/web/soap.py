@@ -9,21 +9,24 @@ Operations (namespace :data:`NS`; each documented in the WSDL):
   (billing: the converted-volume index of every meter between two times), both paged with a
   cursor that resumes a large export where it stopped;
 * ``GetEvents`` (events and alarms of one meter or all, between two times, paged);
+* ``GetOpenAlarms`` (the alarms no operator has acknowledged, newest first, by category or
+  meter, paged) and ``AcknowledgeAlarm`` (operators: an alarm's id and a note);
 * ``GetValveState``, ``RequestValve`` (close / enable opening: queued as a command, its id
   returned) and ``GetCommandStatus``.
 
 Authentication: HTTP Basic with the users and roles of the pages, a WS-Security
 UsernameToken (PasswordText) in the SOAP header, or an API token as ``Authorization:
-Bearer``.  Reads need a viewer, ``RequestValve`` an operator.  Every call is a line of the
-audit trail.  A password is checked with scrypt once, then remembered (as a hash of the
-pair) for :data:`CREDENTIALS_TTL`, so that an export of many pages does not pay the KDF on
-each; only the check is remembered: the user's role and whether it is active are read from
-the store on every call, and a user changed since (role, password, disabled) is checked
-again.
+Bearer``.  Reads need a viewer, ``RequestValve`` and ``AcknowledgeAlarm`` an operator.
+Every call is a line of the audit trail.  A password is checked with scrypt once, then
+remembered (as a hash of the pair) for :data:`CREDENTIALS_TTL`, so that an export of many
+pages does not pay the KDF on each; only the check is remembered: the user's role and
+whether it is active are read from the store on every call, and a user changed since
+(role, password, disabled) is checked again.
 
 Faults carry a code the caller can act on (``Client.Authentication``, ``Client.Forbidden``,
-``Client.UnknownMeter``, ``Client.UnknownCommand``, ``Client.BadRange``,
-``Client.PageTooLarge``, ``Client.BadCursor``, ``Client.BadInput``; ``Server.Busy`` when the
+``Client.UnknownMeter``, ``Client.UnknownCommand``, ``Client.UnknownAlarm``,
+``Client.AlreadyAcknowledged``, ``Client.BadRange``, ``Client.PageTooLarge``,
+``Client.BadCursor``, ``Client.BadInput``; ``Server.Busy`` when the
 SAC is checking as many passwords as it may at once); anything unexpected is
 ``Server`` with an incident id, its traceback only in the log.  Times are UTC ISO 8601 with
 their offset; a time given without one is refused.  Quantities carry their unit: the DLMS
@@ -77,16 +80,21 @@ from sac.web.soap_types import (
     MAX_METERS_PAGE,
     NS,
     WSSE,
+    AlarmPage,
+    AlreadyAcknowledgedFault,
     AuthenticationFault,
+    BadCursorFault,
     BadInputFault,
     BadRangeFault,
     CommandStatus,
+    EventInfo,
     EventPage,
     ForbiddenFault,
     MeterInfo,
     MeterPage,
     PageTooLargeFault,
     ReadingPage,
+    UnknownAlarmFault,
     UnknownCommandFault,
     UnknownMeterFault,
     ValveState,
@@ -103,6 +111,8 @@ from sac.web.soap_types import (
 from sac.web.spyne_compat import SoapResource
 
 __all__ = ["NS", "SoapApi", "soap_application"]
+
+MAX_ALARMS = 1000  # alarms a page of GetOpenAlarms
 
 
 # --- the calls ----------------------------------------------------------------------------
@@ -351,6 +361,47 @@ class ErpService(ServiceBase):
             return EventPage(events=[_event_info(e) for e in page.events], cursor=page.cursor)
 
         return await call.run(Role.VIEWER, ldn, _span(start, end), work)
+
+    @rpc(
+        Unicode(
+            doc="only this category: valve, battery, tamper, clock, security, key, firmware,"
+            " billing, metrology, power, device, communication, unknown (all when absent)"
+        ),
+        Unicode(doc="only this meter's (all when absent)"),
+        Unicode(doc="the cursor of the page before"),
+        Integer(doc=f"alarms a page, 1 to {MAX_ALARMS} (100)"),
+        _returns=AlarmPage,
+        _throws=[*_COMMON, PageTooLargeFault, BadCursorFault, UnknownMeterFault, BadInputFault],
+    )
+    async def GetOpenAlarms(
+        ctx: Any, category: Any, ldn: Any, cursor: Any, limit: Any
+    ) -> AlarmPage:
+        """The alarms no operator has acknowledged yet, newest first."""
+        call = _Call(ctx)
+
+        async def work(actor: Actor) -> AlarmPage:
+            size = _limit(limit, 100, MAX_ALARMS)
+            page = await call.web.store.events.open_alarms(
+                ldn or None, category or None, cursor or None, size
+            )
+            return AlarmPage(alarms=[_event_info(e) for e in page.alarms], cursor=page.cursor)
+
+        return await call.run(Role.VIEWER, ldn, category, work)
+
+    @rpc(
+        _required(Integer64, "the alarm's id (GetOpenAlarms, GetEvents)"),
+        Unicode(doc="what the operator notes (at most 1000 characters)"),
+        _returns=EventInfo,
+        _throws=[*_COMMON, UnknownAlarmFault, AlreadyAcknowledgedFault, BadInputFault],
+    )
+    async def AcknowledgeAlarm(ctx: Any, id: int, note: Any) -> EventInfo:
+        """Acknowledge an open alarm (operators): who and when are kept, with the note."""
+        call = _Call(ctx)
+
+        async def work(actor: Actor) -> EventInfo:
+            return _event_info(await call.web.store.events.acknowledge(id, actor, note))
+
+        return await call.run(Role.OPERATOR, str(id), note, work)
 
     @rpc(
         _required(Unicode, "the meter's LDN"),

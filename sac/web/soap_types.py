@@ -127,6 +127,11 @@ class EventInfo(_Type):
         ("received", _required(DateTime, "when the SAC received it")),
         ("source", _required(Unicode, "a push template or a poll")),
         ("counter", _optional(Integer64, "the meter's event counter, when it gives one")),
+        ("id", _optional(Integer64, "the event's id: an alarm's, for AcknowledgeAlarm")),
+        ("open", _optional(Boolean, "an alarm no operator has acknowledged yet")),
+        ("acknowledged", _optional(DateTime, "when an operator acknowledged the alarm")),
+        ("acknowledgedBy", _optional(Unicode, "who acknowledged it")),
+        ("note", _optional(Unicode, "what they noted")),
     ]
 
 
@@ -134,6 +139,13 @@ class EventPage(_Type):
     _type_info = [
         ("events", _required(Array(EventInfo), "in the order they occurred")),
         ("cursor", _optional(Unicode, "pass back to resume after this page; absent: done")),
+    ]
+
+
+class AlarmPage(_Type):
+    _type_info = [
+        ("alarms", _required(Array(EventInfo), "the open alarms, newest first")),
+        ("cursor", _optional(Unicode, "pass back for the next page; absent: the last")),
     ]
 
 
@@ -202,6 +214,18 @@ class UnknownCommandFault(_Fault):
     """No command has this id."""
 
     CODE = "Client.UnknownCommand"
+
+
+class UnknownAlarmFault(_Fault):
+    """No alarm has this id."""
+
+    CODE = "Client.UnknownAlarm"
+
+
+class AlreadyAcknowledgedFault(_Fault):
+    """The alarm was acknowledged already (by whom and when: in the fault's string)."""
+
+    CODE = "Client.AlreadyAcknowledged"
 
 
 class BadRangeFault(_Fault):
@@ -298,18 +322,24 @@ def _reading_info(reading: Reading) -> ReadingInfo:
 
 def _event_info(event: Event) -> EventInfo:
     kind = describe(event.code)
+    ack = event.acknowledgement
     return EventInfo(
         ldn=event.ldn,
         logbook=str(event.logbook),
         code=event.code,
         name_it=kind.italian,
         name_en=kind.english,
-        category=kind.category.value,
-        severity=kind.severity.value,
+        category=event.category or kind.category.value,
+        severity=event.severity or kind.severity.value,
         occurred=event.occurred,
         received=event.received,
         source=event.source,
         counter=event.counter,
+        id=event.id,
+        open=event.open_alarm,
+        acknowledged=ack.at if ack else None,
+        acknowledgedBy=ack.by if ack else None,
+        note=ack.note if ack else None,
     )
 
 

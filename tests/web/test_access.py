@@ -98,6 +98,8 @@ SOAP_POLICY = {
     "GetValveState": Role.VIEWER,
     "GetCommandStatus": Role.VIEWER,
     "RequestValve": Role.OPERATOR,
+    "GetOpenAlarms": Role.VIEWER,
+    "AcknowledgeAlarm": Role.OPERATOR,
 }
 
 
@@ -146,6 +148,8 @@ SOAP_ARGS: dict[str, dict[str, str]] = {  # schema-valid: the call reaches its m
     "GetValveState": {"ldn": LDN},
     "GetCommandStatus": {"id": "999999"},
     "RequestValve": {"ldn": LDN, "action": "close"},
+    "GetOpenAlarms": {},
+    "AcknowledgeAlarm": {"id": "999999", "note": "seen"},
 }
 
 

@@ -86,6 +86,8 @@ async def test_an_operator_acknowledges_with_a_note(site: Site) -> None:
     assert code == 409 and "acknowledged by otto" in page
     code, _, _ = await operator.post("/alarms/99999999/acknowledge", {})
     assert code == 404
+    code, _, page = await operator.post(f"/alarms/{ids[102]}/acknowledge", {"note": "x" * 1001})
+    assert code == 400 and "at most 1000 characters" in page
     # off-site next: back to the alarms, not elsewhere
     code, heads, _ = await operator.post(
         f"/alarms/{ids[102]}/acknowledge", {"next": "//evil.example/"}
