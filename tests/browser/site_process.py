@@ -1,6 +1,7 @@
 """A whole SAC for the browser tests, as its own process: the service of ``twistd sac``
 (web pages and push listener on loopback, a SQLite store), three simulated meters calling in
-every 2 seconds, 40 days of one meter's history, an operator and an admin.
+every 2 seconds, 40 days of one meter's history, a tamper alarm on another, an operator
+and an admin.
 
 ``python -m tests.browser.site_process STORE_PATH READY_FILE`` (master key in
 SAC_MASTER_KEY, the operator's password in SAC_TEST_PASSWORD); it writes
@@ -21,7 +22,7 @@ from twisted.internet.defer import ensureDeferred
 from sac.config import load_config
 from sac.dlms import Obis
 from sac.simulator.fleet import Fleet, SimClock
-from sac.store import Ingest, NewMeter, Reading, Role
+from sac.store import Event, Ingest, NewMeter, Reading, Role
 from sac.tap import SacService
 
 INDEX = Obis("7.0.13.2.0.255")
@@ -62,6 +63,10 @@ async def main(path: str, ready: str) -> None:
         for t in [now - dt.timedelta(days=d)]
     ]
     await store.readings.ingest(Ingest(readings=history))
+    # an alarm to acknowledge: the last meter's tamper switch, an hour ago (event 80)
+    last, logbook = fleet.meters[-1], profile.objects["event_logbook"].obis
+    tamper = Event(last.ldn, logbook, 80, now - dt.timedelta(hours=1), now, "poll")
+    await store.readings.ingest(Ingest(events=[tamper]))
     fleet.start_pushing("127.0.0.1", sac.push_ports[0].getHost().port, interval=2.0)
     answer = {"web": sac.web_ports[0].getHost().port, "meters": [m.ldn for m in fleet.meters]}
     Path(ready + ".tmp").write_text(json.dumps(answer))

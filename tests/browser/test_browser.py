@@ -220,3 +220,29 @@ def test_after_sign_in_chromium_stays_on_this_site(
     assert page.url == sac["base"] + "/meters", page.url
     assert not [url for url in requested if "evil.example" in url.split("?")[0]], requested
     context.close()
+
+
+def test_acknowledge_an_alarm(page: Any, sac: dict[str, Any], tmp_path: Path) -> None:
+    """The tamper alarm site_process stored: found on the alarms page, acknowledged with a
+    note, gone from the open alarms, and its meter page says who, when and what."""
+    target = sac["meters"][-1]
+    page.click("nav >> text=Alarms")
+    page.wait_for_url(re.compile(r".*/alarms$"))
+    row = page.locator(f"#alarms tbody tr:has(a:has-text('{target}'))", has_text="tampering")
+    assert row.count() == 1
+    assert row.locator(".severity.alarm").inner_text() == "alarm"
+    assert "tamper" in page.locator("#categories").inner_text()
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / "alarms.png"), full_page=True)
+    row.locator("input[name=note]").fill("seal checked on site")
+    row.locator("button:has-text('Acknowledge')").click()
+    page.wait_for_url(re.compile(r".*/alarms\?acknowledged=1$"))
+    assert "1 alarm acknowledged." in page.locator("[role=status]").inner_text()
+    assert page.locator(f"#alarms tbody tr:has(a:has-text('{target}'))").count() == 0
+    page.screenshot(path=str(tmp_path / "alarms-acknowledged.png"), full_page=True)
+    page.goto(f"{sac['base']}/meters/{target}#events")
+    events = page.locator("#events").inner_text()
+    assert "acknowledged by otto at" in events and "seal checked on site" in events
+    page.screenshot(path=str(tmp_path / "meter-alarm-acknowledged.png"), full_page=True)
+    page.screenshot(path=str(SHOTS / "meter-alarm-acknowledged.png"), full_page=True)
+    assert (tmp_path / "alarms-acknowledged.png").stat().st_size > 10_000
