@@ -13,6 +13,8 @@ import pytest_twisted
 from sac.dlms import Obis
 from sac.errors import AlreadyAcknowledged, BadCursor, Conflict, InvalidRequest, UnknownAlarm
 from sac.store import Actor, Event, Ingest, MeterQuery, MeterStatus, UnknownMeter
+from sac.store.events import OPEN
+from sac.store.meterlist import ALARMED
 from sac.store.schema import load_migrations
 from tests.store.conftest import Backend
 from tests.store.test_operations import T0, at, ldn, opened
@@ -190,3 +192,30 @@ async def test_events_before_the_migration_are_classed_on_read(backend: Backend)
     assert await store.meters.count(query=MeterQuery(alarms=True)) == 0
     new = dataclasses.replace(old_event, occurred=T0 + dt.timedelta(minutes=1), id=None)
     assert dict((await store.readings.ingest(Ingest(events=[new]))).alarms) == {"tamper": 1}
+
+
+@pytest_twisted.ensureDeferred
+async def test_with_alarms_reads_its_partial_index(backend: Backend) -> None:
+    """The filter is written as the index's predicate: SQLite's planner, which matches the
+    terms, takes the index (a filter that drifted from it would scan every meter)."""
+    await opened(backend)
+    if backend.kind == "sqlite":
+        found = {name for (name,) in backend.raw("SELECT name FROM sqlite_master")}
+        plans = [
+            " ".join(row[-1] for row in backend.raw(f"EXPLAIN QUERY PLAN {sql}"))
+            for sql in (
+                f"SELECT count(*) FROM meters WHERE {ALARMED}",
+                f"SELECT ldn FROM meters WHERE {ALARMED} ORDER BY ldn LIMIT 51",
+                f"SELECT e.id FROM events e WHERE {OPEN} ORDER BY e.occurred DESC, e.id DESC",
+            )
+        ]
+        assert all("USING" in plan and "INDEX" in plan for plan in plans), plans
+        assert "meters_alarmed_ldn" in plans[0] and "events_open_alarms" in plans[2]
+    else:
+        found = {name for (name,) in backend.raw("SELECT indexname FROM pg_indexes")}
+    assert {
+        "meters_alarmed_ldn",
+        "events_open_alarms",
+        "events_open_by_meter",
+        "events_open_by_category",
+    } <= found

@@ -9,8 +9,11 @@ ALTER TABLE events ADD COLUMN category TEXT;
 ALTER TABLE events ADD COLUMN acknowledged TEXT;
 ALTER TABLE events ADD COLUMN acknowledged_by TEXT;
 ALTER TABLE events ADD COLUMN note TEXT;
--- the open alarms, few among the events: by meter, and by category, newest first
-CREATE INDEX events_open_alarms ON events (meter_id, occurred, id)
+-- the open alarms, few among the events (small indexes): newest first, of all meters, of
+-- one meter, of one category
+CREATE INDEX events_open_alarms ON events (occurred, id)
+    WHERE severity = 'alarm' AND acknowledged IS NULL;
+CREATE INDEX events_open_by_meter ON events (meter_id, occurred, id)
     WHERE severity = 'alarm' AND acknowledged IS NULL;
 CREATE INDEX events_open_by_category ON events (category, occurred, id)
     WHERE severity = 'alarm' AND acknowledged IS NULL;
