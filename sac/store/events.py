@@ -130,6 +130,19 @@ def alarm_counts() -> Transaction[list[AlarmCount]]:
     return sorted(counts, key=lambda c: (-c.alarms, c.category))
 
 
+def open_counts(ldns: Sequence[str]) -> Transaction[dict[str, int]]:
+    """{LDN: open alarms} of the meters among ``ldns`` that have any (a page of the list)."""
+    if not ldns:
+        return {}
+    wanted = sorted(set(ldns))[:1000]
+    rows = yield Query(
+        f"SELECT ldn, open_alarms FROM meters WHERE ldn IN ({', '.join('?' * len(wanted))})"
+        " AND open_alarms > 0",
+        wanted,
+    )
+    return {ldn: int(n) for ldn, n in rows}
+
+
 def _note(note: str | None) -> str | None:
     if note is None or not note.strip():
         return None
@@ -208,6 +221,9 @@ class IEvents(Interface):
     async def alarm_counts() -> list[AlarmCount]:
         """The open alarms by category (how many, on how many meters), most first."""
 
+    async def open_counts(ldns: Sequence[str]) -> dict[str, int]:
+        """{LDN: open alarms} of those of ``ldns`` (at most 1000) that have any."""
+
     async def acknowledge(alarm_id: int, by: Actor, note: str | None = None) -> Event:
         """Acknowledge one open alarm (audited); the alarm as it is now.  UnknownAlarm,
         AlreadyAcknowledged (a Conflict), InvalidRequest for a note too long."""
@@ -232,6 +248,9 @@ class EventsComponent(Component):
 
     async def alarm_counts(self) -> list[AlarmCount]:
         return await self.db.run(alarm_counts())
+
+    async def open_counts(self, ldns: Sequence[str]) -> dict[str, int]:
+        return await self.db.run(open_counts(ldns))
 
     async def acknowledge(self, alarm_id: int, by: Actor, note: str | None = None) -> Event:
         now, text = self.db.now(), _note(note)

@@ -191,15 +191,17 @@ def event_row(event: Event, profile: Any) -> dict[str, Any]:
     )
 
 
-def meter_row(registry: Any, m: Any, now: dt.datetime) -> dict[str, Any]:
-    """A meter as a row of the meter list (and the head of its page)."""
+def meter_row(registry: Any, m: Any, now: dt.datetime, open_alarms: int = 0) -> dict[str, Any]:
+    """A meter as a row of the meter list (and the head of its page); ``open_alarms``: its
+    alarms no operator has acknowledged."""
     bits = profile_bits(registry, m.profile)
     return dict(
         ldn=m.ldn,
         pdr=m.pdr or "",
         index=quantity(m.index_value, m.index_scaler, m.index_unit),
         diagnostic=diagnostic(m.diagnostic, bits),
-        alarm=bool(m.diagnostic),
+        alarm=bool(m.diagnostic) or open_alarms > 0,
+        open_alarms=open_alarms,
         battery=battery(m.battery_value, m.battery_unit),
         last=local_time(m.last_connection),
         ago=ago(m.last_connection, now),

@@ -219,7 +219,10 @@ class Pages:
             flip = "asc" if column != sort or descending else "desc"
             return "/meters?" + urlencode({**filters, "sort": column, "dir": flip})
 
-        rows = [display.meter_row(self.registry, m, now) for m in page.meters]
+        alarmed = await self.store.events.open_counts([m.ldn for m in page.meters])
+        rows = [
+            display.meter_row(self.registry, m, now, alarmed.get(m.ldn, 0)) for m in page.meters
+        ]
         return Page(
             "meters.html",
             dict(

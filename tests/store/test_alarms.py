@@ -143,6 +143,8 @@ async def test_acknowledge_every_alarm_of_a_meter(backend: Backend) -> None:
 @pytest_twisted.ensureDeferred
 async def test_with_alarms_is_an_open_alarm_or_a_diagnostic(backend: Backend) -> None:
     store = await alarmed(backend)
+    assert await store.events.open_counts([ldn(0), ldn(1), ldn(2)]) == {ldn(0): 2, ldn(1): 1}
+    assert await store.events.open_counts([]) == {}
     # meter 2: no alarm event, but its diagnostic says something is wrong
     await store.readings.ingest(Ingest(statuses=[MeterStatus(ldn(2), connected=T0, diagnostic=4)]))
     for sort in ("ldn", "diagnostic", "last_connection"):
@@ -153,6 +155,7 @@ async def test_with_alarms_is_an_open_alarm_or_a_diagnostic(backend: Backend) ->
             assert page.total == 3
     # acknowledged: meter 0 leaves the list, meter 1 keeps its valve alarm
     await store.events.acknowledge_meter(ldn(0), OTTO)
+    assert await store.events.open_counts([ldn(0), ldn(1)]) == {ldn(1): 1}
     page = await store.meters.page(limit=1000, query=MeterQuery(alarms=True))
     assert [m.ldn for m in page.meters] == [ldn(1), ldn(2)]
     valve = (await store.events.open_alarms(ldn=ldn(1))).alarms[0]

@@ -57,6 +57,10 @@ async def test_viewers_see_the_open_alarms_by_category(site: Site) -> None:
     # the list's "with alarms": meters 0 and 1 (open alarms), 3 (its diagnostic)
     code, _, page = await viewer.get("/meters?alarms=1")
     assert ldns_in(page) == [ldn(0), ldn(1), ldn(3)]
+    assert f'href="/alarms?ldn={ldn(1)}">2 alarms</a>' in page  # its diagnostic is OK
+    assert f'href="/alarms?ldn={ldn(0)}">1 alarm</a>' in page
+    code, _, page = await viewer.get(f"/alarms?ldn={ldn(1)}")
+    assert re.findall(r'data-alarm="(\d+)"', page) == [str(ids[94]), str(ids[102])]
     # a viewer may not acknowledge
     code, _, _ = await viewer.post(f"/alarms/{ids[80]}/acknowledge", {"note": "no"})
     assert code == 403
