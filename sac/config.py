@@ -290,6 +290,8 @@ SETTINGS: tuple[Setting, ...] = (
        "seconds a meter has to answer a request"),
     _s("push", "max_sessions", "20000", _integer(1, 1_000_000),
        "connections at once; beyond, the oldest yet to push is evicted, else refused"),
+    _s("push", "read_plan", "yes", _boolean,
+       "after a push, read what the meter's profile plans (battery, logbooks...) when due"),
     # [poll]: the SAC dialling meters that listen
     _s("poll", "enabled", "yes", _boolean, "run the poll scheduler in this process"),
     _s("poll", "interval", "86400", _integer(60, 366 * 86_400),

@@ -281,7 +281,7 @@ class SacService(MultiService):
             self.store,
             reactor=self.reactor,
             settings=_from_section(ListenerSettings, p),
-            session=self._session_settings(SessionSettings),
+            session=self._session_settings(SessionSettings, read_plan=p.read_plan),
         )
         for description in p.listen:
             self.push_ports.append(
@@ -291,8 +291,10 @@ class SacService(MultiService):
             protocol = PushDatagramProtocol(self.acquisition, max_pdu=p.max_pdu)
             self.udp_ports.append(listen_datagrams(self.reactor, description, protocol))
 
-    def _session_settings(self, kind: Any) -> Any:
-        return kind(system_title=self.config.sac.system_title, name=self.config.process_name)
+    def _session_settings(self, kind: Any, **more: Any) -> Any:
+        return kind(
+            system_title=self.config.sac.system_title, name=self.config.process_name, **more
+        )
 
     def _start_polls(self) -> None:
         from sac.services.poller import Poller, PollSettings

@@ -14,7 +14,7 @@ from sac.store.model import Ingest, IngestResult
 if TYPE_CHECKING:
     from sac.store.readings import IReadings
 
-__all__ = ["IngestStore", "IngestWriter"]
+__all__ = ["IngestStore", "IngestWriter", "merge"]
 
 
 class IngestStore(Protocol):
@@ -59,12 +59,7 @@ class IngestWriter:
                 if len(group) == 1:
                     await self._one(*group[0])
                     continue
-                merged = Ingest(
-                    readings=[r for b, _ in group for r in b.readings],
-                    events=[e for b, _ in group for e in b.events],
-                    statuses=[s for b, _ in group for s in b.statuses],
-                    counters=[c for b, _ in group for c in b.counters],
-                )
+                merged = merge([b for b, _ in group])
                 self.transactions += 1
                 try:
                     result = await self.store.readings.ingest(merged)
@@ -77,7 +72,7 @@ class IngestWriter:
                         if not d.called:
                             d.errback(exc)
                     continue
-                share = IngestResult(result.readings, result.events, result.pending)
+                share = IngestResult(result.readings, result.events, result.pending, result.plans)
                 for _, d in group:
                     if not d.called:
                         d.callback(share)
@@ -94,3 +89,14 @@ class IngestWriter:
             return
         if not d.called:
             d.callback(result)
+
+
+def merge(parts: list[Ingest]) -> Ingest:
+    """Many sessions' (or steps') ingests as one, to store in one transaction."""
+    return Ingest(
+        readings=[r for p in parts for r in p.readings],
+        events=[e for p in parts for e in p.events],
+        statuses=[s for p in parts for s in p.statuses],
+        counters=[c for p in parts for c in p.counters],
+        plan_marks=[m for p in parts for m in p.plan_marks],
+    )

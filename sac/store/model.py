@@ -28,6 +28,7 @@ __all__ = [
     "MeterStatus",
     "NewMeter",
     "PeerCounter",
+    "PlanMark",
     "PollJob",
     "Reading",
     "Role",
@@ -282,6 +283,18 @@ class PeerCounter:
 
 
 @dataclass(frozen=True, slots=True)
+class PlanMark:
+    """Where a meter stands on one item of its read plan (sac.profiles.readplan): when it was
+    last read, the counter it watches as it was then, the newest entry held (a profile's)."""
+
+    ldn: str
+    quantity: str
+    read_at: dt.datetime
+    counter: int | None = None
+    newest: dt.datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Ingest:
     """What one session (or a batch of them) brings: stored in one transaction.
 
@@ -294,6 +307,8 @@ class Ingest:
     events: Sequence[Event] = ()
     statuses: Sequence[MeterStatus] = ()
     counters: Sequence[PeerCounter] = ()
+    # the read plan's items read (with what they read, in the same transaction)
+    plan_marks: Sequence[PlanMark] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,6 +316,8 @@ class IngestResult:
     readings: int  # new readings stored (a reading already held is not stored twice)
     events: int  # new events stored
     pending: frozenset[str] = frozenset()  # LDNs of the pushing meters with commands waiting
+    # the pushing meters' read-plan marks, by LDN (their sessions decide what is due)
+    plans: Mapping[str, tuple[PlanMark, ...]] = field(default_factory=dict)
 
 
 class CommandState(StrEnum):

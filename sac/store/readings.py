@@ -12,7 +12,15 @@ from zope.interface import Interface, implementer
 from sac.dlms import Obis
 from sac.errors import InvalidRequest, UnknownMeter
 from sac.store.counters import accept_counters
-from sac.store.model import Ingest, IngestResult, MeterStatus, Reading, ReadingBuckets
+from sac.store.model import (
+    Ingest,
+    IngestResult,
+    MeterStatus,
+    PlanMark,
+    Reading,
+    ReadingBuckets,
+)
+from sac.store.plans import marks_of, meter_marks, write_marks
 from sac.store.rows import READING_VALUES, reading_row
 from sac.store.sql import Component, InsertRows, Query, Transaction, UpdateRows, id_of, ids_of
 
@@ -80,10 +88,14 @@ def ingest(batch: Ingest, ids: dict[str, int]) -> Transaction[IngestResult]:
         ],
     )
     yield from _update_statuses(batch.statuses, ids)
+    yield from write_marks(batch.plan_marks, ids)
     pending: list[str] = []
-    if batch.counters:  # pushes: which of these meters have commands waiting?
-        pending = yield from _pending({ids[c.ldn] for c in batch.counters})
-    return IngestResult(readings, events, frozenset(pending))
+    plans: dict[str, tuple[PlanMark, ...]] = {}
+    if batch.counters:  # pushes: which of these meters have commands waiting, where are
+        pushed = {ids[c.ldn] for c in batch.counters}  # they on their read plans?
+        pending = yield from _pending(pushed)
+        plans = yield from marks_of(pushed)
+    return IngestResult(readings, events, frozenset(pending), plans)
 
 
 def _learn_ids(batch: Ingest, ids: dict[str, int]) -> Transaction[None]:
@@ -91,6 +103,7 @@ def _learn_ids(batch: Ingest, ids: dict[str, int]) -> Transaction[None]:
     is not in the store."""
     ldns = {r.ldn for r in batch.readings} | {e.ldn for e in batch.events}
     ldns |= {s.ldn for s in batch.statuses} | {c.ldn for c in batch.counters}
+    ldns |= {m.ldn for m in batch.plan_marks}
     unknown = ldns - ids.keys()
     if unknown:
         found = yield from ids_of(unknown)
@@ -361,6 +374,9 @@ class IReadings(Interface):
     async def count() -> int:
         """How many readings the store holds."""
 
+    async def plan_marks(ldn: str) -> tuple[PlanMark, ...]:
+        """Where a meter stands on its read plan (none for a meter never read)."""
+
 
 @implementer(IReadings)
 class ReadingsComponent(Component):
@@ -368,7 +384,9 @@ class ReadingsComponent(Component):
         return (await self.ingest(Ingest(readings=readings))).readings
 
     async def ingest(self, batch: Ingest) -> IngestResult:
-        if not (batch.readings or batch.events or batch.statuses or batch.counters):
+        if not (
+            batch.readings or batch.events or batch.statuses or batch.counters or batch.plan_marks
+        ):
             return IngestResult(0, 0)
         if len(self.db.meter_ids) > _METER_ID_CACHE:
             self.db.meter_ids.clear()
@@ -403,3 +421,6 @@ class ReadingsComponent(Component):
 
     async def count(self) -> int:
         return await self.db.run(count_readings())
+
+    async def plan_marks(self, ldn: str) -> tuple[PlanMark, ...]:
+        return await self.db.run(meter_marks(ldn))
