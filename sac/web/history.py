@@ -27,6 +27,7 @@ __all__ = [
     "Quantity",
     "day_rows",
     "gas_days",
+    "index_objects",
     "object_of",
     "reading_text",
 ]
@@ -68,6 +69,15 @@ def object_of(registry: Any, profile: str | None, quantity: str) -> Obis:
     return registry.objects_of(profile)[quantity].obis
 
 
+def index_objects(registry: Any) -> tuple[Obis, dict[str, Obis]]:
+    """The converted-volume index: the generic catalogue's object (a meter of no profile,
+    or of one not installed), and each installed profile's (a profile may keep it
+    elsewhere)."""
+    name = "converted_volume_index"
+    by_profile = {p: registry.objects_of(p)[name].obis for p in registry.profiles}
+    return registry.objects_of(None)[name].obis, by_profile
+
+
 def _decoded(raw: bytes) -> str:
     """A stored value that is not a number, as text: a string as itself, other bytes in
     hex, what does not decode as its hex too."""
@@ -98,9 +108,10 @@ def reading_text(reading: Reading, quantity: str) -> str:
 
 async def gas_days(
     store: Any, ldn: str, obis: Obis, first: dt.date, last: dt.date
-) -> list[gasday.DailyConsumption]:
+) -> tuple[list[gasday.DailyConsumption], int | None]:
     """One row per gas day from ``first`` to ``last``, from the last index the store holds
-    for each (and for the day before ``first``): the database picks them, one a day."""
+    for each (and for the day before ``first``): the database picks them, one a day; and
+    the DLMS unit of those indexes (None: no index)."""
     lo = gasday.bounds(first - dt.timedelta(days=1))[0] + dt.timedelta(microseconds=1)
     hi = gasday.bounds(last)[1] + dt.timedelta(microseconds=1)
     closing = await store.readings.buckets(
@@ -115,7 +126,8 @@ async def gas_days(
         True,
     )
     points = [(r.captured, r.scaled) for r in closing.readings if r.scaled is not None]
-    return gasday.daily_consumption(points, first, last)
+    unit = closing.readings[-1].unit if closing.readings else None
+    return gasday.daily_consumption(points, first, last), unit
 
 
 def day_rows(days: Sequence[gasday.DailyConsumption], scaler: int | None) -> list[dict[str, Any]]:

@@ -36,7 +36,7 @@ async def _index(
     line = await store.readings.buckets(ldn, obis, 2, start, end, _width(start, end))
     history = await store.readings.between(ldn, obis, 2, start, end, 200)
     last_day = gasday.gas_day_of(now) - dt.timedelta(days=1)  # the last whole gas day
-    days = await gas_days(store, ldn, obis, gasday.gas_day_of(start), last_day)
+    days, _unit = await gas_days(store, ldn, obis, gasday.gas_day_of(start), last_day)
     bars = chart.day_bars(days)
     shown = days[len(days) - len(bars) :]  # from the first day with a consumption
     scaler = history[-1].scaler if history else meter.index_scaler
