@@ -26,6 +26,8 @@ __all__ = [
     "MeterQuery",
     "MeterState",
     "MeterStatus",
+    "MonthStartIndex",
+    "MonthStartPage",
     "NewMeter",
     "PeerCounter",
     "PlanMark",
@@ -420,6 +422,25 @@ class ReadingPage:
     meanwhile in what is already exported do not shift it."""
 
     readings: tuple[Reading, ...]
+    cursor: str | None
+    pdrs: Mapping[str, str | None] = field(default_factory=dict)  # each LDN's PDR
+
+
+@dataclass(frozen=True, slots=True)
+class MonthStartIndex:
+    """A meter's index at a gas month's start, for billing: the last index reading captured
+    in the gas day that ends at the month's start (None: the meter gave none then)."""
+
+    ldn: str
+    pdr: str | None
+    reading: Reading | None
+
+
+@dataclass(frozen=True, slots=True)
+class MonthStartPage:
+    """A page of a month-start export, by meter; ``cursor`` continues it (None: the last)."""
+
+    rows: tuple[MonthStartIndex, ...]
     cursor: str | None
 
 
