@@ -187,6 +187,9 @@ def sac(args: argparse.Namespace) -> None:
             "SAC_PUSH_PUSH_WITHIN": str(args.idle_timeout),  # the held idle connections too
             "SAC_PUSH_SESSION_TIMEOUT": str(min(3600, args.idle_timeout * 2)),
             "SAC_PUSH_MAX_SESSIONS": str(args.max_sessions),
+            # the load generator pushes and reads no request: the push path alone is measured
+            # here (a session with the read plan: benchmarks/bench_plan.py)
+            "SAC_PUSH_READ_PLAN": "no",
             "SAC_POLL_ENABLED": "no",
             "SAC_WEB_LISTEN": "",
             "SAC_SAC_NAME": "bench-push",

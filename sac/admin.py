@@ -23,7 +23,7 @@ import argparse
 import getpass
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ from sac.config import ENV_CONFIG, load_config
 from sac.console import run_command
 from sac.errors import SacError
 from sac.keys import ENV_MASTER_KEY, MasterKey, new_master_key
-from sac.store import Actor, KeyImportError, Role
+from sac.store import Actor, KeyImportError, Role, Store
 from sac.store.factory import store_at
 from sac.store.keycsv import parse_key_csv
 
@@ -105,48 +105,73 @@ async def _run(reactor: Any, args: argparse.Namespace) -> int:
     address = config.with_password(args.store) if args.store else config.store_dsn
     store = store_at(address, config.master_key, reactor=reactor)
     try:
-        found, now = await store.open()
+        found, now = await store.open()  # applies the migrations: all `migrate` does
         if args.command == "migrate":
             print(f"schema version {found} -> {now}")
-        elif args.command == "rotate-master-key":
-            new = MasterKey.from_environment(
-                {ENV_MASTER_KEY: os.environ.get(ENV_NEW_MASTER_KEY, "")}
-            )
-            if new is None:
-                raise SacError(f"set {ENV_NEW_MASTER_KEY} to the new master key")
-            count = await store.keys.rotate_master(new, by=_actor())
-            print(f"{count} wrapped keys (EK, AK) re-wrapped under master key {new.id_hex}")
-            print(f"set {ENV_MASTER_KEY} to the new key before the next start")
-        elif args.command == "import-keys":
-            rows, errors = parse_key_csv(args.file.read_text(encoding="utf-8-sig"))
-            if errors:
-                raise KeyImportError(errors)
-            count = await store.keys.import_rows(rows, replace=args.replace, by=_actor())
-            print(f"{count} keys imported from {args.file}")
-        elif args.command in ("add-user", "create-user"):
-            user = await store.users.add(args.name, _read_password(), Role(args.role), _actor())
-            print(f"user {user.name} ({user.role.value}) added")
-        elif args.command == "create-token":
-            secret, token = await store.tokens.create(args.user, args.name, _actor())
-            # the secret alone on stdout (for a script to capture), what it is on stderr
-            print(secret)
-            print(
-                f"API token #{token.id} {token.name!r} acts as {token.user.name}"
-                f" ({token.user.role.value}); it is shown this once",
-                file=sys.stderr,
-            )
-        elif args.command == "revoke-token":
-            try:
-                await store.tokens.revoke(args.id, _actor())
-            except KeyError:
-                raise SacError(f"no API token #{args.id}") from None
-            print(f"API token #{args.id} revoked")
-        elif args.command == "reset-counters":
-            count = await store.counters.reset(args.ldn, _actor())
-            print(f"meter {args.ldn}: the invocation counters of {count} clients reset")
+        else:
+            await _COMMANDS[args.command](store, args)
     finally:
         await store.close()
     return 0
+
+
+async def _rotate_master_key(store: Store, args: argparse.Namespace) -> None:
+    new = MasterKey.from_environment({ENV_MASTER_KEY: os.environ.get(ENV_NEW_MASTER_KEY, "")})
+    if new is None:
+        raise SacError(f"set {ENV_NEW_MASTER_KEY} to the new master key")
+    count = await store.keys.rotate_master(new, by=_actor())
+    print(f"{count} wrapped keys (EK, AK) re-wrapped under master key {new.id_hex}")
+    print(f"set {ENV_MASTER_KEY} to the new key before the next start")
+
+
+async def _import_keys(store: Store, args: argparse.Namespace) -> None:
+    rows, errors = parse_key_csv(args.file.read_text(encoding="utf-8-sig"))
+    if errors:
+        raise KeyImportError(errors)
+    count = await store.keys.import_rows(rows, replace=args.replace, by=_actor())
+    print(f"{count} keys imported from {args.file}")
+
+
+async def _add_user(store: Store, args: argparse.Namespace) -> None:
+    user = await store.users.add(args.name, _read_password(), Role(args.role), _actor())
+    print(f"user {user.name} ({user.role.value}) added")
+
+
+async def _create_token(store: Store, args: argparse.Namespace) -> None:
+    secret, token = await store.tokens.create(args.user, args.name, _actor())
+    # the secret alone on stdout (for a script to capture), what it is on stderr
+    print(secret)
+    print(
+        f"API token #{token.id} {token.name!r} acts as {token.user.name}"
+        f" ({token.user.role.value}); it is shown this once",
+        file=sys.stderr,
+    )
+
+
+async def _revoke_token(store: Store, args: argparse.Namespace) -> None:
+    try:
+        await store.tokens.revoke(args.id, _actor())
+    except KeyError:
+        raise SacError(f"no API token #{args.id}") from None
+    print(f"API token #{args.id} revoked")
+
+
+async def _reset_counters(store: Store, args: argparse.Namespace) -> None:
+    count = await store.counters.reset(args.ldn, _actor())
+    print(f"meter {args.ldn}: the invocation counters of {count} clients reset")
+
+
+# the commands on an open store, by the name typed (an alias included); `migrate` is the
+# opening itself, `new-master-key` needs no store
+_COMMANDS: dict[str, Callable[[Store, argparse.Namespace], Awaitable[None]]] = {
+    "rotate-master-key": _rotate_master_key,
+    "import-keys": _import_keys,
+    "add-user": _add_user,
+    "create-user": _add_user,
+    "create-token": _create_token,
+    "revoke-token": _revoke_token,
+    "reset-counters": _reset_counters,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -290,6 +290,8 @@ SETTINGS: tuple[Setting, ...] = (
        "seconds a meter has to answer a request"),
     _s("push", "max_sessions", "20000", _integer(1, 1_000_000),
        "connections at once; beyond, the oldest yet to push is evicted, else refused"),
+    _s("push", "read_plan", "yes", _boolean,
+       "after a push, read what the meter's profile plans (battery, logbooks...) when due"),
     # [poll]: the SAC dialling meters that listen
     _s("poll", "enabled", "yes", _boolean, "run the poll scheduler in this process"),
     _s("poll", "interval", "86400", _integer(60, 366 * 86_400),
@@ -421,6 +423,9 @@ class Config:
         yield "master key", master, self.sources.get(("store", "master_key"), "")
 
 
+_Raw = dict[tuple[str, str], tuple[str, str]]  # (section, name): (text, where it came from)
+
+
 def load_config(
     path: str | os.PathLike[str] | None = None,
     environ: Mapping[str, str] | None = None,
@@ -431,35 +436,12 @@ def load_config(
     :class:`ConfigProblems` with every problem found."""
     env = os.environ if environ is None else environ
     problems: list[str] = []
-    raw: dict[tuple[str, str], tuple[str, str]] = {
-        (s.section, s.name): (s.default, "default") for s in SETTINGS
-    }
     chosen = path if path is not None else env.get(ENV_CONFIG) or None
     file = Path(chosen) if chosen else None
-    if file is not None:
-        problems += _read_file(file, raw)
-    for name, key in _ENV_ALIASES.items():
-        if env.get(name):
-            raw[key] = (env[name], f"environment {name}")
-    for s in SETTINGS:
-        if s.env in env:
-            raw[(s.section, s.name)] = (env[s.env], f"environment {s.env}")
-    values: dict[tuple[str, str], Any] = {}
-    for key, (text, source) in raw.items():
-        s = _BY_KEY[key]
-        try:
-            values[key] = s.parse(text.strip())
-        except (ValueError, ConfigurationError) as exc:
-            problems.append(f"[{s.section}] {s.name} ({source}): {exc}")
+    raw = _raw_settings(file, env, problems)
+    values = _parse_settings(raw, problems)
     sources = {key: source for key, (_, source) in raw.items()}
-    address_source = sources[("store", "address")]
-    embedded = _password_in(raw[("store", "address")][0].strip())
-    if embedded is not None and address_source.startswith("file"):
-        problems.append(
-            f"[store] address ({address_source}): holds a password; "
-            f"give it as {_SECRETS[('store', 'password')]} instead"
-        )
-        embedded = None
+    embedded = _embedded_password(raw, problems)
     master_key, where = _secret_master_key(env, values, problems)
     if where:
         sources[("store", "master_key")] = where
@@ -472,13 +454,53 @@ def load_config(
     if embedded is not None:  # from the environment: used, and kept out of `values`
         if password is not None and password != embedded:
             problems.append(
-                f"[store] address ({address_source}): holds a password, and another is given"
-                f" as {_SECRETS[('store', 'password')]}: give one"
+                f"[store] address ({sources[('store', 'address')]}): holds a password, and"
+                f" another is given as {_SECRETS[('store', 'password')]}: give one"
             )
         password = embedded
     if problems:
         raise ConfigProblems(problems)
     return Config(values, sources, file, master_key, password)
+
+
+def _raw_settings(file: Path | None, env: Mapping[str, str], problems: list[str]) -> _Raw:
+    """Each setting's text and source: its default, over it the file's, over that the
+    environment's."""
+    raw: _Raw = {(s.section, s.name): (s.default, "default") for s in SETTINGS}
+    if file is not None:
+        problems += _read_file(file, raw)
+    for name, key in _ENV_ALIASES.items():
+        if env.get(name):
+            raw[key] = (env[name], f"environment {name}")
+    for s in SETTINGS:
+        if s.env in env:
+            raw[(s.section, s.name)] = (env[s.env], f"environment {s.env}")
+    return raw
+
+
+def _parse_settings(raw: _Raw, problems: list[str]) -> dict[tuple[str, str], Any]:
+    values: dict[tuple[str, str], Any] = {}
+    for key, (text, source) in raw.items():
+        s = _BY_KEY[key]
+        try:
+            values[key] = s.parse(text.strip())
+        except (ValueError, ConfigurationError) as exc:
+            problems.append(f"[{s.section}] {s.name} ({source}): {exc}")
+    return values
+
+
+def _embedded_password(raw: _Raw, problems: list[str]) -> str | None:
+    """The password in the store's address, when it came from the environment; one written
+    in the file is a problem (the file is no place for a secret)."""
+    text, source = raw[("store", "address")]
+    embedded = _password_in(text.strip())
+    if embedded is not None and source.startswith("file"):
+        problems.append(
+            f"[store] address ({source}): holds a password; "
+            f"give it as {_SECRETS[('store', 'password')]} instead"
+        )
+        return None
+    return embedded
 
 
 def _read_file(file: Path, raw: dict[tuple[str, str], tuple[str, str]]) -> list[str]:

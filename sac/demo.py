@@ -145,7 +145,9 @@ def _write_config(folder: Path, port: int, meters: int) -> Path:
     return ini
 
 
-async def run(reactor: Any, args: argparse.Namespace) -> None:
+def _fresh_dir(args: argparse.Namespace) -> None:
+    """The arguments checked, and ``--dir`` ready: without the last run's store, spool and
+    log."""
     if not 1 <= args.meters <= 10_000:
         raise SacError("--meters: from 1 to 10,000")
     if args.speed <= 0:
@@ -154,12 +156,51 @@ async def run(reactor: Any, args: argparse.Namespace) -> None:
     shutil.rmtree(args.dir / "spool", ignore_errors=True)
     for old in args.dir.glob("sac.db*"):
         old.unlink()
-    log_file = args.dir / "sac.log"
-    log_file.unlink(missing_ok=True)
+    (args.dir / "sac.log").unlink(missing_ok=True)
+
+
+def _start_logging(log_file: Path) -> None:
+    """Everything in ``log_file``, warnings and errors on the terminal too."""
     globalLogBeginner.beginLoggingTo(
         [make_observer("text", "info", str(log_file)), make_observer("text", "warn", "stderr")],
         redirectStandardIO=False,
     )
+
+
+def _fleet(reactor: Any, args: argparse.Namespace, start: dt.datetime) -> Fleet:
+    registry = discover_profiles().registry
+    return Fleet(
+        args.meters,
+        registry[PROFILE],
+        # fast through the last day, then the wall clock: never a reading from the future
+        clock=SimClock(reactor, args.speed, start=start.timestamp(), catch_up=True),
+        reactor=reactor,
+        seed=secrets.randbits(32),
+    )
+
+
+def _banner(args: argparse.Namespace, start: dt.datetime, web: Any, password: str) -> str:
+    """What the terminal shows once the demo is ready: where, who, and how long."""
+    every = PUSH_EVERY / args.speed
+    catch_up = 86400 / args.speed / 60
+    return f"""
+SAC demo: {args.meters} simulated gas meters push every {every:g} s. Their time starts a day ago
+({start:%Y-%m-%d %H:%M} UTC) and runs {args.speed:g}x, a push every {PUSH_EVERY // 60} simulated \
+minutes, until it reaches now (in about {catch_up:.0f} minutes); then it follows the clock.
+
+    open      http://{web.host}:{web.port}/
+    user      admin
+    password  {password}      (shown once: a new store and password at each start)
+
+Store, log (sac.log) and configuration (sac.ini) in {args.dir}/; sac-admin works on them:
+    .venv/bin/sac-admin --config {args.dir}/sac.ini create-token admin my-erp
+Ctrl-C stops the SAC and the meters.
+"""
+
+
+async def run(reactor: Any, args: argparse.Namespace) -> None:
+    _fresh_dir(args)
+    _start_logging(args.dir / "sac.log")
     port = args.port if _free(args.port) else 0
     ini = _write_config(args.dir.resolve(), port, args.meters)
     config = load_config(str(ini), {})  # the file alone, as sac-admin --config reads it
@@ -180,37 +221,12 @@ async def run(reactor: Any, args: argparse.Namespace) -> None:
     await service.ready
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)
     start = now - dt.timedelta(days=1)
-    registry = discover_profiles().registry
-    fleet = Fleet(
-        args.meters,
-        registry[PROFILE],
-        # fast through the last day, then the wall clock: never a reading from the future
-        clock=SimClock(reactor, args.speed, start=start.timestamp(), catch_up=True),
-        reactor=reactor,
-        seed=secrets.randbits(32),
-    )
+    fleet = _fleet(reactor, args, start)
     password = await _prepare(service, fleet, start)
     push_port = service.push_ports[0].getHost().port
     fleet.start_pushing("127.0.0.1", push_port, PUSH_EVERY)
     web = service.web_ports[0].getHost()
-    every = PUSH_EVERY / args.speed
-    catch_up = 86400 / args.speed / 60
-    print(
-        f"""
-SAC demo: {args.meters} simulated gas meters push every {every:g} s. Their time starts a day ago
-({start:%Y-%m-%d %H:%M} UTC) and runs {args.speed:g}x, a push every {PUSH_EVERY // 60} simulated \
-minutes, until it reaches now (in about {catch_up:.0f} minutes); then it follows the clock.
-
-    open      http://{web.host}:{web.port}/
-    user      admin
-    password  {password}      (shown once: a new store and password at each start)
-
-Store, log (sac.log) and configuration (sac.ini) in {args.dir}/; sac-admin works on them:
-    .venv/bin/sac-admin --config {args.dir}/sac.ini create-token admin my-erp
-Ctrl-C stops the SAC and the meters.
-""",
-        flush=True,
-    )
+    print(_banner(args, start, web, password), flush=True)
     await stopped
 
 

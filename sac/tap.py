@@ -284,7 +284,7 @@ class SacService(MultiService):
             self.store,
             reactor=self.reactor,
             settings=_from_section(ListenerSettings, p),
-            session=self._session_settings(SessionSettings),
+            session=self._session_settings(SessionSettings, read_plan=p.read_plan),
         )
         for description in p.listen:
             self.push_ports.append(
@@ -294,8 +294,10 @@ class SacService(MultiService):
             protocol = PushDatagramProtocol(self.acquisition, max_pdu=p.max_pdu)
             self.udp_ports.append(listen_datagrams(self.reactor, description, protocol))
 
-    def _session_settings(self, kind: Any) -> Any:
-        return kind(system_title=self.config.sac.system_title, name=self.config.process_name)
+    def _session_settings(self, kind: Any, **more: Any) -> Any:
+        return kind(
+            system_title=self.config.sac.system_title, name=self.config.process_name, **more
+        )
 
     def _start_polls(self) -> None:
         from sac.services.poller import Poller, PollSettings
@@ -327,7 +329,7 @@ class SacService(MultiService):
 
     async def _start_web(self) -> None:
         from sac.protocols.listen import listen_sessions
-        from sac.web.app import Web, WebSettings
+        from sac.web.app import Web
         from sac.web.listener import WebLimits
 
         w = self.config.web
@@ -337,24 +339,9 @@ class SacService(MultiService):
             self.store,
             self.registry,
             metrics=self.metrics,
-            settings=WebSettings(
-                session_ttl=dt.timedelta(hours=w.session_hours),
-                session_lifetime=dt.timedelta(hours=w.session_max_hours),
-                secure_cookies=w.secure_cookies,
-                name=w.name,
-                max_upload=w.max_upload_mb * 2**20,
-                metrics_public=w.metrics_public,
-                sign_in_failures=w.sign_in_failures,
-                password_checks=w.password_checks,
-                public_url=w.public_url,
-            ),
+            settings=_web_settings(w),
             health=self._health(),
-            configuration=[
-                (name, f"{self.web_connections} (computed)", source)
-                if name == "[web] max_connections" and value == "(none)"
-                else (name, value, source)
-                for name, value, source in self.config.shown()
-            ],
+            configuration=self._configuration_shown(),
         )
         limits = WebLimits(
             max_connections=self.web_connections,
@@ -370,6 +357,15 @@ class SacService(MultiService):
         )
         for description in w.listen:
             self.web_ports.append(await listen_sessions(self.reactor, description, site))
+
+    def _configuration_shown(self) -> list[tuple[str, str, str]]:
+        """The settings in force as the admin page shows them, the computed ones said so."""
+        return [
+            (name, f"{self.web_connections} (computed)", source)
+            if name == "[web] max_connections" and value == "(none)"
+            else (name, value, source)
+            for name, value, source in self.config.shown()
+        ]
 
     def _health(self) -> dict[str, Any]:
         checks: dict[str, Any] = {"store": lambda: self.store_health}
@@ -431,6 +427,21 @@ class SacService(MultiService):
         self.log.info("SAC stopping: no new sessions; {g:g} s for those in flight", g=grace)
         for port in [*self.web_ports, *self.push_ports, *self.udp_ports]:
             await port.stopListening()
+        cut = await self._drain(grace)
+        held = await self._close_parts()
+        globalLogPublisher.removeObserver(self._count_errors)  # type: ignore[arg-type]  # as above
+        if self._emfile is not None:
+            self._emfile.stop()
+        self.log.info(
+            "SAC stopped cleanly: {cut} sessions (pushes, polls) cut, {held} pushes left on the"
+            " spool for the next start",
+            cut=cut,
+            held=held,
+        )
+
+    async def _drain(self, grace: float) -> int:
+        """The sessions in flight (pushes, polls) given ``grace`` seconds to finish, side by
+        side; how many were cut."""
         cut = 0
         drains: list[Any] = []
         if self.push is not None:
@@ -440,6 +451,11 @@ class SacService(MultiService):
         for d in drains:
             result = await d
             cut += result or 0
+        return cut
+
+    async def _close_parts(self) -> int:
+        """The parts stopped after the sessions, the spool and the store closed last; the
+        pushes left on the spool."""
         if self._probe is not None and self._probe.running:
             self._probe.stop()
         if self.housekeeping is not None:
@@ -454,15 +470,7 @@ class SacService(MultiService):
             await self.store.close()
         for child in list(self):
             child.running = False
-        globalLogPublisher.removeObserver(self._count_errors)  # type: ignore[arg-type]  # as above
-        if self._emfile is not None:
-            self._emfile.stop()
-        self.log.info(
-            "SAC stopped cleanly: {cut} sessions (pushes, polls) cut, {held} pushes left on the"
-            " spool for the next start",
-            cut=cut,
-            held=held,
-        )
+        return held
 
 
 class _OpenFilesAlarm:
@@ -514,6 +522,23 @@ class _OpenFilesAlarm:
         if self.call is not None and self.call.active():
             self.call.cancel()
         self.call = None
+
+
+def _web_settings(w: Any) -> Any:
+    """The web application's settings from the configuration's ``[web]`` section."""
+    from sac.web.app import WebSettings
+
+    return WebSettings(
+        session_ttl=dt.timedelta(hours=w.session_hours),
+        session_lifetime=dt.timedelta(hours=w.session_max_hours),
+        secure_cookies=w.secure_cookies,
+        name=w.name,
+        max_upload=w.max_upload_mb * 2**20,
+        metrics_public=w.metrics_public,
+        sign_in_failures=w.sign_in_failures,
+        password_checks=w.password_checks,
+        public_url=w.public_url,
+    )
 
 
 def _from_section(settings: Any, section: Any) -> Any:

@@ -30,7 +30,7 @@ def test_an_item_read_within_its_period_waits_unless_its_counter_moved() -> None
     assert due_items(UNI_TS_PLAN, fresh, NOW) == []
     assert due_items(UNI_TS_PLAN, fresh, NOW, {"event_counter": 7}) == []
     assert names(due_items(UNI_TS_PLAN, fresh, NOW, {"event_counter": 8})) == ["event_logbook"]
-    stale = dict(fresh, battery_autonomy=PlanState(NOW - 24 * HOUR))
+    stale = dict(fresh, battery_autonomy=PlanState(NOW - 22 * HOUR))  # a daily push, early
     assert names(due_items(UNI_TS_PLAN, stale, NOW)) == ["battery_autonomy"]
     weekly = dict(fresh, parameter_logbook=PlanState(NOW - 6 * 24 * HOUR))
     assert due_items(UNI_TS_PLAN, weekly, NOW) == []

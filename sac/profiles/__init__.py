@@ -239,6 +239,23 @@ class MeterProfile:
     read_plan: tuple[PlanItem, ...] = UNI_TS_PLAN
 
     def validate(self) -> None:
+        problems = [
+            *self._identity_problems(),
+            *self._object_problems(),
+            *self._valve_problems(),
+            *self._limit_problems(),
+            *_plan_problems(self.read_plan, self.objects),
+            *(
+                f"event {code} is not an EventKind of that code"
+                for code, kind in self.events.items()
+                if not isinstance(kind, EventKind) or kind.code != code
+            ),
+        ]
+        if problems:
+            raise PluginError(f"profile {self.name!r}: {'; '.join(problems)}")
+
+    def _identity_problems(self) -> list[str]:
+        """Its name, the manufacturers it claims, the clients it has."""
         problems = []
         if not isinstance(self.name, str) or not _NAME.match(self.name):
             problems.append(f"name {self.name!r} is not lower-case letters, digits, '-', '.'")
@@ -251,6 +268,11 @@ class MeterProfile:
             sap = self.clients.get(role)
             if not isinstance(sap, int) or not 0 < sap < 0x10000:
                 problems.append(f"client {role!r} needs a SAP (1..65535), not {sap!r}")
+        return problems
+
+    def _object_problems(self) -> list[str]:
+        """Its objects, its compact frames' layouts and the templates its pushes carry."""
+        problems = []
         missing = REQUIRED_QUANTITIES - set(self.objects)
         if missing:
             problems.append(f"objects lack {', '.join(sorted(missing))}")
@@ -265,15 +287,21 @@ class MeterProfile:
         problems += [
             f"push template {t} has no layout" for t in self.push_templates if t not in self.layouts
         ]
+        return problems
+
+    def _valve_problems(self) -> list[str]:
         if self.valve_method not in tuple(ValveMethod):
-            problems.append(f"valve method {self.valve_method!r} is unknown")
+            return [f"valve method {self.valve_method!r} is unknown"]
         if self.valve_method is ValveMethod.SCHEDULED_SCRIPT and not {
             "valve_script_table",
             "valve_schedule",
         } <= set(self.objects):
-            problems.append(
-                "the scheduled-script valve needs valve_script_table and valve_schedule"
-            )
+            return ["the scheduled-script valve needs valve_script_table and valve_schedule"]
+        return []
+
+    def _limit_problems(self) -> list[str]:
+        """Its numbers: max PDU, session budget, volume scaler and unit, battery unit."""
+        problems = []
         if not 64 <= self.max_pdu <= 0xFFFF:
             problems.append(f"max PDU {self.max_pdu} is not 64..65535")
         if not 0 < self.session_budget <= 3600:
@@ -288,14 +316,7 @@ class MeterProfile:
             problems.append(f"volume scaler/unit {scaler_unit!r} is not (int8, enum)")
         if self.battery_unit not in (4, 5, 6, UNIT_PERCENT):
             problems.append(f"battery unit {self.battery_unit} is not days, hours, minutes or %")
-        problems += _plan_problems(self.read_plan, self.objects)
-        problems += [
-            f"event {code} is not an EventKind of that code"
-            for code, kind in self.events.items()
-            if not isinstance(kind, EventKind) or kind.code != code
-        ]
-        if problems:
-            raise PluginError(f"profile {self.name!r}: {'; '.join(problems)}")
+        return problems
 
 
 def _plan_problems(plan: tuple[PlanItem, ...], objects: Mapping[str, CosemRef]) -> list[str]:

@@ -7,11 +7,12 @@ Each :class:`PlanItem` names a quantity of the profile's object map and how it i
 - ``SINCE_LAST``: a profile or logbook (IC 7) by range, from just after the last entry the
   SAC holds (selective access by range on its first column), so an entry is read once.
 
-An item is due when it was never read, when ``every`` has passed since it was last read, or
-when the counter named by ``when_moved`` (an event counter a frame carries) differs from the
-value it had when the item was last read.  A session reads the due items in the plan's order
-while its time budget lasts; what does not fit stays due for the next session.  The same plan
-serves polls.
+An item is due when it was never read, when ``every`` has passed since it was last read (less
+a tenth: a meter that pushes daily at about the same hour, a few minutes early today, still
+gets its daily items), or when the counter named by ``when_moved`` (an event counter a frame
+carries) differs from the value it had when the item was last read.  A session reads the due
+items in the plan's order while its time budget lasts; what does not fit stays due for the
+next session.  The same plan serves polls.
 
 The generic UNI/TS plan (:data:`UNI_TS_PLAN`) reads the battery and the current diagnostic
 daily, the clock daily (its drift), the three logbooks since their last entry (daily, and at
@@ -53,6 +54,7 @@ class PlanState:
 
 
 DAY = dt.timedelta(days=1)
+SLACK = 0.1  # an item is due once 90 % of its period has passed
 
 UNI_TS_PLAN: tuple[PlanItem, ...] = (
     PlanItem("battery_autonomy", DAY),
@@ -78,7 +80,11 @@ def due_items(
     due = []
     for item in plan:
         state = states.get(item.quantity)
-        if state is None or state.read_at is None or now - state.read_at >= item.every:
+        if (
+            state is None
+            or state.read_at is None
+            or now - state.read_at >= item.every * (1 - SLACK)
+        ):
             due.append(item)
             continue
         counter = (counters or {}).get(item.when_moved or "")

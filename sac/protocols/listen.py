@@ -82,9 +82,7 @@ def _read(path: str, what: str) -> bytes:
 def _tls_endpoint(reactor: Any, description: str) -> SSL4ServerEndpoint:
     """``ssl:PORT:privateKey=KEY[:certKey=CERT][:extraCertChain=CHAIN][:dhParameters=DH]
     [:sslmethod=METHOD][:interface=ADDRESS][:backlog=N]``, as Twisted's ``ssl:`` reads it."""
-    from OpenSSL import SSL
-    from twisted.internet.ssl import CertificateOptions, DiffieHellmanParameters
-    from twisted.python.filepath import FilePath
+    from twisted.internet.ssl import CertificateOptions
 
     positional, keywords = _fields(description)
     unknown = sorted(set(keywords) - _TLS_KEYWORDS)
@@ -95,6 +93,23 @@ def _tls_endpoint(reactor: Any, description: str) -> SSL4ServerEndpoint:
             + (f" (not {', '.join(unknown)})" if unknown else "")
         )
     port = int(positional[0])
+    key, certificate, chain = _tls_credentials(keywords)
+    context = CertificateOptions(
+        privateKey=key, certificate=certificate, extraCertChain=chain, **_tls_options(keywords)
+    )
+    context.getContext()  # a key that does not match its certificate is said here, at start
+    return SSL4ServerEndpoint(
+        reactor,
+        port,
+        context,
+        backlog=int(keywords.get("backlog", 50)),
+        interface=keywords.get("interface", ""),
+    )
+
+
+def _tls_credentials(keywords: dict[str, str]) -> tuple[Any, x509.Certificate, Any]:
+    """The private key, its certificate and the chain beyond it (None: none), read from the
+    files ``privateKey``, ``certKey`` (default: the key's file) and ``extraCertChain``."""
     key_file = keywords.get("privateKey", "server.pem")
     cert_file = keywords.get("certKey", key_file)
     try:
@@ -112,6 +127,15 @@ def _tls_endpoint(reactor: Any, description: str) -> SSL4ServerEndpoint:
             chain = x509.load_pem_x509_certificates(_read(chain_file, "certificate chain"))
         except ValueError as exc:
             raise ValueError(f"certificate chain {chain_file}: {exc}") from None
+    return key, certificate, chain
+
+
+def _tls_options(keywords: dict[str, str]) -> dict[str, Any]:
+    """CertificateOptions' ``method`` and ``dhParameters``, when the description names them."""
+    from OpenSSL import SSL
+    from twisted.internet.ssl import DiffieHellmanParameters
+    from twisted.python.filepath import FilePath
+
     options: dict[str, Any] = {}
     if "sslmethod" in keywords:
         options["method"] = getattr(SSL, keywords["sslmethod"])
@@ -119,17 +143,7 @@ def _tls_endpoint(reactor: Any, description: str) -> SSL4ServerEndpoint:
         options["dhParameters"] = DiffieHellmanParameters.fromFile(
             FilePath(keywords["dhParameters"])
         )
-    context = CertificateOptions(
-        privateKey=key, certificate=certificate, extraCertChain=chain, **options
-    )
-    context.getContext()  # a key that does not match its certificate is said here, at start
-    return SSL4ServerEndpoint(
-        reactor,
-        port,
-        context,
-        backlog=int(keywords.get("backlog", 50)),
-        interface=keywords.get("interface", ""),
-    )
+    return options
 
 
 async def listen_sessions(

@@ -38,7 +38,7 @@ import dataclasses
 import datetime as dt
 import struct
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -62,9 +62,10 @@ from sac.profiles import IMeterProfile, ProfileRegistry
 from sac.services.directory import DirectoryStore, MeterDirectory, PushRejected
 from sac.services.ingest import IngestStore, IngestWriter
 from sac.services.metrics import Metrics
+from sac.services.plan import carried
 from sac.services.readings import frame_readings
 from sac.services.spool import SpoolError
-from sac.store.model import Ingest, Meter, MeterKeys, MeterState, PeerCounter
+from sac.store.model import Ingest, Meter, MeterKeys, MeterState, PeerCounter, PlanMark
 
 __all__ = [
     "Accepted",
@@ -93,6 +94,10 @@ class Accepted:
     readings: int = 0
     invocation_counter: int | None = None
     commands_waiting: bool = False  # pending commands for the meter, seen when it was stored
+    # where the meter stands on its read plan (in the push's transaction), and what its
+    # frame carried of the plan's objects and counters, by quantity (sac.services.plan)
+    marks: tuple[PlanMark, ...] = ()
+    carried: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
 # --- spool records ------------------------------------------------------------------------
@@ -447,6 +452,8 @@ class Acquisition:
             len(readings),
             counter,
             ldn in stored.pending,
+            stored.plans.get(ldn, ()),
+            carried(profile, frame.template_id, frame.values),
         )
 
     # --- the spool

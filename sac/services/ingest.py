@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from sac.services.metrics import Metrics
     from sac.store.readings import IReadings
 
-__all__ = ["IngestStore", "IngestWriter", "count_alarms"]
+__all__ = ["IngestStore", "IngestWriter", "count_alarms", "merge"]
 
 
 def count_alarms(metrics: Metrics, result: IngestResult) -> None:
@@ -73,12 +73,7 @@ class IngestWriter:
                 if len(group) == 1:
                     await self._one(*group[0])
                     continue
-                merged = Ingest(
-                    readings=[r for b, _ in group for r in b.readings],
-                    events=[e for b, _ in group for e in b.events],
-                    statuses=[s for b, _ in group for s in b.statuses],
-                    counters=[c for b, _ in group for c in b.counters],
-                )
+                merged = merge([b for b, _ in group])
                 self.transactions += 1
                 try:
                     result = await self.store.readings.ingest(merged)
@@ -91,7 +86,7 @@ class IngestWriter:
                         if not d.called:
                             d.errback(exc)
                     continue
-                share = IngestResult(result.readings, result.events, result.pending)
+                share = IngestResult(result.readings, result.events, result.pending, result.plans)
                 for _, d in group:
                     if not d.called:
                         d.callback(share)
@@ -108,3 +103,14 @@ class IngestWriter:
             return
         if not d.called:
             d.callback(result)
+
+
+def merge(parts: list[Ingest]) -> Ingest:
+    """Many sessions' (or steps') ingests as one, to store in one transaction."""
+    return Ingest(
+        readings=[r for p in parts for r in p.readings],
+        events=[e for p in parts for e in p.events],
+        statuses=[s for p in parts for s in p.statuses],
+        counters=[c for p in parts for c in p.counters],
+        plan_marks=[m for p in parts for m in p.plan_marks],
+    )

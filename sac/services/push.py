@@ -6,10 +6,15 @@ linger, and calls a :class:`PushSession` with each connection.  The session:
 
 1. hands the first push to :class:`~sac.services.acquisition.Acquisition`, which stores it
    (or spools it) before anything else happens;
-2. if commands wait for that meter: claims them, identifies the Management counter (from
-   the frame, else a Public association), runs them through the Management association
-   within the session budget, stores what they read, and closes the connection cleanly;
+2. if commands wait for that meter, or items of its read plan are due (sac.services.plan:
+   the battery, the logbooks since their last entry...): claims the commands, identifies
+   the Management counter (from the frame, else a Public association), runs the commands
+   then the plan's items through the Management association within the session budget,
+   stores what they read, and closes the connection cleanly;
 3. otherwise closes at once -- the clean close is the meter's acknowledgement.
+
+A session that only reads its plan acknowledges the push however it ends: the push is
+stored, and what the plan could not read stays due for the next session.
 
 Every step is in the one table ``_TRANSITIONS``.  :class:`PushFactory` is the listener
 bound to these sessions; :class:`PushDatagramProtocol` takes pushes over UDP (no session
@@ -29,11 +34,13 @@ from twisted.logger import Logger
 
 from sac.dlms.wrapper import WrapperPdu
 from sac.errors import SacError
+from sac.profiles.readplan import PlanItem
 from sac.protocols.interface import IPushConnection, ResponseTimeout
 from sac.protocols.push import DEFAULT_LISTENER, ListenerSettings, PushListener, WrapperDatagrams
 from sac.services.acquisition import Accepted, Acquisition, PushRejected, StoreUnavailable
 from sac.services.ingest import IngestStore
 from sac.services.metrics import Metrics
+from sac.services.plan import due_now, run_plan
 from sac.services.session import MeterSession, SessionSettings, SessionStore, merge, requeue
 from sac.store.model import Command, Ingest
 
@@ -53,7 +60,7 @@ class State(Enum):
     CLAIMING = auto()  # commands wait for the meter: claiming them
     IDENTIFYING = auto()  # the Management counter: from the frame, else a Public association
     OPENING = auto()  # the Management association
-    RUNNING = auto()  # the claimed commands
+    RUNNING = auto()  # the claimed commands, then the read plan's items due
     ACKNOWLEDGED = auto()  # closed cleanly (FIN): the push is the meter's no more
     RESET = auto()  # aborted (RST): not acknowledged
     LEFT = auto()  # the connection ended under the session: nothing more to do
@@ -65,12 +72,13 @@ class _In(Enum):
     REFUSED = auto()  # the acquisition refused the push, or the store is down
     SPOOLED = auto()
     STORED = auto()  # and no commands (or none claimed, or no meter left to run them)
-    COMMANDS_WAITING = auto()
-    CLAIMED = auto()
+    SESSION_DUE = auto()  # commands wait for the meter, or its read plan has items due
+    CLAIMED = auto()  # (none, when only the plan is due)
     IDENTIFIED = auto()
     OTHER_LDN = auto()
     OPENED = auto()
-    RAN = auto()
+    RAN = auto()  # the commands (and the plan) ran
+    READ = auto()  # the plan alone ran, whatever became of it: the push stays acknowledged
     FAILED = auto()
 
 
@@ -82,16 +90,18 @@ _TRANSITIONS: dict[tuple[State, _In], State] = {
     (S.STORING, E.ENDED): S.LEFT,
     (S.STORING, E.SPOOLED): S.ACKNOWLEDGED,
     (S.STORING, E.STORED): S.ACKNOWLEDGED,
-    (S.STORING, E.COMMANDS_WAITING): S.CLAIMING,
+    (S.STORING, E.SESSION_DUE): S.CLAIMING,
     (S.CLAIMING, E.STORED): S.ACKNOWLEDGED,
     (S.CLAIMING, E.CLAIMED): S.IDENTIFYING,
     (S.IDENTIFYING, E.IDENTIFIED): S.OPENING,
     (S.IDENTIFYING, E.OTHER_LDN): S.RESET,
     (S.OPENING, E.OPENED): S.RUNNING,
     (S.RUNNING, E.RAN): S.ACKNOWLEDGED,
+    (S.RUNNING, E.READ): S.ACKNOWLEDGED,
 }
 for _state in (S.IDENTIFYING, S.OPENING, S.RUNNING):
     _TRANSITIONS[(_state, E.FAILED)] = S.RESET
+    _TRANSITIONS[(_state, E.READ)] = S.ACKNOWLEDGED
 del S, E, _state
 
 
@@ -131,9 +141,17 @@ class PushSession:
         accepted = await self._push(first)
         if accepted is None:
             return
-        claimed = await self._claim(accepted)
-        if claimed:
-            await self._commands(accepted, claimed)
+        due = self._due(accepted)
+        if not (accepted.commands_waiting or due) or self.conn.gone:
+            self._end(_In.STORED, "stored")
+            return
+        self._go(_In.SESSION_DUE)
+        claimed = await self._claim(accepted) if accepted.commands_waiting else []
+        if claimed or due:
+            self._go(_In.CLAIMED)
+            await self._session(accepted, claimed, due)
+        else:
+            self._end(_In.STORED, "stored")
 
     async def _push(self, first: WrapperPdu) -> Accepted | None:
         """Store the push; the Accepted when commands may wait for its meter, else the end."""
@@ -156,27 +174,25 @@ class PushSession:
             self._end(_In.SPOOLED, "spooled")
             return None
         conn.ldn = accepted.meter.ldn
-        # no commands waiting (the store said so in the push's transaction), or no meter left
-        if not accepted.commands_waiting or conn.gone:
-            self._end(_In.STORED, "stored")
-            return None
-        self._go(_In.COMMANDS_WAITING)
         return accepted
+
+    def _due(self, accepted: Accepted) -> list[PlanItem]:
+        """The items of the meter's read plan due now (none when the plan is off)."""
+        if not self.f.session.read_plan or accepted.profile is None:
+            return []
+        return due_now(accepted.profile, accepted.marks, self.f.now(), accepted.carried)
 
     async def _claim(self, accepted: Accepted) -> list[Command]:
         assert accepted.meter is not None
         try:
-            claimed = await self.f.store.commands.claim(accepted.meter.ldn, by=self.f.session.name)
+            return await self.f.store.commands.claim(accepted.meter.ldn, by=self.f.session.name)
         except SacError as exc:
             self.log.warn("meter {ldn}: commands not claimed: {e}", ldn=self.conn.ldn, e=exc)
-            claimed = []
-        if not claimed:
-            self._end(_In.STORED, "stored")
             return []
-        self._go(_In.CLAIMED)
-        return claimed
 
-    async def _commands(self, accepted: Accepted, claimed: list[Command]) -> None:
+    async def _session(
+        self, accepted: Accepted, claimed: list[Command], due: list[PlanItem]
+    ) -> None:
         assert accepted.meter is not None and accepted.profile is not None
         conn, f = self.conn, self.f
         budget = min(float(accepted.profile.session_budget), f.settings.session_timeout)
@@ -195,17 +211,26 @@ class PushSession:
         try:
             if not await self._management(session, accepted, claimed):
                 return
-            batches.append(await session.run_commands(claimed, deadline, f.reactor))
+            if claimed:
+                batches.append(await session.run_commands(claimed, deadline, f.reactor))
+            marks = accepted.marks
+            batches.append(
+                await run_plan(session, due, marks, deadline, f.reactor, accepted.carried)
+            )
             await session.close()
         except SacError as exc:
             await session.abandon()
             await self._requeue(claimed, str(exc))
             await self._store(merge(batches))
+            if not claimed:  # the push is stored: acknowledged, the rest of the plan stays due
+                self.log.warn("meter {ldn}: read plan stopped: {e}", ldn=conn.ldn, e=exc)
+                self._end(_In.READ, "stored")
+                return
             timeout = isinstance(exc, ResponseTimeout)
             self._end(_In.FAILED, "response-timeout" if timeout else "session-failed", str(exc))
             return
         await self._store(merge(batches))
-        self._end(_In.RAN, "commands")
+        self._end(_In.RAN if claimed else _In.READ, "commands" if claimed else "read")
 
     async def _management(
         self, session: MeterSession, accepted: Accepted, claimed: list[Command]
@@ -232,7 +257,7 @@ class PushSession:
         self.log.info("meter {ldn}: a second push in one session is ignored", ldn=self.conn.ldn)
 
     async def _store(self, batch: Ingest) -> None:
-        if not (batch.readings or batch.events or batch.statuses):
+        if not (batch.readings or batch.events or batch.statuses or batch.plan_marks):
             return
         try:
             await self.f.store.readings.ingest(batch)

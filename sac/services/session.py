@@ -39,6 +39,7 @@ from sac.errors import CodecError, CommandStateError, ProtocolError, RemoteProto
 from sac.profiles import CosemRef, IMeterProfile
 from sac.protocols.interface import AccessError, ILink, LinkClosed, ResponseTimeout
 from sac.services import commands as cmd
+from sac.services.ingest import merge
 from sac.services.readings import (
     Capture,
     meter_time,
@@ -53,7 +54,7 @@ if TYPE_CHECKING:
     from sac.store.counters import ICounters
     from sac.store.keys import IKeys
 
-__all__ = ["SAC_SYSTEM_TITLE", "MeterSession", "SessionSettings", "SessionStore"]
+__all__ = ["SAC_SYSTEM_TITLE", "MeterSession", "SessionSettings", "SessionStore", "merge"]
 
 SAC_SYSTEM_TITLE = b"SACSACSA"  # docs/uni-ts-11291.md §3 (configurable)
 SERVICE_ERROR_INVOCATION_COUNTER = 6
@@ -92,7 +93,8 @@ class SessionStore(cmd.CommandStore, Protocol):
 class SessionSettings:
     system_title: bytes = SAC_SYSTEM_TITLE
     counter_block: int = 64  # counters reserved at a time
-    poll_days: int = 7  # how far back a poll reads the daily profile and the logbooks
+    poll_days: int = 7  # how far back a first read of the daily profile or a logbook goes
+    read_plan: bool = True  # push sessions read what the profile's read plan has due
     max_receive_pdu: int = 0xFFFF
     name: str = "sac"  # this process, in the command log
     # how far above the proven counter an unauthenticated hint may move ours
@@ -130,12 +132,13 @@ class MeterSession:
         self._proven = 0  # the highest of our counters the meter proved it accepted
         self._accepted = -1  # ... of this session's, by an authenticated answer
         self._hinted = False  # an unauthenticated counter hint was followed
-        self._scalers: dict[Obis, tuple[int, int]] = {}
+        self.scalers: dict[Obis, tuple[int, int]] = {}  # (scaler, unit) read this session
         self.requests = 0
         # what the session read beyond the frame (quantities of the profile's objects) and
         # what it could not read, each with why: the connection's record
         self.read: list[str] = []
         self.skipped: list[str] = []
+        self.broken: SacError | None = None  # why the link can take no more requests
 
     @property
     def ldn(self) -> str:
@@ -348,13 +351,13 @@ class MeterSession:
         """A register's scaler_unit (attribute 3), read once a session."""
         if ref.class_id not in (3, 4):
             return None
-        if ref.obis not in self._scalers:
+        if ref.obis not in self.scalers:
             value = await self.get(ref.at(3))
             try:
-                self._scalers[ref.obis] = (int(value[0]), int(value[1]))
+                self.scalers[ref.obis] = (int(value[0]), int(value[1]))
             except (TypeError, ValueError, IndexError):
                 raise RemoteProtocolError(f"scaler_unit of {ref.obis}: {value!r}") from None
-        return self._scalers[ref.obis]
+        return self.scalers[ref.obis]
 
     def reading(
         self,
@@ -364,7 +367,7 @@ class MeterSession:
         scaler_unit: tuple[int, int] | None = None,
     ) -> Reading:
         if scaler_unit is None and ref.attribute == 2:
-            scaler_unit = self._scalers.get(ref.obis)
+            scaler_unit = self.scalers.get(ref.obis)
         return reading_of(
             self.ldn,
             ref,
@@ -393,7 +396,7 @@ class MeterSession:
                 self.ldn,
                 columns,
                 rows,
-                scalers=self._scalers,
+                scalers=self.scalers,
                 inverted_deviation=inverted,
                 received=self.now(),
                 source=self.source,
@@ -411,31 +414,22 @@ class MeterSession:
         return Ingest(events=events)
 
     async def poll(self) -> Ingest:
-        """Everything the list and the detail page show: the meter's clock, LDN, PDR, the
-        volumes, diagnostic, battery, valve; the daily profile and the logbooks of the last
-        days.
+        """Everything the list shows: the meter's clock, LDN, PDR, the volumes, diagnostic,
+        battery, valve (the profile and the logbooks are the read plan's: sac.services.plan).
 
         Each object is read on its own: one the meter refuses (object-undefined...), or
         whose value does not decode, is left out -- ``skipped`` says which and why -- and
         the poll goes on.  When the link itself breaks, or the meter answers unciphered
         (a key it does not share, or a forgery), what was read before is returned all the
         same and ``broken`` says why."""
-        self.broken: SacError | None = None
         readings: list[Reading] = []
         values: dict[str, Any] = {}
-        at = await self._part("clock", self._read_clock(readings))
+        at = await self.attempt("clock", self._read_clock(readings))
         for name, ref in self._list_objects():
-            await self._part(name, self._read_value(name, ref, at, readings, values))
+            await self.attempt(name, self._read_value(name, ref, at, readings, values))
         status = self._polled_status(readings, values, at)
         # the meter's status (its last connection) once anything was read from it
-        parts = [Ingest(readings=readings, statuses=[status] if readings else [])]
-        end = self.now()
-        start = end - dt.timedelta(days=self.settings.poll_days)
-        for quantity in ("daily_profile", "event_logbook", "metrological_logbook"):
-            part = await self._part(quantity, self.read_profile(quantity, start, end))
-            if part is not None:
-                parts.append(part)
-        return merge(parts)
+        return Ingest(readings=readings, statuses=[status] if readings else [])
 
     async def _read_clock(self, readings: list[Reading]) -> dt.datetime | None:
         """The meter's clock, a reading; the time the values read after it are captured at."""
@@ -474,12 +468,12 @@ class MeterSession:
         index_obis = self.profile.objects["converted_volume_index"].obis
         battery = self.profile.objects["battery_autonomy"]
         index = next((r for r in readings if r.obis == index_obis and r.attribute == 2), None)
-        battery_unit = self._scalers.get(battery.obis, (0, int(self.profile.battery_unit)))[1]
+        battery_unit = self.scalers.get(battery.obis, (0, int(self.profile.battery_unit)))[1]
         return status_of(
             self.ldn, values, connected=self.now(), at=at, index=index, battery_unit=battery_unit
         )
 
-    async def _part(self, what: str, read: Any) -> Any:
+    async def attempt(self, what: str, read: Any) -> Any:
         """Await one part of a poll (a coroutine): its result, or None when the meter refused
         it, sent what does not decode, or the link broke (recorded in ``skipped`` /
         ``broken``; after a break the rest is not tried)."""
@@ -571,12 +565,3 @@ async def requeue(
             pass  # done or failed in this session before it broke
         except SacError as exc:
             MeterSession.log.warn("command {id}: not requeued: {e}", id=command.id, e=exc)
-
-
-def merge(parts: list[Ingest]) -> Ingest:
-    return Ingest(
-        readings=[r for p in parts for r in p.readings],
-        events=[e for p in parts for e in p.events],
-        statuses=[s for p in parts for s in p.statuses],
-        counters=[c for p in parts for c in p.counters],
-    )

@@ -331,17 +331,8 @@ class Spool:
                 batch = await self._db_call(thd_read, self._cursor)
                 if not batch:
                     break
-                for seq, data in batch:
-                    if (limit is not None and consumed >= limit) or self._state != "open":
-                        break
-                    await handler(data)
-                    self._cursor = seq
-                    self._depth -= 1
-                    self._bytes_held -= OVERHEAD + len(data)
-                    self._unsaved += 1
-                    consumed += 1
-                    if self._unsaved >= ACK_EVERY:
-                        await self._forget()
+                room = None if limit is None else limit - consumed
+                consumed += await self._hand_over(batch, handler, room)
         except BaseException:
             await self._forget_quietly()
             raise
@@ -351,6 +342,29 @@ class Spool:
             self._replaying = False
             self._wake()
         return consumed
+
+    async def _hand_over(
+        self,
+        batch: list[tuple[int, bytes]],
+        handler: Callable[[bytes], Awaitable[Any]],
+        room: int | None,
+    ) -> int:
+        """Hand ``batch``'s records to ``handler`` in turn, at most ``room`` of them (None: no
+        limit) and while the spool is open, each marked handled once its handler succeeded
+        (forgotten on disk every ACK_EVERY records); how many were handled."""
+        handled = 0
+        for seq, data in batch:
+            if (room is not None and handled >= room) or self._state != "open":
+                break
+            await handler(data)
+            self._cursor = seq
+            self._depth -= 1
+            self._bytes_held -= OVERHEAD + len(data)
+            self._unsaved += 1
+            handled += 1
+            if self._unsaved >= ACK_EVERY:
+                await self._forget()
+        return handled
 
     async def _forget(self) -> None:
         if self._unsaved:

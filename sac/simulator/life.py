@@ -97,6 +97,7 @@ class MeterLife:
         "metro_counter",
         "metro_events",
         "open_at",
+        "param_events",
         "profile",
         "rng",
         "schedule",
@@ -133,6 +134,8 @@ class MeterLife:
         self.metro_counter = 0
         self.events: deque[tuple[int, int, int, int]] = deque(maxlen=LOG_SIZE)
         self.metro_events: deque[tuple[int, int, int, int, int]] = deque(maxlen=LOG_SIZE)
+        # the parameter monitor logbook: (time, metrological counter, code) of each change
+        self.param_events: deque[tuple[int, int, int]] = deque(maxlen=LOG_SIZE)
         self.daily: deque[tuple[int, int, int, int]] = deque(maxlen=PROFILE_DAYS)
         self.schedule = _Schedule()
         self.clock_offset = 0.0  # the meter's clock minus the fleet's (a SET of the clock)
@@ -224,6 +227,12 @@ class MeterLife:
     def _event(self, t: float, code: int) -> None:
         self.event_counter = (self.event_counter + 1) & 0xFFFF
         self.events.append((int(t), self.event_counter, code, self.daily_diagnostic))
+
+    def param_event(self, t: float, code: int) -> None:
+        """A parameter changed (a SET): in the event logbook and the parameter logbook."""
+        self._event(t, code)
+        self.metro_counter = (self.metro_counter + 1) & 0xFFFF
+        self.param_events.append((int(t), self.metro_counter, code))
 
     def _metro_event(self, t: float, code: int) -> None:
         self.metro_counter = (self.metro_counter + 1) & 0xFFFF

@@ -282,7 +282,7 @@ class SimulatedMeter(MeterLife):
             return Structure((OctetString(bytes(scripts)), LongUnsigned(script)))
         if q == "valve_script_table" and a == 2:
             return Array(Structure((LongUnsigned(n), Array())) for n in VALVE_SCRIPTS.values())
-        if q in ("daily_profile", "event_logbook", "metrological_logbook"):
+        if q in ("daily_profile", "event_logbook", "metrological_logbook", "parameter_logbook"):
             return self._profile(q, a, access)
         template = compact_template(ln)
         if template in self.objects.templates:
@@ -313,6 +313,11 @@ class SimulatedMeter(MeterLife):
                     (DoubleLongUnsigned(u), LongUnsigned(n), LongUnsigned(c), LongUnsigned(d))
                 )
                 for u, n, c, d in self.events
+            ]
+        if quantity == "parameter_logbook":
+            return [
+                Structure((DoubleLongUnsigned(u), LongUnsigned(n), LongUnsigned(c)))
+                for u, n, c in self.param_events
             ]
         return [
             Structure(
@@ -361,7 +366,7 @@ class SimulatedMeter(MeterLife):
                 if len(text) > 14:
                     return DataAccessResult.TYPE_UNMATCHED
                 self.pdr = text
-                self._event(self.now(), EV_PDR_CHANGED)
+                self.param_event(self.now(), EV_PDR_CHANGED)
                 return DataAccessResult.SUCCESS
             if q == "clock" and a == 2:
                 inverted = self.profile.inverted_deviation

@@ -24,7 +24,7 @@ SIMULATED = (
     "battery_autonomy", "valve", "valve_script_table", "valve_schedule", "clock", "unix_time",
     "frame_counter_management", "frame_counter_management_offline",
     "metrological_event_counter", "event_counter", "daily_profile", "event_logbook",
-    "metrological_logbook", "session_timeouts",
+    "metrological_logbook", "parameter_logbook", "session_timeouts",
 )  # fmt: skip
 # what the Public client may read (docs/uni-ts-11291.md §1.3, §5: identity, counter)
 PUBLIC = (
@@ -51,6 +51,9 @@ COLUMNS = {
         "converted_volume_index",
         "daily_diagnostic",
     ),
+    # (docs/uni-ts-11291.md §1.5 gives the counter and the IC 65 parameter monitor; the
+    # simulator logs the change's event code in its place, which the SAC reads as an event)
+    "parameter_logbook": ("unix_time", "metrological_event_counter", "metrological_event_code"),
 }
 
 

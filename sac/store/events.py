@@ -40,13 +40,13 @@ EVENT_COLUMNS = (
     " e.category, e.id, e.acknowledged, e.acknowledged_by, e.note"
 )
 
-# an alarm no operator acknowledged yet (the condition of the partial indexes of 0009)
+# an alarm no operator acknowledged yet (the condition of the partial indexes of 0010_alarms)
 OPEN = "e.severity = 'alarm' AND e.acknowledged IS NULL"
 
 
 def event_row(row: Sequence[Any]) -> Event:
     """An event of the :data:`EVENT_COLUMNS`; one stored before classes were kept (NULL)
-    is classed now, by the UNI/TS table (and is no alarm to acknowledge: see 0009)."""
+    is classed now, by the UNI/TS table (and is no alarm to acknowledge: see 0010_alarms)."""
     ldn, logbook, code, occurred, received, source, counter, severity, category = row[:9]
     event_id, acknowledged, by, note = row[9:13]
     ack = Acknowledgement(by, stamp(acknowledged), note) if acknowledged is not None else None

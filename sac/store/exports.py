@@ -18,20 +18,23 @@ from typing import Any
 
 from zope.interface import Interface, implementer
 
+from sac import gasday
 from sac.dlms import Obis
 from sac.errors import BadCursor, InvalidRequest
 from sac.store.events import EVENT_COLUMNS, event_row
-from sac.store.model import EventPage, ReadingPage
+from sac.store.model import EventPage, MonthStartIndex, MonthStartPage, ReadingPage
 from sac.store.rows import READING_VALUES, reading_row
 from sac.store.sql import Component, Query, Transaction, id_of, stamp
 
 __all__ = [
     "MAX_PAGE",
+    "MAX_PDRS",
     "ExportsComponent",
     "IExports",
     "decode_cursor",
     "encode_cursor",
     "events_page",
+    "month_start_page",
     "readings_page",
 ]
 
@@ -115,7 +118,7 @@ def readings_page(
         )
         params += _reading_after(cursor, fingerprint)
     rows = yield Query(
-        f"SELECT r.id, r.meter_id, m.ldn, r.obis, r.attribute, {READING_VALUES}"
+        f"SELECT r.id, r.meter_id, m.ldn, r.obis, r.attribute, {READING_VALUES}, m.pdr"
         " FROM readings r JOIN meters m ON m.id = r.meter_id"
         f" WHERE {' AND '.join(where)} ORDER BY r.meter_id, r.captured, r.id LIMIT ?",
         [*params, limit + 1],
@@ -165,13 +168,13 @@ def _reading_page(rows: Sequence[Any], fingerprint: str | None) -> ReadingPage:
     """The page of ``rows``; with ``fingerprint`` (more rows follow), the cursor that
     resumes after the last."""
     objects = {text: Obis(text) for text in {row[3] for row in rows}}  # once each
-    readings = tuple(reading_row(row[2], objects[row[3]], row[4], row[5:]) for row in rows)
+    readings = tuple(reading_row(row[2], objects[row[3]], row[4], row[5:12]) for row in rows)
+    pdrs = {row[2]: row[12] for row in rows}
     if fingerprint is None:
-        return ReadingPage(readings, None)
+        return ReadingPage(readings, None, pdrs)
     last = rows[-1]
-    return ReadingPage(
-        readings, encode_cursor("r", fingerprint, last[1], stamp(last[9]).isoformat(), last[0])
-    )
+    cursor = encode_cursor("r", fingerprint, last[1], stamp(last[9]).isoformat(), last[0])
+    return ReadingPage(readings, cursor, pdrs)
 
 
 def _reading_after(cursor: str, fingerprint: str) -> list[Any]:
@@ -226,6 +229,65 @@ def events_page(
     return EventPage(events, next_cursor)
 
 
+MAX_PDRS = 1000  # PDRs a month-start export may name
+
+
+def month_start_page(
+    year: int,
+    month: int,
+    *,
+    obis: Obis,
+    by_profile: Mapping[str, Obis] | None = None,
+    pdrs: Sequence[str] | None = None,
+    cursor: str | None = None,
+    limit: int = 1000,
+) -> Transaction[MonthStartPage]:
+    """For billing, each meter (of these ``pdrs``, else every one) with the index that
+    closes the gas month before ``year``-``month`` starts (:func:`sac.gasday.month_start`):
+    the last ``obis`` reading captured at or before the month's start, no earlier than the
+    start of the gas day that ends there (23, 24 or 25 hours: the tolerance, so that a
+    meter silent for days gives no index rather than an old one).  A meter with none is
+    listed without one.  By meter, resumable from the page's cursor; ``by_profile`` as for
+    :func:`readings_page`."""
+    if not 1 <= limit <= MAX_PAGE:
+        raise InvalidRequest(f"a page holds 1 to {MAX_PAGE} rows")
+    if pdrs is not None and len(pdrs) > MAX_PDRS:
+        raise InvalidRequest(f"name at most {MAX_PDRS} PDRs a request")
+    if not 1970 <= year <= 9998 or not 1 <= month <= 12:
+        raise InvalidRequest(f"{year}-{month} is not a month of 1970 to 9998")
+    first = dt.date(year, month, 1)
+    at = gasday.month_start(year, month)
+    since = gasday.bounds(first - dt.timedelta(days=1))[0]
+    odd = _odd_objects(obis, by_profile)
+    fingerprint = _fingerprint("m", year, month, obis, *(p for o in odd for p in o), pdrs)
+    which = f"CASE m.profile {' '.join(['WHEN ? THEN ?'] * len(odd))} ELSE ? END" if odd else "?"
+    params: list[Any] = [*(str(p) for pair in odd for p in pair), str(obis), since, at]
+    where = ["1 = 1"]
+    if pdrs is not None:
+        where.append(f"m.pdr IN ({', '.join('?' * len(pdrs))})" if pdrs else "1 = 0")
+        params += list(pdrs)
+    if cursor is not None:
+        where.append("m.id > ?")
+        params.append(_row_id(decode_cursor(cursor, "m", fingerprint, 1)[0]))
+    rows = yield Query(
+        f"SELECT m.id, m.ldn, m.pdr, r.obis, r.attribute, {READING_VALUES} FROM meters m"
+        " LEFT JOIN readings r ON r.id = (SELECT x.id FROM readings x WHERE x.meter_id = m.id"
+        f" AND x.obis = {which} AND x.attribute = 2 AND x.captured > ? AND x.captured <= ?"
+        f" ORDER BY x.captured DESC LIMIT 1) WHERE {' AND '.join(where)} ORDER BY m.id LIMIT ?",
+        [*params, limit + 1],
+    )
+    found = tuple(
+        MonthStartIndex(
+            row[1],
+            row[2],
+            reading_row(row[1], Obis(row[3]), row[4], row[5:]) if row[3] is not None else None,
+        )
+        for row in rows[:limit]
+    )
+    more = encode_cursor("m", fingerprint, rows[limit - 1][0]) if len(rows) > limit else None
+    return MonthStartPage(found, more)
+
+
 class IExports(Interface):
     async def readings(
         start: dt.datetime,
@@ -251,6 +313,20 @@ class IExports(Interface):
         limit: int = 1000,
     ) -> EventPage:
         """Events that occurred in [start, end), in time order, resumable from a cursor."""
+
+    async def month_start(
+        year: int,
+        month: int,
+        *,
+        obis: Obis,
+        by_profile: Mapping[str, Obis] | None = None,
+        pdrs: Sequence[str] | None = None,
+        cursor: str | None = None,
+        limit: int = 1000,
+    ) -> MonthStartPage:
+        """Each meter (of ``pdrs``, else all) with the index that closes the gas month
+        before ``year``-``month`` (None: none captured in the gas day ending at its start),
+        by meter, resumable from the page's cursor (:func:`month_start_page`)."""
 
 
 @implementer(IExports)
@@ -289,3 +365,19 @@ class ExportsComponent(Component):
         limit: int = 1000,
     ) -> EventPage:
         return await self.db.run(events_page(start, end, ldn=ldn, cursor=cursor, limit=limit))
+
+    async def month_start(
+        self,
+        year: int,
+        month: int,
+        *,
+        obis: Obis,
+        by_profile: Mapping[str, Obis] | None = None,
+        pdrs: Sequence[str] | None = None,
+        cursor: str | None = None,
+        limit: int = 1000,
+    ) -> MonthStartPage:
+        page = month_start_page(
+            year, month, obis=obis, by_profile=by_profile, pdrs=pdrs, cursor=cursor, limit=limit
+        )
+        return await self.db.run(page)

@@ -15,7 +15,7 @@ from sac.store.sql import Query, Transaction
 __all__ = ["connections_since", "count_meters", "list_meters"]
 
 # a meter with an open alarm, or whose diagnostic is not zero (its own alarm state): the
-# predicate of the partial index meters_alarmed_ldn (0009), written as it is there so that
+# predicate of the partial index meters_alarmed_ldn (0010_alarms), written as it is there so that
 # SQLite's planner, which matches the terms, takes it as PostgreSQL's does
 ALARMED = "(open_alarms > 0 OR (diagnostic IS NOT NULL AND diagnostic <> 0))"
 

@@ -29,8 +29,11 @@ __all__ = [
     "MeterQuery",
     "MeterState",
     "MeterStatus",
+    "MonthStartIndex",
+    "MonthStartPage",
     "NewMeter",
     "PeerCounter",
+    "PlanMark",
     "PollJob",
     "Reading",
     "Role",
@@ -328,6 +331,18 @@ class PeerCounter:
 
 
 @dataclass(frozen=True, slots=True)
+class PlanMark:
+    """Where a meter stands on one item of its read plan (sac.profiles.readplan): when it was
+    last read, the counter it watches as it was then, the newest entry held (a profile's)."""
+
+    ldn: str
+    quantity: str
+    read_at: dt.datetime
+    counter: int | None = None
+    newest: dt.datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Ingest:
     """What one session (or a batch of them) brings: stored in one transaction.
 
@@ -340,6 +355,8 @@ class Ingest:
     events: Sequence[Event] = ()
     statuses: Sequence[MeterStatus] = ()
     counters: Sequence[PeerCounter] = ()
+    # the read plan's items read (with what they read, in the same transaction)
+    plan_marks: Sequence[PlanMark] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -347,6 +364,8 @@ class IngestResult:
     readings: int  # new readings stored (a reading already held is not stored twice)
     events: int  # new events stored
     pending: frozenset[str] = frozenset()  # LDNs of the pushing meters with commands waiting
+    # the pushing meters' read-plan marks, by LDN (their sessions decide what is due)
+    plans: Mapping[str, tuple[PlanMark, ...]] = field(default_factory=dict)
     # new alarm events stored, by category (an event already held is not counted again)
     alarms: Mapping[str, int] = field(default_factory=dict)
 
@@ -451,6 +470,25 @@ class ReadingPage:
     meanwhile in what is already exported do not shift it."""
 
     readings: tuple[Reading, ...]
+    cursor: str | None
+    pdrs: Mapping[str, str | None] = field(default_factory=dict)  # each LDN's PDR
+
+
+@dataclass(frozen=True, slots=True)
+class MonthStartIndex:
+    """A meter's index at a gas month's start, for billing: the last index reading captured
+    in the gas day that ends at the month's start (None: the meter gave none then)."""
+
+    ldn: str
+    pdr: str | None
+    reading: Reading | None
+
+
+@dataclass(frozen=True, slots=True)
+class MonthStartPage:
+    """A page of a month-start export, by meter; ``cursor`` continues it (None: the last)."""
+
+    rows: tuple[MonthStartIndex, ...]
     cursor: str | None
 
 

@@ -14,7 +14,16 @@ from sac.dlms import Obis
 from sac.errors import InvalidRequest, UnknownMeter
 from sac.store.counters import accept_counters
 from sac.store.events import classify
-from sac.store.model import Event, Ingest, IngestResult, MeterStatus, Reading, ReadingBuckets
+from sac.store.model import (
+    Event,
+    Ingest,
+    IngestResult,
+    MeterStatus,
+    PlanMark,
+    Reading,
+    ReadingBuckets,
+)
+from sac.store.plans import marks_of, meter_marks, write_marks
 from sac.store.rows import READING_VALUES, reading_row
 from sac.store.sql import Component, InsertRows, Query, Transaction, UpdateRows, id_of, ids_of
 
@@ -78,13 +87,17 @@ def ingest(batch: Ingest, ids: dict[str, int]) -> Transaction[IngestResult]:
     )
     events, alarms = yield from _insert_events(batch.events, ids)
     yield from _update_statuses(batch.statuses, ids, alarms)
+    yield from write_marks(batch.plan_marks, ids)
     pending: list[str] = []
-    if batch.counters:  # pushes: which of these meters have commands waiting?
-        pending = yield from _pending({ids[c.ldn] for c in batch.counters})
+    plans: dict[str, tuple[PlanMark, ...]] = {}
+    if batch.counters:  # pushes: which of these meters have commands waiting, where are
+        pushed = {ids[c.ldn] for c in batch.counters}  # they on their read plans?
+        pending = yield from _pending(pushed)
+        plans = yield from marks_of(pushed)
     by_category: dict[str, int] = {}
     for _, category in alarms:
         by_category[category] = by_category.get(category, 0) + 1
-    return IngestResult(readings, events, frozenset(pending), by_category)
+    return IngestResult(readings, events, frozenset(pending), alarms=by_category, plans=plans)
 
 
 def _insert_events(
@@ -124,6 +137,7 @@ def _learn_ids(batch: Ingest, ids: dict[str, int]) -> Transaction[None]:
     is not in the store."""
     ldns = {r.ldn for r in batch.readings} | {e.ldn for e in batch.events}
     ldns |= {s.ldn for s in batch.statuses} | {c.ldn for c in batch.counters}
+    ldns |= {m.ldn for m in batch.plan_marks}
     unknown = ldns - ids.keys()
     if unknown:
         found = yield from ids_of(unknown)
@@ -299,6 +313,46 @@ def readings_between(
     return [reading_row(ldn, obis, attribute, row) for row in reversed(rows)]
 
 
+def _differs(column: str) -> str:
+    """SQL true where ``column`` differs from the reading before (a NULL on one side only
+    differs; both NULL does not), the same on both backends."""
+    return f"({column} <> before_{column} OR ({column} IS NULL) <> (before_{column} IS NULL))"
+
+
+def reading_changes(
+    ldn: str,
+    obis: Obis,
+    attribute: int,
+    start: dt.datetime | None,
+    end: dt.datetime | None,
+    limit: int,
+) -> Transaction[list[Reading]]:
+    """The readings of one attribute of one meter captured in [start, end) whose value
+    differs from the one captured before it (the first of the range always counts), oldest
+    first; the newest ``limit`` when there are more: a value's history as a table of
+    changes (a PDR, a diagnostic, a valve state), whatever the number of readings that
+    repeated it."""
+    if limit < 1:
+        raise InvalidRequest("ask for at least one reading")
+    meter_id = yield from id_of(ldn)
+    where = ["meter_id = ?", "obis = ?", "attribute = ?", "captured IS NOT NULL"]
+    params: list[Any] = [meter_id, str(obis), attribute]
+    for bound, sign in ((start, ">="), (end, "<")):
+        if bound is not None:
+            where.append(f"captured {sign} ?")
+            params.append(bound)
+    rows = yield Query(
+        f"SELECT {READING_VALUES} FROM readings r WHERE r.id IN (SELECT id FROM ("
+        "SELECT id, value, raw, row_number() OVER w AS k,"
+        " lag(value) OVER w AS before_value, lag(raw) OVER w AS before_raw"
+        f" FROM readings WHERE {' AND '.join(where)} WINDOW w AS (ORDER BY captured, id)) c"
+        f" WHERE c.k = 1 OR {_differs('value')} OR {_differs('raw')})"
+        " ORDER BY r.captured DESC, r.id DESC LIMIT ?",
+        [*params, limit],
+    )
+    return [reading_row(ldn, obis, attribute, row) for row in reversed(rows)]
+
+
 def reading_buckets(
     ldn: str,
     obis: Obis,
@@ -307,21 +361,34 @@ def reading_buckets(
     end: dt.datetime,
     width: int,
     zone: dt.tzinfo = dt.UTC,
+    day_start: dt.timedelta = dt.timedelta(),
+    closing: bool = False,
 ) -> Transaction[ReadingBuckets]:
     """One attribute of one meter captured in [start, end), cut into buckets of ``width``
     seconds that start at midnight in ``zone`` (so a day's bucket is that zone's calendar
-    day, on either side of a daylight-saving change): the last reading of each, found by
-    the database, so a year of hourly readings costs a few hundred rows, not 8,760."""
+    day, on either side of a daylight-saving change), or ``day_start`` after it (06:00:
+    the gas day): the last reading of each, found by the database, so a year of hourly
+    readings costs a few hundred rows, not 8,760.
+
+    ``closing``: a bucket is ``(from, to]`` rather than ``[from, to)``: a reading captured at
+    a bucket's start closes the bucket before (a meter's daily capture at 06:00 closes the
+    gas day that ends then, :func:`sac.gasday.closing_day`).  Times count in whole seconds
+    there: a capture a fraction of a second after a start still closes the bucket before."""
     if width < 1:
         raise InvalidRequest("a bucket lasts at least one second")
     if end <= start:
         raise InvalidRequest("the range ends before it starts")
+    if not dt.timedelta() <= day_start < dt.timedelta(seconds=width):
+        raise InvalidRequest("a bucket starts within its own width of midnight")
     meter_id = yield from id_of(ldn)
     # seconds to add to a UTC time to get the zone's wall-clock time, for each stretch of
     # the range with one offset (the CASE picks it per reading)
     shifts = utc_offsets(start, end, zone)
     whens = " ".join(f"WHEN captured < ? THEN {offset}" for _, offset in shifts[:-1])
     case = f"CASE {whens} ELSE {shifts[-1][1]} END" if whens else str(shifts[0][1])
+    # whole seconds from each bucket's start (a closing bucket: a second later, so that a
+    # reading at its start falls in the bucket before)
+    shift = int(day_start.total_seconds()) + (1 if closing else 0)
     where = (
         "meter_id = ? AND obis = ? AND attribute = ? AND captured >= ? AND captured < ?",
         [meter_id, str(obis), attribute, start, end],
@@ -329,8 +396,8 @@ def reading_buckets(
     # the window sorts narrow rows (ids), then the few chosen are read whole
     rows = yield Query(
         f"SELECT {READING_VALUES} FROM readings r WHERE r.id IN (SELECT id FROM ("
-        f"SELECT id, row_number() OVER (PARTITION BY (unixepoch(captured) + {case})"
-        f" / {int(width)} ORDER BY captured DESC, id DESC) AS k"
+        f"SELECT id, row_number() OVER (PARTITION BY (unixepoch(captured) + {case}"
+        f" - {shift}) / {int(width)} ORDER BY captured DESC, id DESC) AS k"
         f" FROM readings WHERE {where[0]}) b WHERE b.k = 1) ORDER BY r.captured",
         [*(since for since, _ in shifts[1:]), *where[1]],
     )
@@ -400,13 +467,32 @@ class IReadings(Interface):
         end: dt.datetime,
         width: int,
         zone: dt.tzinfo = dt.UTC,
+        day_start: dt.timedelta = dt.timedelta(),
+        closing: bool = False,
     ) -> ReadingBuckets:
         """[start, end) of one attribute of one meter cut into buckets of ``width`` seconds
-        from midnight in ``zone``: the last reading of each, and how many the range holds.
-        For charts: the database does the thinning.  UnknownMeter for an unknown LDN."""
+        from midnight in ``zone`` (or ``day_start`` after it; ``closing``: a reading at a
+        bucket's start belongs to the bucket before): the last reading of each, and how
+        many the range holds.  For charts and gas days: the database does the thinning.
+        UnknownMeter for an unknown LDN."""
+
+    async def changes(
+        ldn: str,
+        obis: Obis,
+        attribute: int = 2,
+        start: dt.datetime | None = None,
+        end: dt.datetime | None = None,
+        limit: int = 200,
+    ) -> list[Reading]:
+        """The readings of [start, end) whose value differs from the one before (the first
+        always counts), oldest first; the newest ``limit``.  UnknownMeter for an unknown
+        LDN."""
 
     async def count() -> int:
         """How many readings the store holds."""
+
+    async def plan_marks(ldn: str) -> tuple[PlanMark, ...]:
+        """Where a meter stands on its read plan (none for a meter never read)."""
 
 
 @implementer(IReadings)
@@ -419,7 +505,9 @@ class ReadingsComponent(Component):
         return (await self.ingest(Ingest(readings=readings))).readings
 
     async def ingest(self, batch: Ingest) -> IngestResult:
-        if not (batch.readings or batch.events or batch.statuses or batch.counters):
+        if not (
+            batch.readings or batch.events or batch.statuses or batch.counters or batch.plan_marks
+        ):
             return IngestResult(0, 0)
         if len(self.db.meter_ids) > _METER_ID_CACHE:
             self.db.meter_ids.clear()
@@ -454,9 +542,25 @@ class ReadingsComponent(Component):
         end: dt.datetime,
         width: int,
         zone: dt.tzinfo = dt.UTC,
+        day_start: dt.timedelta = dt.timedelta(),
+        closing: bool = False,
     ) -> ReadingBuckets:
-        change = reading_buckets(ldn, obis, attribute, start, end, width, zone)
+        change = reading_buckets(ldn, obis, attribute, start, end, width, zone, day_start, closing)
         return await self.db.run(change)
+
+    async def changes(
+        self,
+        ldn: str,
+        obis: Obis,
+        attribute: int = 2,
+        start: dt.datetime | None = None,
+        end: dt.datetime | None = None,
+        limit: int = 200,
+    ) -> list[Reading]:
+        return await self.db.run(reading_changes(ldn, obis, attribute, start, end, limit))
 
     async def count(self) -> int:
         return await self.db.run(count_readings())
+
+    async def plan_marks(self, ldn: str) -> tuple[PlanMark, ...]:
+        return await self.db.run(meter_marks(ldn))

@@ -36,7 +36,7 @@ from sac.store import (
     Role,
     UnknownMeter,
 )
-from sac.web import display
+from sac.web import api_history, display
 from sac.web.api_events import acknowledgement, alarm_query, events_answer, events_query
 from sac.web.api_input import (
     API,
@@ -497,6 +497,23 @@ class JsonApi:
             except BulkError as exc:
                 problems += self._bulk_problems(exc, positions)
         raise invalid(problems)
+
+    # --- history (sac.web.api_history) ------------------------------------------------------
+
+    @app.route("/meters/<ldn>/readings", methods=["GET"])
+    @api(Role.VIEWER)
+    async def api_object_readings(self, request: Any, token: ApiToken, ldn: str) -> bytes:
+        return await api_history.object_readings(self, request, ldn)
+
+    @app.route("/meters/<ldn>/daily", methods=["GET"])
+    @api(Role.VIEWER)
+    async def api_daily(self, request: Any, token: ApiToken, ldn: str) -> bytes:
+        return await api_history.daily(self, request, ldn)
+
+    @app.route("/exports/month-start", methods=["GET"])
+    @api(Role.VIEWER)
+    async def api_month_start(self, request: Any, token: ApiToken) -> bytes:
+        return await api_history.month_start(self, request)
 
     # --- events and alarms (sac.web.api_events) ------------------------------------------
 

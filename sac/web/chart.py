@@ -1,21 +1,22 @@
-"""Charts drawn on the server as SVG: the converted-volume index over time and the daily
-consumption derived from it.  No script, no library to load: the page shows the chart as
-soon as it arrives, prints, and works without network access to anything but the SAC.
+"""Charts drawn on the server as SVG: a number over time (the converted-volume index, the
+index under alarm, the battery's autonomy) and the consumption per gas day, gaps shown.  No
+script, no library to load: the page shows the chart as soon as it arrives, prints, and
+works without network access to anything but the SAC.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import itertools
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from html import escape
 
+from sac import gasday
 from sac.services.readings import ROME
 from sac.store.model import Reading
 
-__all__ = ["Point", "daily_consumption", "svg_bars", "svg_line"]
+__all__ = ["DayBar", "Point", "day_bars", "svg_bars", "svg_line"]
 
 WIDTH, HEIGHT = 720, 240
 LEFT, RIGHT, TOP, BOTTOM = 72, 16, 26, 36
@@ -38,26 +39,27 @@ def points(readings: Iterable[Reading]) -> list[Point]:
     ]
 
 
-def daily_consumption(points: Sequence[Point]) -> list[Point]:
-    """Consumption a gas day (local date), from index readings in time order: the last index
-    of a day minus the last of the day before that has one.  A day with no reading gets
-    nothing (its gas shows on the next day that has one); a negative difference (a meter
-    replaced, an index reset) is left out rather than shown as negative gas."""
-    last: dict[dt.date, Point] = {}
-    days: dict[int, dt.date] = {}  # UTC hour -> local date: one time-zone lookup an hour
-    for p in points:
-        hour = int(p.at.timestamp()) // 3600
-        day = days.get(hour)
-        if day is None:
-            day = days[hour] = p.at.astimezone(ROME).date()
-        last[day] = p
-    days = sorted(last)
-    out: list[Point] = []
-    for before, day in itertools.pairwise(days):
-        used = last[day].value - last[before].value
-        if used >= 0:
-            out.append(Point(dt.datetime.combine(day, dt.time(12), ROME), used))
-    return out
+@dataclass(frozen=True, slots=True)
+class DayBar:
+    """A gas day's bar: drawn at the day's middle; ``value`` None is a gap (no index at
+    one of its ends), drawn as such, never folded into the next day."""
+
+    day: dt.date
+    at: dt.datetime
+    value: float | None
+
+
+def day_bars(days: Iterable[gasday.DailyConsumption]) -> list[DayBar]:
+    """The bars of gas days (:func:`sac.gasday.daily_consumption`), from the first day that
+    has a consumption: the days before the first reading are no gap, they are before."""
+    bars: list[DayBar] = []
+    for d in days:
+        if d.volume is None and not bars:
+            continue
+        start, end = gasday.bounds(d.day)
+        value = None if d.volume is None else float(d.volume)
+        bars.append(DayBar(d.day, start + (end - start) / 2, value))
+    return bars
 
 
 def _scale(lo: float, hi: float) -> tuple[float, float, list[float]]:
@@ -99,10 +101,10 @@ def _frame(title: str, unit: str, body: list[str], y_ticks: list[str], x_ticks: 
 
 
 def _axes(
-    points: Sequence[Point], lo: float, hi: float
+    times: Sequence[dt.datetime], lo: float, hi: float
 ) -> tuple[list[str], list[str], float, float, object, object]:
-    t0 = min(p.at for p in points).timestamp()
-    t1 = max(p.at for p in points).timestamp()
+    t0 = min(times).timestamp()
+    t1 = max(times).timestamp()
     if t1 <= t0:
         t0, t1 = t0 - 43200, t1 + 43200
     ylo, yhi, ticks = _scale(lo, hi)
@@ -166,7 +168,7 @@ def svg_line(points: Sequence[Point], title: str, unit: str) -> str:
         return ""
     points = thin(points)
     values = [p.value for p in points]
-    y_ticks, x_ticks, _w, _h, x, y = _axes(points, min(values), max(values))
+    y_ticks, x_ticks, _w, _h, x, y = _axes([p.at for p in points], min(values), max(values))
     path = " ".join(f"{x(p.at):.1f},{y(p.value):.1f}" for p in points)  # type: ignore[operator]
     body = [f'<polyline class="line" points="{path}"/>']
     if len(points) <= 60:
@@ -178,18 +180,29 @@ def svg_line(points: Sequence[Point], title: str, unit: str) -> str:
     return _frame(title, unit, body, y_ticks, x_ticks)
 
 
-def svg_bars(points: Sequence[Point], title: str, unit: str) -> str:
-    """Daily consumption: a bar a day."""
-    if not points:
+def svg_bars(bars: Sequence[DayBar], title: str, unit: str) -> str:
+    """Daily consumption: a bar a gas day, a hatched column where a day is a gap."""
+    if not bars:
         return ""
-    values = [p.value for p in points]
-    y_ticks, x_ticks, inner_w, _h, x, y = _axes(points, 0.0, max(values))
-    width = max(1.0, min(24.0, inner_w / max(len(points), 1) * 0.7))
+    values = [b.value for b in bars if b.value is not None]
+    top = max(values) if values else 1.0
+    y_ticks, x_ticks, inner_w, inner_h, x, y = _axes([b.at for b in bars], 0.0, top)
+    width = max(1.0, min(24.0, inner_w / max(len(bars), 1) * 0.7))
     base = y(0.0)  # type: ignore[operator]
-    body = [
-        f'<rect class="bar" x="{x(p.at) - width / 2:.1f}" y="{y(p.value):.1f}"'  # type: ignore[operator]
-        f' width="{width:.1f}" height="{max(0.0, base - y(p.value)):.1f}">'  # type: ignore[operator]
-        f"<title>{p.at.astimezone(ROME):%Y-%m-%d}: {p.value}</title></rect>"
-        for p in points
-    ]
+    body = []
+    for b in bars:
+        left = x(b.at) - width / 2  # type: ignore[operator]
+        if b.value is None:
+            body.append(
+                f'<rect class="gap" x="{left:.1f}" y="{TOP}" width="{width:.1f}"'
+                f' height="{inner_h:.1f}" data-day="{b.day}">'
+                f"<title>{b.day}: no reading, a gap</title></rect>"
+            )
+            continue
+        high = y(b.value)  # type: ignore[operator]
+        body.append(
+            f'<rect class="bar" x="{left:.1f}" y="{high:.1f}" width="{width:.1f}"'
+            f' height="{max(0.0, base - high):.1f}" data-day="{b.day}">'
+            f"<title>{b.day}: {b.value}</title></rect>"
+        )
     return _frame(title, unit, body, y_ticks, x_ticks)

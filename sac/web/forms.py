@@ -8,7 +8,7 @@ never shown back)."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,6 +59,9 @@ class MeterForm:
     keys: tuple[bytes, bytes | None] | None = None
 
 
+_Checked = Callable[..., Any]
+
+
 def parse_meter_form(form: Mapping[str, str], profiles: Collection[str]) -> MeterForm:
     values = {
         k: form.get(k, "").strip()
@@ -66,65 +69,21 @@ def parse_meter_form(form: Mapping[str, str], profiles: Collection[str]) -> Mete
     }
     out = MeterForm(values)
     err = out.errors
-
-    def checked(name: str, text: Any, message: str = "", rule: str = "") -> Any:
-        """``text`` by the rule of its field's declaration (:data:`sac.web.schema.FIELDS`)."""
-        try:
-            return FIELDS[rule or name].check(text, profiles)  # type: ignore[misc]
-        except FieldError as exc:
-            err[name] = message or str(exc)
-            return None
-
-    ldn = values["ldn"]
-    if not ldn:
-        err["ldn"] = "Enter the meter's logical device name (16 characters)."
-    else:
-        checked("ldn", ldn)
-    pdr = values["pdr"]
-    if pdr:
-        checked("pdr", pdr)
-    title = None
-    if values["system_title"]:
-        title = checked("system_title", values["system_title"])
-    else:
-        err["system_title"] = "Enter the system title: the meter's pushes are found by it."
+    checked = _checker(err, profiles)
+    title = _check_identity(values, err, checked)
     checked("profile", values["profile"])
-    ek_text, ak_text = form.get("ek", "").strip(), form.get("ak", "").strip()
-    ek = None
-    if not ek_text:
-        err["ek"] = "Enter the encryption key (EK): 32 hexadecimal digits."
-    else:
-        ek = checked("ek", ek_text)
-    ak = None
-    if ak_text:
-        ak = checked("ak", ak_text, f"{KEY_RULE[:-1]} (or empty: AK = EK).")
+    ek, ak = _check_keys(form, err, checked)
     address = values["address"] or None
     if address is not None:
         checked("address", address)
-    items = values["allowed_ips"].replace(",", " ").split()
-    ips = checked("allowed_ips", items)
-    if ips is None:  # shown again without what is no address (a key typed there, say)
-        good = []
-        for item in items:
-            with contextlib.suppress(FieldError):
-                good.append(check_ip(item))
-        values["allowed_ips"] = ", ".join(good)
-    poll = None
-    if values["poll_minutes"]:
-        text = values["poll_minutes"]
-        if not text.isdigit() or not 1 <= int(text) <= POLL_MAX_S // 60:
-            err["poll_minutes"] = "Minutes between polls: a whole number from 1 to 527040."
-        else:
-            try:  # the rule of poll_interval_s, and only with an address
-                poll = check_poll_interval(int(text) * 60, address is not None)
-            except FieldError as exc:
-                err["poll_minutes"] = str(exc)
+    ips = _check_allowed_ips(values, checked)
+    poll = _check_poll_minutes(values["poll_minutes"], address is not None, err)
     if err:
         return out
     try:
         out.meter = NewMeter(
-            ldn=ldn,
-            pdr=pdr or None,
+            ldn=values["ldn"],
+            pdr=values["pdr"] or None,
             system_title=title,
             profile=values["profile"],
             address=address,
@@ -137,6 +96,75 @@ def parse_meter_form(form: Mapping[str, str], profiles: Collection[str]) -> Mete
     assert ek is not None
     out.keys = (ek, ak)
     return out
+
+
+def _checker(err: dict[str, str], profiles: Collection[str]) -> _Checked:
+    def checked(name: str, text: Any, message: str = "", rule: str = "") -> Any:
+        """``text`` by the rule of its field's declaration (:data:`sac.web.schema.FIELDS`);
+        None, and the error kept for ``name``, when it breaks it."""
+        try:
+            return FIELDS[rule or name].check(text, profiles)  # type: ignore[misc]
+        except FieldError as exc:
+            err[name] = message or str(exc)
+            return None
+
+    return checked
+
+
+def _check_identity(values: dict[str, str], err: dict[str, str], checked: _Checked) -> Any:
+    """The LDN (required), the PDR (optional) and the system title (required): the title."""
+    if not values["ldn"]:
+        err["ldn"] = "Enter the meter's logical device name (16 characters)."
+    else:
+        checked("ldn", values["ldn"])
+    if values["pdr"]:
+        checked("pdr", values["pdr"])
+    if not values["system_title"]:
+        err["system_title"] = "Enter the system title: the meter's pushes are found by it."
+        return None
+    return checked("system_title", values["system_title"])
+
+
+def _check_keys(
+    form: Mapping[str, str], err: dict[str, str], checked: _Checked
+) -> tuple[bytes | None, bytes | None]:
+    """The EK (required) and the AK (optional: AK = EK), never kept in the values."""
+    ek_text, ak_text = form.get("ek", "").strip(), form.get("ak", "").strip()
+    ek = None
+    if not ek_text:
+        err["ek"] = "Enter the encryption key (EK): 32 hexadecimal digits."
+    else:
+        ek = checked("ek", ek_text)
+    ak = None
+    if ak_text:
+        ak = checked("ak", ak_text, f"{KEY_RULE[:-1]} (or empty: AK = EK).")
+    return ek, ak
+
+
+def _check_allowed_ips(values: dict[str, str], checked: _Checked) -> Any:
+    items = values["allowed_ips"].replace(",", " ").split()
+    ips = checked("allowed_ips", items)
+    if ips is None:  # shown again without what is no address (a key typed there, say)
+        good = []
+        for item in items:
+            with contextlib.suppress(FieldError):
+                good.append(check_ip(item))
+        values["allowed_ips"] = ", ".join(good)
+    return ips
+
+
+def _check_poll_minutes(text: str, has_address: bool, err: dict[str, str]) -> int | None:
+    """The poll interval typed in minutes, in seconds (None: not polled)."""
+    if not text:
+        return None
+    if not text.isdigit() or not 1 <= int(text) <= POLL_MAX_S // 60:
+        err["poll_minutes"] = "Minutes between polls: a whole number from 1 to 527040."
+        return None
+    try:  # the rule of poll_interval_s, and only with an address
+        return check_poll_interval(int(text) * 60, has_address)
+    except FieldError as exc:
+        err["poll_minutes"] = str(exc)
+        return None
 
 
 MAX_PASSWORD = 1024  # characters: enough for any passphrase, not a hashing load

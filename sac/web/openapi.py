@@ -10,9 +10,11 @@ import copy
 from collections.abc import Iterable
 from typing import Any
 
+from sac.store.exports import MAX_PAGE
 from sac.web.api_events import CATEGORIES
 from sac.web.api_input import API, DEFAULT_LIMIT, MAX_BODY, MAX_ITEMS, MAX_LIMIT
-from sac.web.schema import event_schemas, write_schemas
+from sac.web.history import MAX_DAYS, QUANTITIES
+from sac.web.schema import event_schemas, read_schemas, write_schemas
 
 __all__ = ["openapi"]
 
@@ -47,7 +49,22 @@ LDN_PARAM = {
     "description": "the meter's LDN",
 }
 
+DATE = {"type": "string", "format": "date"}
+
 BODY_ERRORS = ("400", "413", "415", "422")
+
+
+def _query(
+    name: str, description: str, schema: dict[str, Any], required: bool = False
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": required,
+        "schema": schema,
+        "description": description,
+    }
+
 
 RESPONSES = {
     "BadRequest": _answer(
@@ -153,6 +170,7 @@ def _schemas(profiles: list[str]) -> dict[str, Any]:
             },
         },
         **write_schemas(profiles),
+        **read_schemas(),
         **event_schemas(),
         "NewMeters": {
             "type": "object",
@@ -380,6 +398,64 @@ def _paths() -> dict[str, Any]:
                     },
                 ],
             ),
+        },
+        f"{API}/meters/{{ldn}}/readings": {
+            "get": _op(
+                "One object's readings of a meter, in capture order, in pages",
+                {"200": _answer("a page of readings", "ObjectReadings")},
+                errors=("400", "404"),
+                params=[
+                    LDN_PARAM,
+                    _query(
+                        "object", "the object", {"type": "string", "enum": list(QUANTITIES)}, True
+                    ),
+                    _query("from", "captured from (included; default: 30 days before to)", TIME),
+                    _query("to", "captured before (default: now)", TIME),
+                    _query(
+                        "limit",
+                        "readings a page",
+                        {"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": 1000},
+                    ),
+                    _query("after", "the cursor: next of the previous page", {"type": "string"}),
+                ],
+            )
+        },
+        f"{API}/meters/{{ldn}}/daily": {
+            "get": _op(
+                "Consumption per gas day (06:00 to 06:00 Europe/Rome); a gap is null",
+                {"200": _answer("one row per gas day, both ends included", "DailyConsumption")},
+                errors=("400", "404"),
+                params=[
+                    LDN_PARAM,
+                    _query(
+                        "from",
+                        f"the first gas day (default: 30 before to); at most {MAX_DAYS}",
+                        DATE,
+                    ),
+                    _query("to", "the last gas day (default: the last whole one)", DATE),
+                ],
+            )
+        },
+        f"{API}/exports/month-start": {
+            "get": _op(
+                "For billing: each meter's index at a gas month's start (06:00 Rome of the "
+                "1st): the last captured in the gas day ending then, else null",
+                {"200": _answer("a page of meters, by meter", "MonthStartExport")},
+                errors=("400",),
+                params=[
+                    _query("year", "the gas month's year", {"type": "integer"}, True),
+                    _query(
+                        "month", "1 to 12", {"type": "integer", "minimum": 1, "maximum": 12}, True
+                    ),
+                    _query("pdrs", "only these PDRs, comma-separated", {"type": "string"}),
+                    _query(
+                        "limit",
+                        "meters a page",
+                        {"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": 1000},
+                    ),
+                    _query("after", "the cursor: next of the previous page", {"type": "string"}),
+                ],
+            )
         },
         f"{API}/meters/{{ldn}}/disable": {
             "post": _op(

@@ -29,7 +29,7 @@ from sac.services import commands as command_service
 from sac.services.metrics import CONTENT_TYPE
 from sac.store import CommandState, MeterQuery, Role, WebSession
 from sac.store.keycsv import SAMPLE
-from sac.web import chart, display
+from sac.web import display, meterpage
 from sac.web.common import (
     COOKIE,
     LOGIN_COOKIE,
@@ -349,55 +349,20 @@ class Pages:
         meter = await self.store.meters.get(ldn)
         if meter is None:
             raise NotFound()
-        now = self.web.now()
         span = arg(request, "range", "30d")
         if span not in RANGES:
             span = "30d"
-        start = now - dt.timedelta(days=RANGES[span])
-        end = now + dt.timedelta(days=1)  # a meter whose clock runs ahead is still drawn
-        # the database thins the range: the last index of each pixel column (the index only
-        # rises, so that draws the same line as every reading) and of each local day
-        width = max(60, -(-(end - start) // dt.timedelta(seconds=1) // chart.COLUMNS))
-        objects = self.registry.objects_of(meter.profile)  # the meter's profile's index
-        index = objects["converted_volume_index"].obis
-        alarm = objects["converted_volume_index_under_alarm"].obis
-        line = await self.store.readings.buckets(ldn, index, 2, start, end, width)
-        days = await self.store.readings.buckets(ldn, index, 2, start, end, 86400, chart.ROME)
-        history = await self.store.readings.between(ldn, index, 2, start, end, 200)
-        alarm_index = await self.store.readings.last(ldn, alarm, 2, 1)
-        events = await self.store.events.latest(ldn, 50)
-        commands = await self.store.commands.recent(ldn, None, 30)
-        counters = None
-        if session.user.role.may(Role.ADMIN):
-            sap = int(self.registry.match(assigned=meter.profile).clients["management"])
-            counters = await self.store.counters.state(ldn, sap)
-        profile = display.profile_of(self.registry, meter.profile)
-        bits = getattr(profile, "diagnostic_bits", {}) or {}
-        unit = display.unit_name(meter.index_unit)
-        points = chart.points(line.readings)
-        daily = chart.daily_consumption(chart.points(days.readings))
+        values = await meterpage.gather(self.web, meter, session, RANGES[span], self.web.now())
         return Page(
             "meter.html",
             dict(
                 title=f"Meter {ldn}",
-                m=meter,
-                row=display.meter_row(self.registry, meter, now),
-                system_title=meter.system_title.hex().upper() if meter.system_title else "",
-                alarm_index=alarm_index[0] if alarm_index else None,
-                diagnostic_flags=display.diagnostic_flags(meter.diagnostic, bits),
-                history=list(reversed(history)),
-                history_count=line.total,
-                index_chart=chart.svg_line(points, f"Converted-volume index of {ldn}", unit),
-                daily_chart=chart.svg_bars(daily, f"Daily consumption of {ldn}", unit),
-                daily=daily[-14:],
-                events=[display.event_row(e, profile) for e in events],
-                commands=commands,
+                **values,
                 span=span,
                 ranges=list(RANGES),
                 added=arg(request, "added") == "1",
                 queued=arg(request, "queued"),
                 open_states=("pending", "sent"),
-                counters=counters,
                 counters_reset=arg(request, "counters") == "reset",
             ),
         )

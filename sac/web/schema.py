@@ -428,3 +428,95 @@ def event_schemas() -> dict[str, Any]:
         [EventsOut, AcknowledgeIn], ref_template="#/components/schemas/{name}"
     )
     return components
+
+
+# --- what the history routes answer (issue 21) ----------------------------------------------
+# Declared once: the answers are built from these types (msgspec.to_builtins) and the OpenAPI
+# document's schemas come from them (:func:`read_schemas`).
+
+_Time = Annotated[str, msgspec.Meta(description="UTC, ISO-8601 with offset")]
+_Decimal = Annotated[
+    str,
+    msgspec.Meta(
+        description="scaled, exact decimal as a string (never a float)",
+        pattern="^-?[0-9]+(\\.[0-9]+)?$",
+    ),
+]
+
+
+class ObjectReading(msgspec.Struct, kw_only=True):
+    """One stored value of an object, with its capture and receipt times."""
+
+    value: _Decimal | None = msgspec.field(default=None)
+    unit: str | None = None
+    unit_code: int | None = None
+    raw: (
+        Annotated[str, msgspec.Meta(description="A-XDR bytes in hex: a value not a number")] | None
+    ) = None
+    text: Annotated[str, msgspec.Meta(description="as the pages show it")]
+    flags: list[str] = msgspec.field(default_factory=list)
+    captured: _Time
+    received: _Time
+    source: Annotated[str, msgspec.Meta(description="a push template or a poll")]
+
+
+class ObjectReadings(msgspec.Struct, kw_only=True):
+    """A page of one object's readings of one meter, in capture order."""
+
+    ldn: str
+    pdr: str | None
+    object: str
+    obis: str
+    attribute: int
+    readings: list[ObjectReading]
+    next: Annotated[str, msgspec.Meta(description="the cursor of the next page")] | None
+
+
+class GasDay(msgspec.Struct, kw_only=True):
+    """One gas day, 06:00 to 06:00 Europe/Rome (23 or 25 hours on daylight-saving days)."""
+
+    day: Annotated[str, msgspec.Meta(description="the date the gas day starts on")]
+    start: _Time
+    end: _Time
+    volume: Annotated[str, msgspec.Meta(description="null: a gap, no index at one end")] | None
+    since: Annotated[str, msgspec.Meta(description="capture of the day before's last index")] | None
+    until: Annotated[str, msgspec.Meta(description="capture of the day's last index")] | None
+
+
+class DailyConsumption(msgspec.Struct, kw_only=True):
+    """A meter's consumption per gas day; a missing day is null, never folded."""
+
+    ldn: str
+    pdr: str | None
+    unit: str | None
+    days: list[GasDay]
+
+
+class MonthStartIndex(msgspec.Struct, kw_only=True):
+    """A meter (by PDR) and its index at the gas month's start (null: none captured in the
+    gas day ending then)."""
+
+    ldn: str
+    pdr: str | None
+    index: ObjectReading | None
+
+
+class MonthStartExport(msgspec.Struct, kw_only=True):
+    """For billing: each meter's index at a gas month's start, by meter, in pages."""
+
+    year: int
+    month: int
+    month_start: _Time
+    rows: list[MonthStartIndex]
+    next: Annotated[str, msgspec.Meta(description="the cursor of the next page")] | None
+
+
+READ_TYPES = (ObjectReadings, DailyConsumption, MonthStartExport)
+
+
+def read_schemas() -> dict[str, Any]:
+    """The OpenAPI schemas of the history routes' answers, from their declarations."""
+    _, components = msgspec.json.schema_components(
+        READ_TYPES, ref_template="#/components/schemas/{name}"
+    )
+    return components

@@ -46,6 +46,7 @@ from typing import Any
 from klein import Klein
 from spyne import (
     Application,
+    Date,
     DateTime,
     Fault,
     Integer,
@@ -56,9 +57,9 @@ from spyne import (
 )
 from spyne.protocol.soap import Soap11
 
+from sac import gasday
 from sac.dlms import Obis
 from sac.errors import SacError
-from sac.profiles import ProfileRegistry
 from sac.services import commands as command_service
 from sac.store import (
     Actor,
@@ -72,6 +73,7 @@ from sac.store.exports import MAX_PAGE
 from sac.web import display
 from sac.web.common import SignInRefused
 from sac.web.errors import install as install_errors
+from sac.web.history import MAX_DAYS, gas_days, index_objects, object_of
 from sac.web.soap_types import (
     _COMMON,
     _PAGED,
@@ -87,11 +89,14 @@ from sac.web.soap_types import (
     BadInputFault,
     BadRangeFault,
     CommandStatus,
+    DailyConsumption,
     EventInfo,
     EventPage,
     ForbiddenFault,
     MeterInfo,
     MeterPage,
+    MonthStartInfo,
+    MonthStartPage,
     PageTooLargeFault,
     ReadingPage,
     UnknownAlarmFault,
@@ -101,6 +106,7 @@ from sac.web.soap_types import (
     _command_status,
     _event_info,
     _fault,
+    _gas_day_info,
     _limit,
     _meter_info,
     _range,
@@ -219,14 +225,6 @@ def _obis(text: str | None) -> Obis | None:
         raise BadInputFault(f"{text!r} is not an OBIS code such as 7.0.13.2.0.255") from None
 
 
-def _index_objects(registry: ProfileRegistry) -> tuple[Obis, dict[str, Obis]]:
-    """The converted-volume index: the generic catalogue's object (a meter of no profile,
-    or of one not installed), and each installed profile's (sac.web.pages charts the same)."""
-    name = "converted_volume_index"
-    by_profile = {profile: registry.objects_of(profile)[name].obis for profile in registry.profiles}
-    return registry.objects_of(None)[name].obis, by_profile
-
-
 class ErpService(ServiceBase):
     """The SAC's data for ERP, billing and maintenance systems."""
 
@@ -296,7 +294,8 @@ class ErpService(ServiceBase):
                 lo, hi, ldn=ldn, obis=only, cursor=cursor or None, limit=size
             )
             return ReadingPage(
-                readings=[_reading_info(r) for r in page.readings], cursor=page.cursor
+                readings=[_reading_info(r, page.pdrs.get(r.ldn)) for r in page.readings],
+                cursor=page.cursor,
             )
 
         return await call.run(Role.VIEWER, ldn, _span(start, end), work)
@@ -320,7 +319,7 @@ class ErpService(ServiceBase):
         async def work(actor: Actor) -> ReadingPage:
             lo, hi = _range(start, end)
             size = _limit(limit, 1000, MAX_PAGE)
-            index, by_profile = _index_objects(call.web.registry)
+            index, by_profile = index_objects(call.web.registry)
             page = await call.web.store.exports.readings(
                 lo,
                 hi,
@@ -331,11 +330,79 @@ class ErpService(ServiceBase):
                 limit=size,
             )
             return ReadingPage(
-                readings=[_reading_info(r) for r in page.readings], cursor=page.cursor
+                readings=[_reading_info(r, page.pdrs.get(r.ldn)) for r in page.readings],
+                cursor=page.cursor,
             )
 
         detail = _span(start, end) + (" resumed" if cursor else "")
         return await call.run(Role.VIEWER, None, detail, work)
+
+    @rpc(
+        _required(Integer, "the gas month's year"),
+        _required(Integer, "the gas month, 1 to 12"),
+        Unicode(doc="the cursor of the page before (absent: the first page)"),
+        _returns=MonthStartPage,
+        _throws=[*_PAGED, BadInputFault],
+    )
+    async def ExportMonthStartIndexes(
+        ctx: Any, year: int, month: int, cursor: Any
+    ) -> MonthStartPage:
+        """For billing: each meter with its PDR and the converted-volume index that closes
+        the gas month before year-month starts (06:00 Europe/Rome of the 1st): the last
+        captured at or before then within the gas day ending then (absent otherwise), by
+        meter, 1000 a page; resume from the last page's cursor."""
+        call = _Call(ctx)
+
+        async def work(actor: Actor) -> MonthStartPage:
+            if not 1970 <= year <= 9998 or not 1 <= month <= 12:
+                raise BadInputFault("give a month 1 to 12 of a year 1970 to 9998")
+            index, by_profile = index_objects(call.web.registry)
+            page = await call.web.store.exports.month_start(
+                year, month, obis=index, by_profile=by_profile, cursor=cursor or None
+            )
+            return MonthStartPage(
+                monthStart=gasday.month_start(year, month),
+                rows=[
+                    MonthStartInfo(
+                        ldn=row.ldn,
+                        pdr=row.pdr,
+                        index=_reading_info(row.reading, row.pdr) if row.reading else None,
+                    )
+                    for row in page.rows
+                ],
+                cursor=page.cursor,
+            )
+
+        detail = f"{year}-{month:02d}" + (" resumed" if cursor else "")
+        return await call.run(Role.VIEWER, None, detail, work)
+
+    @rpc(
+        _required(Unicode, "the meter's LDN"),
+        _required(Date, "the first gas day"),
+        _required(Date, f"the last gas day (included; at most {MAX_DAYS} days)"),
+        _returns=DailyConsumption,
+        _throws=[*_COMMON, UnknownMeterFault, BadRangeFault],
+    )
+    async def GetDailyConsumption(ctx: Any, ldn: str, first: Any, last: Any) -> DailyConsumption:
+        """A meter's consumption per gas day (06:00 to 06:00 Europe/Rome, 23 or 25 hours on
+        daylight-saving days): the last index of each day minus the day before's; a day
+        without an index at one end is a gap (no volume), never folded into the next."""
+        call = _Call(ctx)
+
+        async def work(actor: Actor) -> DailyConsumption:
+            if first is None or last is None or not 0 <= (last - first).days < MAX_DAYS:
+                raise BadRangeFault(f"give the first and last gas day, at most {MAX_DAYS} apart")
+            meter = await call.web.store.meters.get(ldn)
+            if meter is None:
+                raise UnknownMeter(ldn)
+            obis = object_of(call.web.registry, meter.profile, "converted_volume_index")
+            days, unit = await gas_days(call.web.store, ldn, obis, first, last)
+            unit = unit if unit is not None else meter.index_unit
+            return DailyConsumption(
+                ldn=ldn, pdr=meter.pdr, days=[_gas_day_info(d, unit) for d in days]
+            )
+
+        return await call.run(Role.VIEWER, ldn, f"{first}/{last}", work)
 
     @rpc(
         _required(DateTime, "from (included), with its UTC offset"),

@@ -11,6 +11,7 @@ from spyne import (
     Array,
     Boolean,
     ComplexModel,
+    Date,
     DateTime,
     Fault,
     Integer,
@@ -19,6 +20,7 @@ from spyne import (
 )
 from spyne import Decimal as XsDecimal
 
+from sac import gasday
 from sac.eventcodes import describe
 from sac.store import Command, Event, Meter, Reading
 from sac.web import display
@@ -89,6 +91,7 @@ class MeterPage(_Type):
 class ReadingInfo(_Type):
     _type_info = [
         ("ldn", _required(Unicode, "the meter")),
+        ("pdr", _optional(Unicode, "the meter's point of delivery (PDR), when it has one")),
         ("obis", _required(Unicode, "the COSEM object's logical name, e.g. 7.0.13.2.0.255")),
         ("attribute", _required(Integer, "the attribute read (2: value)")),
         ("value", _optional(Quantity, "the number read, when it is one")),
@@ -102,6 +105,41 @@ class ReadingInfo(_Type):
 class ReadingPage(_Type):
     _type_info = [
         ("readings", _required(Array(ReadingInfo), "per meter, then in time order")),
+        ("cursor", _optional(Unicode, "pass back to resume after this page; absent: done")),
+    ]
+
+
+class GasDayInfo(_Type):
+    _type_info = [
+        ("day", _required(Date, "the date the gas day starts on")),
+        ("start", _required(DateTime, "06:00 Europe/Rome of that date")),
+        ("end", _required(DateTime, "06:00 of the next: 23 or 25 hours on daylight-saving days")),
+        ("volume", _optional(Quantity, "consumption; absent: a gap (no index at one end)")),
+        ("since", _optional(DateTime, "capture of the day before's last index")),
+        ("until", _optional(DateTime, "capture of the day's last index")),
+    ]
+
+
+class DailyConsumption(_Type):
+    _type_info = [
+        ("ldn", _required(Unicode, "the meter")),
+        ("pdr", _optional(Unicode, "its PDR")),
+        ("days", _required(Array(GasDayInfo), "one a gas day, both ends included")),
+    ]
+
+
+class MonthStartInfo(_Type):
+    _type_info = [
+        ("ldn", _required(Unicode, "the meter")),
+        ("pdr", _optional(Unicode, "its PDR")),
+        ("index", _optional(ReadingInfo, "the index closing the gas month; absent: none")),
+    ]
+
+
+class MonthStartPage(_Type):
+    _type_info = [
+        ("monthStart", _required(DateTime, "06:00 Europe/Rome of the month's first day")),
+        ("rows", _required(Array(MonthStartInfo), "by meter")),
         ("cursor", _optional(Unicode, "pass back to resume after this page; absent: done")),
     ]
 
@@ -306,10 +344,11 @@ def _meter_info(meter: Meter, bits: Any) -> MeterInfo:
     )
 
 
-def _reading_info(reading: Reading) -> ReadingInfo:
+def _reading_info(reading: Reading, pdr: str | None = None) -> ReadingInfo:
     value = reading.scaled
     return ReadingInfo(
         ldn=reading.ldn,
+        pdr=pdr,
         obis=str(reading.obis),
         attribute=reading.attribute,
         value=_quantity(value, reading.unit),
@@ -317,6 +356,18 @@ def _reading_info(reading: Reading) -> ReadingInfo:
         captured=reading.captured,
         received=reading.received,
         source=reading.source,
+    )
+
+
+def _gas_day_info(day: gasday.DailyConsumption, unit: int | None) -> GasDayInfo:
+    start, end = gasday.bounds(day.day)
+    return GasDayInfo(
+        day=day.day,
+        start=start,
+        end=end,
+        volume=_quantity(day.volume, unit),
+        since=day.since,
+        until=day.until,
     )
 
 

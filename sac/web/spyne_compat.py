@@ -271,38 +271,12 @@ class SoapResource(Resource):
                 p_ctx = server.generate_contexts(ctx, charset)[0]
                 if p_ctx.in_error is None:
                     server.get_in_object(p_ctx)
-            except (LookupError, UnicodeDecodeError) as e:
-                # An unknown or wrong charset in Content-Type: spyne lets these escape.
-                return self._fault(Fault("Client.BadEncoding", f"cannot decode the body: {e}"))
-            except Fault as fault:
-                self.log.info("soap: request refused: {fault!r}", fault=fault)
-                return self._fault(fault)
             except Exception as e:
-                # spyne failing on a request it should have refused: the client's input,
-                # not a fault of ours (no method has run)
-                self.log.info("soap: request refused, unreadable: {e!r}", e=e)
-                return self._fault(Fault("Client.BadRequest", "the request cannot be read"))
+                return self._refused(e)
             if p_ctx.in_error is not None:
                 self.log.info("soap: request refused: {fault!r}", fault=p_ctx.in_error)
                 return self._fault(p_ctx.in_error)
-            if p_ctx.function is not None:
-                p_ctx.function = _deferring(p_ctx.function)
-            server.get_out_object(p_ctx)  # calls the method: the result is pending
-            if p_ctx.out_error is None:
-                try:
-                    await _settle(p_ctx)
-                except Fault as fault:
-                    p_ctx.out_error = fault
-                    p_ctx.fire_event("method_exception_object")
-            if p_ctx.out_error is not None:
-                # A Fault the method raised, or one a spyne event handler raised before it ran.
-                fault = p_ctx.out_error
-                self.log.info("soap: {method} answered {fault!r}", method=_name(p_ctx), fault=fault)
-                return self._fault(fault)
-            server.get_out_string(p_ctx)
-            answer = b"".join(p_ctx.out_string)
-            status = int(str(p_ctx.transport.resp_code or 200)[:3])
-            return status, p_ctx.transport.resp_headers, answer
+            return await self._answer(p_ctx)
         except Exception:
             incident = uuid.uuid4().hex[:12]
             self.log.failure(
@@ -314,6 +288,41 @@ class SoapResource(Resource):
             return self._fault(Fault("Server", f"internal error, incident {incident}"))
         finally:
             p_ctx.close()  # spyne's primary context is a copy of ``ctx``
+
+    def _refused(self, error: Exception) -> tuple[int, dict[str, str], bytes]:
+        """The fault for a request that could not be read (no method has run)."""
+        if isinstance(error, LookupError | UnicodeDecodeError):
+            # An unknown or wrong charset in Content-Type: spyne lets these escape.
+            return self._fault(Fault("Client.BadEncoding", f"cannot decode the body: {error}"))
+        if isinstance(error, Fault):
+            self.log.info("soap: request refused: {fault!r}", fault=error)
+            return self._fault(error)
+        # spyne failing on a request it should have refused: the client's input, not a fault
+        # of ours
+        self.log.info("soap: request refused, unreadable: {e!r}", e=error)
+        return self._fault(Fault("Client.BadRequest", "the request cannot be read"))
+
+    async def _answer(self, p_ctx: Any) -> tuple[int, dict[str, str], bytes]:
+        """Call the method of a request read, and serialise what it returned or raised."""
+        server = self._server
+        if p_ctx.function is not None:
+            p_ctx.function = _deferring(p_ctx.function)
+        server.get_out_object(p_ctx)  # calls the method: the result is pending
+        if p_ctx.out_error is None:
+            try:
+                await _settle(p_ctx)
+            except Fault as fault:
+                p_ctx.out_error = fault
+                p_ctx.fire_event("method_exception_object")
+        if p_ctx.out_error is not None:
+            # A Fault the method raised, or one a spyne event handler raised before it ran.
+            fault = p_ctx.out_error
+            self.log.info("soap: {method} answered {fault!r}", method=_name(p_ctx), fault=fault)
+            return self._fault(fault)
+        server.get_out_string(p_ctx)
+        answer = b"".join(p_ctx.out_string)
+        status = int(str(p_ctx.transport.resp_code or 200)[:3])
+        return status, p_ctx.transport.resp_headers, answer
 
     def _fault(self, fault: Fault) -> tuple[int, dict[str, str], bytes]:
         """``fault`` serialised in a fresh context: whatever the failed one holds (a half

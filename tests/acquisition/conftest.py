@@ -38,9 +38,11 @@ REGISTRY = discover_profiles().registry
 
 
 class Sac:
-    """The SAC's acquisition side on a free port of 127.0.0.1."""
+    """The SAC's acquisition side on a free port of 127.0.0.1.  Its push sessions read no
+    read plan unless ``read_plan=True`` (the tests of the plan, tests/acquisition/
+    test_read_plan.py): the others see what a push alone does."""
 
-    def __init__(self, store: Store, **kw: Any) -> None:
+    def __init__(self, store: Store, *, read_plan: bool = False, **kw: Any) -> None:
         settings = kw.pop("listener", ListenerSettings(response_timeout=3.0))
         self.store = store
         self.acquisition = Acquisition(store, REGISTRY, reactor=reactor, **kw)
@@ -49,7 +51,7 @@ class Sac:
             store,
             reactor=reactor,
             settings=settings,
-            session=SessionSettings(name="sac-test"),
+            session=SessionSettings(name="sac-test", read_plan=read_plan),
         )
         self.port: Any = None
 
@@ -73,7 +75,7 @@ def on_clock(sac: Sac, settings: ListenerSettings) -> tuple[PushFactory, Clock]:
         sac.store,
         reactor=clock,
         settings=settings,
-        session=SessionSettings(name="sac-test"),
+        session=SessionSettings(name="sac-test", read_plan=False),
     )
     return factory, clock
 

@@ -109,7 +109,7 @@ async def test_one_service_serves_web_and_pushes_then_stops_cleanly(
         finally:
             await service.stopService()
     sessions = log.with_format("push session from")
-    assert [(e["ldn"], e["outcome"]) for e in sessions] == [(m.ldn, "stored") for m in fleet.meters]
+    assert [(e["ldn"], e["outcome"]) for e in sessions] == [(m.ldn, "read") for m in fleet.meters]
     assert all(isinstance(e["ms"], int) for e in sessions)
     assert log.with_format("SAC stopped cleanly")
     assert not [e for e in log.events if e.get("log_failure") is not None]

@@ -83,6 +83,15 @@ POLICY: dict[tuple[str, str], tuple[str | Role, str]] = {
         Role.OPERATOR,
         "/api/v1/alarms/999999/acknowledge",
     ),
+    ("GET", "/api/v1/meters/<ldn>/readings"): (
+        Role.VIEWER,
+        f"/api/v1/meters/{LDN}/readings?object=pdr",
+    ),
+    ("GET", "/api/v1/meters/<ldn>/daily"): (Role.VIEWER, f"/api/v1/meters/{LDN}/daily"),
+    ("GET", "/api/v1/exports/month-start"): (
+        Role.VIEWER,
+        "/api/v1/exports/month-start?year=2026&month=11",
+    ),
     # SOAP: the WSDL is public, each operation checks its caller (SOAP_POLICY)
     ("GET", "/soap"): (PUBLIC, "/soap?wsdl"),
     ("POST", "/soap"): (PUBLIC, "/soap"),
@@ -94,6 +103,8 @@ SOAP_POLICY = {
     "GetMeter": Role.VIEWER,
     "GetReadings": Role.VIEWER,
     "ExportIndexReadings": Role.VIEWER,
+    "ExportMonthStartIndexes": Role.VIEWER,
+    "GetDailyConsumption": Role.VIEWER,
     "GetEvents": Role.VIEWER,
     "GetValveState": Role.VIEWER,
     "GetCommandStatus": Role.VIEWER,
@@ -144,6 +155,8 @@ SOAP_ARGS: dict[str, dict[str, str]] = {  # schema-valid: the call reaches its m
     "GetMeter": {"ldn": LDN},
     "GetReadings": {"ldn": LDN, **SPAN},
     "ExportIndexReadings": SPAN,
+    "ExportMonthStartIndexes": {"year": "2026", "month": "11"},
+    "GetDailyConsumption": {"ldn": LDN, "first": "2026-03-01", "last": "2026-03-31"},
     "GetEvents": SPAN,
     "GetValveState": {"ldn": LDN},
     "GetCommandStatus": {"id": "999999"},

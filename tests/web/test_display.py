@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from decimal import Decimal
 
+from sac import gasday
 from sac.services.readings import ROME
 from sac.web import chart, display
 
@@ -45,18 +46,33 @@ def test_times_read_in_italian_time_with_how_long_ago() -> None:
     assert display.ago(now, now) == "just now"
 
 
-def test_daily_consumption_is_the_difference_of_each_days_last_index() -> None:
-    points = [
-        chart.Point(at(1, 8), 100.0),
-        chart.Point(at(1, 20), 103.0),  # the day's last
-        chart.Point(at(2, 20), 110.0),
-        # no reading on the 3rd: its gas shows on the 4th
-        chart.Point(at(4, 20), 125.0),
-        chart.Point(at(5, 20), 5.0),  # a meter replaced: no negative gas
-        chart.Point(at(6, 20), 9.0),
+def test_consumption_per_gas_day_draws_a_gap_never_folds_it() -> None:
+    readings = [
+        (at(1, 8), 100),
+        (at(2, 6), 103),  # 06:00 closes gas day 1, the 1st's 06:00 to the 2nd's
+        (at(3, 6), 110),
+        # nothing closes gas day 3: it is a gap, and day 4 (no day before) another
+        (at(5, 6), 125),
+        (at(6, 6), 5),  # a meter replaced: no negative gas, a gap
+        (at(7, 6), 9),
     ]
-    days = chart.daily_consumption(points)
-    assert [(p.at.astimezone(ROME).day, p.value) for p in days] == [(2, 7), (4, 15), (6, 4)]
+    days = gasday.daily_consumption(readings, dt.date(2026, 2, 27), dt.date(2026, 3, 7))
+    bars = chart.day_bars(days)
+    assert [(b.day.day, b.value) for b in bars] == [
+        (2, 7.0),  # the days before the first consumption are left out, not gaps
+        (3, None),
+        (4, None),
+        (5, None),
+        (6, 4.0),
+        (7, None),
+    ]
+    assert bars[0].at == dt.datetime(2026, 3, 3, 6, tzinfo=ROME).astimezone(dt.UTC) - dt.timedelta(
+        hours=12
+    )
+    svg = chart.svg_bars(bars, "per gas day", "Sm³")
+    assert svg.count('<rect class="bar"') == 2 and svg.count('<rect class="gap"') == 4
+    assert 'data-day="2026-03-04"' in svg and "2026-03-04: no reading, a gap" in svg
+    assert chart.svg_bars(chart.day_bars(days[:2]), "t", "u") == ""  # nothing to draw
 
 
 def test_a_long_series_is_thinned_but_keeps_its_extremes() -> None:

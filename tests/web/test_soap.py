@@ -37,6 +37,8 @@ OPERATIONS = {
     "GetMeter",
     "GetReadings",
     "ExportIndexReadings",
+    "ExportMonthStartIndexes",
+    "GetDailyConsumption",
     "GetEvents",
     "GetValveState",
     "RequestValve",

@@ -167,7 +167,7 @@ async def test_a_web_slowloris_does_not_starve_the_meters(backend: Backend, tmp_
         # (whether the dribblers outnumbered the cap at one moment depends on how fast this
         # machine let them connect: the cap itself is proven in test_listener.py)
         assert metric(text, "sac_web_closed_total", reason="header-timeout") > 0
-        assert metric(text, "sac_push_sessions_total", outcome="stored") == METERS
+        assert metric(text, "sac_push_sessions_total", outcome="read") == METERS
         assert metric(text, "sac_open_files_exhausted_total") == 0
         code = await sac.stop()
     finally:

@@ -1,0 +1,11 @@
+-- the read plan (sac.profiles.readplan): for each meter and item of its profile's plan, when
+-- a session last read it, the event counter it watched as it was then, and for a profile or
+-- logbook the capture time of the newest entry held (the next read starts after it)
+CREATE TABLE read_plan_state (
+    meter_id BIGINT NOT NULL REFERENCES meters (id) ON DELETE CASCADE,
+    quantity TEXT NOT NULL,
+    read_at TIMESTAMPTZ NOT NULL,
+    counter BIGINT,
+    newest TIMESTAMPTZ,
+    PRIMARY KEY (meter_id, quantity)
+);

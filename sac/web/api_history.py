@@ -1,0 +1,210 @@
+"""The JSON API's history routes (:mod:`sac.web.api` routes them here): one object's readings
+of a meter, its consumption per gas day, and billing's export of each meter's index at a
+gas month's start.  Answers are built from their declared types (:mod:`sac.web.schema`),
+the same the OpenAPI document shows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import msgspec
+
+from sac import gasday
+from sac.store import Meter, Reading, UnknownMeter
+from sac.store.exports import MAX_PAGE, MAX_PDRS
+from sac.web import display, schema
+from sac.web.api_input import read_query
+from sac.web.errors import ApiError, json_answer
+from sac.web.history import (
+    MAX_DAYS,
+    QUANTITIES,
+    gas_days,
+    index_objects,
+    object_of,
+    reading_text,
+)
+
+__all__ = ["daily", "month_start", "object_readings", "reading_json"]
+
+DEFAULT_DAYS = 30  # a readings request without from= starts this long before to=
+
+
+def _iso(t: dt.datetime | None) -> str | None:
+    return None if t is None else t.astimezone(dt.UTC).isoformat()
+
+
+def _unit(code: int | None) -> str | None:
+    return None if code is None else display.unit_name(code).replace("³", "3")
+
+
+def reading_json(r: Reading, quantity: str, bits: Any) -> schema.ObjectReading:
+    value = r.scaled
+    flags = []
+    if "diagnostic" in quantity and r.value is not None:
+        flags = display.diagnostic_flags(int(r.value), bits)
+    return schema.ObjectReading(
+        value=None if value is None else format(value, "f"),
+        unit=_unit(r.unit),
+        unit_code=r.unit,
+        raw=r.raw.hex().upper() if value is None and r.raw is not None else None,
+        text=reading_text(r, quantity),
+        flags=flags,
+        captured=_iso(r.captured or r.received) or "",
+        received=_iso(r.received) or "",
+        source=r.source,
+    )
+
+
+def _time(query: dict[str, str], name: str) -> dt.datetime | None:
+    if name not in query:
+        return None
+    try:
+        value = dt.datetime.fromisoformat(query[name])
+    except ValueError:
+        value = None
+    if value is None or value.tzinfo is None:
+        raise ApiError(
+            400,
+            "bad_parameter",
+            f"{name} is an ISO-8601 time with its offset, e.g. 2026-01-31T05:00:00Z",
+        )
+    return value.astimezone(dt.UTC)
+
+
+def _whole(query: dict[str, str], name: str, default: int, lo: int, hi: int) -> int:
+    text = query.get(name, str(default))
+    if not text.isascii() or not text.isdigit() or not lo <= int(text) <= hi:
+        raise ApiError(400, "bad_parameter", f"{name} is a whole number {lo} to {hi}")
+    return int(text)
+
+
+async def _meter(api: Any, ldn: str) -> Meter:
+    meter: Meter | None = await api.store.meters.get(ldn)
+    if meter is None:
+        raise UnknownMeter(ldn)
+    return meter
+
+
+async def object_readings(api: Any, request: Any, ldn: str) -> bytes:
+    """``GET /meters/{ldn}/readings?object=&from=&to=&limit=&after=``: one object's
+    readings captured in [from, to), in capture order, in pages."""
+    query = read_query(request, ("object", "from", "to", "limit", "after"))
+    name = query.get("object", "")
+    if name not in QUANTITIES:
+        raise ApiError(400, "bad_parameter", f"object is one of {', '.join(QUANTITIES)}")
+    meter = await _meter(api, ldn)
+    end = _time(query, "to") or api.web.now()
+    start = _time(query, "from") or end - dt.timedelta(days=DEFAULT_DAYS)
+    limit = _whole(query, "limit", 1000, 1, MAX_PAGE)
+    obis, attribute = object_of(api.registry, meter.profile, name), QUANTITIES[name].attribute
+    page = await api.store.exports.readings(
+        start, end, ldn=ldn, obis=obis, attribute=attribute, cursor=query.get("after"), limit=limit
+    )
+    bits = display.profile_bits(api.registry, meter.profile)
+    answer = schema.ObjectReadings(
+        ldn=ldn,
+        pdr=meter.pdr,
+        object=name,
+        obis=str(obis),
+        attribute=attribute,
+        readings=[reading_json(r, name, bits) for r in page.readings],
+        next=page.cursor,
+    )
+    return json_answer(request, 200, msgspec.to_builtins(answer))
+
+
+def _day(query: dict[str, str], name: str) -> dt.date | None:
+    if name not in query:
+        return None
+    try:
+        return dt.date.fromisoformat(query[name])
+    except ValueError:
+        raise ApiError(
+            400, "bad_parameter", f"{name} is a gas day's date, e.g. 2026-03-29"
+        ) from None
+
+
+async def daily(api: Any, request: Any, ldn: str) -> bytes:
+    """``GET /meters/{ldn}/daily?from=&to=``: consumption per gas day, both days included
+    (by default the last 30 whole gas days); a gap is null."""
+    query = read_query(request, ("from", "to"))
+    meter = await _meter(api, ldn)
+    last = _day(query, "to") or gasday.gas_day_of(api.web.now()) - dt.timedelta(days=1)
+    first = _day(query, "from") or last - dt.timedelta(days=DEFAULT_DAYS - 1)
+    if not 0 <= (last - first).days < MAX_DAYS:
+        raise ApiError(
+            400, "bad_parameter", f"from is before to, at most {MAX_DAYS} gas days apart"
+        )
+    return json_answer(
+        request, 200, msgspec.to_builtins(await daily_answer(api, meter, first, last))
+    )
+
+
+async def daily_answer(
+    api: Any, meter: Meter, first: dt.date, last: dt.date
+) -> schema.DailyConsumption:
+    obis = object_of(api.registry, meter.profile, "converted_volume_index")
+    days, unit = await gas_days(api.store, meter.ldn, obis, first, last)
+    rows = []
+    for d in days:
+        start, end = gasday.bounds(d.day)
+        volume = None if d.volume is None else format(d.volume, "f")
+        rows.append(
+            schema.GasDay(
+                day=d.day.isoformat(),
+                start=start.isoformat(),
+                end=end.isoformat(),
+                volume=volume,
+                since=_iso(d.since),
+                until=_iso(d.until),
+            )
+        )
+    return schema.DailyConsumption(
+        ldn=meter.ldn,
+        pdr=meter.pdr,
+        unit=_unit(unit if unit is not None else meter.index_unit),
+        days=rows,
+    )
+
+
+async def month_start(api: Any, request: Any) -> bytes:
+    """``GET /exports/month-start?year=&month=&pdrs=&limit=&after=``: each meter (of the
+    comma-separated PDRs, else all) with its index at the gas month's start."""
+    query = read_query(request, ("year", "month", "pdrs", "limit", "after"))
+    if "year" not in query or "month" not in query:
+        raise ApiError(400, "bad_parameter", "give the gas month: year= and month=")
+    year = _whole(query, "year", 0, 1970, 9998)
+    month = _whole(query, "month", 0, 1, 12)
+    pdrs = [p for p in query["pdrs"].split(",") if p] if "pdrs" in query else None
+    if pdrs is not None and len(pdrs) > MAX_PDRS:
+        raise ApiError(400, "bad_parameter", f"name at most {MAX_PDRS} PDRs")
+    limit = _whole(query, "limit", 1000, 1, MAX_PAGE)
+    index, by_profile = index_objects(api.registry)
+    page = await api.store.exports.month_start(
+        year,
+        month,
+        obis=index,
+        by_profile=by_profile,
+        pdrs=pdrs,
+        cursor=query.get("after"),
+        limit=limit,
+    )
+    answer = schema.MonthStartExport(
+        year=year,
+        month=month,
+        month_start=gasday.month_start(year, month).isoformat(),
+        rows=[
+            schema.MonthStartIndex(
+                ldn=row.ldn,
+                pdr=row.pdr,
+                index=reading_json(row.reading, "converted_volume_index", {})
+                if row.reading
+                else None,
+            )
+            for row in page.rows
+        ],
+        next=page.cursor,
+    )
+    return json_answer(request, 200, msgspec.to_builtins(answer))
