@@ -720,6 +720,12 @@ async def crawl(page: Http, ldns: list[str], commands: list[int]) -> int:
         "/api/v1/openapi.json": ["/api/v1/openapi.json"],
         "/api/v1/meters": [],  # with a token: read above
         "/api/v1/meters/<ldn>": [],
+        "/api/v1/meters/<ldn>/events": [],
+        "/api/v1/meters/<ldn>/readings": [],
+        "/api/v1/meters/<ldn>/daily": [],
+        "/api/v1/exports/month-start": [],
+        "/api/v1/alarms": [],
+        "/alarms": ["/alarms", "/alarms?category=tamper", f"/alarms?ldn={quote(ldns[0])}"],
         "/soap": ["/soap?wsdl"],
     }
     gets = {
