@@ -29,7 +29,7 @@ from sac.services.readings import meter_time, status_of
 from sac.services.session import MeterSession, merge
 from sac.store.model import Ingest, PlanMark
 
-__all__ = ["carried", "due_now", "run_plan", "states_of"]
+__all__ = ["carried", "due_now", "read_counters", "run_plan", "states_of"]
 
 _MIN_LEFT = 1.0  # seconds: never start an item with less than this left
 _SECOND = dt.timedelta(seconds=1)
@@ -54,6 +54,22 @@ def carried(profile: IMeterProfile, template: int, values: Mapping[str, Any]) ->
         name = fields.get((ref.obis, ref.attribute)) if ref is not None else None
         if name is not None and values.get(name) is not None:
             found[quantity] = values[name]
+    return found
+
+
+async def read_counters(session: MeterSession, carried: Mapping[str, Any]) -> dict[str, Any]:
+    """What the frame carried, with the watched counters read from the meter now (a GET
+    each): after commands (a valve operation logs an event: what the frame said before is
+    stale) or in a poll, whether a logbook moved is known only by asking.  A counter the
+    meter does not give keeps the frame's value, or is left out."""
+    found = dict(carried)
+    watched = {item.when_moved for item in session.profile.read_plan if item.when_moved}
+    for quantity in sorted(watched):
+        ref = session.profile.objects.get(quantity)
+        if ref is not None:
+            value = await session.attempt(quantity, session.get(ref))
+            if isinstance(value, int):
+                found[quantity] = value
     return found
 
 
@@ -98,7 +114,7 @@ async def run_plan(
         slowest = max(slowest, clock.seconds() - began)
         if session.broken is not None:
             break  # the link: this item and the rest stay due
-        newest = _newest(part, state.newest)
+        newest = _newest(part, state.newest) if item.kind is ReadKind.SINCE_LAST else None
         watched = (counters or {}).get(item.when_moved or "")
         new_marks.append(PlanMark(session.ldn, item.quantity, session.now(), watched, newest))
         if part is not None:

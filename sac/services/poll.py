@@ -18,7 +18,7 @@ from sac.errors import ProtocolError, SacError
 from sac.profiles import ProfileRegistry
 from sac.protocols.client import PollProtocol, dial
 from sac.services.ingest import IngestStore
-from sac.services.plan import due_now, run_plan
+from sac.services.plan import due_now, read_counters, run_plan
 from sac.services.session import MeterSession, SessionSettings, SessionStore, merge, requeue
 from sac.store.model import Command, Ingest
 
@@ -159,8 +159,9 @@ async def _session(
         await store.readings.ingest(batches[-1])
     # the read plan, as a push session runs it (the poll read the list values already)
     marks = await store.readings.plan_marks(ldn)
-    due = due_now(session.profile, marks, session.now())
-    batches.append(await run_plan(session, due, marks, deadline, clock))
+    counters = await read_counters(session, {})
+    due = due_now(session.profile, marks, session.now(), counters)
+    batches.append(await run_plan(session, due, marks, deadline, clock, counters))
     await store.readings.ingest(batches[-1])
     if session.broken is not None:
         raise session.broken

@@ -40,7 +40,7 @@ from sac.protocols.push import DEFAULT_LISTENER, ListenerSettings, PushListener,
 from sac.services.acquisition import Accepted, Acquisition, PushRejected, StoreUnavailable
 from sac.services.ingest import IngestStore
 from sac.services.metrics import Metrics
-from sac.services.plan import due_now, run_plan
+from sac.services.plan import due_now, read_counters, run_plan
 from sac.services.session import MeterSession, SessionSettings, SessionStore, merge, requeue
 from sac.store.model import Command, Ingest
 
@@ -211,12 +211,13 @@ class PushSession:
         try:
             if not await self._management(session, accepted, claimed):
                 return
+            frame, marks = accepted.carried, accepted.marks
             if claimed:
                 batches.append(await session.run_commands(claimed, deadline, f.reactor))
-            marks = accepted.marks
-            batches.append(
-                await run_plan(session, due, marks, deadline, f.reactor, accepted.carried)
-            )
+                if f.session.read_plan:  # what the commands logged: the counters say
+                    frame = await read_counters(session, frame)
+                    due = due_now(accepted.profile, marks, f.now(), frame)
+            batches.append(await run_plan(session, due, marks, deadline, f.reactor, frame))
             await session.close()
         except SacError as exc:
             await session.abandon()

@@ -17,7 +17,7 @@ from sac.dlms import Obis
 from sac.dlms.axdr import OctetString, Structure, encode_data
 from sac.dlms.compact import CompactFrame
 from sac.dlms.cosemtime import CosemDateTime
-from sac.errors import DecodeError, EncodeError
+from sac.errors import CodecError, DecodeError, EncodeError
 from sac.eventcodes import EventKind, describe
 from sac.profiles import STANDARD_OBJECTS, CosemRef, IMeterProfile
 from sac.store.model import Event, MeterStatus, Reading
@@ -295,17 +295,36 @@ def _time_column(columns: Sequence[Capture]) -> int:
     raise DecodeError("the profile has no time column")
 
 
-def _rows(rows: Any, width: int, what: str) -> Iterable[Sequence[Any]]:
-    """The rows of a profile buffer: an array of structures of ``width`` values, else a
-    DecodeError (what a meter sends is checked here, not trusted)."""
+def _rows(
+    rows: Any, width: int, what: str, rejected: list[str] | None = None
+) -> Iterable[Sequence[Any]]:
+    """The rows of a profile buffer: an array of structures of ``width`` values (what a meter
+    sends is checked here, not trusted).  A buffer that is not an array is a DecodeError; a
+    row that is not such a structure is skipped and said in ``rejected`` with its bytes
+    (without ``rejected``: a DecodeError), the others kept."""
     if not isinstance(rows, (list, tuple)) or isinstance(rows, Structure):
         raise DecodeError(f"a {what} buffer that is not an array: {type(rows).__name__}")
     for row in rows:
+        problem = None
         if not isinstance(row, (list, tuple)):
-            raise DecodeError(f"a {what} row that is not a structure: {type(row).__name__}")
-        if len(row) != width:
-            raise DecodeError(f"a {what} row of {len(row)} values for {width} columns")
-        yield row
+            problem = f"a {what} row that is not a structure: {type(row).__name__}"
+        elif len(row) != width:
+            problem = f"a {what} row of {len(row)} values for {width} columns"
+        if problem is None:
+            yield row
+        elif rejected is None:
+            raise DecodeError(problem)
+        else:
+            rejected.append(_rejected(problem, row))
+
+
+def _rejected(problem: str, row: Any) -> str:
+    """A row left out, with its bytes (A-XDR, as the meter sent it) for whoever looks."""
+    try:
+        raw = encode_data(row).hex()
+    except (CodecError, TypeError, ValueError):
+        raw = repr(row)[:200]
+    return f"{problem}, skipped: {raw}"
 
 
 def _small(value: Any, what: str) -> int:
@@ -323,26 +342,35 @@ def rows_to_readings(
     inverted_deviation: bool,
     received: dt.datetime,
     source: str,
+    rejected: list[str] | None = None,
 ) -> list[Reading]:
     """The readings of a load profile's rows (each column but the time one, at the row's
-    time); ``scalers``: the scaler_unit of the register columns."""
+    time); ``scalers``: the scaler_unit of the register columns.  ``rejected``: where a row
+    that does not decode is said (with its bytes) and skipped, the others kept."""
     t = _time_column(columns)
     out: dict[tuple[Obis, int, dt.datetime | None], Reading] = {}
-    for row in _rows(rows, len(columns), "profile"):
-        at = meter_time(row[t], inverted_deviation=inverted_deviation)
-        for i, c in enumerate(columns):
-            if i == t:
-                continue
-            ref = CosemRef(c.class_id, c.obis, c.attribute)
-            out[(c.obis, c.attribute, at)] = reading_of(
-                ldn,
-                ref,
-                row[i],
-                received=received,
-                source=source,
-                captured=at,
-                scaler_unit=scalers.get(c.obis) if c.attribute == 2 else None,
-            )
+    for row in _rows(rows, len(columns), "profile", rejected):
+        try:
+            at = meter_time(row[t], inverted_deviation=inverted_deviation)
+            found = [
+                reading_of(
+                    ldn,
+                    CosemRef(c.class_id, c.obis, c.attribute),
+                    row[i],
+                    received=received,
+                    source=source,
+                    captured=at,
+                    scaler_unit=scalers.get(c.obis) if c.attribute == 2 else None,
+                )
+                for i, c in enumerate(columns)
+                if i != t
+            ]
+        except CodecError as exc:
+            if rejected is None:
+                raise
+            rejected.append(_rejected(f"a profile row: {exc}", row))
+            continue
+        out.update({(r.obis, r.attribute, at): r for r in found})
     return list(out.values())
 
 
@@ -355,12 +383,14 @@ def rows_to_events(
     inverted_deviation: bool,
     received: dt.datetime,
     source: str,
+    rejected: list[str] | None = None,
     kinds: Mapping[int, EventKind] | None = None,
 ) -> list[Event]:
     """The events of a logbook's rows: time, code (0.0.96.11.x.255), counter
     (0.0.96.15.x.255) when the logbook captures one; each classed (severity, category) by
     :func:`sac.eventcodes.describe`, the meter's profile's own codes first (``kinds``: its
-    ``events``)."""
+    ``events``).  With ``rejected`` (a session), an entry that does not decode is said there
+    with its bytes and skipped, the others kept; without it, a DecodeError."""
     t = _time_column(columns)
     code = next(
         (i for i, c in enumerate(columns) if (c.obis.c, c.obis.d) == (96, 11)),
@@ -373,25 +403,21 @@ def rows_to_events(
         None,
     )
     events = []
-    for row in _rows(rows, len(columns), "logbook"):
-        at = meter_time(row[t], inverted_deviation=inverted_deviation)
-        if at is None:
-            continue  # an entry without a time cannot be placed; the meter's clock was unset
-        number = _small(row[code], "an event code")
+    for row in _rows(rows, len(columns), "logbook", rejected):
+        try:
+            at = meter_time(row[t], inverted_deviation=inverted_deviation)
+            if at is None:
+                continue  # an entry without a time cannot be placed; the clock was unset
+            number = _small(row[code], "an event code")
+            count = _small(row[counter], "an event counter") if counter is not None else None
+        except DecodeError as exc:
+            if rejected is None:
+                raise
+            rejected.append(_rejected(f"a logbook entry: {exc}", row))
+            continue
         kind = describe(number, kinds)
-        events.append(
-            Event(
-                ldn,
-                logbook,
-                number,
-                at,
-                received,
-                source,
-                _small(row[counter], "an event counter") if counter is not None else None,
-                kind.severity.value,
-                kind.category.value,
-            )
-        )
+        severity, category = kind.severity.value, kind.category.value
+        events.append(Event(ldn, logbook, number, at, received, source, count, severity, category))
     return events
 
 

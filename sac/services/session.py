@@ -388,6 +388,18 @@ class MeterSession:
         inverted = bool(self.profile.inverted_deviation)
         access = cmd.range_access(columns, start, end, inverted=inverted)
         rows = await self.get(ref, access)
+        rejected: list[str] = []  # rows that do not decode: said, skipped, the rest kept
+        try:
+            return await self._rows_read(quantity, ref, columns, rows, rejected)
+        finally:
+            for note in rejected:
+                self.skipped.append(f"{quantity}: {note}")
+                self.log.warn("meter {ldn}: {what}: {note}", ldn=self.ldn, what=quantity, note=note)
+
+    async def _rows_read(
+        self, quantity: str, ref: CosemRef, columns: Any, rows: Any, rejected: list[str]
+    ) -> Ingest:
+        inverted = bool(self.profile.inverted_deviation)
         if quantity == "daily_profile":
             for c in columns:
                 if c.class_id in (3, 4) and c.attribute == 2:
@@ -400,6 +412,7 @@ class MeterSession:
                 inverted_deviation=inverted,
                 received=self.now(),
                 source=self.source,
+                rejected=rejected,
             )
             return Ingest(readings=readings)
         events = rows_to_events(
@@ -410,6 +423,7 @@ class MeterSession:
             inverted_deviation=inverted,
             received=self.now(),
             source=self.source,
+            rejected=rejected,
         )
         return Ingest(events=events)
 

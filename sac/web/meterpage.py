@@ -110,10 +110,15 @@ def _flags(reading: Any, name: str, bits: Any) -> list[str]:
 async def _daily_diagnostic(
     store: Any, registry: Any, meter: Meter, bits: Any, end: dt.datetime
 ) -> list[dict[str, Any]]:
-    """The daily diagnostic of the latest gas days (the daily profile's rows carry it, a
-    capture at 06:00 giving the gas day that ends then), newest first."""
+    """The daily diagnostic of the latest gas days, newest first: of each gas day the last
+    value (the daily profile's rows carry it, a capture at 06:00 giving the gas day that ends
+    then; a frame may carry it too, as often as the meter pushes)."""
     obis = object_of(registry, meter.profile, "daily_diagnostic")
-    rows = await store.readings.between(meter.ldn, obis, 2, None, end, DAILY_DIAGNOSTIC_DAYS)
+    start = end - dt.timedelta(days=DAILY_DIAGNOSTIC_DAYS + 1)
+    found = await store.readings.buckets(
+        meter.ldn, obis, 2, start, end, 86400, gasday.ROME, dt.timedelta(hours=6), closing=True
+    )
+    rows = found.readings[-DAILY_DIAGNOSTIC_DAYS:]
     return [
         dict(
             day=gasday.closing_day(r.captured),

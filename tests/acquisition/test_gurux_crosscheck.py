@@ -146,7 +146,7 @@ async def push_and_wait(port: int, frame: bytes) -> tuple[GuruxMeter, Failure]:
 
 
 async def open_sac(
-    backend: Backend, sacs: list[Sac], profile: str, by_ip: bool
+    backend: Backend, sacs: list[Sac], profile: str, by_ip: bool, **sac: Any
 ) -> tuple[Store, Sac, int]:
     """A store with one meter provisioned by hand (its key known), and a SAC listening."""
     store = backend.make()
@@ -161,9 +161,9 @@ async def open_sac(
         )
     )
     await store.keys.set(LDN, MANAGEMENT, KEY)
-    sac = Sac(store)
-    sacs.append(sac)
-    return store, sac, await sac.listen()
+    made = Sac(store, **sac)
+    sacs.append(made)
+    return store, made, await made.listen()
 
 
 TITLES = [pytest.param(True, id="system-title"), pytest.param(False, id="empty-title")]

@@ -19,11 +19,13 @@ from sac.profiles.readplan import UNI_TS_PLAN
 from sac.protocols.client import dial
 from sac.services.plan import due_now, run_plan
 from sac.services.session import MeterSession, SessionSettings
+from sac.store import Actor
 from tests.acquisition.conftest import Backend, Sac, push_once, started
 from tests.acquisition.test_poll import _listening
 from tests.acquisition.test_slow import until
 
 BATTERY = STANDARD_OBJECTS["battery_autonomy"].obis
+OPERATOR = Actor("olivia", "192.0.2.9")
 EVENT_LOG = STANDARD_OBJECTS["event_logbook"].obis
 PLANNED = [item.quantity for item in UNI_TS_PLAN]
 
@@ -186,3 +188,20 @@ async def test_an_item_the_meter_refuses_is_marked_with_why(backend: Backend) ->
         assert "parameter_logbook" in {mark.quantity for mark in marks}  # tried again in a week
     finally:
         await fleet.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_what_a_command_logs_is_read_in_its_session(
+    backend: Backend, sacs: list[Sac]
+) -> None:
+    """CF47 carries no event counter: after a command the session reads the counters, and
+    the logbook the valve operation moved is read at once, not tomorrow."""
+    store, fleet, _sac, port = await started(backend, sacs, read_plan=True)
+    [m] = fleet.meters
+    await push_once(port, m)  # the plan read: nothing due for a day
+    assert not [e for e in await store.events.latest(m.ldn) if e.code == 30]
+    await store.commands.queue(m.ldn, "valve-close", {}, OPERATOR, priority=20)
+    await push_once(port, m)
+    [closed] = [e for e in await store.events.latest(m.ldn) if e.code == 30]
+    assert closed.logbook == STANDARD_OBJECTS["metrological_logbook"].obis
+    assert closed.source == "session"

@@ -11,7 +11,14 @@ from typing import Any
 import pytest
 
 from sac.dlms import Obis
-from sac.dlms.axdr import Array, Structure
+from sac.dlms.axdr import (
+    Array,
+    DoubleLongUnsigned,
+    Long64Unsigned,
+    LongUnsigned,
+    Structure,
+    encode_data,
+)
 from sac.errors import DecodeError
 from sac.eventcodes import Category, EventKind, Severity
 from sac.services.readings import Capture, rows_to_events, rows_to_readings
@@ -73,6 +80,34 @@ def test_an_event_code_the_store_cannot_keep_is_refused(code: Any) -> None:
         events(Array([Structure([T, code, 3])]))
     with pytest.raises(DecodeError):
         events(Array([Structure([T, 7, code])]))
+
+
+def test_a_bad_row_is_said_with_its_bytes_and_skipped_the_others_kept() -> None:
+    """In a session (``rejected`` given) one entry that does not decode costs that entry
+    only: it is said, with its A-XDR bytes, and the rest of the logbook is stored."""
+    rejected: list[str] = []
+    # a code the store cannot keep, as the meter sent it (typed: its bytes say so)
+    huge = Structure([DoubleLongUnsigned(T + 1), Long64Unsigned(1 << 40), LongUnsigned(4)])
+    narrow = Structure([DoubleLongUnsigned(T + 2)])
+    rows = Array([Structure([T, 7, 3]), huge, narrow, Structure([T + 3, 30, 5])])
+    found = rows_to_events(
+        "L", LOGBOOK, EVENT_COLUMNS, rows, inverted_deviation=False, received=NOW,
+        source="session", rejected=rejected,
+    )  # fmt: skip
+    assert [(e.code, e.counter) for e in found] == [(7, 3), (30, 5)]
+    assert len(rejected) == 2
+    assert rejected[0].startswith("a logbook entry: an event code Long64Unsigned(1099511627776)")
+    assert rejected[0].endswith(f"skipped: {encode_data(huge).hex()}")
+    assert (
+        rejected[1]
+        == f"a logbook row of 1 values for 3 columns, skipped: {encode_data(narrow).hex()}"
+    )
+    profile: list[str] = []
+    kept = rows_to_readings(
+        "L", PROFILE_COLUMNS, Array([Structure([T, 1234]), Structure([T + 86400])]),
+        scalers={}, inverted_deviation=False, received=NOW, source="session", rejected=profile,
+    )  # fmt: skip
+    assert [r.value for r in kept] == [1234] and len(profile) == 1
 
 
 def test_events_are_classed_by_the_profile_first() -> None:
