@@ -424,6 +424,7 @@ class MeterSession:
             received=self.now(),
             source=self.source,
             rejected=rejected,
+            kinds=self.profile.events,
         )
         return Ingest(events=events)
 
