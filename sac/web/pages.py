@@ -364,6 +364,7 @@ class Pages:
         alarm_index = await self.store.readings.last(ldn, alarm, 2, 1)
         events = await self.store.events.latest(ldn, 50)
         commands = await self.store.commands.recent(ldn, None, 30)
+        connections = await self.store.connections.recent(ldn, 20)
         counters = None
         if session.user.role.may(Role.ADMIN):
             sap = int(self.registry.match(assigned=meter.profile).clients["management"])
@@ -389,6 +390,7 @@ class Pages:
                 daily=daily[-14:],
                 events=[display.event_row(e, profile) for e in events],
                 commands=commands,
+                connections=connections,
                 span=span,
                 ranges=list(RANGES),
                 added=arg(request, "added") == "1",

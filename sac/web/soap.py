@@ -9,6 +9,8 @@ Operations (namespace :data:`NS`; each documented in the WSDL):
   (billing: the converted-volume index of every meter between two times), both paged with a
   cursor that resumes a large export where it stopped;
 * ``GetEvents`` (events and alarms of one meter or all, between two times, paged);
+* ``GetConnections`` (one meter's sessions, pushes and polls, between two times, paged:
+  their outcome, what was read and what was not);
 * ``GetValveState``, ``RequestValve`` (close / enable opening: queued as a command, its id
   returned) and ``GetCommandStatus``.
 
@@ -81,6 +83,7 @@ from sac.web.soap_types import (
     BadInputFault,
     BadRangeFault,
     CommandStatus,
+    ConnectionPage,
     EventPage,
     ForbiddenFault,
     MeterInfo,
@@ -91,6 +94,7 @@ from sac.web.soap_types import (
     UnknownMeterFault,
     ValveState,
     _command_status,
+    _connection_info,
     _event_info,
     _fault,
     _limit,
@@ -349,6 +353,34 @@ class ErpService(ServiceBase):
                 lo, hi, ldn=ldn or None, cursor=cursor or None, limit=size
             )
             return EventPage(events=[_event_info(e) for e in page.events], cursor=page.cursor)
+
+        return await call.run(Role.VIEWER, ldn, _span(start, end), work)
+
+    @rpc(
+        _required(Unicode, "the meter's LDN"),
+        _required(DateTime, "from (included), with its UTC offset"),
+        _required(DateTime, "to (excluded), with its UTC offset"),
+        Unicode(doc="the cursor of the page before"),
+        Integer(doc=f"connections a page, 1 to {MAX_PAGE} (1000)"),
+        _returns=ConnectionPage,
+        _throws=[*_PAGED, UnknownMeterFault],
+    )
+    async def GetConnections(
+        ctx: Any, ldn: str, start: Any, end: Any, cursor: Any, limit: Any
+    ) -> ConnectionPage:
+        """One meter's sessions (pushes, polls) started in [start, end), in the order they
+        started: the outcome, the duration, what was read and what could not be."""
+        call = _Call(ctx)
+
+        async def work(actor: Actor) -> ConnectionPage:
+            lo, hi = _range(start, end)
+            size = _limit(limit, 1000, MAX_PAGE)
+            page = await call.web.store.connections.page(
+                ldn, lo, hi, cursor=cursor or None, limit=size
+            )
+            return ConnectionPage(
+                connections=[_connection_info(c) for c in page.connections], cursor=page.cursor
+            )
 
         return await call.run(Role.VIEWER, ldn, _span(start, end), work)
 

@@ -20,7 +20,7 @@ from spyne import (
 from spyne import Decimal as XsDecimal
 
 from sac.eventcodes import describe
-from sac.store import Command, Event, Meter, Reading
+from sac.store import Command, Connection, Event, Meter, Reading
 from sac.web import display
 from sac.web.errors import soap_fault
 
@@ -133,6 +133,33 @@ class EventInfo(_Type):
 class EventPage(_Type):
     _type_info = [
         ("events", _required(Array(EventInfo), "in the order they occurred")),
+        ("cursor", _optional(Unicode, "pass back to resume after this page; absent: done")),
+    ]
+
+
+class ConnectionInfo(_Type):
+    _type_info = [
+        ("started", _required(DateTime, "when the meter connected (push) or was dialled (poll)")),
+        ("peer", _required(Unicode, "where it came from, or the address dialled")),
+        ("kind", _required(Unicode, "push or poll")),
+        (
+            "outcome",
+            _required(
+                Unicode,
+                "stored, spooled, commands, done, partial, or why not (unknown-meter, "
+                "ip-not-allowed, push-timeout, failed...)",
+            ),
+        ),
+        ("durationMs", _required(Integer64, "connection to its end, milliseconds")),
+        ("read", _optional(Array(Unicode), "the quantities read beyond the push frame")),
+        ("skipped", _optional(Array(Unicode), "what could not be read, each with why")),
+        ("detail", _optional(Unicode, "why it was refused or failed, or a note on its end")),
+    ]
+
+
+class ConnectionPage(_Type):
+    _type_info = [
+        ("connections", _required(Array(ConnectionInfo), "in the order they started")),
         ("cursor", _optional(Unicode, "pass back to resume after this page; absent: done")),
     ]
 
@@ -310,6 +337,19 @@ def _event_info(event: Event) -> EventInfo:
         received=event.received,
         source=event.source,
         counter=event.counter,
+    )
+
+
+def _connection_info(c: Connection) -> ConnectionInfo:
+    return ConnectionInfo(
+        started=c.started,
+        peer=c.peer,
+        kind=c.kind,
+        outcome=c.outcome,
+        durationMs=c.duration_ms,
+        read=list(c.read),
+        skipped=list(c.skipped),
+        detail=c.detail,
     )
 
 
