@@ -20,6 +20,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from sac.errors import SacError
+from sac.runtime import wait_at_most
 from sac.services.metrics import Metrics
 from sac.store import Connection
 
@@ -61,6 +62,7 @@ class ConnectionLog:
         self._timer: Any = None
         self._writing: Deferred[None] | None = None
         self._lost = 0  # since the last failure was logged
+        self._refused = False  # the last write failed
         self.transactions = 0
 
     def record(self, connection: Connection) -> None:
@@ -114,16 +116,22 @@ class ConnectionLog:
         self._lost += rows
         self.metrics.count("sac_connections_lost_total", rows)
 
-    async def flush(self) -> None:
-        """Store what waits (at a stop, once the sessions have ended)."""
+    async def flush(self, within: float = 10.0) -> None:
+        """Store what waits (at a stop, once the sessions have ended), for at most
+        ``within`` seconds (a store away never holds a stop up): what is not stored by then
+        is lost, and counted."""
+        deadline = self.reactor.seconds() + within
+        self._refused = False  # tried once more, whatever happened before
         while self._pending or self._writing is not None:
-            if self._writing is None:
-                self._write()
+            left = deadline - self.reactor.seconds()
+            if left <= 0 or (self._refused and self._writing is None):
+                break  # out of time, or the store refuses: do not spin on it
+            self._write()
             if self._writing is not None:
-                await self._writing
-            if self._lost and self._pending:  # the store refuses: do not spin on it
-                self._lose(len(self._pending))
-                self._pending.clear()
+                await wait_at_most([self._writing], left, self.reactor)
+        if self._pending:
+            self._lose(len(self._pending))
+            self._pending.clear()
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None

@@ -172,3 +172,24 @@ async def test_the_log_writes_at_once_at_its_batch_and_holds_at_most_most(
     await held.flush()
     assert backend.raw("SELECT count(*) FROM connections") == [(8,)]
     await Deferred.fromCoroutine(store.close())
+
+
+class _Hanging:
+    """A store whose connections' writes never answer (the network to it cut)."""
+
+    def __init__(self) -> None:
+        self.connections = self
+
+    def add(self, rows: Any) -> Deferred[int]:
+        return Deferred()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_store_that_never_answers_holds_no_stop_up() -> None:
+    log = ConnectionLog(_Hanging(), reactor=reactor, every=60)
+    for _ in range(3):
+        log.record(Connection(None, dt.datetime.now(dt.UTC), "192.0.2.1", "push", "stored", 5))
+    began = reactor.seconds()
+    await log.flush(within=0.2)
+    assert reactor.seconds() - began < 5
+    assert log.metrics.value("sac_connections_lost_total") == 3
