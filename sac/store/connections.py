@@ -100,6 +100,8 @@ def _clip(text: str, limit: int) -> str:
 
 
 def _items(items: Sequence[str]) -> str:
+    if not items:  # most sessions: a push stored, nothing read beyond it
+        return "[]"
     kept = [_clip(item, LIMITS["item"]) for item in items[:MAX_ITEMS]]
     if len(items) > MAX_ITEMS:
         kept.append(f"\u2026 and {len(items) - MAX_ITEMS} more")
