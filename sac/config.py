@@ -267,6 +267,8 @@ SETTINGS: tuple[Setting, ...] = (
        "file holding the master key (64 hex digits); or set $SAC_MASTER_KEY"),
     _s("store", "password_file", "", _readable_file,
        "file holding the PostgreSQL password; or set $SAC_STORE_PASSWORD, or use ~/.pgpass"),
+    _s("store", "keep_connections_days", "400", _integer(1, 100 * 366),
+       "days each session's record (meters' connections) is kept, then forgotten"),
     # [push]: meters calling in
     _s("push", "listen", "tcp:4059:backlog=1024", _stream_listeners,
        "endpoints for push sessions, space-separated: tcp:PORT[:interface=ADDR][:backlog=N], "

@@ -113,6 +113,8 @@ class SacService(MultiService):
         self.push: Any = None
         self.poller: Any = None
         self.housekeeping: Any = None
+        self.connections: Any = None  # the sessions' records (sac.services.connections)
+        self.pruning: Any = None
         self.web: Any = None
         self.push_ports: list[Any] = []
         self.udp_ports: list[Any] = []
@@ -155,6 +157,7 @@ class SacService(MultiService):
         self._open_files()
         await self._open_store()
         await self._open_spool()
+        self._start_connections()
         await self._start_push()
         self._start_polls()
         self._start_housekeeping()
@@ -285,6 +288,7 @@ class SacService(MultiService):
             reactor=self.reactor,
             settings=_from_section(ListenerSettings, p),
             session=self._session_settings(SessionSettings, read_plan=p.read_plan),
+            connections=self.connections,
         )
         for description in p.listen:
             self.push_ports.append(
@@ -313,9 +317,21 @@ class SacService(MultiService):
             settings=_from_section(PollSettings, p),
             session=self._session_settings(SessionSettings),
             metrics=self.metrics,
+            connections=self.connections,
         )
         self.poller.setName("poll scheduler")
         self.poller.setServiceParent(self)  # started by it: this service is running
+
+    def _start_connections(self) -> None:
+        """The sessions' records: written in batches, forgotten after
+        ``[store] keep_connections_days``."""
+        from sac.services.connections import ConnectionLog, ConnectionPruning
+
+        self.connections = ConnectionLog(self.store, reactor=self.reactor, metrics=self.metrics)
+        keep = dt.timedelta(days=self.config.store.keep_connections_days)
+        self.pruning = ConnectionPruning(self.store, keep, reactor=self.reactor)
+        self.pruning.setName("connections' record")
+        self.pruning.setServiceParent(self)
 
     def _start_housekeeping(self) -> None:
         from sac.services.commands import Housekeeping
@@ -460,6 +476,10 @@ class SacService(MultiService):
             self._probe.stop()
         if self.housekeeping is not None:
             self.housekeeping.stopService()
+        if self.pruning is not None:
+            self.pruning.stopService()
+        if self.connections is not None:  # the sessions have ended: their last records
+            await self.connections.flush()
         if self.acquisition is not None:
             self.acquisition.stop()
         held = 0

@@ -86,6 +86,8 @@ class IPushConnection(Protocol):
     link: ILink  # requests to the meter, once its push is in
     peer: str  # the meter's address
     ldn: str | None  # the meter, once known: named in the connection's log line
+    read: tuple[str, ...]  # what the session read beyond the push: the connection's record
+    skipped: tuple[str, ...]  # what it could not read, each with why
     started: float  # time.monotonic() at the connect
 
     @property

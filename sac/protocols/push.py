@@ -107,6 +107,10 @@ class PushListener(Factory):
         protocol.factory = self
         return protocol
 
+    def session_ended(self, protocol: PushProtocol, seconds: float) -> None:
+        """A connection has ended (after its log line), ``seconds`` after its connect: a
+        subclass keeps its record (:class:`sac.services.push.PushFactory`)."""
+
     def ended(self, protocol: PushProtocol) -> None:
         self.active.discard(protocol)
         self.waiting.pop(protocol, None)
@@ -147,6 +151,9 @@ class PushProtocol(Protocol):
         self.link: Link | None = None
         self.peer = "?"
         self.ldn: str | None = None
+        # what the session read over it beyond the push, and what it could not (with why)
+        self.read: tuple[str, ...] = ()
+        self.skipped: tuple[str, ...] = ()
         self.outcome = "open"
         self.problem = ""
         self.note = ""  # said in the session's line, not a problem
@@ -248,6 +255,7 @@ class PushProtocol(Protocol):
             why=f": {why}" if why else "",
             problem=self.problem,
         )
+        self.f.session_ended(self, seconds)
         return result
 
     def _limit(self, why: str) -> None:

@@ -81,6 +81,10 @@ DECLARED: dict[str, Declared] = {
     # polls (sac.services.poller)
     "sac_polls_running": Declared(Gauge, "Polls under way"),
     "sac_polls_total": _counter("Polls ended, by outcome", "outcome"),
+    # the connections' record (sac.services.connections)
+    "sac_connections_lost_total": _counter(
+        "Sessions' records not stored (the store failed, or too many waited)"
+    ),
     # the store (sac.store.connector)
     "sac_store_seconds": _histogram(
         "Store transactions' duration, by transaction", _STORE_BUCKETS, "transaction"

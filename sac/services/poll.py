@@ -37,20 +37,32 @@ class PollStore(SessionStore, IngestStore, Protocol):
 
 
 class PollFailed(SacError):
-    """A poll that could not be completed (the reason in the message)."""
+    """A poll that could not be completed (the reason in the message); ``read`` and
+    ``skipped``: what its session read before, and what it could not."""
+
+    read: tuple[str, ...] = ()
+    skipped: tuple[str, ...] = ()
 
 
 class PollResult:
-    """What a poll stored; ``skipped``: the objects it could not read, each with why."""
+    """What a poll stored; ``read``: the quantities it read beyond the meter's list values;
+    ``skipped``: the objects it could not read, each with why."""
 
     def __init__(
-        self, ldn: str, readings: int, events: int, commands: int, skipped: tuple[str, ...] = ()
+        self,
+        ldn: str,
+        readings: int,
+        events: int,
+        commands: int,
+        skipped: tuple[str, ...] = (),
+        read: tuple[str, ...] = (),
     ) -> None:
         self.ldn = ldn
         self.readings = readings
         self.events = events
         self.commands = commands
         self.skipped = skipped
+        self.read = read
 
     def __repr__(self) -> str:
         return (
@@ -89,14 +101,21 @@ async def poll_meter(
         total = await _session(ldn, session, store, address, claimed, reactor, deadline)
     except (ProtocolError, SacError) as exc:
         await _abandon(protocol, session, store, claimed, str(exc))
-        if isinstance(exc, PollFailed):
+        failed = exc if isinstance(exc, PollFailed) else PollFailed(f"meter {ldn}: {exc}")
+        failed.read, failed.skipped = tuple(session.read), tuple(session.skipped)
+        if failed is exc:
             raise
-        raise PollFailed(f"meter {ldn}: {exc}") from None
+        raise failed from None
     if protocol.transport is not None:
         protocol.transport.loseConnection()
     await protocol.closed
     return PollResult(
-        ldn, len(total.readings), len(total.events), len(claimed), tuple(session.skipped)
+        ldn,
+        len(total.readings),
+        len(total.events),
+        len(claimed),
+        tuple(session.skipped),
+        tuple(session.read),
     )
 
 

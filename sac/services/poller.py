@@ -21,9 +21,11 @@ from twisted.logger import Logger
 from sac.errors import SacError
 from sac.profiles import ProfileRegistry
 from sac.runtime import wait_at_most
+from sac.services.connections import ConnectionLog
 from sac.services.metrics import Metrics
 from sac.services.poll import PollFailed, PollResult, PollStore, poll_meter
 from sac.services.session import SessionSettings
+from sac.store import Connection
 from sac.store.model import PollJob
 
 __all__ = ["PollSettings", "Poller"]
@@ -53,8 +55,10 @@ class Poller(Service):
         session: SessionSettings = SessionSettings(),  # noqa: B008 -- frozen, shared
         metrics: Metrics | None = None,
         now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+        connections: ConnectionLog | None = None,
     ) -> None:
         self.store = store
+        self.connections = connections  # where each poll's record goes (None: nowhere)
         self.registry = registry
         self.reactor = reactor
         self.settings = settings
@@ -125,14 +129,17 @@ class Poller(Service):
     async def run(self, job: PollJob) -> PollResult | None:
         """One poll, and when the next one is due."""
         interval = job.interval or self.settings.interval
-        started = self.reactor.seconds()
+        started, began = self.reactor.seconds(), self.now()
         try:
             result = await self._poll(job)
         except CancelledError:
             self.log.info("poll of {ldn}: cut by a stop, due again", ldn=job.ldn)
+            self._record(job, began, started, "stopping", detail="the SAC is stopping")
             await self._reschedule(job.ldn, 0, job.failures)
             raise
         except (PollFailed, SacError) as exc:
+            got = getattr(exc, "read", ()), getattr(exc, "skipped", ())
+            self._record(job, began, started, "failed", *got, str(exc))
             failures = job.failures + 1
             delay = min(interval, self.settings.retry_first * 2 ** (failures - 1))
             self.metrics.count("sac_polls_total", outcome="failed")
@@ -148,6 +155,8 @@ class Poller(Service):
             await self._reschedule(job.ldn, delay, failures)
             return None
         self._polled(job, result, started)
+        outcome = "partial" if result.skipped else "done"
+        self._record(job, began, started, outcome, result.read, result.skipped)
         await self._reschedule(job.ldn, interval, 0)
         return result
 
@@ -179,6 +188,24 @@ class Poller(Service):
             e=result.events,
             c=result.commands,
             not_read=f"; not read: {'; '.join(result.skipped)}" if result.skipped else "",
+        )
+
+    def _record(
+        self,
+        job: PollJob,
+        began: dt.datetime,
+        started: float,
+        outcome: str,
+        read: tuple[str, ...] = (),
+        skipped: tuple[str, ...] = (),
+        detail: str | None = None,
+    ) -> None:
+        """The poll's record, to the connections' log (gathered, stored later)."""
+        if self.connections is None:
+            return
+        ms = round((self.reactor.seconds() - started) * 1000)
+        self.connections.record(
+            Connection(job.ldn, began, job.address, "poll", outcome, ms, read, skipped, detail)
         )
 
     async def _reschedule(self, ldn: str, delay: float, failures: int) -> None:

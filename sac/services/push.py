@@ -38,10 +38,12 @@ from sac.profiles.readplan import PlanItem
 from sac.protocols.interface import IPushConnection, ResponseTimeout
 from sac.protocols.push import DEFAULT_LISTENER, ListenerSettings, PushListener, WrapperDatagrams
 from sac.services.acquisition import Accepted, Acquisition, PushRejected, StoreUnavailable
+from sac.services.connections import ConnectionLog
 from sac.services.ingest import IngestStore
 from sac.services.metrics import Metrics
 from sac.services.plan import due_now, read_counters, run_plan
 from sac.services.session import MeterSession, SessionSettings, SessionStore, merge, requeue
+from sac.store import Connection
 from sac.store.model import Command, Ingest
 
 __all__ = ["PushDatagramProtocol", "PushFactory", "PushSession", "PushSessionStore", "State"]
@@ -220,6 +222,7 @@ class PushSession:
             batches.append(await run_plan(session, due, marks, deadline, f.reactor, frame))
             await session.close()
         except SacError as exc:
+            conn.read, conn.skipped = tuple(session.read), tuple(session.skipped)
             await session.abandon()
             await self._requeue(claimed, str(exc))
             await self._store(merge(batches))
@@ -230,6 +233,7 @@ class PushSession:
             timeout = isinstance(exc, ResponseTimeout)
             self._end(_In.FAILED, "response-timeout" if timeout else "session-failed", str(exc))
             return
+        conn.read, conn.skipped = tuple(session.read), tuple(session.skipped)
         await self._store(merge(batches))
         self._end(_In.RAN if claimed else _In.READ, "commands" if claimed else "read")
 
@@ -270,7 +274,10 @@ class PushSession:
 
 
 class PushFactory(PushListener):
-    """The push listener whose connections run :class:`PushSession`."""
+    """The push listener whose connections run :class:`PushSession`, each one's record kept
+    in ``connections``."""
+
+    log = Logger()
 
     def __init__(
         self,
@@ -282,6 +289,7 @@ class PushFactory(PushListener):
         session: SessionSettings = DEFAULT_SESSION,
         metrics: Metrics | None = None,
         now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+        connections: ConnectionLog | None = None,
     ) -> None:
         super().__init__(
             self._session,
@@ -294,9 +302,32 @@ class PushFactory(PushListener):
         self.store = store
         self.session = session
         self.now = now
+        self.connections = connections  # where each session's record goes (None: nowhere)
 
     def _session(self, connection: IPushConnection) -> Any:
         return PushSession(self, connection).run()
+
+    def session_ended(self, protocol: Any, seconds: float) -> None:
+        """The connection's record, to the connections' log (gathered, stored later)."""
+        if self.connections is None:
+            return
+        try:
+            why = protocol.problem or protocol.note
+            self.connections.record(
+                Connection(
+                    protocol.ldn,
+                    self.now() - dt.timedelta(seconds=seconds),
+                    protocol.peer,
+                    "push",
+                    protocol.outcome,
+                    round(seconds * 1000),
+                    protocol.read,
+                    protocol.skipped,
+                    why or None,
+                )
+            )
+        except Exception:  # a record lost, never the session
+            self.log.failure("push session from {peer}: not recorded", peer=protocol.peer)
 
 
 class PushDatagramProtocol(WrapperDatagrams):

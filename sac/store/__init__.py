@@ -10,6 +10,7 @@ from sac.errors import (
     UnknownMeter,
     UnknownUser,
 )
+from sac.store.connections import Connection, ConnectionPage
 from sac.store.connector import IStore, Store
 from sac.store.model import (
     METER_FIELDS,
@@ -54,6 +55,8 @@ __all__ = [
     "CommandStateError",
     "CommandTransition",
     "Conflict",
+    "Connection",
+    "ConnectionPage",
     "Event",
     "EventPage",
     "IStore",

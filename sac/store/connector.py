@@ -1,6 +1,7 @@
 """The store: one connector holding a component per entity (``store.meters``,
 ``store.keys``, ``store.counters``, ``store.readings``, ``store.events``, ``store.commands``,
-``store.users``, ``store.sessions``, ``store.tokens``, ``store.audit``, ``store.exports``),
+``store.users``, ``store.sessions``, ``store.tokens``, ``store.audit``, ``store.exports``,
+``store.connections``),
 each with its narrow interface next to it; a backend (SQLite, PostgreSQL) provides one
 method, :meth:`Store.run`: run a transaction generator."""
 
@@ -23,6 +24,7 @@ from sac.passwords import ScryptParams
 from sac.store import schema
 from sac.store.audit import AuditComponent
 from sac.store.commands import CommandsComponent
+from sac.store.connections import ConnectionsComponent
 from sac.store.counters import CountersComponent
 from sac.store.events import EventsComponent
 from sac.store.exports import ExportsComponent
@@ -55,6 +57,7 @@ class IStore(Interface):
     tokens = Attribute(":class:`sac.store.tokens.ITokens`")
     audit = Attribute(":class:`sac.store.audit.IAudit`")
     exports = Attribute(":class:`sac.store.exports.IExports`")
+    connections = Attribute(":class:`sac.store.connections.IConnections`")
 
     async def open(upto: int | None = None) -> tuple[int, int]:
         """Apply the migrations (up to version ``upto``: for upgrade tests) and check the
@@ -117,6 +120,7 @@ class Store:
         self.tokens = TokensComponent(self)
         self.audit = AuditComponent(self)
         self.exports = ExportsComponent(self)
+        self.connections = ConnectionsComponent(self)
 
     # told each transaction's name (its generator function's) and duration in seconds, when
     # set (sac.tap: the histogram sac_store_seconds)

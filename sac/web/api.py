@@ -21,6 +21,7 @@ import functools
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+import msgspec
 from klein import Klein
 
 from sac.errors import BadCursor, SacError
@@ -29,6 +30,7 @@ from sac.store import (
     ApiToken,
     BulkError,
     Conflict,
+    Connection,
     Meter,
     MeterQuery,
     MeterState,
@@ -59,6 +61,7 @@ from sac.web.api_input import (
 from sac.web.errors import ApiError, json_answer
 from sac.web.errors import install as install_errors
 from sac.web.openapi import openapi
+from sac.web.schema import ConnectionOut, ConnectionsOut
 
 __all__ = ["API", "MAX_BODY", "MAX_ITEMS", "ApiError", "JsonApi", "openapi"]
 
@@ -79,6 +82,44 @@ def _unit(code: int | None) -> str | None:
     if code is None:
         return None
     return display.unit_name(code).replace("³", "3")
+
+
+def _limit(query: Mapping[str, str]) -> int:
+    """The ``limit`` parameter: 1 to MAX_LIMIT (DEFAULT_LIMIT when absent)."""
+    text = query.get("limit", str(DEFAULT_LIMIT))
+    if not text.isascii() or not text.isdigit() or not 1 <= int(text) <= MAX_LIMIT:
+        raise ApiError(400, "bad_parameter", f"limit is a whole number 1 to {MAX_LIMIT}")
+    return int(text)
+
+
+def _instant(query: Mapping[str, str], name: str) -> dt.datetime | None:
+    """The time parameter ``name`` in UTC (None when absent): ISO-8601 with its offset."""
+    if name not in query:
+        return None
+    try:
+        value = dt.datetime.fromisoformat(query[name])
+    except ValueError:
+        value = None
+    if value is None or value.tzinfo is None:
+        raise ApiError(
+            400,
+            "bad_parameter",
+            f"{name} is an ISO-8601 time with its offset, e.g. 2025-01-31T23:00:00Z",
+        )
+    return value.astimezone(dt.UTC)
+
+
+def _connection(c: Connection) -> ConnectionOut:
+    return ConnectionOut(
+        _time(c.started) or "",
+        c.peer,
+        c.kind,
+        c.outcome,
+        c.duration_ms,
+        list(c.read),
+        list(c.skipped),
+        c.detail,
+    )
 
 
 Handler = Callable[..., Awaitable[Any]]
@@ -251,25 +292,8 @@ class JsonApi:
     @api(Role.VIEWER)
     async def api_meters(self, request: Any, token: ApiToken) -> bytes:
         query = read_query(request, ("limit", "after", "changed_since", "state"))
-        limit_text = query.get("limit", str(DEFAULT_LIMIT))
-        if not limit_text.isascii() or not limit_text.isdigit():
-            raise ApiError(400, "bad_parameter", f"limit is a whole number 1 to {MAX_LIMIT}")
-        limit = int(limit_text)
-        if not 1 <= limit <= MAX_LIMIT:
-            raise ApiError(400, "bad_parameter", f"limit is a whole number 1 to {MAX_LIMIT}")
-        since = None
-        if "changed_since" in query:
-            try:
-                since = dt.datetime.fromisoformat(query["changed_since"])
-            except ValueError:
-                since = None
-            if since is None or since.tzinfo is None:
-                raise ApiError(
-                    400,
-                    "bad_parameter",
-                    "changed_since is an ISO-8601 time with its offset, e.g. 2025-01-31T23:00:00Z",
-                )
-            since = since.astimezone(dt.UTC)
+        limit = _limit(query)
+        since = _instant(query, "changed_since")
         state = None
         if "state" in query:
             try:
@@ -302,6 +326,26 @@ class JsonApi:
         if meter is None:
             raise UnknownMeter(ldn)
         return json_answer(request, 200, await self._one_meter_json(meter))
+
+    @app.route("/meters/<ldn>/connections", methods=["GET"])
+    @api(Role.VIEWER)
+    async def api_meter_connections(self, request: Any, token: ApiToken, ldn: str) -> bytes:
+        """The meter's sessions started in [from, to) (default: the last 30 days), oldest
+        first, a page at a time."""
+        query = read_query(request, ("from", "to", "after", "limit"))
+        limit = _limit(query)
+        end = _instant(query, "to") or self.web.now()
+        start = _instant(query, "from") or end - dt.timedelta(days=30)
+        if end <= start:
+            raise ApiError(400, "bad_parameter", "the range ends before it starts (from, to)")
+        try:
+            page = await self.store.connections.page(
+                ldn, start, end, cursor=query.get("after") or None, limit=limit
+            )
+        except BadCursor:
+            raise ApiError(400, "bad_parameter", "after is not a cursor of this list") from None
+        out = ConnectionsOut([_connection(c) for c in page.connections], page.cursor)
+        return json_answer(request, 200, msgspec.to_builtins(out))
 
     @app.route("/meters", methods=["POST"])
     @api(Role.OPERATOR)

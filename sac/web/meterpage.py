@@ -160,5 +160,6 @@ async def gather(
         daily_diagnostic=await _daily_diagnostic(store, registry, meter, bits, end),
         events=[display.event_row(e, profile) for e in await store.events.latest(ldn, 50)],
         commands=await store.commands.recent(ldn, None, 30),
+        connections=await store.connections.recent(ldn, 20),
         counters=counters,
     )

@@ -14,7 +14,7 @@ from sac.store.exports import MAX_PAGE
 from sac.web.api_events import CATEGORIES
 from sac.web.api_input import API, DEFAULT_LIMIT, MAX_BODY, MAX_ITEMS, MAX_LIMIT
 from sac.web.history import MAX_DAYS, QUANTITIES
-from sac.web.schema import event_schemas, read_schemas, write_schemas
+from sac.web.schema import answer_schemas, event_schemas, read_schemas, write_schemas
 
 __all__ = ["openapi"]
 
@@ -50,6 +50,21 @@ LDN_PARAM = {
 }
 
 DATE = {"type": "string", "format": "date"}
+LIMIT_PARAM = {
+    "name": "limit",
+    "in": "query",
+    "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
+}
+
+
+def _time_param(name: str, description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "schema": {"type": "string", "format": "date-time"},
+        "description": f"{description}; ISO-8601 with offset",
+    }
+
 
 BODY_ERRORS = ("400", "413", "415", "422")
 
@@ -172,6 +187,7 @@ def _schemas(profiles: list[str]) -> dict[str, Any]:
         **write_schemas(profiles),
         **read_schemas(),
         **event_schemas(),
+        **answer_schemas(),
         "NewMeters": {
             "type": "object",
             "required": ["meters"],
@@ -318,16 +334,7 @@ def _paths() -> dict[str, Any]:
                 {"200": _answer("a page of meters (no keys member)", "MeterPage")},
                 errors=("400",),
                 params=[
-                    {
-                        "name": "limit",
-                        "in": "query",
-                        "schema": {
-                            "type": "integer",
-                            "minimum": 1,
-                            "maximum": MAX_LIMIT,
-                            "default": DEFAULT_LIMIT,
-                        },
-                    },
+                    LIMIT_PARAM,
                     {
                         "name": "after",
                         "in": "query",
@@ -454,6 +461,25 @@ def _paths() -> dict[str, Any]:
                         {"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": 1000},
                     ),
                     _query("after", "the cursor: next of the previous page", {"type": "string"}),
+                ],
+            )
+        },
+        f"{API}/meters/{{ldn}}/connections": {
+            "get": _op(
+                "A meter's sessions (pushes, polls) in a time range, oldest first, in pages",
+                {"200": _answer("a page of the meter's connections", "ConnectionsOut")},
+                errors=("400", "404"),
+                params=[
+                    LDN_PARAM,
+                    _time_param("from", "started at or after (default: 30 days before to)"),
+                    _time_param("to", "started before (default: now)"),
+                    {
+                        "name": "after",
+                        "in": "query",
+                        "schema": {"type": "string"},
+                        "description": "the cursor: next of the previous page",
+                    },
+                    LIMIT_PARAM,
                 ],
             )
         },

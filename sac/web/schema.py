@@ -33,10 +33,13 @@ __all__ = [
     "POLL_MAX_S",
     "POLL_MIN_S",
     "AcknowledgeIn",
+    "ConnectionOut",
+    "ConnectionsOut",
     "EventOut",
     "EventsOut",
     "Field",
     "FieldError",
+    "answer_schemas",
     "check_address",
     "check_ip",
     "check_ips",
@@ -520,3 +523,40 @@ def read_schemas() -> dict[str, Any]:
         READ_TYPES, ref_template="#/components/schemas/{name}"
     )
     return components
+
+
+# --- what the API answers: a meter's connections ------------------------------------------
+
+
+class ConnectionOut(msgspec.Struct, forbid_unknown_fields=True):
+    """One session with the meter: a push (it called in) or a poll (the SAC dialled it)."""
+
+    started: Annotated[str, _doc("when it connected: UTC, ISO-8601, offset", format="date-time")]
+    peer: Annotated[str, _doc("where it came from (a push) or the address dialled (a poll)")]
+    kind: Annotated[str, _doc("push or poll", enum=["push", "poll"])]
+    outcome: Annotated[
+        str,
+        _doc(
+            "how it ended: stored, spooled, commands, done, partial, or why not (a refusal "
+            "such as unknown-meter or ip-not-allowed, a limit such as push-timeout, failed)"
+        ),
+    ]
+    duration_ms: Annotated[int, _doc("connection to its end, milliseconds")]
+    read: Annotated[list[str], _doc("the quantities read beyond the push frame")]
+    skipped: Annotated[list[str], _doc("what could not be read, each with why")]
+    detail: Annotated[str | None, _doc("why it was refused or failed, or a note on its end")]
+
+
+class ConnectionsOut(msgspec.Struct, forbid_unknown_fields=True):
+    """A page of a meter's connections, oldest first."""
+
+    connections: list[ConnectionOut]
+    next: Annotated[str | None, _doc("the cursor of the next page (after=); null: the last page")]
+
+
+def answer_schemas() -> dict[str, Any]:
+    """The OpenAPI schemas of the answers declared here (msgspec's JSON Schema)."""
+    _, components = msgspec.json.schema_components(
+        [ConnectionsOut], ref_template="#/components/schemas/{name}"
+    )
+    return dict(components)

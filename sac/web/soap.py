@@ -11,6 +11,8 @@ Operations (namespace :data:`NS`; each documented in the WSDL):
 * ``GetEvents`` (events and alarms of one meter or all, between two times, paged);
 * ``GetOpenAlarms`` (the alarms no operator has acknowledged, newest first, by category or
   meter, paged) and ``AcknowledgeAlarm`` (operators: an alarm's id and a note);
+* ``GetConnections`` (one meter's sessions, pushes and polls, between two times, paged:
+  their outcome, what was read and what was not);
 * ``GetValveState``, ``RequestValve`` (close / enable opening: queued as a command, its id
   returned) and ``GetCommandStatus``.
 
@@ -89,6 +91,7 @@ from sac.web.soap_types import (
     BadInputFault,
     BadRangeFault,
     CommandStatus,
+    ConnectionPage,
     DailyConsumption,
     EventInfo,
     EventPage,
@@ -104,6 +107,7 @@ from sac.web.soap_types import (
     UnknownMeterFault,
     ValveState,
     _command_status,
+    _connection_info,
     _event_info,
     _fault,
     _gas_day_info,
@@ -469,6 +473,34 @@ class ErpService(ServiceBase):
             return _event_info(await call.web.store.events.acknowledge(id, actor, note))
 
         return await call.run(Role.OPERATOR, str(id), note, work)
+
+    @rpc(
+        _required(Unicode, "the meter's LDN"),
+        _required(DateTime, "from (included), with its UTC offset"),
+        _required(DateTime, "to (excluded), with its UTC offset"),
+        Unicode(doc="the cursor of the page before"),
+        Integer(doc=f"connections a page, 1 to {MAX_PAGE} (1000)"),
+        _returns=ConnectionPage,
+        _throws=[*_PAGED, UnknownMeterFault],
+    )
+    async def GetConnections(
+        ctx: Any, ldn: str, start: Any, end: Any, cursor: Any, limit: Any
+    ) -> ConnectionPage:
+        """One meter's sessions (pushes, polls) started in [start, end), in the order they
+        started: the outcome, the duration, what was read and what could not be."""
+        call = _Call(ctx)
+
+        async def work(actor: Actor) -> ConnectionPage:
+            lo, hi = _range(start, end)
+            size = _limit(limit, 1000, MAX_PAGE)
+            page = await call.web.store.connections.page(
+                ldn, lo, hi, cursor=cursor or None, limit=size
+            )
+            return ConnectionPage(
+                connections=[_connection_info(c) for c in page.connections], cursor=page.cursor
+            )
+
+        return await call.run(Role.VIEWER, ldn, _span(start, end), work)
 
     @rpc(
         _required(Unicode, "the meter's LDN"),

@@ -22,7 +22,7 @@ from spyne import Decimal as XsDecimal
 
 from sac import gasday
 from sac.eventcodes import describe
-from sac.store import Command, Event, Meter, Reading
+from sac.store import Command, Connection, Event, Meter, Reading
 from sac.web import display
 from sac.web.errors import soap_fault
 
@@ -184,6 +184,33 @@ class AlarmPage(_Type):
     _type_info = [
         ("alarms", _required(Array(EventInfo), "the open alarms, newest first")),
         ("cursor", _optional(Unicode, "pass back for the next page; absent: the last")),
+    ]
+
+
+class ConnectionInfo(_Type):
+    _type_info = [
+        ("started", _required(DateTime, "when the meter connected (push) or was dialled (poll)")),
+        ("peer", _required(Unicode, "where it came from, or the address dialled")),
+        ("kind", _required(Unicode, "push or poll")),
+        (
+            "outcome",
+            _required(
+                Unicode,
+                "stored, spooled, commands, done, partial, or why not (unknown-meter, "
+                "ip-not-allowed, push-timeout, failed...)",
+            ),
+        ),
+        ("durationMs", _required(Integer64, "connection to its end, milliseconds")),
+        ("read", _optional(Array(Unicode), "the quantities read beyond the push frame")),
+        ("skipped", _optional(Array(Unicode), "what could not be read, each with why")),
+        ("detail", _optional(Unicode, "why it was refused or failed, or a note on its end")),
+    ]
+
+
+class ConnectionPage(_Type):
+    _type_info = [
+        ("connections", _required(Array(ConnectionInfo), "in the order they started")),
+        ("cursor", _optional(Unicode, "pass back to resume after this page; absent: done")),
     ]
 
 
@@ -391,6 +418,19 @@ def _event_info(event: Event) -> EventInfo:
         acknowledged=ack.at if ack else None,
         acknowledgedBy=ack.by if ack else None,
         note=ack.note if ack else None,
+    )
+
+
+def _connection_info(c: Connection) -> ConnectionInfo:
+    return ConnectionInfo(
+        started=c.started,
+        peer=c.peer,
+        kind=c.kind,
+        outcome=c.outcome,
+        durationMs=c.duration_ms,
+        read=list(c.read),
+        skipped=list(c.skipped),
+        detail=c.detail,
     )
 
 

@@ -25,6 +25,7 @@ from twisted.python.failure import Failure
 from sac.profiles import discover_profiles
 from sac.protocols.push import ListenerSettings
 from sac.services.acquisition import Acquisition
+from sac.services.connections import ConnectionLog
 from sac.services.push import PushFactory
 from sac.services.session import SessionSettings
 from sac.simulator.fleet import Fleet
@@ -46,12 +47,15 @@ class Sac:
         settings = kw.pop("listener", ListenerSettings(response_timeout=3.0))
         self.store = store
         self.acquisition = Acquisition(store, REGISTRY, reactor=reactor, **kw)
+        # each session's record, as the SAC keeps it (gathered for 10 ms here, not 100)
+        self.connections = ConnectionLog(store, reactor=reactor, every=0.01)
         self.factory = PushFactory(
             self.acquisition,
             store,
             reactor=reactor,
             settings=settings,
             session=SessionSettings(name="sac-test", read_plan=read_plan),
+            connections=self.connections,
         )
         self.port: Any = None
 
@@ -64,6 +68,7 @@ class Sac:
             await self.port.stopListening()
         for protocol in list(self.factory.active):
             protocol.transport.abortConnection()
+        await self.connections.flush()
 
 
 def on_clock(sac: Sac, settings: ListenerSettings) -> tuple[PushFactory, Clock]:

@@ -83,7 +83,11 @@ async def test_one_service_serves_web_and_pushes_then_stops_cleanly(
     with Events() as log:
         service = await start(config_for(backend, tmp_path))
         try:
-            assert {child.name for child in service} == {"poll scheduler", "command queue"}
+            assert {child.name for child in service} == {
+                "poll scheduler",
+                "command queue",
+                "connections' record",
+            }
             web = f"http://127.0.0.1:{port_of(service.web_ports)}"
             answer = await treq.get(f"{web}/health")
             assert answer.code == 200
@@ -97,6 +101,10 @@ async def test_one_service_serves_web_and_pushes_then_stops_cleanly(
                 await push_once(port_of(service.push_ports), m)
             stored = await service.store.meters.get(fleet.meters[0].ldn)
             assert stored is not None and stored.last_connection is not None
+            await service.connections.flush()  # each session's record, as the stop does
+            for m in fleet.meters:
+                [record] = await service.store.connections.recent(m.ldn)
+                assert (record.kind, record.outcome) == ("push", "stored")
             # no error logged so far; then one, and /metrics says so
             metrics = await (await treq.get(f"{web}/metrics")).text()
             assert metric(metrics, "sac_log_errors_total", level="error") == 0

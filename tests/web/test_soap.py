@@ -40,6 +40,7 @@ OPERATIONS = {
     "ExportMonthStartIndexes",
     "GetDailyConsumption",
     "GetEvents",
+    "GetConnections",
     "GetValveState",
     "RequestValve",
     "GetCommandStatus",
@@ -410,3 +411,30 @@ def test_a_bad_cursor_is_told_by_its_class_not_by_its_words() -> None:
         "Client.BadInput",
         "the cursor field is 40 characters at most",
     )
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_meters_connections_as_its_pushes_left_them(
+    backend: Backend,
+    sacs: list[Sac],  # noqa: F811
+) -> None:
+    before = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
+    erp = await erp_sac(backend, sacs, 2, pushing=1)
+    await erp.sac.connections.flush()
+    pushed, silent = erp.fleet.meters
+    client = await erp.call(erp.client)
+    after = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=1)
+    page = await erp.call(lambda: client.service.GetConnections(pushed.ldn, before, after))
+    [c] = page.connections.ConnectionInfo
+    assert (c.kind, c.peer, c.outcome, c.detail) == ("push", "127.0.0.1", "stored", None)
+    assert before <= c.started <= after and c.durationMs >= 0 and page.cursor is None
+    none = await erp.call(lambda: client.service.GetConnections(silent.ldn, before, after))
+    assert not none.connections
+    for args, code in (
+        (("FIO9999999999999", before, after), "Client.UnknownMeter"),
+        ((pushed.ldn, after, before), "Client.BadRange"),
+        ((pushed.ldn, before, after, "garbage"), "Client.BadCursor"),
+        ((pushed.ldn, before, after, None, 0), "Client.PageTooLarge"),
+    ):
+        fault = await erp.fault(lambda a=args: client.service.GetConnections(*a))
+        assert fault[0] == code, (args, fault)
