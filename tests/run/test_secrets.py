@@ -721,6 +721,7 @@ async def crawl(page: Http, ldns: list[str], commands: list[int]) -> int:
         "/api/v1/meters": [],  # with a token: read above
         "/api/v1/meters/<ldn>": [],
         "/api/v1/meters/<ldn>/events": [],
+        "/api/v1/meters/<ldn>/connections": [],
         "/api/v1/meters/<ldn>/readings": [],
         "/api/v1/meters/<ldn>/daily": [],
         "/api/v1/exports/month-start": [],

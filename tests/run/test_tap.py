@@ -104,7 +104,9 @@ async def test_one_service_serves_web_and_pushes_then_stops_cleanly(
             await service.connections.flush()  # each session's record, as the stop does
             for m in fleet.meters:
                 [record] = await service.store.connections.recent(m.ldn)
-                assert (record.kind, record.outcome) == ("push", "stored")
+                # the first push of a meter: its read plan was due, and read
+                assert (record.kind, record.outcome) == ("push", "read")
+                assert "battery_autonomy" in record.read
             # no error logged so far; then one, and /metrics says so
             metrics = await (await treq.get(f"{web}/metrics")).text()
             assert metric(metrics, "sac_log_errors_total", level="error") == 0
