@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -114,18 +115,26 @@ class Metrics:
             GCCollector(registry=self.registry)
         self._metrics: dict[str, Counter | Gauge | Histogram] = {}
         self._read: set[str] = set()  # the gauges given a function
+        # the labelled series met so far (prometheus_client's labels() costs some 5 us a call,
+        # twice a push session)
+        self._series: dict[tuple[str, tuple[tuple[str, str], ...]], Any] = {}
         for name, declared in DECLARED.items():
             self._metrics[name] = _make(name, declared, self.registry)
 
     def count(self, name: str, amount: int = 1, **labels: str) -> None:
-        metric = self._metrics[name]
-        assert isinstance(metric, Counter), name
-        (metric.labels(**labels) if labels else metric).inc(amount)
+        self._series_of(name, Counter, labels).inc(amount)
 
     def observe(self, name: str, seconds: float, **labels: str) -> None:
-        metric = self._metrics[name]
-        assert isinstance(metric, Histogram), name
-        (metric.labels(**labels) if labels else metric).observe(seconds)
+        self._series_of(name, Histogram, labels).observe(seconds)
+
+    def _series_of(self, name: str, kind: type, labels: dict[str, str]) -> Any:
+        key = (name, tuple(labels.items()))
+        series = self._series.get(key)
+        if series is None:
+            metric = self._metrics[name]
+            assert isinstance(metric, kind), name
+            series = self._series[key] = metric.labels(**labels) if labels else metric
+        return series
 
     def gauge(self, name: str, read: Callable[[], float]) -> None:
         """The gauge ``name`` reads ``read()`` at each scrape (the last one given wins)."""

@@ -20,6 +20,7 @@ session.  When the link breaks, the items after it stay due.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -42,19 +43,31 @@ def states_of(marks: Iterable[PlanMark]) -> dict[str, PlanState]:
 def carried(profile: IMeterProfile, template: int, values: Mapping[str, Any]) -> dict[str, Any]:
     """What a frame of ``template`` carried of the plan's objects and watched counters, by
     quantity: a layout field bound to the quantity's object, whatever the field's name."""
+    found = {}
+    for quantity, name in _plan_fields(profile, template):
+        value = values.get(name)
+        if value is not None:
+            found[quantity] = value
+    return found
+
+
+@functools.lru_cache(maxsize=256)
+def _plan_fields(profile: IMeterProfile, template: int) -> tuple[tuple[str, str], ...]:
+    """(quantity, field name) of the plan's objects and counters in a layout: the same for
+    every push of a profile's template, worked out once (a push pays a dict lookup each)."""
     layout = profile.layouts.get(template)
     if layout is None:
-        return {}
+        return ()
     fields = {(f.obis, f.attribute): f.name for f in layout.fields if f.obis is not None}
     wanted = {item.quantity for item in profile.read_plan}
     wanted |= {item.when_moved for item in profile.read_plan if item.when_moved}
-    found = {}
-    for quantity in wanted:
+    found = []
+    for quantity in sorted(wanted):
         ref = profile.objects.get(quantity)
         name = fields.get((ref.obis, ref.attribute)) if ref is not None else None
-        if name is not None and values.get(name) is not None:
-            found[quantity] = values[name]
-    return found
+        if name is not None:
+            found.append((quantity, name))
+    return tuple(found)
 
 
 async def read_counters(session: MeterSession, carried: Mapping[str, Any]) -> dict[str, Any]:

@@ -4,12 +4,13 @@ meters of a batch of pushes (:func:`marks_of`) or for one meter (:func:`meter_ma
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Sequence
+from typing import Any
 
 from sac.store.model import PlanMark
 from sac.store.sql import InsertRows, Query, Transaction, stamp, when
 
-__all__ = ["marks_of", "meter_marks", "write_marks"]
+__all__ = ["marks_of", "meter_marks", "plan_marks_of", "write_marks"]
 
 _COLUMNS = (
     ("meter_id", "int"),
@@ -55,6 +56,11 @@ def marks_of(meter_ids: Collection[int]) -> Transaction[dict[str, tuple[PlanMark
         f" WHERE p.meter_id IN ({', '.join('?' * len(ordered))})",
         ordered,
     )
+    return plan_marks_of(rows)
+
+
+def plan_marks_of(rows: Iterable[Sequence[Any]]) -> dict[str, tuple[PlanMark, ...]]:
+    """Marks by LDN, from rows of (ldn, quantity, read_at, counter, newest)."""
     found: dict[str, list[PlanMark]] = {}
     for ldn, quantity, read_at, counter, newest in rows:
         mark = PlanMark(ldn, quantity, stamp(read_at), counter, when(newest))

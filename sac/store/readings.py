@@ -23,7 +23,7 @@ from sac.store.model import (
     Reading,
     ReadingBuckets,
 )
-from sac.store.plans import marks_of, meter_marks, write_marks
+from sac.store.plans import meter_marks, plan_marks_of, write_marks
 from sac.store.rows import READING_VALUES, reading_row
 from sac.store.sql import Component, InsertRows, Query, Transaction, UpdateRows, id_of, ids_of
 
@@ -92,8 +92,7 @@ def ingest(batch: Ingest, ids: dict[str, int]) -> Transaction[IngestResult]:
     plans: dict[str, tuple[PlanMark, ...]] = {}
     if batch.counters:  # pushes: which of these meters have commands waiting, where are
         pushed = {ids[c.ldn] for c in batch.counters}  # they on their read plans?
-        pending = yield from _pending(pushed)
-        plans = yield from marks_of(pushed)
+        pending, plans = yield from _pushed(pushed)
     by_category: dict[str, int] = {}
     for _, category in alarms:
         by_category[category] = by_category.get(category, 0) + 1
@@ -147,17 +146,27 @@ def _learn_ids(batch: Ingest, ids: dict[str, int]) -> Transaction[None]:
         ids.update(found)
 
 
-def _pending(meter_ids: set[int]) -> Transaction[list[str]]:
-    """The LDNs of the active meters among ``meter_ids`` that have commands waiting (the
-    pushes of a batch: their sessions claim them)."""
+def _pushed(
+    meter_ids: set[int],
+) -> Transaction[tuple[list[str], dict[str, tuple[PlanMark, ...]]]]:
+    """Of the pushing meters ``meter_ids``: the LDNs of the active ones with commands waiting
+    (their sessions claim them), and where each stands on its read plan -- one statement, one
+    round trip on the push path."""
     pushed = sorted(meter_ids)
+    marks = ", ".join("?" * len(pushed))
+    # (no DISTINCT: it would type the NULLs as text before the union meets the marks' types;
+    # a meter with many commands waiting comes back as many rows, one LDN in Python)
     rows = yield Query(
-        "SELECT DISTINCT m.ldn FROM commands c JOIN meters m ON m.id = c.meter_id"
+        "SELECT m.ldn, 1, p.quantity, p.read_at, p.counter, p.newest"
+        f" FROM read_plan_state p JOIN meters m ON m.id = p.meter_id WHERE p.meter_id IN ({marks})"
+        " UNION ALL SELECT m.ldn, 0, NULL, NULL, NULL, NULL FROM commands c"
+        " JOIN meters m ON m.id = c.meter_id"
         " WHERE c.state = 'pending' AND m.state = 'active'"  # (disabled meanwhile: none)
-        f" AND c.meter_id IN ({', '.join('?' * len(pushed))})",
-        pushed,
+        f" AND c.meter_id IN ({marks})",
+        [*pushed, *pushed],
     )
-    return [ldn for (ldn,) in rows]
+    pending = sorted({ldn for ldn, kind, *_ in rows if kind == 0})
+    return pending, plan_marks_of([row[:1] + row[2:] for row in rows if row[1] == 1])
 
 
 # the list values of a meter: (column, kind) in the order _status_row gives them
