@@ -215,7 +215,9 @@ class PushSession:
                 return
             frame, marks = accepted.carried, accepted.marks
             if claimed:
-                batches.append(await session.run_commands(claimed, deadline, f.reactor))
+                # what the commands read, stored at once (the valve's state on the pages
+                # does not wait for the plan's reads)
+                await self._store(await session.run_commands(claimed, deadline, f.reactor))
                 if f.session.read_plan:  # what the commands logged: the counters say
                     frame = await read_counters(session, frame)
                     due = due_now(accepted.profile, marks, f.now(), frame)
