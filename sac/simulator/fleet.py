@@ -25,13 +25,19 @@ from twisted.internet.defer import Deferred, DeferredSemaphore
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint, connectProtocol
 from twisted.logger import Logger
 
-from sac.profiles import IMeterProfile, uni_ts_system_title
+from sac.profiles import UNIT_PERCENT, IMeterProfile, uni_ts_system_title
 from sac.simulator.meter import SimulatedMeter
 from sac.simulator.session import MeterProtocol, MeterServerFactory
 
 __all__ = ["Fleet", "SimClock"]
 
 _COUNTER_EPOCH = 1_704_067_200  # 2024-01-01T00:00:00Z
+
+
+# one meter in LOW_BATTERY starts with little battery left: its first gas days log
+# battery below 10 % (event 74) and set the daily diagnostic's battery bits, as a real fleet's
+# older meters do (the demo shows them)
+LOW_BATTERY = 10
 
 
 class SimClock:
@@ -104,6 +110,8 @@ class Fleet:
             self._meter(manufacturer, serial, start_counter, sac_system_title)
             for serial in range(first_serial, first_serial + count)
         ]
+        for m in self.meters[LOW_BATTERY - 1 :: LOW_BATTERY]:  # a fleet has its tired meters:
+            m.battery = 8 if self.profile.battery_unit == UNIT_PERCENT else 365  # low tomorrow
         self.pushes = 0  # sessions that reached the SAC
         self.failures = 0  # pushes that could not connect
         self.failed_pushes = 0  # pushes the simulator itself failed (logged)

@@ -37,12 +37,8 @@ code and its name.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import functools
-import hashlib
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from klein import Klein
@@ -50,7 +46,6 @@ from spyne import (
     Application,
     Date,
     DateTime,
-    Fault,
     Integer,
     Integer64,
     ServiceBase,
@@ -69,24 +64,20 @@ from sac.store import (
     Role,
     UnknownCommand,
     UnknownMeter,
-    User,
 )
 from sac.store.exports import MAX_PAGE
 from sac.web import display
-from sac.web.common import SignInRefused
 from sac.web.errors import install as install_errors
 from sac.web.history import MAX_DAYS, gas_days, index_objects, object_of
+from sac.web.soap_call import Call
 from sac.web.soap_types import (
     _COMMON,
     _PAGED,
     ACTIONS,
-    CREDENTIALS_TTL,
     MAX_METERS_PAGE,
     NS,
-    WSSE,
     AlarmPage,
     AlreadyAcknowledgedFault,
-    AuthenticationFault,
     BadCursorFault,
     BadInputFault,
     BadRangeFault,
@@ -95,7 +86,6 @@ from sac.web.soap_types import (
     DailyConsumption,
     EventInfo,
     EventPage,
-    ForbiddenFault,
     MeterInfo,
     MeterPage,
     MonthStartInfo,
@@ -109,7 +99,6 @@ from sac.web.soap_types import (
     _command_status,
     _connection_info,
     _event_info,
-    _fault,
     _gas_day_info,
     _limit,
     _meter_info,
@@ -126,98 +115,6 @@ MAX_ALARMS = 1000  # alarms a page of GetOpenAlarms
 
 
 # --- the calls ----------------------------------------------------------------------------
-
-
-class _Call:
-    """One SOAP call: who makes it (checked), and its audit line."""
-
-    def __init__(self, ctx: Any) -> None:
-        self.ctx = ctx
-        self.web = ctx.app.sac_web
-        self.request = ctx.transport.req
-        self.address = self.request.getClientAddress().host
-
-    async def user(self) -> User:
-        raw = self.request.getHeader(b"authorization")
-        if raw:
-            scheme, _, value = raw.decode("latin-1").partition(" ")
-            if scheme.lower() == "basic":
-                try:
-                    name, sep, password = (
-                        base64.b64decode(value, validate=True).decode().partition(":")
-                    )
-                except (binascii.Error, UnicodeDecodeError):
-                    name, sep, password = "", "", ""
-                if sep:
-                    return await self._password(name, password)
-            elif scheme.lower() == "bearer":
-                token = await self.web.store.tokens.get(value.strip())
-                if token is not None:
-                    return token.user
-            raise AuthenticationFault("these credentials are not valid")
-        found = self._username_token()
-        if found is not None:
-            return await self._password(*found)
-        raise AuthenticationFault(
-            "sign in: HTTP Basic, a WS-Security UsernameToken or an API token (Bearer)"
-        )
-
-    def _username_token(self) -> tuple[str, str] | None:
-        for element in self.ctx.in_header_doc or ():
-            for token in element.iter(f"{{{WSSE}}}UsernameToken"):
-                name = token.findtext(f"{{{WSSE}}}Username")
-                password = token.findtext(f"{{{WSSE}}}Password")
-                if name is not None and password is not None:
-                    return name.strip(), password
-        return None
-
-    async def _password(self, name: str, password: str) -> User:
-        known = self.ctx.app.sac_credentials
-        key = hashlib.sha256(f"{name}\0{password}".encode()).digest()
-        now = self.web.now()
-        held = known.get(key)
-        if held is not None and held[1] > now:
-            # the password was right a moment ago; who the user is now, the store says
-            user = await self.web.store.users.get(name)
-            if user is not None and user.active and user.updated == held[0].updated:
-                return user
-            del known[key]  # changed since (role, password, disabled): checked again
-        try:
-            user = await self.web.check_password(name, password, self.address)
-        except SignInRefused as refused:
-            raise _fault(refused) from None
-        if user is None:  # a wrong password, an unknown name, a locked user: one answer
-            raise AuthenticationFault("wrong user name or password")
-        if len(known) > 10_000:
-            known.clear()
-        known[key] = (user, now + CREDENTIALS_TTL)
-        return user
-
-    async def run(
-        self,
-        role: Role,
-        target: str | None,
-        detail: str | None,
-        work: Callable[[Actor], Awaitable[Any]],
-    ) -> Any:
-        user = await self.user()  # a failed sign-in is audited by the store
-        actor = Actor(user.name, self.address)
-        operation = self.ctx.method_request_string.rpartition("}")[2]
-        try:
-            if not user.role.may(role):
-                raise ForbiddenFault(f"this operation needs the {role.value} role")
-            try:
-                result = await work(actor)
-            except Fault:
-                raise
-            except Exception as exc:  # the error map says which are the caller's faults
-                raise _fault(exc) from None
-        except Fault as fault:  # a refused call is a line of the trail too
-            why = f"refused: {fault.faultcode} {fault.faultstring}"
-            await self.web.store.audit.record(actor, f"soap {operation}", target, why)
-            raise
-        await self.web.store.audit.record(actor, f"soap {operation}", target, detail)
-        return result
 
 
 def _obis(text: str | None) -> Obis | None:
@@ -241,7 +138,7 @@ class ErpService(ServiceBase):
     )
     async def ListMeters(ctx: Any, changedSince: Any, after: Any, limit: Any) -> MeterPage:
         """The meters by LDN, a page at a time."""
-        call = _Call(ctx)
+        call = Call(ctx)
 
         async def work(actor: Actor) -> MeterPage:
             size = _limit(limit, 100, MAX_METERS_PAGE)
@@ -265,7 +162,7 @@ class ErpService(ServiceBase):
     )
     async def GetMeter(ctx: Any, ldn: str) -> MeterInfo:
         """One meter with its last values."""
-        call = _Call(ctx)
+        call = Call(ctx)
 
         async def work(actor: Actor) -> MeterInfo:
             meter = await call.web.store.meters.get(ldn)
@@ -289,7 +186,7 @@ class ErpService(ServiceBase):
         ctx: Any, ldn: str, start: Any, end: Any, obis: Any, cursor: Any, limit: Any
     ) -> ReadingPage:
         """One meter's readings captured in [start, end), in time order."""
-        call = _Call(ctx)
+        call = Call(ctx)
 
         async def work(actor: Actor) -> ReadingPage:
             lo, hi = _range(start, end)
@@ -318,7 +215,7 @@ class ErpService(ServiceBase):
         """For billing: every converted-volume index reading of every meter captured in
         [start, end) (each meter's index object, as its profile names it), per meter then
         in time; resume an interrupted export from the last page's cursor."""
-        call = _Call(ctx)
+        call = Call(ctx)
 
         async def work(actor: Actor) -> ReadingPage:
             lo, hi = _range(start, end)
@@ -355,7 +252,7 @@ class ErpService(ServiceBase):
         the gas month before year-month starts (06:00 Europe/Rome of the 1st): the last
         captured at or before then within the gas day ending then (absent otherwise), by
         meter, 1000 a page; resume from the last page's cursor."""
-        call = _Call(ctx)
+        call = Call(ctx)
 
         async def work(actor: Actor) -> MonthStartPage:
             if not 1970 <= year <= 9998 or not 1 <= month <= 12:
@@ -391,7 +288,7 @@ class ErpService(ServiceBase):
         """A meter's consumption per gas day (06:00 to 06:00 Europe/Rome, 23 or 25 hours on
         daylight-saving days): the last index of each day minus the day before's; a day
         without an index at one end is a gap (no volume), never folded into the next."""
-        call = _Call(ctx)
+        call = Call(ctx)
 
         async def work(actor: Actor) -> DailyConsumption:
             if first is None or last is None or not 0 <= (last - first).days < MAX_DAYS:
@@ -421,7 +318,7 @@ class ErpService(ServiceBase):
         ctx: Any, start: Any, end: Any, ldn: Any, cursor: Any, limit: Any
     ) -> EventPage:
         """Events and alarms that occurred in [start, end), of one meter or all."""
-        call = _Call(ctx)
+        call = Call(ctx)
 
         async def work(actor: Actor) -> EventPage:
             lo, hi = _range(start, end)
@@ -448,7 +345,7 @@ class ErpService(ServiceBase):
         ctx: Any, category: Any, ldn: Any, cursor: Any, limit: Any
     ) -> AlarmPage:
         """The alarms no operator has acknowledged yet, newest first."""
-        call = _Call(ctx)
+        call = Call(ctx)
 
         async def work(actor: Actor) -> AlarmPage:
             size = _limit(limit, 100, MAX_ALARMS)
@@ -467,7 +364,7 @@ class ErpService(ServiceBase):
     )
     async def AcknowledgeAlarm(ctx: Any, id: int, note: Any) -> EventInfo:
         """Acknowledge an open alarm (operators): who and when are kept, with the note."""
-        call = _Call(ctx)
+        call = Call(ctx)
 
         async def work(actor: Actor) -> EventInfo:
             return _event_info(await call.web.store.events.acknowledge(id, actor, note))
@@ -488,7 +385,7 @@ class ErpService(ServiceBase):
     ) -> ConnectionPage:
         """One meter's sessions (pushes, polls) started in [start, end), in the order they
         started: the outcome, the duration, what was read and what could not be."""
-        call = _Call(ctx)
+        call = Call(ctx)
 
         async def work(actor: Actor) -> ConnectionPage:
             lo, hi = _range(start, end)
@@ -509,7 +406,7 @@ class ErpService(ServiceBase):
     )
     async def GetValveState(ctx: Any, ldn: str) -> ValveState:
         """The valve's state as the meter last reported it, and commands under way."""
-        call = _Call(ctx)
+        call = Call(ctx)
 
         async def work(actor: Actor) -> ValveState:
             meter = await call.web.store.meters.get(ldn)
@@ -542,7 +439,7 @@ class ErpService(ServiceBase):
     async def RequestValve(ctx: Any, ldn: str, action: str) -> CommandStatus:
         """Queue a valve command (operators): the meter runs it at its next session; follow
         it with GetCommandStatus."""
-        call = _Call(ctx)
+        call = Call(ctx)
 
         async def work(actor: Actor) -> CommandStatus:
             if action not in ACTIONS:
@@ -565,7 +462,7 @@ class ErpService(ServiceBase):
     )
     async def GetCommandStatus(ctx: Any, id: int) -> CommandStatus:
         """A command's state: pending, sent, then done, failed or expired."""
-        call = _Call(ctx)
+        call = Call(ctx)
 
         async def work(actor: Actor) -> CommandStatus:
             command = await call.web.store.commands.get(id)

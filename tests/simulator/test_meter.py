@@ -13,8 +13,9 @@ from sac.dlms.cosem import ActionResult, DataAccessResult
 from sac.dlms.cosemtime import CosemDateTime
 from sac.dlms.xdlms import AttributeDescriptor, MethodDescriptor, entry_descriptor, range_descriptor
 from sac.profiles import ValveAction, discover_profiles, uni_ts_system_title, valve_steps
-from sac.simulator.fleet import SimClock
+from sac.simulator.fleet import Fleet, SimClock
 from sac.simulator.life import (
+    EV_BATTERY_LOW,
     EV_BILLING_CLOSED,
     EV_OPENING_END,
     EV_READY_COMMAND,
@@ -239,3 +240,17 @@ def test_a_vendor_field_takes_the_value_of_its_object() -> None:
     )
     frame = decode_compact(m.compact_buffer(200), profile.layouts)
     assert frame["battery_hours"] == m.battery
+
+
+def test_one_meter_in_ten_of_a_fleet_runs_low_on_battery_on_its_first_gas_day() -> None:
+    clock = Clock()
+    fleet = Fleet(20, REGISTRY["uni-ts-11291-12-2"], clock=clock, reactor=Reactor(), seed=4)
+    tired = [m for m in fleet.meters if m.battery < 3650]
+    assert [fleet.meters.index(m) for m in tired] == [9, 19]
+    clock.hours(25)  # past the next gas day's start
+    for m in fleet.meters:
+        m.advance()
+    for m in tired:
+        assert [code for _t, _n, code, _d in m.events if code == EV_BATTERY_LOW] == [74]
+        assert m.daily_diagnostic & 0x0100  # the battery bits of the daily diagnostic
+    assert not any(e[2] == EV_BATTERY_LOW for m in fleet.meters if m not in tired for e in m.events)
