@@ -43,16 +43,16 @@ from sac.web.api_events import acknowledgement, alarm_query, events_answer, even
 from sac.web.api_input import (
     API,
     CHANGE_FIELDS,
-    DEFAULT_LIMIT,
     MAX_BODY,
     MAX_ITEMS,
-    MAX_LIMIT,
     NEW_FIELDS,
     STORE_NAMES,
     check_fields,
     invalid,
     kind,
     problem,
+    query_limit,
+    query_time,
     read_body,
     read_items,
     read_query,
@@ -82,31 +82,6 @@ def _unit(code: int | None) -> str | None:
     if code is None:
         return None
     return display.unit_name(code).replace("³", "3")
-
-
-def _limit(query: Mapping[str, str]) -> int:
-    """The ``limit`` parameter: 1 to MAX_LIMIT (DEFAULT_LIMIT when absent)."""
-    text = query.get("limit", str(DEFAULT_LIMIT))
-    if not text.isascii() or not text.isdigit() or not 1 <= int(text) <= MAX_LIMIT:
-        raise ApiError(400, "bad_parameter", f"limit is a whole number 1 to {MAX_LIMIT}")
-    return int(text)
-
-
-def _instant(query: Mapping[str, str], name: str) -> dt.datetime | None:
-    """The time parameter ``name`` in UTC (None when absent): ISO-8601 with its offset."""
-    if name not in query:
-        return None
-    try:
-        value = dt.datetime.fromisoformat(query[name])
-    except ValueError:
-        value = None
-    if value is None or value.tzinfo is None:
-        raise ApiError(
-            400,
-            "bad_parameter",
-            f"{name} is an ISO-8601 time with its offset, e.g. 2025-01-31T23:00:00Z",
-        )
-    return value.astimezone(dt.UTC)
 
 
 def _connection(c: Connection) -> ConnectionOut:
@@ -292,8 +267,8 @@ class JsonApi:
     @api(Role.VIEWER)
     async def api_meters(self, request: Any, token: ApiToken) -> bytes:
         query = read_query(request, ("limit", "after", "changed_since", "state"))
-        limit = _limit(query)
-        since = _instant(query, "changed_since")
+        limit = query_limit(query)
+        since = query_time(query, "changed_since")
         state = None
         if "state" in query:
             try:
@@ -333,9 +308,9 @@ class JsonApi:
         """The meter's sessions started in [from, to) (default: the last 30 days), oldest
         first, a page at a time."""
         query = read_query(request, ("from", "to", "after", "limit"))
-        limit = _limit(query)
-        end = _instant(query, "to") or self.web.now()
-        start = _instant(query, "from") or end - dt.timedelta(days=30)
+        limit = query_limit(query)
+        end = query_time(query, "to") or self.web.now()
+        start = query_time(query, "from") or end - dt.timedelta(days=30)
         if end <= start:
             raise ApiError(400, "bad_parameter", "the range ends before it starts (from, to)")
         try:

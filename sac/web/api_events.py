@@ -13,7 +13,7 @@ import msgspec
 from sac.eventcodes import Category, describe
 from sac.store import Event
 from sac.web import display
-from sac.web.api_input import DEFAULT_LIMIT, MAX_LIMIT, read_body
+from sac.web.api_input import query_limit, query_time, read_body
 from sac.web.errors import ApiError
 from sac.web.schema import AcknowledgeIn, AcknowledgementOut, EventOut, EventsOut
 
@@ -74,36 +74,13 @@ async def events_answer(
     return answer
 
 
-def _limit(query: dict[str, str]) -> int:
-    text = query.get("limit", str(DEFAULT_LIMIT))
-    if not text.isascii() or not text.isdigit() or not 1 <= int(text) <= MAX_LIMIT:
-        raise ApiError(400, "bad_parameter", f"limit is a whole number 1 to {MAX_LIMIT}")
-    return int(text)
-
-
-def _instant(query: dict[str, str], name: str, default: dt.datetime) -> dt.datetime:
-    if name not in query:
-        return default
-    try:
-        value = dt.datetime.fromisoformat(query[name])
-    except ValueError:
-        value = None
-    if value is None or value.tzinfo is None:
-        raise ApiError(
-            400,
-            "bad_parameter",
-            f"{name} is an ISO-8601 time with its offset, e.g. 2026-11-21T06:00:00+01:00",
-        )
-    return value.astimezone(dt.UTC)
-
-
 def events_query(query: dict[str, str]) -> tuple[dt.datetime, dt.datetime, str | None, int]:
     """(start, end, cursor, limit) of a meter's events; 400 for a bad one."""
-    start = _instant(query, "start", EVENTS_START)
-    end = _instant(query, "end", EVENTS_END)
+    start = query_time(query, "start") or EVENTS_START
+    end = query_time(query, "end") or EVENTS_END
     if end <= start:
         raise ApiError(400, "bad_parameter", "the range ends before it starts")
-    return start, end, query.get("cursor") or None, _limit(query)
+    return start, end, query.get("cursor") or None, query_limit(query)
 
 
 def alarm_query(query: dict[str, str]) -> tuple[str | None, str | None, str | None, int]:
@@ -111,7 +88,7 @@ def alarm_query(query: dict[str, str]) -> tuple[str | None, str | None, str | No
     category = query.get("category") or None
     if category is not None and category not in CATEGORIES:
         raise ApiError(400, "bad_parameter", f"category is one of {', '.join(CATEGORIES)}")
-    return category, query.get("ldn") or None, query.get("cursor") or None, _limit(query)
+    return category, query.get("ldn") or None, query.get("cursor") or None, query_limit(query)
 
 
 def acknowledgement(request: Any) -> str | None:

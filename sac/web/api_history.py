@@ -15,7 +15,7 @@ from sac import gasday
 from sac.store import Meter, Reading, UnknownMeter
 from sac.store.exports import MAX_PAGE, MAX_PDRS
 from sac.web import display, schema
-from sac.web.api_input import read_query
+from sac.web.api_input import query_time, query_whole, read_query
 from sac.web.errors import ApiError, json_answer
 from sac.web.history import (
     MAX_DAYS,
@@ -57,29 +57,6 @@ def reading_json(r: Reading, quantity: str, bits: Any) -> schema.ObjectReading:
     )
 
 
-def _time(query: dict[str, str], name: str) -> dt.datetime | None:
-    if name not in query:
-        return None
-    try:
-        value = dt.datetime.fromisoformat(query[name])
-    except ValueError:
-        value = None
-    if value is None or value.tzinfo is None:
-        raise ApiError(
-            400,
-            "bad_parameter",
-            f"{name} is an ISO-8601 time with its offset, e.g. 2026-01-31T05:00:00Z",
-        )
-    return value.astimezone(dt.UTC)
-
-
-def _whole(query: dict[str, str], name: str, default: int, lo: int, hi: int) -> int:
-    text = query.get(name, str(default))
-    if not text.isascii() or not text.isdigit() or not lo <= int(text) <= hi:
-        raise ApiError(400, "bad_parameter", f"{name} is a whole number {lo} to {hi}")
-    return int(text)
-
-
 async def _meter(api: Any, ldn: str) -> Meter:
     meter: Meter | None = await api.store.meters.get(ldn)
     if meter is None:
@@ -95,9 +72,9 @@ async def object_readings(api: Any, request: Any, ldn: str) -> bytes:
     if name not in QUANTITIES:
         raise ApiError(400, "bad_parameter", f"object is one of {', '.join(QUANTITIES)}")
     meter = await _meter(api, ldn)
-    end = _time(query, "to") or api.web.now()
-    start = _time(query, "from") or end - dt.timedelta(days=DEFAULT_DAYS)
-    limit = _whole(query, "limit", 1000, 1, MAX_PAGE)
+    end = query_time(query, "to") or api.web.now()
+    start = query_time(query, "from") or end - dt.timedelta(days=DEFAULT_DAYS)
+    limit = query_whole(query, "limit", 1000, 1, MAX_PAGE)
     obis, attribute = object_of(api.registry, meter.profile, name), QUANTITIES[name].attribute
     page = await api.store.exports.readings(
         start, end, ldn=ldn, obis=obis, attribute=attribute, cursor=query.get("after"), limit=limit
@@ -175,12 +152,12 @@ async def month_start(api: Any, request: Any) -> bytes:
     query = read_query(request, ("year", "month", "pdrs", "limit", "after"))
     if "year" not in query or "month" not in query:
         raise ApiError(400, "bad_parameter", "give the gas month: year= and month=")
-    year = _whole(query, "year", 0, 1970, 9998)
-    month = _whole(query, "month", 0, 1, 12)
+    year = query_whole(query, "year", 0, 1970, 9998)
+    month = query_whole(query, "month", 0, 1, 12)
     pdrs = [p for p in query["pdrs"].split(",") if p] if "pdrs" in query else None
     if pdrs is not None and len(pdrs) > MAX_PDRS:
         raise ApiError(400, "bad_parameter", f"name at most {MAX_PDRS} PDRs")
-    limit = _whole(query, "limit", 1000, 1, MAX_PAGE)
+    limit = query_whole(query, "limit", 1000, 1, MAX_PAGE)
     index, by_profile = index_objects(api.registry)
     page = await api.store.exports.month_start(
         year,

@@ -9,9 +9,10 @@ appears in one.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import string
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 from sac.web.errors import ApiError
@@ -232,3 +233,33 @@ def store_field(why: str) -> str | None:
     if "poll interval" in lowered:
         return "poll_interval_s"
     return None
+
+
+def query_time(query: Mapping[str, str], name: str) -> dt.datetime | None:
+    """The time parameter ``name`` in UTC (None when absent): ISO-8601 with its offset."""
+    if name not in query:
+        return None
+    try:
+        value = dt.datetime.fromisoformat(query[name])
+    except ValueError:
+        value = None
+    if value is None or value.tzinfo is None:
+        raise ApiError(
+            400,
+            "bad_parameter",
+            f"{name} is an ISO-8601 time with its offset, e.g. 2026-01-31T05:00:00Z",
+        )
+    return value.astimezone(dt.UTC)
+
+
+def query_whole(query: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
+    """The whole-number parameter ``name``, ``lo`` to ``hi`` (``default`` when absent)."""
+    text = query.get(name, str(default))
+    if not text.isascii() or not text.isdigit() or not lo <= int(text) <= hi:
+        raise ApiError(400, "bad_parameter", f"{name} is a whole number {lo} to {hi}")
+    return int(text)
+
+
+def query_limit(query: Mapping[str, str]) -> int:
+    """The ``limit`` parameter: 1 to MAX_LIMIT (DEFAULT_LIMIT when absent)."""
+    return query_whole(query, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
