@@ -171,6 +171,16 @@ def set_meter_state(ldn: str, state: MeterState, now: dt.datetime) -> Transactio
 KeysSpec = Mapping[int, tuple[bytes, bytes | None]]  # {client SAP: (EK, AK or None: the EK)}
 
 
+def profiles_of(ldns: Sequence[str]) -> Transaction[dict[str, str]]:
+    """{LDN: profile} of the meters among ``ldns``."""
+    if not ldns:
+        return {}
+    rows = yield Query(
+        f"SELECT ldn, profile FROM meters WHERE ldn IN ({', '.join('?' * len(ldns))})", ldns
+    )
+    return {str(ldn): str(profile) for ldn, profile in rows}
+
+
 class IMeters(Interface):
     async def add(
         meter: NewMeter,
@@ -226,6 +236,9 @@ class IMeters(Interface):
 
     async def heard_since(since: dt.datetime) -> int:
         """How many meters were heard at ``since`` or later."""
+
+    async def profiles(ldns: Collection[str]) -> dict[str, str]:
+        """{LDN: profile name} of the meters among ``ldns`` (one query; unknown ones absent)."""
 
     async def update(ldn: str, changes: Mapping[str, Any], by: Actor | None = None) -> Meter:
         """Change some of a meter's fields (METER_FIELDS, ``state``), audited; UnknownMeter,
@@ -326,6 +339,9 @@ class MetersComponent(Component):
 
     async def heard_since(self, since: dt.datetime) -> int:
         return await self.db.run(meterlist.connections_since(since))
+
+    async def profiles(self, ldns: Collection[str]) -> dict[str, str]:
+        return await self.db.run(profiles_of(sorted(set(ldns))))
 
     async def update(self, ldn: str, changes: Mapping[str, Any], by: Actor | None = None) -> Meter:
         now = self.db.now()

@@ -71,11 +71,9 @@ class AlarmPages:
                 "that page link is not valid any more; start from the first page"
             ) from None
         counts = await self.store.events.alarm_counts()
-        profiles: dict[str, Any] = {}
-        rows = []
-        for alarm in found.alarms:
-            meter = await self._meter_profile(alarm.ldn, profiles)
-            rows.append(display.event_row(alarm, meter))
+        ldns = [alarm.ldn for alarm in found.alarms]
+        profiles = await display.profiles_by_ldn(self.store, self.registry, ldns)
+        rows = [display.event_row(alarm, profiles[alarm.ldn]) for alarm in found.alarms]
         filters = {k: v for k, v in (("category", category), ("ldn", ldn)) if v}
         next_link = None
         if found.cursor is not None:
@@ -96,13 +94,6 @@ class AlarmPages:
                 acknowledged=arg(request, "acknowledged"),
             ),
         )
-
-    async def _meter_profile(self, ldn: str, known: dict[str, Any]) -> Any:
-        """The profile of a meter (its own event names), looked up once a page."""
-        if ldn not in known:
-            meter = await self.store.meters.get(ldn)
-            known[ldn] = display.profile_of(self.registry, meter.profile) if meter else None
-        return known[ldn]
 
     @app.route("/<int:alarm_id>/acknowledge", methods=["POST"])
     @page(Role.OPERATOR)

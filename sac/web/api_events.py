@@ -62,14 +62,9 @@ def event_out(event: Event, profile: Any) -> EventOut:
 async def events_answer(
     events: tuple[Event, ...], cursor: str | None, store: Any, registry: Any
 ) -> dict[str, Any]:
-    """A page of events as JSON, each named by its meter's profile (looked up once)."""
-    profiles: dict[str, Any] = {}
-    out = []
-    for event in events:
-        if event.ldn not in profiles:
-            meter = await store.meters.get(event.ldn)
-            profiles[event.ldn] = display.profile_of(registry, meter.profile) if meter else None
-        out.append(event_out(event, profiles[event.ldn]))
+    """A page of events as JSON, each named by its meter's profile (one query a page)."""
+    profiles = await display.profiles_by_ldn(store, registry, [e.ldn for e in events])
+    out = [event_out(event, profiles[event.ldn]) for event in events]
     answer: dict[str, Any] = msgspec.to_builtins(EventsOut(out, cursor))
     return answer
 

@@ -6,7 +6,7 @@ Pure functions, shared by the templates (as Jinja2 filters) and the JSON the pag
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -149,6 +149,13 @@ def profile_of(registry: Any, profile_name: str) -> Any:
         return registry.match(assigned=profile_name)
     except SacError:
         return None
+
+
+async def profiles_by_ldn(store: Any, registry: Any, ldns: Iterable[str]) -> dict[str, Any]:
+    """{LDN: profile} of a page's meters (their own event names), in one query; None for a
+    meter gone or a profile not installed."""
+    names = await store.meters.profiles(set(ldns))
+    return {ldn: profile_of(registry, names[ldn]) if ldn in names else None for ldn in ldns}
 
 
 def profile_bits(registry: Any, profile_name: str) -> Mapping[int, str]:

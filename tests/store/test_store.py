@@ -324,3 +324,14 @@ async def test_refusals_are_named_in_the_one_exception_tree(backend: Backend) ->
         assert isinstance(gone.value, KeyError)
     finally:
         await store.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_profiles_of_a_page_of_meters_in_one_query(backend: Backend) -> None:
+    store = backend.make(clock=fixed_clock)
+    await store.open()
+    await store.meters.add(NewMeter(LDN, profile="fiorentini"))
+    await store.meters.add(NewMeter("FIO0000000000009"))
+    found = await store.meters.profiles([LDN, "FIO0000000000009", "FIO0000000000042", LDN])
+    assert found == {LDN: "fiorentini", "FIO0000000000009": "uni-ts-11291-12-2"}
+    assert await store.meters.profiles([]) == {}
