@@ -128,6 +128,15 @@ STANDARD_OBJECTS: Mapping[str, CosemRef] = MappingProxyType(
         "temperature": ref(3, "7.0.41.0.0.255"),
         "interval_profile": ref(7, "7.0.99.99.1.255"),
         "session_timeouts": ref(1, "0.1.94.39.52.255"),
+        # the settings of sac.profiles.settings (docs/uni-ts-11291.md §1.4, §1.6, §1.7)
+        "push_setup": ref(40, "0.1.25.9.0.255"),
+        "push_schedule": ref(22, "0.1.15.0.4.255"),
+        "billing_period_start": ref(1, "0.0.94.39.11.255"),
+        "valve_configuration": ref(1, "0.0.94.39.3.255"),
+        "valve_pin": ref(1, "0.0.94.39.1.255"),
+        "opening_validity": ref(1, "0.0.94.39.6.255"),
+        "no_communication_threshold": ref(21, "0.0.94.39.5.255"),
+        "tamper_threshold": ref(21, "0.0.94.39.25.255"),
     }
 )
 # the compact data objects (IC 62) are 0.0.66.0.<template id>.255 (docs/uni-ts-11291.md §1.8)
