@@ -15,6 +15,7 @@ __all__ = [
     "StateError",
     "Unit",
     "code",
+    "result_words",
 ]
 
 
@@ -72,6 +73,29 @@ class DataAccessResult(_Code):
     NO_LONG_SET_IN_PROGRESS = 18
     DATA_BLOCK_NUMBER_INVALID = 19
     OTHER_REASON = 250
+
+
+# what a data-access-result or action-result means, for people (Blue Book, the meaning of
+# each code); a code not here is named by its number
+RESULT_WORDS = {
+    1: "the meter reports a hardware fault",
+    2: "the meter cannot do it now: try again later",
+    3: "this client may not read or write it",
+    4: "the meter has no such object",
+    9: "the object is not of that interface class",
+    11: "the object is not available now",
+    12: "the meter does not take a value of that type or shape",
+    13: "the value is outside what the meter accepts",
+    14: "the data block is unavailable",
+    15: "the long transfer was aborted",
+    19: "a block number was out of sequence",
+    250: "the meter refused it for a reason it does not name",
+}
+
+
+def result_words(result: int) -> str:
+    """A data-access-result or action-result in words."""
+    return RESULT_WORDS.get(int(result), f"the meter refused it with result code {int(result)}")
 
 
 class ActionResult(_Code):

@@ -40,6 +40,7 @@ from sac.dlms.cosemtime import CosemDate, CosemTime
 from sac.errors import PluginError
 from sac.eventcodes import EventKind
 from sac.profiles.readplan import UNI_TS_PLAN, PlanItem, ReadKind
+from sac.profiles.settings import UNI_TS_SETTINGS, Setting, setting_problems
 
 __all__ = [
     "GENERIC_PROFILE",
@@ -210,6 +211,10 @@ class IMeterProfile(Interface):
         "tuple of PlanItem (sac.profiles.readplan): what a session reads beyond the frame"
     )
 
+    settings = Attribute(
+        "tuple of Setting (sac.profiles.settings): what an operator may edit on its meters"
+    )
+
     def validate() -> None:
         """Raise PluginError naming what is inconsistent."""
 
@@ -246,6 +251,7 @@ class MeterProfile:
     # its own event codes, named over the UNI/TS ones (sac.eventcodes.describe)
     events: Mapping[int, EventKind] = field(default_factory=dict)
     read_plan: tuple[PlanItem, ...] = UNI_TS_PLAN
+    settings: tuple[Setting, ...] = UNI_TS_SETTINGS
 
     def validate(self) -> None:
         problems = [
@@ -254,6 +260,7 @@ class MeterProfile:
             *self._valve_problems(),
             *self._limit_problems(),
             *_plan_problems(self.read_plan, self.objects),
+            *setting_problems(self.settings, self.objects),
             *(
                 f"event {code} is not an EventKind of that code"
                 for code, kind in self.events.items()

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Protocol
 
 from sac.dlms.association import ClientAssociation
+from sac.dlms.cosem import result_words
 from sac.dlms.events import AssociationAccepted, Released
 from sac.dlms.wrapper import WrapperPdu
 from sac.dlms.xdlms import DataNotification, SelectiveAccess
@@ -51,6 +52,7 @@ class AccessError(RemoteProtocolError):
         name = getattr(result, "name", str(result)).lower().replace("_", "-")
         super().__init__(f"{what}: {name}", int(result), authenticated=authenticated)
         self.result = result
+        self.words = result_words(int(result))  # what it means, for people
 
 
 class ILink(Protocol):

@@ -36,11 +36,15 @@ from sac.dlms.axdr import (
     OctetString,
     Unsigned,
     VisibleString,
+    encode_data,
 )
 from sac.dlms.cosemtime import CosemDateTime
+from sac.dlms.typedjson import from_json, to_json
 from sac.dlms.xdlms import SelectiveAccess
 from sac.errors import SacError
 from sac.profiles import CosemRef, IMeterProfile, ValveAction, ValveMethod, valve_steps
+from sac.profiles.settings import Setting, SettingError, setting_of, setting_ref
+from sac.protocols.interface import AccessError
 from sac.services.readings import CLOCK, ROME, UNIX_TIME, Capture, text_of
 from sac.store.model import Actor, Command, Ingest, MeterStatus, Reading
 
@@ -71,6 +75,8 @@ class Kind(StrEnum):
     SET_ATTRIBUTE = "set-attribute"
     SET_PDR = "set-pdr"
     SYNC_CLOCK = "sync-clock"
+    SET_SETTING = "set-setting"  # one of the profile's settings (sac.profiles.settings)
+    READ_SETTING = "read-setting"
 
 
 # the valve first: arrears closures have an SLA (docs/uni-ts-11291.md §5)
@@ -80,6 +86,8 @@ PRIORITY = {
     Kind.SYNC_CLOCK: 10,
     Kind.SET_PDR: 10,
     Kind.SET_ATTRIBUTE: 10,
+    Kind.SET_SETTING: 10,
+    Kind.READ_SETTING: 0,
     Kind.READ_ATTRIBUTE: 0,
     Kind.READ_PROFILE: 0,
 }
@@ -245,6 +253,42 @@ def _set_pdr_params(
     return {"pdr": pdr}
 
 
+def _setting(params: Mapping[str, Any], profile: IMeterProfile) -> Setting:
+    key = params.get("setting")
+    found = setting_of(profile, key) if isinstance(key, str) else None
+    if found is None:
+        keys = ", ".join(s.key for s in profile.settings)
+        raise CommandError("setting", f"{key!r} is not a setting of {profile.name} ({keys})")
+    return found
+
+
+def _set_setting_params(
+    params: Mapping[str, Any], profile: IMeterProfile, now: dt.datetime
+) -> dict[str, Any]:
+    _only(params, {"setting", "value"})
+    setting = _setting(params, profile)
+    if setting.command != Kind.SET_SETTING:
+        raise CommandError("setting", f"{setting.key} is set by the {setting.command} command")
+    if "value" not in params:
+        raise CommandError("value", "is required")
+    try:
+        value, text = setting.value_of(params["value"], profile)
+    except SettingError as exc:
+        raise CommandError("value", str(exc)) from None
+    shown = "(hidden)" if setting.secret else text
+    return {"setting": setting.key, "value": to_json(value), "text": shown}
+
+
+def _read_setting_params(
+    params: Mapping[str, Any], profile: IMeterProfile, now: dt.datetime
+) -> dict[str, Any]:
+    _only(params, {"setting"})
+    setting = _setting(params, profile)
+    if setting.secret:
+        raise CommandError("setting", f"{setting.key} is not read back (it is secret)")
+    return {"setting": setting.key}
+
+
 def _no_params(
     params: Mapping[str, Any], profile: IMeterProfile, now: dt.datetime
 ) -> dict[str, Any]:
@@ -262,6 +306,8 @@ VALIDATORS: dict[Kind, Validator] = {
     Kind.SET_ATTRIBUTE: _set_attribute_params,
     Kind.SET_PDR: _set_pdr_params,
     Kind.SYNC_CLOCK: _no_params,
+    Kind.SET_SETTING: _set_setting_params,
+    Kind.READ_SETTING: _read_setting_params,
 }
 
 
@@ -408,18 +454,88 @@ async def _set_attribute(session: CommandContext, command: Command) -> Outcome:
 
 async def _set_pdr(session: CommandContext, command: Command) -> Outcome:
     pdr = command.params["pdr"]
-    await session.set(session.profile.objects["pdr"], VisibleString(pdr))
-    return Outcome(True, f"PDR set to {pdr}")
+    setting = setting_of(session.profile, "pdr")
+    if setting is None:  # a profile without the PDR setting: set it, unconfirmed
+        await session.set(session.profile.objects["pdr"], VisibleString(pdr))
+        return Outcome(True, f"PDR set to {pdr}")
+    return await _write(session, setting, VisibleString(pdr), pdr)
+
+
+async def _set_setting(session: CommandContext, command: Command) -> Outcome:
+    setting = _known_setting(session, command)
+    return await _write(
+        session, setting, from_json(command.params["value"]), command.params["text"]
+    )
+
+
+async def _read_setting(session: CommandContext, command: Command) -> Outcome:
+    setting = _known_setting(session, command)
+    ref = setting_ref(session.profile, setting)
+    value = await session.get(ref)
+    return Outcome(
+        True,
+        f"{setting.label}: {_shown(setting, value, session)}",
+        Ingest(readings=[session.reading(ref, value)]),
+    )
+
+
+def _known_setting(session: CommandContext, command: Command) -> Setting:
+    setting = setting_of(session.profile, command.params["setting"])
+    if setting is None:  # the meter's profile changed since the command was queued
+        raise CommandError("setting", f"{command.params['setting']!r} is not a setting now")
+    return setting
+
+
+def _shown(setting: Setting, value: Any, session: CommandContext) -> str:
+    try:
+        return setting.show(value, session.profile)
+    except SettingError as exc:
+        return f"{text_of(value)} ({exc})"
+
+
+async def _write(session: CommandContext, setting: Setting, value: Any, text: str) -> Outcome:
+    """SET a setting, then (``read_back``) GET it in the same session: done when the meter
+    gives back what was sent, failed with both values when it does not."""
+    ref = setting_ref(session.profile, setting)
+    await session.set(ref, value)
+    if not setting.read_back:
+        return Outcome(True, f"{setting.label} set to {text} (not read back)")
+    try:
+        back = await session.get(ref)
+    except AccessError as exc:
+        return Outcome(False, f"{setting.label} set, but reading it back was refused: {exc}")
+    ingest = Ingest(readings=[session.reading(ref, back)])
+    if encode_data(back) == encode_data(value):
+        return Outcome(True, f"{setting.label} set to {text}, confirmed by reading it back", ingest)
+    shown = _shown(setting, back, session)
+    return Outcome(False, f"{setting.label}: sent {text}, the meter reads back {shown}", ingest)
+
+
+CLOCK_TOLERANCE = dt.timedelta(seconds=2)  # a clock read back this close is synchronised
 
 
 async def _sync_clock(session: CommandContext, command: Command) -> Outcome:
-    """The meter's clock to the SAC's, in Italian time."""
+    """The meter's clock to the SAC's, in Italian time, read back: done when it is within
+    CLOCK_TOLERANCE of the SAC's clock (deviation and its sign included)."""
+    inverted = bool(session.profile.inverted_deviation)
     local = session.now().astimezone(ROME)
-    raw = CosemDateTime.from_datetime(
-        local, inverted_deviation=bool(session.profile.inverted_deviation)
-    ).to_bytes()
-    await session.set(session.profile.objects["clock"], OctetString(raw))
-    return Outcome(True, f"clock set to {local.isoformat(timespec='seconds')}")
+    raw = CosemDateTime.from_datetime(local, inverted_deviation=inverted).to_bytes()
+    ref = session.profile.objects["clock"]
+    await session.set(ref, OctetString(raw))
+    sent = f"clock set to {local.isoformat(timespec='seconds')}"
+    try:
+        back = await session.get(ref)
+        theirs = CosemDateTime.from_bytes(bytes(back)).to_datetime(inverted_deviation=inverted)
+    except AccessError as exc:
+        return Outcome(False, f"{sent}, but reading it back was refused: {exc}")
+    except (SacError, TypeError, ValueError) as exc:
+        return Outcome(False, f"{sent}, but the clock read back is not a time: {exc}")
+    ingest = Ingest(readings=[session.reading(ref, back)])
+    if theirs.tzinfo is None:
+        return Outcome(False, f"{sent}; the meter reads back {theirs} without a deviation", ingest)
+    drift = (theirs - session.now()).total_seconds()
+    words = f"{sent}; the meter reads back {theirs.isoformat(timespec='seconds')} ({drift:+.1f} s)"
+    return Outcome(abs(drift) <= CLOCK_TOLERANCE.total_seconds(), words, ingest)
 
 
 async def _valve_close(session: CommandContext, command: Command) -> Outcome:
@@ -481,6 +597,8 @@ HANDLERS: dict[Kind, Handler] = {
     Kind.SET_ATTRIBUTE: _set_attribute,
     Kind.SET_PDR: _set_pdr,
     Kind.SYNC_CLOCK: _sync_clock,
+    Kind.SET_SETTING: _set_setting,
+    Kind.READ_SETTING: _read_setting,
 }
 
 

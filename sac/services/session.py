@@ -529,7 +529,9 @@ class MeterSession:
                 break
             try:
                 outcome = await cmd.execute(self, command)
-            except (AccessError, cmd.CommandError) as exc:
+            except AccessError as exc:  # the meter's refusal, with what it means
+                outcome = cmd.Outcome(False, f"{exc} ({exc.words})")
+            except cmd.CommandError as exc:
                 outcome = cmd.Outcome(False, str(exc))
             except RemoteProtocolError as exc:
                 if exc.wire_code is None or not exc.authenticated:
