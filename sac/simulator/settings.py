@@ -12,7 +12,8 @@ push_schedule (IC 22) 4               array of 0..4 {time (4-byte octet-string),
 push_setup (IC 40) 2                  array of one {62, compact data LN, 2, 0}
 push_setup 3                          {transport enum, "host:port" octet-string, 0 (A-XDR)}
 push_setup 4                          array of 0..4 {start, end} 12-byte date-times, both of
-                                      wildcard dates (a daily window) or both dated
+                                      wildcard dates (a daily window) or both dated (Italian
+                                      local time: their deviation is not read)
 push_setup 5                          long-unsigned seconds
 billing_period_start 2                a 12-byte date-time (wildcards allowed)
 valve_configuration 2                 long-unsigned bit map
@@ -99,7 +100,8 @@ class Refused(Exception):
 
 def _typed(value: Any, kind: type, size: int | None = None) -> Any:
     """``value`` if it is of the A-XDR type ``kind`` (and a structure of ``size`` elements)."""
-    if type(value) is not kind or (size is not None and len(value) != size):  # type: ignore[arg-type]
+    sized: Any = value
+    if type(value) is not kind or (size is not None and len(sized) != size):
         raise Unmatched(f"expected {kind.__name__}")
     return value
 
