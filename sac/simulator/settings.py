@@ -200,12 +200,17 @@ def next_execution(times: tuple[tuple[bytes, bytes], ...], t: float) -> float | 
     found: list[float] = []
     for time_raw, date_raw in times:
         time, (day, weekday) = _time(time_raw), _date(date_raw)
-        days = [day] if day is not None else [today + dt.timedelta(n) for n in range(9)]
-        found.extend(
-            at
-            for d in days
-            if (at := _local(d, time)) > t and (weekday is None or d.isoweekday() == weekday)
+        days = (day,) if day is not None else (today + dt.timedelta(n) for n in range(9))
+        at = next(
+            (
+                at
+                for d in days
+                if (weekday is None or d.isoweekday() == weekday) and (at := _local(d, time)) > t
+            ),
+            None,
         )
+        if at is not None:
+            found.append(at)
     return min(found, default=None)
 
 
@@ -215,7 +220,7 @@ def _window_spans(start: bytes, end: bytes, t: float) -> list[tuple[float, float
         return [(_local(first, opens), _local(last, closes))]
     today = dt.datetime.fromtimestamp(t, ITALY).date()
     overnight = dt.timedelta(1 if closes <= opens else 0)
-    days = (today + dt.timedelta(n) for n in (-1, 0, 1, 2))
+    days = (today + dt.timedelta(n) for n in (-1, 0, 1))
     return [(_local(d, opens), _local(d + overnight, closes)) for d in days]
 
 

@@ -365,3 +365,31 @@ def test_a_meter_nobody_configures_pushes_as_before() -> None:
     assert where == ("127.0.0.1", 4059) and template in (47, 48)
     delay = sim_time_of(fleet, m, clock, reactor) - clock()
     assert 0.9 * 3600 - 1 <= delay <= 1.1 * 3600 + 1
+
+
+def test_execution_times_and_windows_in_italian_time() -> None:
+    from sac.simulator.settings import in_window, next_execution
+
+    def at(*fields: int) -> float:
+        return dt.datetime(*fields, tzinfo=ITALY).timestamp()
+
+    saturday = at(2026, 1, 10, 6, 0)
+    monday = CosemDate(None, None, None, 1).to_bytes()
+    once = CosemDate(2026, 1, 9).to_bytes()
+    assert next_execution(((time_(5, 0), EVERY_DAY),), saturday) == at(2026, 1, 11, 5, 0)
+    assert next_execution(((time_(5, 0), monday),), saturday) == at(2026, 1, 12, 5, 0)
+    assert next_execution(((time_(5, 0), once),), saturday) is None  # past
+    assert next_execution(((time_(5, 0), once), (time_(9, 0), monday)), saturday) == at(
+        2026, 1, 12, 9, 0
+    )
+    # summer time: 10:30 is 08:30 UTC
+    july = at(2026, 7, 1, 6, 0)
+    utc = dt.datetime(2026, 7, 1, 8, 30, tzinfo=dt.UTC).timestamp()
+    assert next_execution(((time_(10, 30), EVERY_DAY),), july) == utc
+    overnight = ((stamp(None, 22, 0), stamp(None, 2, 0)),)
+    assert in_window(overnight, at(2026, 1, 10, 23, 0)) == at(2026, 1, 10, 23, 0)
+    assert in_window(overnight, at(2026, 1, 10, 1, 0)) == at(2026, 1, 10, 1, 0)
+    assert in_window(overnight, at(2026, 1, 10, 3, 0)) == at(2026, 1, 10, 22, 0)
+    dated = ((stamp(dt.date(2026, 2, 1), 8, 0), stamp(dt.date(2026, 2, 3), 8, 0)),)
+    assert in_window(dated, saturday) == at(2026, 2, 1, 8, 0)
+    assert in_window(dated, at(2026, 3, 1, 0, 0)) == at(2026, 3, 1, 0, 0)  # past: no bound
