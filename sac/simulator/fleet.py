@@ -185,7 +185,7 @@ class Fleet:
         self._endpoint = TCP4ClientEndpoint(self.reactor, host, port, timeout=10)
         self._interval = interval
         # what a meter nobody configured answers for its destination: where it pushes
-        defaults = replace(DEFAULTS, destination=(0, f"{host}:{port}".encode(), 0))
+        defaults = self._defaults = replace(DEFAULTS, destination=(0, f"{host}:{port}".encode(), 0))
         replan = self._replan
         for m in self.meters:
             if m.settings is DEFAULTS:
@@ -242,6 +242,8 @@ class Fleet:
     def _endpoint_of(self, m: SimulatedMeter) -> Any:
         """Where ``m`` pushes: its push setup's destination when it is one, else the fleet's."""
         raw = m.settings.destination[1]
+        if raw == self._defaults.destination[1]:
+            return self._endpoint
         address = destination_address(raw) if raw else None
         if address is None:
             if raw:
