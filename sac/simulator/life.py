@@ -3,10 +3,9 @@
 :class:`MeterLife` is advanced lazily to the time of its clock: gas drawn along a daily curve,
 the battery draining, a daily load-profile entry at each gas day, now and then an event, and
 the valve state machine (close; enable opening -> ready_for_reconnection -> opened by the
-customer after a while, or back to closed when the opening period -- the meter's opening
-validity -- ends).  Everything it does
-is written to its logbooks.  :class:`sac.simulator.meter.SimulatedMeter` shows it as COSEM
-objects.
+customer after a while, or back to closed when the opening validity ends).  Everything it
+does is written to its logbooks.  :class:`sac.simulator.meter.SimulatedMeter` shows it as
+COSEM objects.
 
 Time is a function returning UNIX seconds (the fleet's clock, possibly accelerated); nothing
 here sleeps or does I/O.

@@ -27,7 +27,9 @@ A SET is refused with **type-unmatched** when the A-XDR types or a structure's n
 elements differ from the table, and with **other-reason** when the types are right but the
 content is not acceptable: a PIN over 9999, a template the meter has no layout for, more than
 four entries, an octet-string of the wrong length for a time or date, a date or time that is
-not one, a message type other than A-XDR.  Nothing changes on a refusal.
+not one (a date is all wildcards or a calendar date: no monthly or yearly patterns; a time
+has its hour and minute), a message type other than A-XDR.  Nothing changes on a refusal.
+(The transport is kept and given back, but the simulator always pushes over TCP.)
 
 Memory: a meter points to :data:`DEFAULTS` (or its fleet's defaults) until a SET, then to its
 own frozen copy; a fleet of 100,000 meters nobody configures shares one.
