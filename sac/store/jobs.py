@@ -325,6 +325,40 @@ def jobs_page(before: int | None, limit: int) -> Transaction[list[Job]]:
     return [_job(row) for row in rows]
 
 
+def jobs_summaries(
+    before: int | None, limit: int, now: dt.datetime
+) -> Transaction[list[JobProgress]]:
+    """A page of jobs, newest first, each with its commands counted by state (one grouped
+    query for the page); those found done are finished now."""
+    jobs = yield from jobs_page(before, limit)
+    if not jobs:
+        return []
+    ids = [job.id for job in jobs]
+    rows = yield Query(
+        "SELECT job_id, state, count(*) FROM commands"
+        f" WHERE job_id IN ({', '.join('?' * len(ids))}) GROUP BY job_id, state",
+        ids,
+    )
+    counts: dict[int, dict[CommandState, int]] = {i: {} for i in ids}
+    for job_id, state, n in rows:
+        counts[int(job_id)][CommandState(state)] = int(n)
+    out = [JobProgress(job, counts[job.id]) for job in jobs]
+    done = [
+        p.job.id
+        for p in out
+        if p.job.state is JobState.RUNNING and not p.job.queuing and not p.open
+    ]
+    if not done:
+        return out
+    yield Exec(
+        "UPDATE jobs SET state = 'finished', finished = ?"
+        f" WHERE state = 'running' AND id IN ({', '.join('?' * len(done))})",
+        [now, *done],
+    )
+    jobs = yield from jobs_page(before, limit)
+    return [JobProgress(job, counts.get(job.id, {})) for job in jobs]
+
+
 def mark_cancelled(job_id: int, now: dt.datetime) -> Transaction[Job]:
     count = yield Exec(
         "UPDATE jobs SET state = 'cancelled', finished = ? WHERE id = ? AND state = 'running'",
@@ -365,6 +399,9 @@ class IJobs(Interface):
     async def page(before: int | None = None, limit: int = 50) -> list[Job]:
         """Jobs, newest first."""
 
+    async def summaries(before: int | None = None, limit: int = 50) -> list[JobProgress]:
+        """Jobs, newest first, with their commands counted by state (no failures)."""
+
     async def resolve(ldns: Sequence[str]) -> dict[str, tuple[int, str]]:
         """{LDN: (meter id, profile)} of the meters among ``ldns`` (one transaction)."""
 
@@ -402,6 +439,9 @@ class JobsComponent(Component):
 
     async def page(self, before: int | None = None, limit: int = 50) -> list[Job]:
         return await self.db.run(jobs_page(before, limit))
+
+    async def summaries(self, before: int | None = None, limit: int = 50) -> list[JobProgress]:
+        return await self.db.run(jobs_summaries(before, limit, self.db.now()))
 
     async def resolve(self, ldns: Sequence[str]) -> dict[str, tuple[int, str]]:
         return await self.db.run(resolve_ldns(ldns))
