@@ -184,21 +184,25 @@ def _params_sql(texts: Mapping[str, str]) -> tuple[str, list[Any]]:
     return f"CASE m.profile {cases} END", [v for pair in sorted(texts.items()) for v in pair]
 
 
+def still_running(job_id: int) -> Transaction[bool]:
+    """Whether the job is running, its row locked until the transaction ends: a chunk and a
+    cancel (or two chunks) take turns on it, and a cancel stops the chunks after it."""
+    count = yield Exec(
+        "UPDATE jobs SET queued = queued WHERE id = ? AND state = 'running'", (job_id,)
+    )
+    return bool(count)
+
+
 def queue_chunk(
     job: Job,
     texts: Mapping[str, str],
     priority: int,
     select: tuple[str, Sequence[Any]],
     now: dt.datetime,
-) -> Transaction[int | None]:
+) -> Transaction[int]:
     """Queue the job's commands for the meters ``select`` gives (its WHERE over meters ``m``
-    and parameters, ending with its ORDER BY / LIMIT), in one transaction: how many were
-    queued, None if the job is no longer running (cancelled meanwhile)."""
-    running = yield Exec(
-        "UPDATE jobs SET queued = queued WHERE id = ? AND state = 'running'", (job.id,)
-    )
-    if not running:
-        return None
+    and parameters, ending with its ORDER BY / LIMIT), the job's row held
+    (:func:`still_running`): how many were queued."""
     params_sql, params = _params_sql(texts)
     where, values = select
     rows = yield Query(
@@ -235,6 +239,9 @@ def filter_chunk(job: Job, query: MeterQuery, limit: int) -> Transaction[tuple[s
 def queue_filter_chunk(
     job: Job, query: MeterQuery, texts: Mapping[str, str], priority: int, limit: int, now: Any
 ) -> Transaction[int | None]:
+    """The next chunk of a filter job queued: how many, None if it is no longer running."""
+    if not (yield from still_running(job.id)):
+        return None
     select = yield from filter_chunk(job, query, limit)
     return (yield from queue_chunk(job, texts, priority, select, now))
 
@@ -244,14 +251,13 @@ def queue_ids_chunk(
 ) -> Transaction[int | None]:
     """Queue the job's commands for ``meter_ids`` (a chunk of an LDN list's, resolved when
     the job started), a few hundred a statement; a meter deleted since is left out."""
+    if not (yield from still_running(job.id)):
+        return None
     queued = 0
     for i in range(0, len(meter_ids), BATCH_ROWS):
         part = meter_ids[i : i + BATCH_ROWS]
         select = (f"WHERE m.id IN ({', '.join('?' * len(part))})", part)
-        count = yield from queue_chunk(job, texts, priority, select, now)
-        if count is None:
-            return None
-        queued += count
+        queued += yield from queue_chunk(job, texts, priority, select, now)
     return queued
 
 

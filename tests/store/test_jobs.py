@@ -106,10 +106,11 @@ async def test_cancel_stops_the_queuing_and_cancels_pending_commands_in_chunks(
     backend: Backend,
 ) -> None:
     store, clock = await fleet(backend)
-    jobs = Jobs(store, REGISTRY, now=clock, chunk=100)
+    jobs = Jobs(store, REGISTRY, now=clock, chunk=50)
     job = await jobs.start(JobRequest("sync-clock", {}, expiry(clock)), OTTO)
     assert job.planned == COUNT
     await store.jobs.queue_filter(job, MeterQuery(), {REGISTRY.default: "{}"}, 0, 1)  # racing
+    assert backend.raw("SELECT count(*) - count(DISTINCT meter_id) FROM commands")[0][0] == 0
     [sent] = await store.commands.claim(ldn(0))  # on its way: not cancelled
     cancelled = await store.jobs.cancel(job.id, OTTO, chunk=150)
     await jobs.wait(job.id)
