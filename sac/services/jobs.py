@@ -36,7 +36,7 @@ from sac.services.commands import PRIORITY, CommandError, Kind, validate
 from sac.store import Actor, Job, MeterQuery, NewJob
 from sac.store.jobs import CHUNK
 
-__all__ = ["MAX_EXPIRY", "MAX_LDNS", "JobRequest", "Jobs", "describe"]
+__all__ = ["MAX_EXPIRY", "MAX_LDNS", "JobRequest", "Jobs", "describe", "shown"]
 
 MAX_EXPIRY = dt.timedelta(days=90)  # the furthest deadline a job may have
 MAX_LDNS = 1_000_000  # LDNs a list job may name
@@ -86,6 +86,19 @@ def source_of(query: MeterQuery) -> dict[str, Any]:
         "unseen_since": query.unseen_since.isoformat() if query.unseen_since else None,
     }
     return {k: v for k, v in out.items() if v not in (None, False)}
+
+
+HIDDEN = "(hidden)"
+
+
+def shown(checked: Mapping[str, Any]) -> dict[str, Any]:
+    """A command's checked parameters as the job keeps and shows them (its page, the API,
+    the audit line): a value its kind marks secret (``"text": "(hidden)"``, a PIN) is
+    hidden; only the commands carry it, to the meter."""
+    out = dict(checked)
+    if out.get("text") == HIDDEN and "value" in out:
+        out["value"] = HIDDEN
+    return out
 
 
 class Jobs:
@@ -191,7 +204,7 @@ class Jobs:
     ) -> NewJob:
         return NewJob(
             kind=request.kind,
-            params=dict(request.params),
+            params=shown(json.loads(next(iter(texts.values())))),
             texts=texts,
             selection=selection,
             source=source,

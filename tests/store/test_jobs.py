@@ -11,7 +11,7 @@ import pytest_twisted
 
 from sac.profiles import discover_profiles
 from sac.services.commands import CommandError
-from sac.services.jobs import JobRequest, Jobs
+from sac.services.jobs import JobRequest, Jobs, shown
 from sac.store import (
     Actor,
     CommandState,
@@ -187,3 +187,18 @@ async def test_a_jobs_commands_expire_with_it(backend: Backend) -> None:
     assert {f.state for f in progress.failures} == {CommandState.EXPIRED}
     assert [j.id for j in await store.jobs.page()] == [job.id]
     assert json.loads(json.dumps(progress.job.source)) == {}
+
+
+def test_a_secret_value_is_hidden_in_what_the_job_keeps() -> None:
+    pin = {"setting": "valve_pin", "value": 1234, "text": "(hidden)"}
+    assert shown(pin) == {"setting": "valve_pin", "value": "(hidden)", "text": "(hidden)"}
+    plain = {"setting": "push_window", "value": [1, 2], "text": "01:00-02:00"}
+    assert shown(plain) == plain
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_job_keeps_the_checked_parameters(backend: Backend) -> None:
+    store, clock = await fleet(backend, 2)
+    jobs = Jobs(store, REGISTRY, now=clock)
+    job = await jobs.start(JobRequest("set-pdr", {"pdr": "12345678901234"}, expiry(clock)), OTTO)
+    assert job.params == {"pdr": "12345678901234"}
