@@ -154,6 +154,35 @@ class UnknownCommand(StorageError):
         self.command_id = command_id
 
 
+class UnknownJob(StorageError):
+    """No job has this id."""
+
+    def __init__(self, job_id: int) -> None:
+        super().__init__(f"no job {job_id}")
+        self.job_id = job_id
+
+
+class UnknownMeters(StorageError):
+    """A job's LDNs that are no meter's, refused: ``ldns`` (the first 100 of them) and how
+    many there are in all (``count``)."""
+
+    SHOWN = 100
+
+    def __init__(self, ldns: Sequence[str], count: int) -> None:
+        shown = list(ldns[: self.SHOWN])
+        more = f" and {count - len(shown)} more" if count > len(shown) else ""
+        super().__init__(
+            f"{count} LDN{'s are' if count > 1 else ' is'} no meter's: {', '.join(shown)}{more};"
+            " nothing is queued (ask to skip unknown LDNs to queue the others)"
+        )
+        self.ldns = tuple(shown)
+        self.count = count
+
+
+class JobStateError(StorageError):
+    """A job moved where its state does not allow (cancel a finished job)."""
+
+
 class UnknownAlarm(StorageError):
     """No alarm has this id (no event has it, or that event is no alarm)."""
 

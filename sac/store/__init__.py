@@ -5,13 +5,17 @@ from sac.errors import (
     BulkError,
     CommandStateError,
     Conflict,
+    JobStateError,
     KeyImportError,
     UnknownCommand,
+    UnknownJob,
     UnknownMeter,
+    UnknownMeters,
     UnknownUser,
 )
 from sac.store.connections import Connection, ConnectionPage
 from sac.store.connector import IStore, Store
+from sac.store.jobs import Job, JobFailure, JobProgress, JobState, NewJob
 from sac.store.model import (
     METER_FIELDS,
     Actor,
@@ -62,6 +66,11 @@ __all__ = [
     "IStore",
     "Ingest",
     "IngestResult",
+    "Job",
+    "JobFailure",
+    "JobProgress",
+    "JobState",
+    "JobStateError",
     "KeyImportError",
     "Meter",
     "MeterKeys",
@@ -71,6 +80,7 @@ __all__ = [
     "MeterStatus",
     "MonthStartIndex",
     "MonthStartPage",
+    "NewJob",
     "NewMeter",
     "PeerCounter",
     "PlanMark",
@@ -81,7 +91,9 @@ __all__ = [
     "Role",
     "Store",
     "UnknownCommand",
+    "UnknownJob",
     "UnknownMeter",
+    "UnknownMeters",
     "UnknownUser",
     "User",
     "WebSession",

@@ -1,7 +1,7 @@
 """The store: one connector holding a component per entity (``store.meters``,
 ``store.keys``, ``store.counters``, ``store.readings``, ``store.events``, ``store.commands``,
 ``store.users``, ``store.sessions``, ``store.tokens``, ``store.audit``, ``store.exports``,
-``store.connections``),
+``store.connections``, ``store.jobs``),
 each with its narrow interface next to it; a backend (SQLite, PostgreSQL) provides one
 method, :meth:`Store.run`: run a transaction generator."""
 
@@ -28,6 +28,7 @@ from sac.store.connections import ConnectionsComponent
 from sac.store.counters import CountersComponent
 from sac.store.events import EventsComponent
 from sac.store.exports import ExportsComponent
+from sac.store.jobs import JobsComponent
 from sac.store.keys import KeysComponent, check_master_key
 from sac.store.meters import MetersComponent
 from sac.store.readings import ReadingsComponent
@@ -58,6 +59,7 @@ class IStore(Interface):
     audit = Attribute(":class:`sac.store.audit.IAudit`")
     exports = Attribute(":class:`sac.store.exports.IExports`")
     connections = Attribute(":class:`sac.store.connections.IConnections`")
+    jobs = Attribute(":class:`sac.store.jobs.IJobs`")
 
     async def open(upto: int | None = None) -> tuple[int, int]:
         """Apply the migrations (up to version ``upto``: for upgrade tests) and check the
@@ -121,6 +123,7 @@ class Store:
         self.audit = AuditComponent(self)
         self.exports = ExportsComponent(self)
         self.connections = ConnectionsComponent(self)
+        self.jobs = JobsComponent(self)
 
     # told each transaction's name (its generator function's) and duration in seconds, when
     # set (sac.tap: the histogram sac_store_seconds)

@@ -12,7 +12,7 @@ from sac.store.model import METER_SORTS, Meter, MeterPage, MeterQuery
 from sac.store.rows import METER_COLUMNS, meter_row
 from sac.store.sql import Query, Transaction
 
-__all__ = ["connections_since", "count_meters", "list_meters"]
+__all__ = ["connections_since", "count_meters", "list_meters", "meter_filters"]
 
 # a meter with an open alarm, or whose diagnostic is not zero (its own alarm state): the
 # predicate of the partial index meters_alarmed_ldn (0010_alarms), written as it is there so that
@@ -51,6 +51,12 @@ def _meter_filters(query: MeterQuery, nulls: bool | None = None) -> tuple[list[s
         where.append("(updated >= ? OR status_at >= ?)")
         params += [query.changed_since] * 2
     return where, params
+
+
+def meter_filters(query: MeterQuery) -> tuple[list[str], list[Any]]:
+    """The WHERE conditions of the list's filters over ``meters`` and their parameters (a
+    job's selection is the list's)."""
+    return _meter_filters(query)
 
 
 def _keeps_nulls(query: MeterQuery) -> bool:

@@ -1,12 +1,14 @@
 """The web application: what its parts share, and the small root router that mounts them.
 
-Five routers, each a Klein app of its own module, mounted here with ``branch=True``:
+Seven routers, each a Klein app of its own module, mounted here with ``branch=True``:
 
 * the operators' pages at ``/`` (:mod:`sac.web.pages`): sign-in, meters, keys, valve,
   status and metrics;
 * the admins' pages at ``/admin`` (:mod:`sac.web.admin`);
 * the alarms page at ``/alarms`` (:mod:`sac.web.alarms`);
-* the JSON API at ``/api/v1`` (:mod:`sac.web.api`), with bearer tokens;
+* the jobs' pages at ``/jobs`` (:mod:`sac.web.jobpages`): one command for many meters;
+* the JSON API at ``/api/v1`` (:mod:`sac.web.api`), with bearer tokens, its jobs at
+  ``/api/v1/jobs`` (:mod:`sac.web.api_jobs`);
 * SOAP at ``/soap`` (:mod:`sac.web.soap`).
 
 :class:`Web` is not a router: it holds what the parts share -- the store, the profiles, the
@@ -28,6 +30,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from klein import Klein
 
 from sac.profiles import ProfileRegistry
+from sac.services.jobs import Jobs
 from sac.services.metrics import Metrics
 from sac.store import Actor, Role, User, WebSession
 from sac.store.connector import IStore
@@ -36,10 +39,12 @@ from sac.web.admin import AdminPages
 from sac.web.alarms import AlarmPages
 from sac.web.api import MAX_BODY as API_MAX_BODY
 from sac.web.api import JsonApi
+from sac.web.api_jobs import JobsApi
 from sac.web.bodies import FORM_BODY, BoundedRequest
 from sac.web.common import SignInRefused, WebSettings
 from sac.web.errors import install as install_errors
 from sac.web.errors import is_api, secure
+from sac.web.jobpages import JobPages
 from sac.web.listener import WebLimits, WebSite
 from sac.web.pages import RANGES, SORTS, STATIC, Pages
 from sac.web.soap import SoapApi
@@ -49,6 +54,7 @@ from sac.web.throttle import SignInThrottle
 __all__ = ["RANGES", "SORTS", "STATIC", "Web", "WebSettings", "route_rules"]
 
 COOKIE = b"sac_session"
+UPLOADS = (b"/meters/import", b"/jobs")  # the routes whose POST may carry a file
 PACKAGE = Path(__file__).resolve().parent
 # templates/ of the source tree, shipped in a wheel as sac/templates (setup.py)
 TEMPLATES = next(
@@ -57,10 +63,12 @@ TEMPLATES = next(
 
 # where each router is mounted ("": the root, its paths as they are)
 MOUNTS: tuple[tuple[str, Any], ...] = (
+    ("/api/v1/jobs", JobsApi),
     ("/api/v1", JsonApi),
     ("/soap", SoapApi),
     ("/admin", AdminPages),
     ("/alarms", AlarmPages),
+    ("/jobs", JobPages),
     ("", Pages),
 )
 
@@ -112,6 +120,7 @@ class Web:
         )
         self.checks_running = 0  # password checks under way (at most password_checks)
         self.jinja = _templates(templates, self.settings.name)
+        self.jobs = Jobs(store, registry, now=now)  # one command for many meters
         self.mounted = {prefix: router(self).app.resource() for prefix, router in MOUNTS}
 
     def resource(self) -> Any:
@@ -131,6 +140,10 @@ class Web:
 
     # --- the root router: one branch per part ---------------------------------------------
 
+    @app.route("/api/v1/jobs", branch=True)
+    def api_jobs(self, request: Any) -> Any:
+        return _branch(request, self.mounted["/api/v1/jobs"])
+
     @app.route("/api/v1", branch=True)
     def api(self, request: Any) -> Any:
         return _branch(request, self.mounted["/api/v1"])
@@ -146,6 +159,10 @@ class Web:
     @app.route("/alarms", branch=True)
     def alarms(self, request: Any) -> Any:
         return _branch(request, self.mounted["/alarms"])
+
+    @app.route("/jobs", branch=True)
+    def job_pages(self, request: Any) -> Any:
+        return _branch(request, self.mounted["/jobs"])
 
     @app.route("/", branch=True)
     def pages(self, request: Any) -> Any:
@@ -167,14 +184,17 @@ class Web:
         return FORM_BODY
 
     def is_upload(self, method: bytes, path: bytes) -> bool:
-        return method.upper() == b"POST" and path.rstrip(b"/") == b"/meters/import"
+        """A key CSV (``/meters/import``) or a job's LDN CSV (``/jobs``)."""
+        return method.upper() == b"POST" and path.rstrip(b"/") in UPLOADS
 
     async def may_upload(self, request: Any) -> tuple[int, str, bytes] | None:
         """Whether an upload may be read, from its headers: None (yes), or the answer --
         303 to the sign-in without a session, 403 below the operator's role."""
         session = await self.session(request)
         if session is None:
-            return (303, "sign in first\n", b"/login?next=%2Fmeters%2Fimport")
+            path = getattr(request.channel, "_path", b"").split(b"?", 1)[0].rstrip(b"/")
+            back = path if path in UPLOADS else b"/meters/import"
+            return (303, "sign in first\n", b"/login?next=" + back.replace(b"/", b"%2F"))
         if not session.user.role.may(Role.OPERATOR):
             return (403, f"this needs the {Role.OPERATOR.value} role\n", b"")
         return None

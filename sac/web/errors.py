@@ -35,7 +35,15 @@ from sac.errors import (
     SignInRefused,
     UnknownAlarm,
 )
-from sac.store import Conflict, UnknownCommand, UnknownMeter, UnknownUser
+from sac.store import (
+    Conflict,
+    JobStateError,
+    UnknownCommand,
+    UnknownJob,
+    UnknownMeter,
+    UnknownMeters,
+    UnknownUser,
+)
 
 __all__ = ["ERRORS", "Answer", "ApiError", "api_error", "install", "is_api", "soap_fault"]
 
@@ -95,6 +103,22 @@ ERRORS: Mapping[type[BaseException], Answer] = {
         fault=lambda exc: ("Client.AlreadyAcknowledged", str(exc)),
     ),
     UnknownUser: Answer(404, "not_found", "Not found", _fixed(_NO_PAGE)),
+    UnknownJob: Answer(
+        404,
+        "not_found",
+        "Not found",
+        _fixed("There is no such job."),
+        fault=lambda exc: ("Client.UnknownJob", str(exc)),
+    ),
+    JobStateError: Answer(
+        409, "conflict", "Not running", fault=lambda exc: ("Client.JobState", str(exc))
+    ),
+    UnknownMeters: Answer(
+        422,
+        "unknown_meters",
+        "Unknown meters",
+        fault=lambda exc: ("Client.UnknownMeters", str(exc)),
+    ),
     Forbidden: Answer(
         403,
         "forbidden",

@@ -14,7 +14,9 @@ Operations (namespace :data:`NS`; each documented in the WSDL):
 * ``GetConnections`` (one meter's sessions, pushes and polls, between two times, paged:
   their outcome, what was read and what was not);
 * ``GetValveState``, ``RequestValve`` (close / enable opening: queued as a command, its id
-  returned) and ``GetCommandStatus``.
+  returned) and ``GetCommandStatus``;
+* ``StartJob``, ``GetJob``, ``ListJobs``, ``CancelJob``: one command for many meters
+  (:mod:`sac.web.soap_jobs`).
 
 Authentication: HTTP Basic with the users and roles of the pages, a WS-Security
 UsernameToken (PasswordText) in the SOAP header, or an API token as ``Authorization:
@@ -28,7 +30,8 @@ whether it is active are read from the store on every call, and a user changed s
 Faults carry a code the caller can act on (``Client.Authentication``, ``Client.Forbidden``,
 ``Client.UnknownMeter``, ``Client.UnknownCommand``, ``Client.UnknownAlarm``,
 ``Client.AlreadyAcknowledged``, ``Client.BadRange``, ``Client.PageTooLarge``,
-``Client.BadCursor``, ``Client.BadInput``; ``Server.Busy`` when the
+``Client.BadCursor``, ``Client.BadInput``, ``Client.UnknownJob``, ``Client.JobState``,
+``Client.UnknownMeters``; ``Server.Busy`` when the
 SAC is checking as many passwords as it may at once); anything unexpected is
 ``Server`` with an incident id, its traceback only in the log.  Times are UTC ISO 8601 with
 their offset; a time given without one is refused.  Quantities carry their unit: the DLMS
@@ -66,7 +69,7 @@ from sac.store import (
     UnknownMeter,
 )
 from sac.store.exports import MAX_PAGE
-from sac.web import display
+from sac.web import display, soap_jobs
 from sac.web.errors import install as install_errors
 from sac.web.history import MAX_DAYS, gas_days, index_objects, object_of
 from sac.web.soap_call import Call
@@ -128,6 +131,12 @@ def _obis(text: str | None) -> Obis | None:
 
 class ErpService(ServiceBase):
     """The SAC's data for ERP, billing and maintenance systems."""
+
+    # jobs: one command for many meters (sac.web.soap_jobs)
+    StartJob = soap_jobs.StartJob
+    GetJob = soap_jobs.GetJob
+    ListJobs = soap_jobs.ListJobs
+    CancelJob = soap_jobs.CancelJob
 
     @rpc(
         DateTime(doc="only meters added, changed or heard from since then"),

@@ -317,6 +317,25 @@ class BadInputFault(_Fault):
     CODE = "Client.BadInput"
 
 
+class UnknownJobFault(_Fault):
+    """No job has this id."""
+
+    CODE = "Client.UnknownJob"
+
+
+class JobStateFault(_Fault):
+    """The job is not running (finished or cancelled already)."""
+
+    CODE = "Client.JobState"
+
+
+class UnknownMetersFault(_Fault):
+    """Some of a job's LDNs are no meter's (the first 100 named, and how many): nothing is
+    queued; ask to skip them to queue the others."""
+
+    CODE = "Client.UnknownMeters"
+
+
 _FAULTS = {kind.CODE: kind for kind in _Fault.__subclasses__()}
 
 

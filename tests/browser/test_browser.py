@@ -282,3 +282,25 @@ def test_acknowledge_an_alarm(page: Any, sac: dict[str, Any], tmp_path: Path) ->
     page.screenshot(path=str(tmp_path / "meter-alarm-acknowledged.png"), full_page=True)
     page.screenshot(path=str(SHOTS / "meter-alarm-acknowledged.png"), full_page=True)
     assert (tmp_path / "alarms-acknowledged.png").stat().st_size > 10_000
+
+
+def test_a_job_from_the_list_followed_live_to_all_done(page: Any, sac: dict[str, Any]) -> None:
+    """The list's filter (the simulated fleet's LDN prefix) carried by "Apply to these
+    meters" to the job form; the job page then follows the meters' sessions without a
+    reload until every command is done and the job finished."""
+    prefix = os.path.commonprefix(sac["meters"])  # noqa: RUF071 -- LDNs, not paths
+    page.goto(f"{sac['base']}/meters?q={prefix}")
+    page.click("#apply")
+    page.wait_for_url(re.compile(r".*/jobs/new\?q=.*"))
+    assert "<strong>3</strong>" in page.content()
+    page.check("input[name=kind][value=sync-clock]")
+    page.click("button:has-text('Start the job')")
+    page.wait_for_url(re.compile(r".*/jobs/\d+$"))
+    page.evaluate("window.sameDocument = true")  # gone if the page reloads
+    page.locator("[data-job-state]:has-text('finished')").wait_for(timeout=30_000)
+    assert page.locator('[data-count="done"]').inner_text() == "3"
+    assert page.locator("[data-job-progress]").get_attribute("value") is not None
+    assert page.locator("[data-job-cancel]").count() == 0  # gone once finished
+    assert page.evaluate("window.sameDocument === true")  # updated live, not reloaded
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / "job-finished.png"), full_page=True)

@@ -726,6 +726,12 @@ async def crawl(page: Http, ldns: list[str], commands: list[int]) -> int:
         "/api/v1/meters/<ldn>/daily": [],
         "/api/v1/exports/month-start": [],
         "/api/v1/alarms": [],
+        "/api/v1/jobs": [],
+        "/api/v1/jobs/<int:job_id>": [],
+        "/jobs": ["/jobs"],
+        "/jobs/new": ["/jobs/new", "/jobs/new?valve=0&alarms=1"],
+        "/jobs/<int:job_id>": [],
+        "/jobs/<int:job_id>.json": [],
         "/alarms": ["/alarms", "/alarms?category=tamper", f"/alarms?ldn={quote(ldns[0])}"],
         "/soap": ["/soap?wsdl"],
     }

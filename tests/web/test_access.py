@@ -41,6 +41,12 @@ POLICY: dict[tuple[str, str], tuple[str | Role, str]] = {
     ("GET", "/meters/<string(length=16):ldn>"): (Role.VIEWER, f"/meters/{LDN}"),
     ("GET", "/commands/<int:command_id>.json"): (Role.VIEWER, "/commands/999999.json"),
     ("GET", "/status"): (Role.VIEWER, "/status"),
+    ("GET", "/jobs"): (Role.VIEWER, "/jobs"),
+    ("GET", "/jobs/new"): (Role.OPERATOR, "/jobs/new"),
+    ("POST", "/jobs"): (Role.OPERATOR, "/jobs"),
+    ("GET", "/jobs/<int:job_id>"): (Role.VIEWER, "/jobs/999999"),
+    ("GET", "/jobs/<int:job_id>.json"): (Role.VIEWER, "/jobs/999999.json"),
+    ("POST", "/jobs/<int:job_id>/cancel"): (Role.OPERATOR, "/jobs/999999/cancel"),
     ("GET", "/alarms"): (Role.VIEWER, "/alarms"),
     ("POST", "/alarms/<int:alarm_id>/acknowledge"): (Role.OPERATOR, "/alarms/999999/acknowledge"),
     ("POST", "/alarms/meters/<string(length=16):ldn>/acknowledge"): (
@@ -96,6 +102,10 @@ POLICY: dict[tuple[str, str], tuple[str | Role, str]] = {
         Role.VIEWER,
         "/api/v1/exports/month-start?year=2026&month=11",
     ),
+    ("GET", "/api/v1/jobs"): (Role.VIEWER, "/api/v1/jobs"),
+    ("POST", "/api/v1/jobs"): (Role.OPERATOR, "/api/v1/jobs"),
+    ("GET", "/api/v1/jobs/<int:job_id>"): (Role.VIEWER, "/api/v1/jobs/999999"),
+    ("POST", "/api/v1/jobs/<int:job_id>/cancel"): (Role.OPERATOR, "/api/v1/jobs/999999/cancel"),
     # SOAP: the WSDL is public, each operation checks its caller (SOAP_POLICY)
     ("GET", "/soap"): (PUBLIC, "/soap?wsdl"),
     ("POST", "/soap"): (PUBLIC, "/soap"),
@@ -116,6 +126,10 @@ SOAP_POLICY = {
     "RequestValve": Role.OPERATOR,
     "GetOpenAlarms": Role.VIEWER,
     "AcknowledgeAlarm": Role.OPERATOR,
+    "StartJob": Role.OPERATOR,
+    "GetJob": Role.VIEWER,
+    "ListJobs": Role.VIEWER,
+    "CancelJob": Role.OPERATOR,
 }
 
 
@@ -169,6 +183,10 @@ SOAP_ARGS: dict[str, dict[str, str]] = {  # schema-valid: the call reaches its m
     "RequestValve": {"ldn": LDN, "action": "close"},
     "GetOpenAlarms": {},
     "AcknowledgeAlarm": {"id": "999999", "note": "seen"},
+    "StartJob": {"kind": "sync-clock", "expires": "2099-01-01T00:00:00Z"},
+    "GetJob": {"id": "999999"},
+    "ListJobs": {},
+    "CancelJob": {"id": "999999"},
 }
 
 

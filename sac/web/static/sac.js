@@ -1,5 +1,6 @@
 // The SAC's pages work without this script; it adds what needs one:
-// commands still pending or sent update themselves, and a key upload shows its progress.
+// commands still pending or sent update themselves, a running job's page its progress, and a
+// key upload shows its progress.
 "use strict";
 
 function followCommands() {
@@ -34,6 +35,61 @@ function followCommands() {
     };
     setTimeout(poll, 1000);
   });
+}
+
+function followJob() {
+  const card = document.querySelector("[data-job][data-live]");
+  if (!card) return;
+  const id = card.getAttribute("data-job");
+  const put = (selector, text) => {
+    const element = card.querySelector(selector);
+    if (element) element.textContent = text;
+  };
+  const number = (n) => n.toLocaleString("en");
+  const poll = async () => {
+    try {
+      const answer = await fetch(`/jobs/${id}.json`, { credentials: "same-origin" });
+      if (answer.ok) {
+        const job = await answer.json();
+        const c = job.counts;
+        const ended = c.done + c.failed + c.expired + c.cancelled;
+        Object.entries(c).forEach(([state, n]) => put(`[data-count="${state}"]`, number(n)));
+        put("[data-job-state]", job.queuing ? "queuing" : job.state);
+        put("[data-job-queuing]", job.queuing ? `queuing ${number(job.queued)} of ${number(job.planned)}` : "");
+        put("[data-job-ended]", number(ended));
+        const bar = card.querySelector("[data-job-progress]");
+        bar.max = Math.max(job.planned, 1);
+        bar.value = ended;
+        const rows = card.querySelector("[data-job-failures]");
+        if (job.failures.length) {
+          rows.replaceChildren(...job.failures.map((f) => {
+            const row = document.createElement("tr");
+            const link = document.createElement("a");
+            link.href = `/meters/${encodeURIComponent(f.ldn)}`;
+            link.textContent = f.ldn;
+            const state = document.createElement("span");
+            state.className = `state s-${f.state}`;
+            state.textContent = f.state;
+            [link, state, document.createTextNode(f.reason)].forEach((part) => {
+              const cell = document.createElement("td");
+              cell.appendChild(part);
+              row.appendChild(cell);
+            });
+            return row;
+          }));
+        }
+        if (job.state !== "running") {
+          const cancel = card.querySelector("[data-job-cancel]");
+          if (cancel) cancel.remove();
+          return;
+        }
+      }
+    } catch (e) {
+      // the SAC restarting: try again later
+    }
+    setTimeout(poll, 2000);
+  };
+  setTimeout(poll, 1000);
 }
 
 function uploadWithProgress() {
@@ -85,6 +141,7 @@ function busyForms() {
 
 document.addEventListener("DOMContentLoaded", () => {
   followCommands();
+  followJob();
   uploadWithProgress();
   busyForms();
 });
