@@ -13,6 +13,7 @@ from typing import Any
 from sac.store.exports import MAX_PAGE
 from sac.web.api_events import CATEGORIES
 from sac.web.api_input import API, DEFAULT_LIMIT, MAX_BODY, MAX_ITEMS, MAX_LIMIT
+from sac.web.api_settings import settings_paths, settings_schemas
 from sac.web.history import MAX_DAYS, QUANTITIES
 from sac.web.schema import answer_schemas, event_schemas, read_schemas, write_schemas
 
@@ -188,6 +189,7 @@ def _schemas(profiles: list[str]) -> dict[str, Any]:
         **read_schemas(),
         **event_schemas(),
         **answer_schemas(),
+        **settings_schemas(),
         "NewMeters": {
             "type": "object",
             "required": ["meters"],
@@ -607,7 +609,7 @@ def openapi(profiles: Iterable[str] = ()) -> dict[str, Any]:
         },
         "servers": [{"url": "/"}],
         "security": [{"bearer": []}],
-        "paths": {**_paths(), **_event_paths()},
+        "paths": {**_paths(), **_event_paths(), **settings_paths(API)},
         "components": {
             "securitySchemes": {
                 "bearer": {

@@ -1,5 +1,6 @@
 // The SAC's pages work without this script; it adds what needs one:
-// commands still pending or sent update themselves, and a key upload shows its progress.
+// commands still pending or sent update themselves (a setting's value too, once its command
+// ends), and a key upload shows its progress.
 "use strict";
 
 function followCommands() {
@@ -18,6 +19,7 @@ function followCommands() {
           result.textContent = command.result || "";
           if (command.final) {
             row.removeAttribute("data-command");
+            if (row.hasAttribute("data-setting")) refreshSetting(row);
             if (command.valve) {
               document.querySelectorAll("[data-valve]").forEach((valve) => {
                 valve.textContent = command.valve;
@@ -34,6 +36,24 @@ function followCommands() {
     };
     setTimeout(poll, 1000);
   });
+}
+
+// a setting's command ended: its row's last known value and read time, from the page anew
+async function refreshSetting(row) {
+  try {
+    const answer = await fetch(location.pathname, { credentials: "same-origin" });
+    if (!answer.ok) return;
+    const page = new DOMParser().parseFromString(await answer.text(), "text/html");
+    const fresh = page.getElementById(row.id);
+    if (!fresh) return;
+    ["[data-last]", "[data-read-at]"].forEach((cell) => {
+      const now = row.querySelector(cell);
+      const then = fresh.querySelector(cell);
+      if (now && then) now.replaceChildren(...then.childNodes);
+    });
+  } catch (e) {
+    // the value shows at the next visit
+  }
 }
 
 function uploadWithProgress() {
