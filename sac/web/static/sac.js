@@ -38,21 +38,30 @@ function followCommands() {
   });
 }
 
-// a setting's command ended: its row's last known value and read time, from the page anew
-async function refreshSetting(row) {
+// a setting's command ended: its row's last known value and read time, from the page anew;
+// the session stores what it read just after it finishes the command, so until the read
+// time changes, a few more times
+async function refreshSetting(row, tries = 5) {
+  const readAt = row.querySelector("[data-read-at]");
+  const before = readAt ? readAt.textContent : "";
   try {
     const answer = await fetch(location.pathname, { credentials: "same-origin" });
-    if (!answer.ok) return;
-    const page = new DOMParser().parseFromString(await answer.text(), "text/html");
-    const fresh = page.getElementById(row.id);
-    if (!fresh) return;
-    ["[data-last]", "[data-read-at]"].forEach((cell) => {
-      const now = row.querySelector(cell);
-      const then = fresh.querySelector(cell);
-      if (now && then) now.replaceChildren(...then.childNodes);
-    });
+    if (answer.ok) {
+      const page = new DOMParser().parseFromString(await answer.text(), "text/html");
+      const fresh = page.getElementById(row.id);
+      if (fresh) {
+        ["[data-last]", "[data-read-at]"].forEach((cell) => {
+          const now = row.querySelector(cell);
+          const then = fresh.querySelector(cell);
+          if (now && then) now.replaceChildren(...then.childNodes);
+        });
+      }
+    }
   } catch (e) {
-    // the value shows at the next visit
+    // the SAC restarting: the value shows at the next visit
+  }
+  if (readAt && readAt.textContent === before && tries > 1) {
+    setTimeout(() => refreshSetting(row, tries - 1), 1000);
   }
 }
 
