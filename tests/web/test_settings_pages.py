@@ -161,6 +161,13 @@ async def test_read_now_read_all_and_synchronise_the_clock(site: Site) -> None:
     assert code == 400  # a secret is never read back
     _, _, page = await operator.get(f"/meters/{LDN}/settings?reads=12")
     assert "12 reads were queued" in page
+    # a read the meter refuses: failed, with its answer in words
+    await site.store.commands.claim(LDN)
+    refused = "the meter refused: read-write-denied (the client may not read it)"
+    newest = {c.params["setting"]: c for c in reversed(reads)}
+    await site.store.commands.finish(newest["push_frame"].id, False, refused)
+    _, _, page = await operator.get(f"/meters/{LDN}/settings")
+    assert "s-failed" in row(page, "push_frame") and refused in row(page, "push_frame")
     code, _, page = await operator.post(f"/meters/{LDN}/settings/edit", {"setting": "clock"})
     assert code == 200 and "Synchronise the clock?" in page and "the SAC&#39;s time" in page
     code, heads, _ = await operator.post(
