@@ -185,27 +185,30 @@ async def confirm_change(pages: Any, request: Any, session: WebSession, ldn: str
     meter, profile = await _meter(pages, ldn)
     setting = _writable(profile, arg(request, "setting"))
     key, text = setting.key, arg(request, "value")
-    items = {i.key: i for i in await gather(pages.store, profile, ldn)}
     if setting.command == "sync-clock":
         now = display.local_time(pages.web.now())
         after = f"the SAC's time when the meter next connects (now {now})"
-        return _confirmation(meter, items[key], after, "")
+        return await _confirmation(pages, meter, profile, setting, after, "")
     if setting.secret and text != arg(request, "again"):
         return await show(pages, request, ldn, {key: "the two entries differ"})
     try:
         _value, normal = setting.value_of(text, profile)
     except SettingError as exc:
-        return await show(
-            pages, request, ldn, {key: str(exc)}, {} if setting.secret else {key: text}
-        )
+        typed = {} if setting.secret else {key: text}  # a secret is never sent back
+        return await show(pages, request, ldn, {key: str(exc)}, typed)
     if setting.secret:
         return await write(pages, request, session, ldn)
-    return _confirmation(meter, items[key], normal, normal)
+    return await _confirmation(pages, meter, profile, setting, normal, normal)
 
 
-def _confirmation(meter: Meter, item: Item, after: str, value: str) -> Page:
-    s = item.setting
-    title = "Synchronise the clock" if s.command == "sync-clock" else f"Change {s.label}"
+async def _confirmation(
+    pages: Any, meter: Meter, profile: Any, setting: Setting, after: str, value: str
+) -> Page:
+    """Before (the last known value) and after, and the button that queues the change."""
+    [item] = [i for i in await gather(pages.store, profile, meter.ldn) if i.key == setting.key]
+    title = (
+        "Synchronise the clock" if setting.command == "sync-clock" else f"Change {setting.label}"
+    )
     return Page(
         "setting_confirm.html",
         dict(title=title, m=meter, item=item, after=after, value=value),
