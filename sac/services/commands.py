@@ -344,11 +344,12 @@ async def queue(
     now: dt.datetime,
     expires: dt.datetime | None = None,
 ) -> Command:
-    """Check a command's parameters and queue it with its kind's priority."""
+    """Check a command's parameters and queue it with its kind's priority; its audit line
+    names the setting and the value's text (a secret's is "(hidden)")."""
     checked = validate(kind, params, profile, now)
-    return await store.commands.queue(
-        ldn, kind, checked, by, expires=expires, priority=PRIORITY[Kind(kind)]
-    )
+    said = " = ".join(str(checked[k]) for k in ("setting", "text") if k in checked) or None
+    rank = PRIORITY[Kind(kind)]
+    return await store.commands.queue(ldn, kind, checked, by, expires, rank, said)
 
 
 class Housekeeping(Service):

@@ -15,7 +15,9 @@ from sac.store.audit import audited
 from sac.store.model import Actor, Command, CommandState, CommandTransition
 from sac.store.sql import Component, Exec, Query, Transaction, id_of, stamp, when
 
-__all__ = ["CommandsComponent", "ICommands"]
+__all__ = ["SETTING_KINDS", "CommandsComponent", "ICommands"]
+
+SETTING_KINDS = ("set-setting", "read-setting")  # the commands whose params name a setting
 
 
 _COMMAND_COLUMNS = (
@@ -112,6 +114,50 @@ def commands(
         [*params, limit],
     )
     return [_command(row) for row in rows]
+
+
+def _names(key: str) -> tuple[str, str]:
+    """How the params of a command naming setting ``key`` are stored (:func:`queue_command`:
+    JSON, keys sorted, ``setting`` the first of set-setting's and read-setting's): the whole
+    of read-setting's, the start of set-setting's."""
+    alone = json.dumps({"setting": key}, sort_keys=True)
+    return alone, alone[:-1] + ", "
+
+
+def setting_commands(
+    ldn: str,
+    keys: Collection[str],
+    kinds: Mapping[str, str],
+    states: Collection[CommandState] | None,
+) -> Transaction[dict[str, Command]]:
+    """{setting: its newest command} of one meter: of the set-setting and read-setting
+    commands naming each of ``keys``, and of the commands of each of ``kinds`` (a kind
+    without parameters that writes one setting: {kind: setting}); only those in ``states``
+    when given."""
+    state = f" AND state IN ({', '.join('?' * len(states))})" if states else ""
+    state_values = [s.value for s in states or ()]
+    parts: list[str] = []
+    params: list[Any] = []
+    meter = "(SELECT id FROM meters WHERE ldn = ?)"
+    head = f"SELECT * FROM (SELECT ? AS k, id FROM commands WHERE meter_id = {meter}{state}"
+    for i, key in enumerate(sorted(set(keys))):
+        alone, start = _names(key)
+        parts.append(
+            f"{head} AND kind IN (?, ?) AND (params = ? OR substr(params, 1, ?) = ?)"
+            f" ORDER BY id DESC LIMIT 1) s{i}"
+        )
+        params += [key, ldn, *state_values, *SETTING_KINDS, alone, len(start), start]
+    for i, (kind, key) in enumerate(sorted(kinds.items())):
+        parts.append(f"{head} AND kind = ? ORDER BY id DESC LIMIT 1) k{i}")
+        params += [key, ldn, *state_values, kind]
+    if not parts:
+        return {}
+    rows = yield Query(
+        f"SELECT x.k, {_COMMAND_COLUMNS} {_FROM_COMMANDS}"
+        f" JOIN ({' UNION ALL '.join(parts)}) x ON x.id = c.id ORDER BY c.id",
+        params,
+    )
+    return {row[0]: _command(row[1:]) for row in rows}  # by id: the newest wins
 
 
 def claim_commands(ldn: str, now: dt.datetime, by: str | None = None) -> Transaction[list[Command]]:
@@ -228,8 +274,10 @@ class ICommands(Interface):
         by: Actor,
         expires: dt.datetime | None = None,
         priority: int = 0,
+        detail: str | None = None,
     ) -> Command:
-        """Queue a command for a meter (pending), audited; higher priorities run first."""
+        """Queue a command for a meter (pending), audited (with ``detail``: what it does, in
+        words, never a secret); higher priorities run first."""
 
     async def get(command_id: int) -> Command:
         """A command; UnknownCommand if none."""
@@ -238,6 +286,17 @@ class ICommands(Interface):
         ldn: str | None = None, states: Collection[CommandState] | None = None, limit: int = 100
     ) -> list[Command]:
         """Commands, newest first."""
+
+    async def latest_by_setting(
+        ldn: str,
+        keys: Collection[str],
+        kinds: Mapping[str, str] | None = None,
+        states: Collection[CommandState] | None = None,
+    ) -> dict[str, Command]:
+        """{setting: the newest command of a meter naming it}, in one query: the set-setting
+        and read-setting commands naming each of ``keys``, and the commands of each of
+        ``kinds`` ({kind: the setting it writes}, e.g. sync-clock: clock); of ``states``
+        only, when given.  A setting without one is absent."""
 
     async def claim(ldn: str, by: str | None = None) -> list[Command]:
         """A meter's pending commands, now sent, highest priority first: for the session
@@ -273,10 +332,11 @@ class CommandsComponent(Component):
         by: Actor,
         expires: dt.datetime | None = None,
         priority: int = 0,
+        detail: str | None = None,
     ) -> Command:
         now = self.db.now()
         change = queue_command(ldn, kind, params, by.name, expires, now, priority)
-        return await self.db.run(audited(change, by, f"queue {kind}", ldn, now))
+        return await self.db.run(audited(change, by, f"queue {kind}", ldn, now, detail))
 
     async def get(self, command_id: int) -> Command:
         return await self.db.run(get_command(command_id))
@@ -288,6 +348,15 @@ class CommandsComponent(Component):
         limit: int = 100,
     ) -> list[Command]:
         return await self.db.run(commands(ldn, states, limit))
+
+    async def latest_by_setting(
+        self,
+        ldn: str,
+        keys: Collection[str],
+        kinds: Mapping[str, str] | None = None,
+        states: Collection[CommandState] | None = None,
+    ) -> dict[str, Command]:
+        return await self.db.run(setting_commands(ldn, keys, kinds or {}, states))
 
     async def claim(self, ldn: str, by: str | None = None) -> list[Command]:
         return await self.db.run(claim_commands(ldn, self.db.now(), by))

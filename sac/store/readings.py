@@ -4,7 +4,7 @@ values and last connection, the meters' counters) stored in one transaction."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from twisted.logger import Logger
@@ -23,6 +23,7 @@ from sac.store.model import (
     Reading,
     ReadingBuckets,
 )
+from sac.store.newest import newest_readings
 from sac.store.plans import meter_marks, plan_marks_of, write_marks
 from sac.store.rows import READING_VALUES, reading_row
 from sac.store.sql import Component, InsertRows, Query, Transaction, UpdateRows, id_of, ids_of
@@ -497,6 +498,12 @@ class IReadings(Interface):
         always counts), oldest first; the newest ``limit``.  UnknownMeter for an unknown
         LDN."""
 
+    async def newest(
+        ldn: str, pairs: Collection[tuple[Obis, int]]
+    ) -> dict[tuple[Obis, int], Reading]:
+        """{(obis, attribute): its newest reading} of one meter, of those of ``pairs`` it
+        has read, in one query (:mod:`sac.store.newest`)."""
+
     async def count() -> int:
         """How many readings the store holds."""
 
@@ -567,6 +574,11 @@ class ReadingsComponent(Component):
         limit: int = 200,
     ) -> list[Reading]:
         return await self.db.run(reading_changes(ldn, obis, attribute, start, end, limit))
+
+    async def newest(
+        self, ldn: str, pairs: Collection[tuple[Obis, int]]
+    ) -> dict[tuple[Obis, int], Reading]:
+        return await self.db.run(newest_readings(ldn, pairs))
 
     async def count(self) -> int:
         return await self.db.run(count_readings())

@@ -38,7 +38,7 @@ from sac.store import (
     Role,
     UnknownMeter,
 )
-from sac.web import api_history, display
+from sac.web import api_history, api_settings, display
 from sac.web.api_events import acknowledgement, alarm_query, events_answer, events_query
 from sac.web.api_input import (
     API,
@@ -528,6 +528,11 @@ class JsonApi:
     @api(Role.VIEWER)
     async def api_daily(self, request: Any, token: ApiToken, ldn: str) -> bytes:
         return await api_history.daily(self, request, ldn)
+
+    @app.route("/meters/<ldn>/settings", methods=["GET"])
+    @api(Role.VIEWER)
+    async def api_meter_settings(self, request: Any, token: ApiToken, ldn: str) -> bytes:
+        return await api_settings.meter_settings(self, request, ldn)
 
     @app.route("/exports/month-start", methods=["GET"])
     @api(Role.VIEWER)

@@ -13,6 +13,7 @@ from typing import Any
 from sac.store.exports import MAX_PAGE
 from sac.web.api_events import CATEGORIES
 from sac.web.api_input import API, DEFAULT_LIMIT, MAX_BODY, MAX_ITEMS, MAX_LIMIT
+from sac.web.api_settings import settings_paths, settings_schemas
 from sac.web.history import MAX_DAYS, QUANTITIES
 from sac.web.schema import answer_schemas, event_schemas, read_schemas, write_schemas
 from sac.web.schema_jobs import job_paths, job_schemas
@@ -190,6 +191,7 @@ def _schemas(profiles: list[str]) -> dict[str, Any]:
         **event_schemas(),
         **answer_schemas(),
         **job_schemas(),
+        **settings_schemas(),
         "NewMeters": {
             "type": "object",
             "required": ["meters"],
@@ -609,7 +611,12 @@ def openapi(profiles: Iterable[str] = ()) -> dict[str, Any]:
         },
         "servers": [{"url": "/"}],
         "security": [{"bearer": []}],
-        "paths": {**_paths(), **_event_paths(), **job_paths(API, _op, _answer)},
+        "paths": {
+            **_paths(),
+            **_event_paths(),
+            **job_paths(API, _op, _answer),
+            **settings_paths(API),
+        },
         "components": {
             "securitySchemes": {
                 "bearer": {

@@ -29,7 +29,7 @@ from sac.services import commands as command_service
 from sac.services.metrics import CONTENT_TYPE
 from sac.store import CommandState, MeterQuery, Role, WebSession
 from sac.store.keycsv import SAMPLE
-from sac.web import display, meterpage
+from sac.web import display, meterpage, settingspage
 from sac.web.common import (
     COOKIE,
     LOGIN_COOKIE,
@@ -426,6 +426,28 @@ class Pages:
             now=self.web.now(),
         )
         return Page(redirect=f"/meters/{quote(ldn)}?queued={command.id}#commands")
+
+    # --- its settings (sac.web.settingspage) --------------------------------------------------
+
+    @app.route("/meters/<string(length=16):ldn>/settings", methods=["GET"])
+    @page(Role.VIEWER)
+    async def meter_settings(self, request: Any, session: WebSession, ldn: str) -> Page:
+        return await settingspage.show(self, request, ldn)
+
+    @app.route("/meters/<string(length=16):ldn>/settings/read", methods=["POST"])
+    @page(Role.OPERATOR)
+    async def read_settings(self, request: Any, session: WebSession, ldn: str) -> Page:
+        return await settingspage.queue_reads(self, request, session, ldn)
+
+    @app.route("/meters/<string(length=16):ldn>/settings/edit", methods=["POST"])
+    @page(Role.OPERATOR)
+    async def edit_setting(self, request: Any, session: WebSession, ldn: str) -> Page:
+        return await settingspage.confirm_change(self, request, session, ldn)
+
+    @app.route("/meters/<string(length=16):ldn>/settings/write", methods=["POST"])
+    @page(Role.OPERATOR)
+    async def write_setting(self, request: Any, session: WebSession, ldn: str) -> Page:
+        return await settingspage.write(self, request, session, ldn)
 
     @app.route("/commands/<int:command_id>.json", methods=["GET"])
     @page(Role.VIEWER)

@@ -304,3 +304,42 @@ def test_a_job_from_the_list_followed_live_to_all_done(page: Any, sac: dict[str,
     assert page.evaluate("window.sameDocument === true")  # updated live, not reloaded
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / "job-finished.png"), full_page=True)
+
+
+def test_edit_a_meters_pdr_and_watch_it_confirmed(page: Any, sac: dict[str, Any]) -> None:
+    """The settings page of a simulated meter: a PDR refused next to its field, then a right
+    one confirmed (before and after shown), queued, run when the meter next pushes (every
+    2 s), read back in the same session: the page follows it to done without a reload and
+    shows the value read back."""
+    target = sac["meters"][0]
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.goto(f"{sac['base']}/meters/{target}")
+    page.click("#settings-link")
+    page.wait_for_url(re.compile(rf".*/meters/{target}/settings$"))
+    row = page.locator("#s-pdr")
+    before = row.locator("[data-last]").inner_text()
+    row.locator("input[name=value]").fill("12AB")
+    row.locator("button:has-text('Change…')").click()
+    assert "14 digits, not '12AB'" in page.locator("#e-pdr").inner_text()
+    assert page.locator("#f-pdr").input_value() == "12AB"  # the typed text kept
+    page.screenshot(path=str(SHOTS / "settings-refused.png"), full_page=True)
+    new = "98765432109876"
+    page.locator("#f-pdr").fill(f" {new} ")
+    page.locator("#s-pdr button:has-text('Change…')").click()
+    assert page.locator("#after").inner_text() == new  # normalised
+    assert page.locator("#before").inner_text().startswith(before.split()[0])
+    page.screenshot(path=str(SHOTS / "settings-confirm.png"), full_page=True)
+    page.click(f"button:has-text('Change PDR (point of redelivery) of {target}')")
+    page.wait_for_url(re.compile(rf".*/meters/{target}/settings\?queued=\d+#s-pdr"))
+    row = page.locator("#s-pdr")
+    assert row.locator("[data-state]").inner_text() in ("pending", "sent")
+    row.locator("[data-state]:has-text('done')").wait_for(timeout=30_000)
+    result = row.locator("[data-result]").inner_text()
+    assert f"set to {new}, confirmed by reading it back" in result, result
+    row.locator(f"[data-last]:has-text('{new}')").wait_for(timeout=10_000)  # the read back
+    page.screenshot(path=str(SHOTS / "settings-done.png"), full_page=True)
+    page.set_viewport_size({"width": 400, "height": 900})  # a phone: one setting under another
+    assert page.locator("#settings thead").is_hidden()
+    box = row.bounding_box()
+    assert box is not None and box["width"] <= 400
+    page.screenshot(path=str(SHOTS / "settings-small.png"), full_page=True)

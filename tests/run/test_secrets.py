@@ -708,6 +708,7 @@ async def crawl(page: Http, ldns: list[str], commands: list[int]) -> int:
         "/meters/<string(length=16):ldn>/valve": [
             f"{p}/valve?action={a}" for p in meters[:3] for a in ("close", "enable-opening")
         ],
+        "/meters/<string(length=16):ldn>/settings": [f"{p}/settings" for p in meters[:3]],
         "/commands/<int:command_id>.json": [f"/commands/{c}.json" for c in commands],
         "/status": ["/status"],
         "/meters/import/sample.csv": ["/meters/import/sample.csv"],
@@ -724,6 +725,7 @@ async def crawl(page: Http, ldns: list[str], commands: list[int]) -> int:
         "/api/v1/meters/<ldn>/connections": [],
         "/api/v1/meters/<ldn>/readings": [],
         "/api/v1/meters/<ldn>/daily": [],
+        "/api/v1/meters/<ldn>/settings": [],
         "/api/v1/exports/month-start": [],
         "/api/v1/alarms": [],
         "/api/v1/jobs": [],

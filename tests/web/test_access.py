@@ -60,6 +60,19 @@ POLICY: dict[tuple[str, str], tuple[str | Role, str]] = {
     ("POST", "/meters/import"): (Role.OPERATOR, "/meters/import"),
     ("GET", "/meters/<string(length=16):ldn>/valve"): (Role.OPERATOR, f"/meters/{LDN}/valve"),
     ("POST", "/meters/<string(length=16):ldn>/valve"): (Role.OPERATOR, f"/meters/{LDN}/valve"),
+    ("GET", "/meters/<string(length=16):ldn>/settings"): (Role.VIEWER, f"/meters/{LDN}/settings"),
+    ("POST", "/meters/<string(length=16):ldn>/settings/read"): (
+        Role.OPERATOR,
+        f"/meters/{LDN}/settings/read",
+    ),
+    ("POST", "/meters/<string(length=16):ldn>/settings/edit"): (
+        Role.OPERATOR,
+        f"/meters/{LDN}/settings/edit",
+    ),
+    ("POST", "/meters/<string(length=16):ldn>/settings/write"): (
+        Role.OPERATOR,
+        f"/meters/{LDN}/settings/write",
+    ),
     ("POST", "/meters/<string(length=16):ldn>/counters/reset"): (
         Role.ADMIN,
         f"/meters/{LDN}/counters/reset",
@@ -98,6 +111,7 @@ POLICY: dict[tuple[str, str], tuple[str | Role, str]] = {
         f"/api/v1/meters/{LDN}/readings?object=pdr",
     ),
     ("GET", "/api/v1/meters/<ldn>/daily"): (Role.VIEWER, f"/api/v1/meters/{LDN}/daily"),
+    ("GET", "/api/v1/meters/<ldn>/settings"): (Role.VIEWER, f"/api/v1/meters/{LDN}/settings"),
     ("GET", "/api/v1/exports/month-start"): (
         Role.VIEWER,
         "/api/v1/exports/month-start?year=2026&month=11",

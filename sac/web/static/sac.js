@@ -1,6 +1,6 @@
 // The SAC's pages work without this script; it adds what needs one:
-// commands still pending or sent update themselves, a running job's page its progress, and a
-// key upload shows its progress.
+// commands still pending or sent update themselves (a setting's value too, once its command
+// ends), a running job's page its progress, and a key upload shows its progress.
 "use strict";
 
 function followCommands() {
@@ -19,6 +19,7 @@ function followCommands() {
           result.textContent = command.result || "";
           if (command.final) {
             row.removeAttribute("data-command");
+            if (row.hasAttribute("data-setting")) refreshSetting(row);
             if (command.valve) {
               document.querySelectorAll("[data-valve]").forEach((valve) => {
                 valve.textContent = command.valve;
@@ -90,6 +91,33 @@ function followJob() {
     setTimeout(poll, 2000);
   };
   setTimeout(poll, 1000);
+}
+
+// a setting's command ended: its row's last known value and read time, from the page anew;
+// the session stores what it read just after it finishes the command, so until the read
+// time changes, a few more times
+async function refreshSetting(row, tries = 5) {
+  const readAt = row.querySelector("[data-read-at]");
+  const before = readAt ? readAt.textContent : "";
+  try {
+    const answer = await fetch(location.pathname, { credentials: "same-origin" });
+    if (answer.ok) {
+      const page = new DOMParser().parseFromString(await answer.text(), "text/html");
+      const fresh = page.getElementById(row.id);
+      if (fresh) {
+        ["[data-last]", "[data-read-at]"].forEach((cell) => {
+          const now = row.querySelector(cell);
+          const then = fresh.querySelector(cell);
+          if (now && then) now.replaceChildren(...then.childNodes);
+        });
+      }
+    }
+  } catch (e) {
+    // the SAC restarting: the value shows at the next visit
+  }
+  if (readAt && readAt.textContent === before && tries > 1) {
+    setTimeout(() => refreshSetting(row, tries - 1), 1000);
+  }
 }
 
 function uploadWithProgress() {
