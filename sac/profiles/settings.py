@@ -158,7 +158,7 @@ class Digits(Shape):
         text = value.decode("ascii", "replace") if isinstance(value, bytes) else value
         if not isinstance(text, str):
             raise SettingError(f"{value!r} is not a string")
-        return text
+        return str(text)  # plain text, not the codec's VisibleString
 
 
 def _hhmm(text: str) -> CosemTime:

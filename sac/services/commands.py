@@ -125,6 +125,8 @@ class Outcome:
     ok: bool | None
     result: str
     ingest: Ingest = field(default_factory=Ingest)
+    # fields of the meter's record the meter confirmed (a PDR read back): the store follows
+    meter: Mapping[str, Any] = field(default_factory=dict)
 
 
 # --- parameters -------------------------------------------------------------------------------
@@ -507,7 +509,9 @@ async def _write(session: CommandContext, setting: Setting, value: Any, text: st
         return Outcome(False, f"{setting.label} set, but reading it back was refused: {exc}")
     ingest = Ingest(readings=[session.reading(ref, back)])
     if encode_data(back) == encode_data(value):
-        return Outcome(True, f"{setting.label} set to {text}, confirmed by reading it back", ingest)
+        confirmed = {"pdr": text} if setting.key == "pdr" else {}
+        words = f"{setting.label} set to {text}, confirmed by reading it back"
+        return Outcome(True, words, ingest, confirmed)
     shown = _shown(setting, back, session)
     return Outcome(False, f"{setting.label}: sent {text}, the meter reads back {shown}", ingest)
 

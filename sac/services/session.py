@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -48,11 +48,12 @@ from sac.services.readings import (
     rows_to_readings,
     status_of,
 )
-from sac.store.model import Command, Ingest, Meter, MeterStatus, Reading
+from sac.store.model import Actor, Command, Ingest, Meter, MeterStatus, Reading
 
 if TYPE_CHECKING:
     from sac.store.counters import ICounters
     from sac.store.keys import IKeys
+    from sac.store.meters import IMeters
 
 __all__ = ["SAC_SYSTEM_TITLE", "MeterSession", "SessionSettings", "SessionStore", "merge"]
 
@@ -79,14 +80,17 @@ class CounterHintRefused(RemoteProtocolError):
 
 
 class SessionStore(cmd.CommandStore, Protocol):
-    """The parts of the store a session reaches: the meter's keys, its invocation counters
-    and its commands."""
+    """The parts of the store a session reaches: the meter's keys, its invocation counters,
+    its commands and its record (what a command confirmed)."""
 
     @property
     def keys(self) -> IKeys: ...
 
     @property
     def counters(self) -> ICounters: ...
+
+    @property
+    def meters(self) -> IMeters: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -512,6 +516,22 @@ class MeterSession:
             self.broken = exc
         return None
 
+    async def _confirmed(self, command: Command, fields: Mapping[str, Any]) -> None:
+        """The meter's record follows what a command confirmed on the meter (its PDR read
+        back), audited as the command's; a record that cannot take it is logged, the command
+        stays done (the meter has the value)."""
+        by = Actor(f"command {command.id} of {command.requested_by}")
+        try:
+            await self.store.meters.update(self.ldn, fields, by=by)
+        except (SacError, ValueError) as exc:
+            self.log.warn(
+                "meter {ldn}: {fields} confirmed by command {id}, not recorded: {e}",
+                ldn=self.ldn,
+                fields=dict(fields),
+                id=command.id,
+                e=exc,
+            )
+
     def _skip(self, what: str, exc: SacError) -> None:
         self.skipped.append(f"{what}: {exc}")
         self.log.info("meter {ldn}: {what} not read: {e}", ldn=self.ldn, what=what, e=exc)
@@ -550,6 +570,8 @@ class MeterSession:
                 await self.store.commands.retry(command.id, outcome.result)
             else:
                 await self.store.commands.finish(command.id, outcome.ok, outcome.result)
+            if outcome.ok and outcome.meter:
+                await self._confirmed(command, outcome.meter)
             self.log.info(
                 "meter {ldn}: command {id} {kind}: {state} ({result})",
                 ldn=self.ldn,

@@ -165,3 +165,19 @@ async def test_every_setting_is_applied_by_the_meter_and_read_back(
         assert done.result.endswith("confirmed by reading it back")
         read = await _run(store, port, m, "read-setting", {"setting": key})
         assert read.state is CommandState.DONE and read.result.endswith(f": {text}")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_confirmed_pdr_is_the_meters_pdr_in_the_store_too(
+    backend: Backend, sacs: list[Sac]
+) -> None:
+    store, fleet, _sac, port = await started(backend, sacs)
+    [m] = fleet.meters
+    await _run(store, port, m, "set-setting", {"setting": "pdr", "value": "55556666777788"})
+    assert (await store.meters.get(m.ldn)).pdr == "55556666777788"
+    [entry] = [e for e in await store.audit.log(10) if e.action == "update meter"]
+    assert "command" in entry.actor and "olivia" in entry.actor
+    # a meter that keeps another value: the record stays as it was
+    m.__class__ = Truncating
+    await _run(store, port, m, "set-setting", {"setting": "pdr", "value": "99990000111122"})
+    assert (await store.meters.get(m.ldn)).pdr == "55556666777788"
