@@ -122,6 +122,7 @@ class JobPages:
                 count=count,
                 choices=CHOICES,
                 kinds=[k.value for k in Kind],
+                settings=self._settings(),
                 values=values,
                 error=error,
                 unknown=unknown,
@@ -130,12 +131,23 @@ class JobPages:
             status,
         )
 
+    def _settings(self) -> list[tuple[str, str, str]]:
+        """Every profile's settings, once each (key, label, how to write it): a job's meters
+        may be of several profiles, each checks the value for its own."""
+        seen: dict[str, tuple[str, str, str]] = {}
+        for profile in self.web.registry.profiles.values():
+            for setting in profile.settings:
+                if setting.command == Kind.SET_SETTING.value:
+                    seen.setdefault(setting.key, (setting.key, setting.label, setting.shape.hint))
+        return list(seen.values())
+
     @app.route("/", methods=["POST"])
     @page(Role.OPERATOR)
     async def start(self, request: Any, session: WebSession) -> Page:
         now = self.web.now()
         query, fields = list_filter(request, now)
-        values = {k: arg(request, k) for k in ("source", "kind", "other", "params", "days")}
+        names = ("source", "kind", "other", "params", "days", "setting", "value")
+        values = {k: arg(request, k) for k in names}
         values["skip"] = arg(request, "skip_unknown")
         try:
             wanted = self._request(request, values, query, now)
@@ -150,12 +162,28 @@ class JobPages:
         self, request: Any, values: dict[str, str], query: MeterQuery, now: dt.datetime
     ) -> JobRequest:
         kind = values["kind"] if values["kind"] != "other" else values["other"]
+        if kind in (Kind.SET_SETTING.value, Kind.READ_SETTING.value):
+            params = {"setting": values["setting"]}
+            if kind == Kind.SET_SETTING.value:
+                params["value"] = values["value"]
+            return self._job(request, values, query, now, kind, params)
         try:
             params = (
                 json.loads(values["params"]) if kind not in CHOICES and values["params"] else {}
             )
         except ValueError as exc:
             raise CommandError("params", f"is not JSON: {exc}") from None
+        return self._job(request, values, query, now, kind, params)
+
+    def _job(
+        self,
+        request: Any,
+        values: dict[str, str],
+        query: MeterQuery,
+        now: dt.datetime,
+        kind: str,
+        params: dict[str, Any],
+    ) -> JobRequest:
         days = values["days"]
         if not days.isdigit() or not 1 <= int(days) <= MAX_EXPIRY.days:
             raise CommandError("expires", f"give 1 to {MAX_EXPIRY.days} days")
