@@ -116,9 +116,7 @@ async def test_a_refused_read_gives_the_meters_reason_in_words(
     m.missing = frozenset({GENERIC.objects["pdr"].obis})
     done = await _run(store, port, m, "read-setting", {"setting": "pdr"})
     assert done.state is CommandState.FAILED
-    assert done.result.endswith(
-        "object-undefined (the meter has no such object)"
-    )
+    assert done.result.endswith("object-undefined (the meter has no such object)")
 
 
 @pytest_twisted.ensureDeferred
