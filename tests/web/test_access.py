@@ -96,6 +96,14 @@ POLICY: dict[tuple[str, str], tuple[str | Role, str]] = {
         Role.VIEWER,
         "/api/v1/exports/month-start?year=2026&month=11",
     ),
+    ("POST", "/api/v1/meters/<ldn>/commands"): (Role.OPERATOR, f"/api/v1/meters/{LDN}/commands"),
+    ("GET", "/api/v1/meters/<ldn>/commands"): (Role.VIEWER, f"/api/v1/meters/{LDN}/commands"),
+    ("GET", "/api/v1/commands"): (Role.VIEWER, "/api/v1/commands"),
+    ("GET", "/api/v1/commands/<int:command_id>"): (Role.VIEWER, "/api/v1/commands/999999"),
+    ("POST", "/api/v1/commands/<int:command_id>/cancel"): (
+        Role.OPERATOR,
+        "/api/v1/commands/999999/cancel",
+    ),
     # SOAP: the WSDL is public, each operation checks its caller (SOAP_POLICY)
     ("GET", "/soap"): (PUBLIC, "/soap?wsdl"),
     ("POST", "/soap"): (PUBLIC, "/soap"),
@@ -116,6 +124,9 @@ SOAP_POLICY = {
     "RequestValve": Role.OPERATOR,
     "GetOpenAlarms": Role.VIEWER,
     "AcknowledgeAlarm": Role.OPERATOR,
+    "RequestCommand": Role.OPERATOR,
+    "ListCommands": Role.VIEWER,
+    "CancelCommand": Role.OPERATOR,
 }
 
 
@@ -169,6 +180,9 @@ SOAP_ARGS: dict[str, dict[str, str]] = {  # schema-valid: the call reaches its m
     "RequestValve": {"ldn": LDN, "action": "close"},
     "GetOpenAlarms": {},
     "AcknowledgeAlarm": {"id": "999999", "note": "seen"},
+    "RequestCommand": {"ldn": LDN, "kind": "sync-clock"},
+    "ListCommands": {},
+    "CancelCommand": {"id": "999999"},
 }
 
 
