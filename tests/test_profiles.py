@@ -39,12 +39,15 @@ from sac.profiles import (
 )
 from sac.protocols.push import ListenerSettings
 from sac.services.acquisition import Acquisition
+from sac.services.commands import CommandError, validate
 from sac.services.push import PushFactory
 from sac.services.session import SessionSettings
 from sac.simulator.fleet import Fleet
 from tests.acquisition.conftest import REGISTRY, provision
 from tests.conftest import all_vectors, vbytes, vector
 from tests.store.conftest import Backend
+
+NOW = dt.datetime(2026, 12, 3, 12, tzinfo=dt.UTC)
 
 SHIPPED = {"uni-ts-11291-12-2", "honeywell-ei7", "fiorentini"}
 INDEX = STANDARD_OBJECTS["converted_volume_index"].obis
@@ -331,6 +334,12 @@ def test_the_example_of_docs_profiles_md_works() -> None:
     )
     assert (frame["converted_volume_index"], frame["battery_hours"]) == (4321, 900)
     assert str(profile.objects["pdr"].obis) == "0.128.96.1.10.255"
+    keys = {s.key for s in profile.settings}
+    assert "push_retries" in keys and "valve_pin" not in keys and "pdr" in keys
+    checked = validate("set-setting", {"setting": "push_retries", "value": "3"}, profile, NOW)
+    assert checked["value"] == {"type": "unsigned", "value": 3}
+    with pytest.raises(CommandError, match=r"not in 0\.\.10"):
+        validate("set-setting", {"setting": "push_retries", "value": "11"}, profile, NOW)
 
 
 def build_and_install(tmp_path: Path, setup: str, module: str) -> Path:

@@ -5,6 +5,7 @@ carry them checked before anything is queued."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Any
 
 import pytest
@@ -82,7 +83,7 @@ def test_a_value_out_of_bounds_or_shape_is_refused_with_the_reason(
 ) -> None:
     setting = setting_of(GENERIC, key)
     assert setting is not None
-    with pytest.raises(SettingError, match=words.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(SettingError, match=re.escape(words)):
         setting.value_of(text, GENERIC)
 
 

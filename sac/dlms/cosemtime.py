@@ -17,7 +17,9 @@ from dataclasses import dataclass
 
 from sac.errors import DecodeError, EncodeError
 
-__all__ = ["CosemDate", "CosemDateTime", "CosemTime"]
+__all__ = ["DAYLIGHT_SAVING_ACTIVE", "CosemDate", "CosemDateTime", "CosemTime"]
+
+DAYLIGHT_SAVING_ACTIVE = 0x80  # clock_status bit 7
 
 _DT = struct.Struct(">HBBBBBBBhB")
 _DATE = struct.Struct(">HBBB")
@@ -203,12 +205,16 @@ class CosemDateTime:
     def from_datetime(
         cls, value: _dt.datetime, *, inverted_deviation: bool = False, status: int | None = 0
     ) -> CosemDateTime:
-        """From a datetime; an aware one sets the deviation, a naive one leaves it unspecified."""
+        """From a datetime; an aware one sets the deviation, a naive one leaves it unspecified.
+        A given ``status`` gets bit 7, daylight_saving_active, when the datetime's zone is in
+        summer time (``dst()``), as the deviation then says (Blue Book clock_status)."""
         offset = value.utcoffset()
         deviation = None
         if offset is not None:
             minutes = int(offset.total_seconds() // 60)
             deviation = minutes if inverted_deviation else -minutes
+        if status is not None and value.dst():
+            status |= DAYLIGHT_SAVING_ACTIVE
         return cls(
             value.year,
             value.month,

@@ -36,7 +36,8 @@ push mode   each meter wakes every --interval simulated seconds, connects to --s
             ciphered DATA-NOTIFICATION with its profile's push frame (CF47/48, CF30, ...),
             then answers the SAC's requests (Public client 16 without ciphering, Management
             client 1 pre-established with general-glo-ciphering, IC = FC + 1) until the SAC
-            closes, 30 s of silence, or the profile's session budget.
+            closes, 30 s of silence, or the profile's session budget.  A meter whose push
+            schedule the SAC sets pushes at its execution times instead (docs/simulator.md).
 listen mode meter i listens on --listen-base + i and waits for the SAC to poll it.
 
 --keys-csv writes the meters' keys in the format the SAC imports (ldn,client,ek,ak);

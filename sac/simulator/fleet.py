@@ -19,6 +19,7 @@ import io
 import random
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from twisted.internet.defer import Deferred, DeferredSemaphore
@@ -28,6 +29,7 @@ from twisted.logger import Logger
 from sac.profiles import UNIT_PERCENT, IMeterProfile, uni_ts_system_title
 from sac.simulator.meter import SimulatedMeter
 from sac.simulator.session import MeterProtocol, MeterServerFactory
+from sac.simulator.settings import DEFAULTS, destination_address, in_window, next_execution
 
 __all__ = ["Fleet", "SimClock"]
 
@@ -81,6 +83,15 @@ class SimClock:
 
     def real_delay(self, simulated_seconds: float) -> float:
         return simulated_seconds / self.speed
+
+    def real_delay_until(self, simulated: float) -> float:
+        """Real seconds until the simulated time reaches ``simulated`` (0 if it has): at
+        ``speed``, and, with ``catch_up``, at the wall clock's pace once caught up."""
+        elapsed = self.reactor.seconds() - self._real0
+        needed = (simulated - self._sim0) / self.speed
+        if self.catch_up:  # min(sim0 + e * speed, wall0 + e) >= simulated
+            needed = max(needed, simulated - self._wall0)
+        return max(0.0, needed - elapsed)
 
 
 class Fleet:
@@ -167,26 +178,82 @@ class Fleet:
         self, host: str, port: int, interval: float, *, max_sessions: int = 200
     ) -> None:
         """Each meter calls the SAC every ``interval`` simulated seconds (10 % jitter), the
-        first time at a random moment of the first interval."""
+        first time at a random moment of the first interval; a meter whose push schedule is
+        set calls at its execution times instead (:meth:`_plan`).  Its push setup's
+        destination, when it is ``host:port``, replaces ``host`` and ``port``."""
         self._limit = DeferredSemaphore(max_sessions)
         self._endpoint = TCP4ClientEndpoint(self.reactor, host, port, timeout=10)
         self._interval = interval
+        # what a meter nobody configured answers for its destination: where it pushes
+        defaults = self._defaults = replace(DEFAULTS, destination=(0, f"{host}:{port}".encode(), 0))
+        replan = self._replan
         for m in self.meters:
+            if m.settings is DEFAULTS:
+                m.settings = defaults  # shared, as DEFAULTS is
+            m.replan = replan
             self._schedule(m, self.rng.uniform(0, interval))
 
+    def _real(self, simulated_delay: float) -> float:
+        if isinstance(self.clock, SimClock):
+            return self.clock.real_delay(simulated_delay)
+        return simulated_delay
+
     def _schedule(self, m: SimulatedMeter, simulated_delay: float) -> None:
-        delay = (
-            self.clock.real_delay(simulated_delay)
-            if isinstance(self.clock, SimClock)
-            else simulated_delay
-        )
-        self._calls[m.ldn] = self.reactor.callLater(delay, self._push, m)
+        self._call(m, self._real(simulated_delay))
+
+    def _call(self, m: SimulatedMeter, real_delay: float) -> None:
+        self._calls[m.ldn] = self.reactor.callLater(real_delay, self._push, m)
+
+    def _plan(self, m: SimulatedMeter, jitter: float) -> float:
+        """Real seconds to ``m``'s next push.  With execution times: the next of them (its
+        clock, Italian time); else ``interval`` x ``jitter`` from now, at the real pace of
+        :meth:`SimClock.real_delay` as always.  Either moves into its communication window
+        when one is set, then waits a random 0..randomisation_start_interval seconds."""
+        s = m.settings
+        if not (s.push_times or s.windows or s.randomisation):
+            return self._real(self._interval * jitter)  # as a meter nobody configured
+        now = m.now()
+        at = next_execution(s.push_times, now) if s.push_times else None
+        spread = self.rng.uniform(0, s.randomisation) if s.randomisation else 0.0
+        if at is None:
+            return self._real(in_window(s.windows, now + self._interval * jitter) - now + spread)
+        target = in_window(s.windows, at) + spread - m.clock_offset  # on the fleet's clock
+        if isinstance(self.clock, SimClock):
+            return self.clock.real_delay_until(target)
+        return max(0.0, target - self.clock())
+
+    def _replan(self, m: SimulatedMeter) -> None:
+        """A SET moved ``m``'s pushes: its pending call is replaced (a push under way plans
+        the next one itself when it ends, with the new settings)."""
+        call = self._calls.get(m.ldn)
+        if call is None or not call.active():
+            return
+        call.cancel()
+        self._call(m, self._plan(m, self.rng.uniform(0.9, 1.1)))
 
     def _template(self, m: SimulatedMeter) -> int:
+        if m.settings.template is not None:
+            return m.settings.template  # its push_object_list
         templates = self.profile.push_templates
         if len(templates) > 1 and m.last_day % 3 == 0:
             return templates[1]  # the daily data every third day (docs/uni-ts-11291.md §5, OGM)
         return templates[0]
+
+    def _endpoint_of(self, m: SimulatedMeter) -> Any:
+        """Where ``m`` pushes: its push setup's destination when it is one, else the fleet's."""
+        raw = m.settings.destination[1]
+        if raw == self._defaults.destination[1]:
+            return self._endpoint
+        address = destination_address(raw) if raw else None
+        if address is None:
+            if raw:
+                self.log.warn(
+                    "meter {ldn}: push destination {raw!r} is not host:port: the fleet's",
+                    ldn=m.ldn,
+                    raw=raw,
+                )
+            return self._endpoint
+        return TCP4ClientEndpoint(self.reactor, *address, timeout=10)
 
     def _connected(self, protocol: MeterProtocol) -> None:
         if not protocol.failed:
@@ -210,7 +277,7 @@ class Fleet:
                 self.failures += 1
                 self.log.warn("meter {ldn}: cannot reach the SAC: {f}", ldn=m.ldn, f=failure.value)
 
-            connecting = connectProtocol(self._endpoint, protocol)
+            connecting = connectProtocol(self._endpoint_of(m), protocol)
             connecting.addCallback(lambda _: self._connected(protocol))
             connecting.addCallback(lambda _: ended)
             connecting.addErrback(failed)
@@ -218,7 +285,7 @@ class Fleet:
 
         done = self._limit.run(session)
         jitter = self.rng.uniform(0.9, 1.1)
-        done.addBoth(lambda _: self._schedule(m, self._interval * jitter))
+        done.addBoth(lambda _: self._call(m, self._plan(m, jitter)))
         return done
 
     # --- listen mode -------------------------------------------------------------------------

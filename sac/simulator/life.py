@@ -3,9 +3,9 @@
 :class:`MeterLife` is advanced lazily to the time of its clock: gas drawn along a daily curve,
 the battery draining, a daily load-profile entry at each gas day, now and then an event, and
 the valve state machine (close; enable opening -> ready_for_reconnection -> opened by the
-customer after a while, or back to closed when the opening period ends).  Everything it does
-is written to its logbooks.  :class:`sac.simulator.meter.SimulatedMeter` shows it as COSEM
-objects.
+customer after a while, or back to closed when the opening validity ends).  Everything it
+does is written to its logbooks.  :class:`sac.simulator.meter.SimulatedMeter` shows it as
+COSEM objects.
 
 Time is a function returning UNIX seconds (the fleet's clock, possibly accelerated); nothing
 here sleeps or does I/O.
@@ -190,7 +190,8 @@ class MeterLife:
         if self.open_at is not None and start <= self.open_at < end:
             due.append((self.open_at, self._customer_opens))
         if self.enabled_at is not None and self.valve_state == ValveState.READY:
-            expiry = self.enabled_at + DAY
+            # (a validity shortened by a SET may already be over: it ends now)
+            expiry = max(self.enabled_at + self.opening_validity(), start)
             if start <= expiry < end:
                 due.append((expiry, self._opening_expires))
         if self.schedule.at is not None and start <= self.schedule.at < end:
@@ -261,6 +262,11 @@ class MeterLife:
         # the customer usually comes within hours; one in five never does
         self.open_at = t + self.rng.uniform(600, 6 * 3600) if self.rng.random() < 0.8 else None
         return True
+
+    def opening_validity(self) -> float:
+        """Seconds an enabled opening stays valid (a day here; the meter's setting in
+        :class:`sac.simulator.meter.SimulatedMeter`)."""
+        return DAY
 
     def _customer_opens(self, t: float) -> None:
         self.open_at = None

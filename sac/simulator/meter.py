@@ -4,7 +4,11 @@
 machine serves it): who the meter is (LDN, system title, key, PDR, counters), the values of
 its objects and its compact frames, and what GET, SET and ACTION do to it.  Each request
 first brings its life to the time of its clock.  The object set, access rights and encodings
-follow docs/uni-ts-11291.md §1 and the meter's profile.
+follow docs/uni-ts-11291.md §1 and the meter's profile.  The settings the SAC writes (push
+schedule, destination, window, randomisation and template, end-of-billing start, valve
+configuration, PIN and opening validity, thresholds) are kept and checked by
+:mod:`sac.simulator.settings`; each accepted one logs a parameter event, and one that moves
+the pushes asks the fleet to plan the next push again (``replan``).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import random
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from sac.dlms import Obis
@@ -51,6 +56,7 @@ from sac.simulator.life import (
     MeterLife,
 )
 from sac.simulator.objects import object_table
+from sac.simulator.settings import DEFAULTS, QUANTITIES, SETTINGS, Refused, Settings, Unmatched
 
 __all__ = ["SimulatedMeter"]
 
@@ -105,9 +111,11 @@ class SimulatedMeter(MeterLife):
         "objects",
         "our_counter",
         "pdr",
+        "replan",
         "sac_counter",
         "sac_system_title",
         "serial",
+        "settings",
         "system_title",
     )
 
@@ -146,8 +154,15 @@ class SimulatedMeter(MeterLife):
         self.sac_system_title = sac_system_title
         # objects this meter's firmware lacks: answered object-undefined (a quirk to test with)
         self.missing: frozenset[Obis] = frozenset()
+        # what the SAC set (sac.simulator.settings): shared defaults until a SET
+        self.settings: Settings = DEFAULTS
+        # push mode: its fleet's, called when a SET moves its next push
+        self.replan: Callable[[SimulatedMeter], None] | None = None
 
     # --- values ----------------------------------------------------------------------------
+
+    def opening_validity(self) -> float:
+        return self.settings.opening_validity * 60.0
 
     def frame_counter(self) -> int:
         """0.0.43.1.1.255: the last counter the Management client used (it sends FC + 1)."""
@@ -274,7 +289,8 @@ class SimulatedMeter(MeterLife):
         if q == "clock":
             return {
                 2: lambda: self._date_time(now),
-                3: lambda: Long(-60 if self.profile.inverted_deviation else 60),
+                # time_zone: CET with the sign its date-times' deviation has (+60 in Italy)
+                3: lambda: Long(60 if self.profile.inverted_deviation else -60),
             }.get(a, lambda: DataAccessResult.OBJECT_UNAVAILABLE)()
         if q == "valve_schedule" and a == 2:
             script = self.schedule.script or 0
@@ -284,6 +300,11 @@ class SimulatedMeter(MeterLife):
             return Array(Structure((LongUnsigned(n), Array())) for n in VALVE_SCRIPTS.values())
         if q in ("daily_profile", "event_logbook", "metrological_logbook", "parameter_logbook"):
             return self._profile(q, a, access)
+        if q in QUANTITIES:
+            setting = SETTINGS.get((q, a))
+            if setting is None:
+                return DataAccessResult.OBJECT_UNAVAILABLE
+            return setting.get(self.settings, self.profile)
         template = compact_template(ln)
         if template in self.objects.templates:
             if a == 2:
@@ -381,11 +402,29 @@ class SimulatedMeter(MeterLife):
                 return DataAccessResult.SUCCESS
             if q == "valve_schedule" and self.profile.valve_method is ValveMethod.SCHEDULED_SCRIPT:
                 return self._set_schedule(a, value)
+            if q is not None and (q, a) in SETTINGS:
+                return self._set_setting(q, a, value)
         except (DecodeError, ValueError, TypeError, IndexError, AttributeError):
             return DataAccessResult.TYPE_UNMATCHED
         if self.objects.knows(ln):
             return DataAccessResult.READ_WRITE_DENIED
         return DataAccessResult.OBJECT_UNDEFINED
+
+    def _set_setting(self, q: str, a: int, value: Any) -> DataAccessResult:
+        """A setting (sac.simulator.settings): kept, logged, and the next push moved when it
+        moves it; nothing changes on a refusal."""
+        setting = SETTINGS[(q, a)]
+        try:
+            parsed = setting.parse(value, self.profile)
+        except Unmatched:
+            return DataAccessResult.TYPE_UNMATCHED
+        except Refused:
+            return DataAccessResult.OTHER_REASON
+        self.settings = replace(self.settings, **{setting.field: parsed})
+        self.param_event(self.now(), setting.event)
+        if setting.push and self.replan is not None:
+            self.replan(self)
+        return DataAccessResult.SUCCESS
 
     def _set_schedule(self, a: int, value: Any) -> DataAccessResult:
         if a == 2:

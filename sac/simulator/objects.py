@@ -25,6 +25,9 @@ SIMULATED = (
     "frame_counter_management", "frame_counter_management_offline",
     "metrological_event_counter", "event_counter", "daily_profile", "event_logbook",
     "metrological_logbook", "parameter_logbook", "session_timeouts",
+    # the settings (sac.simulator.settings)
+    "push_setup", "push_schedule", "billing_period_start", "valve_configuration", "valve_pin",
+    "opening_validity", "no_communication_threshold", "tamper_threshold",
 )  # fmt: skip
 # what the Public client may read (docs/uni-ts-11291.md §1.3, §5: identity, counter)
 PUBLIC = (

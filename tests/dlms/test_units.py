@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import pickle
 import struct
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import given
@@ -233,6 +234,25 @@ def test_italian_inverted_deviation() -> None:
     assert naive.deviation is None and naive.to_datetime().tzinfo is None
     with pytest.raises(EncodeError):
         CosemDateTime(2025, 1, 1, 1, 0, 0, 0, 0, 2000, 0).to_bytes()
+
+
+def test_summer_time_sets_the_daylight_saving_status_bit() -> None:
+    """Clock status bit 7 (daylight_saving_active) follows the zone's summer time, as gurux
+    writes it (tests/interop/test_settings_gurux.py); fixed offsets and naive times have none."""
+    rome = ZoneInfo("Europe/Rome")
+    summer = dt.datetime(2025, 7, 15, 10, 0, tzinfo=rome)
+    winter = dt.datetime(2025, 1, 15, 10, 0, tzinfo=rome)
+    assert CosemDateTime.from_datetime(summer, inverted_deviation=True).to_bytes()[-3:] == (
+        b"\x00\x78\x80"
+    )
+    assert CosemDateTime.from_datetime(winter, inverted_deviation=True).status == 0
+    assert CosemDateTime.from_datetime(summer, status=0x01).status == 0x81
+    assert CosemDateTime.from_datetime(summer, status=None).status is None  # not specified
+    cest = dt.datetime(2025, 7, 15, 10, 0, tzinfo=dt.timezone(dt.timedelta(hours=2)))
+    assert CosemDateTime.from_datetime(cest).status == 0  # a fixed offset says nothing of DST
+    fold = dt.datetime(2025, 10, 26, 2, 30, tzinfo=rome)  # the first 02:30 (CEST), then CET
+    assert CosemDateTime.from_datetime(fold).status == 0x80
+    assert CosemDateTime.from_datetime(fold.replace(fold=1)).status == 0
 
 
 # --- wrapper ------------------------------------------------------------------------------
