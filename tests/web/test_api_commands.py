@@ -212,8 +212,22 @@ async def test_a_pin_queued_through_the_api_is_never_shown(
     assert len(api.seen) == 4 and not any("4711" in text for text in api.seen)
 
 
+WINDOW = {  # push_setup.communication_window: daily, 05:00 to 06:00
+    "type": "array",
+    "value": [
+        {
+            "type": "structure",
+            "value": [
+                {"type": "octet-string", "value": "ffffffffff050000008000ff"},
+                {"type": "octet-string", "value": "ffffffffff060000008000ff"},
+            ],
+        }
+    ],
+}
+
+
 @pytest_twisted.ensureDeferred
-async def test_a_command_queued_through_the_api_is_carried_out_at_the_meters_push(
+async def test_commands_queued_through_the_api_are_carried_out_at_the_meters_push(
     backend: Backend,
     sacs: list[Sac],  # noqa: F811
 ) -> None:
@@ -223,12 +237,29 @@ async def test_a_command_queued_through_the_api_is_carried_out_at_the_meters_pus
     secret, _ = await store.tokens.create("otto", "erp")
     web = Site(store, Web(store, REGISTRY, settings=WebSettings(secure_cookies=False)))
     api = Api(web, secret)
-    body = {"kind": "set-pdr", "params": {"pdr": "09876543210987"}}
-    code, _, queued = await api.call("POST", f"/api/v1/meters/{meter.ldn}/commands", body)
-    assert code == 201 and queued["state"] == "pending"
-    await push_once(port, meter)  # the meter calls in: its session carries the command out
-    code, _, done = await api.call("GET", f"/api/v1/commands/{queued['id']}")
-    assert (done["state"], done["final"], done["attempts"]) == ("done", True, 1), done
-    assert done["result"].startswith("PDR (point of redelivery) set to 09876543210987")
-    assert [h["state"] for h in done["history"]] == ["pending", "sent", "done"]
+    window = {"class_id": 40, "obis": "0.1.25.9.0.255", "attribute": 4, "value": WINDOW}
+    ids = []
+    for kind, params in (
+        ("set-pdr", {"pdr": "09876543210987"}),
+        ("set-setting", {"setting": "push_destination", "value": DESTINATION}),
+        ("set-attribute", window),
+    ):
+        body = {"kind": kind, "params": params}
+        code, _, queued = await api.call("POST", f"/api/v1/meters/{meter.ldn}/commands", body)
+        assert code == 201 and queued["state"] == "pending", queued
+        ids.append(queued["id"])
+    assert meter.settings.windows == ()
+    await push_once(port, meter)  # the meter calls in: its session carries the commands out
+    done = []
+    for command_id in ids:
+        code, _, answer = await api.call("GET", f"/api/v1/commands/{command_id}")
+        assert (answer["state"], answer["final"], answer["attempts"]) == ("done", True, 1), answer
+        assert [h["state"] for h in answer["history"]] == ["pending", "sent", "done"]
+        done.append(answer["result"])
+    assert done[0].startswith("PDR (point of redelivery) set to 09876543210987")
+    assert done[1].endswith("set to tcp://10.0.0.1:4059, confirmed by reading it back")
     assert meter.pdr == "09876543210987"
+    assert meter.settings.destination == (0, b"10.0.0.1:4059", 0)
+    assert len(meter.settings.windows) == 1
+    code, _, listed = await api.call("GET", f"/api/v1/meters/{meter.ldn}/commands?state=done")
+    assert [c["id"] for c in listed["commands"]] == ids[::-1]

@@ -177,9 +177,14 @@ async def test_a_command_requested_over_soap_is_done_at_the_meters_push(
     [meter] = erp.fleet.meters
     client = await erp.call(erp.client)
     status = await erp.call(lambda: client.service.RequestCommand(meter.ldn, "sync-clock"))
+    typed = {"setting": "push_destination", "typedValue": json.dumps(DESTINATION)}
+    setting = await erp.call(lambda: client.service.RequestCommand(meter.ldn, "set-setting", typed))
     meter.clock_offset = -3600.0  # an hour late
     await push_once(erp.push_port, meter)
     done = await erp.call(lambda: client.service.GetCommandStatus(status.id))
     assert (done.state, done.final) == ("done", True), done.result
     assert abs(meter.clock_offset) < 2
     assert (await erp.store.commands.get(status.id)).state is CommandState.DONE
+    done = await erp.call(lambda: client.service.GetCommandStatus(setting.id))
+    assert done.state == "done" and done.result.endswith("confirmed by reading it back")
+    assert meter.settings.destination == (0, b"10.0.0.1:4059", 0)
