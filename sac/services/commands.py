@@ -39,7 +39,7 @@ from sac.dlms.axdr import (
     encode_data,
 )
 from sac.dlms.cosemtime import CosemDateTime
-from sac.dlms.typedjson import from_json, to_json
+from sac.dlms.typedjson import TypedJsonError, from_json, to_json
 from sac.dlms.xdlms import SelectiveAccess
 from sac.errors import SacError
 from sac.profiles import CosemRef, IMeterProfile, ValveAction, ValveMethod, valve_steps
@@ -236,6 +236,15 @@ def _set_attribute_params(
         "type": params.get("type"),
         "value": params.get("value"),
     }
+    if isinstance(out["value"], dict):  # typed JSON: any value, structures and arrays too
+        if "type" in params:
+            raise CommandError("type", "is not given with a typed JSON value (it has its type)")
+        try:
+            out["value"] = to_json(from_json(out["value"]))
+        except TypedJsonError as exc:
+            raise CommandError(exc.path, exc.reason) from None
+        del out["type"]
+        return out
     if out["type"] not in VALUE_TYPES:
         raise CommandError("type", f"must be one of {', '.join(VALUE_TYPES)}")
     try:
@@ -451,7 +460,9 @@ async def _read_profile(session: CommandContext, command: Command) -> Outcome:
 
 
 async def _set_attribute(session: CommandContext, command: Command) -> Outcome:
-    await session.set(_ref(command.params), _typed(command.params))
+    params = command.params
+    value = _typed(params) if "type" in params else from_json(params["value"])
+    await session.set(_ref(params), value)
     return Outcome(True, "set")
 
 

@@ -38,7 +38,7 @@ from sac.store import (
     Role,
     UnknownMeter,
 )
-from sac.web import api_history, api_settings, display
+from sac.web import api_commands, api_history, api_settings, display
 from sac.web.api_events import acknowledgement, alarm_query, events_answer, events_query
 from sac.web.api_input import (
     API,
@@ -573,5 +573,32 @@ class JsonApi:
         event = await self.store.events.acknowledge(alarm_id, by, note)
         body = await events_answer((event,), None, self.store, self.registry)
         return json_answer(request, 200, body["events"][0])
+
+    # --- commands (sac.web.api_commands) ------------------------------------------------
+
+    @app.route("/meters/<ldn>/commands", methods=["POST"])
+    @api(Role.OPERATOR)
+    async def api_queue_command(self, request: Any, token: ApiToken, ldn: str) -> bytes:
+        return await api_commands.queued(self, request, token, ldn)
+
+    @app.route("/meters/<ldn>/commands", methods=["GET"])
+    @api(Role.VIEWER)
+    async def api_meter_commands(self, request: Any, token: ApiToken, ldn: str) -> bytes:
+        return await api_commands.listed(self, request, ldn)
+
+    @app.route("/commands", methods=["GET"])
+    @api(Role.VIEWER)
+    async def api_list_commands(self, request: Any, token: ApiToken) -> bytes:
+        return await api_commands.listed(self, request)
+
+    @app.route("/commands/<int:command_id>", methods=["GET"])
+    @api(Role.VIEWER)
+    async def api_command(self, request: Any, token: ApiToken, command_id: int) -> bytes:
+        return await api_commands.one(self, request, command_id)
+
+    @app.route("/commands/<int:command_id>/cancel", methods=["POST"])
+    @api(Role.OPERATOR)
+    async def api_cancel_command(self, request: Any, token: ApiToken, command_id: int) -> bytes:
+        return await api_commands.cancel(self, request, token, command_id)
 
     install_errors(app, lambda api: api.web.render, lambda request: True)

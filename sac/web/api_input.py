@@ -152,13 +152,17 @@ def read_items(request: Any, member: str, extra: Iterable[str] = ()) -> tuple[li
     return items, body
 
 
-def read_query(request: Any, allowed: Iterable[str]) -> dict[str, str]:
-    """The query parameters, each once, each known (400 otherwise)."""
+def read_query(
+    request: Any, allowed: Iterable[str], repeatable: Iterable[str] = ()
+) -> dict[str, str]:
+    """The query parameters, each once (a ``repeatable`` one: its values joined by commas),
+    each known (400 otherwise)."""
     out: dict[str, str] = {}
     for raw, values in request.args.items():
         try:
             name = raw.decode("utf-8")
-            value = values[-1].decode("utf-8")
+            kept = values if name in repeatable else values[-1:]
+            value = ",".join(v.decode("utf-8") for v in kept)
         except UnicodeDecodeError:
             raise ApiError(400, "bad_parameter", "a query parameter is not UTF-8") from None
         if name not in allowed:
@@ -167,7 +171,7 @@ def read_query(request: Any, allowed: Iterable[str]) -> dict[str, str]:
                 "bad_parameter",
                 f"unknown query parameter {shown(name)}; known: {', '.join(allowed)}",
             )
-        if len(values) > 1:
+        if len(values) > 1 and name not in repeatable:
             raise ApiError(400, "bad_parameter", f"the parameter {name!r} is given twice")
         out[name] = value
     return out

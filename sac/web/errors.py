@@ -28,6 +28,7 @@ from sac.errors import (
     AlreadyAcknowledged,
     BadCursor,
     BadRequest,
+    CommandStateError,
     ConfigurationError,
     CsrfError,
     Forbidden,
@@ -35,6 +36,7 @@ from sac.errors import (
     SignInRefused,
     UnknownAlarm,
 )
+from sac.services.commands import CommandError
 from sac.store import (
     Conflict,
     JobStateError,
@@ -88,6 +90,19 @@ ERRORS: Mapping[type[BaseException], Answer] = {
         "Not found",
         _fixed(_NO_PAGE),
         fault=lambda exc: ("Client.UnknownCommand", str(exc)),
+    ),
+    # cancel a command already sent or finished: its state is in the message
+    CommandStateError: Answer(
+        409, "conflict", "Conflict", fault=lambda exc: ("Client.CommandFinal", str(exc))
+    ),
+    # a command's parameter refused, the field first ("at: is in the past")
+    CommandError: Answer(
+        422,
+        "invalid",
+        "Bad request",
+        page=None,
+        api=None,
+        fault=lambda exc: ("Client.InvalidParameter", str(exc)),
     ),
     UnknownAlarm: Answer(
         404,

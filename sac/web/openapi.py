@@ -58,6 +58,13 @@ LIMIT_PARAM = {
     "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
 }
 
+AFTER_PARAM = {
+    "name": "after",
+    "in": "query",
+    "schema": {"type": "string"},
+    "description": "the cursor: next of the previous page",
+}
+
 
 def _time_param(name: str, description: str) -> dict[str, Any]:
     return {
@@ -339,24 +346,13 @@ def _paths() -> dict[str, Any]:
                 errors=("400",),
                 params=[
                     LIMIT_PARAM,
-                    {
-                        "name": "after",
-                        "in": "query",
-                        "schema": {"type": "string"},
-                        "description": "the cursor: next of the previous page",
-                    },
-                    {
-                        "name": "changed_since",
-                        "in": "query",
-                        "schema": {"type": "string", "format": "date-time"},
-                        "description": "only meters added, changed or heard from since "
-                        "(ISO-8601 with offset)",
-                    },
-                    {
-                        "name": "state",
-                        "in": "query",
-                        "schema": {"type": "string", "enum": ["active", "disabled"]},
-                    },
+                    AFTER_PARAM,
+                    _time_param("changed_since", "only meters added, changed or heard from since"),
+                    _query(
+                        "state",
+                        "active or disabled",
+                        {"type": "string", "enum": ["active", "disabled"]},
+                    ),
                 ],
             ),
             "post": _op(
@@ -477,12 +473,7 @@ def _paths() -> dict[str, Any]:
                     LDN_PARAM,
                     _time_param("from", "started at or after (default: 30 days before to)"),
                     _time_param("to", "started before (default: now)"),
-                    {
-                        "name": "after",
-                        "in": "query",
-                        "schema": {"type": "string"},
-                        "description": "the cursor: next of the previous page",
-                    },
+                    AFTER_PARAM,
                     LIMIT_PARAM,
                 ],
             )
@@ -506,14 +497,6 @@ def _paths() -> dict[str, Any]:
     }
 
 
-def _limit_param() -> dict[str, Any]:
-    return {
-        "name": "limit",
-        "in": "query",
-        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
-    }
-
-
 CURSOR_PARAM = {
     "name": "cursor",
     "in": "query",
@@ -524,7 +507,6 @@ CURSOR_PARAM = {
 
 def _event_paths() -> dict[str, Any]:
     """A meter's events, the open alarms, an alarm acknowledged."""
-    time = {"type": "string", "format": "date-time"}
     return {
         f"{API}/meters/{{ldn}}/events": {
             "get": _op(
@@ -533,20 +515,10 @@ def _event_paths() -> dict[str, Any]:
                 errors=("400", "404"),
                 params=[
                     LDN_PARAM,
-                    {
-                        "name": "start",
-                        "in": "query",
-                        "schema": time,
-                        "description": "from (included), ISO-8601 with offset; default: all",
-                    },
-                    {
-                        "name": "end",
-                        "in": "query",
-                        "schema": time,
-                        "description": "to (excluded), ISO-8601 with offset; default: all",
-                    },
+                    _time_param("start", "from (included); default: all"),
+                    _time_param("end", "to (excluded); default: all"),
                     CURSOR_PARAM,
-                    _limit_param(),
+                    LIMIT_PARAM,
                 ],
             )
         },
@@ -568,7 +540,7 @@ def _event_paths() -> dict[str, Any]:
                         "description": "only this meter's",
                     },
                     CURSOR_PARAM,
-                    _limit_param(),
+                    LIMIT_PARAM,
                 ],
             )
         },
@@ -599,6 +571,8 @@ def _event_paths() -> dict[str, Any]:
 
 def openapi(profiles: Iterable[str] = ()) -> dict[str, Any]:
     """The OpenAPI 3.1 document of the API's routes (:mod:`sac.web.api`)."""
+    from sac.web.openapi_commands import command_paths, command_schemas  # (it uses this module)
+
     return {
         "openapi": "3.1.0",
         "info": {
@@ -616,6 +590,7 @@ def openapi(profiles: Iterable[str] = ()) -> dict[str, Any]:
             **_event_paths(),
             **job_paths(API, _op, _answer),
             **settings_paths(API),
+            **command_paths(),
         },
         "components": {
             "securitySchemes": {
@@ -626,7 +601,7 @@ def openapi(profiles: Iterable[str] = ()) -> dict[str, Any]:
                     "sac-admin create-token); acts with its user's role",
                 }
             },
-            "schemas": _schemas(list(profiles)),
+            "schemas": {**_schemas(list(profiles)), **command_schemas()},
             "responses": copy.deepcopy(RESPONSES),
         },
     }

@@ -14,13 +14,17 @@ Operations (namespace :data:`NS`; each documented in the WSDL):
 * ``GetConnections`` (one meter's sessions, pushes and polls, between two times, paged:
   their outcome, what was read and what was not);
 * ``GetValveState``, ``RequestValve`` (close / enable opening: queued as a command, its id
-  returned) and ``GetCommandStatus``;
+  returned) and ``GetCommandStatus`` (with its history);
+* ``RequestCommand`` (any kind, its typed parameters; a structure's or an array's value as
+  typed JSON), ``ListCommands`` (by meter and state, newest first) and ``CancelCommand``
+  (a pending one): :mod:`sac.web.soap_commands`;
 * ``StartJob``, ``GetJob``, ``ListJobs``, ``CancelJob``: one command for many meters
   (:mod:`sac.web.soap_jobs`).
 
 Authentication: HTTP Basic with the users and roles of the pages, a WS-Security
 UsernameToken (PasswordText) in the SOAP header, or an API token as ``Authorization:
-Bearer``.  Reads need a viewer, ``RequestValve`` and ``AcknowledgeAlarm`` an operator.
+Bearer``.  Reads need a viewer; ``RequestValve``, ``RequestCommand``, ``CancelCommand``
+and ``AcknowledgeAlarm`` an operator.
 Every call is a line of the audit trail.  A password is checked with scrypt once, then
 remembered (as a hash of the pair) for :data:`CREDENTIALS_TTL`, so that an export of many
 pages does not pay the KDF on each; only the check is remembered: the user's role and
@@ -30,12 +34,13 @@ whether it is active are read from the store on every call, and a user changed s
 Faults carry a code the caller can act on (``Client.Authentication``, ``Client.Forbidden``,
 ``Client.UnknownMeter``, ``Client.UnknownCommand``, ``Client.UnknownAlarm``,
 ``Client.AlreadyAcknowledged``, ``Client.BadRange``, ``Client.PageTooLarge``,
-``Client.BadCursor``, ``Client.BadInput``, ``Client.UnknownJob``, ``Client.JobState``,
-``Client.UnknownMeters``; ``Server.Busy`` when the
-SAC is checking as many passwords as it may at once); anything unexpected is
-``Server`` with an incident id, its traceback only in the log.  Times are UTC ISO 8601 with
-their offset; a time given without one is refused.  Quantities carry their unit: the DLMS
-code and its name.
+``Client.BadCursor``, ``Client.BadInput``, ``Client.InvalidParameter`` (a command's
+parameter, named first), ``Client.CommandFinal`` (cancel one no longer pending),
+``Client.UnknownJob``, ``Client.JobState``, ``Client.UnknownMeters``; ``Server.Busy`` when
+the SAC is checking as many passwords as it may at once); anything
+unexpected is ``Server`` with an incident id, its traceback only in the log.  Times are
+UTC ISO 8601 with their offset; a time given without one is refused.  Quantities carry
+their unit: the DLMS code and its name.
 """
 
 from __future__ import annotations
@@ -69,7 +74,7 @@ from sac.store import (
     UnknownMeter,
 )
 from sac.store.exports import MAX_PAGE
-from sac.web import display, soap_jobs
+from sac.web import display, soap_commands, soap_jobs
 from sac.web.errors import install as install_errors
 from sac.web.history import MAX_DAYS, gas_days, index_objects, object_of
 from sac.web.soap_call import Call
@@ -137,6 +142,10 @@ class ErpService(ServiceBase):
     GetJob = soap_jobs.GetJob
     ListJobs = soap_jobs.ListJobs
     CancelJob = soap_jobs.CancelJob
+    # commands of any kind (sac.web.soap_commands): operations of this one service
+    RequestCommand = soap_commands.RequestCommand
+    ListCommands = soap_commands.ListCommands
+    CancelCommand = soap_commands.CancelCommand
 
     @rpc(
         DateTime(doc="only meters added, changed or heard from since then"),
@@ -470,14 +479,15 @@ class ErpService(ServiceBase):
         _throws=[*_COMMON, UnknownCommandFault],
     )
     async def GetCommandStatus(ctx: Any, id: int) -> CommandStatus:
-        """A command's state: pending, sent, then done, failed or expired."""
+        """A command's state (pending, sent, then done, failed, expired or cancelled), its
+        parameters and its history."""
         call = Call(ctx)
 
         async def work(actor: Actor) -> CommandStatus:
             command = await call.web.store.commands.get(id)
             if command is None:
                 raise UnknownCommand(id)
-            return _command_status(command)
+            return _command_status(command, await call.web.store.commands.history(id))
 
         return await call.run(Role.VIEWER, str(id), None, work)
 

@@ -4,6 +4,7 @@ declares, and how the store's objects become it."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 from decimal import Decimal
 from typing import Any
 
@@ -22,8 +23,9 @@ from spyne import Decimal as XsDecimal
 
 from sac import gasday
 from sac.eventcodes import describe
-from sac.store import Command, Connection, Event, Meter, Reading
+from sac.store import Command, CommandTransition, Connection, Event, Meter, Reading
 from sac.web import display
+from sac.web.api_commands import shown_params
 from sac.web.errors import soap_fault
 
 NS = "urn:sac:erp:1"
@@ -224,6 +226,14 @@ class ValveState(_Type):
     ]
 
 
+class TransitionInfo(_Type):
+    _type_info = [
+        ("at", _required(DateTime, "when")),
+        ("state", _required(Unicode, "the state it moved to")),
+        ("detail", _optional(Unicode, "who or what moved it, the meter's answer")),
+    ]
+
+
 class CommandStatus(_Type):
     _type_info = [
         ("id", _required(Integer64, "the command's id")),
@@ -237,6 +247,12 @@ class CommandStatus(_Type):
         ("finished", _optional(DateTime, "when it ended")),
         ("attempts", _required(Integer, "sessions that tried it")),
         ("result", _optional(Unicode, "what the meter answered, or why it failed")),
+        ("expires", _optional(DateTime, "its deadline: past it, it expires unrun")),
+        (
+            "parameters",
+            _optional(Unicode, "its parameters as checked and stored, JSON (a secret hidden)"),
+        ),
+        ("history", _optional(Array(TransitionInfo), "every move, oldest first")),
     ]
 
 
@@ -334,6 +350,21 @@ class UnknownMetersFault(_Fault):
     queued; ask to skip them to queue the others."""
 
     CODE = "Client.UnknownMeters"
+
+
+class InvalidParameterFault(_Fault):
+    """A command's kind or parameter refused: the message starts with the field at fault
+    (``kind``, ``parameters.<field>``, ``parameters.typedValue.value[0]``...); nothing is
+    queued."""
+
+    CODE = "Client.InvalidParameter"
+
+
+class CommandFinalFault(_Fault):
+    """The command is no longer pending (sent to the meter, or finished): it cannot be
+    cancelled; its state is in the message."""
+
+    CODE = "Client.CommandFinal"
 
 
 _FAULTS = {kind.CODE: kind for kind in _Fault.__subclasses__()}
@@ -453,7 +484,10 @@ def _connection_info(c: Connection) -> ConnectionInfo:
     )
 
 
-def _command_status(command: Command) -> CommandStatus:
+def _command_status(
+    command: Command, history: list[CommandTransition] | None = None
+) -> CommandStatus:
+    """A command as SOAP shows it (``history``: with its moves)."""
     return CommandStatus(
         id=command.id,
         ldn=command.ldn,
@@ -466,6 +500,11 @@ def _command_status(command: Command) -> CommandStatus:
         finished=command.finished,
         attempts=command.attempts,
         result=command.result,
+        expires=command.expires,
+        parameters=json.dumps(shown_params(command), sort_keys=True),
+        history=None
+        if history is None
+        else [TransitionInfo(at=h.at, state=h.state.value, detail=h.detail) for h in history],
     )
 
 

@@ -608,6 +608,17 @@ async def test_no_key_in_any_output_after_a_full_run(backend: Backend, tmp_path:
             code, one = await api.json("GET", f"/api/v1/meters/{ldn}")
             assert code == 200 and set(one["keys"].values()) <= {"set", "missing"}
         commands = [command_id, int(re.search(r"<(?:\w+:)?id>(\d+)<", requested)[1])]
+        # the commands through the API too: one queued there, listed, each read
+        queue = {"kind": "set-setting", "params": {"setting": "push_times", "value": "05:00"}}
+        code, queued = await api.json("POST", f"/api/v1/meters/{by_form[1].ldn}/commands", queue)
+        assert code == 201, queued
+        for path in (
+            "/api/v1/commands",
+            f"/api/v1/meters/{by_form[1].ldn}/commands?state=pending,sent",
+            *(f"/api/v1/commands/{c}" for c in [*commands, queued["id"]]),
+        ):
+            code, _ = await api.json("GET", path)
+            assert code == 200, path
         crawled = await crawl(page, ldns, commands)
         assert crawled >= 2 * len(ldns)
 
@@ -734,6 +745,9 @@ async def crawl(page: Http, ldns: list[str], commands: list[int]) -> int:
         "/jobs/new": ["/jobs/new", "/jobs/new?valve=0&alarms=1"],
         "/jobs/<int:job_id>": [],
         "/jobs/<int:job_id>.json": [],
+        "/api/v1/commands": [],
+        "/api/v1/meters/<ldn>/commands": [],
+        "/api/v1/commands/<int:command_id>": [],
         "/alarms": ["/alarms", "/alarms?category=tamper", f"/alarms?ldn={quote(ldns[0])}"],
         "/soap": ["/soap?wsdl"],
     }

@@ -13,6 +13,7 @@ from sac.services.commands import CommandError, Housekeeping, Kind, queue, valid
 from sac.services.readings import frame_readings
 from sac.simulator.meter import SimulatedMeter
 from sac.store import Actor, CommandState
+from tests.acquisition.conftest import Sac, make_fleet, provision, push_once, sacs  # noqa: F401
 from tests.store.conftest import Backend, backend, postgres  # noqa: F401 -- fixtures
 from tests.store.test_operations import opened
 
@@ -36,6 +37,11 @@ NOW = dt.datetime(2026, 11, 21, 9, 0, tzinfo=dt.UTC)
         ("set-attribute", {"class_id": 1, "obis": "0.0.96.1.10.255", "attribute": 2, "type": "float", "value": 1}, "type"),  # noqa: E501
         ("set-attribute", {"class_id": 1, "obis": "0.0.96.1.10.255", "attribute": 2, "type": "unsigned", "value": 300}, "value"),  # noqa: E501
         ("set-attribute", {"class_id": 1, "obis": "0.0.96.1.10.255", "attribute": 1, "type": "unsigned", "value": 3}, "attribute"),  # noqa: E501
+        ("set-attribute", {"class_id": 1, "obis": "0.0.96.1.10.255", "attribute": 2, "type": "unsigned", "value": {"type": "unsigned", "value": 3}}, "type"),  # noqa: E501
+        ("set-attribute", {"class_id": 40, "obis": "0.1.25.9.0.255", "attribute": 3, "value": {"type": "structure", "value": [{"type": "enum", "value": 256}]}}, "value.value[0]"),  # noqa: E501
+        ("set-attribute", {"class_id": 40, "obis": "0.1.25.9.0.255", "attribute": 3, "value": {"type": "structure", "value": {"type": "enum", "value": 1}}}, "value"),  # noqa: E501
+        ("set-attribute", {"class_id": 40, "obis": "0.1.25.9.0.255", "attribute": 3, "value": {"type": "array", "value": [{"type": "enum", "value": 1}, {"type": "long", "value": 1}]}}, "value"),  # noqa: E501
+        ("set-attribute", {"class_id": 40, "obis": "0.1.25.9.0.255", "attribute": 3, "value": {"type": "structure", "value": [{"type": "float128", "value": 1}]}}, "value.value[0].type"),  # noqa: E501
         ("set-pdr", {"pdr": "1234"}, "pdr"),
         ("sync-clock", {"to": "now"}, "to"),
     ],
@@ -68,6 +74,62 @@ def test_good_parameters_are_stored_in_their_checked_form() -> None:
     at = validate("valve-enable-opening", {"at": "2026-11-22T06:00:00+01:00"}, scripted, NOW)
     assert at == {"at": "2026-11-22T06:00:00+01:00"}
     assert {k.value for k in Kind} >= {"valve-close", "valve-enable-opening", "read-profile"}
+
+
+DESTINATION = {  # push_setup.send_destination_and_method: tcp, "10.0.0.1:4059", A-XDR
+    "type": "structure",
+    "value": [
+        {"type": "enum", "value": 0},
+        {"type": "octet-string", "value": "31302e302e302e313a34303539"},
+        {"type": "enum", "value": 0},
+    ],
+}
+
+
+def test_set_attribute_takes_a_typed_json_value_and_stores_it_typed() -> None:
+    ref = {"class_id": 40, "obis": "0.1.25.9.0.255", "attribute": 3}
+    got = validate("set-attribute", {**ref, "value": DESTINATION}, GENERIC, NOW)
+    assert got == {**ref, "value": DESTINATION}
+    nested = {"type": "array", "value": [{"type": "structure", "value": [DESTINATION]}]}
+    assert validate("set-attribute", {**ref, "value": nested}, GENERIC, NOW)["value"] == nested
+    # the scalar form as before: a type name and a plain value
+    old = validate("set-attribute", {**ref, "type": "long-unsigned", "value": 300}, GENERIC, NOW)
+    assert old == {**ref, "type": "long-unsigned", "value": 300}
+    with pytest.raises(CommandError) as raised:
+        bad = {"type": "structure", "value": [{"type": "long-unsigned", "value": 70000}]}
+        validate("set-attribute", {**ref, "value": bad}, GENERIC, NOW)
+    assert raised.value.field == "value.value[0]" and "0..65535" in str(raised.value)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_structure_set_through_set_attribute_reaches_the_meter(
+    backend: Backend,  # noqa: F811 -- the fixture
+    sacs: list[Sac],  # noqa: F811
+) -> None:
+    store = backend.make()
+    await store.open()
+    fleet = make_fleet(1, "honeywell-ei7")  # a scheduled-script valve: IC 22 takes a structure
+    await provision(store, fleet)
+    sac = Sac(store)
+    sacs.append(sac)
+    port = await sac.listen()
+    [meter] = fleet.meters
+    profile = REGISTRY["honeywell-ei7"]
+    script = {  # executed_script: the valve script table, script 1 (close)
+        "type": "structure",
+        "value": [
+            {"type": "octet-string", "value": "00000a006aff"},
+            {"type": "long-unsigned", "value": 1},
+        ],
+    }
+    params = {"class_id": 22, "obis": "0.0.15.0.1.255", "attribute": 2, "value": script}
+    now = dt.datetime.now(dt.UTC)
+    command = await queue(store, profile, meter.ldn, "set-attribute", params, Actor("a"), now=now)
+    assert meter.schedule.script is None
+    await push_once(port, meter)
+    done = await store.commands.get(command.id)
+    assert (done.state, done.result) == (CommandState.DONE, "set")
+    assert meter.schedule.script == 1
 
 
 @pytest_twisted.ensureDeferred

@@ -120,6 +120,14 @@ POLICY: dict[tuple[str, str], tuple[str | Role, str]] = {
     ("POST", "/api/v1/jobs"): (Role.OPERATOR, "/api/v1/jobs"),
     ("GET", "/api/v1/jobs/<int:job_id>"): (Role.VIEWER, "/api/v1/jobs/999999"),
     ("POST", "/api/v1/jobs/<int:job_id>/cancel"): (Role.OPERATOR, "/api/v1/jobs/999999/cancel"),
+    ("POST", "/api/v1/meters/<ldn>/commands"): (Role.OPERATOR, f"/api/v1/meters/{LDN}/commands"),
+    ("GET", "/api/v1/meters/<ldn>/commands"): (Role.VIEWER, f"/api/v1/meters/{LDN}/commands"),
+    ("GET", "/api/v1/commands"): (Role.VIEWER, "/api/v1/commands"),
+    ("GET", "/api/v1/commands/<int:command_id>"): (Role.VIEWER, "/api/v1/commands/999999"),
+    ("POST", "/api/v1/commands/<int:command_id>/cancel"): (
+        Role.OPERATOR,
+        "/api/v1/commands/999999/cancel",
+    ),
     # SOAP: the WSDL is public, each operation checks its caller (SOAP_POLICY)
     ("GET", "/soap"): (PUBLIC, "/soap?wsdl"),
     ("POST", "/soap"): (PUBLIC, "/soap"),
@@ -144,6 +152,9 @@ SOAP_POLICY = {
     "GetJob": Role.VIEWER,
     "ListJobs": Role.VIEWER,
     "CancelJob": Role.OPERATOR,
+    "RequestCommand": Role.OPERATOR,
+    "ListCommands": Role.VIEWER,
+    "CancelCommand": Role.OPERATOR,
 }
 
 
@@ -201,6 +212,9 @@ SOAP_ARGS: dict[str, dict[str, str]] = {  # schema-valid: the call reaches its m
     "GetJob": {"id": "999999"},
     "ListJobs": {},
     "CancelJob": {"id": "999999"},
+    "RequestCommand": {"ldn": LDN, "kind": "sync-clock"},
+    "ListCommands": {},
+    "CancelCommand": {"id": "999999"},
 }
 
 

@@ -50,6 +50,9 @@ OPERATIONS = {
     "GetJob",
     "ListJobs",
     "CancelJob",
+    "RequestCommand",
+    "ListCommands",
+    "CancelCommand",
 }
 LOGBOOK = "7.0.99.98.0.255"
 CODES = (30, 74, 80, 20, 102, 12)  # logged by the test's meters, one an unknown code
