@@ -334,7 +334,7 @@ class SacService(MultiService):
         self.pruning.setServiceParent(self)
 
     def _start_housekeeping(self) -> None:
-        from sac.services.commands import Housekeeping
+        from sac.services.housekeeping import Housekeeping
 
         c = self.config.commands
         self.housekeeping = Housekeeping(

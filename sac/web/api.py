@@ -16,12 +16,10 @@ The OpenAPI document (:func:`sac.web.openapi.openapi`) is served at ``/api/v1/op
 
 from __future__ import annotations
 
-import datetime as dt
 import functools
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-import msgspec
 from klein import Klein
 
 from sac.errors import BadCursor, SacError
@@ -30,7 +28,6 @@ from sac.store import (
     ApiToken,
     BulkError,
     Conflict,
-    Connection,
     Meter,
     MeterQuery,
     MeterState,
@@ -40,6 +37,7 @@ from sac.store import (
 )
 from sac.web import api_commands, api_history, api_settings, display
 from sac.web.api_events import acknowledgement, alarm_query, events_answer, events_query
+from sac.web.api_history import iso, unit_text
 from sac.web.api_input import (
     API,
     CHANGE_FIELDS,
@@ -61,40 +59,11 @@ from sac.web.api_input import (
 from sac.web.errors import ApiError, json_answer
 from sac.web.errors import install as install_errors
 from sac.web.openapi import openapi
-from sac.web.schema import ConnectionOut, ConnectionsOut
 
 __all__ = ["API", "MAX_BODY", "MAX_ITEMS", "ApiError", "JsonApi", "openapi"]
 
 MAX_TOKEN = 256  # characters of a bearer token worth looking up
 CHALLENGE = 'Bearer realm="sac"'
-
-
-def _time(value: dt.datetime | None) -> str | None:
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.UTC)
-    return value.astimezone(dt.UTC).isoformat()
-
-
-def _unit(code: int | None) -> str | None:
-    """A DLMS unit as the pages name it, in ASCII (``Sm3``, ``m3``, ``d``)."""
-    if code is None:
-        return None
-    return display.unit_name(code).replace("³", "3")
-
-
-def _connection(c: Connection) -> ConnectionOut:
-    return ConnectionOut(
-        _time(c.started) or "",
-        c.peer,
-        c.kind,
-        c.outcome,
-        c.duration_ms,
-        list(c.read),
-        list(c.skipped),
-        c.detail,
-    )
 
 
 Handler = Callable[..., Awaitable[Any]]
@@ -176,10 +145,10 @@ class JsonApi:
             "address": m.address,
             "allowed_ips": list(m.allowed_ips),
             "poll_interval_s": m.poll_interval,
-            "created": _time(m.created),
-            "updated": _time(m.updated),
-            "last_connection": _time(m.last_connection),
-            "values_at": _time(m.status_at),
+            "created": iso(m.created),
+            "updated": iso(m.updated),
+            "last_connection": iso(m.last_connection),
+            "values_at": iso(m.status_at),
             "index": None,
             "diagnostic": None,
             "battery": None,
@@ -189,9 +158,9 @@ class JsonApi:
         if index is not None:
             out["index"] = {
                 "value": format(index, "f"),
-                "unit": _unit(m.index_unit),
+                "unit": unit_text(m.index_unit),
                 "unit_code": m.index_unit,
-                "captured": _time(m.index_captured),
+                "captured": iso(m.index_captured),
             }
         if m.diagnostic is not None:
             out["diagnostic"] = {
@@ -203,7 +172,7 @@ class JsonApi:
         if m.battery_value is not None:
             out["battery"] = {
                 "value": m.battery_value,
-                "unit": _unit(m.battery_unit),
+                "unit": unit_text(m.battery_unit),
                 "unit_code": m.battery_unit,
             }
         if m.valve_state is not None:
@@ -305,22 +274,7 @@ class JsonApi:
     @app.route("/meters/<ldn>/connections", methods=["GET"])
     @api(Role.VIEWER)
     async def api_meter_connections(self, request: Any, token: ApiToken, ldn: str) -> bytes:
-        """The meter's sessions started in [from, to) (default: the last 30 days), oldest
-        first, a page at a time."""
-        query = read_query(request, ("from", "to", "after", "limit"))
-        limit = query_limit(query)
-        end = query_time(query, "to") or self.web.now()
-        start = query_time(query, "from") or end - dt.timedelta(days=30)
-        if end <= start:
-            raise ApiError(400, "bad_parameter", "the range ends before it starts (from, to)")
-        try:
-            page = await self.store.connections.page(
-                ldn, start, end, cursor=query.get("after") or None, limit=limit
-            )
-        except BadCursor:
-            raise ApiError(400, "bad_parameter", "after is not a cursor of this list") from None
-        out = ConnectionsOut([_connection(c) for c in page.connections], page.cursor)
-        return json_answer(request, 200, msgspec.to_builtins(out))
+        return await api_history.connections(self, request, ldn)
 
     @app.route("/meters", methods=["POST"])
     @api(Role.OPERATOR)

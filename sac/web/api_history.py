@@ -12,10 +12,11 @@ from typing import Any
 import msgspec
 
 from sac import gasday
-from sac.store import Meter, Reading, UnknownMeter
+from sac.errors import BadCursor
+from sac.store import Connection, Meter, Reading, UnknownMeter
 from sac.store.exports import MAX_PAGE, MAX_PDRS
 from sac.web import display, schema
-from sac.web.api_input import query_time, query_whole, read_query
+from sac.web.api_input import query_limit, query_time, query_whole, read_query
 from sac.web.errors import ApiError, json_answer
 from sac.web.history import (
     MAX_DAYS,
@@ -31,12 +32,50 @@ __all__ = ["daily", "month_start", "object_readings", "reading_json"]
 DEFAULT_DAYS = 30  # a readings request without from= starts this long before to=
 
 
-def _iso(t: dt.datetime | None) -> str | None:
-    return None if t is None else t.astimezone(dt.UTC).isoformat()
+def iso(t: dt.datetime | None) -> str | None:
+    """A time in the API: UTC ISO 8601 with its offset (a naive one is taken as UTC)."""
+    if t is None:
+        return None
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=dt.UTC)
+    return t.astimezone(dt.UTC).isoformat()
 
 
-def _unit(code: int | None) -> str | None:
+def unit_text(code: int | None) -> str | None:
+    """A DLMS unit as the pages name it, in ASCII (``Sm3``, ``m3``, ``d``)."""
     return None if code is None else display.unit_name(code).replace("³", "3")
+
+
+def _connection(c: Connection) -> schema.ConnectionOut:
+    return schema.ConnectionOut(
+        iso(c.started) or "",
+        c.peer,
+        c.kind,
+        c.outcome,
+        c.duration_ms,
+        list(c.read),
+        list(c.skipped),
+        c.detail,
+    )
+
+
+async def connections(api: Any, request: Any, ldn: str) -> bytes:
+    """The meter's sessions started in [from, to) (default: the last 30 days), oldest first,
+    a page at a time."""
+    query = read_query(request, ("from", "to", "after", "limit"))
+    limit = query_limit(query)
+    end = query_time(query, "to") or api.web.now()
+    start = query_time(query, "from") or end - dt.timedelta(days=30)
+    if end <= start:
+        raise ApiError(400, "bad_parameter", "the range ends before it starts (from, to)")
+    try:
+        page = await api.store.connections.page(
+            ldn, start, end, cursor=query.get("after") or None, limit=limit
+        )
+    except BadCursor:
+        raise ApiError(400, "bad_parameter", "after is not a cursor of this list") from None
+    out = schema.ConnectionsOut([_connection(c) for c in page.connections], page.cursor)
+    return json_answer(request, 200, msgspec.to_builtins(out))
 
 
 def reading_json(r: Reading, quantity: str, bits: Any) -> schema.ObjectReading:
@@ -46,13 +85,13 @@ def reading_json(r: Reading, quantity: str, bits: Any) -> schema.ObjectReading:
         flags = display.diagnostic_flags(int(r.value), bits)
     return schema.ObjectReading(
         value=None if value is None else format(value, "f"),
-        unit=_unit(r.unit),
+        unit=unit_text(r.unit),
         unit_code=r.unit,
         raw=r.raw.hex().upper() if value is None and r.raw is not None else None,
         text=reading_text(r, quantity),
         flags=flags,
-        captured=_iso(r.captured or r.received) or "",
-        received=_iso(r.received) or "",
+        captured=iso(r.captured or r.received) or "",
+        received=iso(r.received) or "",
         source=r.source,
     )
 
@@ -134,14 +173,14 @@ async def daily_answer(
                 start=start.isoformat(),
                 end=end.isoformat(),
                 volume=volume,
-                since=_iso(d.since),
-                until=_iso(d.until),
+                since=iso(d.since),
+                until=iso(d.until),
             )
         )
     return schema.DailyConsumption(
         ldn=meter.ldn,
         pdr=meter.pdr,
-        unit=_unit(unit if unit is not None else meter.index_unit),
+        unit=unit_text(unit if unit is not None else meter.index_unit),
         days=rows,
     )
 

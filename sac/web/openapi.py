@@ -12,82 +12,39 @@ from typing import Any
 
 from sac.store.exports import MAX_PAGE
 from sac.web.api_events import CATEGORIES
-from sac.web.api_input import API, DEFAULT_LIMIT, MAX_BODY, MAX_ITEMS, MAX_LIMIT
+from sac.web.api_input import API, MAX_BODY, MAX_ITEMS
 from sac.web.api_settings import settings_paths, settings_schemas
 from sac.web.history import MAX_DAYS, QUANTITIES
+from sac.web.openapi_parts import (
+    AFTER_PARAM,
+    BODY_ERRORS,
+    DATE,
+    LDN_PARAM,
+    LIMIT_PARAM,
+    STRING_OR_NULL,
+    TIME,
+    TIME_OR_NULL,
+    UNIT,
+)
+from sac.web.openapi_parts import (
+    answer as _answer,
+)
+from sac.web.openapi_parts import (
+    error as _error,
+)
+from sac.web.openapi_parts import (
+    query as _query,
+)
+from sac.web.openapi_parts import (
+    ref as _ref,
+)
+from sac.web.openapi_parts import (
+    time_param as _time_param,
+)
 from sac.web.schema import answer_schemas, event_schemas, read_schemas, write_schemas
 from sac.web.schema_jobs import job_paths, job_schemas
 
 __all__ = ["openapi"]
-
-
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _answer(description: str, schema: str | None = None) -> dict[str, Any]:
-    out: dict[str, Any] = {"description": description}
-    if schema is not None:
-        out["content"] = {"application/json": {"schema": _ref(schema)}}
-    return out
-
-
-def _error(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/responses/{name}"}
-
-
-STRING_OR_NULL = {"type": ["string", "null"]}
-TIME = {"type": "string", "format": "date-time", "description": "UTC, ISO-8601 with offset"}
-TIME_OR_NULL = {**TIME, "type": ["string", "null"]}
-UNIT = {
-    "type": ["string", "null"],
-    "description": "as the pages name it, in ASCII (Sm3, m3, d)",
-}
-LDN_PARAM = {
-    "name": "ldn",
-    "in": "path",
-    "required": True,
-    "schema": {"type": "string"},
-    "description": "the meter's LDN",
-}
-
-DATE = {"type": "string", "format": "date"}
-LIMIT_PARAM = {
-    "name": "limit",
-    "in": "query",
-    "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
-}
-
-AFTER_PARAM = {
-    "name": "after",
-    "in": "query",
-    "schema": {"type": "string"},
-    "description": "the cursor: next of the previous page",
-}
-
-
-def _time_param(name: str, description: str) -> dict[str, Any]:
-    return {
-        "name": name,
-        "in": "query",
-        "schema": {"type": "string", "format": "date-time"},
-        "description": f"{description}; ISO-8601 with offset",
-    }
-
-
-BODY_ERRORS = ("400", "413", "415", "422")
-
-
-def _query(
-    name: str, description: str, schema: dict[str, Any], required: bool = False
-) -> dict[str, Any]:
-    return {
-        "name": name,
-        "in": "query",
-        "required": required,
-        "schema": schema,
-        "description": description,
-    }
 
 
 RESPONSES = {

@@ -9,7 +9,8 @@ import pytest
 import pytest_twisted
 
 from sac.profiles import discover_profiles
-from sac.services.commands import CommandError, Housekeeping, Kind, queue, validate
+from sac.services.commands import CommandError, Kind, queue, validate
+from sac.services.housekeeping import Housekeeping
 from sac.services.readings import frame_readings
 from sac.simulator.meter import SimulatedMeter
 from sac.store import Actor, CommandState
