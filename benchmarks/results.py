@@ -6,7 +6,7 @@ A result is one JSON file, ``<benchmark>-<UTC time>.json``::
 
     {"benchmark": "push", "utc": "...", "options": {...}, "figures": {...},
      "ratios": {"cold/peer": 0.08, ...}, "cpu_count": 2, "python": "3.13.0",
-     "commit": "0da630c...", "argv": [...]}
+     "commit": "0da630c...[-dirty]", "argv": [...]}
 
 The ratios (a figure over its peer's, measured in the same run) are what is compared: the
 machine's load moves both sides, its speed cancels out.  A ratio that fell by more than
@@ -30,18 +30,21 @@ RESULTS = Path(__file__).resolve().parent / "results"
 FALL = 0.20
 
 
-def _commit() -> str:
+def _git(*args: str) -> str:
     try:
         done = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            cwd=RESULTS.parent,
-            check=False,
+            ["git", *args], capture_output=True, text=True, cwd=RESULTS.parent, check=False
         )
     except OSError:
         return ""
     return done.stdout.strip()
+
+
+def _commit() -> str:
+    """HEAD, with ``-dirty`` when tracked files differ from it (the run measured those)."""
+    head = _git("rev-parse", "HEAD")
+    dirty = head and _git("status", "--porcelain", "--untracked-files=no")
+    return f"{head}-dirty" if dirty else head
 
 
 def record(
