@@ -18,7 +18,7 @@ WITH_MARKS = $(if $(MARKS), and ($(MARKS)))
 # more than it computes, so twice the cores (2 here) pay (TEST_WORKERS=0: one process)
 TEST_WORKERS ?= 4
 
-.PHONY: demo test lint fuzz bench interop bare-clone clean
+.PHONY: demo test lint fuzz bench bench-check interop bare-clone clean
 
 # Two stamps: what the demo runs on (sac and its requirements: the time to the demo's URL on a
 # fresh machine), then what the tests, lint and benchmarks add (pytest, playwright, mypy, peers).
@@ -67,6 +67,13 @@ bench: $(BIN)/.sac-test-installed
 	$(BIN)/python benchmarks/bench_push.py
 	$(BIN)/python benchmarks/bench_web.py
 	$(BIN)/python benchmarks/bench_soap.py
+
+# Each benchmark that keeps its results writes them to benchmarks/results/ (JSON: figures,
+# ratios to its peer, cores, Python, commit, command line); this compares the newest run of
+# each benchmark and options with the one before it and fails naming any ratio that fell by
+# more than 20 % (benchmarks/results.py)
+bench-check:
+	$(or $(wildcard $(BIN)/python),python3) benchmarks/results.py check
 
 # The README's promise on a fresh machine: the committed HEAD, cloned alone into an empty
 # temporary directory (no sibling checkout, no SAC_VECTORS), passes the README's `make test` on the

@@ -3,34 +3,47 @@
     peer     a bare Twisted server (its own process) that accepts, reads one wrapper frame
              and closes: the transport ceiling, in connections/s, for the same load
              generator sending the same frames, measured in the same run
-    sac      one SAC process (the service of ``twistd sac``, logging a line a session at info)
-             with N provisioned meters; the simulated meters in another
-             process call in, ``--concurrency`` sessions at once, each meter one session at
-             a time: connect, push one ciphered CF47 frame, wait for the SAC's clean close
-             (it stores before it closes).  Sessions/s and readings/s stored, p50/p99 of
-             connect-to-close, the SAC's CPU (user+sys, /proc) and peak RSS; afterwards
-             every acknowledged session is looked up in PostgreSQL: lost must be 0
+    cold     the fleet's real shape (the default measure): a meter pushes once a day, so
+             nearly every push comes from a meter the SAC has not seen for hours, its row
+             and keys in no cache.  A fleet of ``--cold-rate`` x ``--seconds`` meters (42,000
+             for 20 s), each pushing once at most in the measure, none seen before
+    hot      ``--meters`` meters (2,000) cycling, each again as soon as its session ends:
+             always in the SAC's 30-second caches; then the same meters calling in at the
+             target rate whatever the SAC does (open loop: the p99 that counts)
+             Both SAC measures: one SAC process (the service of ``twistd sac``, logging a
+             line a session at info), ``--concurrency`` sessions at once, each meter one
+             session at a time: connect, push one ciphered CF47 frame, wait for the SAC's
+             clean close (it stores before it closes).  Sessions/s and readings/s stored,
+             p50/p99 of connect-to-close, the SAC's CPU a session (user+sys, /proc), its
+             peak RSS, and its stalls: a call due every 10 ms in the SAC's reactor notes how
+             late it ran (p99 and longest loop lag, the time in lags over 20 ms).  A table
+             puts cold and hot side by side with the peer.  Afterwards every acknowledged
+             session is looked up in PostgreSQL, by shape: lost must be 0
     idle     ``--idle`` connections opened and left silent: all accepted (the SAC's count),
              all still open after ``--hold`` seconds, a push session still served meanwhile,
              the SAC's RSS with them held
 
-The load generator pre-builds every meter's frames with the simulator's own meter and cipher
-(invocation counters rising session after session; frame k of a meter is its push at
-k seconds after the start, so no two sessions of a meter carry the same readings) and drives
-plain non-blocking sockets over epoll: a session costs it a few syscalls, not a frame build.
-The target: >= 2,100 push sessions/s durably stored, p99 < 250 ms, nothing lost.  Run:
-``.venv/bin/python benchmarks/bench_push.py [--seconds S] [--meters N] [--concurrency C]
-[--idle N] [--profile S]``.  PostgreSQL is the server of $SAC_TEST_PG (default 127.0.0.1:5432,
-user postgres); a fresh database is made and dropped.
+The fleet (hot and cold meters and their keys) is written into a fresh database with one
+COPY a table, while the load generator pre-builds every frame with the simulator's own meter
+and cipher (invocation counters rising session after session; frame k of a hot meter is its
+push at k seconds after the start, so no two sessions of a meter carry the same readings);
+the set-up says how long both took.  The load drives plain non-blocking sockets over epoll:
+a session costs it a few syscalls, not a frame build.
+
+The figures and their ratios to the peer are written to ``benchmarks/results/`` (see
+``benchmarks/results.py``; ``make bench-check`` compares them with the run before).  The
+target: >= 2,100 push sessions/s durably stored, p99 < 250 ms, nothing lost.  Run:
+``.venv/bin/python benchmarks/bench_push.py [--seconds S] [--shape cold|hot|both]
+[--meters N] [--cold-meters N] [--concurrency C] [--idle N] [--profile S]``.  PostgreSQL is
+the server of $SAC_TEST_PG (default 127.0.0.1:5432, user postgres); a fresh database is made
+and dropped.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
-import select
 import subprocess
 import sys
 import tempfile
@@ -39,240 +52,152 @@ from pathlib import Path
 from typing import Any
 
 import psycopg2
+import results
 from bench_store import ADMIN_DSN
-from bench_store import Postgres as BenchDatabase
+from push_children import (
+    HELPER,
+    ROOT,
+    Child,
+    ChildFailed,
+    Postgres,
+    cpu_seconds,
+    memory,
+    mib,
+    ms,
+    postgres_cpu,
+)
 
-HELPER = Path(__file__).with_name("push_sac.py")
-ROOT = HELPER.parent.parent
-TICK = os.sysconf("SC_CLK_TCK")
-INDEX = "7.0.13.2.0.255"  # the frame's volume index, captured at the frame's time
 TARGET_RATE, TARGET_P99 = 2100.0, 0.250
-
-
-# --- PostgreSQL -----------------------------------------------------------------------------
-
-
-class Postgres(BenchDatabase):
-    """bench_store's throwaway database, with the checks this benchmark makes."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conn = self.connect()
-        self.conn.autocommit = True
-
-    def one(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
-        with self.conn.cursor() as cursor:
-            cursor.execute(sql, params)
-            return cursor.fetchone()[0]
-
-    def lost(self, acked: Path) -> tuple[int, int]:
-        """(sessions acknowledged, those whose frame's index reading is not in the store)."""
-        with self.conn.cursor() as cursor:
-            cursor.execute("CREATE TEMP TABLE acked (ldn TEXT, t BIGINT)")
-            with acked.open() as f:
-                cursor.copy_from(f, "acked", columns=("ldn", "t"))
-            cursor.execute("SELECT count(*) FROM acked")
-            total = cursor.fetchone()[0]
-            cursor.execute(
-                "SELECT count(*) FROM acked a WHERE NOT EXISTS (SELECT 1 FROM readings r"
-                " JOIN meters m ON m.id = r.meter_id WHERE m.ldn = a.ldn AND r.obis = %s"
-                " AND r.attribute = 2 AND r.captured = to_timestamp(a.t))",
-                (INDEX,),
-            )
-            return total, cursor.fetchone()[0]
-
-    def drop(self) -> None:
-        self.conn.close()
-        super().drop()
-
-
-# --- the processes --------------------------------------------------------------------------
-
-
-class ChildFailed(RuntimeError):
-    pass
-
-
-class Child:
-    """A helper process answering JSON lines; its first line says it is ready."""
-
-    def __init__(self, name: str, args: list[str], folder: Path, timeout: float = 300) -> None:
-        self.name = name
-        self.err = folder / f"{name}.stderr"
-        with self.err.open("w") as err:
-            self.proc = subprocess.Popen(
-                [sys.executable, str(HELPER), *args],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=err,
-                cwd=ROOT,
-            )
-        self.pid = self.proc.pid
-        self._buffer = b""
-        self.ready: dict[str, Any] = {}
-        self._timeout = timeout
-
-    def wait_ready(self) -> dict[str, Any]:
-        self.ready = self.read(self._timeout)
-        return self.ready
-
-    def read(self, timeout: float) -> dict[str, Any]:
-        assert self.proc.stdout is not None
-        fd = self.proc.stdout.fileno()
-        deadline = time.monotonic() + timeout
-        while b"\n" not in self._buffer:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise ChildFailed(f"{self.name}: no answer within {timeout:g} s")
-            if select.select([fd], [], [], left)[0]:
-                chunk = os.read(fd, 1 << 16)
-                if not chunk:
-                    tail = self.err.read_text()[-2000:]
-                    raise ChildFailed(f"{self.name} ended:\n{tail}")
-                self._buffer += chunk
-        line, self._buffer = self._buffer.split(b"\n", 1)
-        answer = json.loads(line)
-        if "error" in answer:
-            raise ChildFailed(f"{self.name}: {answer['error']}")
-        return answer
-
-    def ask(self, timeout: float = 600, **command: Any) -> dict[str, Any]:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(json.dumps(command).encode() + b"\n")
-        self.proc.stdin.flush()
-        return self.read(timeout)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                assert self.proc.stdin is not None
-                self.proc.stdin.close()
-                self.proc.wait(10)
-            except (OSError, subprocess.TimeoutExpired):
-                self.proc.kill()
-                self.proc.wait()
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process (/proc/<pid>/stat, fields 14 and 15)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
-
-
-def memory(pid: int) -> dict[str, int]:
-    """VmRSS and VmHWM (peak RSS) in bytes."""
-    out = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(("VmRSS:", "VmHWM:")):
-                out[line[:5]] = int(line.split()[1]) * 1024
-    return out
-
-
-def postgres_cpu() -> float:
-    """CPU seconds of every process named postgres (server, backends, WAL writer...)."""
-    total = 0.0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/comm") as f:
-                if f.read().strip() != "postgres":
-                    continue
-            total += cpu_seconds(int(entry))
-        except OSError:
-            continue
-    return total
-
-
-def ms(seconds: float) -> str:
-    return f"{seconds * 1000:7.1f} ms"
-
-
-def mib(size: float) -> str:
-    return f"{size / 2**20:6.1f} MiB"
 
 
 # --- the run --------------------------------------------------------------------------------
 
 
 def run(args: argparse.Namespace, database: Postgres, folder: Path) -> int:
-    acked = folder / "acked.tsv"
-    acked.touch()
-    started = time.perf_counter()
+    shapes = SHAPES[args.shape]
+    cold = fleet_size(args) if "cold" in shapes else 0
+    hot_sessions = args.max_rate * (args.seconds * ("hot" in shapes) + args.warmup + args.profile)
+    hot_sessions += TARGET_RATE * args.seconds * ("hot" in shapes) + 1000  # the open loop
+    rounds = max(2, math.ceil(hot_sessions / args.meters))
+    load = Child(
+        "load",
+        ["load", "--meters", str(args.meters), "--cold", str(cold), "--rounds", str(rounds)],
+        folder,
+    )
+    children = [load]
+    try:
+        started = time.perf_counter()  # the fleet provisioned while the frames are built
+        provision(database, args.meters + cold)
+        print(
+            f"  setup     {args.meters:,} hot + {cold:,} cold meters and their keys provisioned"
+            f" in {time.perf_counter() - started:.1f} s (COPY)"
+        )
+        children += [sac_child(args, database, folder), Child("peer", peer_args(args), folder)]
+        for child in children:
+            child.wait_ready()
+        built = load.ready
+        print(
+            f"  frames    {built['frames']:,} pre-built ({rounds} a hot meter, 1 a cold one),"
+            f" one CF47 of {built['frame_bytes']} bytes in {built['us_per_frame']:.0f} µs CPU;"
+            f" ready {time.perf_counter() - started:.1f} s after the start"
+            f" (the fleet's meters made in {built['fleet_seconds']:.1f} s)"
+        )
+        sac, peer = children[1], children[2]
+        room = min(sac.ready["nofile"], load.ready["nofile"]) - args.concurrency - 200
+        idle = args.idle
+        if idle > room:
+            print(f"  (RLIMIT_NOFILE allows {room:,} idle connections, not {idle:,})")
+            idle = max(0, room)
+        return measure(Run(args, database, sac, peer, load, folder, shapes), idle)
+    finally:
+        for child in children:
+            child.stop()
+
+
+SHAPES = {"cold": ("cold",), "hot": ("hot",), "both": ("cold", "hot")}
+
+
+def fleet_size(args: argparse.Namespace) -> int:
+    """Cold meters enough for each to push at most once in the measure at ``--cold-rate``."""
+    return args.cold_meters or math.ceil(args.cold_rate * args.seconds)
+
+
+def provision(database: Postgres, meters: int) -> None:
     done = subprocess.run(
-        [sys.executable, str(HELPER), "provision", database.dsn, "--meters", str(args.meters)],
+        [sys.executable, str(HELPER), "provision", database.dsn, "--meters", str(meters)],
         capture_output=True,
         cwd=ROOT,
         check=False,
     )
     if done.returncode:
         raise ChildFailed(f"provision failed:\n{done.stderr.decode()[-2000:]}")
-    print(
-        f"  setup     {args.meters:,} meters and keys provisioned in"
-        f" {time.perf_counter() - started:.1f} s (bulk INSERT, import_keys in batches)"
+
+
+def sac_child(args: argparse.Namespace, database: Postgres, folder: Path) -> Child:
+    max_sessions = max(20_000, args.idle + args.concurrency + 1000)
+    return Child(
+        "sac",
+        [
+            "sac",
+            database.dsn,
+            "--pool",
+            str(args.pool),
+            "--backlog",
+            str(args.backlog),
+            "--max-sessions",
+            str(max_sessions),
+            "--log",
+            str(folder / "sac.log"),
+        ],
+        folder,
     )
 
-    sessions_guess = args.max_rate * (args.seconds + args.warmup + args.profile) + 1000
-    sessions_guess += TARGET_RATE * args.seconds  # the open-loop measure
-    rounds = max(2, math.ceil(sessions_guess / args.meters))
-    max_sessions = max(20_000, args.idle + args.concurrency + 1000)
-    children = [
-        Child(
-            "sac",
-            [
-                "sac",
-                database.dsn,
-                "--pool",
-                str(args.pool),
-                "--backlog",
-                str(args.backlog),
-                "--max-sessions",
-                str(max_sessions),
-                "--log",
-                str(folder / "sac.log"),
-            ],
-            folder,
-        ),
-        Child("peer", ["peer", "--backlog", str(args.backlog)], folder),
-        Child("load", ["load", "--meters", str(args.meters), "--rounds", str(rounds)], folder),
-    ]
-    sac, peer, load = children
-    try:
-        for child in children:
-            child.wait_ready()
-        built = load.ready
-        print(
-            f"  frames    {built['frames']:,} pre-built ({rounds} a meter), one CF47 of"
-            f" {built['frame_bytes']} bytes in {built['us_per_frame']:.0f} µs CPU"
-            f" ({built['seconds']:.1f} s)"
-        )
-        idle = args.idle
-        room = min(sac.ready["nofile"], load.ready["nofile"]) - args.concurrency - 200
-        if idle > room:
-            print(f"  (RLIMIT_NOFILE allows {room:,} idle connections, not {idle:,})")
-            idle = max(0, room)
-        return measure(args, database, sac, peer, load, acked, idle, folder)
-    finally:
-        for child in children:
-            child.stop()
+
+def peer_args(args: argparse.Namespace) -> list[str]:
+    return ["peer", "--backlog", str(args.backlog)]
 
 
-def phase(
-    load: Child, server: Child, port: int, cursor: str, args: argparse.Namespace, **kw: Any
-) -> dict[str, Any]:
-    pid = server.pid
-    cpu0, pg0, load0 = cpu_seconds(pid), postgres_cpu(), cpu_seconds(load.pid)
-    kw.setdefault("concurrency", args.concurrency)
-    tx0 = server.ask(op="stats").get("transactions", 0)
-    result = load.ask(op="sessions", port=port, cursor=cursor, seconds=args.seconds, **kw)
-    result["transactions"] = server.ask(op="stats").get("transactions", 0) - tx0
-    result["server_cpu"] = cpu_seconds(pid) - cpu0
-    result["pg_cpu"] = max(0.0, postgres_cpu() - pg0)  # backends that ended are not counted
-    result["load_cpu"] = cpu_seconds(load.pid) - load0
-    result["rate"] = result["ok"] / result["elapsed"]
-    return result
+class Run:
+    """What the measures share: the options, the database and the three processes."""
+
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        database: Postgres,
+        sac: Child,
+        peer: Child,
+        load: Child,
+        folder: Path,
+        shapes: tuple[str, ...],
+    ) -> None:
+        self.args, self.database, self.folder, self.shapes = args, database, folder, shapes
+        self.sac, self.peer, self.load = sac, peer, load
+        self.acked = {shape: folder / f"acked-{shape}.tsv" for shape in ("cold", "hot")}
+        for path in self.acked.values():
+            path.touch()
+
+    def flags(self, population: str = "hot") -> dict[str, Any]:
+        """The SAC's sessions: each frame once, every acknowledged one recorded."""
+        return {"cycle": False, "record": str(self.acked[population]), "population": population}
+
+    def phase(self, server: Child, cursor: str, **kw: Any) -> dict[str, Any]:
+        pid, is_sac = server.pid, server is self.sac
+        cpu0, pg0, load0 = cpu_seconds(pid), postgres_cpu(), cpu_seconds(self.load.pid)
+        kw.setdefault("concurrency", self.args.concurrency)
+        kw.setdefault("seconds", self.args.seconds)
+        tx0 = server.ask(op="stats").get("transactions", 0)
+        if is_sac:
+            server.ask(op="lag")  # from now on
+        port = server.ready["port"]
+        result = self.load.ask(op="sessions", port=port, cursor=cursor, **kw)
+        result["lag"] = server.ask(op="lag") if is_sac else {}
+        result["transactions"] = server.ask(op="stats").get("transactions", 0) - tx0
+        result["server_cpu"] = cpu_seconds(pid) - cpu0
+        result["pg_cpu"] = max(0.0, postgres_cpu() - pg0)  # backends that ended: not counted
+        result["load_cpu"] = cpu_seconds(self.load.pid) - load0
+        result["rate"] = result["ok"] / result["elapsed"]
+        result["cpu_us"] = result["server_cpu"] / max(result["ok"], 1) * 1e6
+        return result
 
 
 def describe(name: str, r: dict[str, Any], what: str) -> None:
@@ -280,11 +205,13 @@ def describe(name: str, r: dict[str, Any], what: str) -> None:
     print(
         f"  {name:9} {r['rate']:8,.0f} {what}/s   p50 {ms(r['p50'])}   p99 {ms(r['p99'])}"
         f"   max {ms(r['max'])}   ({r['ok']:,} in {r['elapsed']:.1f} s;"
-        f" refused {r['refused']}, failed {r['failed']})"
+        f" refused {r['refused']}, failed {r['failed']}"
+        + (f", {r['unfinished']:,} unfinished after 60 s" if r.get("unfinished") else "")
+        + ")"
     )
     print(
         f"            CPU s/s: server {r['server_cpu'] / per:4.2f}"
-        f" ({r['server_cpu'] / max(r['ok'], 1) * 1e6:4.0f} µs a session)"
+        f" ({r['cpu_us']:4.0f} µs a session)"
         f"   load {r['load_cpu'] / per:4.2f}"
         f" ({r['load_cpu'] / max(r['ok'], 1) * 1e6:3.0f} µs)"
         f"   PostgreSQL {r['pg_cpu'] / per:4.2f}"
@@ -296,108 +223,132 @@ def describe(name: str, r: dict[str, Any], what: str) -> None:
     )
 
 
-def measure(
-    args: argparse.Namespace,
-    database: Postgres,
-    sac: Child,
-    peer: Child,
-    load: Child,
-    acked: Path,
-    idle: int,
-    folder: Path,
-) -> int:
-    sac_port, peer_port = sac.ready["port"], peer.ready["port"]
-    flags = {"cycle": False, "record": str(acked)}
-    if args.warmup:
-        for port, cursor, kw in (
-            (peer_port, "peer", {"cycle": True}),
-            (sac_port, "sac", flags),
-        ):
-            load.ask(
-                op="sessions",
-                port=port,
-                cursor=cursor,
-                seconds=args.warmup,
-                concurrency=args.concurrency,
-                **kw,
-            )
-
-    theirs = phase(load, peer, peer_port, "peer", args, cycle=True)
-    describe("peer", theirs, "connections")
-
-    rows0 = database.one("SELECT count(*) FROM readings")
-    ours = phase(load, sac, sac_port, "sac", args, **flags)
-    rows = database.one("SELECT count(*) FROM readings") - rows0
-    readings_rate = rows / ours["elapsed"]
-    describe("sac", ours, "sessions")
-    peak = memory(sac.pid)["VmHWM"]
-    print(
-        f"            {readings_rate:8,.0f} readings/s stored"
-        f" ({rows / max(ours['ok'], 1):.1f} a session)   ratio to the peer"
-        f" {ours['rate'] / theirs['rate']:.2f}   SAC peak RSS {mib(peak)}"
-    )
-
-    # open loop: meters calling in at the target rate, whatever the SAC does; the p99 that
-    # counts is this one (at saturation, a closed loop's latency is its concurrency divided
-    # by the rate: Little's law, not the SAC)
-    steady = phase(
-        load, sac, sac_port, "sac", args, rate=TARGET_RATE, **{**flags, "concurrency": 4000}
-    )
-    describe(f"sac@{TARGET_RATE:,.0f}", steady, "sessions")
-
-    profile = None
-    if args.profile:
-        sac.ask(op="profile-start")
-        profiled = load.ask(
+def warm(run: Run) -> None:
+    if not run.args.warmup:
+        return
+    for server, cursor, kw in (
+        (run.peer, "peer", {"cycle": True}),
+        (run.sac, "sac", run.flags()),
+    ):
+        run.load.ask(
             op="sessions",
-            port=sac_port,
-            cursor="sac",
-            seconds=args.profile,
-            concurrency=args.concurrency,
-            **flags,
-        )
-        dump = args.profile_file or str(folder / "sac.prof")
-        profile = sac.ask(op="profile-stop", path=dump, top=25)
-        print(
-            f"  profiled  {profiled['ok'] / profiled['elapsed']:8,.0f} sessions/s under cProfile"
-            f" for {profiled['elapsed']:.1f} s"
+            port=server.ready["port"],
+            cursor=cursor,
+            seconds=run.args.warmup,
+            concurrency=run.args.concurrency,
+            **kw,
         )
 
-    idle_result = None
-    if idle:
-        rss0 = memory(sac.pid)["VmRSS"]
-        before = sac.ask(op="stats")["active"]
-        opened = load.ask(op="idle-open", port=sac_port, count=idle, timeout=300)
-        time.sleep(0.5)
-        accepted = sac.ask(op="stats")["active"] - before
-        time.sleep(args.hold)
-        still = load.ask(op="idle-check")
-        held = sac.ask(op="stats")["active"] - before
-        probe = load.ask(
-            op="sessions", port=sac_port, cursor="sac", count=20, concurrency=10, **flags
-        )
-        rss = memory(sac.pid)["VmRSS"]
-        late = load.ask(op="idle-check")
-        load.ask(op="idle-release")
-        idle_result = (opened, accepted, still, held, probe, rss, rss0, late)
-        print(
-            f"  idle      {opened['held']:,} of {idle:,} connected in {opened['seconds']:.1f} s"
-            f" (failed {opened['failed']}), {accepted:,} accepted by the SAC;"
-            f" after {args.hold:g} s: {still['open']:,} open (SAC holds {held:,})"
-        )
-        print(
-            f"            push sessions while held: {probe['ok']}/20 stored,"
-            f" p99 {ms(probe['p99']).strip()}   SAC RSS {mib(rss)} (before {mib(rss0).strip()},"
-            f" {(rss - rss0) / max(idle, 1) / 1024:.1f} KiB a connection)"
-        )
-        peak = memory(sac.pid)["VmHWM"]
 
-    # what the SAC acknowledged from its spool (the store was slower than store_timeout) is
-    # stored once the spool is replayed: wait for that before looking for every push
+def closed_loops(run: Run) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """The peer, then the SAC on each shape: (the peer's figures, the SAC's by shape)."""
+    theirs = run.phase(run.peer, "peer", cycle=True)
+    describe("peer", theirs, "connections")
+    ours = {}
+    for shape in run.shapes:
+        rows0 = run.database.one("SELECT count(*) FROM readings")
+        ours[shape] = r = run.phase(run.sac, "sac", **run.flags(shape))
+        rows = run.database.one("SELECT count(*) FROM readings") - rows0
+        describe(f"sac {shape}", r, "sessions")
+        print(
+            f"            {rows / r['elapsed']:8,.0f} readings/s stored"
+            f" ({rows / max(r['ok'], 1):.1f} a session)   ratio to the peer"
+            f" {r['rate'] / theirs['rate']:.2f}   SAC peak RSS {mib(memory(run.sac.pid)['VmHWM'])}"
+        )
+        if r.get("exhausted"):
+            print(
+                f"            every cold meter pushed within {r['elapsed']:.1f} s: the SAC"
+                " took more than --cold-rate; a bigger --cold-meters measures the full time"
+            )
+    return theirs, ours
+
+
+def table(theirs: dict[str, Any], ours: dict[str, dict[str, Any]], steady: Any) -> None:
+    """Cold and hot side by side, with the peer."""
+    rows = [("peer", theirs), *((f"sac {s}", r) for s, r in ours.items())]
+    if steady is not None:
+        rows.append((f"sac hot @{TARGET_RATE:,.0f}/s", steady))
+    print(
+        f"  {'':18} {'per s':>7} {'÷peer':>6} {'p50 ms':>7} {'p99 ms':>7} {'CPU µs':>7}"
+        f"   loop lag: {'p99 ms':>7} {'max ms':>7} {'>20ms':>6} {'>100ms':>6} {'stalled':>8}"
+    )
+    for name, r in rows:
+        lag = r.get("lag") or {}
+        stalls = (
+            f"{lag['p99'] * 1000:7.1f} {lag['max'] * 1000:7.1f} {lag['over_20ms']:6,}"
+            f" {lag['over_100ms']:6,} {lag['stalled']:7.1f}s"
+            if lag.get("probes")
+            else f"{'-':>7} {'-':>7} {'-':>6} {'-':>6} {'-':>8}"
+        )
+        print(
+            f"  {name:18} {r['rate']:7,.0f} {r['rate'] / theirs['rate']:6.2f}"
+            f" {r['p50'] * 1000:7.1f} {r['p99'] * 1000:7.1f} {r['cpu_us']:7.0f}"
+            f"             {stalls}"
+        )
+    print(
+        "  (loop lag: how late a call due every 10 ms ran in the SAC's reactor; stalled: the"
+        " time in lags over 20 ms; CPU µs: the server's user+sys over its sessions)"
+    )
+
+
+def profiled(run: Run) -> dict[str, Any] | None:
+    if not run.args.profile:
+        return None
+    run.sac.ask(op="profile-start")
+    done = run.load.ask(
+        op="sessions",
+        port=run.sac.ready["port"],
+        cursor="sac",
+        seconds=run.args.profile,
+        concurrency=run.args.concurrency,
+        **run.flags(),
+    )
+    dump = run.args.profile_file or str(run.folder / "sac.prof")
+    profile = run.sac.ask(op="profile-stop", path=dump, top=25)
+    print(
+        f"  profiled  {done['ok'] / done['elapsed']:8,.0f} sessions/s under cProfile"
+        f" for {done['elapsed']:.1f} s"
+    )
+    return profile
+
+
+def hold_idle(run: Run, idle: int) -> bool:
+    """``idle`` silent connections held: all accepted and kept, a push still served."""
+    sac, load = run.sac, run.load
+    rss0 = memory(sac.pid)["VmRSS"]
+    before = sac.ask(op="stats")["active"]
+    opened = load.ask(op="idle-open", port=sac.ready["port"], count=idle, timeout=300)
+    time.sleep(0.5)
+    accepted = sac.ask(op="stats")["active"] - before
+    time.sleep(run.args.hold)
+    still = load.ask(op="idle-check")
+    held = sac.ask(op="stats")["active"] - before
+    probe = load.ask(
+        op="sessions", port=sac.ready["port"], cursor="sac", count=20, concurrency=10, **run.flags()
+    )
+    rss = memory(sac.pid)["VmRSS"]
+    late = load.ask(op="idle-check")
+    load.ask(op="idle-release")
+    print(
+        f"  idle      {opened['held']:,} of {idle:,} connected in {opened['seconds']:.1f} s"
+        f" (failed {opened['failed']}), {accepted:,} accepted by the SAC;"
+        f" after {run.args.hold:g} s: {still['open']:,} open (SAC holds {held:,})"
+    )
+    print(
+        f"            push sessions while held: {probe['ok']}/20 stored,"
+        f" p99 {ms(probe['p99']).strip()}   SAC RSS {mib(rss)} (before {mib(rss0).strip()},"
+        f" {(rss - rss0) / max(idle, 1) / 1024:.1f} KiB a connection)"
+    )
+    return accepted >= idle and still["open"] == idle and late["open"] == idle and probe["ok"] == 20
+
+
+def drain(run: Run) -> dict[str, Any]:
+    """The SAC's stats once its spool is replayed (what it acknowledged from its spool is
+    stored only then: wait for that before looking for every push)."""
     drained = time.monotonic()
-    while sac.ask(op="stats")["spooled"] and time.monotonic() - drained < 300:
+    while run.sac.ask(op="stats")["spooled"] and time.monotonic() - drained < 300:
         time.sleep(0.5)
-    stats = sac.ask(op="stats")
+    stats = run.sac.ask(op="stats")
     print(
         f"  spool     drained in {time.monotonic() - drained:.1f} s"
         f" ({stats['spooled']:,} pushes still on it)"
@@ -412,13 +363,24 @@ def measure(
                 for g in range(3)
             )
         )
-    total, lost = database.lost(acked)
+    return stats
+
+
+def verify(run: Run, stats: dict[str, Any], idle: bool) -> dict[str, int]:
+    """Every acknowledged session looked up in PostgreSQL: the ones lost, by shape."""
+    lost = {}
+    for shape, path in run.acked.items():
+        total, lost[shape] = run.database.lost(path)
+        if total:
+            print(
+                f"  verified  {shape}: {total:,} sessions acknowledged, {total - lost[shape]:,}"
+                f" found in PostgreSQL, lost {lost[shape]}"
+            )
     stored = stats["counters"].get("sac_push_stored_total", 0)
-    all_rows = database.one("SELECT count(*) FROM readings")
+    all_rows = run.database.one("SELECT count(*) FROM readings")
     print(
-        f"  verified  {total:,} sessions acknowledged in all, {total - lost:,} found in"
-        f" PostgreSQL, lost {lost}; the SAC counts {stored:,} pushes stored,"
-        f" {all_rows:,} readings rows, {stats['transactions']:,} ingest transactions"
+        f"            the SAC counts {stored:,} pushes stored, {all_rows:,} readings rows,"
+        f" {stats['transactions']:,} ingest transactions"
     )
     outcomes = {
         name.split("'outcome': '")[1].rstrip("'}"): value
@@ -432,9 +394,13 @@ def measure(
     }
     print(
         f"            SAC session outcomes {outcomes}"
-        + (" (closed-by-meter: the idle ones)" if idle_result else "")
+        + (" (closed-by-meter: the idle ones)" if idle else "")
         + f", refusals {refusals or 'none'}"
     )
+    return lost
+
+
+def read_log(folder: Path) -> None:
     lines = [  # the log file and those it was rotated into
         line
         for path in sorted(folder.glob("sac.log*"))
@@ -449,29 +415,89 @@ def measure(
     if worse:
         print(f"            SAC log: {len(worse)} warnings or errors, first: {worse[0][:160]}")
 
-    rate_ok = ours["rate"] >= TARGET_RATE
-    p99_ok = steady["p99"] < TARGET_P99 and steady["rate"] >= TARGET_RATE * 0.98
-    idle_ok = idle_result is None or (
-        idle_result[1] >= idle
-        and idle_result[2]["open"] == idle
-        and idle_result[7]["open"] == idle
-        and idle_result[4]["ok"] == 20
-    )
-    verdict = {True: "met", False: "NOT met"}
-    print(
-        f"  target    >= {TARGET_RATE:,.0f} sessions/s durably stored: {ours['rate']:,.0f}"
-        f" {verdict[rate_ok]};  p99 < {TARGET_P99 * 1000:.0f} ms at {TARGET_RATE:,.0f}/s:"
-        f" {steady['p99'] * 1000:.1f} ms"
-        f" {verdict[p99_ok]};  lost 0: {lost} {verdict[lost == 0]}"
-        + (f";  {idle:,} idle held: {verdict[idle_ok]}" if idle_result else "")
-    )
-    print(f"            (SAC peak RSS over the run {mib(peak).strip()})")
+
+def measure(run: Run, idle: int) -> int:
+    warm(run)
+    theirs, ours = closed_loops(run)
+    # open loop: meters calling in at the target rate, whatever the SAC does; the p99 that
+    # counts is this one (at saturation, a closed loop's latency is its concurrency divided
+    # by the rate: Little's law, not the SAC)
+    steady = None
+    if "hot" in run.shapes:
+        flags = {**run.flags(), "concurrency": 4000}
+        steady = run.phase(run.sac, "sac", rate=TARGET_RATE, **flags)
+        describe(f"sac@{TARGET_RATE:,.0f}", steady, "sessions")
+    table(theirs, ours, steady)
+    profile = profiled(run)
+    idle_ok = hold_idle(run, idle) if idle else None
+    stats = drain(run)
+    lost = verify(run, stats, idle_ok is not None)
+    read_log(run.folder)
+    verdicts(run, ours, steady, lost, idle_ok, idle)
+    keep(run, theirs, ours, steady, lost)
     if profile is not None:
-        print(f"SAC profile, {args.profile:g} s under load, top 25 by cumulative time:")
+        print(f"SAC profile, {run.args.profile:g} s under load, top 25 by cumulative time:")
         print(_trim(profile["cumulative"]))
         print("top 25 by internal time:")
         print(_trim(profile["tottime"]))
-    return 0 if lost == 0 else 1
+    return 0 if not any(lost.values()) else 1
+
+
+def verdicts(
+    run: Run,
+    ours: dict[str, dict[str, Any]],
+    steady: dict[str, Any] | None,
+    lost: dict[str, int],
+    idle_ok: bool | None,
+    idle: int,
+) -> None:
+    verdict = {True: "met", False: "NOT met"}
+    parts = [
+        f"{shape} {r['rate']:,.0f} {verdict[r['rate'] >= TARGET_RATE]}" for shape, r in ours.items()
+    ]
+    line = f"  target    >= {TARGET_RATE:,.0f} sessions/s durably stored: {', '.join(parts)}"
+    if steady is not None:
+        p99_ok = steady["p99"] < TARGET_P99 and steady["rate"] >= TARGET_RATE * 0.98
+        line += (
+            f";  p99 < {TARGET_P99 * 1000:.0f} ms at {TARGET_RATE:,.0f}/s (hot):"
+            f" {steady['p99'] * 1000:.1f} ms {verdict[p99_ok]}"
+        )
+    total_lost = sum(lost.values())
+    line += f";  lost 0: {total_lost} {verdict[total_lost == 0]}"
+    if idle_ok is not None:
+        line += f";  {idle:,} idle held: {verdict[idle_ok]}"
+    print(line)
+    print(f"            (SAC peak RSS over the run {mib(memory(run.sac.pid)['VmHWM']).strip()})")
+
+
+def keep(
+    run: Run,
+    theirs: dict[str, Any],
+    ours: dict[str, dict[str, Any]],
+    steady: dict[str, Any] | None,
+    lost: dict[str, int],
+) -> None:
+    """The run's figures and its ratios to the peer, in benchmarks/results/."""
+    pick = ("rate", "p50", "p99", "max", "cpu_us", "ok", "elapsed", "pg_cpu", "lag")
+    figures: dict[str, Any] = {"peer": {k: theirs[k] for k in pick if k in theirs}}
+    ratios = {}
+    for shape, r in ours.items():
+        figures[shape] = {k: r[k] for k in pick if k in r}
+        ratios[f"{shape} rate/peer"] = r["rate"] / theirs["rate"]
+        ratios[f"{shape} peer CPU/sac CPU"] = theirs["cpu_us"] / max(r["cpu_us"], 1e-9)
+    if steady is not None:
+        figures["hot_open_loop"] = {k: steady[k] for k in pick if k in steady}
+    figures["lost"] = lost
+    args = run.args
+    options = {
+        "shape": args.shape,
+        "meters": args.meters,
+        "concurrency": args.concurrency,
+        "pool": args.pool,
+    }
+    figures["cold_meters"] = fleet_size(args) if "cold" in run.shapes else 0
+    figures["seconds"] = args.seconds
+    results.record("push", options, figures, ratios)
 
 
 def _trim(text: str) -> str:
@@ -482,8 +508,20 @@ def _trim(text: str) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=60.0, help="each measure (peer, sac)")
-    parser.add_argument("--meters", type=int, default=2000)
+    parser.add_argument("--seconds", type=float, default=20.0, help="each measure (peer, sac)")
+    parser.add_argument("--meters", type=int, default=2000, help="the hot meters, cycling")
+    parser.add_argument(
+        "--shape", choices=tuple(SHAPES), default="both", help="cold (the fleet's), hot or both"
+    )
+    parser.add_argument(
+        "--cold-meters", type=int, default=0, help="the cold fleet (default --cold-rate x S)"
+    )
+    parser.add_argument(
+        "--cold-rate",
+        type=float,
+        default=TARGET_RATE,
+        help="sessions/s the cold fleet covers: each cold meter pushes once at most",
+    )
     parser.add_argument("--concurrency", type=int, default=200, help="sessions in flight")
     parser.add_argument("--idle", type=int, default=10_000, help="idle connections held")
     parser.add_argument("--hold", type=float, default=5.0, help="seconds the idle ones are held")
@@ -491,7 +529,7 @@ def main() -> int:
     parser.add_argument("--pool", type=int, default=4, help="the SAC's PostgreSQL connections")
     parser.add_argument("--backlog", type=int, default=1024, help="listen backlog of both servers")
     parser.add_argument(
-        "--max-rate", type=float, default=3000.0, help="sessions/s the pre-built frames cover"
+        "--max-rate", type=float, default=2500.0, help="sessions/s the hot frames cover"
     )
     parser.add_argument(
         "--profile", type=float, default=0.0, help="then cProfile the SAC for S seconds of load"
@@ -499,7 +537,8 @@ def main() -> int:
     parser.add_argument("--profile-file", help="keep the SAC's cProfile dump (pstats) there")
     args = parser.parse_args()
     print(
-        f"push benchmark: {args.meters:,} meters, {args.concurrency} sessions in flight,"
+        f"push benchmark, shape {args.shape}: {args.meters:,} hot meters, {args.concurrency}"
+        f" sessions in flight,"
         f" {args.seconds:g} s a measure; 1 SAC process, 1 peer process, 1 load process,"
         f" {os.cpu_count()} CPUs"
     )

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg2
+import results
 from twisted.internet.defer import ensureDeferred, gatherResults
 from twisted.internet.task import react
 
@@ -176,12 +177,12 @@ async def rate_in_flight(
 
 async def ingest(store: Store, peer: Callable[[list[tuple[Any, ...]]], None], seconds: float):
     source, peer_source = Readings(), Readings(10**8)
-    results = {}
+    found = {}
     for size in (1, 100, 1000):
         ours = await rate(seconds, size, source, store.readings.add)
         theirs = await rate(seconds, size, peer_source, lambda b: peer(rows_of(b)))
-        results[size] = (ours, theirs)
-    return results
+        found[size] = (ours, theirs)
+    return found
 
 
 async def add_meters(store: Store, count: int) -> None:
@@ -227,8 +228,22 @@ LIST_SQL = (
 )
 
 
-def report_ingest(backend: str, results: dict[int, tuple[float, float]], peer: str) -> None:
-    for size, (ours, theirs) in results.items():
+# the figures and their ratios to the peer, kept in benchmarks/results/ at the end
+KEPT: dict[str, dict[str, float]] = {"figures": {}, "ratios": {}}
+
+
+def keep(name: str, ours: float, theirs: float, higher_better: bool = True) -> None:
+    """A figure and its peer's; the ratio kept is the SAC's share (higher is better)."""
+    KEPT["figures"][f"{name} sac"] = ours
+    KEPT["figures"][f"{name} peer"] = theirs
+    KEPT["ratios"][f"{name} sac/peer" if higher_better else f"{name} peer/sac"] = (
+        ours / theirs if higher_better else theirs / ours
+    )
+
+
+def report_ingest(backend: str, found: dict[int, tuple[float, float]], peer: str) -> None:
+    for size, (ours, theirs) in found.items():
+        keep(f"{backend} ingest batch {size}", ours, theirs)
         print(
             f"  {backend:10} batch {size:4}: sac {ours:9,.0f} readings/s   {peer} {theirs:9,.0f}"
             f"   ratio {ours / theirs:.2f}"
@@ -244,8 +259,8 @@ async def bench_sqlite(reactor: Any, seconds: float, folder: Path) -> None:
     await peer_store.open()
     await add_meters(peer_store, METERS)
     await peer_store.close()
-    results = await ingest(store, sqlite_peer_writer(peer_path), seconds)
-    report_ingest("SQLite", results, "sqlite3 executemany")
+    found = await ingest(store, sqlite_peer_writer(peer_path), seconds)
+    report_ingest("SQLite", found, "sqlite3 executemany")
 
     conn = sqlite3.connect(folder / "sac.db", isolation_level=None)
     conn.execute("BEGIN")
@@ -255,6 +270,7 @@ async def bench_sqlite(reactor: Any, seconds: float, folder: Path) -> None:
     ours, theirs = await list_page(
         store, lambda after: conn.execute(sql, (after,)).fetchall(), seconds
     )
+    keep("SQLite list page ms", ours, theirs, higher_better=False)
     print(
         f"  SQLite     list page of {LIST_METERS:,} meters: sac {ours:.2f} ms"
         f"   sqlite3 {theirs:.2f} ms"
@@ -301,12 +317,12 @@ async def bench_postgres(reactor: Any, seconds: float) -> None:
             cursor.execute("CREATE SCHEMA peer")
             cursor.execute("CREATE TABLE peer.readings (LIKE public.readings INCLUDING ALL)")
         peer_dsn = f"{database.dsn} options='-c search_path=peer,public'"
-        results = await ingest(store, postgres_peer_writer(peer_dsn), seconds)
-        report_ingest("PostgreSQL", results, "psycopg2 COPY")
+        found = await ingest(store, postgres_peer_writer(peer_dsn), seconds)
+        report_ingest("PostgreSQL", found, "psycopg2 COPY")
         flying = await rate_in_flight(seconds, 1000, Readings(2 * 10**8), store, 4)
         print(
             f"  PostgreSQL batch 1000, 4 in flight: sac {flying:9,.0f} readings/s"
-            f"   ratio to one COPY at a time {flying / results[1000][1]:.2f}"
+            f"   ratio to one COPY at a time {flying / found[1000][1]:.2f}"
         )
 
         with conn, conn.cursor() as cursor:
@@ -321,6 +337,7 @@ async def bench_postgres(reactor: Any, seconds: float) -> None:
             conn.rollback()
 
         ours, theirs = await list_page(store, peer, seconds)
+        keep("PostgreSQL list page ms", ours, theirs, higher_better=False)
         print(
             f"  PostgreSQL list page of {LIST_METERS:,} meters: sac {ours:.2f} ms"
             f"   psycopg2 {theirs:.2f} ms"
@@ -418,6 +435,8 @@ async def main(reactor: Any, seconds: float, layout: bool) -> None:
     if layout:
         print(f"readings layout in PostgreSQL, {LAYOUT_ROWS:,} rows (a year, hourly):")
         bench_layout()
+    KEPT["figures"]["seconds"] = seconds
+    results.record("store", {"layout": layout}, KEPT["figures"], KEPT["ratios"])
 
 
 if __name__ == "__main__":

@@ -21,8 +21,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlencode
 
+import results
 from bench_store import Postgres
 
 HERE = Path(__file__).resolve().parent
@@ -79,7 +81,9 @@ def measure(client: Client, path: str, count: int) -> tuple[float, float, int]:
     return percentile(times, 0.5), percentile(times, 0.95), size
 
 
-def run(backend: str, store: str, args: argparse.Namespace, folder: Path) -> bool:
+def run(
+    backend: str, store: str, args: argparse.Namespace, folder: Path, kept: dict[str, Any]
+) -> bool:
     ready = folder / f"ready-{backend}.json"
     started = time.perf_counter()
     err = (folder / f"{backend}.log").open("w")
@@ -117,6 +121,7 @@ def run(backend: str, store: str, args: argparse.Namespace, folder: Path) -> boo
         peer = Client(info["peer"])
         peer.request("POST", "/set", list_page)
         p50_peer, p95_peer, peer_size = measure(peer, "/", args.requests)
+        kept["figures"][f"{backend} peer p95"] = p95_peer
         ok = True
         print(f"    {'page':36} {'p50':>8} {'p95':>8} {'bytes':>8}  p95 ratio to the peer")
         print(
@@ -126,6 +131,8 @@ def run(backend: str, store: str, args: argparse.Namespace, folder: Path) -> boo
         for name, path in pages:
             p50, p95, size = measure(sac, path, args.requests)
             ok &= p95 < TARGET_P95
+            kept["figures"][f"{backend} {name} p95"] = p95
+            kept["ratios"][f"{backend} {name} peer/sac p95"] = p95_peer / p95
             print(
                 f"    {name:36} {p50 * 1000:6.2f}ms {p95 * 1000:6.2f}ms {size:8,}"
                 f"  {p95 / p95_peer:6.1f}{'' if p95 < TARGET_P95 else '  NOT under 50 ms'}"
@@ -148,17 +155,20 @@ def main() -> int:
         f" target p95 < {TARGET_P95 * 1000:.0f} ms"
     )
     ok = True
+    kept: dict[str, Any] = {"figures": {}, "ratios": {}}
     with tempfile.TemporaryDirectory(prefix="sac-bench-web-") as tmp:
         folder = Path(tmp)
         if args.backend in ("sqlite", "both"):
-            ok &= run("sqlite", str(folder / "sac.db"), args, folder)
+            ok &= run("sqlite", str(folder / "sac.db"), args, folder, kept)
         if args.backend in ("postgresql", "both"):
             database = Postgres()
             try:
-                ok &= run("postgresql", database.dsn, args, folder)
+                ok &= run("postgresql", database.dsn, args, folder, kept)
             finally:
                 database.drop()
     print(f"  target    p95 < 50 ms on every page: {'met' if ok else 'NOT met'}")
+    options = {"meters": args.meters, "backend": args.backend}
+    results.record("web", options, kept["figures"], kept["ratios"])
     return 0
 
 

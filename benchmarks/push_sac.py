@@ -1,13 +1,13 @@
 """The processes of ``benchmarks/bench_push.py``, one subcommand each.
 
-    provision DSN   the benchmark fleet's meters (one bulk INSERT) and keys
-                    (``IKeys.import_rows`` in batches) in a fresh store, then exits
+    provision DSN   the benchmark fleet's meters and their keys (wrapped under the master
+                    key as the store wraps them) in a fresh store, one COPY a table
     sac DSN         the SAC: the service of ``twistd sac`` (push only, on a free port of
-                    127.0.0.1), logging at info to a text file as in production
+                    127.0.0.1), logging at info to a text file as in production; a probe
+                    every 10 ms measures its reactor's lag (``{"op": "lag"}``)
     peer            the bare Twisted server: accepts, reads one wrapper frame, closes
-    load            the simulated meters: every meter's ciphered CF47 frames built in
-                    advance (the simulator's own meter, clock and cipher), sessions driven
-                    over epoll with plain non-blocking sockets
+    load            the simulated meters (``push_load.py``): hot meters pushing again and
+                    again, cold ones once each, every frame built in advance
 
 A child prints one JSON line when it is ready, then answers each JSON line on its stdin
 with one JSON line on its stdout; it ends when its stdin closes.
@@ -16,18 +16,14 @@ with one JSON line on its stdout; it ends when its stdin closes.
 from __future__ import annotations
 
 import argparse
-import collections
 import contextlib
 import cProfile
 import datetime as dt
-import errno
 import io
 import json
 import os
 import pstats
 import resource
-import select
-import socket
 import sys
 import time
 from typing import Any
@@ -70,37 +66,50 @@ def provision(args: argparse.Namespace) -> None:
     from twisted.internet.task import react
 
     async def run(reactor: Any) -> None:
-        import psycopg2
-        from psycopg2.extras import execute_values
-
         from sac.keys import MasterKey
-        from sac.store.keycsv import parse_key_csv
         from sac.store.postgres import PostgresStore
 
         start = time.perf_counter()
         fleet = make_fleet(args.meters, time.time)
         store = PostgresStore(args.dsn, MasterKey.from_text(MASTER_HEX), reactor=reactor)
-        await store.open()
-        now = dt.datetime.now(dt.UTC)
-        conn = psycopg2.connect(args.dsn)
-        with conn, conn.cursor() as cursor:
-            execute_values(
-                cursor,
-                "INSERT INTO meters (ldn, pdr, system_title, profile, created, updated) VALUES %s",
-                [(m.ldn, m.pdr, m.system_title, BENCH_PROFILE, now, now) for m in fleet.meters],
-                page_size=2000,
-            )
-            cursor.execute("ANALYZE meters")
-        conn.close()
-        rows, errors = parse_key_csv(fleet.keys_csv())
-        if errors:
-            raise SystemExit(f"key CSV: {errors[:3]}")
-        for i in range(0, len(rows), 2000):
-            await store.keys.import_rows(rows[i : i + 2000])
+        await store.open()  # the schema, migrated
         await store.close()
+        copy_fleet(args.dsn, fleet.meters, MasterKey.from_text(MASTER_HEX))
         reply({"meters": len(fleet.meters), "seconds": time.perf_counter() - start})
 
     react(lambda reactor: ensureDeferred(run(reactor)))
+
+
+def copy_fleet(dsn: str, meters: list[Any], master: Any) -> None:
+    """The meters, then their Management keys wrapped as the store wraps them, each table
+    in one COPY: tens of thousands of meters in seconds (the store's import path writes a
+    key a statement, minutes for a fleet this size)."""
+    import psycopg2
+
+    from sac.keys import key_place
+
+    now = dt.datetime.now(dt.UTC).isoformat()
+    conn = psycopg2.connect(dsn)
+    with conn, conn.cursor() as cursor:
+        rows = (
+            f"{m.ldn}\t{m.pdr}\t\\\\x{m.system_title.hex()}\t{BENCH_PROFILE}\t{now}\t{now}\n"
+            for m in meters
+        )
+        columns = ("ldn", "pdr", "system_title", "profile", "created", "updated")
+        cursor.copy_from(io.StringIO("".join(rows)), "meters", columns=columns)
+        cursor.execute("SELECT ldn, id FROM meters")
+        ids = dict(cursor.fetchall())
+        keys = io.StringIO()
+        for m in meters:
+            for role in ("ek", "ak"):  # AK = EK, as the fleet's key CSV says
+                wrapped = master.wrap(m.key, key_place(m.ldn, 1, role))
+                keys.write(f"{ids[m.ldn]}\t1\t{role}\t\\\\x{wrapped.hex()}\t{now}\n")
+        keys.seek(0)
+        columns = ("meter_id", "client_sap", "role", "wrapped", "updated")
+        cursor.copy_from(keys, "meter_keys", columns=columns)
+        cursor.execute("ANALYZE meters")
+        cursor.execute("ANALYZE meter_keys")
+    conn.close()
 
 
 # --- the SAC and the bare peer: Twisted, controlled over stdio ------------------------------
@@ -161,6 +170,42 @@ def gc_pauses() -> dict[str, float]:
     return pauses
 
 
+class LagProbe:
+    """The reactor's stalls, seen from inside: a call due every ``every`` seconds notes how
+    late it ran (the loop lag: a callback, a GC pause or a busy CPU held the reactor)."""
+
+    def __init__(self, reactor: Any, every: float = 0.010) -> None:
+        self.reactor, self.every = reactor, every
+        self.lags: list[float] = []
+        self._due = reactor.seconds() + every
+        self._call = reactor.callLater(every, self._tick)
+
+    def _tick(self) -> None:
+        now = self.reactor.seconds()
+        self.lags.append(max(0.0, now - self._due))
+        self._due = now + self.every
+        self._call = self.reactor.callLater(self.every, self._tick)
+
+    def take(self) -> dict[str, Any]:
+        """The lags since the last take: percentiles, longest, and the time lost in stalls."""
+        lags, self.lags = sorted(self.lags), []
+        if not lags:
+            return {"probes": 0}
+
+        def at(q: float) -> float:
+            return lags[min(len(lags) - 1, int(q * len(lags)))]
+
+        return {
+            "probes": len(lags),
+            "p50": at(0.50),
+            "p99": at(0.99),
+            "max": lags[-1],
+            "over_20ms": sum(lag > 0.020 for lag in lags),
+            "over_100ms": sum(lag > 0.100 for lag in lags),
+            "stalled": sum(lag for lag in lags if lag > 0.020),
+        }
+
+
 def sac(args: argparse.Namespace) -> None:
     from prometheus_client import Counter
     from twisted.logger import globalLogBeginner
@@ -203,6 +248,7 @@ def sac(args: argparse.Namespace) -> None:
         acquisition, factory, port = service.acquisition, service.push, service.push_ports[0]
         profiler: list[cProfile.Profile] = []
         pauses = gc_pauses()
+        probe = LagProbe(reactor)
 
         def handle(command: dict[str, Any]) -> dict[str, Any]:
             op = command["op"]
@@ -220,6 +266,8 @@ def sac(args: argparse.Namespace) -> None:
                         for labels, value in metrics.samples(name)
                     },
                 }
+            if op == "lag":  # since the last one
+                return probe.take()
             if op == "profile-start":
                 profiler.append(cProfile.Profile())
                 profiler[-1].enable()
@@ -280,282 +328,6 @@ def peer(args: argparse.Namespace) -> None:
     serve(build)
 
 
-# --- the load: pre-built frames, plain sockets, one epoll -----------------------------------
-
-
-class Frames:
-    """Each meter's push frames, in counter order: frame k of a meter is its push at
-    ``base + k`` UNIX seconds with its k-th invocation counter after the first."""
-
-    def __init__(self, meters: int) -> None:
-        self.base = int(time.time())
-        self._now = float(self.base)
-        self.fleet = make_fleet(meters, lambda: self._now)
-        self.meters = self.fleet.meters
-        self.ldns = [m.ldn for m in self.meters]
-        self.frames: list[list[bytes]] = [[] for _ in self.meters]
-        self.built_late = 0  # frames built during a measure (the supply ran out)
-
-    def build(self, i: int) -> bytes:
-        from sac.dlms.axdr import OctetString
-        from sac.dlms.security import SecurityContext, Suite0Cipher
-        from sac.dlms.server import ServerAssociation
-        from sac.simulator.meter import MANAGEMENT
-
-        m, frames = self.meters[i], self.frames[i]
-        self._now = float(self.base + len(frames))
-        m.advance()
-        buffer = m.compact_buffer(TEMPLATE)
-        security = SecurityContext(
-            Suite0Cipher(m.key), m.system_title, invocation_counter=m.our_counter
-        )
-        association = ServerAssociation(m, MANAGEMENT, 1, security=security, pre_established=True)
-        association.notify(OctetString(buffer))
-        m.our_counter = security.invocation_counter
-        frame = association.data_to_send()
-        frames.append(frame)
-        return frame
-
-    def rounds(self, count: int) -> None:
-        for _ in range(count):
-            for i in range(len(self.meters)):
-                self.build(i)
-
-    def get(self, i: int, k: int, cycle: bool) -> bytes:
-        frames = self.frames[i]
-        if k < len(frames):
-            return frames[k]
-        if cycle:
-            return frames[k % len(frames)]
-        while len(frames) <= k:
-            self.build(i)
-            self.built_late += 1
-        return frames[k]
-
-
-EPOLLIN, EPOLLOUT = select.EPOLLIN, select.EPOLLOUT
-BROKEN = select.EPOLLERR | select.EPOLLHUP
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def sessions(
-    frames: Frames,
-    cursor: list[int],
-    port: int,
-    *,
-    seconds: float = 0.0,
-    count: int = 0,
-    concurrency: int,
-    cycle: bool,
-    record: str | None = None,
-    rate: float = 0.0,
-) -> dict[str, Any]:
-    """Push sessions for ``seconds`` (or ``count`` sessions), each meter one session at a
-    time in turn: connect, send its next frame, wait for the close.  A clean close (FIN) is
-    an acknowledgement; a reset is a refusal.
-
-    Closed loop (``rate`` 0): ``concurrency`` sessions at once, a new one as soon as one
-    ends -- the most the server takes.  Open loop (``rate`` > 0): sessions start at
-    ``rate`` a second whatever the server does, as meters calling in do (``concurrency``
-    only caps them); a session's time counts from when it was due, so a server that falls
-    behind shows it in the percentiles instead of slowing the arrivals."""
-    address = ("127.0.0.1", port)
-    poller = select.epoll()
-    idle = collections.deque(range(len(frames.meters)))
-    live: dict[int, list[Any]] = {}  # fd: [socket, meter, k, start, frame not sent yet]
-    latencies: list[float] = []
-    acked: list[tuple[int, int]] = []
-    refused = failed = started = 0
-    clock = time.perf_counter
-    cpu0 = time.process_time()
-    begin = clock()
-    deadline = begin + seconds if seconds else float("inf")
-    due = begin  # open loop: when the next session is due
-    gap = 1.0 / rate if rate else 0.0
-
-    def finish(fd: int, entry: list[Any]) -> None:
-        poller.unregister(fd)
-        entry[0].close()
-        del live[fd]
-        idle.append(entry[1])
-
-    while True:
-        now = clock()
-        while (
-            len(live) < concurrency
-            and idle
-            and (now < deadline if seconds else started < count)
-            and (not rate or due <= now)
-        ):
-            i = idle.popleft()
-            k = cursor[i]
-            cursor[i] = k + 1
-            frame = frames.get(i, k, cycle)
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.setblocking(False)
-            started += 1
-            t0 = due if rate else clock()
-            due += gap
-            err = sock.connect_ex(address)
-            if err not in (0, errno.EINPROGRESS):
-                sock.close()
-                failed += 1
-                idle.append(i)
-                continue
-            fd = sock.fileno()
-            live[fd] = [sock, i, k, t0, frame]
-            poller.register(fd, EPOLLOUT)
-            now = clock()
-        if not live:
-            if not idle or (seconds and clock() >= deadline) or (not seconds and started >= count):
-                break
-            if not rate:
-                continue
-        wait = min(0.5, max(0.001, due - clock())) if rate else 0.5
-        for fd, event in poller.poll(wait):
-            entry = live[fd]
-            sock = entry[0]
-            if entry[4] is not None:  # connecting
-                if event & BROKEN and sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
-                    failed += 1
-                    finish(fd, entry)
-                    continue
-                try:
-                    sock.send(entry[4])
-                except OSError:
-                    failed += 1
-                    finish(fd, entry)
-                    continue
-                entry[4] = None
-                poller.modify(fd, EPOLLIN)
-                continue
-            try:
-                data = sock.recv(4096)
-            except OSError:
-                data = None
-            if data:
-                continue  # the SAC said something (no command waits: it should not)
-            end = clock()
-            finish(fd, entry)
-            if data is None:
-                refused += 1
-            else:
-                latencies.append(end - entry[3])
-                acked.append((entry[1], entry[2]))
-    elapsed = clock() - begin
-    cpu = time.process_time() - cpu0
-    poller.close()
-    if record:
-        with open(record, "a") as out:
-            out.writelines(f"{frames.ldns[i]}\t{frames.base + k}\n" for i, k in acked)
-    return {
-        "ok": len(acked),
-        "refused": refused,
-        "failed": failed,
-        "elapsed": elapsed,
-        "load_cpu": cpu,
-        "p50": percentile(latencies, 0.50),
-        "p99": percentile(latencies, 0.99),
-        "max": max(latencies, default=float("nan")),
-        "built_late": frames.built_late,
-    }
-
-
-class Idle:
-    """Connections opened and left silent: how many the SAC accepts and keeps."""
-
-    def __init__(self) -> None:
-        self.poller = select.epoll()
-        self.held: dict[int, socket.socket] = {}
-        self.closed: set[int] = set()
-
-    def open(self, port: int, count: int, at_once: int = 500) -> dict[str, Any]:
-        address = ("127.0.0.1", port)
-        connecting: dict[int, socket.socket] = {}
-        failed = opened = 0
-        begin = time.perf_counter()
-        while opened < count or connecting:
-            while opened < count and len(connecting) < at_once:
-                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                sock.setblocking(False)
-                opened += 1
-                if sock.connect_ex(address) not in (0, errno.EINPROGRESS):
-                    sock.close()
-                    failed += 1
-                    continue
-                connecting[sock.fileno()] = sock
-                self.poller.register(sock.fileno(), EPOLLOUT)
-            for fd, _event in self.poller.poll(1.0):
-                sock = connecting.pop(fd, None)
-                if sock is None:
-                    self.closed.add(fd)  # a held one that moved
-                    self.poller.unregister(fd)
-                    continue
-                if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
-                    self.poller.unregister(fd)
-                    sock.close()
-                    failed += 1
-                    continue
-                self.held[fd] = sock
-                self.poller.modify(fd, EPOLLIN | select.EPOLLRDHUP)
-        return {"held": len(self.held), "failed": failed, "seconds": time.perf_counter() - begin}
-
-    def check(self) -> dict[str, Any]:
-        for fd, _event in self.poller.poll(0):
-            self.closed.add(fd)  # data, FIN or reset: no longer an idle open connection
-            self.poller.unregister(fd)
-        return {"open": len(self.held) - len(self.closed), "closed": len(self.closed)}
-
-    def release(self) -> dict[str, Any]:
-        for sock in self.held.values():
-            sock.close()
-        n = len(self.held)
-        self.held.clear()
-        self.closed.clear()
-        return {"released": n}
-
-
-def load(args: argparse.Namespace) -> None:
-    nofile = raise_nofile()
-    start, cpu0 = time.perf_counter(), time.process_time()
-    frames = Frames(args.meters)
-    frames.rounds(args.rounds)
-    built = len(frames.meters) * args.rounds
-    cpu = time.process_time() - cpu0
-    reply(
-        {
-            "pid": os.getpid(),
-            "nofile": nofile,
-            "frames": built,
-            "seconds": time.perf_counter() - start,
-            "us_per_frame": cpu / max(built, 1) * 1e6,
-            "frame_bytes": len(frames.frames[0][0]),
-        }
-    )
-    cursors: dict[str, list[int]] = {}
-    idle = Idle()
-    for line in sys.stdin:
-        command = json.loads(line)
-        op = command.pop("op")
-        if op == "sessions":
-            cursor = cursors.setdefault(command.pop("cursor"), [0] * len(frames.meters))
-            reply(sessions(frames, cursor, **command))
-        elif op == "idle-open":
-            reply(idle.open(**command))
-        elif op == "idle-check":
-            reply(idle.check())
-        elif op == "idle-release":
-            reply(idle.release())
-        else:
-            reply({"error": f"unknown command {op!r}"})
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -572,10 +344,16 @@ def main() -> None:
     p = sub.add_parser("peer")
     p.add_argument("--backlog", type=int, default=1024)
     p = sub.add_parser("load")
-    p.add_argument("--meters", type=int, required=True)
-    p.add_argument("--rounds", type=int, required=True)
+    p.add_argument("--meters", type=int, required=True, help="the hot meters")
+    p.add_argument("--cold", type=int, default=0, help="the cold meters after them")
+    p.add_argument("--rounds", type=int, required=True, help="frames a hot meter")
     args = parser.parse_args()
-    {"provision": provision, "sac": sac, "peer": peer, "load": load}[args.command](args)
+    if args.command == "load":
+        from push_load import load
+
+        load(args)
+        return
+    {"provision": provision, "sac": sac, "peer": peer}[args.command](args)
 
 
 if __name__ == "__main__":
