@@ -4,7 +4,8 @@ command for many meters, started, followed, listed and cancelled.
 * ``StartJob`` (operators): a command kind, its parameters (a JSON object, checked for each
   profile among the meters), a deadline, and the meters -- a ``filter`` (the meter list's)
   or ``ldns``; ``skipUnknown`` queues the known LDNs when some are unknown.  Checked whole
-  first: a bad parameter is ``Client.BadInput`` naming the field, unknown LDNs
+  first: a refused command parameter is ``Client.InvalidParameter`` naming the field (as
+  for ``RequestCommand``), a job field that is not one ``Client.BadInput``, unknown LDNs
   ``Client.UnknownMeters`` (the first 100 named); then nothing is queued.  The job comes
   back at once, its commands queued after.
 * ``GetJob`` (its progress: counts by state, the latest failures), ``ListJobs`` (newest
@@ -27,6 +28,7 @@ from sac.web.soap_call import Call
 from sac.web.soap_types import (
     _COMMON,
     BadInputFault,
+    InvalidParameterFault,
     JobStateFault,
     UnknownJobFault,
     UnknownMetersFault,
@@ -160,7 +162,7 @@ def _request(kind: str, params: Any, expires: Any, given: Any, ldns: Any, skip: 
     Array(Unicode, doc="the meters by LDN; or give filter"),
     Boolean(doc="queue the known LDNs when some are unknown (default: refuse the job)"),
     _returns=JobInfo,
-    _throws=[*_COMMON, BadInputFault, UnknownMetersFault],
+    _throws=[*_COMMON, BadInputFault, InvalidParameterFault, UnknownMetersFault],
 )
 async def StartJob(
     ctx: Any, kind: str, params: Any, expires: Any, filter: Any, ldns: Any, skipUnknown: Any

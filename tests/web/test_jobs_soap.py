@@ -32,7 +32,7 @@ async def test_an_erp_starts_follows_and_cancels_a_job(
     code, message = await erp.fault(
         lambda: s.StartJob("set-pdr", '{"pdr": "1"}', deadline, None, {"string": ldns})
     )
-    assert code == "Client.BadInput" and message.startswith("pdr:")
+    assert code == "Client.InvalidParameter" and message.startswith("pdr:"), message
     code, _ = await erp.fault(lambda: s.StartJob("sync-clock", None, deadline, None, None))
     assert code == "Client.BadInput"
     code, _ = await erp.fault(
