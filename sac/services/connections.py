@@ -14,13 +14,12 @@ from __future__ import annotations
 import datetime as dt
 from typing import TYPE_CHECKING, Any, Protocol
 
-from twisted.application.service import Service
 from twisted.internet.defer import Deferred
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from sac.errors import SacError
 from sac.runtime import wait_at_most
+from sac.services.housekeeping import Periodic
 from sac.services.metrics import Metrics
 from sac.store import Connection
 
@@ -137,7 +136,7 @@ class ConnectionLog:
         self._timer = None
 
 
-class ConnectionPruning(Service):
+class ConnectionPruning(Periodic):
     """Every ``every`` seconds, the connections started more than ``keep`` ago are
     forgotten (in short transactions: :meth:`sac.store.connections.IConnections.prune`)."""
 
@@ -146,22 +145,9 @@ class ConnectionPruning(Service):
     def __init__(
         self, store: ConnectionStore, keep: dt.timedelta, *, reactor: Any, every: float = 3600.0
     ) -> None:
+        super().__init__(reactor=reactor, every=every)
         self.store = store
         self.keep = keep
-        self.reactor = reactor
-        self.every = every
-        self._loop: LoopingCall | None = None
-
-    def startService(self) -> None:
-        super().startService()
-        self._loop = LoopingCall(lambda: Deferred.fromCoroutine(self.run()))
-        self._loop.clock = self.reactor
-        self._loop.start(self.every, now=True)
-
-    def stopService(self) -> None:
-        super().stopService()
-        if self._loop is not None and self._loop.running:
-            self._loop.stop()
 
     async def run(self) -> int:
         try:

@@ -14,24 +14,16 @@ from twisted.logger import Logger
 from sac.errors import SacError
 from sac.services.commands import CommandStore
 
-__all__ = ["Housekeeping"]
+__all__ = ["Housekeeping", "Periodic"]
 
 
-class Housekeeping(Service):
-    """Every ``every`` seconds: pending commands past their deadline become expired, and
-    commands claimed by a session that never finished them (its process died) go back to
-    the queue once ``stale_after`` has passed (longer than any session may last, so a live
-    session of another process is never robbed)."""
+class Periodic(Service):
+    """A service that runs its :meth:`run` every ``every`` seconds on ``reactor`` (at once
+    when it starts); a subclass says what ``run`` does and logs its own failures."""
 
-    log = Logger()
-
-    def __init__(
-        self, store: CommandStore, *, reactor: Any, every: float = 60.0, stale_after: float = 600.0
-    ) -> None:
-        self.store = store
+    def __init__(self, *, reactor: Any, every: float) -> None:
         self.reactor = reactor
         self.every = every
-        self.stale_after = dt.timedelta(seconds=stale_after)
         self._loop: LoopingCall | None = None
 
     def startService(self) -> None:
@@ -44,6 +36,25 @@ class Housekeeping(Service):
         super().stopService()
         if self._loop is not None and self._loop.running:
             self._loop.stop()
+
+    async def run(self) -> Any:
+        raise NotImplementedError
+
+
+class Housekeeping(Periodic):
+    """Every ``every`` seconds: pending commands past their deadline become expired, and
+    commands claimed by a session that never finished them (its process died) go back to
+    the queue once ``stale_after`` has passed (longer than any session may last, so a live
+    session of another process is never robbed)."""
+
+    log = Logger()
+
+    def __init__(
+        self, store: CommandStore, *, reactor: Any, every: float = 60.0, stale_after: float = 600.0
+    ) -> None:
+        super().__init__(reactor=reactor, every=every)
+        self.store = store
+        self.stale_after = dt.timedelta(seconds=stale_after)
 
     async def run(self) -> tuple[int, int]:
         try:

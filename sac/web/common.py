@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from sac.errors import BadRequest, CsrfError, Forbidden, SignInRefused
-from sac.store import Role
+from sac.store import MeterQuery, Role
 
 __all__ = [
     "BadRequest",
@@ -26,6 +26,7 @@ __all__ = [
     "SignInRefused",
     "WebSettings",
     "arg",
+    "list_filter",
     "page",
 ]
 
@@ -110,3 +111,24 @@ def page(role: Role) -> Callable[[Handler], Handler]:
         return route
 
     return wrap
+
+
+def list_filter(request: Any, now: dt.datetime) -> tuple[MeterQuery, dict[str, str]]:
+    """The meter list's filter from its query fields (as ``/meters`` reads them), and those
+    fields to carry on."""
+    valve_text, unseen_text = arg(request, "valve"), arg(request, "unseen")
+    valve = int(valve_text) if valve_text in ("0", "1", "2") else None
+    unseen = int(unseen_text) if unseen_text.isdigit() and 0 < int(unseen_text) < 10000 else None
+    search = arg(request, "q")[:32] or None
+    alarms = arg(request, "alarms") == "1"
+    query = MeterQuery(
+        search=search,
+        valve=valve,
+        alarms=alarms,
+        unseen_since=(now - dt.timedelta(days=unseen)).replace(second=0, microsecond=0)
+        if unseen
+        else None,
+    )
+    fields = {"q": search or "", "valve": valve_text if valve is not None else ""}
+    fields |= {"alarms": "1" if alarms else "", "unseen": str(unseen) if unseen else ""}
+    return query, {k: v for k, v in fields.items() if v}

@@ -23,7 +23,7 @@ from klein import Klein
 from sac.services.commands import CommandError, Kind
 from sac.services.jobs import MAX_EXPIRY, MAX_LDNS, JobRequest, describe
 from sac.store import MeterQuery, Role, UnknownMeters, WebSession
-from sac.web.common import BadRequest, Page, arg, page
+from sac.web.common import BadRequest, Page, arg, list_filter, page
 from sac.web.errors import install as install_errors
 from sac.web.errors import is_api, secure
 from sac.web.schema_jobs import job_out
@@ -37,27 +37,6 @@ CHOICES = {
     Kind.SYNC_CLOCK.value: "Set the meter's clock to the SAC's",
 }
 TITLE = "Apply to many meters"
-
-
-def list_filter(request: Any, now: dt.datetime) -> tuple[MeterQuery, dict[str, str]]:
-    """The meter list's filter from its query fields (as ``/meters`` reads them), and those
-    fields to carry on."""
-    valve_text, unseen_text = arg(request, "valve"), arg(request, "unseen")
-    valve = int(valve_text) if valve_text in ("0", "1", "2") else None
-    unseen = int(unseen_text) if unseen_text.isdigit() and 0 < int(unseen_text) < 10000 else None
-    search = arg(request, "q")[:32] or None
-    alarms = arg(request, "alarms") == "1"
-    query = MeterQuery(
-        search=search,
-        valve=valve,
-        alarms=alarms,
-        unseen_since=(now - dt.timedelta(days=unseen)).replace(second=0, microsecond=0)
-        if unseen
-        else None,
-    )
-    fields = {"q": search or "", "valve": valve_text if valve is not None else ""}
-    fields |= {"alarms": "1" if alarms else "", "unseen": str(unseen) if unseen else ""}
-    return query, {k: v for k, v in fields.items() if v}
 
 
 def parse_ldns(content: bytes) -> list[str]:

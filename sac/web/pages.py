@@ -10,6 +10,7 @@ user as the audit trail's actor.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
 import hmac
@@ -27,7 +28,7 @@ from werkzeug.exceptions import NotFound
 from sac.errors import Conflict, KeyImportError
 from sac.services import commands as command_service
 from sac.services.metrics import CONTENT_TYPE
-from sac.store import CommandState, MeterQuery, Role, WebSession
+from sac.store import CommandState, Role, WebSession
 from sac.store.keycsv import SAMPLE
 from sac.web import display, meterpage, settingspage
 from sac.web.common import (
@@ -38,6 +39,7 @@ from sac.web.common import (
     Page,
     SignInRefused,
     arg,
+    list_filter,
     page,
 )
 from sac.web.errors import install as install_errors
@@ -167,30 +169,15 @@ class Pages:
         if sort not in SORTS:
             sort = "ldn"
         descending = arg(request, "dir") == "desc"
-        valve_text = arg(request, "valve")
-        valve = int(valve_text) if valve_text in ("0", "1", "2") else None
-        alarms = arg(request, "alarms") == "1"
-        unseen_text = arg(request, "unseen")
-        unseen = (
-            int(unseen_text) if unseen_text.isdigit() and 0 < int(unseen_text) < 10000 else None
-        )
-        search = arg(request, "q")[:32] or None
         size_text = arg(request, "size")
         size = (
             int(size_text)
             if size_text.isdigit() and int(size_text) in self.settings.page_sizes
             else self.settings.page_sizes[1]
         )
-        query = MeterQuery(
-            search=search,
-            valve=valve,
-            alarms=alarms,
-            unseen_since=(now - dt.timedelta(days=unseen)).replace(second=0, microsecond=0)
-            if unseen
-            else None,
-            sort=sort,
-            descending=descending,
-        )
+        filtered, filters = list_filter(request, now)
+        query = dataclasses.replace(filtered, sort=sort, descending=descending)
+        search, valve, alarms = filtered.search, filtered.valve, filtered.alarms
         after = arg(request, "after") or None
         try:
             page = await self.store.meters.page(after=after, limit=size, query=query)
@@ -199,17 +186,9 @@ class Pages:
                 "that page link is not valid any more; start from the first page"
             ) from None
         total = page.total if page.total is not None else 0  # counted with the page
-        filters = {
-            k: v
-            for k, v in (
-                ("q", search or ""),
-                ("valve", "" if valve is None else str(valve)),
-                ("alarms", "1" if alarms else ""),
-                ("unseen", str(unseen) if unseen else ""),
-                ("size", str(size) if size != self.settings.page_sizes[1] else ""),
-            )
-            if v
-        }
+        if size != self.settings.page_sizes[1]:
+            filters["size"] = str(size)
+        unseen = int(filters["unseen"]) if "unseen" in filters else None
 
         def link(**change: str) -> str:
             params = {**filters, "sort": sort, "dir": "desc" if descending else "asc", **change}
