@@ -223,7 +223,8 @@ class Acquisition:
         self.loaded: Deferred[int] | None = None
         self._replaying = False
         self._replay_loop: LoopingCall | None = None
-        self.replay_problem: str | None = None  # why the last replay failed (the disk)
+        self.replay_problem: str | None = None  # why the last replay failed (/health says)
+        self._replay_waiting: str | None = None  # the store error the replay waits out
         if spool is not None:
             self.metrics.gauge("sac_spool_depth", lambda: spool.depth)
 
@@ -478,15 +479,20 @@ class Acquisition:
 
         try:
             done = await self.spool.replay(handle)
-        except StoreUnavailable:
+        except StoreUnavailable as exc:  # the store is slow or away: tried again next time
+            if str(exc) != self._replay_waiting:
+                self.log.warn("spool replay waits for the store: {e}", e=exc)
+            self._replay_waiting = str(exc)
             return 0
-        except SpoolError as exc:  # the disk: said (log, /health), tried again next time
+        except Exception as exc:  # the disk, or any store error: said, tried again next time
+            # (never raised: the replay loop must outlive any one failure)
             if str(exc) != self.replay_problem:
-                self.log.error("spool replay failed: {e}", e=exc)
-            self.replay_problem = str(exc)
+                self.log.error("spool replay failed: {e!r}", e=exc)
+            self.replay_problem = str(exc) or repr(exc)
             return 0
         finally:
             self._replaying = False
+        self._replay_waiting = None
         self.replay_problem = None
         if not self.spool.depth:  # nothing waits: whatever the counts say
             self._on_spool.clear()

@@ -21,6 +21,7 @@ from twisted.logger import globalLogPublisher
 from twisted.protocols.portforward import ProxyFactory
 
 from sac.dlms import Obis
+from sac.errors import StorageError
 from sac.services.acquisition import encode_record
 from sac.services.spool import Spool
 from sac.simulator.session import MeterProtocol
@@ -554,3 +555,42 @@ async def test_a_spool_whose_disk_fails_is_said_and_tried_again_not_dropped(
     assert len(said) == 1  # once, not at every try
     assert sac.acquisition.replay_problem and "spool" in sac.acquisition.replay_problem
     assert spool.depth == 1  # nothing dropped
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_replay_failing_in_any_way_is_said_and_tried_again(
+    backend: Backend, sacs: list[Sac], tmp_path: Path
+) -> None:
+    """Whatever a replay meets (a store error that is not a timeout, a bug), the replay loop
+    goes on: the error said once, /health told, the push kept and stored once it passes."""
+    spool = Spool(tmp_path / "spool")
+    await spool.open()
+    store, fleet, sac, _port = await started(backend, sacs, spool=spool)
+    [m] = fleet.meters
+    received = dt.datetime.now(dt.UTC)
+    await spool.append(encode_record(push_bytes(m)[8:], "127.0.0.1", received))
+    push = sac.acquisition.push
+    failures = [StorageError("deadlock detected"), RuntimeError("a bug")]
+
+    async def failing(*args: Any, **kw: Any) -> Any:
+        if failures:
+            raise failures.pop(0)
+        return await push(*args, **kw)
+
+    sac.acquisition.push = failing  # type: ignore[method-assign]
+    errors: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(errors.append)
+    try:
+        assert await sac.acquisition.replay_spool() == 0
+        assert "deadlock detected" in (sac.acquisition.replay_problem or "")
+        assert await sac.acquisition.replay_spool() == 0
+        assert "a bug" in (sac.acquisition.replay_problem or "")
+        assert spool.depth == 1  # kept
+        assert await sac.acquisition.replay_spool() == 1
+    finally:
+        globalLogPublisher.removeObserver(errors.append)
+    said = [e for e in errors if e.get("log_format", "").startswith("spool replay failed")]
+    assert len(said) == 2
+    assert sac.acquisition.replay_problem is None and spool.depth == 0
+    assert len(await store.readings.last(m.ldn, INDEX, limit=10)) == 1
+    await spool.close()
