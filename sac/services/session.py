@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -35,10 +35,11 @@ from sac.dlms import Obis
 from sac.dlms.association import ClientAssociation
 from sac.dlms.security import SecurityContext, Suite0Cipher
 from sac.dlms.xdlms import SelectiveAccess
-from sac.errors import CodecError, CommandStateError, ProtocolError, RemoteProtocolError, SacError
+from sac.errors import CodecError, ProtocolError, RemoteProtocolError, SacError
 from sac.profiles import CosemRef, IMeterProfile
 from sac.protocols.interface import AccessError, ILink, LinkClosed, ResponseTimeout
 from sac.services import commands as cmd
+from sac.services.command_run import record, requeue
 from sac.services.ingest import merge
 from sac.services.readings import (
     Capture,
@@ -48,7 +49,7 @@ from sac.services.readings import (
     rows_to_readings,
     status_of,
 )
-from sac.store.model import Actor, Command, Ingest, Meter, MeterStatus, Reading
+from sac.store.model import Command, Ingest, Meter, MeterStatus, Reading
 
 if TYPE_CHECKING:
     from sac.store.counters import ICounters
@@ -516,22 +517,6 @@ class MeterSession:
             self.broken = exc
         return None
 
-    async def _confirmed(self, command: Command, fields: Mapping[str, Any]) -> None:
-        """The meter's record follows what a command confirmed on the meter (its PDR read
-        back), audited as the command's; a record that cannot take it is logged, the command
-        stays done (the meter has the value)."""
-        by = Actor(f"command {command.id} of {command.requested_by}")
-        try:
-            await self.store.meters.update(self.ldn, fields, by=by)
-        except (SacError, ValueError) as exc:
-            self.log.warn(
-                "meter {ldn}: {fields} confirmed by command {id}, not recorded: {e}",
-                ldn=self.ldn,
-                fields=dict(fields),
-                id=command.id,
-                e=exc,
-            )
-
     def _skip(self, what: str, exc: SacError) -> None:
         self.skipped.append(f"{what}: {exc}")
         self.log.info("meter {ldn}: {what} not read: {e}", ldn=self.ldn, what=what, e=exc)
@@ -566,41 +551,8 @@ class MeterSession:
                 await self._requeue(claimed[i:], str(exc))
                 raise
             batches.append(outcome.ingest)
-            if outcome.ok is None:
-                await self.store.commands.retry(command.id, outcome.result)
-            else:
-                await self.store.commands.finish(command.id, outcome.ok, outcome.result)
-            if outcome.ok and outcome.meter:
-                await self._confirmed(command, outcome.meter)
-            self.log.info(
-                "meter {ldn}: command {id} {kind}: {state} ({result})",
-                ldn=self.ldn,
-                id=command.id,
-                kind=command.kind,
-                state="done" if outcome.ok else ("failed" if outcome.ok is False else "pending"),
-                result=outcome.result,
-            )
+            await record(self.store, self.ldn, command, outcome)
         return merge(batches)
 
     async def _requeue(self, commands: list[Command], why: str) -> None:
         await requeue(self.store, commands, why, attempts=self.settings.command_attempts)
-
-
-async def requeue(
-    store: cmd.CommandStore, commands: list[Command], why: str, *, attempts: int | None = None
-) -> None:
-    """Claimed commands a session did not finish go back to the queue (one conditional
-    update each: a command already finished stays as it is) -- or, once a command has
-    been claimed ``attempts`` times, fail with the last reason."""
-    for command in commands:
-        try:
-            if attempts is not None and command.attempts >= attempts:
-                await store.commands.finish(
-                    command.id, False, f"{why} (given up after {command.attempts} attempts)"
-                )
-            else:
-                await store.commands.retry(command.id, why)
-        except CommandStateError:
-            pass  # done or failed in this session before it broke
-        except SacError as exc:
-            MeterSession.log.warn("command {id}: not requeued: {e}", id=command.id, e=exc)
