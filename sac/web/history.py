@@ -18,7 +18,7 @@ from sac import gasday
 from sac.dlms import Obis
 from sac.dlms.axdr import decode_data
 from sac.errors import CodecError
-from sac.store import Reading
+from sac.store import Reading, ReadingPage
 from sac.web import display
 
 __all__ = [
@@ -30,9 +30,11 @@ __all__ = [
     "index_objects",
     "object_of",
     "reading_text",
+    "readings_page",
 ]
 
 MAX_DAYS = 400  # gas days a daily-consumption request may span
+STORE_SLICE = 1000  # readings a query of readings_page: on PostgreSQL ~15 ms of the reactor
 SECONDS_A_DAY = 86400
 
 
@@ -142,3 +144,26 @@ def day_rows(days: Sequence[gasday.DailyConsumption], scaler: int | None) -> lis
         )
         for d in reversed(days)
     ]
+
+
+async def readings_page(
+    store: Any, start: dt.datetime, end: dt.datetime, **query: Any
+) -> ReadingPage:
+    """``store.exports.readings(start, end, **query)`` asked as queries of at most
+    :data:`STORE_SLICE` readings, each resuming from the one before's cursor: the same
+    readings, PDRs and cursor as one query of ``limit`` (the cursor is a position, and its
+    fingerprint leaves the page size out), with the reactor free between them -- on
+    PostgreSQL rows become Readings on the reactor thread, and 10,000 at once held it
+    about 150 ms (issue 23)."""
+    limit: int = query.pop("limit", 1000)
+    cursor: str | None = query.pop("cursor", None)
+    readings: list[Reading] = []
+    pdrs: dict[str, str | None] = {}
+    while True:
+        size = min(STORE_SLICE, limit - len(readings))
+        page = await store.exports.readings(start, end, cursor=cursor, limit=size, **query)
+        readings += page.readings
+        pdrs.update(page.pdrs)
+        cursor = page.cursor
+        if cursor is None or len(readings) >= limit:
+            return ReadingPage(tuple(readings), cursor, pdrs)
