@@ -7,7 +7,7 @@ field; a page of 10,000 readings took 1 to 5 s on the reactor thread, during whi
 was stored and ``/health`` did not answer (issue 23).  Here each reading is one formatted
 string; what repeats on a page (a meter's LDN and PDR, the object, the unit, the source) is
 escaped once, by lxml (so a character XML cannot hold is refused as spyne refuses it), and
-the page is written under :func:`twisted.internet.task.cooperate`, which hands the reactor
+the page is written under :func:`sac.web.history.converted`, which hands the reactor
 back every 10 ms.
 
 The bytes are spyne's for the same page (``tests/web/test_soap_export.py`` compares their
@@ -19,21 +19,20 @@ the requests and the faults stay spyne's: only these answers are written here.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from lxml import etree
-from twisted.internet.task import cooperate
 
 from sac import gasday
 from sac.store import MonthStartIndex, MonthStartPage, Reading, ReadingPage
 from sac.web import display
+from sac.web.history import converted
 from sac.web.soap_types import NS
 from sac.web.spyne_compat import SOAP11_ENV, Serialised
 
 __all__ = ["month_start_answer", "readings_answer"]
 
-STEP = 200  # rows written between two looks at the clock (the cooperator's, 10 ms a slice)
 _HEAD = (
     "<?xml version='1.0' encoding='UTF-8'?>\n"
     f'<soap11env:Envelope xmlns:soap11env="{SOAP11_ENV}" xmlns:tns="{NS}">'
@@ -103,20 +102,13 @@ def _unit(code: int | None) -> str:
     return unit + (f"<tns:unitName>{_escaped(name)}</tns:unitName>" if name else "")
 
 
-def _rows(parts: list[str], rows: Sequence[Any], row: Callable[[Any], str]) -> Iterator[None]:
-    # on the reactor, STEP rows at a time: the cooperator hands it back every 10 ms
-    for start in range(0, len(rows), STEP):
-        parts.extend(map(row, rows[start : start + STEP]))
-        yield None
-
-
 async def _answer(
     operation: str, opening: str, rows: Sequence[Any], row: Callable[[Any], str], closing: str
 ) -> Serialised:
     """The envelope of ``operation``'s answer: ``opening``, each of ``rows`` as ``row``
     writes it, ``closing``."""
     parts = [_HEAD, f"<tns:{operation}Response><tns:{operation}Result>", opening]
-    await cooperate(_rows(parts, rows, row)).whenDone()
+    parts += await converted(rows, row)  # a slice at a time, the reactor free between
     parts += [closing, f"</tns:{operation}Result></tns:{operation}Response>", _TAIL]
     return Serialised("".join(parts).encode())
 
