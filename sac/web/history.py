@@ -10,10 +10,11 @@ day without one on either side is a gap (None), never folded into the next.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.task import cooperate
 
 from sac import gasday
@@ -32,6 +33,7 @@ __all__ = [
     "gas_days",
     "index_objects",
     "object_of",
+    "reading_slices",
     "reading_text",
     "readings_page",
 ]
@@ -152,27 +154,53 @@ def day_rows(days: Sequence[gasday.DailyConsumption], scaler: int | None) -> lis
     ]
 
 
+async def reading_slices(
+    store: Any,
+    start: dt.datetime,
+    end: dt.datetime,
+    *,
+    limit: int = 1000,
+    cursor: str | None = None,
+    **query: Any,
+) -> AsyncIterator[ReadingPage]:
+    """The page ``store.exports.readings(start, end, limit=, cursor=, **query)`` gives, as
+    queries of at most :data:`STORE_SLICE` readings, each resuming from the one before's
+    cursor: together the same readings and PDRs, and the last one's cursor is the page's
+    (the cursor is a position; its fingerprint leaves the page size out).  On PostgreSQL
+    rows become Readings on the reactor thread: 10,000 at once held it about 150 ms (issue
+    23).  The next slice is asked before this one is given, so that the database works
+    while the caller converts this one."""
+
+    def ask(after: str | None, size: int) -> Deferred[ReadingPage]:
+        return ensureDeferred(store.exports.readings(start, end, cursor=after, limit=size, **query))
+
+    pending: Deferred[ReadingPage] | None = ask(cursor, min(STORE_SLICE, limit))
+    left = limit
+    try:
+        while pending is not None:
+            page = await pending
+            pending = None
+            left -= len(page.readings)
+            if page.cursor is not None and left > 0:
+                pending = ask(page.cursor, min(STORE_SLICE, left))
+            yield page
+    finally:
+        if pending is not None:  # the caller stopped early: the slice asked is not wanted
+            pending.addErrback(lambda _: None)
+
+
 async def readings_page(
     store: Any, start: dt.datetime, end: dt.datetime, **query: Any
 ) -> ReadingPage:
-    """``store.exports.readings(start, end, **query)`` asked as queries of at most
-    :data:`STORE_SLICE` readings, each resuming from the one before's cursor: the same
-    readings, PDRs and cursor as one query of ``limit`` (the cursor is a position, and its
-    fingerprint leaves the page size out), with the reactor free between them -- on
-    PostgreSQL rows become Readings on the reactor thread, and 10,000 at once held it
-    about 150 ms (issue 23)."""
-    limit: int = query.pop("limit", 1000)
-    cursor: str | None = query.pop("cursor", None)
+    """The page of :func:`reading_slices`, whole."""
     readings: list[Reading] = []
     pdrs: dict[str, str | None] = {}
-    while True:
-        size = min(STORE_SLICE, limit - len(readings))
-        page = await store.exports.readings(start, end, cursor=cursor, limit=size, **query)
+    cursor: str | None = None
+    async for page in reading_slices(store, start, end, **query):
         readings += page.readings
         pdrs.update(page.pdrs)
         cursor = page.cursor
-        if cursor is None or len(readings) >= limit:
-            return ReadingPage(tuple(readings), cursor, pdrs)
+    return ReadingPage(tuple(readings), cursor, pdrs)
 
 
 async def converted(rows: Sequence[T], convert: Callable[[T], U]) -> list[U]:

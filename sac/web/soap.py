@@ -75,7 +75,7 @@ from sac.store import (
 from sac.store.exports import MAX_PAGE
 from sac.web import display, soap_commands, soap_export, soap_jobs
 from sac.web.errors import install as install_errors
-from sac.web.history import MAX_DAYS, gas_days, index_objects, object_of, readings_page
+from sac.web.history import MAX_DAYS, gas_days, index_objects, object_of, reading_slices
 from sac.web.soap_call import Call
 from sac.web.soap_types import (
     _COMMON,
@@ -206,7 +206,7 @@ class ErpService(ServiceBase):
         async def work(actor: Actor) -> Serialised:
             lo, hi = _range(start, end)
             size, only = _limit(limit, 1000, MAX_PAGE), _obis(obis)
-            page = await readings_page(
+            page = reading_slices(
                 call.web.store, lo, hi, ldn=ldn, obis=only, cursor=cursor or None, limit=size
             )
             return await soap_export.readings_answer("GetReadings", page)
@@ -233,7 +233,7 @@ class ErpService(ServiceBase):
             lo, hi = _range(start, end)
             size = _limit(limit, 1000, MAX_PAGE)
             index, by_profile = index_objects(call.web.registry)
-            page = await readings_page(
+            page = reading_slices(
                 call.web.store,
                 lo,
                 hi,

@@ -19,7 +19,7 @@ the requests and the faults stay spyne's: only these answers are written here.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterable, Callable
 from typing import Any
 
 from lxml import etree
@@ -87,9 +87,16 @@ class _Page:
             number = f"<tns:raw>{r.raw.hex().upper()}</tns:raw>"
         else:
             number = ""
-        captured = "" if r.captured is None else _time("captured", r.captured)
-        received = _time("received", r.received)
-        return f"{head}{number}{captured}{received}{self.field('source', r.source)}"
+        received = r.received.isoformat()
+        if r.captured is None:
+            captured = ""
+        elif r.captured == r.received and r.captured.utcoffset() == r.received.utcoffset():
+            # often the same time (a poll's), and then the same text: written once
+            captured = f"<tns:captured>{received}</tns:captured>"
+        else:
+            captured = _time("captured", r.captured)
+        source = self.field("source", r.source)
+        return f"{head}{number}{captured}<tns:received>{received}</tns:received>{source}"
 
 
 def _time(name: str, at: dt.datetime) -> str:
@@ -102,26 +109,27 @@ def _unit(code: int | None) -> str:
     return unit + (f"<tns:unitName>{_escaped(name)}</tns:unitName>" if name else "")
 
 
-async def _answer(
-    operation: str, opening: str, rows: Sequence[Any], row: Callable[[Any], str], closing: str
-) -> Serialised:
-    """The envelope of ``operation``'s answer: ``opening``, each of ``rows`` as ``row``
-    writes it, ``closing``."""
-    parts = [_HEAD, f"<tns:{operation}Response><tns:{operation}Result>", opening]
-    parts += await converted(rows, row)  # a slice at a time, the reactor free between
+def _envelope(operation: str, opening: str, rows: list[str], closing: str) -> Serialised:
+    parts = [_HEAD, f"<tns:{operation}Response><tns:{operation}Result>", opening, *rows]
     parts += [closing, f"</tns:{operation}Result></tns:{operation}Response>", _TAIL]
     return Serialised("".join(parts).encode())
 
 
-async def readings_answer(operation: str, page: ReadingPage) -> Serialised:
-    """The answer of ``operation`` (its result a ReadingPage) for a page of the store."""
-    writer, pdrs = _Page(), page.pdrs
+async def readings_answer(operation: str, slices: AsyncIterable[ReadingPage]) -> Serialised:
+    """The answer of ``operation`` (its result a ReadingPage) for a page of the store, in
+    the slices :func:`sac.web.history.reading_slices` gives (the last one's cursor is the
+    page's); each slice is written a part at a time, the reactor free between."""
+    writer, pdrs, rows, cursor = _Page(), dict[str, str | None](), list[str](), None
 
     def row(r: Reading) -> str:
         return f"<tns:ReadingInfo>{writer.reading(r, pdrs.get(r.ldn))}</tns:ReadingInfo>"
 
-    closing = "</tns:readings>" + writer.field("cursor", page.cursor)
-    return await _answer(operation, "<tns:readings>", page.readings, row, closing)
+    async for page in slices:
+        pdrs.update(page.pdrs)
+        rows += await converted(page.readings, row)
+        cursor = page.cursor
+    closing = "</tns:readings>" + writer.field("cursor", cursor)
+    return _envelope(operation, "<tns:readings>", rows, closing)
 
 
 async def month_start_answer(
@@ -138,4 +146,4 @@ async def month_start_answer(
 
     opening = _time("monthStart", gasday.month_start(year, month)) + "<tns:rows>"
     closing = "</tns:rows>" + writer.field("cursor", page.cursor)
-    return await _answer(operation, opening, page.rows, row, closing)
+    return _envelope(operation, opening, await converted(page.rows, row), closing)

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import gc
 import itertools
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest_twisted
@@ -25,7 +27,7 @@ from sac.services.readings import INDEX
 from sac.store import NewMeter, Reading, ReadingPage, Role
 from sac.web import soap_types
 from sac.web.app import Web, WebSettings
-from sac.web.history import STORE_SLICE, index_objects, readings_page
+from sac.web.history import STORE_SLICE, index_objects, reading_slices, readings_page
 from sac.web.soap import NS, soap_application
 from sac.web.soap_export import month_start_answer, readings_answer
 from sac.web.soap_types import _reading_info
@@ -36,11 +38,11 @@ from tests.web.conftest import FAST, REGISTRY
 PASSWORD = "an erp's long password"
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
-# the longest the reactor may go without a turn while a page of 10,000 readings is served.
-# On the test machine: SOAP held it 3.8 to 4.8 s (spyne), the JSON API 250 ms; written a
-# slice at a time, 50 to 90 ms -- mostly the interpreter's own full collections of the test
-# process's heap, which the allocations of a page set off
-MAX_LAG = 0.18
+# The most CPU time the reactor's thread may spend between two beats of a 5 ms LoopingCall
+# while a page of 10,000 readings is served.  On the test machine, before issue 23: SOAP
+# (spyne) 3.8 to 4.8 s, the JSON API 250 ms; written a slice at a time, 10 to 30 ms.  CPU
+# time, not the wall clock: on a shared machine the process also waits for a core.
+MAX_HOLD = 0.15
 # value, scaler, unit: a Decimal with an exponent (spyne writes str()), a float, no unit
 VALUES = [(1, 3, 14), (12345, -3, 14), (7, None, None), (2.5, -1, 13), (0, 0, 255)]
 
@@ -83,32 +85,47 @@ async def serving(backend: Backend, meters: int, hours: int) -> tuple[Any, Any]:
     return store, port
 
 
+async def held(work: Callable[[], Any]) -> tuple[Any, float, float]:
+    """``work()`` in a thread (an ERP's blocking client); returns its result, the reactor
+    thread's longest hold (CPU time between two beats of a 5 ms LoopingCall) and the longest
+    wall-clock gap.  The test process's heap is frozen meanwhile (``gc.freeze``): the
+    interpreter's full collections of pytest's objects are not the export's doing."""
+    beats: list[tuple[float, float]] = []
+    beat = LoopingCall(lambda: beats.append((time.perf_counter(), time.thread_time())))
+    gc.freeze()
+    beat.start(0.005)
+    try:
+        result = await threads.deferToThread(work)
+    finally:
+        beat.stop()
+        gc.unfreeze()
+    gaps = list(itertools.pairwise(beats))
+    return result, max(b[1] - a[1] for a, b in gaps), max(b[0] - a[0] for a, b in gaps)
+
+
 @pytest_twisted.ensureDeferred
 async def test_a_page_of_10000_readings_leaves_the_reactor_free(backend: Backend) -> None:
     _, port = await serving(backend, 100, 100)
-    ticks: list[float] = []
-    beat = LoopingCall(lambda: ticks.append(time.perf_counter()))
-    beat.start(0.005)
-    try:
-        started = time.perf_counter()
-        answer = await threads.deferToThread(
-            post,
+
+    def export(limit: int) -> requests.Response:
+        return post(
             port.getHost().port,
             "ExportIndexReadings",
             start="2026-01-01T00:00:00Z",
             end="2026-02-01T00:00:00Z",
-            limit=10_000,
+            limit=limit,
         )
-        took = time.perf_counter() - started
+
+    try:
+        await threads.deferToThread(export, 1)  # the SOAP application is made on first use
+        answer, hold, gap = await held(lambda: export(10_000))
     finally:
-        beat.stop()
         await port.stopListening()
     assert answer.status_code == 200, answer.text[:500]
     root = etree.fromstring(answer.content)
     assert len(root.findall(f".//{{{NS}}}ReadingInfo")) == 10_000
-    lag = max(b - a for a, b in itertools.pairwise(ticks))
-    print(f"10,000 readings in {took:.2f} s; the reactor's longest turn {lag * 1000:.0f} ms")
-    assert lag < MAX_LAG, f"the reactor was held {lag:.3f} s"
+    print(f"SOAP: the reactor held {hold * 1000:.0f} ms at most (a gap of {gap * 1000:.0f} ms)")
+    assert hold < MAX_HOLD, f"the reactor was held {hold:.3f} s"
 
 
 def spyne_bytes(operation: str, result: Any) -> bytes:
@@ -151,7 +168,8 @@ async def test_the_answers_are_spynes_bytes_for_the_same_page(backend: Backend) 
     ]
     for h, (value, scaler, unit) in enumerate(VALUES):
         at = T0 + dt.timedelta(hours=h, microseconds=h)
-        readings.append(Reading(plain, INDEX, 2, value, at, odd, at, scaler, unit))
+        late = at + dt.timedelta(seconds=h % 2)  # received after captured, or with it
+        readings.append(Reading(plain, INDEX, 2, value, late, odd, at, scaler, unit))
         readings.append(Reading(bare, INDEX, 2, value, at, "poll", at, scaler, unit))
     await store.readings.add(readings)
     end = T0 + dt.timedelta(days=1)
@@ -164,9 +182,16 @@ async def test_the_answers_are_spynes_bytes_for_the_same_page(backend: Backend) 
     ):
         page = await readings_page(store, T0, end, limit=limit, **query)
         assert page.readings and (page.cursor is not None) == (limit == 7)
-        same(await readings_answer(operation, page), operation, spyne_readings(page))
-    empty = await store.exports.readings(end, end + dt.timedelta(hours=1), ldn=plain)
-    same(await readings_answer("GetReadings", empty), "GetReadings", spyne_readings(empty))
+        ours = await readings_answer(
+            operation, reading_slices(store, T0, end, limit=limit, **query)
+        )
+        same(ours, operation, spyne_readings(page))
+    empty = reading_slices(store, end, end + dt.timedelta(hours=1), ldn=plain)
+    same(
+        await readings_answer("GetReadings", empty),
+        "GetReadings",
+        spyne_readings(ReadingPage((), None)),
+    )
 
     # the month start: a meter with its index at the gas month's start, one without
     closing = dt.datetime(2026, 2, 1, 4, 30, tzinfo=dt.UTC)  # 05:30 Rome, gas day's end 06:00
@@ -219,20 +244,12 @@ async def test_the_json_api_s_page_of_10000_readings_leaves_the_reactor_free(
         "?object=converted_volume_index&from=2026-01-01T00:00:00Z&to=2027-06-01T00:00:00Z"
         "&limit=10000"
     )
-    ticks: list[float] = []
-    beat = LoopingCall(lambda: ticks.append(time.perf_counter()))
-    beat.start(0.005)
+    headers = {"Authorization": f"Bearer {secret}"}
     try:
-        started = time.perf_counter()
-        answer = await threads.deferToThread(
-            requests.get, url, headers={"Authorization": f"Bearer {secret}"}, timeout=120
-        )
-        took = time.perf_counter() - started
+        answer, hold, gap = await held(lambda: requests.get(url, headers=headers, timeout=120))
     finally:
-        beat.stop()
         await port.stopListening()
     assert answer.status_code == 200, answer.text[:500]
     assert len(answer.json()["readings"]) == 10_000
-    lag = max(b - a for a, b in itertools.pairwise(ticks))
-    print(f"JSON: 10,000 readings in {took:.2f} s; the reactor's longest turn {lag * 1000:.0f} ms")
-    assert lag < MAX_LAG, f"the reactor was held {lag:.3f} s"
+    print(f"JSON: the reactor held {hold * 1000:.0f} ms at most (a gap of {gap * 1000:.0f} ms)")
+    assert hold < MAX_HOLD, f"the reactor was held {hold:.3f} s"
