@@ -90,8 +90,8 @@ class _Page:
         received = r.received.isoformat()
         if r.captured is None:
             captured = ""
-        elif r.captured == r.received and r.captured.utcoffset() == r.received.utcoffset():
-            # often the same time (a poll's), and then the same text: written once
+        elif r.captured.tzinfo is r.received.tzinfo and r.captured == r.received:
+            # often the same time (a poll's), in the same zone: the same text, written once
             captured = f"<tns:captured>{received}</tns:captured>"
         else:
             captured = _time("captured", r.captured)
