@@ -1,20 +1,30 @@
 """SOAP benchmark: readings a second served by the billing export (``ExportIndexReadings``),
-page after page with its cursor, on PostgreSQL.
+page after page with its cursor, on PostgreSQL, and how the SAC answers meanwhile.
 
 This process is the SAC (store + web on a free port); the ERP is a separate process (so that
 its XML parsing does not share our GIL), posting hand-written envelopes with HTTP Basic over
 one keep-alive connection and counting the readings in each answer with lxml.  The peer,
 measured in the same run and process: the store's own ``readings_page`` over the same
 readings -- what the database and the store cost, without SOAP.  The ratio says what SOAP
-(spyne's serialisation, HTTP, the audit line) adds.  Run: ``.venv/bin/python
-benchmarks/bench_soap.py [--readings N] [--page N]``.
+(the answer's serialisation, HTTP, the audit line) adds.
+
+While the ERP exports at full speed (issue 23): a third process asks ``GET /health`` every
+20 ms on its own connection (its latency's p50, p99 and max), and a 10 ms LoopingCall in the
+SAC process records how late each of its turns comes (the reactor's lag: p99 and max) --
+what a push arriving meanwhile would wait before it is read.  Targets: at least 30,000
+readings/s, ``/health`` and the lag p99 under 100 ms.  Run: ``.venv/bin/python
+benchmarks/bench_soap.py [--readings N] [--page N] [--erps N]``; with ``--erps N``, N ERPs
+export everything at once (what one SAC process serves, rather than what one sequential
+client waits for).
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import itertools
 import json
+import statistics
 import sys
 import time
 from typing import Any
@@ -24,6 +34,7 @@ from twisted.internet import task
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.task import LoopingCall
 from twisted.web.server import Site
 
 from sac.keys import MasterKey
@@ -36,6 +47,9 @@ from sac.web.app import Web, WebSettings
 
 PASSWORD = "benchmark password"
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+TARGET_RATE = 30_000  # readings/s
+TARGET_P99 = 0.100  # s: /health and the reactor's lag, during an export at full speed
+BEAT = 0.010  # the lag probe's period
 
 # the ERP: posts ExportIndexReadings until the cursor runs out; prints readings and seconds
 ERP = r"""
@@ -68,7 +82,27 @@ print(json.dumps({"readings": readings, "pages": pages, "seconds": time.perf_cou
 """
 
 
-class Erp(ProcessProtocol):
+# the monitor: GET /health every 20 ms until its stdin closes; prints the latencies
+HEALTH = r"""
+import http.client, json, sys, threading, time
+port = int(sys.argv[1])
+stop = threading.Event()
+threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+took = []
+while not stop.is_set():
+    t = time.perf_counter()
+    conn.request("GET", "/health")
+    assert conn.getresponse().read()
+    took.append(time.perf_counter() - t)
+    stop.wait(0.02)
+print(json.dumps(took))
+"""
+
+
+class Child(ProcessProtocol):
+    """A helper process (the ERP, the monitor): its output once it ends."""
+
     def __init__(self) -> None:
         self.out = b""
         self.done: Deferred[bytes] = Deferred()
@@ -83,69 +117,120 @@ class Erp(ProcessProtocol):
         self.done.callback(self.out)
 
 
+def spawn(reactor: Any, script: str, *args: Any) -> Child:
+    child = Child()
+    argv = [sys.executable, "-c", script, *map(str, args)]
+    reactor.spawnProcess(child, sys.executable, argv, env=None)
+    return child
+
+
+async def fill(store: Any, readings: int, meters: int = 1000) -> dt.datetime:
+    """``meters`` meters with ``readings // meters`` hourly index readings each; the end."""
+    hours = readings // meters
+    for i in range(meters):
+        await store.meters.add(NewMeter(f"BEN{i:013d}"))
+    batch: list[Reading] = []
+    for i in range(meters):
+        for h in range(hours):
+            at = T0 + dt.timedelta(hours=h)
+            batch.append(Reading(f"BEN{i:013d}", INDEX, 2, 1000 * h, at, "poll", at, -3, 14))
+            if len(batch) == 20_000:
+                await store.readings.ingest(Ingest(readings=batch))
+                batch = []
+    if batch:
+        await store.readings.ingest(Ingest(readings=batch))
+    await store.users.add("erp", PASSWORD, Role.VIEWER)
+    return T0 + dt.timedelta(hours=hours)
+
+
+async def store_rate(store: Any, end: dt.datetime, page: int) -> tuple[int, float]:
+    """The peer: the store alone, page after page (readings, readings/s)."""
+    started, count, cursor = time.perf_counter(), 0, None
+    while True:
+        got = await store.exports.readings(
+            T0, end, obis=INDEX, attribute=2, cursor=cursor, limit=page
+        )
+        count += len(got.readings)
+        cursor = got.cursor
+        if cursor is None:
+            return count, count / (time.perf_counter() - started)
+
+
+async def export(
+    reactor: Any, store: Any, end: dt.datetime, page: int, erps_count: int
+) -> dict[str, Any]:
+    """``erps_count`` ERPs exporting everything over SOAP at once, each on its connection,
+    the monitor and the lag probe running meanwhile."""
+    web = Web(store, discover_profiles().registry, settings=WebSettings(secure_cookies=False))
+    port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(Site(web.resource()))
+    number = port.getHost().port
+    ticks: list[float] = []
+    beat = LoopingCall(lambda: ticks.append(time.perf_counter()))
+    beat.start(BEAT)
+    monitor = spawn(reactor, HEALTH, number)
+    started = time.perf_counter()
+    erps = [spawn(reactor, ERP, number, page, end.isoformat()) for _ in range(erps_count)]
+    results = [json.loads(await erp.done) for erp in erps]
+    result = {
+        "readings": sum(r["readings"] for r in results) // erps_count,  # each, every reading
+        "served": sum(r["readings"] for r in results),
+        "pages": sum(r["pages"] for r in results),
+        "seconds": time.perf_counter() - started,
+    }
+    beat.stop()
+    monitor_transport = monitor.transport
+    assert monitor_transport is not None
+    monitor_transport.closeStdin()
+    result["health"] = sorted(json.loads(await monitor.done))
+    result["lag"] = sorted(max(0.0, b - a - BEAT) for a, b in itertools.pairwise(ticks))
+    await port.stopListening()
+    return result
+
+
+def p99(values: list[float]) -> float:
+    return values[min(len(values) - 1, int(len(values) * 0.99))]
+
+
+def report(erps: int, count: int, peer_rate: float, result: dict[str, Any]) -> None:
+    soap_rate = result["served"] / result["seconds"]
+    assert result["readings"] == count, (result, count)
+    health, lag = result["health"], result["lag"]
+    print(f"  {'':34}{'readings/s':>12}{'ratio':>8}")
+    print(f"  {'peer: store.exports.readings':34}{peer_rate:12,.0f}{1:8.2f}")
+    print(
+        f"  {'sac: SOAP ExportIndexReadings':34}{soap_rate:12,.0f}{soap_rate / peer_rate:8.2f}"
+        f"   ({erps} ERP(s), {result['pages']} pages, {result['seconds']:.1f} s,"
+        " every reading once each)"
+    )
+    print(f"  during the export ({len(health)} /health, {len(lag)} beats of {BEAT * 1000:.0f} ms):")
+    print(f"  {'':34}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}")
+    for name, values in (("GET /health", health), ("the reactor's lag", lag)):
+        mid, top, worst = statistics.median(values), p99(values), values[-1]
+        print(f"  {name:34}{mid * 1000:9.1f}{top * 1000:9.1f}{worst * 1000:9.1f}")
+    verdict = soap_rate >= TARGET_RATE and p99(health) < TARGET_P99 and p99(lag) < TARGET_P99
+    print(
+        f"  target: >= {TARGET_RATE:,} readings/s, p99 < {TARGET_P99 * 1000:.0f} ms:"
+        f" {'met' if verdict else 'NOT met'}"
+    )
+
+
 async def main(reactor: Any, args: argparse.Namespace) -> None:
     pg = Postgres()
     try:
         store = store_at(pg.dsn, MasterKey(bytes(32)), password_params=ScryptParams(log2_n=8))
         await store.open()
-        meters = 1000
-        hours = args.readings // meters
-        for i in range(meters):
-            await store.meters.add(NewMeter(f"BEN{i:013d}"))
-        batch: list[Reading] = []
-        for i in range(meters):
-            for h in range(hours):
-                at = T0 + dt.timedelta(hours=h)
-                batch.append(Reading(f"BEN{i:013d}", INDEX, 2, 1000 * h, at, "poll", at, -3, 14))
-                if len(batch) == 20_000:
-                    await store.readings.ingest(Ingest(readings=batch))
-                    batch = []
-        if batch:
-            await store.readings.ingest(Ingest(readings=batch))
-        await store.users.add("erp", PASSWORD, Role.VIEWER)
+        end = await fill(store, args.readings)
         conn = pg.connect()  # statistics, as autovacuum would have made them by now
         conn.autocommit = True
         conn.cursor().execute("ANALYZE")
         conn.close()
-        end = T0 + dt.timedelta(hours=hours)
         print(
-            f"SOAP benchmark: {meters * hours:,} index readings on PostgreSQL, pages of "
-            f"{args.page:,}"
+            f"SOAP benchmark: {args.readings // 1000 * 1000:,} index readings on PostgreSQL,"
+            f" pages of {args.page:,}"
         )
-
-        # the peer: the store alone, page after page
-        started, count, cursor = time.perf_counter(), 0, None
-        while True:
-            page = await store.exports.readings(
-                T0, end, obis=INDEX, attribute=2, cursor=cursor, limit=args.page
-            )
-            count += len(page.readings)
-            cursor = page.cursor
-            if cursor is None:
-                break
-        store_rate = count / (time.perf_counter() - started)
-
-        web = Web(store, discover_profiles().registry, settings=WebSettings(secure_cookies=False))
-        port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(
-            Site(web.resource())
-        )
-        erp = Erp()
-        reactor.spawnProcess(
-            erp,
-            sys.executable,
-            [sys.executable, "-c", ERP, str(port.getHost().port), str(args.page), end.isoformat()],
-            env=None,
-        )
-        result = json.loads(await erp.done)
-        await port.stopListening()
-        soap_rate = result["readings"] / result["seconds"]
-        assert result["readings"] == count, (result, count)
-        print(f"  {'':34}{'readings/s':>12}{'ratio':>8}")
-        print(f"  {'peer: store.exports.readings':34}{store_rate:12,.0f}{1:8.2f}")
-        print(
-            f"  {'sac: SOAP ExportIndexReadings':34}{soap_rate:12,.0f}{soap_rate / store_rate:8.2f}"
-            f"   ({result['pages']} pages, {result['seconds']:.1f} s, every reading once)"
-        )
+        count, peer_rate = await store_rate(store, end, args.page)
+        result = await export(reactor, store, end, args.page, args.erps)
+        report(args.erps, count, peer_rate, result)
         await store.close()
     finally:
         pg.drop()
@@ -155,4 +240,5 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--readings", type=int, default=100_000)
     parser.add_argument("--page", type=int, default=1000)
+    parser.add_argument("--erps", type=int, default=1, help="ERPs exporting at once")
     task.react(lambda r: ensureDeferred(main(r, parser.parse_args())))

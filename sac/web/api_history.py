@@ -21,10 +21,12 @@ from sac.web.errors import ApiError, json_answer
 from sac.web.history import (
     MAX_DAYS,
     QUANTITIES,
+    converted,
     gas_days,
     index_objects,
     object_of,
     reading_text,
+    readings_page,
 )
 
 __all__ = ["daily", "month_start", "object_readings", "reading_json"]
@@ -115,8 +117,15 @@ async def object_readings(api: Any, request: Any, ldn: str) -> bytes:
     start = query_time(query, "from") or end - dt.timedelta(days=DEFAULT_DAYS)
     limit = query_whole(query, "limit", 1000, 1, MAX_PAGE)
     obis, attribute = object_of(api.registry, meter.profile, name), QUANTITIES[name].attribute
-    page = await api.store.exports.readings(
-        start, end, ldn=ldn, obis=obis, attribute=attribute, cursor=query.get("after"), limit=limit
+    page = await readings_page(
+        api.store,
+        start,
+        end,
+        ldn=ldn,
+        obis=obis,
+        attribute=attribute,
+        cursor=query.get("after"),
+        limit=limit,
     )
     bits = display.profile_bits(api.registry, meter.profile)
     answer = schema.ObjectReadings(
@@ -125,10 +134,10 @@ async def object_readings(api: Any, request: Any, ldn: str) -> bytes:
         object=name,
         obis=str(obis),
         attribute=attribute,
-        readings=[reading_json(r, name, bits) for r in page.readings],
+        readings=await converted(page.readings, lambda r: reading_json(r, name, bits)),
         next=page.cursor,
     )
-    return json_answer(request, 200, msgspec.to_builtins(answer))
+    return json_answer(request, 200, answer)
 
 
 def _day(query: dict[str, str], name: str) -> dt.date | None:

@@ -62,7 +62,6 @@ from spyne import (
 )
 from spyne.protocol.soap import Soap11
 
-from sac import gasday
 from sac.dlms import Obis
 from sac.errors import SacError
 from sac.services import commands as command_service
@@ -74,9 +73,9 @@ from sac.store import (
     UnknownMeter,
 )
 from sac.store.exports import MAX_PAGE
-from sac.web import display, soap_commands, soap_jobs
+from sac.web import display, soap_commands, soap_export, soap_jobs
 from sac.web.errors import install as install_errors
-from sac.web.history import MAX_DAYS, gas_days, index_objects, object_of
+from sac.web.history import MAX_DAYS, gas_days, index_objects, object_of, reading_slices
 from sac.web.soap_call import Call
 from sac.web.soap_types import (
     _COMMON,
@@ -96,7 +95,6 @@ from sac.web.soap_types import (
     EventPage,
     MeterInfo,
     MeterPage,
-    MonthStartInfo,
     MonthStartPage,
     PageTooLargeFault,
     ReadingPage,
@@ -111,11 +109,10 @@ from sac.web.soap_types import (
     _limit,
     _meter_info,
     _range,
-    _reading_info,
     _required,
     _span,
 )
-from sac.web.spyne_compat import SoapResource
+from sac.web.spyne_compat import Serialised, SoapResource
 
 __all__ = ["NS", "SoapApi", "soap_application"]
 
@@ -202,20 +199,17 @@ class ErpService(ServiceBase):
     )
     async def GetReadings(
         ctx: Any, ldn: str, start: Any, end: Any, obis: Any, cursor: Any, limit: Any
-    ) -> ReadingPage:
+    ) -> Serialised:
         """One meter's readings captured in [start, end), in time order."""
         call = Call(ctx)
 
-        async def work(actor: Actor) -> ReadingPage:
+        async def work(actor: Actor) -> Serialised:
             lo, hi = _range(start, end)
             size, only = _limit(limit, 1000, MAX_PAGE), _obis(obis)
-            page = await call.web.store.exports.readings(
-                lo, hi, ldn=ldn, obis=only, cursor=cursor or None, limit=size
+            page = reading_slices(
+                call.web.store, lo, hi, ldn=ldn, obis=only, cursor=cursor or None, limit=size
             )
-            return ReadingPage(
-                readings=[_reading_info(r, page.pdrs.get(r.ldn)) for r in page.readings],
-                cursor=page.cursor,
-            )
+            return await soap_export.readings_answer("GetReadings", page)
 
         return await call.run(Role.VIEWER, ldn, _span(start, end), work)
 
@@ -229,17 +223,18 @@ class ErpService(ServiceBase):
     )
     async def ExportIndexReadings(
         ctx: Any, start: Any, end: Any, cursor: Any, limit: Any
-    ) -> ReadingPage:
+    ) -> Serialised:
         """For billing: every converted-volume index reading of every meter captured in
         [start, end) (each meter's index object, as its profile names it), per meter then
         in time; resume an interrupted export from the last page's cursor."""
         call = Call(ctx)
 
-        async def work(actor: Actor) -> ReadingPage:
+        async def work(actor: Actor) -> Serialised:
             lo, hi = _range(start, end)
             size = _limit(limit, 1000, MAX_PAGE)
             index, by_profile = index_objects(call.web.registry)
-            page = await call.web.store.exports.readings(
+            page = reading_slices(
+                call.web.store,
                 lo,
                 hi,
                 obis=index,
@@ -248,10 +243,7 @@ class ErpService(ServiceBase):
                 cursor=cursor or None,
                 limit=size,
             )
-            return ReadingPage(
-                readings=[_reading_info(r, page.pdrs.get(r.ldn)) for r in page.readings],
-                cursor=page.cursor,
-            )
+            return await soap_export.readings_answer("ExportIndexReadings", page)
 
         detail = _span(start, end) + (" resumed" if cursor else "")
         return await call.run(Role.VIEWER, None, detail, work)
@@ -263,33 +255,22 @@ class ErpService(ServiceBase):
         _returns=MonthStartPage,
         _throws=[*_PAGED, BadInputFault],
     )
-    async def ExportMonthStartIndexes(
-        ctx: Any, year: int, month: int, cursor: Any
-    ) -> MonthStartPage:
+    async def ExportMonthStartIndexes(ctx: Any, year: int, month: int, cursor: Any) -> Serialised:
         """For billing: each meter with its PDR and the converted-volume index that closes
         the gas month before year-month starts (06:00 Europe/Rome of the 1st): the last
         captured at or before then within the gas day ending then (absent otherwise), by
         meter, 1000 a page; resume from the last page's cursor."""
         call = Call(ctx)
 
-        async def work(actor: Actor) -> MonthStartPage:
+        async def work(actor: Actor) -> Serialised:
             if not 1970 <= year <= 9998 or not 1 <= month <= 12:
                 raise BadInputFault("give a month 1 to 12 of a year 1970 to 9998")
             index, by_profile = index_objects(call.web.registry)
             page = await call.web.store.exports.month_start(
                 year, month, obis=index, by_profile=by_profile, cursor=cursor or None
             )
-            return MonthStartPage(
-                monthStart=gasday.month_start(year, month),
-                rows=[
-                    MonthStartInfo(
-                        ldn=row.ldn,
-                        pdr=row.pdr,
-                        index=_reading_info(row.reading, row.pdr) if row.reading else None,
-                    )
-                    for row in page.rows
-                ],
-                cursor=page.cursor,
+            return await soap_export.month_start_answer(
+                "ExportMonthStartIndexes", year, month, page
             )
 
         detail = f"{year}-{month:02d}" + (" resumed" if cursor else "")

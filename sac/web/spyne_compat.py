@@ -38,8 +38,9 @@ exception is logged with its traceback under a fresh incident id and the client 
 with status 500.  Because spyne sees only the pending Deferred, its ``method_return_object``
 event fires before the result exists, and it does not log the method's exceptions (we do).
 spyne still logs, through the standard ``logging`` module, the requests it cannot parse or
-validate -- at ERROR, the body included -- and closing its context runs ``gc.collect()``
-(at most once a second, on the reactor thread): the ``spyne`` loggers may want a level.
+validate -- at ERROR, the body included: the ``spyne`` loggers may want a level.  Closing
+a context would run ``gc.collect()`` once a second on the reactor thread: this module sets
+``spyne.const.MIN_GC_INTERVAL`` so that it never does.
 
 How a method reaches the HTTP request (to authenticate before doing anything, say):
 ``ctx.transport.req`` is the :class:`twisted.web.server.Request` -- the same attribute
@@ -149,7 +150,7 @@ with warnings.catch_warnings():
 
 # spyne only now: its first import needs the finder above on Python 3.12+.
 from lxml import etree  # noqa: E402
-from spyne import Address, Application, Fault  # noqa: E402
+from spyne import Address, Application, Fault, const  # noqa: E402
 from spyne.server.http import HttpBase, HttpMethodContext, HttpTransportContext  # noqa: E402
 from twisted.internet.defer import Deferred, maybeDeferred  # noqa: E402
 from twisted.logger import Logger  # noqa: E402
@@ -157,7 +158,12 @@ from twisted.python.failure import Failure  # noqa: E402
 from twisted.web.resource import Resource  # noqa: E402
 from twisted.web.server import NOT_DONE_YET  # noqa: E402
 
-__all__ = ["DEFAULT_MAX_BODY", "SoapResource"]
+__all__ = ["DEFAULT_MAX_BODY", "SOAP11_ENV", "Serialised", "SoapResource"]
+
+# Closing a call's context, spyne runs a full gc.collect() at most once a second (for the
+# files of multipart uploads, which we never parse): on the reactor thread that is tens to
+# hundreds of ms with the SAC's heap, every second of SOAP traffic (issue 23).  Never.
+const.MIN_GC_INTERVAL = float("inf")
 
 DEFAULT_MAX_BODY = 10 * 2**20
 SOAP11_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
@@ -168,6 +174,18 @@ _PLACEHOLDER = "http://spyne-compat.invalid/"
 _HOST = re.compile(rb"[A-Za-z0-9.\-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
 _XML = b"text/xml; charset=utf-8"
 _TEXT = b"text/plain; charset=utf-8"
+
+
+class Serialised:
+    """An answer a method wrote itself: the whole SOAP envelope, sent as it is (status 200,
+    spyne's headers) instead of spyne serialising the method's result -- for answers too
+    big for spyne's object model (:mod:`sac.web.soap_export`).  The method still declares
+    its ``_returns`` for the WSDL; these bytes must be what spyne would write for it."""
+
+    __slots__ = ("body",)
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
 
 
 class _TransportContext(HttpTransportContext):
@@ -319,6 +337,9 @@ class SoapResource(Resource):
             fault = p_ctx.out_error
             self.log.info("soap: {method} answered {fault!r}", method=_name(p_ctx), fault=fault)
             return self._fault(fault)
+        written = p_ctx.out_object[0] if len(p_ctx.out_object or ()) == 1 else None
+        if isinstance(written, Serialised):
+            return 200, p_ctx.transport.resp_headers, written.body
         server.get_out_string(p_ctx)
         answer = b"".join(p_ctx.out_string)
         status = int(str(p_ctx.transport.resp_code or 200)[:3])
