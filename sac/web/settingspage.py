@@ -68,7 +68,7 @@ def last_value(
     try:
         if reading.raw is not None:
             value = decode_data(reading.raw)
-            return str(setting.show(value, profile)), to_json(value)  # (a str, not a subclass)
+            return setting.show(value, profile), to_json(value)
         if reading.value is not None:
             value, text = setting.value_of(str(int(reading.value)), profile)
             return text, to_json(value)
