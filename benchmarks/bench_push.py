@@ -118,8 +118,9 @@ SHAPES = {"cold": ("cold",), "hot": ("hot",), "both": ("cold", "hot")}
 
 
 def fleet_size(args: argparse.Namespace) -> int:
-    """Cold meters enough for each to push at most once in the measure at ``--cold-rate``."""
-    return args.cold_meters or math.ceil(args.cold_rate * args.seconds)
+    """Cold meters enough for each to push at most once in the measure (and the profile,
+    which takes the rest of the cold fleet) at ``--cold-rate``."""
+    return args.cold_meters or math.ceil(args.cold_rate * (args.seconds + args.profile))
 
 
 def provision(database: Postgres, meters: int) -> None:
@@ -294,6 +295,7 @@ def table(theirs: dict[str, Any], ours: dict[str, dict[str, Any]], steady: Any) 
 def profiled(run: Run) -> dict[str, Any] | None:
     if not run.args.profile:
         return None
+    shape = run.shapes[0]  # cold, unless only hot is measured: the rest of the cold fleet
     run.sac.ask(op="profile-start")
     done = run.load.ask(
         op="sessions",
@@ -301,12 +303,12 @@ def profiled(run: Run) -> dict[str, Any] | None:
         cursor="sac",
         seconds=run.args.profile,
         concurrency=run.args.concurrency,
-        **run.flags(),
+        **run.flags(shape),
     )
     dump = run.args.profile_file or str(run.folder / "sac.prof")
     profile = run.sac.ask(op="profile-stop", path=dump, top=25)
     print(
-        f"  profiled  {done['ok'] / done['elapsed']:8,.0f} sessions/s under cProfile"
+        f"  profiled  {done['ok'] / done['elapsed']:8,.0f} {shape} sessions/s under cProfile"
         f" for {done['elapsed']:.1f} s"
     )
     return profile

@@ -55,12 +55,14 @@ class MasterKey:
 
     secret: bytes = field(repr=False)
     key_id: bytes = field(init=False)
+    _aead: AESGCM = field(init=False, repr=False, compare=False)  # made once, not a key
 
     def __post_init__(self) -> None:
         if len(self.secret) != 32:
             raise ConfigurationError("the master key must be 32 bytes (64 hex digits)")
         fingerprint = hmac.new(self.secret, b"sac master key id", hashlib.sha256).digest()[:8]
         object.__setattr__(self, "key_id", fingerprint)
+        object.__setattr__(self, "_aead", AESGCM(self.secret))
 
     @classmethod
     def from_text(cls, text: str) -> MasterKey:
@@ -86,7 +88,7 @@ class MasterKey:
     def wrap(self, key: bytes, place: bytes) -> bytes:
         """``key`` wrapped for ``place`` (see :func:`key_place`)."""
         nonce = secrets.token_bytes(12)
-        sealed = AESGCM(self.secret).encrypt(nonce, key, self._aad(place))
+        sealed = self._aead.encrypt(nonce, key, self._aad(place))
         return bytes((_VERSION,)) + self.key_id + nonce + sealed
 
     def unwrap(self, blob: bytes, place: bytes) -> bytes:
@@ -97,7 +99,7 @@ class MasterKey:
                 f"a key wrapped under master key {blob[1:9].hex()}, not {self.id_hex}"
             )
         try:
-            return AESGCM(self.secret).decrypt(blob[9:21], blob[21:], self._aad(place))
+            return self._aead.decrypt(blob[9:21], blob[21:], self._aad(place))
         except InvalidTag:
             raise KeyUnwrapError("a wrapped key does not open here (moved or damaged)") from None
 

@@ -19,10 +19,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from sac.errors import SacError
 from sac.profiles import IMeterProfile, ProfileRegistry
+from sac.services.ingest import Grouped
 from sac.store.model import Meter, MeterKeys
 
 if TYPE_CHECKING:
@@ -74,6 +76,34 @@ class _Candidates:
     until: float
 
 
+#: a meter found for a push, with its keys by client (None: no meter has the title)
+_Found = tuple[Meter, dict[int, MeterKeys]] | None
+
+
+class _Lookups(Grouped[bytes, _Found]):
+    """The meters (and keys) of the pushes not in the cache, looked up together: those
+    asked for while a lookup runs go in the next one, one statement for all (the keys of
+    every installed profile's Management client)."""
+
+    def __init__(self, directory: MeterDirectory) -> None:
+        super().__init__(max_batch=500, concurrency=2)
+        self.directory = directory
+        registry = directory.registry
+        self.client_saps = sorted(
+            {int(p.clients["management"]) for p in registry.profiles.values()}
+        )
+
+    async def run_group(self, group: list[tuple[bytes, Deferred[_Found]]]) -> None:
+        store = self.directory.store
+        titles = [title for title, _ in group]
+        found = await self.directory.ask(
+            "find the meter", lambda: store.meters.for_pushes(titles, self.client_saps)
+        )
+        for title, d in group:
+            if not d.called:
+                d.callback(found.get(title))
+
+
 class MeterDirectory:
     """The meters pushes come from: found in the store (through ``ask``, the acquisition's
     call with a deadline), cached, and known to this process."""
@@ -92,7 +122,7 @@ class MeterDirectory:
     ) -> None:
         self.store = store
         self.registry = registry
-        self._store = ask
+        self.ask = self._store = ask
         self.cache_seconds = cache_seconds
         self.cache_size = cache_size
         self.max_candidates = max_candidates
@@ -108,23 +138,25 @@ class MeterDirectory:
         self._seen_ips: OrderedDict[str, None] = OrderedDict()
         self._changes = 0  # changes heard of
         self._unwatch = store.watch_meters(self._changed)
+        self._lookups = _Lookups(self)
 
     def stop(self) -> None:
         self._unwatch()
 
     async def meter_of(self, title: bytes, peer: str) -> tuple[Meter, MeterKeys, bool]:
-        """(meter, keys, from the cache)."""
+        """(meter, keys, from the cache).  Not in the cache (the usual case: a meter pushes
+        once a day), it is looked up with the other sessions' meters not in the cache: one
+        statement for all the pushes that came in while the previous lookup ran."""
         known = self._known.get(title)
         if known is not None and known.until > time.monotonic():
             self._known.move_to_end(title)
             return known.meter, known.keys, True
         changes = self._changes
-        meter = await self._store(
-            "find the meter", lambda: self.store.meters.by_system_title(title)
-        )
-        if meter is None:
+        found = await self._store("find the meter", lambda: self._lookups(title))
+        if found is None:
             raise PushRejected("unknown-meter", f"no meter has system title {title.hex()}")
-        keys = await self._keys_of(meter)
+        meter, by_sap = found
+        keys = by_sap.get(int(self.profile(meter).clients["management"]))
         if keys is None:
             raise PushRejected("no-key", f"meter {meter.ldn} has no key", meter.ldn)
         self._learn(meter)

@@ -1,9 +1,11 @@
-"""Grouped writes of what meters say: the pushes of concurrent sessions go to the store
-together (see :class:`IngestWriter`)."""
+"""Grouped calls to the store: the pushes of concurrent sessions go to the store together
+(:class:`IngestWriter`), and so do their lookups (:class:`Grouped`, the base of both; the
+meters and keys of pushes: :class:`sac.services.directory.MeterDirectory`)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -15,7 +17,10 @@ if TYPE_CHECKING:
     from sac.services.metrics import Metrics
     from sac.store.readings import IReadings
 
-__all__ = ["IngestStore", "IngestWriter", "count_alarms", "merge"]
+__all__ = ["Grouped", "IngestStore", "IngestWriter", "count_alarms", "merge"]
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 def count_alarms(metrics: Metrics, result: IngestResult) -> None:
@@ -38,26 +43,27 @@ class IngestStore(Protocol):
     def readings(self) -> IReadings: ...
 
 
-class IngestWriter:
-    """Group commit: ingests queued while a transaction runs go together in the next.
+class Grouped(Generic[T, R]):
+    """Calls grouped: those made while one group runs go together in the next (a group
+    commit, a grouped lookup).  Up to ``concurrency`` groups run at once (the store's pool
+    has the connections): while one waits for its answer, the next is already on its way.
+    An idle caller waits for nobody: a lone call runs at once, as a group of one.
 
-    Up to ``concurrency`` transactions run at once (the store's pool has the connections):
-    while one waits for its commit, the next batch is already on its way.  Each takes its
-    rows in one order (by meter), so two of them never deadlock."""
+    A subclass gives :meth:`run_group`, which answers every call of its group (each one's
+    Deferred fired once; a call answered already -- timed out meanwhile -- is left)."""
 
     log = Logger()
 
-    def __init__(self, store: IngestStore, max_batch: int = 256, concurrency: int = 2) -> None:
-        self.store = store
+    def __init__(self, max_batch: int = 256, concurrency: int = 2) -> None:
         self.max_batch = max_batch
         self.concurrency = concurrency
-        self._queue: list[tuple[Ingest, Deferred[IngestResult]]] = []
+        self._queue: list[tuple[T, Deferred[R]]] = []
         self._running = 0
-        self.transactions = 0
+        self.groups = 0  # groups run: the transactions (or queries) of the grouped calls
 
-    def write(self, batch: Ingest) -> Deferred[IngestResult]:
-        d: Deferred[IngestResult] = Deferred()
-        self._queue.append((batch, d))
+    def __call__(self, item: T) -> Deferred[R]:
+        d: Deferred[R] = Deferred()
+        self._queue.append((item, d))
         if self._running < self.concurrency:
             self._running += 1
             Deferred.fromCoroutine(self._drain())
@@ -67,42 +73,70 @@ class IngestWriter:
         try:
             while self._queue:
                 group, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
-                group = [(b, d) for b, d in group if not d.called]  # timed out meanwhile
-                if not group:
-                    continue
-                if len(group) == 1:
-                    await self._one(*group[0])
-                    continue
-                merged = merge([b for b, _ in group])
-                self.transactions += 1
-                try:
-                    result = await self.store.readings.ingest(merged)
-                except ReplayError:
-                    for batch, d in group:  # find the stale one(s): each alone
-                        await self._one(batch, d)
-                    continue
-                except Exception as exc:
-                    for _, d in group:
-                        if not d.called:
-                            d.errback(exc)
-                    continue
-                share = IngestResult(result.readings, result.events, result.pending, result.plans)
-                for _, d in group:
-                    if not d.called:
-                        d.callback(share)
+                group = [(item, d) for item, d in group if not d.called]  # timed out meanwhile
+                if group:
+                    self.groups += 1
+                    try:
+                        await self.run_group(group)
+                    except Exception as exc:  # (run_group's own failure: each call is told)
+                        _fail(group, exc)
         finally:
             self._running -= 1
 
+    async def run_group(self, group: list[tuple[T, Deferred[R]]]) -> None:
+        raise NotImplementedError
+
+
+def _fail(group: Sequence[tuple[Any, Deferred[Any]]], exc: BaseException) -> None:
+    for _, d in group:
+        if not d.called:
+            d.errback(exc)
+
+
+def _answer(d: Deferred[R], result: R) -> None:
+    if not d.called:
+        d.callback(result)
+
+
+class IngestWriter(Grouped[Ingest, IngestResult]):
+    """Group commit: ingests queued while a transaction runs go together in the next, one
+    transaction for all.  Each takes its rows in one order (by meter), so two of them never
+    deadlock; a group the store refuses for a replayed counter is retried one ingest at a
+    time, so one stale push does not sink the others."""
+
+    def __init__(self, store: IngestStore, max_batch: int = 256, concurrency: int = 2) -> None:
+        super().__init__(max_batch, concurrency)
+        self.store = store
+
+    @property
+    def transactions(self) -> int:
+        return self.groups
+
+    def write(self, batch: Ingest) -> Deferred[IngestResult]:
+        return self(batch)
+
+    async def run_group(self, group: list[tuple[Ingest, Deferred[IngestResult]]]) -> None:
+        if len(group) == 1:
+            await self._one(*group[0])
+            return
+        try:
+            result = await self.store.readings.ingest(merge([b for b, _ in group]))
+        except ReplayError:
+            for batch, d in group:  # find the stale one(s): each alone
+                self.groups += 1
+                await self._one(batch, d)
+            return
+        share = IngestResult(result.readings, result.events, result.pending, result.plans)
+        for _, d in group:
+            _answer(d, share)
+
     async def _one(self, batch: Ingest, d: Deferred[IngestResult]) -> None:
-        self.transactions += 1
         try:
             result = await self.store.readings.ingest(batch)
         except Exception as exc:
-            if not d.called:
-                d.errback(exc)
+            _fail([(batch, d)], exc)
             return
-        if not d.called:
-            d.callback(result)
+        _answer(d, result)
 
 
 def merge(parts: list[Ingest]) -> Ingest:

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 from zope.interface import Interface, implementer
 
 from sac.errors import ConfigurationError, Conflict, UnknownMeter
-from sac.keys import MasterKey
+from sac.keys import MasterKey, key_place
 from sac.store import meterlist
 from sac.store import provisioning as prov
 from sac.store.audit import audited
@@ -18,6 +18,7 @@ from sac.store.keys import check_keys, write_keys
 from sac.store.model import (
     Actor,
     Meter,
+    MeterKeys,
     MeterPage,
     MeterQuery,
     MeterState,
@@ -25,7 +26,7 @@ from sac.store.model import (
     PollJob,
 )
 from sac.store.rows import METER_COLUMNS, meter_row
-from sac.store.sql import Component, Exec, Query, Transaction
+from sac.store.sql import BATCH_ROWS, Component, Exec, Query, Transaction
 
 __all__ = ["IMeters", "MetersComponent"]
 
@@ -118,6 +119,51 @@ def meter_by_system_title(title: bytes) -> Transaction[Meter | None]:
     return meter_row(rows[0]) if rows else None
 
 
+_PUSH_METER_COLUMNS = ", ".join(f"m.{c.strip()}" for c in METER_COLUMNS.split(","))
+
+
+def meters_for_pushes(
+    master: MasterKey | None, titles: Collection[bytes], client_saps: Collection[int]
+) -> Transaction[dict[bytes, tuple[Meter, dict[int, MeterKeys]]]]:
+    """{system title: (meter, {client SAP: its keys, unwrapped})} of the meters among
+    ``titles``, with their keys of the clients ``client_saps`` (a push's Management client:
+    the installed profiles'), one statement a few hundred titles; a title no meter has is
+    absent, a meter without keys has none.  The keys are unwrapped here, once a lookup."""
+    wanted, saps = sorted(set(titles)), sorted(set(client_saps))
+    found: dict[bytes, tuple[Meter, dict[int, MeterKeys]]] = {}
+    for i in range(0, len(wanted), BATCH_ROWS):
+        part = wanted[i : i + BATCH_ROWS]
+        rows = yield Query(
+            f"SELECT {_PUSH_METER_COLUMNS}, k.client_sap, k.role, k.wrapped FROM meters m"
+            " LEFT JOIN meter_keys k ON k.meter_id = m.id"
+            f" AND k.client_sap IN ({', '.join('?' * len(saps)) or 'NULL'})"
+            f" WHERE m.system_title IN ({', '.join('?' * len(part))})",
+            [*saps, *part],
+        )
+        wrapped: dict[bytes, dict[int, dict[str, bytes]]] = {}
+        for row in rows:
+            title = bytes(row[3])
+            if title not in found:
+                found[title] = (meter_row(row), {})
+                wrapped[title] = {}
+            if row[-3] is not None:
+                wrapped[title].setdefault(int(row[-3]), {})[row[-2]] = bytes(row[-1])
+        for title, by_sap in wrapped.items():
+            meter, keys = found[title]
+            for sap, roles in by_sap.items():
+                keys[sap] = _unwrapped(master, meter.ldn, sap, roles)
+    return found
+
+
+def _unwrapped(master: MasterKey | None, ldn: str, sap: int, roles: dict[str, bytes]) -> MeterKeys:
+    if master is None:
+        raise ConfigurationError(
+            "meter keys need a master key (SAC_MASTER_KEY or [store] master_key_file)"
+        )
+    keys = {role: master.unwrap(blob, key_place(ldn, sap, role)) for role, blob in roles.items()}
+    return MeterKeys(keys["ek"], keys.get("ak", keys["ek"]))
+
+
 def meters_by_ip(ip: str) -> Transaction[list[Meter]]:
     """The meters whose allowlist holds the address ``ip`` (how a push with an empty system
     title is identified)."""
@@ -196,6 +242,14 @@ class IMeters(Interface):
 
     async def by_system_title(title: bytes) -> Meter | None:
         """The meter with this system title (how a push is identified)."""
+
+    async def for_pushes(
+        titles: Collection[bytes], client_saps: Collection[int]
+    ) -> dict[bytes, tuple[Meter, dict[int, MeterKeys]]]:
+        """{system title: (meter, {client SAP: keys in clear})} of the meters among
+        ``titles`` and their keys of ``client_saps``: the pushes of many sessions identified
+        in one statement, outside any transaction (it only reads); the meters' ids taught to
+        the ingest path, which then looks none up."""
 
     async def by_ip(ip: str) -> list[Meter]:
         """The meters whose allowlist holds ``ip`` (a push with an empty system title)."""
@@ -297,6 +351,16 @@ class MetersComponent(Component):
 
     async def by_system_title(self, title: bytes) -> Meter | None:
         return await self.db.run(meter_by_system_title(title))
+
+    async def for_pushes(
+        self, titles: Collection[bytes], client_saps: Collection[int]
+    ) -> dict[bytes, tuple[Meter, dict[int, MeterKeys]]]:
+        changes = self.db.meter_changes
+        lookup = meters_for_pushes(self.db.master_key_if_set(), titles, client_saps)
+        found = await self.db.run(lookup, atomic=False)
+        if changes == self.db.meter_changes:  # (else a meter may have been renumbered since)
+            self.db.meter_ids.update((m.ldn, m.id) for m, _ in found.values())
+        return found
 
     async def by_ip(self, ip: str) -> list[Meter]:
         return await self.db.run(meters_by_ip(ip))

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import psycopg2
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from txpostgres import reconnection, retrying, txpostgres
@@ -91,7 +91,11 @@ class _Connection(txpostgres.Connection):  # type: ignore[misc]  # txpostgres ha
         self.log.warn("PostgreSQL connection lost: {why}; reconnecting", why=why)
         return exc if isinstance(exc, psycopg2.Error) else psycopg2.OperationalError(why)
 
-    def _runInteraction(self, interaction: Any, *args: Any, **kwargs: Any) -> Deferred[Any]:
+    def _runInteraction(
+        self, interaction: Any, *args: Any, atomic: bool = True, **kwargs: Any
+    ) -> Deferred[Any]:
+        if not atomic:  # reads, each statement on its own: no BEGIN and COMMIT to wait for
+            return maybeDeferred(interaction, self.cursor(), *args, **kwargs)
         return Deferred.fromCoroutine(self._transaction(interaction, *args, **kwargs))
 
     async def _transaction(self, interaction: Any, *args: Any, **kwargs: Any) -> Any:
@@ -334,10 +338,10 @@ class PostgresStore(Store):
             self._started = True
         return await super().open(upto)
 
-    async def execute(self, transaction: Transaction[T]) -> T:
+    async def execute(self, transaction: Transaction[T], *, atomic: bool = True) -> T:
         try:
             value: T = await self._pool.runInteraction(
-                lambda cursor: Deferred.fromCoroutine(_drive(cursor, transaction))
+                lambda cursor: Deferred.fromCoroutine(_drive(cursor, transaction)), atomic=atomic
             )
             return value
         except psycopg2.IntegrityError as exc:

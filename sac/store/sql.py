@@ -158,9 +158,12 @@ class Connection(Protocol):
 
     #: {LDN: meter id}, the ingest path's cache (forgotten with each change of meters)
     meter_ids: dict[str, int]
+    #: how many changes of meters were told so far (a lookup spanning one may be stale)
+    meter_changes: int
 
-    def run(self, transaction: Transaction[T]) -> Awaitable[T]:
-        """Run ``transaction`` in one database transaction; its result."""
+    def run(self, transaction: Transaction[T], *, atomic: bool = True) -> Awaitable[T]:
+        """Run ``transaction`` in one database transaction; its result.  ``atomic=False``:
+        a transaction that only reads, its statements each on its own."""
 
     def change(self, transaction: Transaction[T], ldns: Collection[str] | None) -> Awaitable[T]:
         """Run a transaction that changes the meters ``ldns`` (None: any) or their keys;
@@ -171,6 +174,9 @@ class Connection(Protocol):
 
     def master_key(self) -> MasterKey:
         """The key that wraps meter keys; ConfigurationError without one."""
+
+    def master_key_if_set(self) -> MasterKey | None:
+        """The key that wraps meter keys, if there is one."""
 
     def set_master_key(self, new: MasterKey) -> None:
         """The key that wraps meter keys from now on."""

@@ -66,10 +66,11 @@ def _text_time(value: dt.datetime) -> str:
     return value.astimezone(dt.UTC).isoformat(timespec="microseconds")
 
 
-def thd_run(connection: Any, transaction: Transaction[T]) -> T:
-    """Run a transaction generator in the pool's thread, in one SQLite transaction."""
+def thd_run(connection: Any, transaction: Transaction[T], atomic: bool = True) -> T:
+    """Run a transaction generator in the pool's thread, in one SQLite transaction (one
+    that takes the write lock at once, unless ``atomic`` is False: a read, which takes none)."""
     cursor = connection.cursor()
-    cursor.execute("BEGIN IMMEDIATE")
+    cursor.execute("BEGIN IMMEDIATE" if atomic else "BEGIN")
     try:
         result: Any = None
         while True:
@@ -165,9 +166,9 @@ class SQLiteStore(Store):
             )
         return await super().open(upto)
 
-    async def execute(self, transaction: Transaction[T]) -> T:
+    async def execute(self, transaction: Transaction[T], *, atomic: bool = True) -> T:
         try:
-            value: T = await self._pool.runWithConnection(thd_run, transaction)
+            value: T = await self._pool.runWithConnection(thd_run, transaction, atomic)
             return value
         except sqlite3.Error as exc:  # opening the connection (thd_run translates the rest)
             raise StorageError(f"SQLite store {self.path}: {exc}") from None

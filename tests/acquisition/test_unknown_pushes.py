@@ -29,6 +29,7 @@ from tests.acquisition.test_faults import behind_a_proxy, push_bytes, rejected
 from tests.acquisition.test_tampering import later, send_from
 
 INDEX = Obis("7.0.13.2.0.255")
+REFUSALS = ("not-spooled", "unknown-meter", "disabled")
 
 
 async def until(condition: Any, what: str) -> None:
@@ -73,7 +74,11 @@ async def test_while_the_store_is_away_only_known_meters_are_spooled(
         for m in [*strangers, disabled]:  # refused: not acknowledged, not spooled
             assert not (await send_from("127.0.0.1", port, push_bytes(m))).check(ConnectionDone)
         assert spool.depth == 0
-        assert rejected(sac, "not-spooled") == 4
+        # PostgreSQL: the meters cannot be looked up, only known ones are spooled; a locked
+        # SQLite lets the lookups (reads) through, so they are refused for what they are
+        # (unless a lookup is slower than store_timeout on a loaded machine)
+        reasons = ("not-spooled",) if backend.kind == "postgresql" else REFUSALS
+        assert sum(rejected(sac, r) for r in reasons) == 4
         # a meter of the store at the start, not heard since: spooled and acknowledged
         assert (await send_from("127.0.0.5", port, push_bytes(unheard))).check(ConnectionDone)
         # the meter heard: two from its address (an hour apart on its clock: readings of
@@ -83,7 +88,7 @@ async def test_while_the_store_is_away_only_known_meters_are_spooled(
         assert spool.depth == 3
         # ... and no more from that address while they wait
         assert not (await send_from("127.0.0.1", port, later(heard))).check(ConnectionDone)
-        assert rejected(sac, "not-spooled") == 5
+        assert sum(rejected(sac, r) for r in reasons) == 5
         assert spool.depth == 3
     assert not failures, failures[0].getTraceback()
 
