@@ -269,7 +269,8 @@ def sac(args: argparse.Namespace) -> None:
             if op == "lag":  # since the last one
                 return probe.take()
             if op == "profile-start":
-                profiler.append(cProfile.Profile())
+                # CPU time, not wall: a syscall that wakes the load (a close) is not ours
+                profiler.append(cProfile.Profile(time.process_time))
                 profiler[-1].enable()
                 return {"profiling": True}
             if op == "profile-stop":

@@ -8,7 +8,7 @@ the same wherever it came from.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -115,19 +115,27 @@ def _capture_field(name: str, fields: Iterable[str]) -> str:
 class _Step:
     """What one field of a layout gives: ``obis``/``attribute`` read from ``name``, at the
     time in field ``at`` (or, for ``entries``, each record's own ``unix_time``: ``at`` is
-    empty)."""
+    empty).  ``key`` numbers the (object, attribute) in the layout: with the capture time,
+    what tells two readings of a frame apart (an int hashes faster than an OBIS code)."""
 
     name: str
     obis: Obis
     attribute: int
     at: str
-    entries: tuple[tuple[str, Obis, int], ...] | None = None
+    key: int
+    entries: tuple[tuple[str, Obis, int, int], ...] | None = None
 
 
-_PLANS: dict[tuple[int, Obis], tuple[Any, tuple[_Step, ...]]] = {}
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    steps: tuple[_Step, ...]
+    keys: dict[tuple[Obis, int], int]  # each (object, attribute) of the layout: its number
 
 
-def _plan(layout: Any, unix_time: Obis) -> tuple[_Step, ...]:
+_PLANS: dict[tuple[int, Obis], tuple[Any, _Plan]] = {}
+
+
+def _plan(layout: Any, unix_time: Obis) -> _Plan:
     """The readings a layout's frames carry, worked out once a layout (layouts live as long
     as their profile; the layout is kept with its plan so that its id stays its own);
     ``unix_time``: the profile's UNIX time object, the capture times rather than readings."""
@@ -135,24 +143,33 @@ def _plan(layout: Any, unix_time: Obis) -> tuple[_Step, ...]:
     if known is not None and known[0] is layout:
         return known[1]
     names = {f.name for f in layout.fields}
+    keys: dict[tuple[Obis, int], int] = {}
+
+    def key(obis: Obis, attribute: int) -> int:
+        return keys.setdefault((obis, attribute), len(keys))
+
     steps: list[_Step] = []
     for f in layout.fields:
         if f.obis is None or f.name.endswith(("_scaler", "_unit")):
             continue
         if f.kind == "entries":
             subs = tuple(
-                (sub.name, sub.obis, sub.attribute)
+                (sub.name, sub.obis, sub.attribute, key(sub.obis, sub.attribute))
                 for sub in f.entries
                 if sub.obis is not None and sub.obis != unix_time
             )
-            steps.append(_Step(f.name, f.obis, f.attribute, "", subs))
-        elif f.obis == unix_time:
-            if f.name == "unix_time":
-                steps.append(_Step(f.name, f.obis, f.attribute, "unix_time"))
-        else:
-            steps.append(_Step(f.name, f.obis, f.attribute, _capture_field(f.name, names)))
-    _PLANS[(id(layout), unix_time)] = (layout, tuple(steps))
-    return tuple(steps)
+            steps.append(_Step(f.name, f.obis, f.attribute, "", key(f.obis, f.attribute), subs))
+        elif f.obis != unix_time:
+            at = _capture_field(f.name, names)
+            steps.append(_Step(f.name, f.obis, f.attribute, at, key(f.obis, f.attribute)))
+        elif f.name == "unix_time":
+            steps.append(_Step(f.name, f.obis, f.attribute, "unix_time", key(f.obis, f.attribute)))
+    plan = _Plan(tuple(steps), keys)
+    _PLANS[(id(layout), unix_time)] = (layout, plan)
+    return plan
+
+
+_NO_SCALE = (None, None)
 
 
 def frame_readings(
@@ -169,43 +186,45 @@ def frame_readings(
     ``daily_x`` at ``daily_unix_time`` when the layout has one); each record of an
     ``entries`` field (a load profile) at its own UNIX time.  Scaler/unit fields
     (``*_scaler``, ``*_unit``) are not readings: they qualify the volumes, which otherwise
-    take the profile's ``volume_scaler_unit``.
+    take the profile's ``volume_scaler_unit``.  (On the push path: a push's 12 readings in
+    some 20 µs.)
     """
     values = frame.values
     time_of = _Times(bool(profile.inverted_deviation)).of
-    scaled = _frame_scalers(profile, values)
-    readings: dict[tuple[Obis, int, dt.datetime | None], Reading] = {}
     unix_time = profile.objects.get("unix_time", STANDARD_OBJECTS["unix_time"]).obis
-    for obis, attribute, value, captured in _frame_fields(frame, unix_time, time_of):
-        su = scaled.get(obis) if attribute == 2 else None
+    plan = _plan(frame.layout, unix_time)
+    scaled = {  # the scaler_unit of attribute 2 of the objects that take one, by key
+        plan.keys[(obis, 2)]: su
+        for obis, su in _frame_scalers(profile, values).items()
+        if (obis, 2) in plan.keys
+    }
+    readings: dict[tuple[int, dt.datetime | None], Reading] = {}
+
+    def add(key: int, obis: Obis, attribute: int, value: Any, captured: Any) -> None:
+        su = scaled.get(key)
         if type(value) is int or type(value) is float:  # most fields: no A-XDR to keep
-            scaler, unit = su if su is not None else (None, None)
+            scaler, unit = su or _NO_SCALE
             reading = Reading(ldn, obis, attribute, value, received, source, captured, scaler, unit)
         else:
             ref = CosemRef(0, obis, attribute)
             reading = reading_of(
                 ldn, ref, value, received=received, source=source, captured=captured, scaler_unit=su
             )
-        readings[(obis, attribute, captured)] = reading
-    frame_time = time_of(values.get("unix_time"))
-    index = readings.get((profile.objects["converted_volume_index"].obis, 2, frame_time))
-    return list(readings.values()), _frame_status(ldn, profile, values, received, frame_time, index)
+        readings[(key, captured)] = reading
 
-
-def _frame_fields(
-    frame: CompactFrame, unix_time: Obis, time_of: Callable[[Any], dt.datetime | None]
-) -> Iterator[tuple[Obis, int, Any, dt.datetime | None]]:
-    """Each value a frame carries for an object: (OBIS, attribute, value, captured at)."""
-    values = frame.values
-    for step in _plan(frame.layout, unix_time):
+    for step in plan.steps:
         value = values[step.name]
         if step.entries is None:
-            yield step.obis, step.attribute, value, time_of(values.get(step.at))
+            add(step.key, step.obis, step.attribute, value, time_of(values.get(step.at)))
             continue
         for entry in value:
             at = time_of(entry.get("unix_time"))
-            for name, obis, attribute in step.entries:
-                yield obis, attribute, entry[name], at
+            for name, obis, attribute, key in step.entries:
+                add(key, obis, attribute, entry[name], at)
+    frame_time = time_of(values.get("unix_time"))
+    index_key = plan.keys.get((profile.objects["converted_volume_index"].obis, 2), -1)
+    index = readings.get((index_key, frame_time))
+    return list(readings.values()), _frame_status(ldn, profile, values, received, frame_time, index)
 
 
 class _Times:

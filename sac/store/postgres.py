@@ -155,13 +155,30 @@ _ELEMENT: dict[str, Callable[[Any], str]] = {
 }
 
 
+_NONE = type(None)
+_PLAIN_NUMBERS = {"int": frozenset((int, _NONE)), "num": frozenset((int, float, _NONE))}
+
+
 def _array(kind: str, column: Sequence[Any]) -> str:
-    element = _ELEMENT[kind]
+    """The array literal of ``column``.  The usual columns (ids, a push's values, its OBIS
+    codes and times, scalers with NULLs) take the fast paths, joined at C speed: some
+    12,000 elements a second's pushes make."""
     if kind in ("text", "time"):  # few distinct values (OBIS codes, a push's times): once each
+        element = _ELEMENT[kind]
         texts = {v: element(v) for v in set(column) if v is not None}
-        return "{" + ",".join("NULL" if v is None else texts[v] for v in column) + "}"
-    if kind == "int" and all(type(v) is int for v in column):
-        return "{" + ",".join(map(str, column)) + "}"
+        texts[None] = "NULL"
+        return "{" + ",".join(map(texts.__getitem__, column)) + "}"
+    types = set(map(type, column))
+    plain = _PLAIN_NUMBERS.get(kind)
+    if plain is not None and types <= plain:
+        text = ",".join(map(repr, column))  # (an int's repr is its str; a float's, exact)
+        if _NONE in types:
+            text = text.replace("None", "NULL")
+        if float not in types or "n" not in text:  # (else a NaN or an infinity: spelt below)
+            return "{" + text + "}"
+    if types == {_NONE}:
+        return "{" + ",".join(["NULL"] * len(column)) + "}"
+    element = _ELEMENT[kind]
     return "{" + ",".join("NULL" if v is None else element(v) for v in column) + "}"
 
 
