@@ -9,9 +9,8 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
-from twisted.internet import reactor
-from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 
 __all__ = ["HAPROXY", "Haproxy", "free_port", "haproxy_config"]
@@ -29,7 +28,11 @@ def free_port() -> int:
 
 
 def haproxy_config(
-    port: int, backends: list[int], monitor: int, balance: str = "roundrobin"
+    port: int,
+    backends: list[int],
+    monitor: int,
+    balance: str = "roundrobin",
+    maxconn: int = 8000,  # 2 descriptors each: under a limit of 20,000
 ) -> str:
     """Push sessions on ``port`` spread over the push listeners ``backends`` (TCP as is: the
     SAC sees the balancer's address as the meter's); ``monitor`` answers ``/ready``."""
@@ -37,7 +40,7 @@ def haproxy_config(
         f"    server sac{i} 127.0.0.1:{backend}\n" for i, backend in enumerate(backends)
     )
     return (
-        "global\n    maxconn 8000\n"  # 2 descriptors each: under a limit of 20,000
+        f"global\n    maxconn {maxconn}\n"
         "defaults\n    mode tcp\n    timeout connect 5s\n"
         "    timeout client 130s\n    timeout server 130s\n"
         f"frontend push\n    bind 127.0.0.1:{port} backlog 4096\n    default_backend sacs\n"
@@ -50,12 +53,14 @@ def haproxy_config(
 class Haproxy:
     """HAProxy on ``port`` over ``backends``; stop it with :meth:`stop`."""
 
-    def __init__(self, folder: Path, port: int, backends: list[int], **kw: str) -> None:
+    def __init__(
+        self, folder: Path, port: int, backends: list[int], name: str = "haproxy", **kw: Any
+    ) -> None:
         self.port = port
         self.monitor = free_port()
-        self.config = folder / "haproxy.cfg"
+        self.config = folder / f"{name}.cfg"
         self.config.write_text(haproxy_config(port, backends, self.monitor, **kw))
-        self.log = folder / "haproxy.log"
+        self.log = folder / f"{name}.log"
         with self.log.open("w") as out:
             self.process = subprocess.Popen(
                 [HAPROXY, "-f", str(self.config), "-db"],
@@ -72,13 +77,21 @@ class Haproxy:
         except OSError:
             return False
 
-    async def ready(self, timeout: float = 20.0) -> None:
+    def wait(self, timeout: float = 20.0) -> None:
+        """Blocks until HAProxy serves (a benchmark's call; a test's: :meth:`ready`)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and self.process.poll() is None:
-            if await deferToThread(self._answers):
+            if self._answers():
                 return
-            await deferLater(reactor, 0.05, lambda: None)
+            time.sleep(0.05)
         raise AssertionError(f"HAProxy never answered:\n{self.log.read_text()}")
+
+    async def ready(self, timeout: float = 20.0) -> None:
+        await deferToThread(self.wait, timeout)
+
+    @property
+    def pid(self) -> int:
+        return int(self.process.pid)
 
     def stop(self) -> None:
         if self.process.poll() is None:
