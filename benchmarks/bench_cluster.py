@@ -55,21 +55,25 @@ class Cluster:
 
     def __init__(self, args: argparse.Namespace, database: Postgres, folder: Path) -> None:
         self.args, self.database, self.folder = args, database, folder
-        self.cold = math.ceil(args.cold_rate * args.seconds)
+        self.parts = 2 * args.turns  # one cold population a slice
+        self.cold = math.ceil(args.cold_rate * args.seconds / args.turns)
         rounds = max(2, math.ceil(args.cold_rate * (args.seconds + 2 * args.warmup) / HOT))
-        load = ["load", "--meters", str(HOT), "--cold", str(2 * self.cold), "--cold-parts", "2"]
-        self.load = Child("load", [*load, "--rounds", str(rounds)], folder)
+        load = ["load", "--meters", str(HOT), "--cold", str(self.parts * self.cold)]
+        load += ["--cold-parts", str(self.parts), "--rounds", str(rounds)]
+        self.load = Child("load", load, folder)
         self.children = [self.load]
         self.balancers: list[Haproxy] = []
-        self.acked = {name: folder / f"acked-{name}.tsv" for name in ("hot", "cold0", "cold1")}
+        names = ["hot", *(f"cold{n}" for n in range(self.parts))]
+        self.acked = {name: folder / f"acked-{name}.tsv" for name in names}
         for path in self.acked.values():
             path.touch()
 
     def start(self) -> None:
         started = time.perf_counter()
-        provision(self.database, HOT + 2 * self.cold)
+        provision(self.database, HOT + self.parts * self.cold)
         print(
-            f"  setup     {HOT:,} hot + 2 x {self.cold:,} cold meters and their keys provisioned"
+            f"  setup     {HOT:,} hot + {self.parts} x {self.cold:,} cold meters and their keys"
+            " provisioned"
             f" in {time.perf_counter() - started:.1f} s (COPY)"
         )
         self.sacs = [self._sac(name) for name in ("a", "b")]
@@ -138,6 +142,8 @@ def flags(run: Cluster, population: str) -> dict[str, Any]:
 
 
 def measure(run: Cluster) -> dict[str, dict[str, Any]]:
+    """The peers, then 1 sac and 2 sacs in turn (``--turns`` slices each, each slice on
+    cold meters of its own): a change of the machine's load falls on both alike."""
     a, b = run.sacs
     for port in (a.ready["port"], run.lb_sacs.port):  # warm: both SACs, hot meters
         run.load.ask(op="sessions", port=port, cursor="sac", seconds=run.args.warmup,
@@ -146,14 +152,40 @@ def measure(run: Cluster) -> dict[str, dict[str, Any]]:
     found = {
         "peer": phase(run, run.peer.ready["port"], [run.peer.pid], None, **peer),
         "peer+lb": phase(run, run.lb_peer.port, [run.peer.pid], run.lb_peer, **peer),
-        "1 sac": phase(run, a.ready["port"], [a.pid], None, cursor="sac", **flags(run, "cold0")),
     }
-    before = stored(run.sacs)
-    found["2 sacs"] = phase(
-        run, run.lb_sacs.port, [a.pid, b.pid], run.lb_sacs, cursor="sac", **flags(run, "cold1")
-    )
-    found["2 sacs"]["split"] = [n - m for n, m in zip(stored(run.sacs), before, strict=True)]
+    slices: dict[str, list[dict[str, Any]]] = {"1 sac": [], "2 sacs": []}
+    split = [0, 0]
+    seconds = run.args.seconds / run.args.turns
+    for turn in range(run.args.turns):
+        one, two = flags(run, f"cold{2 * turn}"), flags(run, f"cold{2 * turn + 1}")
+        slices["1 sac"].append(
+            phase(run, a.ready["port"], [a.pid], None, cursor="sac", seconds=seconds, **one)
+        )
+        before, both = stored(run.sacs), [a.pid, b.pid]
+        slices["2 sacs"].append(
+            phase(run, run.lb_sacs.port, both, run.lb_sacs, cursor="sac", seconds=seconds, **two)
+        )
+        split = [s + n - m for s, n, m in zip(split, stored(run.sacs), before, strict=True)]
+    for name, parts in slices.items():
+        found[name] = joined(parts)
+        print(f"  {name:8} by slice: " + ", ".join(f"{r['rate']:,.0f}/s" for r in parts))
+    found["2 sacs"]["split"] = split
     return found
+
+
+def joined(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The slices of one side as one measure: sessions over time, CPU over sessions; the
+    percentiles are the slices' medians, the max the largest."""
+    r: dict[str, Any] = {k: sum(p[k] for p in parts) for k in ("ok", "elapsed", "refused")}
+    r.update({k: sum(p[k] for p in parts) for k in ("failed", "unfinished")})
+    for part in ("server", "lb", "pg"):
+        r[f"{part}_cpu"] = sum(p[f"{part}_cpu"] for p in parts)
+        r[f"{part}_us"] = r[f"{part}_cpu"] / max(r["ok"], 1) * 1e6
+    r["rate"] = r["ok"] / r["elapsed"]
+    for q in ("p50", "p99"):
+        r[q] = sorted(p[q] for p in parts)[len(parts) // 2]
+    r["max"] = max(p["max"] for p in parts)
+    return r
 
 
 def describe(found: dict[str, dict[str, Any]]) -> None:
@@ -213,15 +245,19 @@ def keep(args: argparse.Namespace, found: dict[str, dict[str, Any]], lost: dict[
     for name, value in ratios.items():
         print(f"  ratio     {name:15} {value:5.2f}")
     options = {"concurrency": args.concurrency, "pool": args.pool, "balance": args.balance}
+    figures["turns"] = args.turns
     results.record("cluster", options, figures, ratios)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=10.0, help="each of the 4 measures")
+    parser.add_argument("--seconds", type=float, default=20.0, help="each of the 4 measures")
     parser.add_argument("--cold-rate", type=float, default=2100.0, help="cold meters a second")
     parser.add_argument("--concurrency", type=int, default=200, help="sessions in flight")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds on each SAC first")
+    parser.add_argument(
+        "--turns", type=int, default=4, help="1 sac and 2 sacs in turn, in this many slices"
+    )
     parser.add_argument("--pool", type=int, default=4, help="PostgreSQL connections a SAC")
     parser.add_argument("--backlog", type=int, default=1024, help="listen backlog")
     parser.add_argument("--balance", choices=("roundrobin", "leastconn"), default="roundrobin")
