@@ -10,7 +10,9 @@ readings exactly once; every command ran exactly once (done, one attempt, one mo
 received, across both processes, rise strictly) and the stored reservations cover them;
 both processes served sessions; and a meter disabled through the first process's API is
 refused by the second promptly, though the second held it in its 30-second cache: the
-LISTEN/NOTIFY path (``Store.watch_meters``), not the cache's expiry.
+LISTEN/NOTIFY path (``Store.watch_meters``), not the cache's expiry.  Through HAProxy that
+refusal (a reset from the SAC) reaches the meter as a clean close: docs/operations.md
+section 9 says so, and this test notices if it stops being true.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.error import ConnectionDone
+from twisted.internet.task import deferLater
 
 from sac.dlms.security import CipheredApdu
 from sac.errors import SacError
@@ -139,6 +142,17 @@ class Cluster:
 
     def sessions(self, i: int) -> list[dict[str, Any]]:
         return [e for e in self.sacs[i].events() if e["message"].startswith("push session from")]
+
+    async def logged(self, part: str, count: int, timeout: float = 30.0) -> None:
+        """Once ``count`` session lines of either process hold ``part`` (the timeout only
+        ends a run gone wrong)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            lines = [e for i in (0, 1) for e in self.sessions(i) if part in e["message"]]
+            if len(lines) >= count:
+                return
+            await deferLater(reactor, 0.05, lambda: None)
+        raise AssertionError(f"not {count} session lines with {part!r}")
 
     async def stop(self) -> None:
         if self.balancer is not None:
@@ -275,3 +289,8 @@ async def change_seen_by_the_other(
         raise AssertionError(f"process B still took {meter.ldn}'s pushes after it was disabled")
     # refused for being disabled (the log line comes after the reset the meter saw)
     await cluster.sacs[1].wait_for(f"push session from 127.0.0.1, meter {meter.ldn}: disabled")
+    # through HAProxy the same refusal reaches the meter as a clean close, as
+    # docs/operations.md section 9 warns (a proxy ends the meter's connection itself)
+    sim.now += 60
+    assert await sim.push(cluster.balancer.port, meter), "HAProxy now passes resets on: docs"
+    await cluster.logged(f"meter {meter.ldn}: disabled", 2)  # refused by the SAC: 2 in all
