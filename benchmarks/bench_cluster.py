@@ -113,6 +113,11 @@ def stored(sacs: list[Child]) -> list[int]:
     return [s.ask(op="stats")["counters"].get("sac_push_stored_total", 0) for s in sacs]
 
 
+def transactions(sacs: list[Child]) -> int:
+    """The ingest transactions of both SACs so far (a transaction stores many sessions)."""
+    return sum(s.ask(op="stats")["transactions"] for s in sacs)
+
+
 def phase(
     run: Cluster, port: int, servers: list[int], balancer: Haproxy | None, **kw: Any
 ) -> dict[str, Any]:
@@ -122,8 +127,9 @@ def phase(
     kw.setdefault("seconds", run.args.seconds)
     pids = servers + ([balancer.pid] if balancer else [])
     cpu0 = [cpu_seconds(pid) for pid in pids]
-    pg0, load0 = postgres_cpu(), cpu_seconds(run.load.pid)
+    pg0, load0, tx0 = postgres_cpu(), cpu_seconds(run.load.pid), transactions(run.sacs)
     r = run.load.ask(op="sessions", port=port, **kw)
+    r["transactions"] = transactions(run.sacs) - tx0
     cpu = [cpu_seconds(pid) - before for pid, before in zip(pids, cpu0, strict=True)]
     r["server_cpu"] = sum(cpu[: len(servers)])
     r["lb_cpu"] = cpu[-1] if balancer else 0.0
@@ -176,7 +182,8 @@ def measure(run: Cluster) -> dict[str, dict[str, Any]]:
 def joined(parts: list[dict[str, Any]]) -> dict[str, Any]:
     """The slices of one side as one measure: sessions over time, CPU over sessions; the
     percentiles are the slices' medians, the max the largest."""
-    r: dict[str, Any] = {k: sum(p[k] for p in parts) for k in ("ok", "elapsed", "refused")}
+    r: dict[str, Any] = {k: sum(p[k] for p in parts) for k in ("ok", "elapsed", "transactions")}
+    r["refused"] = sum(p["refused"] for p in parts)
     r.update({k: sum(p[k] for p in parts) for k in ("failed", "unfinished")})
     for part in ("server", "lb", "pg"):
         r[f"{part}_cpu"] = sum(p[f"{part}_cpu"] for p in parts)
@@ -202,10 +209,16 @@ def describe(found: dict[str, dict[str, Any]]) -> None:
             f"   ({r['ok']:,} in {r['elapsed']:.1f} s)"
         )
     split = found["2 sacs"]["split"]
+    one, two = found["1 sac"], found["2 sacs"]
     print(
         f"  2 sacs: {split[0]:,} pushes stored by A, {split[1]:,} by B;"
-        f" 2 sacs / 1 sac = {found['2 sacs']['rate'] / found['1 sac']['rate']:.2f}"
-        "  (CPU µs: user+sys a session acknowledged; server = the SAC processes, or the peer)"
+        f" 2 sacs / 1 sac = {two['rate'] / one['rate']:.2f}   sessions an ingest transaction:"
+        f" 1 sac {one['ok'] / max(one['transactions'], 1):.1f},"
+        f" 2 sacs {two['ok'] / max(two['transactions'], 1):.1f}"
+    )
+    print(
+        "  (CPU µs: user+sys a session acknowledged; server = the SAC processes, or the peer;"
+        " PG: every postgres process of the machine)"
     )
 
 
@@ -230,6 +243,7 @@ def verify(run: Cluster) -> dict[str, int]:
 
 def keep(args: argparse.Namespace, found: dict[str, dict[str, Any]], lost: dict[str, int]) -> None:
     pick = ("rate", "p50", "p99", "max", "server_us", "lb_us", "pg_us", "ok", "elapsed")
+    pick += ("transactions",)
     figures: dict[str, Any] = {name: {k: r[k] for k in pick} for name, r in found.items()}
     figures["split"] = found["2 sacs"]["split"]
     figures["lost"] = lost
