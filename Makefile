@@ -65,6 +65,7 @@ bench: $(BIN)/.sac-test-installed
 	$(BIN)/python benchmarks/bench_store.py
 	$(BIN)/python benchmarks/bench_simulator.py
 	$(BIN)/python benchmarks/bench_push.py
+	$(BIN)/python benchmarks/bench_cluster.py
 	$(BIN)/python benchmarks/bench_web.py
 	$(BIN)/python benchmarks/bench_soap.py
 

@@ -38,6 +38,14 @@ class Frames:
         self.built_late = 0  # frames built during a measure (the supply ran out)
         self.ranges = {"hot": range(0, hot), "cold": range(hot, hot + cold)}
 
+    def split_cold(self, parts: int) -> None:
+        """The cold meters in ``parts`` populations ``cold0``, ``cold1``...: one a measure,
+        so that no measure sees a meter an earlier one made known to a SAC."""
+        cold = self.ranges["cold"]
+        size = len(cold) // parts
+        for n in range(parts):
+            self.ranges[f"cold{n}"] = range(cold.start + n * size, cold.start + (n + 1) * size)
+
     def build(self, i: int) -> bytes:
         from sac.dlms.axdr import OctetString
         from sac.dlms.security import SecurityContext, Suite0Cipher
@@ -113,10 +121,11 @@ def sessions(
     behind shows it in the percentiles instead of slowing the arrivals.
 
     ``population`` "hot": the first meters, each again as soon as its session ends; "cold":
-    each meter of the rest once at most (the run ends early when every one has pushed)."""
+    each meter of the rest once at most (the run ends early when every one has pushed);
+    "cold0", "cold1"...: a part of them (:meth:`Frames.split_cold`), the same way."""
     address = ("127.0.0.1", port)
     poller = select.epoll()
-    once = population == "cold"
+    once = population.startswith("cold")
     idle = collections.deque(frames.ranges[population])
     live: dict[int, list[Any]] = {}  # fd: [socket, meter, k, start, frame not sent yet]
     latencies: list[float] = []
@@ -286,6 +295,8 @@ def load(args: argparse.Namespace) -> None:
     frames = Frames(args.meters, args.cold)
     fleet_seconds = time.perf_counter() - start
     built = frames.rounds(args.rounds, "hot") + frames.rounds(1 if args.cold else 0, "cold")
+    if args.cold_parts > 1:
+        frames.split_cold(args.cold_parts)
     cpu = time.process_time() - cpu0
     reply(
         {

@@ -237,7 +237,7 @@ def sac(args: argparse.Namespace) -> None:
             "SAC_PUSH_READ_PLAN": "no",
             "SAC_POLL_ENABLED": "no",
             "SAC_WEB_LISTEN": "",
-            "SAC_SAC_NAME": "bench-push",
+            "SAC_SAC_NAME": args.name,
         },
     )
 
@@ -342,11 +342,13 @@ def main() -> None:
     p.add_argument("--idle-timeout", type=float, default=600.0)
     p.add_argument("--max-sessions", type=int, default=20_000)
     p.add_argument("--log", required=True)
+    p.add_argument("--name", default="bench-push", help="[sac] name: one a process")
     p = sub.add_parser("peer")
     p.add_argument("--backlog", type=int, default=1024)
     p = sub.add_parser("load")
     p.add_argument("--meters", type=int, required=True, help="the hot meters")
     p.add_argument("--cold", type=int, default=0, help="the cold meters after them")
+    p.add_argument("--cold-parts", type=int, default=1, help="cold0, cold1...: one a measure")
     p.add_argument("--rounds", type=int, required=True, help="frames a hot meter")
     args = parser.parse_args()
     if args.command == "load":
