@@ -186,13 +186,16 @@ class Run:
         cpu0, pg0, load0 = cpu_seconds(pid), postgres_cpu(), cpu_seconds(self.load.pid)
         kw.setdefault("concurrency", self.args.concurrency)
         kw.setdefault("seconds", self.args.seconds)
-        tx0 = server.ask(op="stats").get("transactions", 0)
+        before = server.ask(op="stats")
         if is_sac:
             server.ask(op="lag")  # from now on
         port = server.ready["port"]
         result = self.load.ask(op="sessions", port=port, cursor=cursor, **kw)
         result["lag"] = server.ask(op="lag") if is_sac else {}
-        result["transactions"] = server.ask(op="stats").get("transactions", 0) - tx0
+        after = server.ask(op="stats")
+        result["transactions"] = after.get("transactions", 0) - before.get("transactions", 0)
+        result["lookups"] = after.get("lookups", 0) - before.get("lookups", 0)
+        result["store"] = store_time(before.get("store", {}), after.get("store", {}))
         result["server_cpu"] = cpu_seconds(pid) - cpu0
         result["pg_cpu"] = max(0.0, postgres_cpu() - pg0)  # backends that ended: not counted
         result["load_cpu"] = cpu_seconds(self.load.pid) - load0
@@ -222,6 +225,27 @@ def describe(name: str, r: dict[str, Any], what: str) -> None:
             else ""
         )
     )
+    if r.get("store"):  # where a session waits: the store's calls, how many and how long
+        print(
+            f"            {r['ok'] / max(r['lookups'], 1):.1f} sessions a meter lookup;"
+            " store calls (count, mean ms): "
+            + ", ".join(
+                f"{name} {count:,.0f} x {total / count * 1000:.1f}"
+                for name, (count, total) in sorted(r["store"].items(), key=lambda i: -i[1][1])[:4]
+            )
+        )
+
+
+def store_time(
+    before: dict[str, list[float]], after: dict[str, list[float]]
+) -> dict[str, tuple[float, float]]:
+    """{transaction: (how many, seconds in all)} run between two stats."""
+    done = {}
+    for name, (count, total) in after.items():
+        count0, total0 = before.get(name, (0.0, 0.0))
+        if count > count0:
+            done[name] = (count - count0, total - total0)
+    return done
 
 
 def warm(run: Run) -> None:

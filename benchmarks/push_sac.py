@@ -170,6 +170,17 @@ def gc_pauses() -> dict[str, float]:
     return pauses
 
 
+def store_seconds(metrics: Any) -> dict[str, list[float]]:
+    """{transaction: [how many, seconds in all]} of the store's transactions so far."""
+    found: dict[str, list[float]] = {}
+    for family in metrics.registry.collect():
+        for sample in family.samples:
+            if sample.name in ("sac_store_seconds_count", "sac_store_seconds_sum"):
+                entry = found.setdefault(sample.labels["transaction"], [0.0, 0.0])
+                entry[sample.name.endswith("_sum")] = sample.value
+    return found
+
+
 class LagProbe:
     """The reactor's stalls, seen from inside: a call due every ``every`` seconds notes how
     late it ran (the loop lag: a callback, a GC pause or a busy CPU held the reactor)."""
@@ -258,6 +269,8 @@ def sac(args: argparse.Namespace) -> None:
                     "active": len(factory.active),
                     "spooled": acquisition.spool.depth if acquisition.spool is not None else 0,
                     "transactions": acquisition.writer.transactions,
+                    "lookups": acquisition.directory.lookups.groups,
+                    "store": store_seconds(metrics),
                     "gc": pauses,
                     "counters": {
                         f"{name}{labels if labels else ''}": int(value)

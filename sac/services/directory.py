@@ -138,7 +138,7 @@ class MeterDirectory:
         self._seen_ips: OrderedDict[str, None] = OrderedDict()
         self._changes = 0  # changes heard of
         self._unwatch = store.watch_meters(self._changed)
-        self._lookups = _Lookups(self)
+        self.lookups = _Lookups(self)  # (its ``groups``: the lookups run)
 
     def stop(self) -> None:
         self._unwatch()
@@ -152,7 +152,7 @@ class MeterDirectory:
             self._known.move_to_end(title)
             return known.meter, known.keys, True
         changes = self._changes
-        found = await self._store("find the meter", lambda: self._lookups(title))
+        found = await self._store("find the meter", lambda: self.lookups(title))
         if found is None:
             raise PushRejected("unknown-meter", f"no meter has system title {title.hex()}")
         meter, by_sap = found

@@ -37,7 +37,7 @@ async def test_fifty_cold_pushes_are_identified_in_three_statements(
     await provision(store, fleet)
     sac = Sac(store)
     sacs.append(sac)
-    lookups = sac.acquisition.directory._lookups
+    lookups = sac.acquisition.directory.lookups
     store.meter_ids.clear()
 
     found = await _outcomes(sac, [m.system_title for m in fleet.meters])
@@ -126,6 +126,6 @@ async def test_concurrent_cold_sessions_are_stored(backend: Backend, sacs: list[
     sessions = [Deferred.fromCoroutine(push_once(port, m)) for m in fleet.meters]
     await DeferredList(sessions, fireOnOneErrback=True)
     assert sac.acquisition.metrics.value("sac_push_stored_total") == 40
-    assert sac.acquisition.directory._lookups.groups < 40
+    assert sac.acquisition.directory.lookups.groups < 40
     for m in fleet.meters:
         assert (await store.meters.get(m.ldn)).last_connection is not None
