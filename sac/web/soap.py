@@ -207,7 +207,14 @@ class ErpService(ServiceBase):
             lo, hi = _range(start, end)
             size, only = _limit(limit, 1000, MAX_PAGE), _obis(obis)
             page = reading_slices(
-                call.web.store, lo, hi, ldn=ldn, obis=only, cursor=cursor or None, limit=size
+                call.web.store,
+                lo,
+                hi,
+                ldn=ldn,
+                obis=only,
+                cursor=cursor or None,
+                limit=size,
+                exported=True,
             )
             return await soap_export.readings_answer("GetReadings", page)
 
@@ -242,6 +249,7 @@ class ErpService(ServiceBase):
                 by_profile=by_profile,
                 cursor=cursor or None,
                 limit=size,
+                exported=True,
             )
             return await soap_export.readings_answer("ExportIndexReadings", page)
 

@@ -19,19 +19,19 @@ the requests and the faults stay spyne's: only these answers are written here.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterable, Callable
-from typing import Any
+from collections.abc import AsyncIterable
+from decimal import Decimal
 
 from lxml import etree
 
 from sac import gasday
-from sac.store import MonthStartIndex, MonthStartPage, Reading, ReadingPage
+from sac.store import ExportedReading, ExportPage, MonthStartIndex, MonthStartPage, Reading
 from sac.web import display
 from sac.web.history import converted
 from sac.web.soap_types import NS
 from sac.web.spyne_compat import SOAP11_ENV, Serialised
 
-__all__ = ["month_start_answer", "readings_answer"]
+__all__ = ["exported", "month_start_answer", "readings_answer"]
 
 _HEAD = (
     "<?xml version='1.0' encoding='UTF-8'?>\n"
@@ -55,48 +55,78 @@ class _Page:
     source), formatted and escaped once."""
 
     def __init__(self) -> None:
-        self._texts: dict[Any, str] = {}
-
-    def _once(self, key: Any, make: Callable[[], str]) -> str:
-        found = self._texts.get(key)
-        if found is None:
-            found = self._texts[key] = make()
-        return found
+        self._fields: dict[tuple[str, str], str] = {}
+        self._heads: dict[tuple[str, str | None, str, int], str] = {}
+        self._units: dict[int | None, str] = {}
+        self._sources: dict[str, str] = {}
 
     def field(self, name: str, text: str | None) -> str:
         """``<tns:name>text</tns:name>``, nothing for None."""
         if text is None:
             return ""
-        return self._once((name, text), lambda: f"<tns:{name}>{_escaped(text)}</tns:{name}>")
+        found = self._fields.get((name, text))
+        if found is None:
+            found = self._fields[name, text] = f"<tns:{name}>{_escaped(text)}</tns:{name}>"
+        return found
 
-    def reading(self, r: Reading, pdr: str | None) -> str:
+    def _head(self, key: tuple[str, str | None, str, int]) -> str:
+        ldn, pdr, obis, attribute = key
+        head = self.field("ldn", ldn) + self.field("pdr", pdr)
+        head += f"<tns:obis>{obis}</tns:obis><tns:attribute>{attribute}</tns:attribute>"
+        self._heads[key] = head
+        return head
+
+    def reading(self, r: ExportedReading) -> str:
         """A ReadingInfo's fields, in the WSDL's order (the element around is the caller's)."""
-        head = self._once(
-            (r.ldn, pdr, r.obis, r.attribute),
-            lambda: (
-                self.field("ldn", r.ldn)
-                + self.field("pdr", pdr)
-                + f"<tns:obis>{r.obis}</tns:obis><tns:attribute>{r.attribute}</tns:attribute>"
-            ),
-        )
-        value = r.scaled
+        ldn, obis, attribute, value, raw, scaler, unit, captured, received, source, pdr = r
+        key = (ldn, pdr, obis, attribute)
+        head = self._heads.get(key) or self._head(key)
         if value is not None:
-            unit = self._once(("unit", r.unit), lambda: _unit(r.unit))
-            number = f"<tns:value><tns:value>{value}</tns:value>{unit}</tns:value>"
-        elif r.raw is not None:
-            number = f"<tns:raw>{r.raw.hex().upper()}</tns:raw>"
+            units = self._units.get(unit)
+            if units is None:
+                units = self._units[unit] = _unit(unit)
+            scaled = _scaled(value, scaler)
+            number = f"<tns:value><tns:value>{scaled}</tns:value>{units}</tns:value>"
+        elif raw is not None:
+            number = f"<tns:raw>{raw.hex().upper()}</tns:raw>"
         else:
             number = ""
-        received = r.received.isoformat()
-        if r.captured is None:
-            captured = ""
-        elif r.captured.tzinfo is r.received.tzinfo and r.captured == r.received:
-            # often the same time (a poll's), in the same zone: the same text, written once
-            captured = f"<tns:captured>{received}</tns:captured>"
+        at = received.isoformat()
+        if captured is None:
+            when = ""
+        elif captured.tzinfo is received.tzinfo and captured == received:
+            when = f"<tns:captured>{at}</tns:captured>"  # a poll's: the same text, made once
         else:
-            captured = _time("captured", r.captured)
-        source = self.field("source", r.source)
-        return f"{head}{number}{captured}<tns:received>{received}</tns:received>{source}"
+            when = f"<tns:captured>{captured.isoformat()}</tns:captured>"
+        origin = self._sources.get(source)
+        if origin is None:
+            origin = self._sources[source] = self.field("source", source)
+        return f"{head}{number}{when}<tns:received>{at}</tns:received>{origin}"
+
+
+def _scaled(value: int | float, scaler: int | None) -> Decimal:
+    """The value as spyne writes a Reading's ``scaled`` (a Decimal's ``str``)."""
+    if type(value) is int:  # exact either way; spares the text round trip
+        return Decimal(value).scaleb(scaler or 0)
+    return Decimal(str(value)).scaleb(scaler or 0)
+
+
+def exported(reading: Reading, pdr: str | None) -> ExportedReading:
+    """A Reading as the tuple an answer writes."""
+    r = reading
+    return ExportedReading(
+        r.ldn,
+        str(r.obis),
+        r.attribute,
+        r.value,
+        r.raw,
+        r.scaler,
+        r.unit,
+        r.captured,
+        r.received,
+        r.source,
+        pdr,
+    )
 
 
 def _time(name: str, at: dt.datetime) -> str:
@@ -115,17 +145,17 @@ def _envelope(operation: str, opening: str, rows: list[str], closing: str) -> Se
     return Serialised("".join(parts).encode())
 
 
-async def readings_answer(operation: str, slices: AsyncIterable[ReadingPage]) -> Serialised:
+async def readings_answer(operation: str, slices: AsyncIterable[ExportPage]) -> Serialised:
     """The answer of ``operation`` (its result a ReadingPage) for a page of the store, in
-    the slices :func:`sac.web.history.reading_slices` gives (the last one's cursor is the
-    page's); each slice is written a part at a time, the reactor free between."""
-    writer, pdrs, rows, cursor = _Page(), dict[str, str | None](), list[str](), None
+    the slices :func:`sac.web.history.reading_slices` gives with ``exported=True`` (the
+    last one's cursor is the page's); each slice is written a part at a time, the reactor
+    free between."""
+    writer, rows, cursor = _Page(), list[str](), None
 
-    def row(r: Reading) -> str:
-        return f"<tns:ReadingInfo>{writer.reading(r, pdrs.get(r.ldn))}</tns:ReadingInfo>"
+    def row(r: ExportedReading) -> str:
+        return f"<tns:ReadingInfo>{writer.reading(r)}</tns:ReadingInfo>"
 
     async for page in slices:
-        pdrs.update(page.pdrs)
         rows += await converted(page.readings, row)
         cursor = page.cursor
     closing = "</tns:readings>" + writer.field("cursor", cursor)
@@ -141,7 +171,7 @@ async def month_start_answer(
     def row(info: MonthStartIndex) -> str:
         fields = writer.field("ldn", info.ldn) + writer.field("pdr", info.pdr)
         if info.reading is not None:
-            fields += f"<tns:index>{writer.reading(info.reading, info.pdr)}</tns:index>"
+            fields += f"<tns:index>{writer.reading(exported(info.reading, info.pdr))}</tns:index>"
         return f"<tns:MonthStartInfo>{fields}</tns:MonthStartInfo>"
 
     opening = _time("monthStart", gasday.month_start(year, month)) + "<tns:rows>"
