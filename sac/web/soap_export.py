@@ -31,7 +31,14 @@ from sac.web.history import converted
 from sac.web.soap_types import NS
 from sac.web.spyne_compat import SOAP11_ENV, Serialised
 
-__all__ = ["exported", "month_start_answer", "readings_answer"]
+__all__ = [
+    "PageText",
+    "envelope",
+    "exported",
+    "month_start_answer",
+    "readings_answer",
+    "time_field",
+]
 
 _HEAD = (
     "<?xml version='1.0' encoding='UTF-8'?>\n"
@@ -50,7 +57,7 @@ def _escaped(text: str) -> str:
     return written[3:-4] if written.endswith("</t>") else ""
 
 
-class _Page:
+class PageText:
     """What repeats on a page of an answer (a meter's LDN and PDR, the object, the unit, the
     source), formatted and escaped once."""
 
@@ -129,7 +136,7 @@ def exported(reading: Reading, pdr: str | None) -> ExportedReading:
     )
 
 
-def _time(name: str, at: dt.datetime) -> str:
+def time_field(name: str, at: dt.datetime) -> str:
     return f"<tns:{name}>{at.isoformat()}</tns:{name}>"
 
 
@@ -139,7 +146,7 @@ def _unit(code: int | None) -> str:
     return unit + (f"<tns:unitName>{_escaped(name)}</tns:unitName>" if name else "")
 
 
-def _envelope(operation: str, opening: str, rows: list[str], closing: str) -> Serialised:
+def envelope(operation: str, opening: str, rows: list[str], closing: str) -> Serialised:
     parts = [_HEAD, f"<tns:{operation}Response><tns:{operation}Result>", opening, *rows]
     parts += [closing, f"</tns:{operation}Result></tns:{operation}Response>", _TAIL]
     return Serialised("".join(parts).encode())
@@ -150,7 +157,7 @@ async def readings_answer(operation: str, slices: AsyncIterable[ExportPage]) -> 
     the slices :func:`sac.web.history.reading_slices` gives with ``exported=True`` (the
     last one's cursor is the page's); each slice is written a part at a time, the reactor
     free between."""
-    writer, rows, cursor = _Page(), list[str](), None
+    writer, rows, cursor = PageText(), list[str](), None
 
     def row(r: ExportedReading) -> str:
         return f"<tns:ReadingInfo>{writer.reading(r)}</tns:ReadingInfo>"
@@ -159,14 +166,14 @@ async def readings_answer(operation: str, slices: AsyncIterable[ExportPage]) -> 
         rows += await converted(page.readings, row)
         cursor = page.cursor
     closing = "</tns:readings>" + writer.field("cursor", cursor)
-    return _envelope(operation, "<tns:readings>", rows, closing)
+    return envelope(operation, "<tns:readings>", rows, closing)
 
 
 async def month_start_answer(
     operation: str, year: int, month: int, page: MonthStartPage
 ) -> Serialised:
     """The answer of ``operation`` (its result a MonthStartPage) for a page of the store."""
-    writer = _Page()
+    writer = PageText()
 
     def row(info: MonthStartIndex) -> str:
         fields = writer.field("ldn", info.ldn) + writer.field("pdr", info.pdr)
@@ -174,6 +181,6 @@ async def month_start_answer(
             fields += f"<tns:index>{writer.reading(exported(info.reading, info.pdr))}</tns:index>"
         return f"<tns:MonthStartInfo>{fields}</tns:MonthStartInfo>"
 
-    opening = _time("monthStart", gasday.month_start(year, month)) + "<tns:rows>"
+    opening = time_field("monthStart", gasday.month_start(year, month)) + "<tns:rows>"
     closing = "</tns:rows>" + writer.field("cursor", page.cursor)
-    return _envelope(operation, opening, await converted(page.rows, row), closing)
+    return envelope(operation, opening, await converted(page.rows, row), closing)
