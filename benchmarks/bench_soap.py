@@ -12,7 +12,10 @@ While the ERP exports at full speed (issue 23): a third process asks ``GET /heal
 20 ms on its own connection (its latency's p50, p99 and max), and a 10 ms LoopingCall in the
 SAC process records how late each of its turns comes (the reactor's lag: p99 and max) --
 what a push arriving meanwhile would wait before it is read.  Targets: at least 30,000
-readings/s, ``/health`` and the lag p99 under 100 ms.  Run: ``.venv/bin/python
+readings/s, ``/health`` and the lag p99 under 100 ms.  It also prints the SAC process's CPU
+time a reading served (every thread; what one core would serve, whatever the ERPs' parsing
+and the machine's other load take), and writes its figures to ``benchmarks/results/``
+(:mod:`results`; the ratio compared is SOAP's readings/s over the peer's).  Run: ``.venv/bin/python
 benchmarks/bench_soap.py [--readings N] [--page N] [--erps N]``; with ``--erps N``, N ERPs
 export everything at once (what one SAC process serves, rather than what one sequential
 client waits for).
@@ -41,6 +44,7 @@ from twisted.web.server import Site
 from sac.keys import MasterKey
 from sac.passwords import ScryptParams
 from sac.profiles import discover_profiles
+from sac.runtime import tune_gc
 from sac.services.readings import INDEX
 from sac.store import Ingest, NewMeter, Reading, Role
 from sac.store.factory import store_at
@@ -243,6 +247,7 @@ async def main(reactor: Any, args: argparse.Namespace) -> None:
         conn.autocommit = True
         conn.cursor().execute("ANALYZE")
         conn.close()
+        tune_gc()  # as the SAC process does once started (sac/tap.py)
         print(
             f"SOAP benchmark: {args.readings // 1000 * 1000:,} index readings on PostgreSQL,"
             f" pages of {args.page:,}"
