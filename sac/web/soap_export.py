@@ -25,6 +25,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import AsyncIterable
 from decimal import Decimal
+from typing import Any
 
 from lxml import etree
 
@@ -67,9 +68,7 @@ class PageText:
 
     def __init__(self) -> None:
         self._fields: dict[tuple[str, str], str] = {}
-        self._heads: dict[tuple[str, str | None, str, int], str] = {}
-        self._units: dict[int | None, str] = {}
-        self._sources: dict[str, str] = {}
+        self._templates: dict[tuple[Any, ...], tuple[str, str, str]] = {}
 
     def field(self, name: str, text: str | None) -> str:
         """``<tns:name>text</tns:name>``, nothing for None."""
@@ -80,28 +79,25 @@ class PageText:
             found = self._fields[name, text] = f"<tns:{name}>{_escaped(text)}</tns:{name}>"
         return found
 
-    def _head(self, key: tuple[str, str | None, str, int]) -> str:
-        ldn, pdr, obis, attribute = key
+    def _template(self, key: tuple[Any, ...]) -> tuple[str, str, str]:
+        ldn, pdr, obis, attribute, unit, source = key
         head = self.field("ldn", ldn) + self.field("pdr", pdr)
         head += f"<tns:obis>{obis}</tns:obis><tns:attribute>{attribute}</tns:attribute>"
-        self._heads[key] = head
-        return head
+        found = self._templates[key] = (head, _unit(unit), self.field("source", source))
+        return found
 
-    def reading(self, r: ExportedReading) -> str:
-        """A ReadingInfo's fields, in the WSDL's order (the element around is the caller's)."""
+    def reading(self, r: ExportedReading, opening: str = "", closing: str = "") -> str:
+        """A ReadingInfo's fields, in the WSDL's order, between ``opening`` and ``closing``
+        (the element around, the caller's)."""
         ldn, obis, attribute, value, raw, scaler, unit, captured, received, source, pdr = r
-        key = (ldn, pdr, obis, attribute)
-        head = self._heads.get(key) or self._head(key)
-        if value is not None:
-            units = self._units.get(unit)
-            if units is None:
-                units = self._units[unit] = _unit(unit)
-            scaled = _scaled(value, scaler)
-            number = f"<tns:value><tns:value>{scaled}</tns:value>{units}</tns:value>"
-        elif raw is not None:
-            number = f"<tns:raw>{raw.hex().upper()}</tns:raw>"
-        else:
-            number = ""
+        key = (ldn, pdr, obis, attribute, unit, source)
+        head, units, origin = self._templates.get(key) or self._template(key)
+        if value is None:
+            number = "" if raw is None else f"<tns:raw>{raw.hex().upper()}</tns:raw>"
+        else:  # a Reading's ``scaled``; an int made a Decimal directly (exact either way)
+            exact = Decimal(value) if type(value) is int else Decimal(str(value))
+            number = f"<tns:value><tns:value>{exact.scaleb(scaler or 0)}</tns:value>{units}"
+            number += "</tns:value>"
         at = received.isoformat()
         if captured is None:
             when = ""
@@ -109,17 +105,7 @@ class PageText:
             when = f"<tns:captured>{at}</tns:captured>"  # a poll's: the same text, made once
         else:
             when = f"<tns:captured>{captured.isoformat()}</tns:captured>"
-        origin = self._sources.get(source)
-        if origin is None:
-            origin = self._sources[source] = self.field("source", source)
-        return f"{head}{number}{when}<tns:received>{at}</tns:received>{origin}"
-
-
-def _scaled(value: int | float, scaler: int | None) -> Decimal:
-    """The value as spyne writes a Reading's ``scaled`` (a Decimal's ``str``)."""
-    if type(value) is int:  # exact either way; spares the text round trip
-        return Decimal(value).scaleb(scaler or 0)
-    return Decimal(str(value)).scaleb(scaler or 0)
+        return f"{opening}{head}{number}{when}<tns:received>{at}</tns:received>{origin}{closing}"
 
 
 def exported(reading: Reading, pdr: str | None) -> ExportedReading:
@@ -164,7 +150,7 @@ async def readings_answer(operation: str, slices: AsyncIterable[ExportPage]) -> 
     writer, rows, cursor = PageText(), list[str](), None
 
     def row(r: ExportedReading) -> str:
-        return f"<tns:ReadingInfo>{writer.reading(r)}</tns:ReadingInfo>"
+        return writer.reading(r, "<tns:ReadingInfo>", "</tns:ReadingInfo>")
 
     async for page in slices:
         rows += await converted(page.readings, row)
