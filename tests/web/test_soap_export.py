@@ -34,7 +34,7 @@ from sac.web.history import (
     readings_page,
 )
 from sac.web.soap import NS, soap_application
-from sac.web.soap_export import month_start_answer, readings_answer
+from sac.web.soap_export import exported, month_start_answer, readings_answer
 from sac.web.soap_types import _reading_info
 from sac.web.spyne_compat import Serialised, SoapResource, _MethodContext
 from tests.store.conftest import Backend
@@ -260,6 +260,9 @@ async def test_a_page_asked_in_slices_is_the_page_asked_at_once(backend: Backend
         at_once = await store.exports.readings(T0, end, obis=INDEX, cursor=cursor, limit=1100)
         sliced_page = await readings_page(store, T0, end, obis=INDEX, cursor=cursor, limit=1100)
         assert sliced_page == at_once
+        tuples = await store.exports.exported(T0, end, obis=INDEX, cursor=cursor, limit=1100)
+        assert tuples.cursor == at_once.cursor  # the same query, the same pages
+        assert tuples.readings == tuple(exported(r, at_once.pdrs[r.ldn]) for r in at_once.readings)
         whole += at_once.readings
         sliced += sliced_page.readings
         cursor = at_once.cursor
