@@ -12,7 +12,10 @@ While the ERP exports at full speed (issue 23): a third process asks ``GET /heal
 20 ms on its own connection (its latency's p50, p99 and max), and a 10 ms LoopingCall in the
 SAC process records how late each of its turns comes (the reactor's lag: p99 and max) --
 what a push arriving meanwhile would wait before it is read.  Targets: at least 30,000
-readings/s, ``/health`` and the lag p99 under 100 ms.  Run: ``.venv/bin/python
+readings/s, ``/health`` and the lag p99 under 100 ms.  It also prints the SAC process's CPU
+time a reading served (every thread; what one core would serve, whatever the ERPs' parsing
+and the machine's other load take), and writes its figures to ``benchmarks/results/``
+(:mod:`results`; the ratio compared is SOAP's readings/s over the peer's).  Run: ``.venv/bin/python
 benchmarks/bench_soap.py [--readings N] [--page N] [--erps N]``; with ``--erps N``, N ERPs
 export everything at once (what one SAC process serves, rather than what one sequential
 client waits for).
@@ -29,6 +32,7 @@ import sys
 import time
 from typing import Any
 
+import results
 from bench_store import Postgres
 from twisted.internet import task
 from twisted.internet.defer import Deferred, ensureDeferred
@@ -40,6 +44,7 @@ from twisted.web.server import Site
 from sac.keys import MasterKey
 from sac.passwords import ScryptParams
 from sac.profiles import discover_profiles
+from sac.runtime import tune_gc
 from sac.services.readings import INDEX
 from sac.store import Ingest, NewMeter, Reading, Role
 from sac.store.factory import store_at
@@ -168,7 +173,7 @@ async def export(
     beat = LoopingCall(lambda: ticks.append(time.perf_counter()))
     beat.start(BEAT)
     monitor = spawn(reactor, HEALTH, number)
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     erps = [spawn(reactor, ERP, number, page, end.isoformat()) for _ in range(erps_count)]
     results = [json.loads(await erp.done) for erp in erps]
     result = {
@@ -176,6 +181,7 @@ async def export(
         "served": sum(r["readings"] for r in results),
         "pages": sum(r["pages"] for r in results),
         "seconds": time.perf_counter() - started,
+        "cpu": time.process_time() - cpu,  # the SAC process's, every thread
     }
     beat.stop()
     monitor_transport = monitor.transport
@@ -191,16 +197,21 @@ def p99(values: list[float]) -> float:
     return values[min(len(values) - 1, int(len(values) * 0.99))]
 
 
-def report(erps: int, count: int, peer_rate: float, result: dict[str, Any]) -> None:
+def report(args: argparse.Namespace, count: int, peer_rate: float, result: dict[str, Any]) -> None:
     soap_rate = result["served"] / result["seconds"]
     assert result["readings"] == count, (result, count)
     health, lag = result["health"], result["lag"]
+    cpu_a_reading = result["cpu"] / result["served"]
     print(f"  {'':34}{'readings/s':>12}{'ratio':>8}")
     print(f"  {'peer: store.exports.readings':34}{peer_rate:12,.0f}{1:8.2f}")
     print(
         f"  {'sac: SOAP ExportIndexReadings':34}{soap_rate:12,.0f}{soap_rate / peer_rate:8.2f}"
-        f"   ({erps} ERP(s), {result['pages']} pages, {result['seconds']:.1f} s,"
+        f"   ({args.erps} ERP(s), {result['pages']} pages, {result['seconds']:.1f} s,"
         " every reading once each)"
+    )
+    print(
+        f"  the SAC's CPU: {cpu_a_reading * 1e6:.1f} us a reading served"
+        f" (one core: {1 / cpu_a_reading:,.0f} readings/s)"
     )
     print(f"  during the export ({len(health)} /health, {len(lag)} beats of {BEAT * 1000:.0f} ms):")
     print(f"  {'':34}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}")
@@ -212,6 +223,18 @@ def report(erps: int, count: int, peer_rate: float, result: dict[str, Any]) -> N
         f"  target: >= {TARGET_RATE:,} readings/s, p99 < {TARGET_P99 * 1000:.0f} ms:"
         f" {'met' if verdict else 'NOT met'}"
     )
+    figures = {
+        "readings_per_s": round(soap_rate),
+        "peer_readings_per_s": round(peer_rate),
+        "cpu_us_a_reading": round(cpu_a_reading * 1e6, 2),
+        "health_p99_ms": round(p99(health) * 1000, 1),
+        "lag_p99_ms": round(p99(lag) * 1000, 1),
+        "lag_max_ms": round(lag[-1] * 1000, 1),
+        "readings": count,
+        "target_met": verdict,
+    }
+    options = {"page": args.page, "erps": args.erps}
+    results.record("soap", options, figures, {"soap/peer": soap_rate / peer_rate})
 
 
 async def main(reactor: Any, args: argparse.Namespace) -> None:
@@ -224,13 +247,14 @@ async def main(reactor: Any, args: argparse.Namespace) -> None:
         conn.autocommit = True
         conn.cursor().execute("ANALYZE")
         conn.close()
+        tune_gc()  # as the SAC process does once started (sac/tap.py)
         print(
             f"SOAP benchmark: {args.readings // 1000 * 1000:,} index readings on PostgreSQL,"
             f" pages of {args.page:,}"
         )
         count, peer_rate = await store_rate(store, end, args.page)
         result = await export(reactor, store, end, args.page, args.erps)
-        report(args.erps, count, peer_rate, result)
+        report(args, count, peer_rate, result)
         await store.close()
     finally:
         pg.drop()

@@ -22,9 +22,16 @@ from sac import gasday
 from sac.dlms import Obis
 from sac.errors import BadCursor, InvalidRequest
 from sac.store.events import EVENT_COLUMNS, event_row
-from sac.store.model import EventPage, MonthStartIndex, MonthStartPage, ReadingPage
+from sac.store.model import (
+    EventPage,
+    ExportedReading,
+    ExportPage,
+    MonthStartIndex,
+    MonthStartPage,
+    ReadingPage,
+)
 from sac.store.rows import READING_VALUES, reading_row
-from sac.store.sql import Component, Query, Transaction, id_of, stamp
+from sac.store.sql import Component, Query, Transaction, id_of, number, stamp, when
 
 __all__ = [
     "MAX_PAGE",
@@ -34,6 +41,7 @@ __all__ = [
     "decode_cursor",
     "encode_cursor",
     "events_page",
+    "exported_page",
     "month_start_page",
     "readings_page",
 ]
@@ -105,6 +113,62 @@ def readings_page(
     (``obis``, ``attribute``) or all; UnknownMeter for an unknown LDN.  ``by_profile``:
     for the meters of these profiles (by name), the object is theirs, not ``obis`` (a
     quantity some profiles keep in another object, such as the converted-volume index)."""
+    rows, more = yield from _reading_rows(
+        start, end, ldn, obis, attribute, by_profile, cursor, limit
+    )
+    objects = {text: Obis(text) for text in {row[3] for row in rows}}  # once each
+    readings = tuple(reading_row(row[2], objects[row[3]], row[4], row[5:12]) for row in rows)
+    return ReadingPage(readings, more, {row[2]: row[12] for row in rows})
+
+
+def exported_page(
+    start: dt.datetime,
+    end: dt.datetime,
+    *,
+    ldn: str | None = None,
+    obis: Obis | None = None,
+    attribute: int | None = None,
+    by_profile: Mapping[str, Obis] | None = None,
+    cursor: str | None = None,
+    limit: int = 1000,
+) -> Transaction[ExportPage]:
+    """The readings of :func:`readings_page` (the same query, the same cursor) as
+    :class:`ExportedReading` tuples: for an answer that only writes them out."""
+    rows, more = yield from _reading_rows(
+        start, end, ldn, obis, attribute, by_profile, cursor, limit
+    )
+    return ExportPage(tuple(map(_exported, rows)), more)
+
+
+def _exported(row: Sequence[Any]) -> ExportedReading:
+    raw = row[6]
+    return ExportedReading(
+        row[2],
+        row[3],
+        row[4],
+        number(row[5]),
+        None if raw is None else bytes(raw),
+        row[7],
+        row[8],
+        when(row[9]),
+        stamp(row[10]),
+        row[11],
+        row[12],
+    )
+
+
+def _reading_rows(
+    start: dt.datetime,
+    end: dt.datetime,
+    ldn: str | None,
+    obis: Obis | None,
+    attribute: int | None,
+    by_profile: Mapping[str, Obis] | None,
+    cursor: str | None,
+    limit: int,
+) -> Transaction[tuple[list[Any], str | None]]:
+    """The rows of a page of :func:`readings_page` (id, meter id, LDN, OBIS, attribute,
+    :data:`READING_VALUES`, PDR) and the cursor after them (None: the last page)."""
     _check(start, end, limit)
     odd = _odd_objects(obis, by_profile)
     fingerprint = _fingerprint(
@@ -123,7 +187,11 @@ def readings_page(
         f" WHERE {' AND '.join(where)} ORDER BY r.meter_id, r.captured, r.id LIMIT ?",
         [*params, limit + 1],
     )
-    return _reading_page(rows[:limit], fingerprint if len(rows) > limit else None)
+    if len(rows) <= limit:
+        return rows, None
+    last = rows[limit - 1]
+    more = encode_cursor("r", fingerprint, last[1], stamp(last[9]).isoformat(), last[0])
+    return rows[:limit], more
 
 
 def _reading_filters(
@@ -162,19 +230,6 @@ def _odd_objects(
     if obis is None:
         raise InvalidRequest("an object by profile needs the object of the other meters")
     return sorted((name, other) for name, other in by_profile.items() if other != obis)
-
-
-def _reading_page(rows: Sequence[Any], fingerprint: str | None) -> ReadingPage:
-    """The page of ``rows``; with ``fingerprint`` (more rows follow), the cursor that
-    resumes after the last."""
-    objects = {text: Obis(text) for text in {row[3] for row in rows}}  # once each
-    readings = tuple(reading_row(row[2], objects[row[3]], row[4], row[5:12]) for row in rows)
-    pdrs = {row[2]: row[12] for row in rows}
-    if fingerprint is None:
-        return ReadingPage(readings, None, pdrs)
-    last = rows[-1]
-    cursor = encode_cursor("r", fingerprint, last[1], stamp(last[9]).isoformat(), last[0])
-    return ReadingPage(readings, cursor, pdrs)
 
 
 def _reading_after(cursor: str, fingerprint: str) -> list[Any]:
@@ -304,6 +359,20 @@ class IExports(Interface):
         page's cursor; InvalidRequest for a bad range or page size, BadCursor for a cursor.
         ``by_profile``: the object of the meters of these profiles, when not ``obis``."""
 
+    async def exported(
+        start: dt.datetime,
+        end: dt.datetime,
+        *,
+        ldn: str | None = None,
+        obis: Obis | None = None,
+        attribute: int | None = None,
+        by_profile: Mapping[str, Obis] | None = None,
+        cursor: str | None = None,
+        limit: int = 1000,
+    ) -> ExportPage:
+        """The page :meth:`readings` gives for the same query, as ExportedReading tuples
+        with each meter's PDR (:func:`exported_page`)."""
+
     async def events(
         start: dt.datetime,
         end: dt.datetime,
@@ -344,6 +413,30 @@ class ExportsComponent(Component):
         limit: int = 1000,
     ) -> ReadingPage:
         page = readings_page(
+            start,
+            end,
+            ldn=ldn,
+            obis=obis,
+            attribute=attribute,
+            by_profile=by_profile,
+            cursor=cursor,
+            limit=limit,
+        )
+        return await self.db.run(page)
+
+    async def exported(
+        self,
+        start: dt.datetime,
+        end: dt.datetime,
+        *,
+        ldn: str | None = None,
+        obis: Obis | None = None,
+        attribute: int | None = None,
+        by_profile: Mapping[str, Obis] | None = None,
+        cursor: str | None = None,
+        limit: int = 1000,
+    ) -> ExportPage:
+        page = exported_page(
             start,
             end,
             ldn=ldn,

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 from sac.dlms import Obis
 
@@ -21,6 +21,8 @@ __all__ = [
     "CommandState",
     "CommandTransition",
     "Event",
+    "ExportPage",
+    "ExportedReading",
     "Ingest",
     "IngestResult",
     "Meter",
@@ -472,6 +474,37 @@ class ReadingPage:
     readings: tuple[Reading, ...]
     cursor: str | None
     pdrs: Mapping[str, str | None] = field(default_factory=dict)  # each LDN's PDR
+
+
+class ExportedReading(NamedTuple):
+    """A reading of an export with its meter's PDR, for the answers that only write it out
+    (the SOAP exports): a tuple, not a :class:`Reading` (10,000 Readings took about 70 ms to
+    make, these a fifth of it; issue 23).  The fields are a Reading's, ``obis`` as text."""
+
+    ldn: str
+    obis: str
+    attribute: int
+    value: int | float | None
+    raw: bytes | None
+    scaler: int | None
+    unit: int | None
+    captured: dt.datetime | None
+    received: dt.datetime
+    source: str
+    pdr: str | None
+
+    @property
+    def scaled(self) -> Decimal | None:
+        return _scaled(self.value, self.scaler)
+
+
+@dataclass(frozen=True, slots=True)
+class ExportPage:
+    """A page of a readings export as :class:`ExportedReading`; ``cursor`` as a
+    :class:`ReadingPage`'s (the same query gives the same cursors)."""
+
+    readings: tuple[ExportedReading, ...]
+    cursor: str | None
 
 
 @dataclass(frozen=True, slots=True)

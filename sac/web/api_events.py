@@ -15,6 +15,7 @@ from sac.store import Event
 from sac.web import display
 from sac.web.api_input import query_limit, query_time, read_body
 from sac.web.errors import ApiError
+from sac.web.history import converted
 from sac.web.schema import AcknowledgeIn, AcknowledgementOut, EventOut, EventsOut
 
 __all__ = [
@@ -64,7 +65,7 @@ async def events_answer(
 ) -> dict[str, Any]:
     """A page of events as JSON, each named by its meter's profile (one query a page)."""
     profiles = await display.profiles_by_ldn(store, registry, [e.ldn for e in events])
-    out = [event_out(event, profiles[event.ldn]) for event in events]
+    out = await converted(events, lambda event: event_out(event, profiles[event.ldn]))
     answer: dict[str, Any] = msgspec.to_builtins(EventsOut(out, cursor))
     return answer
 

@@ -13,7 +13,7 @@ import msgspec
 
 from sac import gasday
 from sac.errors import BadCursor
-from sac.store import Connection, Meter, Reading, UnknownMeter
+from sac.store import Connection, Meter, MonthStartIndex, Reading, UnknownMeter
 from sac.store.exports import MAX_PAGE, MAX_PDRS
 from sac.web import display, schema
 from sac.web.api_input import query_limit, query_time, query_whole, read_query
@@ -76,8 +76,14 @@ async def connections(api: Any, request: Any, ldn: str) -> bytes:
         )
     except BadCursor:
         raise ApiError(400, "bad_parameter", "after is not a cursor of this list") from None
-    out = schema.ConnectionsOut([_connection(c) for c in page.connections], page.cursor)
+    out = schema.ConnectionsOut(await converted(page.connections, _connection), page.cursor)
     return json_answer(request, 200, msgspec.to_builtins(out))
+
+
+def _month_start_index(row: MonthStartIndex) -> schema.MonthStartIndex:
+    reading = row.reading
+    index = reading_json(reading, "converted_volume_index", {}) if reading else None
+    return schema.MonthStartIndex(ldn=row.ldn, pdr=row.pdr, index=index)
 
 
 def reading_json(r: Reading, quantity: str, bits: Any) -> schema.ObjectReading:
@@ -220,16 +226,7 @@ async def month_start(api: Any, request: Any) -> bytes:
         year=year,
         month=month,
         month_start=gasday.month_start(year, month).isoformat(),
-        rows=[
-            schema.MonthStartIndex(
-                ldn=row.ldn,
-                pdr=row.pdr,
-                index=reading_json(row.reading, "converted_volume_index", {})
-                if row.reading
-                else None,
-            )
-            for row in page.rows
-        ],
+        rows=await converted(page.rows, _month_start_index),
         next=page.cursor,
     )
     return json_answer(request, 200, msgspec.to_builtins(answer))

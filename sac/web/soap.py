@@ -73,7 +73,7 @@ from sac.store import (
     UnknownMeter,
 )
 from sac.store.exports import MAX_PAGE
-from sac.web import display, soap_commands, soap_export, soap_jobs
+from sac.web import display, soap_commands, soap_export, soap_jobs, soap_pages
 from sac.web.errors import install as install_errors
 from sac.web.history import MAX_DAYS, gas_days, index_objects, object_of, reading_slices
 from sac.web.soap_call import Call
@@ -103,7 +103,6 @@ from sac.web.soap_types import (
     UnknownMeterFault,
     ValveState,
     _command_status,
-    _connection_info,
     _event_info,
     _gas_day_info,
     _limit,
@@ -207,7 +206,14 @@ class ErpService(ServiceBase):
             lo, hi = _range(start, end)
             size, only = _limit(limit, 1000, MAX_PAGE), _obis(obis)
             page = reading_slices(
-                call.web.store, lo, hi, ldn=ldn, obis=only, cursor=cursor or None, limit=size
+                call.web.store,
+                lo,
+                hi,
+                ldn=ldn,
+                obis=only,
+                cursor=cursor or None,
+                limit=size,
+                exported=True,
             )
             return await soap_export.readings_answer("GetReadings", page)
 
@@ -242,6 +248,7 @@ class ErpService(ServiceBase):
                 by_profile=by_profile,
                 cursor=cursor or None,
                 limit=size,
+                exported=True,
             )
             return await soap_export.readings_answer("ExportIndexReadings", page)
 
@@ -315,17 +322,17 @@ class ErpService(ServiceBase):
     )
     async def GetEvents(
         ctx: Any, start: Any, end: Any, ldn: Any, cursor: Any, limit: Any
-    ) -> EventPage:
+    ) -> Serialised:
         """Events and alarms that occurred in [start, end), of one meter or all."""
         call = Call(ctx)
 
-        async def work(actor: Actor) -> EventPage:
+        async def work(actor: Actor) -> Serialised:
             lo, hi = _range(start, end)
             size = _limit(limit, 1000, MAX_PAGE)
             page = await call.web.store.exports.events(
                 lo, hi, ldn=ldn or None, cursor=cursor or None, limit=size
             )
-            return EventPage(events=[_event_info(e) for e in page.events], cursor=page.cursor)
+            return await soap_pages.events_answer(page)
 
         return await call.run(Role.VIEWER, ldn, _span(start, end), work)
 
@@ -381,20 +388,18 @@ class ErpService(ServiceBase):
     )
     async def GetConnections(
         ctx: Any, ldn: str, start: Any, end: Any, cursor: Any, limit: Any
-    ) -> ConnectionPage:
+    ) -> Serialised:
         """One meter's sessions (pushes, polls) started in [start, end), in the order they
         started: the outcome, the duration, what was read and what could not be."""
         call = Call(ctx)
 
-        async def work(actor: Actor) -> ConnectionPage:
+        async def work(actor: Actor) -> Serialised:
             lo, hi = _range(start, end)
             size = _limit(limit, 1000, MAX_PAGE)
             page = await call.web.store.connections.page(
                 ldn, lo, hi, cursor=cursor or None, limit=size
             )
-            return ConnectionPage(
-                connections=[_connection_info(c) for c in page.connections], cursor=page.cursor
-            )
+            return await soap_pages.connections_answer(page)
 
         return await call.run(Role.VIEWER, ldn, _span(start, end), work)
 
