@@ -14,7 +14,7 @@ from twisted.internet.defer import Deferred, DeferredList
 
 from sac.errors import StoreUnavailable
 from sac.store import NewMeter
-from tests.acquisition.conftest import Sac, make_fleet, provision, push_once
+from tests.acquisition.conftest import Sac, make_fleet, provision, push_once, started
 from tests.store.conftest import Backend
 
 
@@ -31,12 +31,7 @@ async def _outcomes(sac: Sac, titles: list[bytes]) -> list[Any]:
 async def test_fifty_cold_pushes_are_identified_in_three_statements(
     backend: Backend, sacs: list[Sac]
 ) -> None:
-    store = backend.make()
-    await store.open()
-    fleet = make_fleet(50)
-    await provision(store, fleet)
-    sac = Sac(store)
-    sacs.append(sac)
+    store, fleet, sac, _ = await started(backend, sacs, 50)
     lookups = sac.acquisition.directory.lookups
     store.meter_ids.clear()
 
@@ -92,12 +87,7 @@ async def test_each_push_of_a_group_gets_its_own_answer(backend: Backend, sacs: 
 async def test_a_failed_lookup_fails_each_push_of_its_group(
     backend: Backend, sacs: list[Sac], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = backend.make()
-    await store.open()
-    fleet = make_fleet(5)
-    await provision(store, fleet)
-    sac = Sac(store)
-    sacs.append(sac)
+    store, fleet, sac, _ = await started(backend, sacs, 5)
 
     async def broken(*_: Any) -> Any:
         raise RuntimeError("the server went away")
@@ -116,13 +106,7 @@ async def test_a_failed_lookup_fails_each_push_of_its_group(
 async def test_concurrent_cold_sessions_are_stored(backend: Backend, sacs: list[Sac]) -> None:
     """End to end over TCP: 40 meters never seen push at once; every one is stored, with
     fewer lookups than sessions."""
-    store = backend.make()
-    await store.open()
-    fleet = make_fleet(40)
-    await provision(store, fleet)
-    sac = Sac(store)
-    sacs.append(sac)
-    port = await sac.listen()
+    store, fleet, sac, port = await started(backend, sacs, 40)
     sessions = [Deferred.fromCoroutine(push_once(port, m)) for m in fleet.meters]
     await DeferredList(sessions, fireOnOneErrback=True)
     assert sac.acquisition.metrics.value("sac_push_stored_total") == 40
