@@ -29,7 +29,7 @@ from sac.store.model import Meter, MeterKeys
 
 if TYPE_CHECKING:
     from sac.store.keys import IKeys
-    from sac.store.meters import IMeters
+    from sac.store.meters import IMeters, PushKeys
 
 __all__ = ["DirectoryStore", "MeterDirectory", "PushRejected"]
 
@@ -77,7 +77,7 @@ class _Candidates:
 
 
 #: a meter found for a push, with its keys by client (None: no meter has the title)
-_Found = tuple[Meter, dict[int, MeterKeys]] | None
+_Found = tuple[Meter, "PushKeys"] | None
 
 
 class _Lookups(Grouped[bytes, _Found]):
@@ -159,6 +159,8 @@ class MeterDirectory:
         keys = by_sap.get(int(self.profile(meter).clients["management"]))
         if keys is None:
             raise PushRejected("no-key", f"meter {meter.ldn} has no key", meter.ldn)
+        if not isinstance(keys, MeterKeys):  # damaged, or wrapped under another master key
+            raise PushRejected("bad-key", f"meter {meter.ldn}: its key: {keys}", meter.ldn)
         self._learn(meter)
         if self.cache_seconds > 0 and changes == self._changes:  # (else maybe read before)
             self._known[title] = _Known(meter, keys, time.monotonic() + self.cache_seconds)

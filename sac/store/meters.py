@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 from zope.interface import Interface, implementer
 
-from sac.errors import ConfigurationError, Conflict, UnknownMeter
+from sac.errors import ConfigurationError, Conflict, SecurityError, UnknownMeter
 from sac.keys import MasterKey, key_place
 from sac.store import meterlist
 from sac.store import provisioning as prov
@@ -28,7 +28,7 @@ from sac.store.model import (
 from sac.store.rows import METER_COLUMNS, meter_row
 from sac.store.sql import BATCH_ROWS, Component, Exec, Query, Transaction
 
-__all__ = ["IMeters", "MetersComponent"]
+__all__ = ["IMeters", "MetersComponent", "PushKeys"]
 
 T = TypeVar("T")
 
@@ -119,18 +119,22 @@ def meter_by_system_title(title: bytes) -> Transaction[Meter | None]:
     return meter_row(rows[0]) if rows else None
 
 
+#: a meter's keys by client, in clear, or why they do not unwrap (:func:`meters_for_pushes`)
+PushKeys = dict[int, MeterKeys | SecurityError]
+
 _PUSH_METER_COLUMNS = ", ".join(f"m.{c.strip()}" for c in METER_COLUMNS.split(","))
 
 
 def meters_for_pushes(
     master: MasterKey | None, titles: Collection[bytes], client_saps: Collection[int]
-) -> Transaction[dict[bytes, tuple[Meter, dict[int, MeterKeys]]]]:
+) -> Transaction[dict[bytes, tuple[Meter, PushKeys]]]:
     """{system title: (meter, {client SAP: its keys, unwrapped})} of the meters among
     ``titles``, with their keys of the clients ``client_saps`` (a push's Management client:
     the installed profiles'), one statement a few hundred titles; a title no meter has is
-    absent, a meter without keys has none.  The keys are unwrapped here, once a lookup."""
+    absent, a meter without keys has none.  The keys are unwrapped here, once a lookup; a
+    key that does not unwrap (damaged, another master key) is its error, in its place."""
     wanted, saps = sorted(set(titles)), sorted(set(client_saps))
-    found: dict[bytes, tuple[Meter, dict[int, MeterKeys]]] = {}
+    found: dict[bytes, tuple[Meter, PushKeys]] = {}
     for i in range(0, len(wanted), BATCH_ROWS):
         part = wanted[i : i + BATCH_ROWS]
         rows = yield Query(
@@ -151,7 +155,10 @@ def meters_for_pushes(
         for title, by_sap in wrapped.items():
             meter, keys = found[title]
             for sap, roles in by_sap.items():
-                keys[sap] = _unwrapped(master, meter.ldn, sap, roles)
+                try:
+                    keys[sap] = _unwrapped(master, meter.ldn, sap, roles)
+                except SecurityError as exc:  # this meter's alone: the others go on
+                    keys[sap] = exc
     return found
 
 
@@ -245,11 +252,11 @@ class IMeters(Interface):
 
     async def for_pushes(
         titles: Collection[bytes], client_saps: Collection[int]
-    ) -> dict[bytes, tuple[Meter, dict[int, MeterKeys]]]:
-        """{system title: (meter, {client SAP: keys in clear})} of the meters among
-        ``titles`` and their keys of ``client_saps``: the pushes of many sessions identified
-        in one statement, outside any transaction (it only reads); the meters' ids taught to
-        the ingest path, which then looks none up."""
+    ) -> dict[bytes, tuple[Meter, PushKeys]]:
+        """{system title: (meter, {client SAP: keys in clear, or why they do not unwrap})}
+        of the meters among ``titles`` and their keys of ``client_saps``: the pushes of many
+        sessions identified in one statement, outside any transaction (it only reads); the
+        meters' ids taught to the ingest path, which then looks none up."""
 
     async def by_ip(ip: str) -> list[Meter]:
         """The meters whose allowlist holds ``ip`` (a push with an empty system title)."""
@@ -354,7 +361,7 @@ class MetersComponent(Component):
 
     async def for_pushes(
         self, titles: Collection[bytes], client_saps: Collection[int]
-    ) -> dict[bytes, tuple[Meter, dict[int, MeterKeys]]]:
+    ) -> dict[bytes, tuple[Meter, PushKeys]]:
         changes = self.db.meter_changes
         lookup = meters_for_pushes(self.db.master_key_if_set(), titles, client_saps)
         found = await self.db.run(lookup, atomic=False)

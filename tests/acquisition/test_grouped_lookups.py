@@ -113,3 +113,20 @@ async def test_concurrent_cold_sessions_are_stored(backend: Backend, sacs: list[
     assert sac.acquisition.directory.lookups.groups < 40
     for m in fleet.meters:
         assert (await store.meters.get(m.ldn)).last_connection is not None
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_damaged_key_refuses_its_meter_alone(backend: Backend, sacs: list[Sac]) -> None:
+    """A wrapped key that does not open (damaged on disk) refuses that meter's push
+    (``bad-key``); the other pushes looked up with it are found."""
+    _store, fleet, sac, _ = await started(backend, sacs, 3)
+    damaged = fleet.meters[1]
+    # another meter's key put in its place: bound to that meter, it does not open here
+    backend.raw(
+        "UPDATE meter_keys SET wrapped = (SELECT k.wrapped FROM meter_keys k JOIN meters m"
+        f" ON m.id = k.meter_id WHERE m.ldn = '{fleet.meters[0].ldn}' AND k.role = 'ek')"
+        f" WHERE role = 'ek' AND meter_id = (SELECT id FROM meters WHERE ldn = '{damaged.ldn}')"
+    )
+    found = await _outcomes(sac, [m.system_title for m in fleet.meters])
+    assert [getattr(f, "reason", None) for f in found] == [None, "bad-key", None]
+    assert damaged.ldn in str(found[1])
