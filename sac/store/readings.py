@@ -65,7 +65,7 @@ def ingest(batch: Ingest, ids: dict[str, int]) -> Transaction[IngestResult]:
 
     ``ids`` is the caller's {LDN: meter id} cache (an LDN never changes meter): only the
     LDNs missing from it are looked up, and it learns them."""
-    yield from _learn_ids(batch, ids)
+    ids = yield from _learn_ids(batch, ids)
     yield from accept_counters(batch.counters, ids)
     readings = yield InsertRows(
         "readings",
@@ -132,19 +132,24 @@ def _insert_events(
     return count + len(alarms), alarms
 
 
-def _learn_ids(batch: Ingest, ids: dict[str, int]) -> Transaction[None]:
-    """Teach ``ids`` the meters of ``batch`` it does not know; UnknownMeter for one that
-    is not in the store."""
+def _learn_ids(batch: Ingest, ids: dict[str, int]) -> Transaction[dict[str, int]]:
+    """{LDN: meter id} of the meters of ``batch``, this transaction's own (a change of a
+    meter told meanwhile withdraws it from the cache ``ids``, not from under this
+    transaction); the ids ``ids`` lacks are looked up and taught to it.  UnknownMeter for a
+    meter that is not in the store."""
     ldns = {r.ldn for r in batch.readings} | {e.ldn for e in batch.events}
     ldns |= {s.ldn for s in batch.statuses} | {c.ldn for c in batch.counters}
     ldns |= {m.ldn for m in batch.plan_marks}
-    unknown = ldns - ids.keys()
+    own = {ldn: ids[ldn] for ldn in ldns if ldn in ids}
+    unknown = ldns - own.keys()
     if unknown:
         found = yield from ids_of(unknown)
         missing = sorted(unknown - found.keys())
         if missing:
             raise UnknownMeter(missing[0])
         ids.update(found)
+        own.update(found)
+    return own
 
 
 def _pushed(

@@ -3,11 +3,17 @@ invocation counter or not at all, command priorities and history, meters found b
 
 from __future__ import annotations
 
+import datetime as dt
+from typing import Any
+
 import pytest
 import pytest_twisted
 
+from sac.dlms import Obis
 from sac.errors import ReplayError
-from sac.store import CommandState, Ingest, MeterStatus, NewMeter, PeerCounter
+from sac.store import CommandState, Ingest, MeterStatus, NewMeter, PeerCounter, Reading
+from sac.store.readings import ingest
+from sac.store.sql import InsertRows, Query, UpdateRows
 from tests.store.conftest import Backend
 from tests.store.test_operations import ALICE, FAST, T0, Clock, at, index, ldn
 
@@ -198,3 +204,33 @@ async def test_push_candidates_are_allowlisted_meters_then_those_last_heard_ther
         Ingest(statuses=[MeterStatus(ldn(3), connected=at(0), address="x")])
     )
     assert [m.ldn for m in await store.meters.push_candidates("192.0.2.9", 8)] == [ldn(3)]
+
+
+def test_an_ingest_outlives_a_change_of_its_meter_told_meanwhile() -> None:
+    """A change of a meter told while an ingest of it is in flight (another process's
+    NOTIFY, on PostgreSQL) withdraws the meter's id from the cache, not from under the
+    transaction: it goes on with the id it started with (seen as a KeyError in the
+    two-process test, which refused the push)."""
+    now = dt.datetime(2026, 12, 3, tzinfo=dt.UTC)
+    ids = {"SIM0000000000001": 1}
+    batch = Ingest(
+        readings=[Reading("SIM0000000000001", Obis("7.0.13.2.0.255"), 2, 5, now, "cf47", now)],
+        statuses=[MeterStatus("SIM0000000000001", connected=now, at=now)],
+        counters=[PeerCounter("SIM0000000000001", 1, 7)],
+    )
+    run = ingest(batch, ids)
+    op = next(run)  # the counters first: the id was known, nothing looked up
+    ids.clear()  # the change told meanwhile
+    while True:
+        if isinstance(op, InsertRows):
+            answer: Any = [(1, 1)] if op.returning else len(op.rows)
+        elif isinstance(op, UpdateRows):
+            answer = len(op.rows)
+        else:
+            assert isinstance(op, Query)
+            answer = []
+        try:
+            op = run.send(answer)
+        except StopIteration as done:
+            assert done.value.readings == 1
+            return
