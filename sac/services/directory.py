@@ -122,7 +122,7 @@ class MeterDirectory:
     ) -> None:
         self.store = store
         self.registry = registry
-        self.ask = self._store = ask
+        self.ask = ask
         self.cache_seconds = cache_seconds
         self.cache_size = cache_size
         self.max_candidates = max_candidates
@@ -152,7 +152,7 @@ class MeterDirectory:
             self._known.move_to_end(title)
             return known.meter, known.keys, True
         changes = self._changes
-        found = await self._store("find the meter", lambda: self.lookups(title))
+        found = await self.ask("find the meter", lambda: self.lookups(title))
         if found is None:
             raise PushRejected("unknown-meter", f"no meter has system title {title.hex()}")
         meter, by_sap = found
@@ -171,7 +171,7 @@ class MeterDirectory:
     async def _keys_of(self, meter: Meter) -> MeterKeys | None:
         profile = self.profile(meter)
         sap = int(profile.clients["management"])
-        return await self._store("load the key", lambda: self.store.keys.get(meter.ldn, sap))
+        return await self.ask("load the key", lambda: self.store.keys.get(meter.ldn, sap))
 
     async def candidates_of(self, peer: str) -> tuple[list[tuple[Meter, MeterKeys]], bool]:
         """The meters (with their keys) a push without system title from ``peer`` may come
@@ -181,7 +181,7 @@ class MeterDirectory:
             self._by_ip.move_to_end(peer)
             return cached.found, True
         changes = self._changes
-        meters = await self._store(
+        meters = await self.ask(
             "find the meter", lambda: self.store.meters.push_candidates(peer, self.max_candidates)
         )
         found = []
